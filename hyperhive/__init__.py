@@ -1,0 +1,1 @@
+"""hyperhive: a host daemon for a swarm of autonomous coding agents."""

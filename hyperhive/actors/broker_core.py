@@ -1,0 +1,123 @@
+"""The Broker's decisions, with no threads, sockets or database in sight:
+who may send to whom, how long a recv waits, and which parked recv a new
+message wakes."""
+
+from __future__ import annotations
+
+import itertools
+from collections import deque
+from dataclasses import dataclass, field
+
+from hyperhive.actors.bridge import Reply, claim
+from hyperhive.errors import BadRequest, NotAllowed, UnknownAgent
+from hyperhive.names import OPERATOR, SYSTEM
+
+__all__ = ["BrokerCore", "Waiter", "clamp_wait"]
+
+RECV_BATCH = 100
+
+
+def clamp_wait(wait_seconds: float | None, default: float, cap: float) -> float:
+    """F2: None means the default; anything above the cap is the cap."""
+    if wait_seconds is None:
+        return min(default, cap)
+    if wait_seconds < 0:
+        raise BadRequest(f"wait_seconds must be >= 0, got {wait_seconds}")
+    return min(float(wait_seconds), cap)
+
+
+@dataclass
+class Waiter:
+    id: int
+    agent: str
+    system: bool
+    reply: Reply
+    deadline: float
+
+
+@dataclass
+class BrokerCore:
+    recv_default: float = 30.0
+    recv_cap: float = 180.0
+    # agent -> allowed recipients (None: anyone). Its keys are the known agents.
+    policies: dict[str, frozenset[str] | None] = field(default_factory=dict)
+    _tool: dict[str, deque[Waiter]] = field(default_factory=dict)
+    _system: dict[str, deque[Waiter]] = field(default_factory=dict)
+    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+
+    # --- who may send -----------------------------------------------------
+    def register(self, agent: str, allowed: frozenset[str] | None) -> None:
+        self.policies[agent] = allowed
+
+    def forget(self, agent: str) -> None:
+        self.policies.pop(agent, None)
+
+    def check_send(self, sender: str, to: str) -> None:
+        """Raise if ``sender`` may not message ``to`` (F4)."""
+        if to == SYSTEM:
+            raise NotAllowed("nobody can message 'system'")
+        if to != OPERATOR and to not in self.policies:
+            raise UnknownAgent(f"no agent named {to!r}")
+        if sender in (OPERATOR, SYSTEM):
+            return
+        allowed = self.policies.get(sender)
+        if allowed is not None and to not in allowed:
+            names = ", ".join(sorted(allowed)) or "nobody"
+            raise NotAllowed(
+                f"{sender} may not message {to}: {sender}'s config sets "
+                f"allowed_recipients = [{names}]"
+            )
+
+    # --- parked recvs -----------------------------------------------------
+    def park(self, agent: str, system: bool, reply: Reply, deadline: float) -> Waiter:
+        w = Waiter(next(self._ids), agent, system, reply, deadline)
+        (self._system if system else self._tool).setdefault(agent, deque()).append(w)
+        return w
+
+    def take_waiter(self, agent: str) -> Waiter | None:
+        """The parked recv a message for ``agent`` goes to, already claimed.
+
+        A tool-level recv (the model asked) comes before the harness's own
+        turn-loop recv; within each, first parked first served. Waiters whose
+        caller gave up are dropped on the way.
+        """
+        for table in (self._tool, self._system):
+            q = table.get(agent)
+            while q:
+                w = q.popleft()
+                if claim(w.reply):
+                    if not q:
+                        del table[agent]
+                    return w
+            table.pop(agent, None)
+        return None
+
+    def expire(self, waiter_id: int, agent: str) -> Waiter | None:
+        """Remove and return the waiter if it is still parked (its deadline passed)."""
+        for table in (self._tool, self._system):
+            q = table.get(agent)
+            if not q:
+                continue
+            for w in q:
+                if w.id == waiter_id:
+                    q.remove(w)
+                    if not q:
+                        del table[agent]
+                    return w
+        return None
+
+    def drain(self) -> list[Waiter]:
+        out = [w for table in (self._tool, self._system) for q in table.values() for w in q]
+        self._tool.clear()
+        self._system.clear()
+        return out
+
+    def parked(self) -> dict[str, dict[str, int]]:
+        """Per agent, how many recvs are parked: {"tool": n, "system": n}."""
+        out: dict[str, dict[str, int]] = {}
+        for kind, table in (("tool", self._tool), ("system", self._system)):
+            for agent, q in table.items():
+                live = sum(1 for w in q if not w.reply.done())
+                if live:
+                    out.setdefault(agent, {"tool": 0, "system": 0})[kind] = live
+        return out

@@ -1,0 +1,195 @@
+"""ContainerActor: one per agent. Runs its container through the backend,
+serializes the verbs on it, and supervises the harness: an exit nobody asked
+for is a crash, reported to the manager and followed by a restart with backoff."""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import pykka
+
+import hyperhive.logs as logs
+from hyperhive.actors.bridge import Reply, answer
+from hyperhive.actors.clock import LoopClock
+from hyperhive.actors.events import Hub
+from hyperhive.names import MANAGER, SYSTEM, AgentName
+
+__all__ = ["Backoff", "ContainerActor", "State", "describe_exit", "kick_text"]
+
+State = Literal["stopped", "running", "crashed"]
+STABLE_AFTER = 60.0  # a harness up this long has its backoff reset
+
+_log = logs.get("hyperhive.container")
+
+
+@dataclass
+class Backoff:
+    """Crash-restart delays: base, doubling to cap; reset after a stable run."""
+
+    base: float = 1.0
+    cap: float = 30.0
+    current: float = field(default=0.0)
+
+    def next(self, ran_for: float) -> float:
+        if ran_for >= STABLE_AFTER or self.current == 0.0:
+            self.current = self.base
+        else:
+            self.current = min(self.current * 2, self.cap)
+        return self.current
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        import signal
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+def kick_text(agent: str, reason: str, state_dir: str) -> str:
+    """F6: what an agent reads after a (re)start."""
+    return (
+        f"[system] {agent}, your harness was {reason}. Your notes are in your state dir "
+        f"({state_dir}); your conversation is intact. Carry on where you left off."
+    )
+
+
+class ContainerActor(pykka.ThreadingActor):
+    def __init__(
+        self, name: AgentName, backend: Any, driver: str, broker: Any, coordinator: Any,
+        clock: LoopClock, hub: Hub, state_dir: str, backoff: Backoff,
+    ) -> None:
+        super().__init__()
+        self.name = name
+        self._backend = backend
+        self._driver = driver
+        self._broker = broker
+        self._coordinator = coordinator
+        self._clock = clock
+        self._hub = hub
+        self._state_dir = state_dir
+        self._backoff = backoff
+        self.state: State = "stopped"
+        self._handle: Any = None
+        self._gen = 0  # bumps on every start; stale exit reports are ignored
+        self._started_at = 0.0
+        self.restarts = 0
+        self.last_exit: str | None = None
+        self._me: Any = None
+
+    def on_start(self) -> None:
+        self._me = self.actor_ref.proxy()
+        logs.bind_thread(agent=self.name)
+
+    def on_stop(self) -> None:
+        self._stop_harness()
+
+    # --- verbs -------------------------------------------------------------
+    def start_agent(self, kick: str | None = None, reply: Reply | None = None) -> None:
+        """Start the harness if it is not running; kick the agent with ``kick``."""
+        def run() -> dict[str, Any]:
+            if self.state != "running":
+                self._start_harness()
+            if kick:
+                self._kick(kick)
+            return self.snapshot()
+        answer(reply, run)
+
+    def stop_agent(self, reply: Reply | None = None) -> None:
+        def run() -> dict[str, Any]:
+            self._stop_harness()
+            return self.snapshot()
+        answer(reply, run)
+
+    def set_driver(self, driver: str) -> None:
+        self._driver = driver
+
+    # --- supervision -----------------------------------------------------------
+    def harness_exited(self, gen: int, returncode: int) -> None:
+        try:
+            if gen != self._gen or self.state != "running":
+                return  # an exit we asked for, or an old generation
+            ran_for = time.monotonic() - self._started_at
+            self.state = "crashed"
+            self._handle = None
+            self.last_exit = describe_exit(returncode)
+            delay = self._backoff.next(ran_for)
+            _log.warning("container.crash", exit=self.last_exit, restart_in=delay, ran_for=round(ran_for, 2))
+            event = {
+                "event": "ContainerCrash", "agent": self.name, "exit": self.last_exit,
+                "restart_in_seconds": delay,
+            }
+            self._broker.send.defer(SYSTEM, MANAGER, json.dumps(event))
+            self._hub.publish("container.crash", event)
+            self._publish()
+            self._clock.call_later(delay, self._me.restart_after_crash.defer, self._gen)
+        except Exception:  # noqa: BLE001 - a tell must never kill the actor
+            _log.exception("container.supervise_failed")
+
+    def restart_after_crash(self, gen: int) -> None:
+        try:
+            if gen != self._gen or self.state != "crashed":
+                return
+            self.restarts += 1
+            self._start_harness()
+            self._kick("restarted after a crash")
+        except Exception:  # noqa: BLE001
+            _log.exception("container.restart_failed")
+            self.state = "crashed"
+            self._publish()
+            delay = self._backoff.next(0.0)
+            self._clock.call_later(delay, self._me.restart_after_crash.defer, self._gen)
+
+    # --- internals -----------------------------------------------------------
+    def _start_harness(self) -> None:
+        self._gen += 1
+        gen = self._gen
+        me = self._me
+
+        def on_exit(rc: int) -> None:
+            try:
+                me.harness_exited.defer(gen, rc)
+            except pykka.ActorDeadError:
+                pass
+
+        self._handle = self._backend.start(self.name, self._driver, on_exit)
+        self._started_at = time.monotonic()
+        self.state = "running"
+        self._publish()
+
+    def _stop_harness(self) -> None:
+        handle, self._handle = self._handle, None
+        self.state = "stopped"
+        self._gen += 1
+        if handle is not None:
+            self.last_exit = describe_exit(self._backend.stop(handle))
+        self._publish()
+
+    def _kick(self, reason: str) -> None:
+        self._broker.send.defer(SYSTEM, self.name, kick_text(self.name, reason, self._state_dir))
+
+    def snapshot(self) -> dict[str, Any]:
+        return {
+            "name": self.name,
+            "role": "manager" if self.name == MANAGER else "agent",
+            "state": self.state,
+            "pid": self._handle.pid if self._handle is not None else None,
+            "driver": self._driver,
+            "restarts": self.restarts,
+            "last_exit": self.last_exit,
+            "started_at": (time.time() - (time.monotonic() - self._started_at))
+            if self.state == "running" else None,
+        }
+
+    def _publish(self) -> None:
+        snap = self.snapshot()
+        try:
+            self._coordinator.container_changed.defer(snap)
+        except pykka.ActorDeadError:
+            pass
+        self._hub.publish("container.state", snap)

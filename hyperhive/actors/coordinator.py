@@ -1,0 +1,150 @@
+"""Coordinator: the registry of ContainerActors and the containers table.
+
+It creates agents (spawn), routes lifecycle verbs to each agent's actor
+(passing the caller's reply future along, so it never waits on them), and
+keeps the latest snapshot each actor reports for `ls`.
+"""
+
+from __future__ import annotations
+
+import time
+from typing import Any, Protocol
+
+import pykka
+
+import hyperhive.logs as logs
+from hyperhive.actors.bridge import Reply, answer, claim, fail
+from hyperhive.actors.clock import LoopClock
+from hyperhive.actors.container import Backoff, ContainerActor
+from hyperhive.actors.events import Hub
+from hyperhive.errors import Conflict, HiveError, UnknownAgent
+from hyperhive.names import MANAGER, AgentName, validate_name, validate_spawnable
+from hyperhive.paths import AgentConfig, StatePaths
+from hyperhive.settings import Settings
+from hyperhive.store.models import Container
+
+__all__ = ["Coordinator", "SocketBinder"]
+
+_log = logs.get("hyperhive.coordinator")
+
+
+class SocketBinder(Protocol):
+    def open(self, name: AgentName, manager: bool) -> None: ...
+    def close(self, name: AgentName) -> None: ...
+
+
+class Coordinator(pykka.ThreadingActor):
+    def __init__(
+        self, settings: Settings, paths: StatePaths, backend: Any, broker: Any,
+        clock: LoopClock, hub: Hub, sockets: SocketBinder,
+    ) -> None:
+        super().__init__()
+        self._settings = settings
+        self._paths = paths
+        self._backend = backend
+        self._broker = broker
+        self._clock = clock
+        self._hub = hub
+        self._sockets = sockets
+        self._actors: dict[str, Any] = {}
+        self._snapshots: dict[str, dict[str, Any]] = {}
+        self._me: Any = None
+
+    def on_start(self) -> None:
+        self._me = self.actor_ref.proxy()
+        logs.bind_thread(actor="coordinator")
+
+    def on_stop(self) -> None:
+        # Reverse order of creation; each stop terminates that harness.
+        for name in reversed(list(self._actors)):
+            try:
+                self._actors[name].actor_ref.stop(timeout=15)
+            except Exception:  # noqa: BLE001
+                _log.exception("coordinator.stop_failed", agent=name)
+
+    # --- boot ---------------------------------------------------------------
+    def boot(self, reply: Reply | None = None) -> None:
+        """Bring back every kept container; create the manager on first start."""
+        def run() -> list[str]:
+            rows = list(Container.select().order_by(Container.created_at))
+            if not any(r.name == MANAGER for r in rows):
+                self._create(MANAGER)
+                rows = list(Container.select().order_by(Container.created_at))
+            started = []
+            for row in rows:
+                name = validate_name(row.name)
+                if name not in self._actors:
+                    self._attach(name)
+                if row.desired == "running":
+                    self._actors[name].start_agent.defer(kick="restarted with the host daemon")
+                    started.append(name)
+            _log.info("coordinator.booted", containers=len(rows), started=started)
+            return started
+        answer(reply, run)
+
+    # --- verbs ----------------------------------------------------------------
+    def spawn(self, name: str, config: AgentConfig | None = None, reply: Reply | None = None) -> None:
+        """Create an agent and start its container; replies with its snapshot."""
+        try:
+            agent = validate_spawnable(name)
+            if agent in self._actors:
+                raise Conflict(f"agent {agent} already exists")
+            self._create(agent, config)
+        except HiveError as exc:
+            if claim(reply):
+                fail(reply, exc)
+            return
+        except Exception as exc:  # noqa: BLE001
+            _log.exception("coordinator.spawn_failed", agent=name)
+            if claim(reply):
+                fail(reply, exc)
+            return
+        _log.info("container.spawn", agent=agent)
+        self._actors[agent].start_agent.defer(reply=reply)
+
+    def start_agent(self, name: str, reply: Reply | None = None) -> None:
+        self._route(name, reply, "running", "start_agent", kick="started")
+
+    def stop_agent(self, name: str, reply: Reply | None = None) -> None:
+        self._route(name, reply, "stopped", "stop_agent")
+
+    def _route(self, name: str, reply: Reply | None, desired: str, verb: str, **kw: Any) -> None:
+        try:
+            agent = validate_name(name)
+            actor = self._actors.get(agent)
+            if actor is None:
+                raise UnknownAgent(f"no agent named {agent}")
+            Container.update(desired=desired).where(Container.name == agent).execute()
+        except HiveError as exc:
+            if claim(reply):
+                fail(reply, exc)
+            return
+        getattr(actor, verb).defer(reply=reply, **kw)
+
+    # --- reports ------------------------------------------------------------
+    def container_changed(self, snapshot: dict[str, Any]) -> None:
+        self._snapshots[snapshot["name"]] = snapshot
+
+    def ls(self, reply: Reply | None = None) -> None:
+        answer(reply, lambda: [self._snapshots[n] for n in self._actors if n in self._snapshots])
+
+    # --- internals ------------------------------------------------------------
+    def _create(self, agent: AgentName, config: AgentConfig | None = None) -> None:
+        self._paths.create_agent(agent, config or AgentConfig())
+        Container.insert(name=agent, desired="running", created_at=time.time()).on_conflict_replace().execute()
+        self._attach(agent)
+
+    def _attach(self, agent: AgentName) -> None:
+        """Register an existing agent: broker policy, socket, actor."""
+        cfg = self._paths.load_applied(agent)
+        allowed = None if cfg.allowed_recipients is None else list(cfg.allowed_recipients)
+        self._broker.register.defer(agent, allowed)
+        self._sockets.open(agent, manager=(agent == MANAGER))
+        actor = ContainerActor.start(
+            agent, self._backend, cfg.driver or self._settings.driver, self._broker, self._me,
+            self._clock, self._hub, str(self._paths.state(agent)),
+            Backoff(self._settings.restart_backoff_seconds, self._settings.restart_backoff_max_seconds),
+        ).proxy()
+        self._actors[agent] = actor
+        self._snapshots[agent] = actor.snapshot().get(timeout=5)
+        self._hub.publish("container.added", {"name": agent})

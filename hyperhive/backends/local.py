@@ -1,0 +1,144 @@
+"""The `local` backend: each agent's harness is a supervised subprocess,
+sandboxed with bubblewrap when it works here.
+
+Isolation when sandboxed (each layer is in the README):
+- the host's / is mounted read-only; /tmp is a fresh tmpfs; /dev and /proc are minimal;
+- the whole hive state dir is hidden behind a tmpfs, then only this agent's
+  state dir and run dir (its socket) are bound back read-write and its applied
+  config read-only: no other agent's socket, state or the hive database is visible;
+- every namespace is unshared but the network (the claude driver needs its API);
+- the sandbox dies with the daemon (--die-with-parent).
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import threading
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+import hyperhive.logs as logs
+from hyperhive.names import AgentName
+from hyperhive.paths import StatePaths
+
+__all__ = ["LocalBackend", "LocalHandle", "bwrap_argv", "bwrap_works", "harness_argv"]
+
+_log = logs.get("hyperhive.backend.local")
+
+
+def harness_argv(paths: StatePaths, name: AgentName, driver: str) -> list[str]:
+    return [
+        sys.executable, "-m", "hyperhive", "harness",
+        "--name", name,
+        "--socket", str(paths.socket(name)),
+        "--state-dir", str(paths.state(name)),
+        "--driver", driver,
+    ]
+
+
+def bwrap_argv(paths: StatePaths, name: AgentName, inner: list[str]) -> list[str]:
+    """The bubblewrap command line around ``inner`` (a pure function)."""
+    root = str(paths.root)
+    state, run, applied = (str(p) for p in (paths.state(name), paths.run(name), paths.applied(name)))
+    return [
+        "bwrap",
+        "--ro-bind", "/", "/",
+        "--dev", "/dev",
+        "--proc", "/proc",
+        "--tmpfs", "/tmp",
+        "--tmpfs", root,
+        "--bind", state, state,
+        "--bind", run, run,
+        "--ro-bind", applied, applied,
+        "--unshare-all", "--share-net",
+        "--die-with-parent",
+        "--chdir", state,
+        "--setenv", "HOME", state,
+        "--",
+        *inner,
+    ]
+
+
+def bwrap_works() -> bool:
+    if shutil.which("bwrap") is None:
+        return False
+    try:
+        r = subprocess.run(
+            ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
+             "--unshare-all", "--share-net", "--die-with-parent", "true"],
+            capture_output=True, timeout=10,
+        )
+    except (OSError, subprocess.TimeoutExpired):
+        return False
+    return r.returncode == 0
+
+
+@dataclass
+class LocalHandle:
+    name: AgentName
+    proc: subprocess.Popen[bytes]
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+
+class LocalBackend:
+    kind = "local"
+
+    def __init__(self, paths: StatePaths, sandbox: str = "auto") -> None:
+        self.paths = paths
+        if sandbox == "off":
+            self.sandboxed = False
+        else:
+            self.sandboxed = bwrap_works()
+            if sandbox == "on" and not self.sandboxed:
+                raise RuntimeError("sandbox=on but bubblewrap does not work here")
+        if not self.sandboxed:
+            _log.warning("backend.unsandboxed", reason="bwrap missing or not usable" if sandbox != "off" else "sandbox=off")
+
+    def start(self, name: AgentName, driver: str, on_exit: Callable[[int], None]) -> LocalHandle:
+        """Start the harness; ``on_exit(returncode)`` runs on a watcher thread when it ends."""
+        inner = harness_argv(self.paths, name, driver)
+        argv = bwrap_argv(self.paths, name, inner) if self.sandboxed else inner
+        state = self.paths.state(name)
+        state.mkdir(parents=True, exist_ok=True)
+        env = {**os.environ, "HOME": str(state), "PYTHONUNBUFFERED": "1"}
+        with open(self.paths.harness_log(name), "ab") as log:
+            proc = subprocess.Popen(
+                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                cwd=state, env=env, start_new_session=True, close_fds=True,
+            )
+        _log.info("container.start", agent=name, pid=proc.pid, sandboxed=self.sandboxed)
+
+        def watch() -> None:
+            on_exit(proc.wait())
+
+        threading.Thread(target=watch, name=f"watch-{name}", daemon=True).start()
+        return LocalHandle(name, proc)
+
+    def stop(self, handle: LocalHandle, timeout: float = 5.0) -> int:
+        """SIGTERM the harness's process group, SIGKILL it after ``timeout``."""
+        proc = handle.proc
+        for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
+            if proc.poll() is not None:
+                break
+            try:
+                os.killpg(proc.pid, sig)
+            except ProcessLookupError:
+                break
+            try:
+                proc.wait(wait)
+            except subprocess.TimeoutExpired:
+                continue
+        rc = proc.wait()
+        _log.info("container.stopped", agent=handle.name, returncode=rc)
+        return rc
+
+    def log_path(self, name: AgentName) -> Path:
+        return self.paths.harness_log(name)

@@ -1,0 +1,127 @@
+"""`hive`: the daemon, the harness, the MCP server, and every operator verb
+(each a request on the admin socket, F24)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from hyperhive import client, settings
+from hyperhive.errors import HiveError
+from hyperhive.paths import StatePaths
+
+__all__ = ["main"]
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="hive", description="hyperhive: a host daemon for a swarm of agents")
+    p.add_argument("--state-dir", default=str(settings.default_state_dir()),
+                   help="state dir (default: $HYPERHIVE_STATE_DIR, else ./.hive)")
+    sub = p.add_subparsers(dest="cmd", required=True)
+
+    serve = sub.add_parser("serve", help="run the host daemon")
+    settings.add_arguments(serve)
+
+    h = sub.add_parser("harness", help="run one agent's turn loop (started by the backend)")
+    h.add_argument("--name", required=True)
+    h.add_argument("--socket", required=True)
+    h.add_argument("--state-dir", dest="agent_state", required=True)
+    h.add_argument("--driver", default="builtin")
+
+    m = sub.add_parser("mcp", help="stdio MCP server for an agent's tools")
+    m.add_argument("--socket", required=True)
+
+    ls = sub.add_parser("ls", help="list containers")
+    ls.add_argument("--json", action="store_true")
+    for verb, helptext in (("spawn", "create an agent and start it"), ("start", "start a container"),
+                           ("stop", "stop a container")):
+        sp = sub.add_parser(verb, help=helptext)
+        sp.add_argument("name")
+    snd = sub.add_parser("send", help="send a message as the operator")
+    snd.add_argument("name")
+    snd.add_argument("text", nargs="+")
+    ib = sub.add_parser("inbox", help="the operator's inbox")
+    ib.add_argument("--json", action="store_true")
+    ib.add_argument("--limit", type=int, default=50)
+    return p
+
+
+def _fmt_time(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
+
+
+def _print_ls(containers: list[dict[str, Any]]) -> None:
+    cols = ("NAME", "ROLE", "STATE", "PID", "RESTARTS", "PARKED", "UNDELIVERED", "LAST EXIT")
+    rows = [cols] + [
+        (c["name"], c.get("role", "?"), c["state"], str(c.get("pid") or "-"), str(c.get("restarts", 0)),
+         str(sum(c["parked"].values())), str(c["undelivered"]), c.get("last_exit") or "-")
+        for c in containers
+    ]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
+    for r in rows:
+        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
+
+
+def _admin(ns: argparse.Namespace, op: str, **fields: Any) -> dict[str, Any]:
+    return client.request(StatePaths(Path(ns.state_dir).absolute()).admin_socket, op, **fields)
+
+
+def main(argv: list[str] | None = None) -> int:
+    ns = _parser().parse_args(argv)
+    try:
+        return _run(ns)
+    except HiveError as exc:
+        print(f"hive: {exc.code}: {exc.message}", file=sys.stderr)
+        return 2
+    except ValueError as exc:
+        print(f"hive: {exc}", file=sys.stderr)
+        return 2
+
+
+def _run(ns: argparse.Namespace) -> int:
+    if ns.cmd == "serve":
+        from hyperhive.daemon import serve
+        return serve(settings.from_args(ns))
+    if ns.cmd == "harness":
+        import hyperhive.logs as logs
+        from hyperhive.harness.loop import die_with_parent, run_harness
+        logs.configure(sys.stderr)
+        die_with_parent()
+        asyncio.run(run_harness(ns.name, ns.socket, Path(ns.agent_state), ns.driver))
+        return 0
+    if ns.cmd == "mcp":
+        import hyperhive.logs as logs
+        from hyperhive.harness.mcp_server import run
+        logs.configure(sys.stderr)
+        run(ns.socket)
+        return 0
+    if ns.cmd == "ls":
+        containers = _admin(ns, "ls")["containers"]
+        if ns.json:
+            print(json.dumps(containers, indent=2))
+        else:
+            _print_ls(containers)
+        return 0
+    if ns.cmd in ("spawn", "start", "stop"):
+        c = _admin(ns, ns.cmd, name=ns.name)["container"]
+        print(f"{c['name']}: {c['state']}")
+        return 0
+    if ns.cmd == "send":
+        resp = _admin(ns, "send", to=ns.name, body=" ".join(ns.text))
+        print(f"sent #{resp['message_id']} to {ns.name}")
+        return 0
+    if ns.cmd == "inbox":
+        messages = _admin(ns, "inbox", limit=ns.limit)["messages"]
+        if ns.json:
+            print(json.dumps(messages, indent=2))
+        elif not messages:
+            print("(inbox empty)")
+        for m in [] if ns.json else messages:
+            print(f"#{m['id']} {_fmt_time(m['sent_at'])} {m['from']}: {m['body']}")
+        return 0
+    raise AssertionError(ns.cmd)

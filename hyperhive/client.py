@@ -1,0 +1,116 @@
+"""Clients of the JSON-lines sockets: a blocking one for the CLI and an async
+one (concurrent requests on one connection) for the harness and `hive mcp`."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import socket
+import time
+from pathlib import Path
+from typing import Any
+
+from hyperhive.errors import Unavailable, from_wire
+from hyperhive.wire import encode
+
+__all__ = ["AsyncClient", "request"]
+
+
+def request(path: Path, op: str, timeout: float = 90.0, **fields: Any) -> dict[str, Any]:
+    """One request over a fresh connection; raises the error the daemon sent."""
+    try:
+        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+            s.settimeout(timeout)
+            s.connect(str(path))
+            s.sendall(encode({"id": 1, "op": op, **fields}))
+            buf = b""
+            while not buf.endswith(b"\n"):
+                chunk = s.recv(1 << 16)
+                if not chunk:
+                    raise Unavailable("the daemon closed the connection")
+                buf += chunk
+    except (FileNotFoundError, ConnectionRefusedError):
+        raise Unavailable(f"no daemon is listening on {path}") from None
+    except TimeoutError:
+        raise Unavailable(f"no answer from {path} within {timeout:g}s") from None
+    resp = json.loads(buf)
+    if not resp.get("ok"):
+        raise from_wire(resp.get("error") or {})
+    return resp
+
+
+class AsyncClient:
+    """Concurrent requests over one unix socket connection, matched by id."""
+
+    def __init__(self, path: Path | str) -> None:
+        self.path = str(path)
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[dict[str, Any]]] = {}
+        self._writer: asyncio.StreamWriter | None = None
+        self._reader_task: asyncio.Task[None] | None = None
+        self._connect_lock = asyncio.Lock()
+
+    async def connect(self, deadline: float = 30.0) -> None:
+        """Connect, retrying while the socket is not there yet (daemon starting)."""
+        async with self._connect_lock:
+            if self._writer is not None:
+                return
+            end = time.monotonic() + deadline
+            delay = 0.05
+            while True:
+                try:
+                    reader, writer = await asyncio.open_unix_connection(self.path, limit=1 << 22)
+                    break
+                except (FileNotFoundError, ConnectionRefusedError):
+                    if time.monotonic() > end:
+                        raise Unavailable(f"could not reach {self.path}") from None
+                    await asyncio.sleep(delay)
+                    delay = min(delay * 2, 1.0)
+            self._writer = writer
+            self._reader_task = asyncio.create_task(self._read(reader))
+
+    async def _read(self, reader: asyncio.StreamReader) -> None:
+        try:
+            while line := await reader.readline():
+                resp = json.loads(line)
+                fut = self._waiting.pop(resp.get("id"), None)
+                if fut is not None and not fut.done():
+                    fut.set_result(resp)
+        except (ConnectionError, asyncio.IncompleteReadError, ValueError):
+            pass
+        finally:
+            self._writer = None
+            for fut in self._waiting.values():
+                if not fut.done():
+                    fut.set_exception(Unavailable("connection to the daemon lost"))
+            self._waiting.clear()
+
+    async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        if self._writer is None:
+            await self.connect()
+        assert self._writer is not None
+        req_id = next(self._ids)
+        fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
+        self._waiting[req_id] = fut
+        self._writer.write(encode({"id": req_id, "op": op, **fields}))
+        await self._writer.drain()
+        try:
+            resp = await fut
+        finally:
+            self._waiting.pop(req_id, None)
+        if not resp.get("ok"):
+            raise from_wire(resp.get("error") or {})
+        return resp
+
+    async def close(self) -> None:
+        if self._writer is not None:
+            self._writer.close()
+            try:
+                await self._writer.wait_closed()
+            except (ConnectionError, OSError):
+                pass
+        if self._reader_task is not None:
+            await asyncio.gather(self._reader_task, return_exceptions=True)
+
+

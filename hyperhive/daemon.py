@@ -1,0 +1,149 @@
+"""`hive serve`: start-up and shutdown as flat, ordered steps.
+
+Start: state dir and lock → store → clock → backend → Broker → agent sockets
+→ Coordinator → admin socket → boot (manager, kept containers).
+Stop: the same in reverse; any actor still running at the end is logged.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import os
+import signal
+from dataclasses import dataclass, field
+from typing import IO, Any
+
+import pykka
+from tornado.ioloop import IOLoop
+
+import hyperhive.logs as logs
+from hyperhive.actors.bridge import call
+from hyperhive.actors.broker import Broker
+from hyperhive.actors.clock import LoopClock
+from hyperhive.actors.coordinator import Coordinator
+from hyperhive.actors.events import Hub
+from hyperhive.backends.local import LocalBackend
+from hyperhive.names import AgentName
+from hyperhive.paths import StatePaths
+from hyperhive.settings import Settings
+from hyperhive.store.models import open_hive_db
+from hyperhive.web.admin_ops import admin_ops
+from hyperhive.web.agent_ops import agent_ops
+from hyperhive.web.jsonlines import JsonLineServer, bind_socket
+from hyperhive.web.sockets import AgentSockets
+
+__all__ = ["Daemon", "serve", "start", "stop"]
+
+_log = logs.get("hyperhive.daemon")
+
+
+class AlreadyRunning(RuntimeError):
+    pass
+
+
+@dataclass
+class Daemon:
+    settings: Settings
+    paths: StatePaths
+    lock: IO[str]
+    db: Any = None
+    hub: Hub = field(default_factory=Hub)
+    broker: Any = None
+    coordinator: Any = None
+    sockets: AgentSockets | None = None
+    admin: JsonLineServer | None = None
+
+
+def _take_lock(paths: StatePaths) -> IO[str]:
+    (paths.root / "run").mkdir(parents=True, exist_ok=True)
+    f = open(paths.root / "run" / "daemon.lock", "a+")  # noqa: SIM115 - held for the daemon's life
+    try:
+        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        raise AlreadyRunning(f"another daemon holds {paths.root}/run/daemon.lock") from None
+    f.seek(0)
+    f.truncate()
+    f.write(f"{os.getpid()}\n")
+    f.flush()
+    return f
+
+
+async def start(settings: Settings) -> Daemon:
+    """Bring a daemon up on the running IOLoop; returns once it is booted."""
+    paths = StatePaths(settings.state_dir)
+    paths.root.mkdir(parents=True, exist_ok=True)
+    d = Daemon(settings, paths, _take_lock(paths))
+    d.db = open_hive_db(paths.db)
+    io_loop = IOLoop.current()
+    clock = LoopClock(io_loop)
+    backend = LocalBackend(paths, settings.sandbox)
+    d.broker = Broker.start(
+        d.db, clock, d.hub, settings.recv_default_seconds, settings.recv_cap_seconds
+    ).proxy()
+
+    def ops_for(name: AgentName, manager: bool) -> dict[str, Any]:
+        return agent_ops(name, d.broker, settings.recv_cap_seconds)
+
+    d.sockets = AgentSockets(io_loop, paths, ops_for)
+    d.coordinator = Coordinator.start(
+        settings, paths, backend, d.broker, clock, d.hub, d.sockets
+    ).proxy()
+    d.admin = JsonLineServer(admin_ops(d.coordinator, d.broker), {"socket": "admin"})
+    d.admin.add_socket(bind_socket(paths.admin_socket))
+    started = await call(d.coordinator.boot, timeout=60)
+    _log.info("daemon.ready", state_dir=str(paths.root), pid=os.getpid(), started=started,
+              sandboxed=backend.sandboxed)
+    return d
+
+
+def stop(d: Daemon) -> None:
+    """Shut down in reverse order of start."""
+    _log.info("daemon.stopping")
+    if d.admin is not None:
+        d.admin.stop()
+    if d.coordinator is not None:
+        _stop_actor(d.coordinator, "coordinator")
+    if d.sockets is not None:
+        d.sockets.close_all()
+    if d.broker is not None:
+        _stop_actor(d.broker, "broker")
+    left = pykka.ActorRegistry.get_all()
+    if left:
+        _log.warning("daemon.actors_left_running", actors=[str(r) for r in left])
+        pykka.ActorRegistry.stop_all(block=True, timeout=10)
+    if d.db is not None:
+        d.db.close()
+    d.paths.admin_socket.unlink(missing_ok=True)
+    d.lock.close()
+    _log.info("daemon.stopped")
+
+
+def _stop_actor(proxy: Any, name: str) -> None:
+    try:
+        proxy.actor_ref.stop(block=True, timeout=30)
+    except pykka.Timeout:
+        _log.error("daemon.actor_stop_timeout", actor=name)
+
+
+async def _serve(settings: Settings) -> None:
+    d = await start(settings)
+    done = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, done.set)
+    try:
+        await done.wait()
+    finally:
+        stop(d)
+
+
+def serve(settings: Settings) -> int:
+    logs.configure()
+    try:
+        asyncio.run(_serve(settings))
+    except AlreadyRunning as exc:
+        _log.error("daemon.already_running", error=str(exc))
+        return 1
+    return 0

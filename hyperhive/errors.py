@@ -1,0 +1,115 @@
+"""Every error hyperhive reports to a caller, each with a stable wire code.
+
+HiveError                 code            http
+├── BadRequest            bad_request     400   missing / wrongly typed field, bad value
+│   ├── BadJson           bad_json        400   a line that is not a JSON object
+│   ├── LineTooLong       line_too_long   413   a request line over the limit
+│   ├── UnknownOp         unknown_op      400   an op this socket does not serve
+│   └── BadName           bad_name        400   an agent name outside ^[a-z][a-z0-9-]{0,30}$
+├── NotAllowed            not_allowed     403   the sender's config forbids the recipient
+├── Forbidden             forbidden       403   the op is not for this caller
+├── UnknownAgent          unknown_agent   404   no such agent
+├── Conflict              conflict        409   the agent already exists / wrong state
+├── Unavailable           unavailable     503   an actor stopped or the daemon is shutting down
+└── Internal              internal        500   anything unexpected (logged with its traceback)
+
+Callers match on ``code``; the message is for people.
+"""
+
+from __future__ import annotations
+
+__all__ = [
+    "BadJson",
+    "BadName",
+    "BadRequest",
+    "Conflict",
+    "Forbidden",
+    "HiveError",
+    "Internal",
+    "LineTooLong",
+    "NotAllowed",
+    "Unavailable",
+    "UnknownAgent",
+    "UnknownOp",
+]
+
+
+class HiveError(Exception):
+    """Base of every error that crosses a socket or an HTTP response."""
+
+    code = "internal"
+    status = 500
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+    def to_wire(self) -> dict[str, str]:
+        return {"code": self.code, "message": self.message}
+
+
+class BadRequest(HiveError):
+    code = "bad_request"
+    status = 400
+
+
+class BadJson(BadRequest):
+    code = "bad_json"
+
+
+class LineTooLong(BadRequest):
+    code = "line_too_long"
+    status = 413
+
+
+class UnknownOp(BadRequest):
+    code = "unknown_op"
+
+
+class BadName(BadRequest):
+    code = "bad_name"
+
+
+class NotAllowed(HiveError):
+    code = "not_allowed"
+    status = 403
+
+
+class Forbidden(HiveError):
+    code = "forbidden"
+    status = 403
+
+
+class UnknownAgent(HiveError):
+    code = "unknown_agent"
+    status = 404
+
+
+class Conflict(HiveError):
+    code = "conflict"
+    status = 409
+
+
+class Unavailable(HiveError):
+    code = "unavailable"
+    status = 503
+
+
+class Internal(HiveError):
+    code = "internal"
+    status = 500
+
+
+_BY_CODE: dict[str, type[HiveError]] = {
+    cls.code: cls
+    for cls in (
+        BadRequest, BadJson, LineTooLong, UnknownOp, BadName, NotAllowed,
+        Forbidden, UnknownAgent, Conflict, Unavailable, Internal,
+    )
+}
+
+
+def from_wire(error: dict[str, object]) -> HiveError:
+    """Rebuild the error a response carried (client side)."""
+    cls = _BY_CODE.get(str(error.get("code")), HiveError)
+    return cls(str(error.get("message", "")))

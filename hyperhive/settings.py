@@ -1,0 +1,86 @@
+"""Daemon settings: one declared list with defaults and help, validated at load
+into a frozen dataclass. CLI flags for `hive serve` are generated from it."""
+
+from __future__ import annotations
+
+import argparse
+import os
+from dataclasses import dataclass, fields
+from pathlib import Path
+from typing import Any
+
+__all__ = ["SETTINGS", "Setting", "Settings", "add_arguments", "default_state_dir", "from_args"]
+
+
+@dataclass(frozen=True)
+class Setting:
+    name: str
+    default: Any
+    help: str
+    type: Any = str
+    choices: tuple[str, ...] | None = None
+
+
+def default_state_dir() -> Path:
+    return Path(os.environ.get("HYPERHIVE_STATE_DIR") or "./.hive")
+
+
+SETTINGS: tuple[Setting, ...] = (
+    Setting("listen", "127.0.0.1:7800", "dashboard address HOST:PORT"),
+    Setting("backend", "local", "container backend", choices=("local",)),
+    Setting("driver", "builtin", "model driver for new agents", choices=("builtin",)),
+    Setting("sandbox", "auto", "local backend: wrap harnesses in bubblewrap (auto = when bwrap works)",
+            choices=("auto", "on", "off")),
+    Setting("recv_default_seconds", 30.0, "recv wait when the caller gives none", float),
+    Setting("recv_cap_seconds", 180.0, "longest recv wait a caller may ask for", float),
+    Setting("restart_backoff_seconds", 1.0, "first delay before restarting a crashed harness", float),
+    Setting("restart_backoff_max_seconds", 30.0, "longest delay between crash restarts", float),
+)
+
+
+@dataclass(frozen=True)
+class Settings:
+    state_dir: Path
+    listen: str = "127.0.0.1:7800"
+    backend: str = "local"
+    driver: str = "builtin"
+    sandbox: str = "auto"
+    recv_default_seconds: float = 30.0
+    recv_cap_seconds: float = 180.0
+    restart_backoff_seconds: float = 1.0
+    restart_backoff_max_seconds: float = 30.0
+
+    def __post_init__(self) -> None:
+        for s in SETTINGS:
+            value = getattr(self, s.name)
+            if s.choices and value not in s.choices:
+                raise ValueError(f"{s.name} must be one of {', '.join(s.choices)}, got {value!r}")
+            if s.type is float and value < 0:
+                raise ValueError(f"{s.name} must be >= 0, got {value}")
+        host, sep, port = self.listen.rpartition(":")
+        if not sep or not host or not port.isdigit() or int(port) > 65535:
+            raise ValueError(f"listen must be HOST:PORT, got {self.listen!r}")
+
+    @property
+    def listen_host(self) -> str:
+        return self.listen.rpartition(":")[0].strip("[]")
+
+    @property
+    def listen_port(self) -> int:
+        return int(self.listen.rpartition(":")[2])
+
+
+assert {s.name for s in SETTINGS} | {"state_dir"} == {f.name for f in fields(Settings)}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    for s in SETTINGS:
+        parser.add_argument(
+            "--" + s.name.replace("_", "-"), dest=s.name, default=s.default, type=s.type,
+            choices=s.choices, help=f"{s.help} (default: {s.default})",
+        )
+
+
+def from_args(ns: argparse.Namespace) -> Settings:
+    values = {s.name: getattr(ns, s.name) for s in SETTINGS}
+    return Settings(state_dir=Path(ns.state_dir).absolute(), **values)

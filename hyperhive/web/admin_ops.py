@@ -1,0 +1,53 @@
+"""The ops of the admin socket (the CLI's). Whoever reaches it is the operator."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hyperhive.actors.bridge import call
+from hyperhive.errors import BadRequest
+from hyperhive.names import OPERATOR, validate_name, validate_recipient
+from hyperhive.web.agent_ops import rows_out
+from hyperhive.web.jsonlines import Op
+from hyperhive.web.views import build_container_list
+from hyperhive.wire import Inbox, Ls, Ping, Send, Spawn, Start, Stop
+
+__all__ = ["admin_ops"]
+
+LIFECYCLE_TIMEOUT = 60.0
+
+
+def admin_ops(coordinator: Any, broker: Any) -> dict[str, Op]:
+    async def ls(req: Ls) -> dict[str, Any]:
+        snaps = await call(coordinator.ls)
+        stats = await call(broker.stats)
+        return {"containers": build_container_list(snaps, stats)}
+
+    async def spawn(req: Spawn) -> dict[str, Any]:
+        validate_name(req.name)
+        return {"container": await call(coordinator.spawn, req.name, timeout=LIFECYCLE_TIMEOUT)}
+
+    async def start(req: Start) -> dict[str, Any]:
+        return {"container": await call(coordinator.start_agent, validate_name(req.name), timeout=LIFECYCLE_TIMEOUT)}
+
+    async def stop(req: Stop) -> dict[str, Any]:
+        return {"container": await call(coordinator.stop_agent, validate_name(req.name), timeout=LIFECYCLE_TIMEOUT)}
+
+    async def send(req: Send) -> dict[str, Any]:
+        to = validate_recipient(req.to)
+        return {"message_id": await call(broker.send, OPERATOR, to, req.body)}
+
+    async def inbox(req: Inbox) -> dict[str, Any]:
+        if req.limit < 1:
+            raise BadRequest(f"limit must be >= 1, got {req.limit}")
+        rows = await call(broker.recent, OPERATOR, req.limit)
+        await call(broker.mark_read, OPERATOR)
+        return {"messages": rows_out(rows)}
+
+    async def ping(req: Ping) -> dict[str, Any]:
+        return {"agent": OPERATOR}
+
+    return {
+        "ls": Op(ls), "spawn": Op(spawn), "start": Op(start), "stop": Op(stop),
+        "send": Op(send), "inbox": Op(inbox), "ping": Op(ping),
+    }

@@ -1,0 +1,57 @@
+"""The ops an agent's own socket serves. The socket is the caller's identity:
+no request carries a "from" the daemon trusts."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from hyperhive.actors.bridge import call
+from hyperhive.errors import BadRequest
+from hyperhive.names import AgentName, validate_recipient
+from hyperhive.web.jsonlines import Op
+from hyperhive.wire import InboxRow, Ping, Recent, Recv, Send
+
+__all__ = ["agent_ops", "rows_out"]
+
+REPLY_SLACK = 10.0  # a parked recv's reply may take this long past its wait
+
+
+def rows_out(rows: list[InboxRow]) -> list[dict[str, Any]]:
+    return [r.to_wire() for r in rows]
+
+
+def agent_ops(agent: AgentName, broker: Any, recv_cap: float) -> dict[str, Op]:
+    async def send(req: Send) -> dict[str, Any]:
+        to = validate_recipient(req.to)
+        msg_id = await call(broker.send, agent, to, req.body)
+        return {"message_id": msg_id}
+
+    def requeue(rows: list[InboxRow]) -> None:
+        if rows:
+            broker.requeue.defer([r.id for r in rows])
+
+    async def recv(req: Recv) -> dict[str, Any]:
+        wait = req.wait_seconds
+        if wait is not None and wait < 0:
+            raise BadRequest(f"wait_seconds must be >= 0, got {wait}")
+        timeout = min(recv_cap, wait if wait is not None else recv_cap) + REPLY_SLACK
+        rows = await call(broker.recv, agent, wait, req.system, timeout=timeout, on_orphan=requeue)
+        return {"messages": rows_out(rows)}
+
+    def recv_unsent(response: dict[str, Any]) -> None:
+        requeue([InboxRow.from_wire(m) for m in response.get("messages", [])])
+
+    async def recent(req: Recent) -> dict[str, Any]:
+        if req.limit < 1:
+            raise BadRequest(f"limit must be >= 1, got {req.limit}")
+        return {"messages": rows_out(await call(broker.recent, agent, req.limit))}
+
+    async def ping(req: Ping) -> dict[str, Any]:
+        return {"agent": agent}
+
+    return {
+        "send": Op(send),
+        "recv": Op(recv, unsent=recv_unsent),
+        "recent": Op(recent),
+        "ping": Op(ping),
+    }

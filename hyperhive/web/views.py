@@ -1,0 +1,24 @@
+"""Pure views: actor snapshots in, JSON-ready lists out."""
+
+from __future__ import annotations
+
+from typing import Any
+
+__all__ = ["build_container_list"]
+
+
+def build_container_list(
+    snapshots: list[dict[str, Any]], stats: dict[str, Any]
+) -> list[dict[str, Any]]:
+    """Containers for `hive ls`: manager first, then by name, with inbox figures."""
+    parked = stats.get("parked", {})
+    undelivered = stats.get("undelivered", {})
+    out = []
+    for snap in sorted(snapshots, key=lambda s: (s.get("role") != "manager", s["name"])):
+        name = snap["name"]
+        out.append({
+            **snap,
+            "parked": parked.get(name, {"tool": 0, "system": 0}),
+            "undelivered": int(undelivered.get(name, 0)),
+        })
+    return out

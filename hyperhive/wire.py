@@ -1,0 +1,271 @@
+"""The JSON-lines protocol shared by the daemon, the harness, `hive mcp` and the CLI.
+
+One JSON object per line. A request is ``{"id", "op", ...fields}``; a response
+is ``{"id", "ok": true, ...}`` or ``{"id", "ok": false, "error": {"code",
+"message"}}``. Requests are typed dataclasses parsed and checked here, so both
+sides share one definition. A bad line gets an error response and the
+connection stays usable.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import types
+import typing
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union
+
+from hyperhive.errors import BadJson, BadRequest, HiveError, LineTooLong, UnknownOp
+
+__all__ = [
+    "MAX_LINE",
+    "InboxRow",
+    "LineSplitter",
+    "Request",
+    "decode_request",
+    "encode",
+    "error_response",
+    "ok_response",
+]
+
+MAX_LINE = 1 << 20  # 1 MiB, newline excluded
+
+
+@dataclass(frozen=True)
+class InboxRow:
+    """One message as both sides see it (F3)."""
+
+    id: int
+    from_: str
+    to: str
+    body: str
+    sent_at: float
+    delivered_at: float | None
+
+    def to_wire(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "from": self.from_, "to": self.to, "body": self.body,
+            "sent_at": self.sent_at, "delivered_at": self.delivered_at,
+        }
+
+    @classmethod
+    def from_wire(cls, d: dict[str, Any]) -> InboxRow:
+        return cls(
+            id=int(d["id"]), from_=str(d["from"]), to=str(d["to"]), body=str(d["body"]),
+            sent_at=float(d["sent_at"]),
+            delivered_at=None if d.get("delivered_at") is None else float(d["delivered_at"]),
+        )
+
+
+# --- requests -----------------------------------------------------------------
+
+class Request:
+    """Marker base: every request dataclass names its op."""
+
+    op: ClassVar[str]
+
+
+_OPS: dict[str, type[Request]] = {}
+
+
+def _op(name: str) -> Any:
+    def register(cls: type[Request]) -> type[Request]:
+        cls.op = name
+        _OPS[name] = cls
+        return cls
+    return register
+
+
+@_op("send")
+@dataclass(frozen=True)
+class Send(Request):
+    to: str
+    body: str
+
+
+@_op("recv")
+@dataclass(frozen=True)
+class Recv(Request):
+    wait_seconds: float | None = None
+    # The harness's own turn-loop recv: served after any tool-level recv parked
+    # on the same agent, so a model's explicit recv is never starved by it.
+    system: bool = False
+
+
+@_op("recent")
+@dataclass(frozen=True)
+class Recent(Request):
+    limit: int = 20
+
+
+@_op("ls")
+@dataclass(frozen=True)
+class Ls(Request):
+    pass
+
+
+@_op("spawn")
+@dataclass(frozen=True)
+class Spawn(Request):
+    name: str
+
+
+@_op("start")
+@dataclass(frozen=True)
+class Start(Request):
+    name: str
+
+
+@_op("stop")
+@dataclass(frozen=True)
+class Stop(Request):
+    name: str
+
+
+@_op("inbox")
+@dataclass(frozen=True)
+class Inbox(Request):
+    limit: int = 50
+
+
+@_op("ping")
+@dataclass(frozen=True)
+class Ping(Request):
+    pass
+
+
+# --- decoding -----------------------------------------------------------------
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    raise TypeError(f"unsupported wire type {tp!r}")
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
+
+
+def decode_request(line: bytes, ops: frozenset[str]) -> tuple[Any, Request]:
+    """Parse one request line into (id, request). Raises HiveError subclasses.
+
+    On error the id is recovered when possible (``err.request_id``) so the
+    response can still be matched.
+    """
+    try:
+        obj = json.loads(line)
+    except (UnicodeDecodeError, ValueError) as exc:
+        raise BadJson(f"request is not valid JSON: {exc}") from None
+    if not isinstance(obj, dict):
+        raise BadJson("request must be a JSON object")
+    req_id = obj.get("id")
+    try:
+        if not isinstance(req_id, (int, str)) or isinstance(req_id, bool):
+            raise BadRequest("field 'id' must be an integer or a string")
+        op = obj.get("op")
+        if not isinstance(op, str):
+            raise BadRequest("field 'op' must be a string")
+        if op not in ops:
+            raise UnknownOp(f"unknown op {op!r} on this socket; known: {', '.join(sorted(ops))}")
+        cls = _OPS[op]
+        hints = typing.get_type_hints(cls)
+        kwargs: dict[str, Any] = {}
+        names = set()
+        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
+            names.add(f.name)
+            if f.name not in obj:
+                if f.default is dataclasses.MISSING:
+                    raise BadRequest(f"op {op!r} needs field {f.name!r}")
+                continue
+            if not _type_ok(obj[f.name], hints[f.name]):
+                raise BadRequest(
+                    f"field {f.name!r} of op {op!r} must be {_type_name(hints[f.name])}, "
+                    f"got {type(obj[f.name]).__name__}"
+                )
+            kwargs[f.name] = obj[f.name]
+        extra = set(obj) - names - {"id", "op"}
+        if extra:
+            raise BadRequest(f"op {op!r} does not take field(s) {', '.join(sorted(extra))}")
+        return req_id, cls(**kwargs)
+    except HiveError as err:
+        err.request_id = req_id  # type: ignore[attr-defined]
+        raise
+
+
+def encode_request(req_id: Any, req: Request) -> bytes:
+    payload = {"id": req_id, "op": req.op, **dataclasses.asdict(req)}  # type: ignore[call-overload]
+    return encode(payload)
+
+
+# --- responses ----------------------------------------------------------------
+
+def encode(obj: dict[str, Any]) -> bytes:
+    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+
+
+def ok_response(req_id: Any, **fields: Any) -> dict[str, Any]:
+    return {"id": req_id, "ok": True, **fields}
+
+
+def error_response(req_id: Any, err: HiveError) -> dict[str, Any]:
+    return {"id": req_id, "ok": False, "error": err.to_wire()}
+
+
+# --- framing ------------------------------------------------------------------
+
+@dataclass
+class LineSplitter:
+    """Split a byte stream into lines, turning an over-long line into one error.
+
+    ``feed`` yields each complete line (without the newline) or a LineTooLong
+    for a line that passed ``limit``; the rest of that line is skipped, so the
+    next line parses normally and the connection stays usable.
+    """
+
+    limit: int = MAX_LINE
+    _buf: bytearray = field(default_factory=bytearray)
+    _skipping: bool = False
+
+    def feed(self, data: bytes) -> Iterator[bytes | LineTooLong]:
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            if nl < 0:
+                break
+            if self._skipping:
+                self._skipping = False
+            elif len(self._buf) + (nl - start) > self.limit:
+                self._buf.clear()
+                yield LineTooLong(f"request line over {self.limit} bytes")
+            else:
+                self._buf += data[start:nl]
+                line = bytes(self._buf)
+                self._buf.clear()
+                if line.strip():
+                    yield line
+            start = nl + 1
+        rest = data[start:]
+        if self._skipping:
+            return
+        if len(self._buf) + len(rest) > self.limit:
+            self._buf.clear()
+            self._skipping = True
+            yield LineTooLong(f"request line over {self.limit} bytes")
+        else:
+            self._buf += rest
