@@ -42,6 +42,9 @@ def _parser() -> argparse.ArgumentParser:
                            ("stop", "stop a container")):
         sp = sub.add_parser(verb, help=helptext)
         sp.add_argument("name")
+        if verb == "spawn":
+            sp.add_argument("--allow", action="append", metavar="NAME",
+                            help="restrict whom the agent may message (repeatable; default: anyone)")
     snd = sub.add_parser("send", help="send a message as the operator")
     snd.add_argument("name")
     snd.add_argument("text", nargs="+")
@@ -108,7 +111,8 @@ def _run(ns: argparse.Namespace) -> int:
             _print_ls(containers)
         return 0
     if ns.cmd in ("spawn", "start", "stop"):
-        c = _admin(ns, ns.cmd, name=ns.name)["container"]
+        extra = {"allowed_recipients": ns.allow} if ns.cmd == "spawn" and ns.allow else {}
+        c = _admin(ns, ns.cmd, name=ns.name, **extra)["container"]
         print(f"{c['name']}: {c['state']}")
         return 0
     if ns.cmd == "send":

@@ -93,12 +93,16 @@ class AsyncClient:
         req_id = next(self._ids)
         fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
         self._waiting[req_id] = fut
-        self._writer.write(encode({"id": req_id, "op": op, **fields}))
-        await self._writer.drain()
         try:
+            self._writer.write(encode({"id": req_id, "op": op, **fields}))
+            await self._writer.drain()
             resp = await fut
+        except (ConnectionError, OSError):
+            raise Unavailable("connection to the daemon lost") from None
         finally:
             self._waiting.pop(req_id, None)
+            if fut.done() and not fut.cancelled():
+                fut.exception()  # retrieved: a lost connection is reported once, here
         if not resp.get("ok"):
             raise from_wire(resp.get("error") or {})
         return resp

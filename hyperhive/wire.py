@@ -110,6 +110,8 @@ class Ls(Request):
 @dataclass(frozen=True)
 class Spawn(Request):
     name: str
+    # Initial config; None lets the agent message anyone.
+    allowed_recipients: list[str] | None = None
 
 
 @_op("start")

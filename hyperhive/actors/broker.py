@@ -173,6 +173,13 @@ class Broker(pykka.ThreadingActor):
         if w is not None and claim(w.reply):
             resolve(w.reply, [])
 
+    def drop_system_waiters(self, agent: str) -> None:
+        """The agent's harness stopped or died: its parked recvs must not take
+        messages before the daemon notices the closed connection."""
+        for w in self.core.drop_system(agent):
+            if claim(w.reply):
+                resolve(w.reply, [])
+
     def requeue(self, ids: list[int]) -> None:
         """Undo a delivery whose recv never reached its caller."""
         try:

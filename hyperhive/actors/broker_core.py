@@ -56,6 +56,8 @@ class BrokerCore:
         """Raise if ``sender`` may not message ``to`` (F4)."""
         if to == SYSTEM:
             raise NotAllowed("nobody can message 'system'")
+        if to == sender:
+            raise NotAllowed(f"{sender} cannot message itself")
         if to != OPERATOR and to not in self.policies:
             raise UnknownAgent(f"no agent named {to!r}")
         if sender in (OPERATOR, SYSTEM):
@@ -105,6 +107,10 @@ class BrokerCore:
                         del table[agent]
                     return w
         return None
+
+    def drop_system(self, agent: str) -> list[Waiter]:
+        """Remove the harness's own parked recvs for ``agent`` (its harness is gone)."""
+        return list(self._system.pop(agent, ()))
 
     def drain(self) -> list[Waiter]:
         out = [w for table in (self._tool, self._system) for q in table.values() for w in q]

@@ -115,6 +115,7 @@ class ContainerActor(pykka.ThreadingActor):
             if gen != self._gen or self.state != "running":
                 return  # an exit we asked for, or an old generation
             ran_for = time.monotonic() - self._started_at
+            self._broker.drop_system_waiters.defer(self.name)
             self.state = "crashed"
             self._handle = None
             self.last_exit = describe_exit(returncode)
@@ -168,6 +169,7 @@ class ContainerActor(pykka.ThreadingActor):
         self._gen += 1
         if handle is not None:
             self.last_exit = describe_exit(self._backend.stop(handle))
+            self._broker.drop_system_waiters.defer(self.name)
         self._publish()
 
     def _kick(self, reason: str) -> None:

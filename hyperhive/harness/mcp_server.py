@@ -53,9 +53,9 @@ def build_server(socket_path: str) -> MCPServer:
     async def recv(
         wait_seconds: Annotated[
             int | None,
-            Field(ge=0, le=RECV_CAP, description=(
-                "how long to wait for a message if none is waiting (default 30, at most 180); "
-                "returns at once when one arrives")),
+            Field(ge=0, description=(
+                f"seconds to wait for a message if none is waiting (default 30; the daemon "
+                f"caps it at {RECV_CAP}). Returns at once when a message arrives.")),
         ] = None,
     ) -> str:
         """Receive your oldest undelivered messages; waits for one if there are none."""

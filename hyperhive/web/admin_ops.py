@@ -7,6 +7,7 @@ from typing import Any
 from hyperhive.actors.bridge import call
 from hyperhive.errors import BadRequest
 from hyperhive.names import OPERATOR, validate_name, validate_recipient
+from hyperhive.paths import AgentConfig
 from hyperhive.web.agent_ops import rows_out
 from hyperhive.web.jsonlines import Op
 from hyperhive.web.views import build_container_list
@@ -25,7 +26,11 @@ def admin_ops(coordinator: Any, broker: Any) -> dict[str, Op]:
 
     async def spawn(req: Spawn) -> dict[str, Any]:
         validate_name(req.name)
-        return {"container": await call(coordinator.spawn, req.name, timeout=LIFECYCLE_TIMEOUT)}
+        allowed = req.allowed_recipients
+        config = AgentConfig(
+            allowed_recipients=None if allowed is None else tuple(validate_recipient(a) for a in allowed)
+        )
+        return {"container": await call(coordinator.spawn, req.name, config, timeout=LIFECYCLE_TIMEOUT)}
 
     async def start(req: Start) -> dict[str, Any]:
         return {"container": await call(coordinator.start_agent, validate_name(req.name), timeout=LIFECYCLE_TIMEOUT)}

@@ -1,0 +1,33 @@
+# `make run` and `make test` work on a fresh machine: they build .venv first.
+PYTHON ?= python3
+VENV := .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed-stamp
+STATE_DIR ?= ./.hive
+
+.PHONY: run test bench lint install clean
+
+$(STAMP): setup.cfg pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(PY) -m pip install -q --upgrade pip
+	$(PY) -m pip install -q -e '.[test]'
+	touch $(STAMP)
+
+install: $(STAMP)
+
+run: $(STAMP)
+	$(VENV)/bin/hive --state-dir $(STATE_DIR) serve
+
+test: $(STAMP)
+	$(PY) -m pytest -q
+
+bench: $(STAMP)
+	$(PY) bench/recv_latency.py
+	$(PY) bench/throughput.py
+
+lint: $(STAMP)
+	$(VENV)/bin/ruff check hyperhive tests bench
+	$(VENV)/bin/mypy hyperhive
+
+clean:
+	rm -rf $(VENV) build *.egg-info
