@@ -61,7 +61,7 @@ def test_killed_harness_restarts_and_manager_hears_of_it(hive: Hive) -> None:
         timeout=5, interval=0.05, what="a restarted within 5 s",
     )
     assert up["restarts"] == 1 and up["last_exit"] == "killed by SIGKILL"
-    assert not pid_alive(old) or open(f"/proc/{old}/stat").read().split()[2] == "Z"
+    assert not pid_alive(old), "the killed harness was not reaped"
 
     async def manager_rows() -> list[dict]:
         m = AsyncClient(hive.socket("m1nd"))

@@ -81,7 +81,7 @@ async def call(
         raise Unavailable("the daemon is shutting down") from None
     try:
         return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
-    except asyncio.TimeoutError:
+    except TimeoutError:
         _rescue(fut, on_orphan)
         raise Unavailable(f"no reply within {timeout:g}s") from None
     except asyncio.CancelledError:

@@ -242,11 +242,9 @@ class Broker(pykka.ThreadingActor):
 
     def stats(self, reply: Reply | None = None) -> None:
         def run() -> dict[str, Any]:
-            undelivered = dict(
-                Message.select(Message.recipient, fn.COUNT(Message.id))
-                .where(Message.delivered_at.is_null())
-                .group_by(Message.recipient).tuples()
-            )
+            q = (Message.select(Message.recipient, fn.COUNT(Message.id))
+                 .where(Message.delivered_at.is_null()).group_by(Message.recipient).tuples())
+            undelivered: dict[str, int] = {str(r[0]): int(r[1]) for r in q}  # type: ignore[index]
             return {"parked": self.core.parked(), "undelivered": undelivered}
         answer(reply, run)
 

@@ -70,7 +70,7 @@ class Coordinator(pykka.ThreadingActor):
             if not any(r.name == MANAGER for r in rows):
                 self._create(MANAGER)
                 rows = list(Container.select().order_by(Container.created_at))
-            started = []
+            started: list[str] = []
             for row in rows:
                 name = validate_name(row.name)
                 if name not in self._actors:

@@ -100,7 +100,8 @@ class LocalBackend:
             if sandbox == "on" and not self.sandboxed:
                 raise RuntimeError("sandbox=on but bubblewrap does not work here")
         if not self.sandboxed:
-            _log.warning("backend.unsandboxed", reason="bwrap missing or not usable" if sandbox != "off" else "sandbox=off")
+            reason = "sandbox=off" if sandbox == "off" else "bwrap missing or not usable"
+            _log.warning("backend.unsandboxed", reason=reason)
 
     def start(self, name: AgentName, driver: str, on_exit: Callable[[int], None]) -> LocalHandle:
         """Start the harness; ``on_exit(returncode)`` runs on a watcher thread when it ends."""

@@ -71,7 +71,9 @@ class JsonLineServer(TCPServer):
         try:
             req_id, req = decode_request(line, self._names)
         except HiveError as err:
-            await _write(stream, error_response(getattr(err, "request_id", None), err))
+            req_id = getattr(err, "request_id", None)
+            _log.info("socket.refused", **self._context, request=req_id, code=err.code, error=err.message)
+            await _write(stream, error_response(req_id, err))
             return
         op = self._ops[req.op]
         with structlog.contextvars.bound_contextvars(**self._context, request=req_id, op=req.op):
@@ -79,6 +81,7 @@ class JsonLineServer(TCPServer):
                 fields = await op.run(req)
                 response = ok_response(req_id, **fields)
             except HiveError as err:
+                _log.info("socket.refused", code=err.code, error=err.message)
                 response = error_response(req_id, err)
             except asyncio.CancelledError:
                 raise

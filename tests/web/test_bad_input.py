@@ -124,3 +124,15 @@ def test_bad_names_are_refused_by_every_admin_verb(hive: Hive, name: str) -> Non
 def test_unknown_recipient_is_refused(hive: Hive, agent: Raw) -> None:
     resp = agent.ask(lines({"id": 1, "op": "send", "to": "nobody", "body": "x"}))
     assert resp["error"]["code"] == "unknown_agent"
+
+
+def test_log_lines_carry_the_agent_and_the_request(hive: Hive, agent: Raw) -> None:
+    from support import wait_for
+    agent.ask(lines({"id": 42, "op": "recent", "limit": 0}))
+
+    def refused() -> list[dict[str, Any]]:
+        return [e for e in hive.log_events() if e.get("event") == "socket.refused" and e.get("request") == 42]
+
+    [line] = wait_for(refused, what="the refusal in the daemon log")
+    assert line["agent"] == "m1nd" and line["op"] == "recent" and line["code"] == "bad_request"
+    assert line["level"] == "info" and line["timestamp"].endswith("Z")

@@ -1,0 +1,70 @@
+"""The local backend's sandbox, run for real with bubblewrap."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from hyperhive.backends.local import bwrap_argv, bwrap_works
+from hyperhive.names import AgentName
+from hyperhive.paths import AgentConfig, StatePaths
+
+PROBE = r"""
+import json, os, sys
+root, mine, other, admin_sock = sys.argv[1:5]
+def writable(p):
+    try:
+        open(os.path.join(p, ".probe"), "w").close(); return True
+    except OSError:
+        return False
+print(json.dumps({
+    "state_listing": sorted(os.listdir(root)),
+    "own_state_writable": writable(mine),
+    "other_state_visible": os.path.exists(other),
+    "admin_socket_visible": os.path.exists(admin_sock),
+    "usr_writable": writable("/usr"),
+    "home": os.environ.get("HOME"),
+}))
+"""
+
+
+@pytest.fixture
+def paths(tmp_path: Path) -> StatePaths:
+    p = StatePaths(tmp_path / "state")
+    for name in ("a", "b"):
+        p.create_agent(AgentName(name), AgentConfig())
+    p.admin_socket.parent.mkdir(parents=True)
+    p.admin_socket.write_text("stand-in")
+    (p.state(AgentName("b")) / "secret").write_text("b's notes")
+    return p
+
+
+def test_bwrap_argv_hides_the_state_dir_and_binds_only_the_agents_own(paths: StatePaths) -> None:
+    argv = bwrap_argv(paths, AgentName("a"), ["true"])
+    root, state_a = str(paths.root), str(paths.state(AgentName("a")))
+    assert argv[:3] == ["bwrap", "--ro-bind", "/"]
+    tmpfs = argv.index(root) - 1
+    assert argv[tmpfs] == "--tmpfs"
+    assert argv.index("--bind") > tmpfs  # own dirs come back after the state dir is hidden
+    assert ["--bind", state_a, state_a] == argv[argv.index(state_a) - 1: argv.index(state_a) + 2]
+    assert str(paths.state(AgentName("b"))) not in argv
+    assert "--die-with-parent" in argv and argv[-2:] == ["--", "true"]
+
+
+@pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is not usable on this machine")
+def test_inside_the_sandbox_only_the_agents_own_dirs_exist(paths: StatePaths) -> None:
+    a, b = AgentName("a"), AgentName("b")
+    inner = [sys.executable, "-c", PROBE, str(paths.root), str(paths.state(a)),
+             str(paths.state(b) / "secret"), str(paths.admin_socket)]
+    out = subprocess.run(bwrap_argv(paths, a, inner), capture_output=True, text=True, timeout=30, check=True)
+    import json
+    seen = json.loads(out.stdout)
+    assert seen["state_listing"] == ["agents", "applied"]
+    assert seen["own_state_writable"] is True
+    assert seen["other_state_visible"] is False
+    assert seen["admin_socket_visible"] is False
+    assert seen["usr_writable"] is False
+    assert seen["home"] == str(paths.state(a))
