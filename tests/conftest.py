@@ -24,3 +24,13 @@ def _no_actor_left() -> Iterator[None]:
     left = pykka.ActorRegistry.get_all()
     pykka.ActorRegistry.stop_all()
     assert not left, f"actors left running: {left}"
+
+
+@pytest.fixture(scope="module")
+def module_hive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hive]:
+    """One daemon shared by a module's tests that leave it as they found it."""
+    h = Hive(tmp_path_factory.mktemp("hive") / "state").start()
+    try:
+        yield h
+    finally:
+        h.stop()

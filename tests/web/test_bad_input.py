@@ -65,9 +65,14 @@ BAD_LINES = [
 ]
 
 
+@pytest.fixture(scope="module")
+def hive(module_hive: Hive) -> Hive:
+    module_hive.spawn("b")
+    return module_hive
+
+
 @pytest.fixture
 def agent(hive: Hive) -> Raw:
-    hive.spawn("b")
     raw = Raw(hive.socket("m1nd"))
     raw.agent = "m1nd"
     return raw
