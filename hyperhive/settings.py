@@ -58,7 +58,7 @@ class Settings:
             if s.type is float and value < 0:
                 raise ValueError(f"{s.name} must be >= 0, got {value}")
         host, sep, port = self.listen.rpartition(":")
-        if not sep or not host or not port.isdigit() or int(port) > 65535:
+        if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
             raise ValueError(f"listen must be HOST:PORT, got {self.listen!r}")
 
     @property

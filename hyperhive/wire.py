@@ -164,6 +164,10 @@ def _type_name(tp: Any) -> str:
     return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
 
 
+def _no_constants(name: str) -> Any:
+    raise ValueError(f"{name} is not allowed")
+
+
 def decode_request(line: bytes, ops: frozenset[str]) -> tuple[Any, Request]:
     """Parse one request line into (id, request). Raises HiveError subclasses.
 
@@ -171,9 +175,11 @@ def decode_request(line: bytes, ops: frozenset[str]) -> tuple[Any, Request]:
     response can still be matched.
     """
     try:
-        obj = json.loads(line)
+        obj = json.loads(line, parse_constant=_no_constants)
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadJson(f"request is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadJson("request is nested too deeply") from None
     if not isinstance(obj, dict):
         raise BadJson("request must be a JSON object")
     req_id = obj.get("id")

@@ -5,6 +5,7 @@ message wakes."""
 from __future__ import annotations
 
 import itertools
+import math
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -21,7 +22,7 @@ def clamp_wait(wait_seconds: float | None, default: float, cap: float) -> float:
     """F2: None means the default; anything above the cap is the cap."""
     if wait_seconds is None:
         return min(default, cap)
-    if wait_seconds < 0:
+    if math.isnan(wait_seconds) or wait_seconds < 0:
         raise BadRequest(f"wait_seconds must be >= 0, got {wait_seconds}")
     return min(float(wait_seconds), cap)
 

@@ -33,6 +33,9 @@ def ensure_schema(db: Database, models: Iterable[type[Model]]) -> list[str]:
             for f in model._meta.sorted_fields:
                 if f.column_name not in have:
                     ops.append(migrator.add_column(table, f.column_name, f))
+                    if f.null and f.default is not None:
+                        # peewee fills old rows only for NOT NULL columns
+                        ops.append(migrator.apply_default(table, f.column_name, f))
                     added.append(f"{table}.{f.column_name}")
             if ops:
                 migrate(*ops)

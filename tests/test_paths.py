@@ -1,0 +1,189 @@
+"""hyperhive.paths: agent config files and the state dir layout."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+
+from hyperhive.errors import BadName, BadRequest
+from hyperhive.paths import CONFIG_FILE, AgentConfig, StatePaths
+
+# --- AgentConfig.from_json -----------------------------------------------------------
+
+@pytest.mark.parametrize(
+    ("text", "want"),
+    [
+        ("{}", AgentConfig()),
+        ('{"driver": "builtin"}', AgentConfig(driver="builtin")),
+        ('{"driver": null}', AgentConfig()),
+        ('{"allowed_recipients": null}', AgentConfig()),
+        ('{"allowed_recipients": []}', AgentConfig(allowed_recipients=())),
+        ('{"allowed_recipients": ["a", "m1nd"]}', AgentConfig(allowed_recipients=("a", "m1nd"))),
+        ('{"allowed_recipients": ["operator"]}', AgentConfig(allowed_recipients=("operator",))),
+        (
+            '{"driver": "builtin", "allowed_recipients": ["b-2"]}',
+            AgentConfig(driver="builtin", allowed_recipients=("b-2",)),
+        ),
+        ('  {"driver": "builtin"}\n\n', AgentConfig(driver="builtin")),
+    ],
+    ids=[
+        "empty", "driver", "null-driver", "null-allowed", "allowed-nobody", "allowed-names",
+        "allowed-operator", "both", "whitespace",
+    ],
+)
+def test_from_json_valid(text: str, want: AgentConfig) -> None:
+    got = AgentConfig.from_json(text)
+    assert got == want
+    assert got.allowed_recipients is None or isinstance(got.allowed_recipients, tuple)
+
+
+@pytest.mark.parametrize(
+    ("text", "needle"),
+    [
+        ("", "not valid JSON"),
+        ("{", "not valid JSON"),
+        ("driver = builtin", "not valid JSON"),
+        ("{'driver': 'builtin'}", "not valid JSON"),
+        ("[]", "must be a JSON object"),
+        ('"builtin"', "must be a JSON object"),
+        ("null", "must be a JSON object"),
+        ('{"drivr": "builtin"}', "unknown key(s): drivr"),
+        ('{"driver": "builtin", "z": 1, "a": 2}', "unknown key(s): a, z"),
+        ('{"allowed": ["a"]}', "unknown key(s): allowed"),
+        ('{"driver": "claude"}', "driver must be one of builtin"),
+        ('{"driver": ""}', "driver must be one of"),
+        ('{"driver": 1}', "driver must be one of"),
+        ('{"driver": ["builtin"]}', "driver must be one of"),
+        ('{"allowed_recipients": "a"}', "allowed_recipients must be a list"),
+        ('{"allowed_recipients": {"a": 1}}', "allowed_recipients must be a list"),
+        ('{"allowed_recipients": ["A"]}', "allowed_recipients must be a list"),
+        ('{"allowed_recipients": ["../x"]}', "allowed_recipients must be a list"),
+        ('{"allowed_recipients": ["a", 1]}', "allowed_recipients must be a list"),
+        ('{"allowed_recipients": [null]}', "allowed_recipients must be a list"),
+        ('{"allowed_recipients": [["a"]]}', "allowed_recipients must be a list"),
+        ('{"allowed_recipients": true}', "allowed_recipients must be a list"),
+    ],
+    ids=[
+        "empty-text", "truncated", "ini", "single-quotes", "list", "string", "null", "typo-key",
+        "two-unknown-keys", "near-miss-key", "bad-driver", "empty-driver", "int-driver", "list-driver",
+        "allowed-string", "allowed-object", "allowed-uppercase", "allowed-path", "allowed-int",
+        "allowed-null-item", "allowed-nested", "allowed-bool",
+    ],
+)
+def test_from_json_refused(text: str, needle: str) -> None:
+    with pytest.raises(BadRequest) as exc:
+        AgentConfig.from_json(text, where="cfg.json")
+    assert exc.value.code == "bad_request"
+    assert needle in exc.value.message
+    assert exc.value.message.startswith("cfg.json")
+
+
+@pytest.mark.parametrize(
+    "config",
+    [
+        AgentConfig(),
+        AgentConfig(driver="builtin"),
+        AgentConfig(allowed_recipients=()),
+        AgentConfig(driver="builtin", allowed_recipients=("a", "operator")),
+    ],
+)
+def test_to_json_round_trip(config: AgentConfig) -> None:
+    text = config.to_json()
+    assert text.endswith("\n")
+    assert AgentConfig.from_json(text) == config
+
+
+def test_to_json_leaves_out_unset_keys() -> None:
+    assert json.loads(AgentConfig().to_json()) == {}
+    assert json.loads(AgentConfig(allowed_recipients=("a",)).to_json()) == {"allowed_recipients": ["a"]}
+
+
+# --- StatePaths ------------------------------------------------------------------------
+
+def test_layout(tmp_path: Path) -> None:
+    p = StatePaths(tmp_path)
+    root = tmp_path.resolve()
+    assert p.db == tmp_path / "hive.sqlite"
+    assert p.admin_socket == tmp_path / "run" / "admin.sock"
+    assert p.agent("a") == root / "agents" / "a"  # type: ignore[arg-type]
+    assert p.config_dir("a") == root / "agents" / "a" / "config"  # type: ignore[arg-type]
+    assert p.state("a") == root / "agents" / "a" / "state"  # type: ignore[arg-type]
+    assert p.socket("a") == root / "agents" / "a" / "run" / "hive.sock"  # type: ignore[arg-type]
+    assert p.applied("a") == root / "applied" / "a"  # type: ignore[arg-type]
+    assert p.harness_log("a") == root / "agents" / "a" / "state" / "harness.log"  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize(
+    "config",
+    [AgentConfig(), AgentConfig(driver="builtin", allowed_recipients=("b", "operator"))],
+    ids=["default", "restricted"],
+)
+def test_create_agent_lays_out_dirs(tmp_path: Path, config: AgentConfig) -> None:
+    p = StatePaths(tmp_path)
+    p.create_agent("a", config)  # type: ignore[arg-type]
+    agent = tmp_path / "agents" / "a"
+    for sub in ("config", "state", "run"):
+        assert (agent / sub).is_dir()
+    cfg = agent / "config" / CONFIG_FILE
+    applied = tmp_path / "applied" / "a" / CONFIG_FILE
+    assert cfg.read_text() == config.to_json()
+    assert applied.read_text() == config.to_json()
+    assert p.load_applied("a") == config  # type: ignore[arg-type]
+
+
+def test_create_agent_keeps_existing_config(tmp_path: Path) -> None:
+    p = StatePaths(tmp_path)
+    cfg_dir = tmp_path / "agents" / "a" / "config"
+    cfg_dir.mkdir(parents=True)
+    existing = AgentConfig(allowed_recipients=("operator",))
+    (cfg_dir / CONFIG_FILE).write_text(existing.to_json())
+
+    p.create_agent("a", AgentConfig(driver="builtin"))  # type: ignore[arg-type]
+
+    assert (cfg_dir / CONFIG_FILE).read_text() == existing.to_json()
+    assert p.load_applied("a") == existing  # type: ignore[arg-type]
+    assert (tmp_path / "agents" / "a" / "state").is_dir()
+
+
+def test_create_agent_keeps_existing_applied(tmp_path: Path) -> None:
+    p = StatePaths(tmp_path)
+    p.create_agent("a", AgentConfig(allowed_recipients=("b",)))  # type: ignore[arg-type]
+    # The operator edits the config; the container still runs with the applied copy.
+    (tmp_path / "agents" / "a" / "config" / CONFIG_FILE).write_text(AgentConfig().to_json())
+    p.create_agent("a", AgentConfig(driver="builtin"))  # type: ignore[arg-type]
+    assert p.load_applied("a") == AgentConfig(allowed_recipients=("b",))  # type: ignore[arg-type]
+    assert AgentConfig.from_json((tmp_path / "agents" / "a" / "config" / CONFIG_FILE).read_text()) == AgentConfig()
+
+
+def test_create_agent_twice_is_harmless(tmp_path: Path) -> None:
+    p = StatePaths(tmp_path)
+    cfg = AgentConfig(driver="builtin")
+    p.create_agent("a", cfg)  # type: ignore[arg-type]
+    (tmp_path / "agents" / "a" / "state" / "notes").write_text("kept")
+    p.create_agent("a", cfg)  # type: ignore[arg-type]
+    assert (tmp_path / "agents" / "a" / "state" / "notes").read_text() == "kept"
+    assert p.load_applied("a") == cfg  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("name", ["../x", "A", "", "a/b", ".."])
+def test_create_agent_refuses_bad_names(tmp_path: Path, name: str) -> None:
+    with pytest.raises(BadName):
+        StatePaths(tmp_path).create_agent(name, AgentConfig())  # type: ignore[arg-type]
+    assert not (tmp_path / "agents").exists() or not any((tmp_path / "agents").iterdir())
+    assert not (tmp_path / "x").exists()
+
+
+def test_load_applied_missing_is_default(tmp_path: Path) -> None:
+    assert StatePaths(tmp_path).load_applied("a") == AgentConfig()  # type: ignore[arg-type]
+
+
+def test_load_applied_bad_file_names_it(tmp_path: Path) -> None:
+    p = StatePaths(tmp_path)
+    p.create_agent("a", AgentConfig())  # type: ignore[arg-type]
+    f = tmp_path / "applied" / "a" / CONFIG_FILE
+    f.write_text('{"driver": "nope"}')
+    with pytest.raises(BadRequest) as exc:
+        p.load_applied("a")  # type: ignore[arg-type]
+    assert str(f.resolve()) in exc.value.message
