@@ -1,0 +1,291 @@
+#!/usr/bin/env python
+"""Wake latency of a parked recv, through a real daemon and real unix sockets.
+
+Starts `hive serve` on a temp state dir, spawns two agents (`sender`, `sink`)
+and stops their harnesses, so this script is the only client of their sockets.
+Each iteration: park a tool-level `recv` on sink's socket, then `send` to sink
+on sender's socket. Latency = from just before the send request is written
+until sink's recv response has been read.
+
+Blocking sockets on one thread: the recv request is written first and read
+only after the send is written, so no event loop sits in the measured path.
+
+Run from the repo root:  .venv/bin/python bench/recv_latency.py
+"""
+
+from __future__ import annotations
+
+import argparse
+import itertools
+import json
+import math
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+REPO = Path(__file__).resolve().parent.parent
+TARGET_P99_MS = 2.0
+
+
+# --- the daemon under test (same helper in bench/throughput.py) ---------------
+
+class LineConn:
+    """A blocking JSON-lines connection: write requests, read responses in order."""
+
+    def __init__(self, path: Path, timeout: float = 60.0) -> None:
+        self.sock = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        self.sock.settimeout(timeout)
+        self.sock.connect(str(path))
+        self._buf = b""
+        self._ids = itertools.count(1)
+
+    def write(self, op: str, **fields: Any) -> int:
+        rid = next(self._ids)
+        self.sock.sendall(
+            json.dumps({"id": rid, "op": op, **fields}, separators=(",", ":")).encode() + b"\n"
+        )
+        return rid
+
+    def read(self) -> dict[str, Any]:
+        while True:
+            nl = self._buf.find(b"\n")
+            if nl >= 0:
+                line, self._buf = self._buf[:nl], self._buf[nl + 1:]
+                return json.loads(line)
+            chunk = self.sock.recv(1 << 16)
+            if not chunk:
+                raise ConnectionError("daemon closed the connection")
+            self._buf += chunk
+
+    def call(self, op: str, **fields: Any) -> dict[str, Any]:
+        rid = self.write(op, **fields)
+        resp = self.read()
+        if resp.get("id") != rid or not resp.get("ok"):
+            raise RuntimeError(f"{op} failed: {resp}")
+        return resp
+
+    def close(self) -> None:
+        self.sock.close()
+
+
+class DaemonProc:
+    """`hive serve` as a subprocess on its own state dir; stopped by pid."""
+
+    def __init__(self, state_dir: Path) -> None:
+        self.state_dir = state_dir
+        self.admin_path = state_dir / "run" / "admin.sock"
+        self.log_path = state_dir / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def argv(self) -> list[str]:
+        return [sys.executable, "-m", "hyperhive", "--state-dir", str(self.state_dir),
+                "serve", "--listen", "127.0.0.1:0", "--sandbox", "off"]
+
+    def start(self, timeout: float = 30.0) -> None:
+        log = open(self.log_path, "wb")  # noqa: SIM115 - handed to the child
+        self.proc = subprocess.Popen(self.argv(), cwd=REPO, stdout=log, stderr=subprocess.STDOUT,
+                                     stdin=subprocess.DEVNULL)
+        log.close()
+        end = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"daemon exited with {self.proc.returncode}; see {self.log_path}")
+            try:
+                self.admin("ping")
+                return
+            except (OSError, RuntimeError):
+                if time.monotonic() > end:
+                    raise RuntimeError(f"daemon not ready after {timeout}s; see {self.log_path}") from None
+                time.sleep(0.05)
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def admin(self, op: str, **fields: Any) -> dict[str, Any]:
+        c = LineConn(self.admin_path)
+        try:
+            return c.call(op, **fields)
+        finally:
+            c.close()
+
+    def agent_socket(self, name: str) -> Path:
+        return self.state_dir / "agents" / name / "run" / "hive.sock"
+
+    def spawn_stopped(self, name: str) -> None:
+        """Spawn an agent and stop its harness: its socket stays open, nobody reads its inbox."""
+        self.admin("spawn", name=name)
+        self.admin("stop", name=name)
+
+    def container(self, name: str) -> dict[str, Any]:
+        for c in self.admin("ls")["containers"]:
+            if c["name"] == name:
+                return c
+        raise KeyError(name)
+
+    def stop(self) -> None:
+        """SIGTERM our daemon by pid; SIGKILL it (by pid) if it does not go."""
+        if self.proc is None or self.proc.poll() is not None:
+            return
+        os.kill(self.proc.pid, signal.SIGTERM)
+        try:
+            self.proc.wait(timeout=20)
+        except subprocess.TimeoutExpired:
+            os.kill(self.proc.pid, signal.SIGKILL)
+            self.proc.wait(timeout=10)
+
+
+def drain(conn: LineConn) -> int:
+    """Take whatever is already in the inbox (e.g. the spawn kick)."""
+    n = 0
+    while msgs := conn.call("recv", wait_seconds=0)["messages"]:
+        n += len(msgs)
+    return n
+
+
+def percentile(sorted_vals: list[float], q: float) -> float:
+    """Nearest-rank percentile of an ascending list."""
+    k = max(0, min(len(sorted_vals) - 1, math.ceil(q * len(sorted_vals)) - 1))
+    return sorted_vals[k]
+
+
+def host_load_note(seconds: float = 1.0) -> str:
+    """How busy the host is before we start: other load skews every figure here."""
+    def host_cpu() -> tuple[int, int]:
+        with open("/proc/stat") as f:
+            vals = [int(v) for v in f.readline().split()[1:]]
+        return sum(vals) - vals[3] - vals[4], sum(vals)
+    b0, t0 = host_cpu()
+    time.sleep(seconds)
+    b1, t1 = host_cpu()
+    busy = (b1 - b0) / max(1, t1 - t0)
+    note = f"host busy before start: {busy:.0%} of {os.cpu_count()} CPUs, loadavg {os.getloadavg()[0]:.2f}"
+    return note + ("  (WARNING: other load on this host; figures will be high and noisy)" if busy > 0.10 else "")
+
+
+# --- the benchmark -------------------------------------------------------------
+
+def wait_parked(d: DaemonProc, name: str, timeout: float = 10.0) -> float:
+    """Poll admin `ls` until ``name`` has one parked tool-level recv; returns seconds waited."""
+    t0 = time.monotonic()
+    while d.container(name)["parked"]["tool"] < 1:
+        if time.monotonic() - t0 > timeout:
+            raise RuntimeError(f"recv on {name} never parked")
+        time.sleep(0.001)
+    return time.monotonic() - t0
+
+
+def measure(d: DaemonProc, iterations: int, warmup: int, park_delay: float) -> dict[str, Any]:
+    sink = LineConn(d.agent_socket("sink"))
+    sender = LineConn(d.agent_socket("sender"))
+    try:
+        drained = drain(sink)
+        wake_ms: list[float] = []
+        ack_ms: list[float] = []
+        not_parked = 0
+        for i in range(warmup + iterations):
+            body = f"ping {i}"
+            rid = sink.write("recv", wait_seconds=30)
+            if i == 0:
+                wait_parked(d, "sink")
+            else:
+                time.sleep(park_delay)
+            t0 = time.perf_counter_ns()
+            sid = sender.write("send", to="sink", body=body)
+            resp = sink.read()
+            t1 = time.perf_counter_ns()
+            ack = sender.read()
+            t2 = time.perf_counter_ns()
+            if resp.get("id") != rid or not resp.get("ok"):
+                raise RuntimeError(f"recv failed: {resp}")
+            if ack.get("id") != sid or not ack.get("ok"):
+                raise RuntimeError(f"send failed: {ack}")
+            msgs = resp["messages"]
+            if len(msgs) != 1 or msgs[0]["body"] != body or msgs[0]["id"] != ack["message_id"]:
+                raise RuntimeError(f"recv got the wrong message(s): {msgs}")
+            # Woken while parked: the broker stores it delivered in the send's own
+            # commit (delivered_at == sent_at). A recv that arrived late reads it
+            # back later and marks it delivered with a later time.
+            if msgs[0]["delivered_at"] != msgs[0]["sent_at"]:
+                not_parked += 1
+            if i >= warmup:
+                wake_ms.append((t1 - t0) / 1e6)
+                ack_ms.append((t2 - t0) / 1e6)
+
+        # Floor: a round trip through the agent socket that touches no actor.
+        ping_ms = []
+        for _ in range(500):
+            t0 = time.perf_counter_ns()
+            sender.call("ping")
+            ping_ms.append((time.perf_counter_ns() - t0) / 1e6)
+        # An ordinary send (nobody parked on the recipient): its ack round trip.
+        send_ms = []
+        for i in range(500):
+            t0 = time.perf_counter_ns()
+            sender.call("send", to="sink", body=f"unparked {i}")
+            send_ms.append((time.perf_counter_ns() - t0) / 1e6)
+        drain(sink)
+    finally:
+        sink.close()
+        sender.close()
+    return {"wake": sorted(wake_ms), "ack": sorted(ack_ms), "ping": sorted(ping_ms),
+            "send": sorted(send_ms), "not_parked": not_parked, "drained": drained}
+
+
+def main() -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--iterations", type=int, default=1000)
+    ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--park-delay-ms", type=float, default=2.0,
+                    help="pause between writing the recv and the send (after the first iteration)")
+    ap.add_argument("--keep", action="store_true", help="keep the temp state dir (daemon.log)")
+    ap.add_argument("--hold", type=float, default=0.0,
+                    help="seconds to pause after start-up, printing the daemon pid (to attach a profiler)")
+    args = ap.parse_args()
+
+    print(host_load_note(), flush=True)
+    state = Path(tempfile.mkdtemp(prefix="hive-bench-lat-"))
+    d = DaemonProc(state)
+    try:
+        t_start = time.monotonic()
+        d.start()
+        d.spawn_stopped("sender")
+        d.spawn_stopped("sink")
+        print(f"daemon pid {d.pid}, state dir {state}, ready in {time.monotonic() - t_start:.2f}s",
+              flush=True)
+        if args.hold:
+            print(f"holding {args.hold:g}s", flush=True)
+            time.sleep(args.hold)
+        r = measure(d, args.iterations, args.warmup, args.park_delay_ms / 1000)
+    finally:
+        d.stop()
+        if not args.keep:
+            shutil.rmtree(state, ignore_errors=True)
+
+    w = r["wake"]
+    print(f"iterations {len(w)} (after {args.warmup} warmup), park delay {args.park_delay_ms:g} ms, "
+          f"recvs not parked in time: {r['not_parked']}")
+    print(f"p50_ms {percentile(w, 0.50):.3f}")
+    print(f"p90_ms {percentile(w, 0.90):.3f}")
+    print(f"p99_ms {percentile(w, 0.99):.3f}")
+    print(f"max_ms {w[-1]:.3f}")
+    for label, key in (("send_ack_with_wake", "ack"), ("ping_rtt", "ping"), ("send_ack_no_wake", "send")):
+        v = r[key]
+        print(f"ref {label}_ms p50 {percentile(v, 0.5):.3f} p99 {percentile(v, 0.99):.3f} max {v[-1]:.3f}")
+    p99 = percentile(w, 0.99)
+    print(f"recv_wake_p99_ms {p99:.3f}")
+    met = p99 < TARGET_P99_MS
+    print(f"target recv_wake_p99_ms < {TARGET_P99_MS:g}: {'MET' if met else 'NOT MET'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
