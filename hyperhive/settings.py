@@ -35,6 +35,9 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("recv_cap_seconds", 180.0, "longest recv wait a caller may ask for", float),
     Setting("restart_backoff_seconds", 1.0, "first delay before restarting a crashed harness", float),
     Setting("restart_backoff_max_seconds", 30.0, "longest delay between crash restarts", float),
+    Setting("agent_port_base", 8100, "first port of the 900 agent web UI ports", int),
+    Setting("vacuum_interval_seconds", 3600.0,
+            "seconds between retention sweeps (one runs at start; 0: only that one)", float),
 )
 
 
@@ -49,6 +52,8 @@ class Settings:
     recv_cap_seconds: float = 180.0
     restart_backoff_seconds: float = 1.0
     restart_backoff_max_seconds: float = 30.0
+    agent_port_base: int = 8100
+    vacuum_interval_seconds: float = 3600.0
 
     def __post_init__(self) -> None:
         for s in SETTINGS:
@@ -57,6 +62,8 @@ class Settings:
                 raise ValueError(f"{s.name} must be one of {', '.join(s.choices)}, got {value!r}")
             if s.type is float and value < 0:
                 raise ValueError(f"{s.name} must be >= 0, got {value}")
+        if not 1024 <= self.agent_port_base <= 65535 - 900:
+            raise ValueError(f"agent_port_base must be in 1024..{65535 - 900}, got {self.agent_port_base}")
         host, sep, port = self.listen.rpartition(":")
         if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
             raise ValueError(f"listen must be HOST:PORT, got {self.listen!r}")

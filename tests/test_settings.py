@@ -21,6 +21,8 @@ SAMPLE = {
     "recv_cap_seconds": ("60", 60.0),
     "restart_backoff_seconds": ("0.25", 0.25),
     "restart_backoff_max_seconds": ("90", 90.0),
+    "agent_port_base": ("9000", 9000),
+    "vacuum_interval_seconds": ("0.5", 0.5),
 }
 BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -125,6 +127,12 @@ def test_negative_seconds(name: str) -> None:
     with pytest.raises(ValueError, match=name):
         Settings(state_dir=Path("/s"), **{name: -1.0})
     assert getattr(Settings(state_dir=Path("/s"), **{name: 0.0}), name) == 0.0
+
+
+@pytest.mark.parametrize("base", [0, 1023, 64636, 70000])
+def test_bad_agent_port_base(base: int) -> None:
+    with pytest.raises(ValueError, match="agent_port_base"):
+        Settings(state_dir=Path("/s"), agent_port_base=base)
 
 
 def test_settings_frozen() -> None:
