@@ -10,6 +10,7 @@ connection stays usable.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import json
 import types
 import typing
@@ -168,6 +169,20 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
+@functools.cache
+def _schema(cls: type[Request]) -> tuple[tuple[tuple[str, Any, bool], ...], frozenset[str]]:
+    """A request class's (name, type, required) fields and its allowed keys.
+
+    Cached: ``get_type_hints`` costs more than the rest of a decode.
+    """
+    hints = typing.get_type_hints(cls)
+    fields = tuple(
+        (f.name, hints[f.name], f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
+    )
+    return fields, frozenset({"id", "op", *(f[0] for f in fields)})
+
+
 def decode_request(line: bytes, ops: frozenset[str]) -> tuple[Any, Request]:
     """Parse one request line into (id, request). Raises HiveError subclasses.
 
@@ -192,22 +207,20 @@ def decode_request(line: bytes, ops: frozenset[str]) -> tuple[Any, Request]:
         if op not in ops:
             raise UnknownOp(f"unknown op {op!r} on this socket; known: {', '.join(sorted(ops))}")
         cls = _OPS[op]
-        hints = typing.get_type_hints(cls)
+        fields, names = _schema(cls)
         kwargs: dict[str, Any] = {}
-        names = set()
-        for f in dataclasses.fields(cls):  # type: ignore[arg-type]
-            names.add(f.name)
-            if f.name not in obj:
-                if f.default is dataclasses.MISSING:
-                    raise BadRequest(f"op {op!r} needs field {f.name!r}")
+        for name, tp, required in fields:
+            if name not in obj:
+                if required:
+                    raise BadRequest(f"op {op!r} needs field {name!r}")
                 continue
-            if not _type_ok(obj[f.name], hints[f.name]):
+            if not _type_ok(obj[name], tp):
                 raise BadRequest(
-                    f"field {f.name!r} of op {op!r} must be {_type_name(hints[f.name])}, "
-                    f"got {type(obj[f.name]).__name__}"
+                    f"field {name!r} of op {op!r} must be {_type_name(tp)}, "
+                    f"got {type(obj[name]).__name__}"
                 )
-            kwargs[f.name] = obj[f.name]
-        extra = set(obj) - names - {"id", "op"}
+            kwargs[name] = obj[name]
+        extra = set(obj) - names
         if extra:
             raise BadRequest(f"op {op!r} does not take field(s) {', '.join(sorted(extra))}")
         return req_id, cls(**kwargs)

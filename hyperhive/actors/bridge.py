@@ -80,7 +80,9 @@ async def call(
     except pykka.ActorDeadError:
         raise Unavailable("the daemon is shutting down") from None
     try:
-        return await asyncio.wait_for(asyncio.wrap_future(fut), timeout)
+        # asyncio.timeout, not wait_for: wait_for wraps the await in a new task.
+        async with asyncio.timeout(timeout):
+            return await asyncio.wrap_future(fut)
     except TimeoutError:
         _rescue(fut, on_orphan)
         raise Unavailable(f"no reply within {timeout:g}s") from None

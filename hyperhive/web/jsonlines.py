@@ -76,20 +76,22 @@ class JsonLineServer(TCPServer):
             await _write(stream, error_response(req_id, err))
             return
         op = self._ops[req.op]
-        with structlog.contextvars.bound_contextvars(**self._context, request=req_id, op=req.op):
-            try:
-                fields = await op.run(req)
-                response = ok_response(req_id, **fields)
-            except HiveError as err:
-                _log.info("socket.refused", code=err.code, error=err.message)
-                response = error_response(req_id, err)
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:  # noqa: BLE001 - one request never takes the connection down
-                _log.exception("socket.request_failed")
-                response = error_response(req_id, Internal(f"{type(exc).__name__}: {exc}"))
-            if not await _write(stream, response) and response["ok"] and op.unsent is not None:
-                op.unsent(response)
+        # Each request is its own task with its own copy of the context, so
+        # binding here tags only this request's log lines; nothing to unbind.
+        structlog.contextvars.bind_contextvars(**self._context, request=req_id, op=req.op)
+        try:
+            fields = await op.run(req)
+            response = ok_response(req_id, **fields)
+        except HiveError as err:
+            _log.info("socket.refused", code=err.code, error=err.message)
+            response = error_response(req_id, err)
+        except asyncio.CancelledError:
+            raise
+        except Exception as exc:  # noqa: BLE001 - one request never takes the connection down
+            _log.exception("socket.request_failed")
+            response = error_response(req_id, Internal(f"{type(exc).__name__}: {exc}"))
+        if not await _write(stream, response) and response["ok"] and op.unsent is not None:
+            op.unsent(response)
 
 
 async def _write(stream: IOStream, response: dict[str, Any]) -> bool:
