@@ -170,11 +170,12 @@ def _no_constants(name: str) -> Any:
 
 
 @functools.cache
-def _schema(cls: type[Request]) -> tuple[tuple[tuple[str, Any, bool], ...], frozenset[str]]:
-    """A request class's (name, type, required) fields and its allowed keys.
+def _schema(op: str) -> tuple[tuple[tuple[str, Any, bool], ...], frozenset[str]]:
+    """An op's request (name, type, required) fields and its allowed keys.
 
     Cached: ``get_type_hints`` costs more than the rest of a decode.
     """
+    cls = _OPS[op]
     hints = typing.get_type_hints(cls)
     fields = tuple(
         (f.name, hints[f.name], f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
@@ -207,7 +208,7 @@ def decode_request(line: bytes, ops: frozenset[str]) -> tuple[Any, Request]:
         if op not in ops:
             raise UnknownOp(f"unknown op {op!r} on this socket; known: {', '.join(sorted(ops))}")
         cls = _OPS[op]
-        fields, names = _schema(cls)
+        fields, names = _schema(op)
         kwargs: dict[str, Any] = {}
         for name, tp, required in fields:
             if name not in obj:

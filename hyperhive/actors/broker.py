@@ -22,6 +22,7 @@ from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.events import Hub
 from hyperhive.errors import BadRequest, HiveError, Internal, Unavailable
 from hyperhive.store.models import Message
+from hyperhive.store.retention import delete_delivered_batch, incremental_vacuum
 from hyperhive.wire import InboxRow
 
 __all__ = ["Broker", "BrokerProxy"]
@@ -35,12 +36,36 @@ _INSERT = (
 RECENT_CAP = 500
 
 
+class _Batch:
+    """The replies of one ``send_many``: one slot per message, answered together."""
+
+    def __init__(self, n: int, reply: Reply | None) -> None:
+        self.results: list[int | HiveError] = [0] * n
+        self.left = n
+        self.reply = reply
+
+    def set(self, i: int, value: int | HiveError) -> None:
+        self.results[i] = value
+        self.left -= 1
+        if self.left == 0:
+            resolve(self.reply, self.results)
+
+
 @dataclass
 class _Pending:
     sender: str
     to: str
     body: str
     reply: Reply | None
+    slot: tuple[_Batch, int] | None = None
+
+    def done(self, value: int | HiveError) -> None:
+        if self.slot is not None:
+            self.slot[0].set(self.slot[1], value)
+        elif isinstance(value, HiveError):
+            fail(self.reply, value)
+        else:
+            resolve(self.reply, value)
 
 
 def _row(m: Any) -> InboxRow:
@@ -88,7 +113,28 @@ class Broker(pykka.ThreadingActor):
             if claim(reply):
                 fail(reply, exc)
             return
-        self._pending.append(_Pending(sender, to, body, reply))
+        self._queue(_Pending(sender, to, body, reply))
+
+    def send_many(self, items: list[tuple[str, str, str]], reply: Reply | None = None) -> None:
+        """Queue several ``(sender, to, body)`` sends; ``reply`` gets one result
+        per item, in order: the new message id, or the HiveError refusing it."""
+        if not claim(reply):
+            return
+        batch = _Batch(len(items), reply)
+        if not items:
+            resolve(reply, [])
+        for i, (sender, to, body) in enumerate(items):
+            try:
+                if not isinstance(body, str):
+                    raise BadRequest("body must be a string")
+                self.core.check_send(sender, to)
+            except HiveError as exc:
+                batch.set(i, exc)
+                continue
+            self._queue(_Pending(sender, to, body, None, (batch, i)))
+
+    def _queue(self, p: _Pending) -> None:
+        self._pending.append(p)
         if not self._flush_queued:
             self._flush_queued = True
             self._me.flush.defer()
@@ -122,7 +168,7 @@ class Broker(pykka.ThreadingActor):
             _log.exception("broker.commit_failed", count=len(batch))
             err = Internal(f"could not store the message: {exc}")
             for p in batch:
-                fail(p.reply, err)
+                p.done(err)
             for w in waiters.values():
                 if w is not None:
                     fail(w.reply, err)
@@ -131,7 +177,7 @@ class Broker(pykka.ThreadingActor):
         delivered: dict[str, list[InboxRow]] = {}
         for i, (p, prm) in enumerate(zip(batch, params, strict=True)):
             row = InboxRow(first + i, p.sender, p.to, p.body, now, prm[4])
-            resolve(p.reply, row.id)
+            p.done(row.id)
             if prm[4] is not None:
                 delivered.setdefault(p.to, []).append(row)
             self._hub.publish("message.sent", row.to_wire())
@@ -247,6 +293,31 @@ class Broker(pykka.ThreadingActor):
             undelivered: dict[str, int] = {str(r[0]): int(r[1]) for r in q}  # type: ignore[index]
             return {"parked": self.core.parked(), "undelivered": undelivered}
         answer(reply, run)
+
+    # --- retention (F22) -----------------------------------------------------
+    def vacuum(self, now: float, max_age: float, reply: Reply | None = None) -> None:
+        """Delete messages delivered more than ``max_age`` seconds before ``now``
+        (undelivered ones are always kept); reply with how many went.
+
+        One batch per message to itself, so sends queued meanwhile are served
+        between batches instead of waiting for the whole sweep.
+        """
+        if claim(reply):
+            self.vacuum_step(now - max_age, 0, reply)
+
+    def vacuum_step(self, cutoff: float, removed: int, reply: Reply | None) -> None:
+        try:
+            deleted, more = delete_delivered_batch(self._db, cutoff)
+            removed += deleted
+            if more:
+                self._me.vacuum_step.defer(cutoff, removed, reply)
+                return
+            if removed:
+                incremental_vacuum(self._db)
+            resolve(reply, removed)
+        except Exception as exc:  # noqa: BLE001 - a tell must never kill the broker
+            _log.exception("broker.vacuum_failed", removed=removed)
+            fail(reply, Internal(f"vacuum failed: {exc}"))
 
 
 class BrokerProxy(pykka.ActorProxy[Broker]):

@@ -10,6 +10,7 @@ from hyperhive.names import OPERATOR, validate_name, validate_recipient
 from hyperhive.paths import AgentConfig
 from hyperhive.web.agent_ops import rows_out
 from hyperhive.web.jsonlines import Op
+from hyperhive.web.sends import SendBatcher
 from hyperhive.web.views import build_container_list
 from hyperhive.wire import Inbox, Ls, Ping, Send, Spawn, Start, Stop
 
@@ -18,7 +19,7 @@ __all__ = ["admin_ops"]
 LIFECYCLE_TIMEOUT = 60.0
 
 
-def admin_ops(coordinator: Any, broker: Any) -> dict[str, Op]:
+def admin_ops(coordinator: Any, broker: Any, sends: SendBatcher) -> dict[str, Op]:
     async def ls(req: Ls) -> dict[str, Any]:
         snaps = await call(coordinator.ls)
         stats = await call(broker.stats)
@@ -40,7 +41,7 @@ def admin_ops(coordinator: Any, broker: Any) -> dict[str, Op]:
 
     async def send(req: Send) -> dict[str, Any]:
         to = validate_recipient(req.to)
-        return {"message_id": await call(broker.send, OPERATOR, to, req.body)}
+        return {"message_id": await sends.send(OPERATOR, to, req.body)}
 
     async def inbox(req: Inbox) -> dict[str, Any]:
         if req.limit < 1:

@@ -9,6 +9,7 @@ from hyperhive.actors.bridge import call
 from hyperhive.errors import BadRequest
 from hyperhive.names import AgentName, validate_recipient
 from hyperhive.web.jsonlines import Op
+from hyperhive.web.sends import SendBatcher
 from hyperhive.wire import InboxRow, Ping, Recent, Recv, Send
 
 __all__ = ["agent_ops", "rows_out"]
@@ -20,11 +21,10 @@ def rows_out(rows: list[InboxRow]) -> list[dict[str, Any]]:
     return [r.to_wire() for r in rows]
 
 
-def agent_ops(agent: AgentName, broker: Any, recv_cap: float) -> dict[str, Op]:
+def agent_ops(agent: AgentName, broker: Any, sends: SendBatcher, recv_cap: float) -> dict[str, Op]:
     async def send(req: Send) -> dict[str, Any]:
         to = validate_recipient(req.to)
-        msg_id = await call(broker.send, agent, to, req.body)
-        return {"message_id": msg_id}
+        return {"message_id": await sends.send(agent, to, req.body)}
 
     def requeue(rows: list[InboxRow]) -> None:
         if rows:

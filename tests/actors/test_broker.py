@@ -108,3 +108,26 @@ async def test_stopping_fails_parked_waiters(tmp_path: Path) -> None:
     with pytest.raises(Unavailable):
         fut.result(timeout=2)
     db.close()
+
+
+async def test_send_many_answers_each_item_in_order(broker: Any) -> None:
+    results = await call(broker.send_many, [("a", "b", "one"), ("a", "zed", "nobody"), ("a", "b", 7), ("b", "a", "two")])
+    assert isinstance(results[0], int) and isinstance(results[3], int)
+    assert results[3] == results[0] + 1
+    assert results[1].code == "unknown_agent"
+    assert results[2].code == "bad_request"
+    assert [(m.sender, m.recipient, m.body) for m in Message.select().order_by(Message.id)] == [
+        ("a", "b", "one"), ("b", "a", "two"),
+    ]
+    assert await call(broker.send_many, []) == []
+
+
+async def test_send_batcher_gathers_one_loop_turn_into_one_commit(broker: Any) -> None:
+    from hyperhive.web.sends import SendBatcher
+
+    sends = SendBatcher(broker)
+    ids = await asyncio.gather(*(sends.send("a", "b", f"m{i}") for i in range(50)), return_exceptions=True)
+    assert sorted(ids) == list(range(1, 51))  # type: ignore[type-var]
+    with pytest.raises(NotAllowed):
+        await sends.send("a", "a", "self")
+    assert Message.select().count() == 50
