@@ -31,6 +31,7 @@ from hyperhive.store.models import open_hive_db
 from hyperhive.web.admin_ops import admin_ops
 from hyperhive.web.agent_ops import agent_ops
 from hyperhive.web.jsonlines import JsonLineServer, bind_socket
+from hyperhive.web.sends import SendBatcher
 from hyperhive.web.sockets import AgentSockets
 
 __all__ = ["Daemon", "serve", "start", "stop"]
@@ -83,14 +84,16 @@ async def start(settings: Settings) -> Daemon:
         d.db, clock, d.hub, settings.recv_default_seconds, settings.recv_cap_seconds
     ).proxy()
 
+    sends = SendBatcher(d.broker)
+
     def ops_for(name: AgentName, manager: bool) -> dict[str, Any]:
-        return agent_ops(name, d.broker, settings.recv_cap_seconds)
+        return agent_ops(name, d.broker, sends, settings.recv_cap_seconds)
 
     d.sockets = AgentSockets(io_loop, paths, ops_for)
     d.coordinator = Coordinator.start(
         settings, paths, backend, d.broker, clock, d.hub, d.sockets
     ).proxy()
-    d.admin = JsonLineServer(admin_ops(d.coordinator, d.broker), {"socket": "admin"})
+    d.admin = JsonLineServer(admin_ops(d.coordinator, d.broker, sends), {"socket": "admin"})
     d.admin.add_socket(bind_socket(paths.admin_socket))
     started = await call(d.coordinator.boot, timeout=60)
     _log.info("daemon.ready", state_dir=str(paths.root), pid=os.getpid(), started=started,

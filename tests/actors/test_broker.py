@@ -111,7 +111,8 @@ async def test_stopping_fails_parked_waiters(tmp_path: Path) -> None:
 
 
 async def test_send_many_answers_each_item_in_order(broker: Any) -> None:
-    results = await call(broker.send_many, [("a", "b", "one"), ("a", "zed", "nobody"), ("a", "b", 7), ("b", "a", "two")])
+    items = [("a", "b", "one"), ("a", "zed", "nobody"), ("a", "b", 7), ("b", "a", "two")]
+    results = await call(broker.send_many, items)
     assert isinstance(results[0], int) and isinstance(results[3], int)
     assert results[3] == results[0] + 1
     assert results[1].code == "unknown_agent"
