@@ -11,6 +11,7 @@ HiveError                 code            http
 ├── UnknownAgent          unknown_agent   404   no such agent
 ├── Conflict              conflict        409   the agent already exists / wrong state
 ├── Unavailable           unavailable     503   an actor stopped or the daemon is shutting down
+├── BackendFailed         backend_failed  502   a container command failed (its stderr attached)
 └── Internal              internal        500   anything unexpected (logged with its traceback)
 
 Callers match on ``code``; the message is for people.
@@ -19,6 +20,7 @@ Callers match on ``code``; the message is for people.
 from __future__ import annotations
 
 __all__ = [
+    "BackendFailed",
     "BadJson",
     "BadName",
     "BadRequest",
@@ -95,6 +97,11 @@ class Unavailable(HiveError):
     status = 503
 
 
+class BackendFailed(HiveError):
+    code = "backend_failed"
+    status = 502
+
+
 class Internal(HiveError):
     code = "internal"
     status = 500
@@ -104,7 +111,7 @@ _BY_CODE: dict[str, type[HiveError]] = {
     cls.code: cls
     for cls in (
         BadRequest, BadJson, LineTooLong, UnknownOp, BadName, NotAllowed,
-        Forbidden, UnknownAgent, Conflict, Unavailable, Internal,
+        Forbidden, UnknownAgent, Conflict, Unavailable, BackendFailed, Internal,
     )
 }
 
