@@ -9,6 +9,7 @@
 from __future__ import annotations
 
 import json
+import re
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
@@ -20,7 +21,10 @@ from hyperhive.names import AgentName, agent_dir, is_valid_name, validate_name
 __all__ = ["AgentConfig", "StatePaths"]
 
 CONFIG_FILE = "agent.json"
-DRIVERS = ("builtin",)  # the claude driver lands with its issue
+DRIVERS = ("builtin", "claude")
+# A Claude Code permission rule: a tool name, optionally with a (specifier) and no comma
+# (the list is passed comma-joined to --allowedTools).
+_TOOL_RULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\([^,\x00-\x1f]*\))?")
 
 
 @dataclass(frozen=True)
@@ -29,6 +33,7 @@ class AgentConfig:
 
     driver: str | None = None  # None: the daemon's default
     allowed_recipients: tuple[str, ...] | None = None  # None: anyone
+    allowed_tools: tuple[str, ...] | None = None  # claude --allowedTools; None: the hyperhive tools
 
     @classmethod
     def from_json(cls, text: str, where: str = "agent config") -> AgentConfig:
@@ -38,7 +43,7 @@ class AgentConfig:
             raise BadRequest(f"{where} is not valid JSON: {exc}") from None
         if not isinstance(raw, dict):
             raise BadRequest(f"{where} must be a JSON object")
-        unknown = set(raw) - {"driver", "allowed_recipients"}
+        unknown = set(raw) - {"driver", "allowed_recipients", "allowed_tools"}
         if unknown:
             raise BadRequest(f"{where} has unknown key(s): {', '.join(sorted(unknown))}")
         driver = raw.get("driver")
@@ -49,7 +54,13 @@ class AgentConfig:
             if not isinstance(allowed, list) or not all(is_valid_name(a) for a in allowed):
                 raise BadRequest(f"{where}: allowed_recipients must be a list of agent names")
             allowed = tuple(allowed)
-        return cls(driver=driver, allowed_recipients=allowed)
+        tools = raw.get("allowed_tools")
+        if tools is not None:
+            if not isinstance(tools, list) or not all(isinstance(t, str) and _TOOL_RULE.fullmatch(t) for t in tools):
+                raise BadRequest(f"{where}: allowed_tools must be a list of tool rules like "
+                                 f"'mcp__hyperhive' or 'Bash(git log:*)' (no commas)")
+            tools = tuple(tools)
+        return cls(driver=driver, allowed_recipients=allowed, allowed_tools=tools)
 
     def to_json(self) -> str:
         out: dict[str, Any] = {}
@@ -57,6 +68,8 @@ class AgentConfig:
             out["driver"] = self.driver
         if self.allowed_recipients is not None:
             out["allowed_recipients"] = list(self.allowed_recipients)
+        if self.allowed_tools is not None:
+            out["allowed_tools"] = list(self.allowed_tools)
         return json.dumps(out, indent=2) + "\n"
 
 

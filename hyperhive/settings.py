@@ -28,7 +28,7 @@ def default_state_dir() -> Path:
 SETTINGS: tuple[Setting, ...] = (
     Setting("listen", "127.0.0.1:7800", "dashboard address HOST:PORT"),
     Setting("backend", "local", "container backend", choices=("local",)),
-    Setting("driver", "builtin", "model driver for new agents", choices=("builtin",)),
+    Setting("driver", "builtin", "model driver for new agents", choices=("builtin", "claude")),
     Setting("sandbox", "auto", "local backend: wrap harnesses in bubblewrap (auto = when bwrap works)",
             choices=("auto", "on", "off")),
     Setting("recv_default_seconds", 30.0, "recv wait when the caller gives none", float),

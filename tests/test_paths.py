@@ -27,10 +27,15 @@ from hyperhive.paths import CONFIG_FILE, AgentConfig, StatePaths
             AgentConfig(driver="builtin", allowed_recipients=("b-2",)),
         ),
         ('  {"driver": "builtin"}\n\n', AgentConfig(driver="builtin")),
+        ('{"driver": "claude"}', AgentConfig(driver="claude")),
+        (
+            '{"allowed_tools": ["mcp__hyperhive", "Bash(git log:*)"]}',
+            AgentConfig(allowed_tools=("mcp__hyperhive", "Bash(git log:*)")),
+        ),
     ],
     ids=[
         "empty", "driver", "null-driver", "null-allowed", "allowed-nobody", "allowed-names",
-        "allowed-operator", "both", "whitespace",
+        "allowed-operator", "both", "whitespace", "claude", "tools",
     ],
 )
 def test_from_json_valid(text: str, want: AgentConfig) -> None:
@@ -52,7 +57,7 @@ def test_from_json_valid(text: str, want: AgentConfig) -> None:
         ('{"drivr": "builtin"}', "unknown key(s): drivr"),
         ('{"driver": "builtin", "z": 1, "a": 2}', "unknown key(s): a, z"),
         ('{"allowed": ["a"]}', "unknown key(s): allowed"),
-        ('{"driver": "claude"}', "driver must be one of builtin"),
+        ('{"driver": "gpt"}', "driver must be one of builtin, claude"),
         ('{"driver": ""}', "driver must be one of"),
         ('{"driver": 1}', "driver must be one of"),
         ('{"driver": ["builtin"]}', "driver must be one of"),
@@ -64,12 +69,19 @@ def test_from_json_valid(text: str, want: AgentConfig) -> None:
         ('{"allowed_recipients": [null]}', "allowed_recipients must be a list"),
         ('{"allowed_recipients": [["a"]]}', "allowed_recipients must be a list"),
         ('{"allowed_recipients": true}', "allowed_recipients must be a list"),
+        ('{"allowed_tools": "mcp__hyperhive"}', "allowed_tools must be a list"),
+        ('{"allowed_tools": ["a,b"]}', "allowed_tools must be a list"),
+        ('{"allowed_tools": ["--dangerously-skip-permissions"]}', "allowed_tools must be a list"),
+        ('{"allowed_tools": [""]}', "allowed_tools must be a list"),
+        ('{"allowed_tools": ["Bash(x\\ny)"]}', "allowed_tools must be a list"),
+        ('{"allowed_tools": [1]}', "allowed_tools must be a list"),
     ],
     ids=[
         "empty-text", "truncated", "ini", "single-quotes", "list", "string", "null", "typo-key",
         "two-unknown-keys", "near-miss-key", "bad-driver", "empty-driver", "int-driver", "list-driver",
         "allowed-string", "allowed-object", "allowed-uppercase", "allowed-path", "allowed-int",
         "allowed-null-item", "allowed-nested", "allowed-bool",
+        "tools-string", "tools-comma", "tools-flag", "tools-empty", "tools-newline", "tools-int",
     ],
 )
 def test_from_json_refused(text: str, needle: str) -> None:
@@ -87,6 +99,7 @@ def test_from_json_refused(text: str, needle: str) -> None:
         AgentConfig(driver="builtin"),
         AgentConfig(allowed_recipients=()),
         AgentConfig(driver="builtin", allowed_recipients=("a", "operator")),
+        AgentConfig(driver="claude", allowed_tools=("mcp__hyperhive__send", "Read")),
     ],
 )
 def test_to_json_round_trip(config: AgentConfig) -> None:

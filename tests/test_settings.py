@@ -112,7 +112,7 @@ def test_bad_listen(listen: str) -> None:
     [
         ("backend", "docker"),
         ("backend", ""),
-        ("driver", "claude"),
+        ("driver", "gpt"),
         ("sandbox", "yes"),
         ("sandbox", "ON"),
     ],
