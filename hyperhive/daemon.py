@@ -1,7 +1,8 @@
 """`hive serve`: start-up and shutdown as flat, ordered steps.
 
-Start: state dir and lock → store → clock → backend → Broker → agent sockets
-→ Coordinator → admin socket → boot (manager, kept containers).
+Start: state dir and lock → store → clock → backend → Broker → PortAllocator
+→ VacuumSweeper → agent sockets → Coordinator → admin socket → boot (manager,
+kept containers).
 Stop: the same in reverse; any actor still running at the end is logged.
 """
 
@@ -23,6 +24,8 @@ from hyperhive.actors.broker import Broker
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.coordinator import Coordinator
 from hyperhive.actors.events import Hub
+from hyperhive.actors.ports import PortAllocator
+from hyperhive.actors.vacuum import VacuumSweeper
 from hyperhive.backends.local import LocalBackend
 from hyperhive.names import AgentName
 from hyperhive.paths import StatePaths
@@ -51,6 +54,8 @@ class Daemon:
     db: Any = None
     hub: Hub = field(default_factory=Hub)
     broker: Any = None
+    ports: Any = None
+    vacuum: Any = None
     coordinator: Any = None
     sockets: AgentSockets | None = None
     admin: JsonLineServer | None = None
@@ -83,6 +88,8 @@ async def start(settings: Settings) -> Daemon:
     d.broker = Broker.start(
         d.db, clock, d.hub, settings.recv_default_seconds, settings.recv_cap_seconds
     ).proxy()
+    d.ports = PortAllocator.start(paths, settings.agent_port_base).proxy()
+    d.vacuum = VacuumSweeper.start(paths, d.broker, clock, settings.vacuum_interval_seconds).proxy()
 
     sends = SendBatcher(d.broker)
 
@@ -110,6 +117,10 @@ def stop(d: Daemon) -> None:
         _stop_actor(d.coordinator, "coordinator")
     if d.sockets is not None:
         d.sockets.close_all()
+    if d.vacuum is not None:
+        _stop_actor(d.vacuum, "vacuum")
+    if d.ports is not None:
+        _stop_actor(d.ports, "ports")
     if d.broker is not None:
         _stop_actor(d.broker, "broker")
     left = pykka.ActorRegistry.get_all()
