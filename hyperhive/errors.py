@@ -9,6 +9,7 @@ HiveError                 code            http
 ├── NotAllowed            not_allowed     403   the sender's config forbids the recipient
 ├── Forbidden             forbidden       403   the op is not for this caller
 ├── UnknownAgent          unknown_agent   404   no such agent
+├── UnknownId             unknown_id      404   no question / approval with that id
 ├── Conflict              conflict        409   the agent already exists / wrong state
 ├── Unavailable           unavailable     503   an actor stopped or the daemon is shutting down
 ├── BackendFailed         backend_failed  502   a container command failed (its stderr attached)
@@ -32,6 +33,7 @@ __all__ = [
     "NotAllowed",
     "Unavailable",
     "UnknownAgent",
+    "UnknownId",
     "UnknownOp",
 ]
 
@@ -87,6 +89,11 @@ class UnknownAgent(HiveError):
     status = 404
 
 
+class UnknownId(HiveError):
+    code = "unknown_id"
+    status = 404
+
+
 class Conflict(HiveError):
     code = "conflict"
     status = 409
@@ -111,7 +118,7 @@ _BY_CODE: dict[str, type[HiveError]] = {
     cls.code: cls
     for cls in (
         BadRequest, BadJson, LineTooLong, UnknownOp, BadName, NotAllowed,
-        Forbidden, UnknownAgent, Conflict, Unavailable, BackendFailed, Internal,
+        Forbidden, UnknownAgent, UnknownId, Conflict, Unavailable, BackendFailed, Internal,
     )
 }
 

@@ -19,6 +19,10 @@ EventName = Literal[
     "container.crash",
     "container.added",
     "container.removed",
+    "question.asked",
+    "question.resolved",
+    "approval.queued",
+    "approval.resolved",
 ]
 
 Listener = Callable[[str, dict[str, Any]], None]

@@ -6,6 +6,7 @@ from pathlib import Path
 
 from peewee import (
     AutoField,
+    BooleanField,
     CharField,
     DatabaseProxy,
     FloatField,
@@ -16,7 +17,7 @@ from peewee import (
 from hyperhive.store.db import open_database
 from hyperhive.store.migrate import ensure_schema
 
-__all__ = ["MODELS", "Container", "Message", "database", "open_hive_db"]
+__all__ = ["MODELS", "Approval", "Container", "Message", "Question", "database", "open_hive_db"]
 
 database = DatabaseProxy()
 
@@ -52,7 +53,51 @@ class Container(_Base):
         table_name = "containers"
 
 
-MODELS = (Message, Container)
+class Question(_Base):
+    """An operator question (F7–F10, F43). Pending while ``how`` is NULL.
+
+    ``options``, ``multi``, ``deadline_at`` and ``default`` came after the first
+    schema: they are added by migration, old rows get the defaults.
+    """
+
+    id = AutoField()
+    asker = CharField(max_length=64)
+    question = TextField()
+    asked_at = FloatField()
+    answer = TextField(null=True)
+    answered_at = FloatField(null=True)
+    options = TextField(default="[]")  # JSON list of strings
+    multi = BooleanField(default=False)
+    deadline_at = FloatField(null=True)
+    default_answer = TextField(null=True, column_name="default")
+    how = CharField(max_length=16, null=True)  # answered | cancelled | expired
+
+    class Meta:
+        table_name = "operator_questions"
+
+
+class Approval(_Base):
+    """Something that waits for the operator's yes (F11, F12)."""
+
+    id = AutoField()
+    kind = CharField(max_length=16)  # spawn | apply_commit
+    agent = CharField(max_length=64)
+    requested_by = CharField(max_length=64)
+    requested_at = FloatField()
+    config = TextField(null=True)  # spawn: the initial config (JSON)
+    prompt = TextField(null=True)  # spawn: the initial prompt
+    commit = CharField(max_length=64, null=True)  # apply_commit: the full commit id
+    diff_html = TextField(null=True)
+    status = CharField(max_length=16, default="pending")  # pending|approved|denied|failed
+    decided_at = FloatField(null=True)
+    reason = TextField(null=True)  # the deny reason or the failure
+
+    class Meta:
+        table_name = "approvals"
+        indexes = ((("status", "id"), False),)
+
+
+MODELS = (Message, Container, Question, Approval)
 
 
 def open_hive_db(path: Path):  # type: ignore[no-untyped-def]
