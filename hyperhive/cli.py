@@ -51,6 +51,11 @@ def _parser() -> argparse.ArgumentParser:
     ib = sub.add_parser("inbox", help="the operator's inbox")
     ib.add_argument("--json", action="store_true")
     ib.add_argument("--limit", type=int, default=50)
+    lg = sub.add_parser("logs", help="a container's log (its harness, or the whole machine)")
+    lg.add_argument("name")
+    lg.add_argument("--lines", type=int, default=200, help="last N lines, at most 5000 (default: 200)")
+    lg.add_argument("--unit", choices=("harness", "machine"), default="harness",
+                    help="the harness service (default) or the whole machine journal")
     return p
 
 
@@ -127,5 +132,10 @@ def _run(ns: argparse.Namespace) -> int:
             print("(inbox empty)")
         for m in [] if ns.json else messages:
             print(f"#{m['id']} {_fmt_time(m['sent_at'])} {m['from']}: {m['body']}")
+        return 0
+    if ns.cmd == "logs":
+        resp = _admin(ns, "journal", name=ns.name, unit="" if ns.unit == "machine" else "harness",
+                      lines=ns.lines)
+        sys.stdout.write(resp["text"])
         return 0
     raise AssertionError(ns.cmd)

@@ -139,6 +139,16 @@ class Ping(Request):
     pass
 
 
+@_op("journal")
+@dataclass(frozen=True)
+class Journal(Request):
+    """A container's log (F23): unit "harness" or "" (the whole machine)."""
+
+    name: str
+    unit: str = "harness"
+    lines: int = 200
+
+
 # --- decoding -----------------------------------------------------------------
 
 def _type_ok(value: Any, tp: Any) -> bool:

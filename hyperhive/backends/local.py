@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hyperhive.logs as logs
+from hyperhive.journal import check_unit_and_lines, tail_lines
 from hyperhive.names import AgentName
 from hyperhive.paths import StatePaths
 
@@ -143,3 +144,12 @@ class LocalBackend:
 
     def log_path(self, name: AgentName) -> Path:
         return self.paths.harness_log(name)
+
+    def journal(self, name: AgentName, unit: str, lines: int) -> str:
+        """The last ``lines`` lines (at most 5000) of the agent's harness.log.
+
+        Here the harness is the whole container, so unit "harness" and ""
+        (the machine) read the same log; any other unit is refused.
+        """
+        unit, lines = check_unit_and_lines(unit, lines)
+        return tail_lines(self.paths.harness_log(name), lines)
