@@ -1,0 +1,115 @@
+"""Kept state (F18): agent dirs with no live container, and purging them.
+
+Every path is checked twice before anything is removed: the name must be a
+valid agent name (so `..`, `.`, `a/../..`, `m1nd/..`, absolute paths and NUL
+never reach the filesystem), and each target must be a real directory (not a
+symlink) whose resolved path sits directly under the state dir's own
+`agents/` or `applied/`. The original had a hole here: the name `..` would
+have wiped the whole state dir.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import stat
+from collections.abc import Collection
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import hyperhive.logs as logs
+from hyperhive.errors import BadName, Conflict, UnknownAgent
+from hyperhive.names import AgentName, is_valid_name, validate_name
+from hyperhive.paths import StatePaths
+
+__all__ = ["Tombstone", "credentials_path", "dir_usage", "list_tombstones", "purge"]
+
+_log = logs.get("hyperhive.tombstones")
+
+CREDENTIALS = (".claude", ".credentials.json")  # the claude driver's login, under the agent's state/
+
+
+@dataclass(frozen=True)
+class Tombstone:
+    name: AgentName
+    size_bytes: int
+    modified_at: float
+    age_seconds: float
+    credentials_kept: bool
+
+    def to_wire(self) -> dict[str, Any]:
+        return {"name": self.name, "size_bytes": self.size_bytes, "modified_at": self.modified_at,
+                "age_seconds": self.age_seconds, "credentials_kept": self.credentials_kept}
+
+
+def credentials_path(paths: StatePaths, name: AgentName) -> Path:
+    return paths.state(name).joinpath(*CREDENTIALS)
+
+
+def dir_usage(path: Path) -> tuple[int, float]:
+    """Bytes in regular files under ``path`` and the newest mtime of anything
+    there (the dir included). Symlinks are counted as themselves, never followed."""
+    size = 0
+    newest = path.lstat().st_mtime
+    for top, dirs, files in os.walk(path, followlinks=False):
+        for entry in (*dirs, *files):
+            try:
+                st = os.lstat(os.path.join(top, entry))
+            except FileNotFoundError:  # removed while we walked
+                continue
+            newest = max(newest, st.st_mtime)
+            if stat.S_ISREG(st.st_mode):
+                size += st.st_size
+    return size, newest
+
+
+def list_tombstones(paths: StatePaths, live_names: Collection[str], now: float) -> list[Tombstone]:
+    """Every agent dir without a live container, oldest-named first."""
+    root = paths.agents
+    if not root.is_dir():
+        return []
+    out: list[Tombstone] = []
+    for entry in sorted(root.iterdir()):
+        name = entry.name
+        if name in live_names or not is_valid_name(name) or entry.is_symlink() or not entry.is_dir():
+            continue
+        agent = AgentName(name)
+        size, newest = dir_usage(entry)
+        out.append(Tombstone(agent, size, newest, max(0.0, now - newest),
+                             credentials_path(paths, agent).is_file()))
+    return out
+
+
+def _contained(paths: StatePaths, parent: Path, name: AgentName) -> Path:
+    """``parent/name`` checked to be a plain entry of the state dir's ``parent``."""
+    root = paths.root.resolve()
+    parent_real = parent.resolve()
+    if parent.is_symlink() or parent_real != root / parent.name:
+        raise BadName(f"{parent} is not inside the state dir {root}")
+    target = parent / name
+    if target.is_symlink():
+        raise BadName(f"{target} is a symlink; refusing to follow it")
+    real = target.resolve()
+    if real.parent != parent_real or real == root or not real.is_relative_to(root):
+        raise BadName(f"agent name {name!r} escapes {parent_real}")
+    return real
+
+
+def purge(paths: StatePaths, name: object, live_names: Collection[str]) -> list[Path]:
+    """Remove ``agents/<name>`` and ``applied/<name>`` of an agent with no live
+    container; returns what was removed. Every check runs before any removal."""
+    agent = validate_name(name)
+    if agent in live_names:
+        raise Conflict(f"{agent!r} has a live container; destroy it before purging its state")
+    targets = [_contained(paths, paths.agents, agent), _contained(paths, paths.applied_root, agent)]
+    present = [t for t in targets if t.exists()]
+    if not present:
+        raise UnknownAgent(f"no kept state for {agent!r}")
+    for t in present:
+        if not t.is_dir():
+            raise BadName(f"{t} is not a directory; refusing to remove it")
+    for t in present:
+        shutil.rmtree(t)
+    _log.info("tombstone.purged", agent=agent, removed=[str(t) for t in present])
+    return present
