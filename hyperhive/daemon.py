@@ -19,6 +19,7 @@ import pykka
 from tornado.ioloop import IOLoop
 
 import hyperhive.logs as logs
+from hyperhive import sdnotify
 from hyperhive.actors.bridge import call
 from hyperhive.actors.broker import Broker
 from hyperhive.actors.clock import LoopClock
@@ -27,6 +28,7 @@ from hyperhive.actors.events import Hub
 from hyperhive.actors.ports import PortAllocator
 from hyperhive.actors.vacuum import VacuumSweeper
 from hyperhive.backends.local import LocalBackend
+from hyperhive.backends.nixos import NixosBackend
 from hyperhive.names import AgentName
 from hyperhive.paths import StatePaths
 from hyperhive.settings import Settings
@@ -59,6 +61,7 @@ class Daemon:
     coordinator: Any = None
     sockets: AgentSockets | None = None
     admin: JsonLineServer | None = None
+    notifier: sdnotify.Notifier | None = None
 
 
 def _take_lock(paths: StatePaths) -> IO[str]:
@@ -84,7 +87,8 @@ async def start(settings: Settings) -> Daemon:
     d.db = open_hive_db(paths.db)
     io_loop = IOLoop.current()
     clock = LoopClock(io_loop)
-    backend = LocalBackend(paths, settings.sandbox)
+    backend: Any = (NixosBackend.from_env(paths) if settings.backend == "nixos"
+                    else LocalBackend(paths, settings.sandbox))
     d.broker = Broker.start(
         d.db, clock, d.hub, settings.recv_default_seconds, settings.recv_cap_seconds
     ).proxy()
@@ -104,13 +108,15 @@ async def start(settings: Settings) -> Daemon:
     d.admin.add_socket(bind_socket(paths.admin_socket))
     started = await call(d.coordinator.boot, timeout=60)
     _log.info("daemon.ready", state_dir=str(paths.root), pid=os.getpid(), started=started,
-              sandboxed=backend.sandboxed)
+              sandboxed=backend.sandboxed, backend=backend.kind)
+    d.notifier = sdnotify.ready()  # READY=1 only now: sockets bound, containers booted
     return d
 
 
 def stop(d: Daemon) -> None:
     """Shut down in reverse order of start."""
     _log.info("daemon.stopping")
+    sdnotify.stopping(d.notifier)
     if d.admin is not None:
         d.admin.stop()
     if d.coordinator is not None:

@@ -27,7 +27,7 @@ def default_state_dir() -> Path:
 
 SETTINGS: tuple[Setting, ...] = (
     Setting("listen", "127.0.0.1:7800", "dashboard address HOST:PORT"),
-    Setting("backend", "local", "container backend", choices=("local",)),
+    Setting("backend", "local", "container backend", choices=("local", "nixos")),
     Setting("driver", "builtin", "model driver for new agents", choices=("builtin", "claude")),
     Setting("sandbox", "auto", "local backend: wrap harnesses in bubblewrap (auto = when bwrap works)",
             choices=("auto", "on", "off")),

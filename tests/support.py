@@ -51,10 +51,12 @@ async def async_wait_for(pred: Callable[[], Any], timeout: float = 10.0, interva
 class Hive:
     """A daemon subprocess the test owns (stopped by pid at teardown)."""
 
-    def __init__(self, state_dir: Path, extra_args: list[str] | None = None) -> None:
+    def __init__(self, state_dir: Path, extra_args: list[str] | None = None,
+                 env: dict[str, str] | None = None) -> None:
         self.state_dir = state_dir
         self.paths = StatePaths(state_dir)
         self.extra_args = extra_args or []
+        self.env = env or {}  # added to (and overriding) the test's own environment
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = state_dir.parent / f"{state_dir.name}-daemon.log"
 
@@ -65,6 +67,7 @@ class Hive:
             [sys.executable, "-m", "hyperhive", "--state-dir", str(self.state_dir), "serve",
              "--listen", "127.0.0.1:0", *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+            env={**os.environ, **self.env},
         )
         log.close()
         wait_for(self._up, timeout=30, what="daemon admin socket")

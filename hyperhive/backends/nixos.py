@@ -1,0 +1,277 @@
+"""The `nixos` backend: one NixOS container per agent, through `nixos-container`,
+`machinectl` and `journalctl -M` (the command lines are in nixos_argv.py).
+
+Lifecycle: ``start`` creates the container on first use (generating
+``applied/<name>/flake.nix``, see nix_flake.py), then starts it. In the
+container, the harness unit powers the machine off when it ends for any
+reason (harness-base.nix: SuccessAction/FailureAction=poweroff), so a
+container is up exactly while its harness is, and `nixos-container start`
+brings both back.
+
+Crash supervision: a watcher thread per started container polls
+``machinectl show <c> --property=State --property=Leader`` every
+``poll_seconds``. When machined no longer knows the machine and nobody asked
+for a stop, ``on_exit(returncode)`` runs, as with the local backend. The
+returncode comes from ``<state>/harness.exit``, written by the unit's
+ExecStopPost; if it is missing (the machine was stopped from outside, e.g.
+``machinectl terminate``), the exit is reported as killed by SIGTERM and logged
+as ``container.exit_unknown``. Any other machinectl failure is logged once
+per streak and polling goes on: an unreachable machined is not a crash.
+
+Every failing command raises BackendFailed carrying its stderr, and is logged.
+
+Environment (the NixOS module sets the first two):
+    HYPERHIVE_FLAKE               flake ref of the hive's nix/ flake, the input of every agent flake
+    HYPERHIVE_AGENT_TEMPLATE      the agent.nix copied into a new agent's applied dir
+    HYPERHIVE_NIXOS_CONF_DIR      where nixos-container keeps <c>.conf (default /etc/nixos-containers)
+    HYPERHIVE_NIXOS_POLL_SECONDS  watcher interval (default 2)
+"""
+
+from __future__ import annotations
+
+import os
+import platform
+import shutil
+import signal
+import subprocess
+import threading
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import hyperhive.logs as logs
+from hyperhive.backends import nixos_argv as argv
+from hyperhive.backends.nix_flake import (
+    EXIT_RECORD,
+    AgentFlake,
+    agent_flake,
+    bind_flags,
+    conf_with,
+    container_name,
+    parse_exit_record,
+)
+from hyperhive.errors import BackendFailed, Conflict
+from hyperhive.names import AgentName
+from hyperhive.paths import StatePaths
+
+__all__ = ["NixosBackend", "NixosHandle", "NixosOptions", "run_command"]
+
+_log = logs.get("hyperhive.backend.nixos")
+_REPO_NIX = Path(__file__).resolve().parents[2] / "nix"
+BUILD_SECONDS = 3600.0  # create/update build a NixOS system
+LIFECYCLE_SECONDS = 300.0
+QUERY_SECONDS = 30.0
+
+
+def run_command(cmd: list[str], timeout: float) -> str:
+    """Run ``cmd``; its stdout, or BackendFailed with its stderr."""
+    try:
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+    except FileNotFoundError:
+        raise BackendFailed(f"{cmd[0]} not found on PATH (the nixos backend needs it)") from None
+    except subprocess.TimeoutExpired:
+        raise BackendFailed(f"{' '.join(cmd)} did not finish within {timeout:g}s") from None
+    if r.returncode != 0:
+        stderr = r.stderr.strip() or "(no stderr)"
+        _log.error("container.command_failed", argv=cmd, returncode=r.returncode, stderr=stderr)
+        raise BackendFailed(f"{' '.join(cmd)} failed with status {r.returncode}: {stderr}")
+    return r.stdout
+
+
+@dataclass(frozen=True)
+class NixosOptions:
+    hyperhive_flake: str
+    agent_template: Path
+    conf_dir: Path = Path("/etc/nixos-containers")
+    poll_seconds: float = 2.0
+    system: str = "x86_64-linux"
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str]) -> NixosOptions:
+        flake = env.get("HYPERHIVE_FLAKE") or (
+            f"path:{_REPO_NIX.parent}?dir=nix" if (_REPO_NIX / "flake.nix").exists() else "")
+        if not flake:
+            raise BackendFailed("HYPERHIVE_FLAKE is not set (the hyperhive flake ref for agent flakes)")
+        poll = float(env.get("HYPERHIVE_NIXOS_POLL_SECONDS") or 2.0)
+        if not poll > 0:
+            raise BackendFailed(f"HYPERHIVE_NIXOS_POLL_SECONDS must be > 0, got {poll}")
+        return cls(
+            hyperhive_flake=flake,
+            agent_template=Path(env.get("HYPERHIVE_AGENT_TEMPLATE") or _REPO_NIX / "agent.nix"),
+            conf_dir=Path(env.get("HYPERHIVE_NIXOS_CONF_DIR") or "/etc/nixos-containers"),
+            poll_seconds=poll,
+            system={"aarch64": "aarch64-linux", "arm64": "aarch64-linux"}.get(
+                platform.machine(), "x86_64-linux"),
+        )
+
+
+@dataclass
+class NixosHandle:
+    name: AgentName
+    container: str
+    on_exit: Callable[[int], None]
+    stopped: threading.Event = field(default_factory=threading.Event)
+    pid: int | None = None  # the container's leader, once the watcher has seen it
+
+
+class NixosBackend:
+    kind = "nixos"
+    sandboxed = True  # the container is the isolation
+
+    def __init__(self, paths: StatePaths, options: NixosOptions,
+                 run: Callable[[list[str], float], str] = run_command) -> None:
+        self.paths = paths
+        self.options = options
+        self._run = run
+
+    @classmethod
+    def from_env(cls, paths: StatePaths, env: Mapping[str, str] | None = None) -> NixosBackend:
+        return cls(paths, NixosOptions.from_env(os.environ if env is None else env))
+
+    # --- files ------------------------------------------------------------
+    def conf_path(self, name: AgentName) -> Path:
+        return self.options.conf_dir / f"{container_name(name)}.conf"
+
+    def exists(self, name: AgentName) -> bool:
+        return self.conf_path(name).exists()
+
+    def write_flake(self, name: AgentName, driver: str) -> Path:
+        """Write ``applied/<name>/flake.nix`` (and agent.nix from the template if absent)."""
+        applied = self.paths.applied(name)
+        applied.mkdir(parents=True, exist_ok=True)
+        agent_nix = applied / "agent.nix"
+        if not agent_nix.exists():
+            try:
+                shutil.copyfile(self.options.agent_template, agent_nix)
+            except OSError as exc:
+                raise BackendFailed(f"cannot copy the agent template {self.options.agent_template}: {exc}") from None
+        spec = AgentFlake(name, driver, self.options.hyperhive_flake, self.options.system)
+        (applied / "flake.nix").write_text(agent_flake(spec))
+        return applied
+
+    def _bind_into_conf(self, name: AgentName) -> None:
+        """Share the host network (agents serve their web UI on sticky host ports)
+        and bind the agent's dirs in; nixos-container create wrote the rest."""
+        conf = self.conf_path(name)
+        p = self.paths
+        flags = bind_flags(str(p.run(name)), str(p.state(name)), str(p.applied(name)))
+        text = conf.read_text() if conf.exists() else ""
+        conf.write_text(conf_with(text, {"PRIVATE_NETWORK": "0", "EXTRA_NSPAWN_FLAGS": flags}))
+
+    def _clear_exit_record(self, name: AgentName) -> None:
+        (self.paths.state(name) / EXIT_RECORD).unlink(missing_ok=True)
+
+    def _exit_status(self, name: AgentName) -> int | None:
+        try:
+            return parse_exit_record((self.paths.state(name) / EXIT_RECORD).read_text())
+        except OSError:
+            return None
+
+    # --- verbs ----------------------------------------------------------------
+    def create(self, name: AgentName, driver: str) -> None:
+        """Generate the agent's flake and create its container (not started)."""
+        c = container_name(name)
+        if self.exists(name):
+            raise Conflict(f"container {c} for {name} already exists")
+        for other in self.paths.agents.iterdir() if self.paths.agents.exists() else ():
+            if other.name != name and container_name(AgentName(other.name)) == c:
+                raise Conflict(f"agents {name} and {other.name} map to the same container name {c}")
+        for d in (self.paths.state(name), self.paths.run(name)):
+            d.mkdir(parents=True, exist_ok=True)
+        applied = self.write_flake(name, driver)
+        self._run(argv.create_argv(name, applied), BUILD_SECONDS)
+        self._bind_into_conf(name)
+        _log.info("container.created", agent=name, container=c)
+
+    def start(self, name: AgentName, driver: str, on_exit: Callable[[int], None]) -> NixosHandle:
+        """Create the container if it does not exist yet, start it and watch it."""
+        if not self.exists(name):
+            self.create(name, driver)
+        self._clear_exit_record(name)
+        self._run(argv.start_argv(name), LIFECYCLE_SECONDS)
+        handle = NixosHandle(name, container_name(name), on_exit)
+        self._watch(handle)
+        _log.info("container.start", agent=name, container=handle.container)
+        return handle
+
+    def stop(self, handle: NixosHandle, timeout: float = 5.0) -> int:
+        """Stop the container (systemd's stop timeout applies); the harness's exit status."""
+        handle.stopped.set()
+        self._run(argv.stop_argv(handle.name), max(timeout, LIFECYCLE_SECONDS))
+        rc = self._exit_status(handle.name)
+        _log.info("container.stopped", agent=handle.name, returncode=rc)
+        return 0 if rc is None else rc
+
+    def restart(self, handle: NixosHandle) -> NixosHandle:
+        """Restart the container; the new handle reports to the same ``on_exit``."""
+        handle.stopped.set()
+        self._clear_exit_record(handle.name)
+        self._run(argv.restart_argv(handle.name), 2 * LIFECYCLE_SECONDS)
+        new = NixosHandle(handle.name, handle.container, handle.on_exit)
+        self._watch(new)
+        _log.info("container.restarted", agent=handle.name)
+        return new
+
+    def rebuild(self, name: AgentName, driver: str, handle: NixosHandle | None = None) -> NixosHandle | None:
+        """Regenerate the flake and rebuild the container; restart it if it runs."""
+        if not self.exists(name):
+            raise Conflict(f"container {container_name(name)} for {name} does not exist; start it first")
+        applied = self.write_flake(name, driver)
+        self._run(argv.update_argv(name, applied), BUILD_SECONDS)
+        self._bind_into_conf(name)
+        _log.info("container.rebuilt", agent=name, restarting=handle is not None)
+        return self.restart(handle) if handle is not None else None
+
+    def destroy(self, name: AgentName, purge: bool = False, handle: NixosHandle | None = None) -> None:
+        """Destroy the container (its root and profile go); ``purge`` also removes
+        ``agents/<name>`` and ``applied/<name>``, which a plain destroy keeps."""
+        if handle is not None:
+            handle.stopped.set()
+        self._run(argv.destroy_argv(name), LIFECYCLE_SECONDS)
+        if purge:
+            for d in (self.paths.agent(name), self.paths.applied(name)):
+                if d.exists():
+                    shutil.rmtree(d)
+        _log.info("container.destroyed", agent=name, purge=purge)
+
+    def journal(self, name: AgentName, unit: str, lines: int) -> str:
+        return self._run(argv.journal_argv(name, unit, lines), QUERY_SECONDS)
+
+    def log_path(self, name: AgentName) -> Path:
+        # The harness logs to the container's journal; see journal().
+        return self.paths.harness_log(name)
+
+    # --- supervision ------------------------------------------------------------
+    def _watch(self, handle: NixosHandle) -> None:
+        threading.Thread(target=self._watch_loop, args=(handle,), name=f"watch-{handle.name}",
+                         daemon=True).start()
+
+    def _watch_loop(self, handle: NixosHandle) -> None:
+        failing = False
+        cmd = argv.show_argv(handle.name)
+        while not handle.stopped.wait(self.options.poll_seconds):
+            try:
+                r = subprocess.run(cmd, capture_output=True, text=True, timeout=QUERY_SECONDS,
+                                   stdin=subprocess.DEVNULL)
+            except (OSError, subprocess.TimeoutExpired) as exc:
+                r = subprocess.CompletedProcess(cmd, -1, "", str(exc))
+            if r.returncode == 0:
+                leader = argv.parse_show(r.stdout).get("Leader", "")
+                handle.pid = int(leader) if leader.isdigit() else handle.pid
+                failing = False
+                continue
+            if "No machine" in r.stderr:
+                if handle.stopped.is_set():
+                    return  # a stop we asked for raced the poll
+                handle.stopped.set()
+                rc = self._exit_status(handle.name)
+                if rc is None:
+                    _log.warning("container.exit_unknown", agent=handle.name, container=handle.container)
+                    rc = -signal.SIGTERM
+                _log.info("container.exited", agent=handle.name, returncode=rc)
+                handle.on_exit(rc)
+                return
+            if not failing:
+                _log.warning("container.watch_failed", agent=handle.name, returncode=r.returncode,
+                             stderr=r.stderr.strip())
+                failing = True

@@ -1,0 +1,139 @@
+# services.hyperhive: the host daemon as a systemd service (F38, F39).
+#
+# `hive serve` runs as root (it drives nixos-container, machinectl and
+# journalctl -M), with Type=notify: it sends READY=1 once its sockets are bound
+# and its containers booted, and WATCHDOG=1 at half of WatchdogSec from its
+# event loop, so a wedged daemon is restarted. It logs JSON lines to journald.
+{ config, lib, pkgs, ... }:
+
+let
+  cfg = config.services.hyperhive;
+  inherit (lib) mkEnableOption mkIf mkOption optionalAttrs types escapeShellArgs;
+
+  serveArgs = [
+    "--state-dir" cfg.stateDir
+    "serve"
+    "--listen" cfg.listen
+    "--backend" "nixos"
+    "--driver" cfg.agents.driver
+    "--recv-default-seconds" (toString cfg.agents.recvDefaultSeconds)
+    "--recv-cap-seconds" (toString cfg.agents.recvCapSeconds)
+    "--restart-backoff-seconds" (toString cfg.agents.restartBackoffSeconds)
+    "--restart-backoff-max-seconds" (toString cfg.agents.restartBackoffMaxSeconds)
+  ] ++ cfg.extraArgs;
+in
+{
+  options.services.hyperhive = {
+    enable = mkEnableOption "the hyperhive host daemon";
+
+    package = mkOption {
+      type = types.package;
+      description = "The hyperhive package (`hive`).";
+    };
+
+    stateDir = mkOption {
+      type = types.str;
+      default = "/var/lib/hyperhive";
+      description = "State dir: hive.sqlite, agents/<name>/, applied/<name>/, run/admin.sock.";
+    };
+
+    listen = mkOption {
+      type = types.str;
+      default = "127.0.0.1:7800";
+      description = "Dashboard address HOST:PORT. Any non-loopback address needs tokenFile.";
+    };
+
+    tokenFile = mkOption {
+      type = types.nullOr types.path;
+      default = null;
+      description = ''
+        File holding the operator token for the dashboard. Handed to the
+        service as a systemd credential; the daemon finds its path in
+        HYPERHIVE_TOKEN_FILE.
+      '';
+    };
+
+    flakeRef = mkOption {
+      type = types.str;
+      description = "Flake reference of hyperhive's nix/ flake, the input of every generated agent flake.";
+    };
+
+    watchdogSec = mkOption {
+      type = types.ints.positive;
+      default = 30;
+      description = "systemd WatchdogSec; the daemon pings at half of it.";
+    };
+
+    agents = {
+      driver = mkOption {
+        type = types.enum [ "builtin" "claude" ];
+        default = "builtin";
+        description = "Model driver of new agents.";
+      };
+      recvDefaultSeconds = mkOption {
+        type = types.number;
+        default = 30;
+        description = "recv wait when the caller gives none.";
+      };
+      recvCapSeconds = mkOption {
+        type = types.number;
+        default = 180;
+        description = "Longest recv wait an agent may ask for.";
+      };
+      restartBackoffSeconds = mkOption {
+        type = types.number;
+        default = 1;
+        description = "First delay before restarting a crashed container.";
+      };
+      restartBackoffMaxSeconds = mkOption {
+        type = types.number;
+        default = 30;
+        description = "Longest delay between crash restarts.";
+      };
+    };
+
+    extraArgs = mkOption {
+      type = types.listOf types.str;
+      default = [ ];
+      description = "More `hive serve` flags.";
+    };
+  };
+
+  config = mkIf cfg.enable {
+    boot.enableContainers = true;
+    # nixos-container create/update --flake build the agents' flakes.
+    nix.settings.experimental-features = [ "nix-command" "flakes" ];
+    environment.systemPackages = [ cfg.package ]; # the `hive` CLI for the operator
+
+    systemd.tmpfiles.rules = [ "d ${cfg.stateDir} 0750 root root - -" ];
+
+    systemd.services.hyperhive = {
+      description = "hyperhive host daemon";
+      wantedBy = [ "multi-user.target" ];
+      after = [ "network.target" ];
+      path = [ pkgs.nixos-container config.nix.package config.systemd.package pkgs.git ];
+      environment = {
+        HYPERHIVE_FLAKE = cfg.flakeRef;
+        HYPERHIVE_AGENT_TEMPLATE = "${./agent.nix}";
+        PYTHONUNBUFFERED = "1";
+      } // optionalAttrs (cfg.tokenFile != null) {
+        HYPERHIVE_TOKEN_FILE = "%d/token";
+      };
+      serviceConfig = {
+        Type = "notify";
+        NotifyAccess = "main";
+        ExecStart = "${cfg.package}/bin/hive ${escapeShellArgs serveArgs}";
+        WatchdogSec = cfg.watchdogSec;
+        Restart = "on-failure";
+        RestartSec = 2;
+        User = "root";
+        WorkingDirectory = cfg.stateDir;
+        # Stopping the daemon stops every container first (one `nixos-container
+        # stop` each), which can take a while with many agents.
+        TimeoutStopSec = "5min";
+      } // optionalAttrs (cfg.tokenFile != null) {
+        LoadCredential = "token:${cfg.tokenFile}";
+      };
+    };
+  };
+}
