@@ -57,7 +57,7 @@ if not conf.exists():
     die(f"container '{name}' does not exist")
 if ACTION in ("start", "restart"):
     (MACHINES / name).touch()
-elif ACTION == "stop":
+elif ACTION in ("stop", "terminate"):
     (MACHINES / name).unlink(missing_ok=True)
 elif ACTION == "destroy":
     (MACHINES / name).unlink(missing_ok=True)

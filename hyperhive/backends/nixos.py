@@ -2,7 +2,11 @@
 `machinectl` and `journalctl -M` (the command lines are in nixos_argv.py).
 
 Lifecycle: ``start`` creates the container on first use (generating
-``applied/<name>/flake.nix``, see nix_flake.py), then starts it. In the
+``applied/<name>/flake.nix``, see nix_flake.py), then starts it. A start
+after the applied config changed (agent.nix, the driver, the hive's flake)
+runs ``nixos-container update`` first, so a stop + start is also a rebuild:
+``applied/<name>/.built`` holds the hash of what the container was last built
+from. ``stop`` with no grace (kill) is ``nixos-container terminate``. In the
 container, the harness unit powers the machine off when it ends for any
 reason (harness-base.nix: SuccessAction/FailureAction=poweroff), so a
 container is up exactly while its harness is, and `nixos-container start`
@@ -29,6 +33,7 @@ Environment (the NixOS module sets the first two):
 
 from __future__ import annotations
 
+import hashlib
 import os
 import platform
 import shutil
@@ -61,6 +66,10 @@ _REPO_NIX = Path(__file__).resolve().parents[2] / "nix"
 BUILD_SECONDS = 3600.0  # create/update build a NixOS system
 LIFECYCLE_SECONDS = 300.0
 QUERY_SECONDS = 30.0
+BUILT_STAMP = ".built"
+# Not part of the NixOS system: nix's lock, and the daemon's own agent.json.
+# Hidden files (the stamp, a .git) are skipped too.
+_NOT_CONFIG = frozenset({"flake.lock", "agent.json"})
 
 
 def run_command(cmd: list[str], timeout: float) -> str:
@@ -158,6 +167,25 @@ class NixosBackend:
         text = conf.read_text() if conf.exists() else ""
         conf.write_text(conf_with(text, {"PRIVATE_NETWORK": "0", "EXTRA_NSPAWN_FLAGS": flags}))
 
+    def _config_hash(self, name: AgentName) -> str:
+        """Hash of the files the container is built from."""
+        applied = self.paths.applied(name)
+        h = hashlib.sha256()
+        for f in sorted(applied.rglob("*")):
+            rel = f.relative_to(applied)
+            if f.is_file() and rel.name not in _NOT_CONFIG and not any(p.startswith(".") for p in rel.parts):
+                h.update(str(rel).encode() + b"\0" + f.read_bytes() + b"\0")
+        return h.hexdigest()
+
+    def _built(self, name: AgentName) -> None:
+        (self.paths.applied(name) / BUILT_STAMP).write_text(self._config_hash(name) + "\n")
+
+    def _up_to_date(self, name: AgentName) -> bool:
+        try:
+            return (self.paths.applied(name) / BUILT_STAMP).read_text().strip() == self._config_hash(name)
+        except OSError:
+            return False
+
     def _clear_exit_record(self, name: AgentName) -> None:
         (self.paths.state(name) / EXIT_RECORD).unlink(missing_ok=True)
 
@@ -181,12 +209,18 @@ class NixosBackend:
         applied = self.write_flake(name, driver)
         self._run(argv.create_argv(name, applied), BUILD_SECONDS)
         self._bind_into_conf(name)
+        self._built(name)
         _log.info("container.created", agent=name, container=c)
 
     def start(self, name: AgentName, driver: str, on_exit: Callable[[int], None]) -> NixosHandle:
-        """Create the container if it does not exist yet, start it and watch it."""
+        """Create the container if it does not exist yet (rebuild it if its config
+        changed since the last build), start it and watch it."""
         if not self.exists(name):
             self.create(name, driver)
+        else:
+            self.write_flake(name, driver)
+            if not self._up_to_date(name):
+                self._update(name)
         self._clear_exit_record(name)
         self._run(argv.start_argv(name), LIFECYCLE_SECONDS)
         handle = NixosHandle(name, container_name(name), on_exit)
@@ -195,9 +229,14 @@ class NixosBackend:
         return handle
 
     def stop(self, handle: NixosHandle, timeout: float = 5.0) -> int:
-        """Stop the container (systemd's stop timeout applies); the harness's exit status."""
+        """Stop the container; the harness's exit status. systemd's own stop timeout
+        applies; ``timeout`` <= 0 (kill) terminates the machine at once instead."""
         handle.stopped.set()
-        self._run(argv.stop_argv(handle.name), max(timeout, LIFECYCLE_SECONDS))
+        if timeout <= 0:
+            self._run(argv.terminate_argv(handle.name), LIFECYCLE_SECONDS)
+            _log.info("container.terminated", agent=handle.name)
+            return -signal.SIGKILL  # no ExecStopPost runs: the machine is killed whole
+        self._run(argv.stop_argv(handle.name), LIFECYCLE_SECONDS)
         rc = self._exit_status(handle.name)
         _log.info("container.stopped", agent=handle.name, returncode=rc)
         return 0 if rc is None else rc
@@ -216,11 +255,15 @@ class NixosBackend:
         """Regenerate the flake and rebuild the container; restart it if it runs."""
         if not self.exists(name):
             raise Conflict(f"container {container_name(name)} for {name} does not exist; start it first")
-        applied = self.write_flake(name, driver)
-        self._run(argv.update_argv(name, applied), BUILD_SECONDS)
-        self._bind_into_conf(name)
-        _log.info("container.rebuilt", agent=name, restarting=handle is not None)
+        self.write_flake(name, driver)
+        self._update(name)
         return self.restart(handle) if handle is not None else None
+
+    def _update(self, name: AgentName) -> None:
+        self._run(argv.update_argv(name, self.paths.applied(name)), BUILD_SECONDS)
+        self._bind_into_conf(name)
+        self._built(name)
+        _log.info("container.rebuilt", agent=name)
 
     def destroy(self, name: AgentName, purge: bool = False, handle: NixosHandle | None = None) -> None:
         """Destroy the container (its root and profile go); ``purge`` also removes

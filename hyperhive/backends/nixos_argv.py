@@ -1,8 +1,11 @@
 """Every command line the nixos backend runs, each built by a pure function.
 
     create   nixos-container create <c> --flake path:<applied>#container
-    start    nixos-container start <c>
+    start    [nixos-container update <c> --flake path:<applied>#container]
+                 (only when the applied config changed since the last build)
+             nixos-container start <c>
     stop     nixos-container stop <c>
+    kill     nixos-container terminate <c>       (a stop with no grace)
     restart  nixos-container restart <c>
     rebuild  nixos-container update <c> --flake path:<applied>#container
              (then ``restart`` when the container was running)
@@ -20,11 +23,10 @@ from __future__ import annotations
 from pathlib import Path
 
 from hyperhive.backends.nix_flake import container_name, harness_unit
-from hyperhive.errors import BadRequest
+from hyperhive.journal import check_unit_and_lines
 from hyperhive.names import AgentName
 
 __all__ = [
-    "JOURNAL_MAX_LINES",
     "create_argv",
     "destroy_argv",
     "flake_ref",
@@ -34,12 +36,9 @@ __all__ = [
     "show_argv",
     "start_argv",
     "stop_argv",
+    "terminate_argv",
     "update_argv",
 ]
-
-JOURNAL_MAX_LINES = 5000
-JOURNAL_UNITS = ("harness", "")  # the harness service, or the whole machine
-
 
 def flake_ref(applied_dir: Path) -> str:
     return f"path:{applied_dir}#container"
@@ -55,6 +54,10 @@ def start_argv(name: AgentName) -> list[str]:
 
 def stop_argv(name: AgentName) -> list[str]:
     return ["nixos-container", "stop", container_name(name)]
+
+
+def terminate_argv(name: AgentName) -> list[str]:
+    return ["nixos-container", "terminate", container_name(name)]
 
 
 def restart_argv(name: AgentName) -> list[str]:
@@ -76,16 +79,13 @@ def show_argv(name: AgentName) -> list[str]:
 def journal_argv(name: AgentName, unit: str, lines: int) -> list[str]:
     """``journalctl`` for a container; ``unit`` is "harness" or "" (whole machine).
 
-    Any other unit is refused, so the call cannot be turned to other units.
-    ``lines`` is capped at JOURNAL_MAX_LINES.
+    Any other unit is refused, so the call cannot be turned to other units;
+    ``lines`` is capped at 5000 (hyperhive.journal's checks).
     """
-    if unit not in JOURNAL_UNITS:
-        raise BadRequest(f"unit must be 'harness' or '' (the whole machine), got {unit!r}")
-    if isinstance(lines, bool) or not isinstance(lines, int) or lines < 1:
-        raise BadRequest(f"lines must be a positive integer, got {lines!r}")
+    unit, lines = check_unit_and_lines(unit, lines)
     argv = [
         "journalctl", "-M", container_name(name), "-b", "--no-pager", "--output=short-iso",
-        f"--lines={min(lines, JOURNAL_MAX_LINES)}",
+        f"--lines={lines}",
     ]
     if unit == "harness":
         argv += ["-u", harness_unit(name)]

@@ -62,6 +62,7 @@ def test_every_lifecycle_command_line() -> None:
     assert argv.start_argv(A) == ["nixos-container", "start", "hh-alice"]
     assert argv.stop_argv(A) == ["nixos-container", "stop", "hh-alice"]
     assert argv.restart_argv(A) == ["nixos-container", "restart", "hh-alice"]
+    assert argv.terminate_argv(A) == ["nixos-container", "terminate", "hh-alice"]
     assert argv.update_argv(A, applied) == ["nixos-container", "update", "hh-alice", "--flake", flake]
     assert argv.destroy_argv(A) == ["nixos-container", "destroy", "hh-alice"]
     assert argv.show_argv(A) == ["machinectl", "show", "hh-alice", "--property=State", "--property=Leader"]
@@ -184,6 +185,41 @@ def test_lifecycle_runs_exactly_the_documented_command_lines(backend: NixosBacke
     assert exits == []  # nothing we asked for is reported as an exit
     # A plain destroy keeps the agent's dirs.
     assert backend.paths.agent(A).exists() and (applied / "flake.nix").exists()
+
+
+def test_a_start_after_the_applied_config_changed_rebuilds_first(backend: NixosBackend, fakes: Fakes) -> None:
+    applied = backend.paths.applied(A)
+    update = ["nixos-container", "update", "hh-alice", "--flake", f"path:{applied}#container"]
+    start, stop = argv.start_argv(A), argv.stop_argv(A)
+
+    def cycle(driver: str = "builtin") -> list[list[str]]:
+        before = len(fakes.calls())
+        backend.stop(backend.start(A, driver, lambda rc: None))
+        return fakes.calls()[before:]
+
+    assert [c[1] for c in cycle()] == ["create", "start", "stop"]
+    assert cycle() == [start, stop]  # nothing changed: no build
+    (applied / "agent.nix").write_text("{ pkgs, ... }: { environment.systemPackages = [ pkgs.jq ]; }\n")
+    assert cycle() == [update, start, stop]
+    (applied / "agent.json").write_text('{"allowed_recipients": ["m1nd"]}\n')  # the daemon's, not nix's
+    (applied / "flake.lock").write_text("{}\n")
+    assert cycle() == [start, stop]
+    assert cycle(driver="claude") == [update, start, stop]  # the generated flake changed
+    assert 'driver = "claude";' in (applied / "flake.nix").read_text()
+    # A config swapped in whole (as an approved commit is): agent.nix is kept if
+    # the tree has one, the flake regenerated, and the container rebuilt.
+    for f in applied.iterdir():
+        f.unlink()
+    assert cycle(driver="claude") == [update, start, stop]
+    assert (applied / "flake.nix").exists() and (applied / "agent.nix").exists()
+
+
+def test_a_stop_without_grace_terminates_the_machine(backend: NixosBackend, fakes: Fakes) -> None:
+    exits: list[int] = []
+    h = backend.start(A, "builtin", exits.append)
+    assert backend.stop(h, timeout=0.0) == -9
+    assert fakes.calls()[-1] == argv.terminate_argv(A)
+    assert not fakes.machine_running("hh-alice") and exits == []
 
 
 def test_create_writes_the_flake_the_template_and_the_binds(backend: NixosBackend, fakes: Fakes) -> None:
