@@ -94,7 +94,7 @@ class Fakes:
             "HIVE_FAKE_DIR": str(self.dir),
             "HYPERHIVE_NIXOS_CONF_DIR": str(self.conf_dir),
             "HYPERHIVE_FLAKE": "path:/nix/store/0000-hyperhive-source?dir=nix",
-            "HYPERHIVE_NIXOS_POLL_SECONDS": "0.05",
+            "HYPERHIVE_NIXOS_POLL_SECONDS": "0.1",
         }
 
     def calls(self, *, polls: bool = False) -> list[list[str]]:

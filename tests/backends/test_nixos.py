@@ -144,7 +144,7 @@ def backend(tmp_path: Path, fakes: Fakes) -> NixosBackend:
     paths = StatePaths(tmp_path / "state")
     paths.create_agent(A, AgentConfig())
     b = NixosBackend.from_env(paths)
-    assert b.options.conf_dir == fakes.conf_dir and b.options.poll_seconds == 0.05
+    assert b.options.conf_dir == fakes.conf_dir and b.options.poll_seconds == 0.1
     return b
 
 
