@@ -29,6 +29,7 @@ from hyperhive.actors.ports import PortAllocator
 from hyperhive.actors.vacuum import VacuumSweeper
 from hyperhive.backends.local import LocalBackend
 from hyperhive.backends.nixos import NixosBackend
+from hyperhive.errors import HiveError
 from hyperhive.names import AgentName
 from hyperhive.paths import StatePaths
 from hyperhive.settings import Settings
@@ -165,5 +166,8 @@ def serve(settings: Settings) -> int:
         asyncio.run(_serve(settings))
     except AlreadyRunning as exc:
         _log.error("daemon.already_running", error=str(exc))
+        return 1
+    except HiveError as exc:  # e.g. the nixos backend's environment is incomplete
+        _log.error("daemon.start_failed", code=exc.code, error=exc.message)
         return 1
     return 0

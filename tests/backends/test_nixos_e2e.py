@@ -7,6 +7,7 @@ through a NixosBackend on the same state dir, continuing the same record.
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -114,3 +115,16 @@ def test_a_failing_command_shows_its_stderr_to_the_operator(hive: Hive, fakes: F
     assert hive.ls()["bob"]["state"] != "running"
     events = [e for e in hive.log_events() if e.get("event") == "container.command_failed"]
     assert [e["stderr"] for e in events][-1] == "Job for container@hh-bob.service failed."
+
+
+def test_an_incomplete_nixos_environment_stops_the_daemon_with_a_logged_reason(tmp_path: Path, fakes: Fakes) -> None:
+    env = {**os.environ, **fakes.env, "HYPERHIVE_NIXOS_POLL_SECONDS": "0"}
+    r = subprocess.run(
+        [sys.executable, "-m", "hyperhive", "--state-dir", str(tmp_path / "state"), "serve",
+         "--listen", "127.0.0.1:0", "--backend", "nixos"],
+        capture_output=True, text=True, timeout=60, env=env,
+    )
+    assert r.returncode == 1 and r.stderr == ""
+    failed = [json.loads(line) for line in r.stdout.splitlines() if '"daemon.start_failed"' in line]
+    assert [(e["code"], e["error"]) for e in failed] == [
+        ("backend_failed", "HYPERHIVE_NIXOS_POLL_SECONDS must be > 0, got 0.0")]
