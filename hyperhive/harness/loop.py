@@ -1,8 +1,9 @@
-"""`hive harness`: the turn loop inside each container (F26).
+"""`hive harness`: one agent's process inside its container (F26, F27).
 
-Wait for inbox messages with the system-level recv (wait_seconds None: the
-daemon's default), run one turn of the driver with the batch, record every
-event, repeat. A lost daemon connection is retried, never fatal.
+Starts, in order: the event bus (ring + the agent's events sqlite), the
+daemon connection, the driver, the turn loop (`turns.TurnLoop`) and the
+agent's web UI on 127.0.0.1; stops in reverse. A lost daemon connection is
+retried, never fatal.
 """
 
 from __future__ import annotations
@@ -16,11 +17,17 @@ from typing import Any
 
 import hyperhive.logs as logs
 from hyperhive.client import AsyncClient
-from hyperhive.errors import HiveError, Unavailable
+from hyperhive.errors import HiveError
 from hyperhive.harness.builtin import BuiltinDriver
-from hyperhive.wire import InboxRow
+from hyperhive.harness.bus import Bus
+from hyperhive.harness.claude import DEFAULT_ALLOWED_TOOLS, ClaudeDriver
+from hyperhive.harness.turns import Slot, TurnLoop, no_slot
+from hyperhive.harness.web import AgentUI, serve_ui
+from hyperhive.names import validate_name
+from hyperhive.paths import AgentConfig, StatePaths
+from hyperhive.store.events_db import EventLog
 
-__all__ = ["die_with_parent", "run_harness"]
+__all__ = ["agent_config", "die_with_parent", "make_driver", "run_harness"]
 
 _log = logs.get("hyperhive.harness")
 PR_SET_PDEATHSIG = 1
@@ -37,58 +44,61 @@ def die_with_parent() -> None:
         os.kill(os.getpid(), signal.SIGTERM)
 
 
-def make_driver(name: str, driver: str, socket_path: str) -> Any:
+def agent_config(name: str, state_dir: Path) -> AgentConfig:
+    """The applied config of the agent whose state dir this is (the default when
+    the state dir is not in a hive layout or no config was applied)."""
+    root = state_dir.absolute().parents[2] if len(state_dir.absolute().parents) > 2 else None
+    if root is None:
+        return AgentConfig()
+    paths = StatePaths(root)
+    try:
+        agent = validate_name(name)
+        if paths.state(agent) != state_dir.absolute():
+            return AgentConfig()
+        return paths.load_applied(agent)
+    except HiveError as exc:
+        _log.error("harness.bad_config", error=exc.message)
+        return AgentConfig()
+
+
+def make_driver(name: str, driver: str, socket_path: str, state_dir: Path, config: AgentConfig) -> Any:
     if driver == "builtin":
         return BuiltinDriver(name, socket_path)
+    if driver == "claude":
+        tools = DEFAULT_ALLOWED_TOOLS if config.allowed_tools is None else config.allowed_tools
+        return ClaudeDriver(name, socket_path, state_dir, allowed_tools=tools)
     raise ValueError(f"unknown driver {driver!r}")
 
 
-async def run_harness(name: str, socket_path: str, state_dir: Path, driver_name: str) -> None:
+async def run_harness(name: str, socket_path: str, state_dir: Path, driver_name: str,
+                      web_port: int | None = 0, slot: Slot = no_slot) -> None:
+    """Run until SIGTERM/SIGINT. ``web_port`` None: no web UI; 0: any free port."""
     logs.bind_thread(agent=name)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
 
-    def emit(kind: str, **data: Any) -> None:
-        _log.info("harness.event", kind=kind, **data)
-
+    state_dir.mkdir(parents=True, exist_ok=True)
+    bus = Bus(EventLog.in_state_dir(state_dir))
     client = AsyncClient(socket_path)
-    await client.connect(deadline=60)
-    driver = make_driver(name, driver_name, socket_path)
-    await driver.open()
-    emit("ready", driver=driver_name, pid=os.getpid(), state_dir=str(state_dir))
-    stopping = asyncio.create_task(stop.wait())
+    driver: Any = None
+    server = None
     try:
-        while not stop.is_set():
-            recv = asyncio.create_task(client.request("recv", system=True))
-            await asyncio.wait({recv, stopping}, return_when=asyncio.FIRST_COMPLETED)
-            if not recv.done():
-                recv.cancel()
-                break
-            try:
-                resp = recv.result()
-            except Unavailable:
-                emit("error", error="lost the daemon connection; reconnecting")
-                await asyncio.sleep(0.5)
-                await client.connect(deadline=60)
-                continue
-            except HiveError as exc:
-                emit("error", error=f"{exc.code}: {exc.message}")
-                await asyncio.sleep(1.0)
-                continue
-            messages = [InboxRow.from_wire(m) for m in resp["messages"]]
-            if not messages:
-                continue
-            emit("turn_start", messages=[m.id for m in messages])
-            try:
-                await driver.turn(messages, emit)
-            except Exception as exc:  # noqa: BLE001 - a bad turn never ends the loop
-                _log.exception("harness.turn_failed")
-                emit("error", error=f"{type(exc).__name__}: {exc}")
-            emit("turn_end")
+        await client.connect(deadline=60)
+        driver = make_driver(name, driver_name, socket_path, state_dir, agent_config(name, state_dir))
+        await driver.open()
+        turns = TurnLoop(name, client, driver, bus, slot)
+        port = None
+        if web_port is not None:
+            server, port = await serve_ui(AgentUI(name, driver, bus, turns, client), web_port, state_dir)
+        bus.publish("ready", driver=driver_name, pid=os.getpid(), web_port=port)
+        await turns.run(stop)
     finally:
-        stopping.cancel()
-        await driver.close()
+        if server is not None:
+            server.stop()
+        if driver is not None:
+            await driver.close()
         await client.close()
-        emit("stopped")
+        bus.publish("stopped")
+        bus.close()

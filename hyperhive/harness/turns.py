@@ -1,0 +1,176 @@
+"""The turn loop (F26): wait for work, run one turn of the driver, record
+every event on the bus, repeat.
+
+Work comes from three places, taken in this order:
+1. a compaction asked for on the web UI (`/compact`),
+2. operator notes typed into the web UI's prompt row,
+3. the inbox, through the system-level recv (wait None: the daemon's default).
+The pending recv is never cancelled while the harness lives: a message the
+daemon hands to a recv nobody reads would be lost, so a note's turn runs while
+the recv stays parked and its messages are taken on the next round.
+
+Every turn and compaction first enters ``slot(kind)``, an async context
+manager: the host-wide turn cap (F44) plugs in there; by default it admits at
+once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Callable, Coroutine
+from contextlib import AbstractAsyncContextManager
+from typing import Any
+
+import hyperhive.logs as logs
+from hyperhive.errors import BadRequest, Conflict, HiveError, Unavailable
+from hyperhive.harness.bus import Bus
+from hyperhive.names import OPERATOR
+from hyperhive.wire import InboxRow
+
+__all__ = ["CANCEL_GRACE", "Slot", "TurnLoop", "no_slot"]
+
+_log = logs.get("hyperhive.harness")
+
+CANCEL_GRACE = 1.5  # the driver's own cancel gets this long before the task is cancelled
+PREVIEW = 500
+NOTE_MAX = 100_000
+
+Slot = Callable[[str], AbstractAsyncContextManager[Any]]
+
+
+def no_slot(kind: str) -> AbstractAsyncContextManager[Any]:
+    return contextlib.nullcontext()
+
+
+def _preview(m: InboxRow) -> dict[str, Any]:
+    body = m.body if len(m.body) <= PREVIEW else m.body[:PREVIEW] + "…"
+    return {"id": m.id, "from": m.from_, "body": body}
+
+
+class TurnLoop:
+    def __init__(self, name: str, client: Any, driver: Any, bus: Bus, slot: Slot = no_slot) -> None:
+        self.name = name
+        self.client = client
+        self.driver = driver
+        self.bus = bus
+        self.slot = slot
+        self._notes: list[InboxRow] = []
+        self._compact = False
+        self._wake = asyncio.Event()
+        self._current: asyncio.Task[None] | None = None
+
+    @property
+    def busy(self) -> bool:
+        return self._current is not None and not self._current.done()
+
+    # --- requests from the web UI --------------------------------------------
+
+    def note(self, body: str) -> None:
+        """Queue an operator note for the agent's next turn."""
+        if not isinstance(body, str) or not body.strip():
+            raise BadRequest("the note is empty")
+        if len(body) > NOTE_MAX:
+            raise BadRequest(f"the note is over {NOTE_MAX} characters")
+        now = time.time()
+        self._notes.append(InboxRow(0, OPERATOR, self.name, body, now, now))
+        self.bus.publish("note", body=body)
+        self._wake.set()
+
+    def request_compact(self) -> None:
+        refusal = getattr(self.driver, "compact_refusal", None)
+        if refusal is None:
+            raise Conflict(f"the {self.driver.name} driver keeps no conversation to compact")
+        reason = refusal()
+        if reason:
+            raise Conflict(reason)
+        if not self._compact:
+            self._compact = True
+            self.bus.publish("compact_requested")
+            self._wake.set()
+
+    async def cancel(self) -> bool:
+        """Stop the running turn (or compaction); False when none runs."""
+        task = self._current
+        if task is None or task.done():
+            return False
+        self.bus.publish("cancel_requested")
+        stop = getattr(self.driver, "cancel", None)
+        if stop is not None:
+            await stop()
+            await asyncio.wait({task}, timeout=CANCEL_GRACE)
+        if not task.done():
+            task.cancel()
+            await asyncio.wait({task}, timeout=CANCEL_GRACE)
+        return True
+
+    # --- the loop -------------------------------------------------------------
+
+    async def run(self, stop: asyncio.Event) -> None:
+        stopping = asyncio.create_task(stop.wait())
+        recv: asyncio.Task[dict[str, Any]] | None = None
+        try:
+            while not stop.is_set():
+                if recv is None:
+                    recv = asyncio.create_task(self.client.request("recv", system=True))
+                if not (self._compact or self._notes or recv.done()):
+                    self._wake.clear()
+                    wake = asyncio.create_task(self._wake.wait())
+                    await asyncio.wait({recv, wake, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                    wake.cancel()
+                    continue
+                if self._compact:
+                    self._compact = False
+                    await self._execute("compact_start", "compact_end", self.driver.compact, stopping)
+                elif self._notes:
+                    notes, self._notes = self._notes, []
+                    await self._turn(notes, stopping)
+                else:
+                    done, recv = recv, None
+                    messages = await self._take(done, stopping)
+                    if messages:
+                        await self._turn(messages, stopping)
+        finally:
+            stopping.cancel()
+            if recv is not None:
+                recv.cancel()
+
+    async def _take(self, recv: asyncio.Task[dict[str, Any]], stopping: asyncio.Task[Any]) -> list[InboxRow]:
+        try:
+            return [InboxRow.from_wire(m) for m in recv.result()["messages"]]
+        except Unavailable:
+            self.bus.publish("error", error="lost the daemon connection; reconnecting")
+            await asyncio.wait({stopping}, timeout=0.5)
+            if not stopping.done():
+                await self.client.connect(deadline=60)
+        except HiveError as exc:
+            self.bus.publish("error", error=f"recv failed: {exc.code}: {exc.message}")
+            await asyncio.wait({stopping}, timeout=1.0)
+        return []
+
+    async def _turn(self, messages: list[InboxRow], stopping: asyncio.Task[Any]) -> None:
+        async def work(emit: Callable[..., Any]) -> None:
+            await self.driver.turn(messages, emit)
+
+        await self._execute("turn_start", "turn_end", work, stopping,
+                            messages=[_preview(m) for m in messages])
+
+    async def _execute(self, start: str, end: str, work: Callable[[Callable[..., Any]], Coroutine[Any, Any, None]],
+                       stopping: asyncio.Task[Any], **start_data: Any) -> None:
+        async with self.slot(start.removesuffix("_start")):
+            self.bus.publish(start, **start_data)
+            task = asyncio.create_task(work(self.bus.publish))
+            self._current = task
+            try:
+                await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+                if not task.done():  # the harness is stopping mid-turn
+                    await self.cancel()
+                if task.cancelled():
+                    self.bus.publish("cancelled")
+                elif (exc := task.exception()) is not None:
+                    _log.error("harness.turn_failed", exc_info=exc)
+                    self.bus.publish("error", error=f"{type(exc).__name__}: {exc}")
+            finally:
+                self._current = None
+                self.bus.publish(end)

@@ -1,0 +1,101 @@
+"""The claude driver's pure pieces: the exact command line, environment, MCP
+config and prompt it hands the CLI."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+from hyperhive.harness.claude import (
+    DEFAULT_ALLOWED_TOOLS,
+    ClaudeDriver,
+    claude_argv,
+    claude_env,
+    format_prompt,
+    has_credentials,
+    mcp_config,
+)
+from hyperhive.harness.loop import agent_config, make_driver
+from hyperhive.paths import AgentConfig, StatePaths
+from hyperhive.wire import InboxRow
+
+
+def test_argv_first_turn_and_resumed() -> None:
+    cfg = Path("/s/claude-mcp.json")
+    assert claude_argv("claude", cfg, DEFAULT_ALLOWED_TOOLS, None) == [
+        "claude", "-p", "--output-format", "stream-json", "--verbose",
+        "--mcp-config", "/s/claude-mcp.json", "--strict-mcp-config", "--allowedTools", "mcp__hyperhive",
+    ]
+    argv = claude_argv("/bin/c", cfg, ("mcp__hyperhive__send", "Bash(git log:*)"), "sid-1")
+    assert argv[-4:] == ["--allowedTools", "mcp__hyperhive__send,Bash(git log:*)", "--resume", "sid-1"]
+    assert "--dangerously-skip-permissions" not in argv
+    assert "--allowedTools" not in claude_argv("claude", cfg, (), None)
+
+
+def test_mcp_config_points_at_the_agent_socket() -> None:
+    assert mcp_config("/h/agents/a/run/hive.sock", python="/venv/python") == {"mcpServers": {"hyperhive": {
+        "type": "stdio", "command": "/venv/python",
+        "args": ["-m", "hyperhive", "mcp", "--socket", "/h/agents/a/run/hive.sock"],
+    }}}
+
+
+def test_env_is_small_and_forces_the_traffic_switches() -> None:
+    parent = {
+        "PATH": "/usr/bin", "LANG": "C.UTF-8", "HOME": "/root", "SECRET_TOKEN": "x", "AWS_KEY": "y",
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:9", "ANTHROPIC_API_KEY": "k", "ANTHROPIC_UNIX_SOCKET": "/run/a.sock",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "0", "DISABLE_TELEMETRY": "0",
+    }
+    assert claude_env(parent, Path("/state/a")) == {
+        "PATH": "/usr/bin", "LANG": "C.UTF-8", "HOME": "/state/a",
+        "ANTHROPIC_BASE_URL": "http://127.0.0.1:9", "ANTHROPIC_API_KEY": "k", "ANTHROPIC_UNIX_SOCKET": "/run/a.sock",
+        "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1",
+        "DISABLE_ERROR_REPORTING": "1",
+    }
+
+
+def test_credentials(tmp_path: Path) -> None:
+    assert not has_credentials(tmp_path, {})
+    assert has_credentials(tmp_path, {"ANTHROPIC_API_KEY": "k"})
+    assert not has_credentials(tmp_path, {"ANTHROPIC_API_KEY": ""})
+    (tmp_path / ".claude").mkdir()
+    (tmp_path / ".claude" / ".credentials.json").write_text("{}")
+    assert has_credentials(tmp_path, {})
+    assert ClaudeDriver("a", "/s", tmp_path / "other", env={"PATH": "/bin"}).needs_login
+
+
+def test_prompt_lists_each_message_with_its_sender() -> None:
+    rows = [InboxRow(12, "b", "a", "hello a", 0.0, 1.0), InboxRow(0, "operator", "a", "a note", 60.0, 60.0)]
+    assert format_prompt("a", rows) == "\n".join([
+        "[hyperhive] 2 new messages for you (a):", "",
+        "#12 from b, 1970-01-01 00:00:00 UTC:", "hello a", "",
+        "note from operator (typed into your web UI, not in your inbox), 1970-01-01 00:01:00 UTC:", "a note", "",
+        "Answer with the mcp__hyperhive__send tool (to: the sender's name, or 'operator').",
+    ])
+    assert format_prompt("a", rows[:1]).startswith("[hyperhive] 1 new message for you (a):")
+
+
+async def test_open_writes_the_mcp_config_and_session_round_trips(tmp_path: Path) -> None:
+    d = ClaudeDriver("a", "/h/run/hive.sock", tmp_path, env={"HYPERHIVE_CLAUDE": "/opt/claude"})
+    await d.open()
+    assert json.loads((tmp_path / "claude-mcp.json").read_text()) == mcp_config("/h/run/hive.sock")
+    assert d.binary == "/opt/claude" and d.session_id is None
+    assert d.compact_refusal() == "no conversation to compact yet"
+    d._remember("sid-9")
+    assert ClaudeDriver("a", "/s", tmp_path).session_id == "sid-9"
+    assert d.compact_refusal() is None
+    d._forget()
+    assert d.session_id is None
+    assert await d.cancel() is False
+
+
+def test_driver_from_the_applied_config(tmp_path: Path) -> None:
+    paths = StatePaths(tmp_path)
+    paths.create_agent("a", AgentConfig(driver="claude", allowed_tools=("mcp__hyperhive__send", "Read")))  # type: ignore[arg-type]
+    state = paths.state("a")  # type: ignore[arg-type]
+    cfg = agent_config("a", state)
+    assert cfg.allowed_tools == ("mcp__hyperhive__send", "Read")
+    d = make_driver("a", "claude", "/s", state, cfg)
+    assert isinstance(d, ClaudeDriver) and d.allowed_tools == ("mcp__hyperhive__send", "Read")
+    assert make_driver("a", "claude", "/s", state, AgentConfig()).allowed_tools == DEFAULT_ALLOWED_TOOLS
+    # A state dir outside a hive layout: defaults, not an error.
+    assert agent_config("a", tmp_path / "elsewhere") == AgentConfig()
