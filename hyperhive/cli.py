@@ -31,7 +31,10 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--name", required=True)
     h.add_argument("--socket", required=True)
     h.add_argument("--state-dir", dest="agent_state", required=True)
-    h.add_argument("--driver", default="builtin")
+    h.add_argument("--driver", default="builtin", choices=("builtin", "claude"))
+    h.add_argument("--web-port", type=int, default=0,
+                   help="the agent web UI's port on 127.0.0.1 (0: any free port; -1: no web UI); "
+                        "the bound port is written to <state>/web.port")
 
     m = sub.add_parser("mcp", help="stdio MCP server for an agent's tools")
     m.add_argument("--socket", required=True)
@@ -100,7 +103,8 @@ def _run(ns: argparse.Namespace) -> int:
         from hyperhive.harness.loop import die_with_parent, run_harness
         logs.configure(sys.stderr)
         die_with_parent()
-        asyncio.run(run_harness(ns.name, ns.socket, Path(ns.agent_state), ns.driver))
+        web_port = None if ns.web_port < 0 else ns.web_port
+        asyncio.run(run_harness(ns.name, ns.socket, Path(ns.agent_state), ns.driver, web_port))
         return 0
     if ns.cmd == "mcp":
         import hyperhive.logs as logs
