@@ -11,7 +11,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hyperhive import client, settings
+from hyperhive import cli_gate, client, settings
 from hyperhive.errors import HiveError
 from hyperhive.paths import StatePaths
 
@@ -51,6 +51,7 @@ def _parser() -> argparse.ArgumentParser:
     snd = sub.add_parser("send", help="send a message as the operator")
     snd.add_argument("name")
     snd.add_argument("text", nargs="+")
+    cli_gate.add_parsers(sub)
     ib = sub.add_parser("inbox", help="the operator's inbox")
     ib.add_argument("--json", action="store_true")
     ib.add_argument("--limit", type=int, default=50)
@@ -128,6 +129,8 @@ def _run(ns: argparse.Namespace) -> int:
         resp = _admin(ns, "send", to=ns.name, body=" ".join(ns.text))
         print(f"sent #{resp['message_id']} to {ns.name}")
         return 0
+    if ns.cmd in cli_gate.VERBS:
+        return cli_gate.run(ns, lambda op, **f: _admin(ns, op, **f))
     if ns.cmd == "inbox":
         messages = _admin(ns, "inbox", limit=ns.limit)["messages"]
         if ns.json:

@@ -20,12 +20,14 @@ from tornado.ioloop import IOLoop
 
 import hyperhive.logs as logs
 from hyperhive import sdnotify
+from hyperhive.actors.approvals import Approvals
 from hyperhive.actors.bridge import call
 from hyperhive.actors.broker import Broker
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.coordinator import Coordinator
 from hyperhive.actors.events import Hub
 from hyperhive.actors.ports import PortAllocator
+from hyperhive.actors.questions import Questions
 from hyperhive.actors.vacuum import VacuumSweeper
 from hyperhive.backends.local import LocalBackend
 from hyperhive.backends.nixos import NixosBackend
@@ -36,6 +38,8 @@ from hyperhive.settings import Settings
 from hyperhive.store.models import open_hive_db
 from hyperhive.web.admin_ops import admin_ops
 from hyperhive.web.agent_ops import agent_ops
+from hyperhive.web.gate_ops import manager_ops, refused_manager_ops
+from hyperhive.web.journal_ops import journal_ops
 from hyperhive.web.jsonlines import JsonLineServer, bind_socket
 from hyperhive.web.sends import SendBatcher
 from hyperhive.web.sockets import AgentSockets
@@ -59,6 +63,8 @@ class Daemon:
     broker: Any = None
     ports: Any = None
     vacuum: Any = None
+    questions: Any = None
+    approvals: Any = None
     coordinator: Any = None
     sockets: AgentSockets | None = None
     admin: JsonLineServer | None = None
@@ -96,18 +102,28 @@ async def start(settings: Settings) -> Daemon:
     d.ports = PortAllocator.start(paths, settings.agent_port_base).proxy()
     d.vacuum = VacuumSweeper.start(paths, d.broker, clock, settings.vacuum_interval_seconds).proxy()
 
+    d.questions = Questions.start(d.broker, clock, d.hub).proxy()
+
     sends = SendBatcher(d.broker)
 
     def ops_for(name: AgentName, manager: bool) -> dict[str, Any]:
-        return agent_ops(name, d.broker, sends, settings.recv_cap_seconds)
+        ops = agent_ops(name, d.broker, sends, settings.recv_cap_seconds, manager)
+        extra = manager_ops(d.coordinator, d.questions, d.approvals) if manager else refused_manager_ops()
+        return {**ops, **extra}
 
     d.sockets = AgentSockets(io_loop, paths, ops_for)
     d.coordinator = Coordinator.start(
         settings, paths, backend, d.broker, clock, d.hub, d.sockets
     ).proxy()
-    d.admin = JsonLineServer(admin_ops(d.coordinator, d.broker, sends), {"socket": "admin"})
+    d.approvals = Approvals.start(paths, d.coordinator, d.broker, d.hub).proxy()
+    d.admin = JsonLineServer(
+        {**admin_ops(d.coordinator, d.broker, sends, d.questions, d.approvals),
+         **journal_ops(d.coordinator, backend)},
+        {"socket": "admin"},
+    )
     d.admin.add_socket(bind_socket(paths.admin_socket))
     started = await call(d.coordinator.boot, timeout=60)
+    await call(d.questions.rearm)  # after boot: the askers are registered again
     _log.info("daemon.ready", state_dir=str(paths.root), pid=os.getpid(), started=started,
               sandboxed=backend.sandboxed, backend=backend.kind)
     d.notifier = sdnotify.ready()  # READY=1 only now: sockets bound, containers booted
@@ -120,10 +136,14 @@ def stop(d: Daemon) -> None:
     sdnotify.stopping(d.notifier)
     if d.admin is not None:
         d.admin.stop()
+    if d.approvals is not None:
+        _stop_actor(d.approvals, "approvals")
     if d.coordinator is not None:
         _stop_actor(d.coordinator, "coordinator")
     if d.sockets is not None:
         d.sockets.close_all()
+    if d.questions is not None:
+        _stop_actor(d.questions, "questions")
     if d.vacuum is not None:
         _stop_actor(d.vacuum, "vacuum")
     if d.ports is not None:

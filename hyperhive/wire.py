@@ -139,6 +139,93 @@ class Ping(Request):
     pass
 
 
+# --- lifecycle beyond start/stop (admin socket; start/restart/kill also the manager's) --
+
+@_op("restart")
+@dataclass(frozen=True)
+class Restart(Request):
+    name: str
+
+
+@_op("rebuild")
+@dataclass(frozen=True)
+class Rebuild(Request):
+    name: str
+
+
+@_op("kill")
+@dataclass(frozen=True)
+class Kill(Request):
+    name: str
+
+
+# --- the operator's gate (F7–F13) -----------------------------------------------
+
+@_op("ask_operator")
+@dataclass(frozen=True)
+class AskOperator(Request):
+    question: str
+    options: list[str] = field(default_factory=list)
+    multi: bool = False
+    ttl_seconds: float | None = None
+    default: str | None = None
+
+
+@_op("request_spawn")
+@dataclass(frozen=True)
+class RequestSpawn(Request):
+    name: str
+    allowed_recipients: list[str] | None = None
+    driver: str | None = None
+    prompt: str | None = None
+
+
+@_op("request_apply_commit")
+@dataclass(frozen=True)
+class RequestApplyCommit(Request):
+    agent: str
+    commit: str
+
+
+@_op("questions")
+@dataclass(frozen=True)
+class Questions(Request):
+    pass
+
+
+@_op("answer")
+@dataclass(frozen=True)
+class Answer(Request):
+    question_id: int
+    chosen: list[str] = field(default_factory=list)
+    text: str = ""
+
+
+@_op("cancel_question")
+@dataclass(frozen=True)
+class CancelQuestion(Request):
+    question_id: int
+
+
+@_op("approvals")
+@dataclass(frozen=True)
+class Approvals(Request):
+    pass
+
+
+@_op("approve")
+@dataclass(frozen=True)
+class Approve(Request):
+    approval_id: int
+
+
+@_op("deny")
+@dataclass(frozen=True)
+class Deny(Request):
+    approval_id: int
+    reason: str | None = None
+
+
 @_op("journal")
 @dataclass(frozen=True)
 class Journal(Request):

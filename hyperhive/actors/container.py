@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -20,6 +21,7 @@ from hyperhive.names import MANAGER, SYSTEM, AgentName
 __all__ = ["Backoff", "ContainerActor", "State", "describe_exit", "kick_text"]
 
 State = Literal["stopped", "running", "crashed"]
+Transient = Literal["spawning", "starting", "stopping", "restarting", "rebuilding", "killing", "destroying"]
 STABLE_AFTER = 60.0  # a harness up this long has its backoff reset
 
 _log = logs.get("hyperhive.container")
@@ -75,6 +77,7 @@ class ContainerActor(pykka.ThreadingActor):
         self._state_dir = state_dir
         self._backoff = backoff
         self.state: State = "stopped"
+        self.transient: Transient | None = None
         self._handle: Any = None
         self._gen = 0  # bumps on every start; stale exit reports are ignored
         self._started_at = 0.0
@@ -89,20 +92,56 @@ class ContainerActor(pykka.ThreadingActor):
     def on_stop(self) -> None:
         self._stop_harness()
 
-    # --- verbs -------------------------------------------------------------
-    def start_agent(self, kick: str | None = None, reply: Reply | None = None) -> None:
+    # --- verbs: each runs whole inside one message, so verbs on one agent never
+    # interleave; while it runs the snapshot shows its transient kind (F16).
+    def start_agent(self, kick: str | None = None, transient: Transient = "starting",
+                    reply: Reply | None = None) -> None:
         """Start the harness if it is not running; kick the agent with ``kick``."""
-        def run() -> dict[str, Any]:
+        def run() -> None:
             if self.state != "running":
                 self._start_harness()
             if kick:
                 self._kick(kick)
-            return self.snapshot()
-        answer(reply, run)
+        self._verb(transient, run, reply)
 
     def stop_agent(self, reply: Reply | None = None) -> None:
-        def run() -> dict[str, Any]:
+        self._verb("stopping", self._stop_harness, reply)
+
+    def restart_agent(self, kick: str = "restarted", reply: Reply | None = None) -> None:
+        def run() -> None:
             self._stop_harness()
+            self._start_harness()
+            self._kick(kick)
+        self._verb("restarting", run, reply)
+
+    def rebuild_agent(self, driver: str, reply: Reply | None = None) -> None:
+        """Restart with the applied config the Coordinator has just loaded."""
+        def run() -> None:
+            self._driver = driver
+            self._stop_harness()
+            self._start_harness()
+            self._kick("rebuilt with its newly applied config")
+        self._verb("rebuilding", run, reply)
+
+    def kill_agent(self, by: str = "operator", reply: Reply | None = None) -> None:
+        """Stop at once (SIGKILL, no grace) and tell the manager."""
+        def run() -> None:
+            was_running = self._handle is not None
+            self._stop_harness(grace=0.0)
+            event = {"event": "Killed", "agent": self.name, "by": by, "was_running": was_running}
+            self._broker.send.defer(SYSTEM, MANAGER, json.dumps(event))
+            self._hub.publish("container.killed", event)
+        self._verb("killing", run, reply)
+
+    def _verb(self, transient: Transient, fn: Callable[[], None], reply: Reply | None) -> None:
+        def run() -> dict[str, Any]:
+            self.transient = transient
+            self._publish()
+            try:
+                fn()
+            finally:
+                self.transient = None
+                self._publish()
             return self.snapshot()
         answer(reply, run)
 
@@ -163,12 +202,12 @@ class ContainerActor(pykka.ThreadingActor):
         self.state = "running"
         self._publish()
 
-    def _stop_harness(self) -> None:
+    def _stop_harness(self, grace: float = 5.0) -> None:
         handle, self._handle = self._handle, None
         self.state = "stopped"
         self._gen += 1
         if handle is not None:
-            self.last_exit = describe_exit(self._backend.stop(handle))
+            self.last_exit = describe_exit(self._backend.stop(handle, timeout=grace))
             self._broker.drop_system_waiters.defer(self.name)
         self._publish()
 
@@ -180,6 +219,7 @@ class ContainerActor(pykka.ThreadingActor):
             "name": self.name,
             "role": "manager" if self.name == MANAGER else "agent",
             "state": self.state,
+            "transient": self.transient,
             "pid": self._handle.pid if self._handle is not None else None,
             "driver": self._driver,
             "restarts": self.restarts,

@@ -8,11 +8,13 @@ keeps the latest snapshot each actor reports for `ls`.
 from __future__ import annotations
 
 import time
+from collections.abc import Callable
 from typing import Any, Protocol
 
 import pykka
 
 import hyperhive.logs as logs
+from hyperhive import config_repo
 from hyperhive.actors.bridge import Reply, answer, claim, fail
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.container import Backoff, ContainerActor
@@ -83,13 +85,16 @@ class Coordinator(pykka.ThreadingActor):
         answer(reply, run)
 
     # --- verbs ----------------------------------------------------------------
-    def spawn(self, name: str, config: AgentConfig | None = None, reply: Reply | None = None) -> None:
+    def spawn(
+        self, name: str, config: AgentConfig | None = None, prompt: str | None = None,
+        kick: str | None = None, reply: Reply | None = None,
+    ) -> None:
         """Create an agent and start its container; replies with its snapshot."""
         try:
             agent = validate_spawnable(name)
             if agent in self._actors:
                 raise Conflict(f"agent {agent} already exists")
-            self._create(agent, config)
+            self._create(agent, config, prompt)
         except HiveError as exc:
             if claim(reply):
                 fail(reply, exc)
@@ -100,7 +105,7 @@ class Coordinator(pykka.ThreadingActor):
                 fail(reply, exc)
             return
         _log.info("container.spawn", agent=agent)
-        self._actors[agent].start_agent.defer(reply=reply)
+        self._actors[agent].start_agent.defer(kick=kick, transient="spawning", reply=reply)
 
     def start_agent(self, name: str, reply: Reply | None = None) -> None:
         self._route(name, reply, "running", "start_agent", kick="started")
@@ -108,14 +113,42 @@ class Coordinator(pykka.ThreadingActor):
     def stop_agent(self, name: str, reply: Reply | None = None) -> None:
         self._route(name, reply, "stopped", "stop_agent")
 
-    def _route(self, name: str, reply: Reply | None, desired: str, verb: str, **kw: Any) -> None:
+    def restart_agent(self, name: str, reply: Reply | None = None) -> None:
+        self._route(name, reply, "running", "restart_agent")
+
+    def kill_agent(self, name: str, by: str = "operator", reply: Reply | None = None) -> None:
+        self._route(name, reply, "stopped", "kill_agent", by=by)
+
+    def rebuild_agent(self, name: str, reply: Reply | None = None) -> None:
+        """Reload the applied config (policy, driver) and restart with it."""
+        def prepare(agent: AgentName) -> dict[str, Any]:
+            cfg = self._paths.load_applied(agent)
+            allowed = None if cfg.allowed_recipients is None else list(cfg.allowed_recipients)
+            self._broker.register.defer(agent, allowed)
+            return {"driver": cfg.driver or self._settings.driver}
+        self._route(name, reply, "running", "rebuild_agent", prepare=prepare)
+
+    def has_agent(self, name: str, reply: Reply | None = None) -> None:
+        answer(reply, lambda: name in self._actors)
+
+    def _route(
+        self, name: str, reply: Reply | None, desired: str, verb: str,
+        prepare: Callable[[AgentName], dict[str, Any]] | None = None, **kw: Any,
+    ) -> None:
         try:
             agent = validate_name(name)
             actor = self._actors.get(agent)
             if actor is None:
                 raise UnknownAgent(f"no agent named {agent}")
+            if prepare is not None:
+                kw.update(prepare(agent))
             Container.update(desired=desired).where(Container.name == agent).execute()
         except HiveError as exc:
+            if claim(reply):
+                fail(reply, exc)
+            return
+        except Exception as exc:  # noqa: BLE001 - the caller hears of it; the actor lives
+            _log.exception("coordinator.route_failed", agent=name, verb=verb)
             if claim(reply):
                 fail(reply, exc)
             return
@@ -129,13 +162,19 @@ class Coordinator(pykka.ThreadingActor):
         answer(reply, lambda: [self._snapshots[n] for n in self._actors if n in self._snapshots])
 
     # --- internals ------------------------------------------------------------
-    def _create(self, agent: AgentName, config: AgentConfig | None = None) -> None:
+    def _create(self, agent: AgentName, config: AgentConfig | None = None, prompt: str | None = None) -> None:
+        fresh = not self._paths.applied(agent).exists()
         self._paths.create_agent(agent, config or AgentConfig())
+        head = config_repo.init_repo(self._paths.config_dir(agent), agent, prompt)
+        if fresh:  # a revived agent keeps the config it last ran with
+            config_repo.materialize(self._paths.config_dir(agent), head, self._paths.applied(agent))
         Container.insert(name=agent, desired="running", created_at=time.time()).on_conflict_replace().execute()
         self._attach(agent)
 
     def _attach(self, agent: AgentName) -> None:
         """Register an existing agent: broker policy, socket, actor."""
+        if not (self._paths.config_dir(agent) / ".git").exists():  # made before configs were repos
+            config_repo.init_repo(self._paths.config_dir(agent), agent)
         cfg = self._paths.load_applied(agent)
         allowed = None if cfg.allowed_recipients is None else list(cfg.allowed_recipients)
         self._broker.register.defer(agent, allowed)

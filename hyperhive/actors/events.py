@@ -17,6 +17,7 @@ EventName = Literal[
     "message.delivered",
     "container.state",
     "container.crash",
+    "container.killed",
     "container.added",
     "container.removed",
     "question.asked",

@@ -81,13 +81,24 @@ class Questions(pykka.ThreadingActor):
     def on_start(self) -> None:
         self._me = self.actor_ref.proxy()
         logs.bind_thread(actor="questions")
-        now = time.time()
-        for q in Question.select().where(Question.how.is_null() & Question.deadline_at.is_null(False)):
-            if q.deadline_at <= now:
-                self._expire(q.id)
-            else:
-                self._arm(q.id, q.deadline_at)
-        _log.info("questions.rearmed", timers=len(self._timers))
+
+    def rearm(self, reply: Reply | None = None) -> None:
+        """Arm a timer for every pending question with a deadline; expire the
+        ones whose deadline passed while the daemon was down. Called once the
+        agents are registered, so the events have somewhere to go."""
+        def run() -> int:
+            now = time.time()
+            expired = 0
+            for q in Question.select().where(Question.how.is_null() & Question.deadline_at.is_null(False)):
+                deadline: float = q.deadline_at  # type: ignore[assignment]  # not NULL by the query
+                if deadline <= now:
+                    self._expire(q.id)
+                    expired += 1
+                elif q.id not in self._timers:
+                    self._arm(q.id, deadline)
+            _log.info("questions.rearmed", timers=len(self._timers), expired=expired)
+            return len(self._timers)
+        answer(reply, run)
 
     def on_stop(self) -> None:
         for ref in self._timers.values():

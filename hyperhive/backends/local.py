@@ -139,6 +139,14 @@ class LocalBackend:
             except subprocess.TimeoutExpired:
                 continue
         rc = proc.wait()
+        # A harness that bwrap had just forked when the signal came can outlive
+        # bwrap (before --die-with-parent took hold): it still has the group id.
+        # Pids are allocated cyclically, so the freed id is not someone else's yet.
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+            _log.warning("container.stragglers_killed", agent=handle.name)
+        except (ProcessLookupError, PermissionError):
+            pass
         _log.info("container.stopped", agent=handle.name, returncode=rc)
         return rc
 

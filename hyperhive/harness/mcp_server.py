@@ -8,12 +8,14 @@ parseable by a program alike.
 from __future__ import annotations
 
 import json
+from pathlib import Path
 from typing import Annotated, Any
 
 from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
+from hyperhive import client
 from hyperhive.client import AsyncClient
 from hyperhive.errors import HiveError
 
@@ -22,7 +24,7 @@ __all__ = ["build_server", "run"]
 RECV_CAP = 180
 
 
-def build_server(socket_path: str) -> MCPServer:
+def build_server(socket_path: str, manager: bool = False) -> MCPServer:
     client = AsyncClient(socket_path)
     server = MCPServer(
         "hyperhive",
@@ -70,8 +72,68 @@ def build_server(socket_path: str) -> MCPServer:
         resp = await rpc("recent", limit=limit)
         return json.dumps({"messages": resp["messages"]}, ensure_ascii=False)
 
+    if manager:
+        _manager_tools(server, rpc)
     return server
 
 
+def _manager_tools(server: MCPServer, rpc: Any) -> None:
+    """F28: the manager's extra tools. The daemon refuses them on any other socket too."""
+
+    @server.tool(structured_output=False)
+    async def ask_operator(
+        question: Annotated[str, Field(description="the question for the human operator")],
+        options: Annotated[list[str] | None, Field(description="choices shown as radio buttons "
+                                                   "(or checkboxes with multi); free text is always allowed")] = None,
+        multi: Annotated[bool, Field(description="allow several options")] = False,
+        ttl_seconds: Annotated[int | None, Field(gt=0, description="expire unanswered after this long")] = None,
+        default: Annotated[str | None, Field(description="the answer if it expires (needs ttl_seconds); "
+                                             "without it an expiry answers [expired]")] = None,
+    ) -> str:
+        """Queue a question for the operator; returns its id at once. The answer arrives
+        later in your inbox as an OperatorAnswered event (how: answered|cancelled|expired)."""
+        resp = await rpc("ask_operator", question=question, options=options or [], multi=multi,
+                         ttl_seconds=ttl_seconds, default=default)
+        return json.dumps({"question_id": resp["question_id"], "status": "queued"})
+
+    @server.tool(structured_output=False)
+    async def request_spawn(
+        name: Annotated[str, Field(description="the new agent's name (^[a-z][a-z0-9-]{0,30}$)")],
+        prompt: Annotated[str | None, Field(description="its initial prompt (prompt.md)")] = None,
+        allowed_recipients: Annotated[list[str] | None, Field(description="whom it may message "
+                                                              "(default: anyone)")] = None,
+    ) -> str:
+        """Ask the operator to approve a new agent. The outcome arrives as ApprovalResolved."""
+        resp = await rpc("request_spawn", name=name, prompt=prompt, allowed_recipients=allowed_recipients)
+        return json.dumps({"approval_id": resp["approval_id"], "status": "pending"})
+
+    @server.tool(structured_output=False)
+    async def request_apply_commit(
+        agent: Annotated[str, Field(description="the agent whose config repo holds the commit")],
+        commit: Annotated[str, Field(description="the commit id in agents/<agent>/config")],
+    ) -> str:
+        """Ask the operator to apply a commit of an agent's config (rebuilds its container)."""
+        resp = await rpc("request_apply_commit", agent=agent, commit=commit)
+        return json.dumps({"approval_id": resp["approval_id"], "status": "pending"})
+
+    for verb, doc in (("start", "Start an agent's container (then it is kicked)."),
+                      ("restart", "Restart an agent's container (then it is kicked)."),
+                      ("kill", "Kill an agent's container at once; it stays stopped.")):
+        server.tool(name=verb, description=doc, structured_output=False)(_lifecycle(rpc, verb))
+
+
+def _lifecycle(rpc: Any, verb: str) -> Any:
+    async def act(name: Annotated[str, Field(description="the agent (never yourself)")]) -> str:
+        resp = await rpc(verb, name=name)
+        c = resp["container"]
+        return json.dumps({"name": c["name"], "state": c["state"]})
+    return act
+
+
+def _role(socket_path: str) -> str:
+    """Ask the daemon who this socket is: the manager gets more tools."""
+    return str(client.request(Path(socket_path), "ping", timeout=30).get("role", "agent"))
+
+
 def run(socket_path: str) -> None:
-    build_server(socket_path).run()
+    build_server(socket_path, manager=_role(socket_path) == "manager").run()

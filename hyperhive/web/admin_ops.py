@@ -9,17 +9,20 @@ from hyperhive.errors import BadRequest
 from hyperhive.names import OPERATOR, validate_name, validate_recipient
 from hyperhive.paths import AgentConfig
 from hyperhive.web.agent_ops import rows_out
+from hyperhive.web.gate_ops import operator_gate_ops
 from hyperhive.web.jsonlines import Op
+from hyperhive.web.lifecycle import LIFECYCLE_TIMEOUT, lifecycle_action
 from hyperhive.web.sends import SendBatcher
 from hyperhive.web.views import build_container_list
 from hyperhive.wire import Inbox, Ls, Ping, Send, Spawn, Start, Stop
 
 __all__ = ["admin_ops"]
 
-LIFECYCLE_TIMEOUT = 60.0
 
 
-def admin_ops(coordinator: Any, broker: Any, sends: SendBatcher) -> dict[str, Op]:
+def admin_ops(
+    coordinator: Any, broker: Any, sends: SendBatcher, questions: Any, approvals: Any,
+) -> dict[str, Op]:
     async def ls(req: Ls) -> dict[str, Any]:
         snaps = await call(coordinator.ls)
         stats = await call(broker.stats)
@@ -34,10 +37,10 @@ def admin_ops(coordinator: Any, broker: Any, sends: SendBatcher) -> dict[str, Op
         return {"container": await call(coordinator.spawn, req.name, config, timeout=LIFECYCLE_TIMEOUT)}
 
     async def start(req: Start) -> dict[str, Any]:
-        return {"container": await call(coordinator.start_agent, validate_name(req.name), timeout=LIFECYCLE_TIMEOUT)}
+        return {"container": await lifecycle_action(coordinator, "start", req.name, OPERATOR)}
 
     async def stop(req: Stop) -> dict[str, Any]:
-        return {"container": await call(coordinator.stop_agent, validate_name(req.name), timeout=LIFECYCLE_TIMEOUT)}
+        return {"container": await lifecycle_action(coordinator, "stop", req.name, OPERATOR)}
 
     async def send(req: Send) -> dict[str, Any]:
         to = validate_recipient(req.to)
@@ -56,4 +59,5 @@ def admin_ops(coordinator: Any, broker: Any, sends: SendBatcher) -> dict[str, Op
     return {
         "ls": Op(ls), "spawn": Op(spawn), "start": Op(start), "stop": Op(stop),
         "send": Op(send), "inbox": Op(inbox), "ping": Op(ping),
+        **operator_gate_ops(coordinator, questions, approvals),
     }

@@ -21,7 +21,9 @@ def rows_out(rows: list[InboxRow]) -> list[dict[str, Any]]:
     return [r.to_wire() for r in rows]
 
 
-def agent_ops(agent: AgentName, broker: Any, sends: SendBatcher, recv_cap: float) -> dict[str, Op]:
+def agent_ops(
+    agent: AgentName, broker: Any, sends: SendBatcher, recv_cap: float, manager: bool = False,
+) -> dict[str, Op]:
     async def send(req: Send) -> dict[str, Any]:
         to = validate_recipient(req.to)
         return {"message_id": await sends.send(agent, to, req.body)}
@@ -47,7 +49,7 @@ def agent_ops(agent: AgentName, broker: Any, sends: SendBatcher, recv_cap: float
         return {"messages": rows_out(await call(broker.recent, agent, req.limit))}
 
     async def ping(req: Ping) -> dict[str, Any]:
-        return {"agent": agent}
+        return {"agent": agent, "role": "manager" if manager else "agent"}
 
     return {
         "send": Op(send),

@@ -39,6 +39,7 @@ class World:
     async def start_questions(self) -> Any:
         await call(self.broker.register, "m1nd", None)
         self.questions = Questions.start(self.broker, self.clock, self.hub).proxy()
+        await call(self.questions.rearm)
         return self.questions
 
     def stop_questions(self) -> None:

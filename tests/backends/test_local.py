@@ -68,3 +68,33 @@ def test_inside_the_sandbox_only_the_agents_own_dirs_exist(paths: StatePaths) ->
     assert seen["admin_socket_visible"] is False
     assert seen["usr_writable"] is False
     assert seen["home"] == str(paths.state(a))
+
+
+def _harnesses_of(root: Path) -> list[int]:
+    """Pids of processes whose command line names this state dir."""
+    out = []
+    for d in Path("/proc").iterdir():
+        if not d.name.isdigit():
+            continue
+        try:
+            cmd = (d / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if str(root).encode() in cmd and b"harness" in cmd:
+            out.append(int(d.name))
+    return out
+
+
+@pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is not usable here")
+def test_a_harness_stopped_while_bwrap_starts_it_does_not_survive(paths: StatePaths) -> None:
+    """SIGTERM can reach bwrap after it forked the harness but before
+    --die-with-parent holds; the harness must still be gone after stop()."""
+    from support import wait_for
+
+    from hyperhive.backends.local import LocalBackend
+
+    backend = LocalBackend(paths, "on")
+    for _ in range(8):
+        handle = backend.start(AgentName("a"), "builtin", lambda rc: None)
+        backend.stop(handle, timeout=0.0)
+        wait_for(lambda: not _harnesses_of(paths.root), timeout=5, what="no harness left running")

@@ -34,7 +34,8 @@ class Raw:
         return json.loads(line)
 
     def ping_ok(self) -> bool:
-        return self.ask(b'{"id": 99, "op": "ping"}\n') == {"id": 99, "ok": True, "agent": self.agent}
+        resp = self.ask(b'{"id": 99, "op": "ping"}\n')
+        return resp["id"] == 99 and resp["ok"] is True and resp["agent"] == self.agent
 
     agent = ""
 

@@ -1,0 +1,117 @@
+"""`hive` verbs of the operator's gate and the lifecycle beyond start/stop:
+questions, answer, cancel-question, approvals, approve, deny, request-spawn,
+restart, rebuild, kill. Each is one request on the admin socket (F24)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+from hyperhive.actors.questions_core import countdown_chip
+
+__all__ = ["VERBS", "add_parsers", "run"]
+
+VERBS = ("questions", "answer", "cancel-question", "approvals", "approve", "deny", "request-spawn",
+         "restart", "rebuild", "kill")
+
+Admin = Callable[..., dict[str, Any]]
+
+
+def add_parsers(sub: Any) -> None:
+    q = sub.add_parser("questions", help="the operator's pending questions")
+    q.add_argument("--json", action="store_true")
+    a = sub.add_parser("answer", help="answer a question: checked options and/or free text")
+    a.add_argument("id", type=int)
+    a.add_argument("text", nargs="*", help="free text (joined with spaces)")
+    a.add_argument("--choose", action="append", default=[], metavar="OPTION",
+                   help="check this option (repeatable with multi questions)")
+    c = sub.add_parser("cancel-question", help="cancel a question; the manager gets [cancelled]")
+    c.add_argument("id", type=int)
+    ap = sub.add_parser("approvals", help="spawns and config changes waiting for approval")
+    ap.add_argument("--json", action="store_true")
+    ap.add_argument("--diff", action="store_true", help="print each config change's diff")
+    ok = sub.add_parser("approve", help="approve a pending approval")
+    ok.add_argument("id", type=int)
+    no = sub.add_parser("deny", help="deny a pending approval; the manager is told")
+    no.add_argument("id", type=int)
+    no.add_argument("--reason")
+    rs = sub.add_parser("request-spawn", help="queue a spawn for approval")
+    rs.add_argument("name")
+    rs.add_argument("--allow", action="append", metavar="NAME", help="whom it may message (repeatable)")
+    rs.add_argument("--prompt", help="its initial prompt")
+    for verb, text in (("restart", "restart a container (then kick the agent)"),
+                       ("rebuild", "rebuild a container from its applied config (then kick)"),
+                       ("kill", "kill a container at once; it stays stopped")):
+        sub.add_parser(verb, help=text).add_argument("name")
+
+
+def _when(ts: float | None) -> str:
+    return "-" if ts is None else time.strftime("%H:%M:%S", time.localtime(ts))
+
+
+def _print_question(q: dict[str, Any], now: float) -> None:
+    chip = "" if q["deadline_at"] is None else "  " + countdown_chip(q["deadline_at"] - now)
+    kind = " (several)" if q["multi"] else ""
+    print(f"#{q['id']} {_when(q['asked_at'])} {q['asker']}{chip}: {q['question']}")
+    if q["options"]:
+        print(f"    options{kind}: " + " | ".join(q["options"]))
+    if q["default"] is not None:
+        print(f"    on expiry: {q['default']}")
+
+
+def run(ns: argparse.Namespace, admin: Admin) -> int:
+    cmd = ns.cmd
+    if cmd == "questions":
+        out = admin("questions")
+        if ns.json:
+            print(json.dumps(out, indent=2, ensure_ascii=False))
+        elif not out["pending"]:
+            print("(no pending questions)")
+        for q in [] if ns.json else out["pending"]:
+            _print_question(q, time.time())
+        return 0
+    if cmd in ("answer", "cancel-question"):
+        if cmd == "answer":
+            q = admin("answer", question_id=ns.id, chosen=ns.choose, text=" ".join(ns.text))["question"]
+        else:
+            q = admin("cancel_question", question_id=ns.id)["question"]
+        print(f"#{q['id']} {q['how']}: {q['answer']}")
+        return 0
+    if cmd == "approvals":
+        out = admin("approvals")
+        if ns.json:
+            print(json.dumps(out, indent=2, ensure_ascii=False))
+            return 0
+        if not out["pending"]:
+            print("(no pending approvals)")
+        for a in out["pending"]:
+            what = f"spawn {a['agent']}" if a["kind"] == "spawn" else f"apply {a['commit'][:12]} to {a['agent']}"
+            print(f"#{a['id']} {_when(a['requested_at'])} {a['requested_by']}: {what} [{a['status']}]")
+            if ns.diff and a["diff_html"]:
+                import html
+                import re
+                print(html.unescape(re.sub(r"<[^>]+>", "", a["diff_html"])))
+        return 0
+    if cmd in ("approve", "deny"):
+        fields: dict[str, Any] = {"approval_id": ns.id}
+        if cmd == "deny" and ns.reason:
+            fields["reason"] = ns.reason
+        a = admin(cmd, **fields)["approval"]
+        print(f"#{a['id']} {a['status']}" + (f": {a['reason']}" if a.get("reason") else ""))
+        return 0
+    if cmd == "request-spawn":
+        extra: dict[str, Any] = {}
+        if ns.allow:
+            extra["allowed_recipients"] = ns.allow
+        if ns.prompt is not None:
+            extra["prompt"] = ns.prompt
+        print(f"approval #{admin('request_spawn', name=ns.name, **extra)['approval_id']} queued")
+        return 0
+    if cmd in ("restart", "rebuild", "kill"):
+        c = admin(cmd, name=ns.name)["container"]
+        print(f"{c['name']}: {c['state']}")
+        return 0
+    raise AssertionError(cmd)
