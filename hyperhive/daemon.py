@@ -26,6 +26,7 @@ from hyperhive.actors.broker import Broker
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.coordinator import Coordinator
 from hyperhive.actors.events import Hub
+from hyperhive.actors.notifier import Notifier
 from hyperhive.actors.ports import PortAllocator
 from hyperhive.actors.questions import Questions
 from hyperhive.actors.vacuum import VacuumSweeper
@@ -63,6 +64,7 @@ class Daemon:
     broker: Any = None
     ports: Any = None
     vacuum: Any = None
+    notifier_actor: Any = None
     questions: Any = None
     approvals: Any = None
     coordinator: Any = None
@@ -102,6 +104,8 @@ async def start(settings: Settings) -> Daemon:
     d.ports = PortAllocator.start(paths, settings.agent_port_base).proxy()
     d.vacuum = VacuumSweeper.start(paths, d.broker, clock, settings.vacuum_interval_seconds).proxy()
 
+    if settings.notify:
+        d.notifier_actor = Notifier.start(settings.notify, d.hub).proxy()
     d.questions = Questions.start(d.broker, clock, d.hub).proxy()
 
     sends = SendBatcher(d.broker)
@@ -144,6 +148,8 @@ def stop(d: Daemon) -> None:
         d.sockets.close_all()
     if d.questions is not None:
         _stop_actor(d.questions, "questions")
+    if d.notifier_actor is not None:
+        _stop_actor(d.notifier_actor, "notifier")
     if d.vacuum is not None:
         _stop_actor(d.vacuum, "vacuum")
     if d.ports is not None:

@@ -226,3 +226,55 @@ def test_an_ordinary_agents_mcp_has_no_manager_tools_and_kill_tells_the_manager(
     rows = inbox(hive, "m1nd", 100)
     killed = [json.loads(m["body"]) for m in rows if '"Killed"' in m["body"]]
     assert killed and killed[-1]["agent"] == "a" and killed[-1]["by"] == "m1nd"
+
+
+RECORDER = """
+import sys
+with open(sys.argv[1], "a") as f:
+    f.write(sys.stdin.read())
+"""
+
+
+def test_the_notify_command_gets_each_event_exactly_once(tmp_path: Any) -> None:
+    import os
+    import signal
+
+    rec = tmp_path / "rec.py"
+    rec.write_text(RECORDER)
+    out = tmp_path / "notified.jsonl"
+    hive = Hive(tmp_path / "state", ["--notify", f"{sys.executable} {rec} {out}"]).start()
+    try:
+        hive.spawn("a")
+        qid = asyncio.run(manager_request(hive, "ask_operator", question="ok?"))["question_id"]
+        aid = int(cli(hive, "request-spawn", "later").stdout.split("#")[1].split()[0])
+        os.kill(hive.ls()["a"]["pid"], signal.SIGKILL)
+
+        def lines() -> list[dict[str, Any]]:
+            return [json.loads(x) for x in out.read_text().splitlines()] if out.exists() else []
+
+        wait_for(lambda: len(lines()) >= 3, timeout=15, what="three notifications")
+        wait_for(lambda: hive.ls()["a"]["state"] == "running", what="a restarted")
+        got = lines()
+        assert sorted(e["event"] for e in got) == ["approval.queued", "container.crash", "question.asked"]
+        by = {e["event"]: e["payload"] for e in got}
+        assert by["question.asked"]["id"] == qid and by["question.asked"]["question"] == "ok?"
+        assert by["approval.queued"]["id"] == aid and by["approval.queued"]["agent"] == "later"
+        assert by["container.crash"]["agent"] == "a"
+        # Answering and approving are not waiting on the operator: no more notifications.
+        cli(hive, "answer", str(qid), "yes")
+        cli(hive, "deny", str(aid))
+        assert len(lines()) == 3
+    finally:
+        hive.stop()
+
+
+def test_a_failing_notify_command_is_logged_and_blocks_nothing(tmp_path: Any) -> None:
+    hive = Hive(tmp_path / "state", ["--notify", "/bin/false"]).start()
+    try:
+        t0 = time.monotonic()
+        qid = asyncio.run(manager_request(hive, "ask_operator", question="still works?"))["question_id"]
+        assert time.monotonic() - t0 < 5
+        wait_for(lambda: any(e.get("event") == "notify.failed" for e in hive.log_events()), what="notify.failed")
+        assert "answered: fine" in cli(hive, "answer", str(qid), "fine").stdout
+    finally:
+        hive.stop()
