@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from support import Hive, wait_for
+from support import Hive, pid_alive, wait_for
 
 from hyperhive import client
 from hyperhive.store.events_db import EventLog
@@ -37,9 +37,9 @@ def take_over(hive: Hive, name: str) -> None:
     test runs the agent's harness itself (the socket stays bound). The spawn's
     kick is drained, so the test's harness starts on an empty inbox."""
     hive.admin("spawn", name=name)
-    wait_for(lambda: hive.ls()[name]["state"] == "running", what=f"{name} running")
+    pid = wait_for(lambda: hive.ls()[name]["state"] == "running" and hive.ls()[name]["pid"], what=f"{name} running")
     hive.admin("stop", name=name)
-    wait_for(lambda: hive.ls()[name]["state"] == "stopped", what=f"{name} stopped")
+    wait_for(lambda: hive.ls()[name]["state"] == "stopped" and not pid_alive(pid), what=f"{name} stopped")
     client.request(hive.socket(name), "recv", wait_seconds=0)
 
 

@@ -7,6 +7,8 @@ import pykka
 import pytest
 from support import Hive
 
+pytest_plugins = ("browser",)  # the headless-Chromium fixtures: chromium_browser, browser_page
+
 
 @pytest.fixture
 def hive(tmp_path: Path) -> Iterator[Hive]:
