@@ -24,7 +24,7 @@ from pathlib import Path
 
 import hyperhive.logs as logs
 from hyperhive.journal import check_unit_and_lines, tail_lines
-from hyperhive.names import AgentName
+from hyperhive.names import MANAGER, AgentName
 from hyperhive.paths import StatePaths
 
 __all__ = ["LocalBackend", "LocalHandle", "bwrap_argv", "bwrap_works", "harness_argv"]
@@ -42,10 +42,17 @@ def harness_argv(paths: StatePaths, name: AgentName, driver: str) -> list[str]:
     ]
 
 
-def bwrap_argv(paths: StatePaths, name: AgentName, inner: list[str]) -> list[str]:
-    """The bubblewrap command line around ``inner`` (a pure function)."""
+def bwrap_argv(
+    paths: StatePaths, name: AgentName, inner: list[str], config_dirs: list[str] | None = None,
+) -> list[str]:
+    """The bubblewrap command line around ``inner`` (a pure function).
+
+    ``config_dirs``: the agents' config repos bound read-write (the manager's,
+    which commits to them, F12); nothing else of another agent is bound.
+    """
     root = str(paths.root)
     state, run, applied = (str(p) for p in (paths.state(name), paths.run(name), paths.applied(name)))
+    configs = [arg for d in config_dirs or [] for arg in ("--bind", d, d)]
     return [
         "bwrap",
         "--ro-bind", "/", "/",
@@ -56,6 +63,7 @@ def bwrap_argv(paths: StatePaths, name: AgentName, inner: list[str]) -> list[str
         "--bind", state, state,
         "--bind", run, run,
         "--ro-bind", applied, applied,
+        *configs,
         "--unshare-all", "--share-net",
         "--die-with-parent",
         "--chdir", state,
@@ -107,7 +115,7 @@ class LocalBackend:
     def start(self, name: AgentName, driver: str, on_exit: Callable[[int], None]) -> LocalHandle:
         """Start the harness; ``on_exit(returncode)`` runs on a watcher thread when it ends."""
         inner = harness_argv(self.paths, name, driver)
-        argv = bwrap_argv(self.paths, name, inner) if self.sandboxed else inner
+        argv = bwrap_argv(self.paths, name, inner, self._config_dirs(name)) if self.sandboxed else inner
         state = self.paths.state(name)
         state.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "HOME": str(state), "PYTHONUNBUFFERED": "1"}
@@ -149,6 +157,13 @@ class LocalBackend:
             pass
         _log.info("container.stopped", agent=handle.name, returncode=rc)
         return rc
+
+    def _config_dirs(self, name: AgentName) -> list[str]:
+        """The manager commits to every agent's config repo: those that exist
+        when its harness starts are bound in (a later spawn needs a restart of m1nd)."""
+        if name != MANAGER or not self.paths.agents.is_dir():
+            return []
+        return sorted(str(d) for d in self.paths.agents.glob("*/config") if d.is_dir() and not d.is_symlink())
 
     def log_path(self, name: AgentName) -> Path:
         return self.paths.harness_log(name)

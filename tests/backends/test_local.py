@@ -98,3 +98,22 @@ def test_a_harness_stopped_while_bwrap_starts_it_does_not_survive(paths: StatePa
         handle = backend.start(AgentName("a"), "builtin", lambda rc: None)
         backend.stop(handle, timeout=0.0)
         wait_for(lambda: not _harnesses_of(paths.root), timeout=5, what="no harness left running")
+
+
+@pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is not usable on this machine")
+def test_the_manager_sees_every_config_repo_and_nothing_else_of_the_others(paths: StatePaths) -> None:
+    from hyperhive.backends.local import LocalBackend
+
+    m = AgentName("m1nd")
+    paths.create_agent(m, AgentConfig())
+    configs = LocalBackend(paths, "on")._config_dirs(m)
+    assert configs == sorted(str(paths.config_dir(AgentName(n))) for n in ("a", "b", "m1nd"))
+    assert LocalBackend(paths, "on")._config_dirs(AgentName("a")) == []
+    probe = (
+        "import os, sys; c, s = sys.argv[1:3]; open(os.path.join(c, 'x'), 'w').write('m1nd was here');"
+        "print(os.path.exists(s))"
+    )
+    inner = [sys.executable, "-c", probe, str(paths.config_dir(AgentName("b"))), str(paths.state(AgentName("b")))]
+    out = subprocess.run(bwrap_argv(paths, m, inner, configs), capture_output=True, text=True, timeout=30, check=True)
+    assert out.stdout.strip() == "False"  # b's state stays hidden
+    assert (paths.config_dir(AgentName("b")) / "x").read_text() == "m1nd was here"
