@@ -16,7 +16,7 @@ from pathlib import Path
 import pytest
 from agent_harness import HarnessProc, claude_env, take_over
 from fake_anthropic import FakeAnthropic, Reply, text, tool_use
-from support import Hive, pid_alive
+from support import Hive, pid_alive, wait_for
 
 pytestmark = pytest.mark.skipif(shutil.which("claude") is None, reason="needs the Claude Code CLI (.ci/run)")
 
@@ -231,3 +231,36 @@ def test_malformed_line_and_nonzero_exit_are_errors_not_a_stuck_agent(hive: Hive
         assert texts == ["all fine again"]
     finally:
         a.stop()
+
+
+def test_daemon_runs_claude_agents_in_their_sandbox(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """`serve --driver claude`: the daemon's own harnesses (sandboxed when bwrap
+    works) run the CLI, with the API settings passed down from the daemon's env."""
+    def answer(body: dict[str, object]) -> Reply:
+        return Reply([text("ok from claude")])
+
+    with FakeAnthropic(answer) as fake:
+        for k, v in fake.env().items():
+            monkeypatch.setenv(k, v)
+        hive = Hive(tmp_path / "state", ["--driver", "claude"]).start()
+        try:
+            hive.spawn("a")
+            assert hive.ls()["a"]["driver"] == "claude"
+            state = hive.paths.state("a")  # type: ignore[arg-type]
+            port = int((state / "web.port").read_text())
+            hive.admin("send", to="a", body="are you there, a?")
+            wait_for(lambda: any("are you there, a?" in r.conversation_text() for r in fake.main_requests()),
+                     timeout=30, what="a's turn at the API")
+            a = HarnessProc(hive, "a", "claude", {})
+            a.port = port
+            a.wait(lambda: any(e["kind"] == "turn_end" for e in a.get("/events/history")["events"]),
+                   what="a's turn_end")
+            st = a.get("/api/state")
+            kinds = [e["kind"] for e in a.get("/events/history")["events"]]
+            sandboxed = [e.get("sandboxed") for e in hive.log_events() if e.get("event") == "container.start"]
+        finally:
+            hive.stop()
+    assert st["driver"] == "claude" and st["needs_login"] is False
+    assert "error" not in kinds and kinds.count("turn_end") >= 1
+    assert sandboxed and all(s is not None for s in sandboxed)  # the backend said how it ran them
+    assert (state / "claude-session").read_text().strip()
