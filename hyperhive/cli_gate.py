@@ -15,7 +15,7 @@ from hyperhive.actors.questions_core import countdown_chip
 __all__ = ["VERBS", "add_parsers", "run"]
 
 VERBS = ("questions", "answer", "cancel-question", "approvals", "approve", "deny", "request-spawn",
-         "restart", "rebuild", "kill")
+         "restart", "rebuild", "kill", "destroy", "tombstones", "revive", "purge")
 
 Admin = Callable[..., dict[str, Any]]
 
@@ -46,6 +46,13 @@ def add_parsers(sub: Any) -> None:
                        ("rebuild", "rebuild a container from its applied config (then kick)"),
                        ("kill", "kill a container at once; it stays stopped")):
         sub.add_parser(verb, help=text).add_argument("name")
+    d = sub.add_parser("destroy", help="destroy a container; its state is kept unless --purge")
+    d.add_argument("name")
+    d.add_argument("--purge", action="store_true", help="also remove agents/<name> and applied/<name>")
+    t = sub.add_parser("tombstones", help="kept state dirs with no live container")
+    t.add_argument("--json", action="store_true")
+    sub.add_parser("revive", help="queue a spawn approval that brings kept state back").add_argument("name")
+    sub.add_parser("purge", help="wipe a tombstone's state and applied dirs").add_argument("name")
 
 
 def _when(ts: float | None) -> str:
@@ -113,5 +120,27 @@ def run(ns: argparse.Namespace, admin: Admin) -> int:
     if cmd in ("restart", "rebuild", "kill"):
         c = admin(cmd, name=ns.name)["container"]
         print(f"{c['name']}: {c['state']}")
+        return 0
+    if cmd == "destroy":
+        c = admin("destroy", name=ns.name, purge=ns.purge)["container"]
+        print(f"{c['name']}: destroyed" + (" and purged" if c["purged"] else " (state kept)"))
+        return 0
+    if cmd == "tombstones":
+        stones = admin("tombstones")["tombstones"]
+        if ns.json:
+            print(json.dumps(stones, indent=2))
+        elif not stones:
+            print("(no kept state)")
+        for t in [] if ns.json else stones:
+            creds = "credentials kept" if t["credentials_kept"] else "no credentials"
+            age = t["age_seconds"] / 3600
+            print(f"{t['name']}  {t['size_bytes'] / 1024:.0f} KiB  modified {age:.1f} h ago  {creds}")
+        return 0
+    if cmd == "revive":
+        print(f"approval #{admin('revive', name=ns.name)['approval_id']} queued (revive {ns.name})")
+        return 0
+    if cmd == "purge":
+        out = admin("purge", name=ns.name)
+        print(f"{out['name']}: purged " + ", ".join(out["purged"]))
         return 0
     raise AssertionError(cmd)

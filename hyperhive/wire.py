@@ -159,6 +159,31 @@ class Kill(Request):
     name: str
 
 
+@_op("destroy")
+@dataclass(frozen=True)
+class Destroy(Request):
+    name: str
+    purge: bool = False
+
+
+@_op("tombstones")
+@dataclass(frozen=True)
+class Tombstones(Request):
+    pass
+
+
+@_op("revive")
+@dataclass(frozen=True)
+class Revive(Request):
+    name: str
+
+
+@_op("purge")
+@dataclass(frozen=True)
+class Purge(Request):
+    name: str
+
+
 # --- the operator's gate (F7–F13) -----------------------------------------------
 
 @_op("ask_operator")

@@ -72,14 +72,29 @@ class Approvals(pykka.ThreadingActor):
             agent = validate_spawnable(name)
             if Container.get_or_none(Container.name == agent) is not None:
                 raise Conflict(f"agent {agent} already exists")
-            dup = Approval.get_or_none((Approval.kind == "spawn") & (Approval.agent == agent)
-                                       & (Approval.status == "pending"))
-            if dup is not None:
-                raise Conflict(f"a spawn of {agent} already waits for approval (#{dup.id})")
+            if self._paths.agent(agent).exists():
+                raise Conflict(f"{agent} has kept state; revive it (or purge it first)")
+            self._refuse_duplicate(agent)
             if prompt is not None and len(prompt) > MAX_PROMPT:
                 raise BadRequest(f"prompt is over {MAX_PROMPT} characters")
             return self._queue(kind="spawn", agent=agent, requested_by=requested_by,
                                config=(config or AgentConfig()).to_json(), prompt=prompt)
+        answer(reply, run)
+
+    def request_revive(self, requested_by: str, name: str, reply: Reply | None = None) -> None:
+        """F18: a spawn approval that brings a tombstone back with its kept
+        config, prompt and credentials (spawn keeps whatever is on disk)."""
+        def run() -> int:
+            agent = validate_spawnable(name)
+            if Container.get_or_none(Container.name == agent) is not None:
+                raise Conflict(f"agent {agent} is live; nothing to revive")
+            cfg_file = self._paths.config_dir(agent) / "agent.json"
+            if not self._paths.agent(agent).is_dir():
+                raise UnknownAgent(f"no kept state for {agent!r}")
+            kept = AgentConfig.from_json(cfg_file.read_text(), where=str(cfg_file)) if cfg_file.exists() else None
+            self._refuse_duplicate(agent)
+            return self._queue(kind="spawn", agent=agent, requested_by=requested_by,
+                               config=(kept or AgentConfig()).to_json(), reason="revive")
         answer(reply, run)
 
     def request_apply_commit(self, requested_by: str, agent: str, commit: str, reply: Reply | None = None) -> None:
@@ -162,6 +177,12 @@ class Approvals(pykka.ThreadingActor):
         if a.id in self._busy:
             v["status"] = "applying"
         return v
+
+    def _refuse_duplicate(self, agent: str) -> None:
+        dup = Approval.get_or_none((Approval.kind == "spawn") & (Approval.agent == agent)
+                                   & (Approval.status == "pending"))
+        if dup is not None:
+            raise Conflict(f"a spawn of {agent} already waits for approval (#{dup.id})")
 
     def _queue(self, **fields: Any) -> int:
         a = Approval.create(requested_at=time.time(), **fields)

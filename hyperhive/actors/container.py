@@ -133,15 +133,27 @@ class ContainerActor(pykka.ThreadingActor):
             self._hub.publish("container.killed", event)
         self._verb("killing", run, reply)
 
+    def destroy_agent(self, reply: Reply | None = None) -> None:
+        """Stop for good and remove the container itself; the agent's dirs stay
+        (the Coordinator purges them when asked)."""
+        def run() -> None:
+            self._stop_harness(grace=5.0)
+            destroy = getattr(self._backend, "destroy", None)
+            if destroy is not None:  # the local backend has nothing beyond the process
+                destroy(self.name)
+        self._verb("destroying", run, reply)
+
     def _verb(self, transient: Transient, fn: Callable[[], None], reply: Reply | None) -> None:
         def run() -> dict[str, Any]:
             self.transient = transient
             self._publish()
+            _log.info("container.verb", transient=transient)
             try:
                 fn()
             finally:
                 self.transient = None
                 self._publish()
+            _log.info("container.verb_done", transient=transient, state=self.state)
             return self.snapshot()
         answer(reply, run)
 

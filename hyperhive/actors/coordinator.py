@@ -7,6 +7,7 @@ keeps the latest snapshot each actor reports for `ls`.
 
 from __future__ import annotations
 
+import concurrent.futures as cf
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -14,8 +15,8 @@ from typing import Any, Protocol
 import pykka
 
 import hyperhive.logs as logs
-from hyperhive import config_repo
-from hyperhive.actors.bridge import Reply, answer, claim, fail
+from hyperhive import config_repo, tombstones
+from hyperhive.actors.bridge import Reply, answer, claim, fail, resolve
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.container import Backoff, ContainerActor
 from hyperhive.actors.events import Hub
@@ -130,6 +131,56 @@ class Coordinator(pykka.ThreadingActor):
 
     def has_agent(self, name: str, reply: Reply | None = None) -> None:
         answer(reply, lambda: name in self._actors)
+
+    def destroy_agent(self, name: str, purge: bool = False, reply: Reply | None = None) -> None:
+        """Destroy the container; its dirs are kept (a tombstone) unless ``purge``."""
+        try:
+            agent = validate_name(name)
+            if agent == MANAGER:
+                raise Conflict("the manager cannot be destroyed; stop or restart it instead")
+            actor = self._actors.get(agent)
+            if actor is None:
+                raise UnknownAgent(f"no agent named {agent}")
+        except HiveError as exc:
+            if claim(reply):
+                fail(reply, exc)
+            return
+        done: cf.Future[Any] = cf.Future()
+        done.add_done_callback(lambda f: self._me.finish_destroy.defer(agent, purge, f, reply))
+        actor.destroy_agent.defer(reply=done)
+
+    def finish_destroy(self, agent: AgentName, purge: bool, done: cf.Future[Any], reply: Reply | None) -> None:
+        try:
+            exc = done.exception()
+            if exc is not None:  # the container is still there, in its last state
+                if claim(reply):
+                    fail(reply, exc)
+                return
+            actor = self._actors.pop(agent)
+            actor.actor_ref.stop(block=False)
+            self._snapshots.pop(agent, None)
+            Container.delete().where(Container.name == agent).execute()
+            self._broker.forget.defer(agent)
+            self._sockets.close(agent)
+            self._hub.publish("container.removed", {"name": agent})
+            removed = [str(p) for p in tombstones.purge(self._paths, agent, set(self._actors))] if purge else []
+            _log.info("container.destroyed", agent=agent, purged=removed)
+            if claim(reply):
+                resolve(reply, {"name": agent, "state": "destroyed", "purged": removed})
+        except Exception as exc:  # noqa: BLE001 - a tell must never kill the coordinator
+            _log.exception("coordinator.destroy_failed", agent=agent)
+            if claim(reply):
+                fail(reply, exc)
+
+    def purge_tombstone(self, name: str, reply: Reply | None = None) -> None:
+        """Wipe a kept state dir; refused while a container of that name lives.
+        On this thread, so no spawn of the name can slip in between."""
+        answer(reply, lambda: {"name": name, "purged": [
+            str(p) for p in tombstones.purge(self._paths, name, set(self._actors))]})
+
+    def tombstones(self, reply: Reply | None = None) -> None:
+        answer(reply, lambda: [t.to_wire() for t in tombstones.list_tombstones(
+            self._paths, set(self._actors), time.time())])
 
     def _route(
         self, name: str, reply: Reply | None, desired: str, verb: str,

@@ -152,7 +152,7 @@ class LocalBackend:
         # Pids are allocated cyclically, so the freed id is not someone else's yet.
         try:
             os.killpg(proc.pid, signal.SIGKILL)
-            _log.warning("container.stragglers_killed", agent=handle.name)
+            _log.debug("container.group_swept", agent=handle.name)
         except (ProcessLookupError, PermissionError):
             pass
         _log.info("container.stopped", agent=handle.name, returncode=rc)

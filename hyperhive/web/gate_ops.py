@@ -9,10 +9,10 @@ from typing import Any
 
 from hyperhive.actors.bridge import call
 from hyperhive.errors import Forbidden
-from hyperhive.names import MANAGER, OPERATOR, validate_recipient
+from hyperhive.names import MANAGER, OPERATOR, validate_name, validate_recipient
 from hyperhive.paths import AgentConfig
 from hyperhive.web.jsonlines import Op
-from hyperhive.web.lifecycle import lifecycle_action
+from hyperhive.web.lifecycle import LIFECYCLE_TIMEOUT, lifecycle_action
 from hyperhive.wire import (
     Answer,
     Approvals,
@@ -20,13 +20,17 @@ from hyperhive.wire import (
     AskOperator,
     CancelQuestion,
     Deny,
+    Destroy,
     Kill,
+    Purge,
     Questions,
     Rebuild,
     RequestApplyCommit,
     RequestSpawn,
     Restart,
+    Revive,
     Start,
+    Tombstones,
 )
 
 __all__ = ["MANAGER_OPS", "manager_ops", "operator_gate_ops", "refused_manager_ops"]
@@ -104,7 +108,21 @@ def operator_gate_ops(coordinator: Any, questions: Any, approvals: Any) -> dict[
             return {"container": await lifecycle_action(coordinator, name, req.name, OPERATOR)}  # type: ignore[arg-type]
         return Op(run)
 
+    async def destroy(req: Destroy) -> dict[str, Any]:
+        return {"container": await call(coordinator.destroy_agent, validate_name(req.name), req.purge,
+                                        timeout=LIFECYCLE_TIMEOUT)}
+
+    async def tombstones(req: Tombstones) -> dict[str, Any]:
+        return {"tombstones": await call(coordinator.tombstones)}
+
+    async def revive(req: Revive) -> dict[str, Any]:
+        return {"approval_id": await call(approvals.request_revive, OPERATOR, req.name)}
+
+    async def purge(req: Purge) -> dict[str, Any]:
+        return dict(await call(coordinator.purge_tombstone, validate_name(req.name)))
+
     return {
+        "destroy": Op(destroy), "tombstones": Op(tombstones), "revive": Op(revive), "purge": Op(purge),
         "questions": Op(list_questions), "answer": Op(answer), "cancel_question": Op(cancel_question),
         "approvals": Op(list_approvals), "approve": Op(approve), "deny": Op(deny),
         "request_spawn": _request_spawn(approvals, OPERATOR),
