@@ -9,7 +9,6 @@ import os
 import signal
 import subprocess
 import sys
-import time
 from typing import Any
 
 import pytest
@@ -42,7 +41,7 @@ def test_every_verb_moves_through_its_transient_state_to_the_right_end(hive: Hiv
     steps = [("stop", "stopping", "stopped"), ("start", "starting", "running"),
              ("restart", "restarting", "running"), ("rebuild", "rebuilding", "running"),
              ("kill", "killing", "stopped"), ("start", "starting", "running")]
-    for verb, transient, end in steps:
+    for verb, _transient, end in steps:
         out = cli(hive, verb, "a").stdout
         assert out.strip() == f"a: {end}", (verb, out)
         c = hive.ls()["a"]
