@@ -68,9 +68,11 @@ def _fmt_time(ts: float | None) -> str:
 
 
 def _print_ls(containers: list[dict[str, Any]]) -> None:
-    cols = ("NAME", "ROLE", "STATE", "PID", "RESTARTS", "PARKED", "UNDELIVERED", "LAST EXIT")
+    cols = ("NAME", "ROLE", "STATE", "ACTIVITY", "BEAT", "PID", "RESTARTS", "PARKED", "UNDELIVERED", "LAST EXIT")
     rows = [cols] + [
-        (c["name"], c.get("role", "?"), c["state"], str(c.get("pid") or "-"), str(c.get("restarts", 0)),
+        (c["name"], c.get("role", "?"), c.get("transient") or c["state"], c.get("activity") or "-",
+         "-" if c.get("heartbeat_age") is None else f"{c['heartbeat_age']:.0f}s ago",
+         str(c.get("pid") or "-"), str(c.get("restarts", 0)),
          str(sum(c["parked"].values())), str(c["undelivered"]), c.get("last_exit") or "-")
         for c in containers
     ]

@@ -40,6 +40,7 @@ from hyperhive.store.models import open_hive_db
 from hyperhive.web.admin_ops import admin_ops
 from hyperhive.web.agent_ops import agent_ops
 from hyperhive.web.gate_ops import manager_ops, refused_manager_ops
+from hyperhive.web.heartbeats import Heartbeats
 from hyperhive.web.journal_ops import journal_ops
 from hyperhive.web.jsonlines import JsonLineServer, bind_socket
 from hyperhive.web.sends import SendBatcher
@@ -70,6 +71,7 @@ class Daemon:
     coordinator: Any = None
     sockets: AgentSockets | None = None
     admin: JsonLineServer | None = None
+    heartbeats: Heartbeats | None = None
     notifier: sdnotify.Notifier | None = None
 
 
@@ -110,18 +112,20 @@ async def start(settings: Settings) -> Daemon:
 
     sends = SendBatcher(d.broker)
 
+    d.heartbeats = Heartbeats(settings.heartbeat_seconds)
+
     def ops_for(name: AgentName, manager: bool) -> dict[str, Any]:
-        ops = agent_ops(name, d.broker, sends, settings.recv_cap_seconds, manager)
+        ops = agent_ops(name, d.broker, sends, settings.recv_cap_seconds, manager, d.heartbeats, d.hub)
         extra = manager_ops(d.coordinator, d.questions, d.approvals) if manager else refused_manager_ops()
         return {**ops, **extra}
 
     d.sockets = AgentSockets(io_loop, paths, ops_for)
     d.coordinator = Coordinator.start(
-        settings, paths, backend, d.broker, clock, d.hub, d.sockets
+        settings, paths, backend, d.broker, clock, d.hub, d.sockets, d.ports
     ).proxy()
     d.approvals = Approvals.start(paths, d.coordinator, d.broker, d.hub).proxy()
     d.admin = JsonLineServer(
-        {**admin_ops(d.coordinator, d.broker, sends, d.questions, d.approvals),
+        {**admin_ops(d.coordinator, d.broker, sends, d.questions, d.approvals, d.heartbeats),
          **journal_ops(d.coordinator, backend)},
         {"socket": "admin"},
     )

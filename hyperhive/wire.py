@@ -139,6 +139,12 @@ class Ping(Request):
     pass
 
 
+@_op("heartbeat")
+@dataclass(frozen=True)
+class Heartbeat(Request):
+    state: str  # idle | thinking | compacting (F41)
+
+
 # --- lifecycle beyond start/stop (admin socket; start/restart/kill also the manager's) --
 
 @_op("restart")

@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import json
 import os
+import random
 import signal
 import subprocess
 import sys
@@ -59,13 +60,17 @@ class Hive:
         self.env = env or {}  # added to (and overriding) the test's own environment
         self.proc: subprocess.Popen[bytes] | None = None
         self.log_path = state_dir.parent / f"{state_dir.name}-daemon.log"
+        # Agents' sticky web ports (F20) per daemon: daemons of other tests (or other
+        # checkouts) on this machine must not fight over the same ports. Fixed per
+        # Hive, so a restarted daemon finds its ports again.
+        self.port_base = random.Random(str(state_dir)).randrange(20000, 60000)
 
     def start(self) -> Hive:
         self.state_dir.mkdir(parents=True, exist_ok=True)
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hyperhive", "--state-dir", str(self.state_dir), "serve",
-             "--listen", "127.0.0.1:0", *self.extra_args],
+             "--listen", "127.0.0.1:0", "--agent-port-base", str(self.port_base), *self.extra_args],
             stdout=log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
             env={**os.environ, **self.env},
         )

@@ -119,3 +119,27 @@ def test_bad_names_are_refused_everywhere_and_nothing_outside_is_touched(hive: H
     assert sentinel.read_text() == "keep me"
     assert sorted(p.name for p in hive.state_dir.parent.iterdir()) == before
     assert wait_for(lambda: hive.ls()["m1nd"]["state"] == "running", what="m1nd untouched")
+
+
+def test_a_frozen_harness_turns_unresponsive_and_comes_back_idle(tmp_path: Any) -> None:
+    hive = Hive(tmp_path / "state", ["--heartbeat-seconds", "0.5"]).start()
+    try:
+        hive.spawn("a")
+        wait_for(lambda: hive.ls()["a"]["activity"] == "idle", what="a idle")
+        assert hive.ls()["a"]["heartbeat_age"] < 1.5
+        # F20: the harness's web UI listens on the agent's sticky port.
+        sticky = int((hive.paths.agent("a") / "port").read_text())  # type: ignore[arg-type]
+        assert hive.port_base <= sticky < hive.port_base + 900
+        assert int((hive.paths.state("a") / "web.port").read_text()) == sticky  # type: ignore[arg-type]
+        pgid = hive.ls()["a"]["pid"]
+        os.killpg(pgid, signal.SIGSTOP)
+        try:
+            wait_for(lambda: hive.ls()["a"]["activity"] == "unresponsive", timeout=20, what="a unresponsive")
+            assert hive.ls()["a"]["state"] == "running"  # alive but silent: not the same as dead
+        finally:
+            os.killpg(pgid, signal.SIGCONT)
+        wait_for(lambda: hive.ls()["a"]["activity"] == "idle", timeout=10, what="a idle again")
+        header = cli(hive, "ls").stdout.splitlines()[0].split()
+        assert header[:5] == ["NAME", "ROLE", "STATE", "ACTIVITY", "BEAT"]
+    finally:
+        hive.stop()

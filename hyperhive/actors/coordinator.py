@@ -39,7 +39,7 @@ class SocketBinder(Protocol):
 class Coordinator(pykka.ThreadingActor):
     def __init__(
         self, settings: Settings, paths: StatePaths, backend: Any, broker: Any,
-        clock: LoopClock, hub: Hub, sockets: SocketBinder,
+        clock: LoopClock, hub: Hub, sockets: SocketBinder, ports: Any = None,
     ) -> None:
         super().__init__()
         self._settings = settings
@@ -49,6 +49,7 @@ class Coordinator(pykka.ThreadingActor):
         self._clock = clock
         self._hub = hub
         self._sockets = sockets
+        self._ports = ports
         self._actors: dict[str, Any] = {}
         self._snapshots: dict[str, dict[str, Any]] = {}
         self._me: Any = None
@@ -230,6 +231,10 @@ class Coordinator(pykka.ThreadingActor):
         allowed = None if cfg.allowed_recipients is None else list(cfg.allowed_recipients)
         self._broker.register.defer(agent, allowed)
         self._sockets.open(agent, manager=(agent == MANAGER))
+        if self._ports is not None:  # F20: the web UI port, sticky, before the harness first starts
+            port: cf.Future[int] = cf.Future()
+            self._ports.port_for.defer(agent, reply=port)
+            port.result(timeout=10)  # the PortAllocator never calls back into the Coordinator
         actor = ContainerActor.start(
             agent, self._backend, cfg.driver or self._settings.driver, self._broker, self._me,
             self._clock, self._hub, str(self._paths.state(agent)),

@@ -18,6 +18,7 @@ EventName = Literal[
     "container.state",
     "container.crash",
     "container.killed",
+    "container.activity",
     "container.added",
     "container.removed",
     "question.asked",

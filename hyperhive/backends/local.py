@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import hyperhive.logs as logs
+from hyperhive.actors.ports import read_port_file
 from hyperhive.journal import check_unit_and_lines, tail_lines
 from hyperhive.names import MANAGER, AgentName
 from hyperhive.paths import StatePaths
@@ -32,13 +33,15 @@ __all__ = ["LocalBackend", "LocalHandle", "bwrap_argv", "bwrap_works", "harness_
 _log = logs.get("hyperhive.backend.local")
 
 
-def harness_argv(paths: StatePaths, name: AgentName, driver: str) -> list[str]:
+def harness_argv(paths: StatePaths, name: AgentName, driver: str, web_port: int | None = None) -> list[str]:
+    """``web_port``: the agent's sticky port (F20); None lets the harness pick a free one."""
     return [
         sys.executable, "-m", "hyperhive", "harness",
         "--name", name,
         "--socket", str(paths.socket(name)),
         "--state-dir", str(paths.state(name)),
         "--driver", driver,
+        "--web-port", str(web_port or 0),
     ]
 
 
@@ -114,7 +117,7 @@ class LocalBackend:
 
     def start(self, name: AgentName, driver: str, on_exit: Callable[[int], None]) -> LocalHandle:
         """Start the harness; ``on_exit(returncode)`` runs on a watcher thread when it ends."""
-        inner = harness_argv(self.paths, name, driver)
+        inner = harness_argv(self.paths, name, driver, read_port_file(self.paths.agent(name) / "port"))
         argv = bwrap_argv(self.paths, name, inner, self._config_dirs(name)) if self.sandboxed else inner
         state = self.paths.state(name)
         state.mkdir(parents=True, exist_ok=True)

@@ -21,6 +21,7 @@ from hyperhive.errors import HiveError
 from hyperhive.harness.builtin import BuiltinDriver
 from hyperhive.harness.bus import Bus
 from hyperhive.harness.claude import DEFAULT_ALLOWED_TOOLS, ClaudeDriver
+from hyperhive.harness.heartbeat import beat_forever
 from hyperhive.harness.turns import Slot, TurnLoop, no_slot
 from hyperhive.harness.web import AgentUI, serve_ui
 from hyperhive.names import validate_name
@@ -93,7 +94,11 @@ async def run_harness(name: str, socket_path: str, state_dir: Path, driver_name:
         if web_port is not None:
             server, port = await serve_ui(AgentUI(name, driver, bus, turns, client), web_port, state_dir)
         bus.publish("ready", driver=driver_name, pid=os.getpid(), web_port=port)
-        await turns.run(stop)
+        beats = asyncio.create_task(beat_forever(client, bus, stop))
+        try:
+            await turns.run(stop)
+        finally:
+            beats.cancel()
     finally:
         if server is not None:
             server.stop()

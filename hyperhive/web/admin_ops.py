@@ -10,6 +10,7 @@ from hyperhive.names import OPERATOR, validate_name, validate_recipient
 from hyperhive.paths import AgentConfig
 from hyperhive.web.agent_ops import rows_out
 from hyperhive.web.gate_ops import operator_gate_ops
+from hyperhive.web.heartbeats import Heartbeats
 from hyperhive.web.jsonlines import Op
 from hyperhive.web.lifecycle import LIFECYCLE_TIMEOUT, lifecycle_action
 from hyperhive.web.sends import SendBatcher
@@ -22,11 +23,12 @@ __all__ = ["admin_ops"]
 
 def admin_ops(
     coordinator: Any, broker: Any, sends: SendBatcher, questions: Any, approvals: Any,
+    beats: Heartbeats | None = None,
 ) -> dict[str, Op]:
     async def ls(req: Ls) -> dict[str, Any]:
         snaps = await call(coordinator.ls)
         stats = await call(broker.stats)
-        return {"containers": build_container_list(snaps, stats)}
+        return {"containers": build_container_list(snaps, stats, beats)}
 
     async def spawn(req: Spawn) -> dict[str, Any]:
         validate_name(req.name)

@@ -6,11 +6,13 @@ from __future__ import annotations
 from typing import Any
 
 from hyperhive.actors.bridge import call
+from hyperhive.actors.events import Hub
 from hyperhive.errors import BadRequest
 from hyperhive.names import AgentName, validate_recipient
+from hyperhive.web.heartbeats import REPORTED, Heartbeats
 from hyperhive.web.jsonlines import Op
 from hyperhive.web.sends import SendBatcher
-from hyperhive.wire import InboxRow, Ping, Recent, Recv, Send
+from hyperhive.wire import Heartbeat, InboxRow, Ping, Recent, Recv, Send
 
 __all__ = ["agent_ops", "rows_out"]
 
@@ -23,7 +25,9 @@ def rows_out(rows: list[InboxRow]) -> list[dict[str, Any]]:
 
 def agent_ops(
     agent: AgentName, broker: Any, sends: SendBatcher, recv_cap: float, manager: bool = False,
+    beats: Heartbeats | None = None, hub: Hub | None = None,
 ) -> dict[str, Op]:
+    beats = beats or Heartbeats(5.0)
     async def send(req: Send) -> dict[str, Any]:
         to = validate_recipient(req.to)
         return {"message_id": await sends.send(agent, to, req.body)}
@@ -48,6 +52,13 @@ def agent_ops(
             raise BadRequest(f"limit must be >= 1, got {req.limit}")
         return {"messages": rows_out(await call(broker.recent, agent, req.limit))}
 
+    async def heartbeat(req: Heartbeat) -> dict[str, Any]:
+        if req.state not in REPORTED:
+            raise BadRequest(f"state must be one of {', '.join(REPORTED)}, got {req.state!r}")
+        if beats.record(agent, req.state) and hub is not None:
+            hub.publish("container.activity", {"name": agent, "activity": req.state})
+        return {"next_in": beats.interval}
+
     async def ping(req: Ping) -> dict[str, Any]:
         return {"agent": agent, "role": "manager" if manager else "agent"}
 
@@ -56,4 +67,5 @@ def agent_ops(
         "recv": Op(recv, unsent=recv_unsent),
         "recent": Op(recent),
         "ping": Op(ping),
+        "heartbeat": Op(heartbeat),
     }

@@ -4,13 +4,16 @@ from __future__ import annotations
 
 from typing import Any
 
+from hyperhive.web.heartbeats import Heartbeats
+
 __all__ = ["build_container_list"]
 
 
 def build_container_list(
-    snapshots: list[dict[str, Any]], stats: dict[str, Any]
+    snapshots: list[dict[str, Any]], stats: dict[str, Any], beats: Heartbeats | None = None,
 ) -> list[dict[str, Any]]:
-    """Containers for `hive ls`: manager first, then by name, with inbox figures."""
+    """Containers for `hive ls`: manager first, then by name, with inbox figures
+    and what each is doing (F41)."""
     parked = stats.get("parked", {})
     undelivered = stats.get("undelivered", {})
     out = []
@@ -20,5 +23,6 @@ def build_container_list(
             **snap,
             "parked": parked.get(name, {"tool": 0, "system": 0}),
             "undelivered": int(undelivered.get(name, 0)),
+            **(beats.view(name, snap.get("state") == "running") if beats is not None else {}),
         })
     return out
