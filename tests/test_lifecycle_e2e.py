@@ -9,6 +9,7 @@ import os
 import signal
 import subprocess
 import sys
+import time
 from typing import Any
 
 import pytest
@@ -143,3 +144,13 @@ def test_a_frozen_harness_turns_unresponsive_and_comes_back_idle(tmp_path: Any) 
         assert header[:5] == ["NAME", "ROLE", "STATE", "ACTIVITY", "BEAT"]
     finally:
         hive.stop()
+
+
+def test_badges_show_a_config_newer_than_the_applied_one(hive: Hive) -> None:
+    hive.spawn("a")
+    assert hive.ls()["a"]["badges"] == []
+    cfg = hive.paths.config_dir("a") / "prompt.md"  # type: ignore[arg-type]
+    cfg.write_text("a new prompt, not applied yet\n")
+    later = time.time() + 5
+    os.utime(cfg, (later, later))
+    assert hive.ls()["a"]["badges"] == ["needs-update"]

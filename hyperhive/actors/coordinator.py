@@ -15,7 +15,7 @@ from typing import Any, Protocol
 import pykka
 
 import hyperhive.logs as logs
-from hyperhive import config_repo, tombstones
+from hyperhive import badges, config_repo, tombstones
 from hyperhive.actors.bridge import Reply, answer, claim, fail, resolve
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.container import Backoff, ContainerActor
@@ -211,7 +211,11 @@ class Coordinator(pykka.ThreadingActor):
         self._snapshots[snapshot["name"]] = snapshot
 
     def ls(self, reply: Reply | None = None) -> None:
-        answer(reply, lambda: [self._snapshots[n] for n in self._actors if n in self._snapshots])
+        """Every container's latest snapshot with its badges (F19)."""
+        def run() -> list[dict[str, Any]]:
+            return [{**snap, "badges": badges.agent_badges(self._paths, AgentName(name), snap["driver"])}
+                    for name in self._actors if (snap := self._snapshots.get(name)) is not None]
+        answer(reply, run)
 
     # --- internals ------------------------------------------------------------
     def _create(self, agent: AgentName, config: AgentConfig | None = None, prompt: str | None = None) -> None:
