@@ -1,8 +1,8 @@
 """`hive serve`: start-up and shutdown as flat, ordered steps.
 
 Start: state dir and lock → store → clock → backend → Broker → PortAllocator
-→ VacuumSweeper → agent sockets → Coordinator → admin socket → boot (manager,
-kept containers).
+→ VacuumSweeper → agent sockets → Coordinator → admin socket → dashboard →
+boot (manager, kept containers).
 Stop: the same in reverse; any actor still running at the end is logged.
 """
 
@@ -37,8 +37,10 @@ from hyperhive.names import AgentName
 from hyperhive.paths import StatePaths
 from hyperhive.settings import Settings
 from hyperhive.store.models import open_hive_db
+from hyperhive.web.access import load_token
 from hyperhive.web.admin_ops import admin_ops
 from hyperhive.web.agent_ops import agent_ops
+from hyperhive.web.app import Dashboard, start_dashboard
 from hyperhive.web.gate_ops import manager_ops, refused_manager_ops
 from hyperhive.web.heartbeats import Heartbeats
 from hyperhive.web.journal_ops import journal_ops
@@ -71,6 +73,7 @@ class Daemon:
     coordinator: Any = None
     sockets: AgentSockets | None = None
     admin: JsonLineServer | None = None
+    dashboard: Dashboard | None = None
     heartbeats: Heartbeats | None = None
     notifier: sdnotify.Notifier | None = None
 
@@ -92,6 +95,7 @@ def _take_lock(paths: StatePaths) -> IO[str]:
 
 async def start(settings: Settings) -> Daemon:
     """Bring a daemon up on the running IOLoop; returns once it is booted."""
+    token = load_token(settings.listen_host, settings.token_file)  # F46: refuse before anything starts
     paths = StatePaths(settings.state_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
     d = Daemon(settings, paths, _take_lock(paths))
@@ -130,6 +134,9 @@ async def start(settings: Settings) -> Daemon:
         {"socket": "admin"},
     )
     d.admin.add_socket(bind_socket(paths.admin_socket))
+    d.dashboard = await start_dashboard(
+        settings, paths, d.hub, token, coordinator=d.coordinator, broker=d.broker, questions=d.questions,
+        approvals=d.approvals, backend=backend, sends=sends)
     started = await call(d.coordinator.boot, timeout=60)
     await call(d.questions.rearm)  # after boot: the askers are registered again
     _log.info("daemon.ready", state_dir=str(paths.root), pid=os.getpid(), started=started,
@@ -142,6 +149,8 @@ def stop(d: Daemon) -> None:
     """Shut down in reverse order of start."""
     _log.info("daemon.stopping")
     sdnotify.stopping(d.notifier)
+    if d.dashboard is not None:
+        d.dashboard.stop()
     if d.admin is not None:
         d.admin.stop()
     if d.approvals is not None:

@@ -38,6 +38,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("agent_port_base", 8100, "first port of the 900 agent web UI ports", int),
     Setting("vacuum_interval_seconds", 3600.0,
             "seconds between retention sweeps (one runs at start; 0: only that one)", float),
+    Setting("token_file", "", "file holding the dashboard's operator token (also $HYPERHIVE_TOKEN_FILE); "
+            "required when --listen is not loopback"),
     Setting("heartbeat_seconds", 5.0, "how often harnesses report their state; three missed beats "
             "make an agent unresponsive", float),
     Setting("notify", "", "command run with each event that waits for the operator (a question, an "
@@ -60,6 +62,7 @@ class Settings:
     vacuum_interval_seconds: float = 3600.0
     heartbeat_seconds: float = 5.0
     notify: str = ""
+    token_file: str = ""
 
     def __post_init__(self) -> None:
         for s in SETTINGS:

@@ -67,6 +67,7 @@ class Hive:
 
     def start(self) -> Hive:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        self.dashboard_port_file.unlink(missing_ok=True)  # a killed daemon's leftover
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "hyperhive", "--state-dir", str(self.state_dir), "serve",
@@ -87,6 +88,17 @@ class Hive:
             return True
         except Unavailable:
             return False
+
+    @property
+    def dashboard_port_file(self) -> Path:
+        return self.state_dir / "run" / "dashboard.port"
+
+    @property
+    def url(self) -> str:
+        """The dashboard's base URL (the daemon writes its bound port at start)."""
+        text = wait_for(lambda: self.dashboard_port_file.exists() and self.dashboard_port_file.read_text().strip(),
+                        timeout=30, what="run/dashboard.port")
+        return f"http://127.0.0.1:{int(text)}"
 
     def admin(self, op: str, **fields: Any) -> dict[str, Any]:
         return client.request(self.paths.admin_socket, op, timeout=60, **fields)

@@ -23,6 +23,7 @@ SAMPLE = {
     "restart_backoff_max_seconds": ("90", 90.0),
     "agent_port_base": ("9000", 9000),
     "vacuum_interval_seconds": ("0.5", 0.5),
+    "token_file": ("/run/hive/token", "/run/hive/token"),
 }
 BY_NAME = {s.name: s for s in SETTINGS}
 

@@ -1,0 +1,141 @@
+"""Gathering the dashboard's state: actor calls through the bridge (never a
+blocking ``.get()`` on the loop) and file observations (badges, web ports,
+kept state) on an executor thread, then the pure views of ``dash_views``."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections import deque
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from hyperhive.actors.bridge import call
+from hyperhive.badges import agent_badges
+from hyperhive.names import OPERATOR, AgentName
+from hyperhive.paths import StatePaths
+from hyperhive.store.models import Message
+from hyperhive.tombstones import Tombstone, list_tombstones
+from hyperhive.web import dash_views as views
+from hyperhive.wire import InboxRow
+
+__all__ = ["SECTIONS", "Observed", "StateSource", "agent_port", "observe_agents"]
+
+SECTIONS = ("containers", "tombstones", "questions", "inbox", "approvals", "flow")
+WEB_PORT_FILE = "web.port"  # written by the harness's web UI into its state dir
+
+
+def _read_port(path: Any) -> int | None:
+    try:
+        text = path.read_text().strip()
+    except (FileNotFoundError, NotADirectoryError, PermissionError):
+        return None
+    return int(text) if text.isdigit() and 0 < int(text) < 65536 else None
+
+
+def agent_port(paths: StatePaths, name: AgentName) -> int | None:
+    """The agent's web UI port: the one its harness bound, else its sticky port (F20)."""
+    return _read_port(paths.state(name) / WEB_PORT_FILE) or _read_port(paths.agent(name) / "port")
+
+
+@dataclass(frozen=True)
+class Observed:
+    badges: dict[str, list[str]]
+    ports: dict[str, int | None]
+    tombstones: list[Tombstone]
+
+
+def observe_agents(paths: StatePaths, snaps: Iterable[Mapping[str, Any]], now: float,
+                   with_tombstones: bool = True) -> Observed:
+    """File reads for the given containers (run off the IOLoop)."""
+    badges: dict[str, list[str]] = {}
+    ports: dict[str, int | None] = {}
+    live: set[str] = set()
+    for s in snaps:
+        name = AgentName(s["name"])
+        live.add(name)
+        badges[name] = agent_badges(paths, name, str(s.get("driver") or ""))
+        ports[name] = agent_port(paths, name) if s.get("state") == "running" else None
+    tombs = list_tombstones(paths, live, now) if with_tombstones else []
+    return Observed(badges, ports, tombs)
+
+
+def _latest_messages(limit: int) -> list[InboxRow]:
+    q = Message.select().order_by(Message.id.desc()).limit(limit)
+    return [InboxRow(m.id, m.sender, m.recipient, m.body, m.sent_at, m.delivered_at) for m in q]
+
+
+class StateSource:
+    """Builds sections on the IOLoop; keeps the message flow from hub events."""
+
+    def __init__(self, paths: StatePaths, coordinator: Any, broker: Any, questions: Any, approvals: Any) -> None:
+        self.paths = paths
+        self.coordinator = coordinator
+        self.broker = broker
+        self.questions = questions
+        self.approvals = approvals
+        self.flow: deque[InboxRow] = deque(maxlen=views.FLOW_LIMIT)
+
+    async def seed_flow(self) -> None:
+        """Backfill the flow from the store once, at start (a read off the loop)."""
+        rows = await asyncio.get_running_loop().run_in_executor(None, _latest_messages, views.FLOW_LIMIT)
+        known = {m.id for m in self.flow}
+        merged = sorted([*self.flow, *(r for r in rows if r.id not in known)], key=lambda m: m.id)
+        self.flow.clear()
+        self.flow.extend(merged[-views.FLOW_LIMIT:])
+
+    def note_message(self, wire: Mapping[str, Any]) -> InboxRow:
+        row = InboxRow.from_wire(dict(wire))
+        self.flow.append(row)
+        return row
+
+    async def _observe(self, snaps: list[dict[str, Any]], with_tombstones: bool) -> Observed:
+        now = time.time()
+        return await asyncio.get_running_loop().run_in_executor(
+            None, observe_agents, self.paths, snaps, now, with_tombstones)
+
+    async def sections(self, wanted: Iterable[str]) -> dict[str, Any]:
+        """The named sections, freshly built; actor calls run concurrently."""
+        want = set(wanted)
+        out: dict[str, Any] = {}
+        jobs: dict[str, Any] = {}
+        if want & {"containers", "tombstones"}:
+            jobs["ls"] = call(self.coordinator.ls)
+            jobs["stats"] = call(self.broker.stats)
+        if "questions" in want:
+            jobs["questions"] = call(self.questions.list)
+        if "approvals" in want:
+            jobs["approvals"] = call(self.approvals.list)
+        if "inbox" in want:
+            jobs["inbox"] = call(self.broker.recent, OPERATOR, views.INBOX_LIMIT)
+        results = dict(zip(jobs, await asyncio.gather(*jobs.values()), strict=True))
+        now = time.time()
+        if "ls" in results:
+            obs = await self._observe(results["ls"], "tombstones" in want)
+            if "containers" in want:
+                out["containers"] = views.build_container_views(
+                    results["ls"], results["stats"], obs.badges, obs.ports, now)
+            if "tombstones" in want:
+                out["tombstones"] = views.build_tombstone_views(obs.tombstones)
+        if "questions" in want:
+            out["questions"] = views.build_question_views(results["questions"], now)
+        if "approvals" in want:
+            out["approvals"] = views.build_approval_views(results["approvals"])
+        if "inbox" in want:
+            out["inbox"] = views.build_inbox_views(results["inbox"])
+        if "flow" in want:
+            out["flow"] = views.build_flow_views(self.flow)
+        return out
+
+    async def snapshot(self) -> dict[str, Any]:
+        state = await self.sections(SECTIONS)
+        return {**state, "now": time.time()}
+
+    async def container_rows(self, snaps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        """Rows for just these containers (a state change), not the whole list."""
+        stats = await call(self.broker.stats)
+        obs = await self._observe(snaps, with_tombstones=False)
+        now = time.time()
+        return [views.container_row(s, stats, obs.badges.get(s["name"], []), obs.ports.get(s["name"]), now)
+                for s in snaps]

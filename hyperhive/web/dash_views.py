@@ -1,0 +1,162 @@
+"""Pure views of the operator dashboard: actor snapshots and observed files
+in, JSON-ready sections out (F32–F37). No I/O here; ``now`` is an argument."""
+
+from __future__ import annotations
+
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from hyperhive.actors.questions_core import countdown_chip
+from hyperhive.tombstones import Tombstone
+from hyperhive.wire import InboxRow
+
+__all__ = [
+    "FLOW_LIMIT",
+    "INBOX_LIMIT",
+    "build_approval_views",
+    "build_container_views",
+    "build_flow_views",
+    "build_inbox_views",
+    "build_question_views",
+    "build_tombstone_views",
+    "container_row",
+    "human_age",
+    "human_size",
+    "pill_text",
+]
+
+FLOW_LIMIT = 60
+INBOX_LIMIT = 50
+BODY_PREVIEW = 280
+
+
+def human_size(n: int) -> str:
+    size = float(n)
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if size < 1024 or unit == "GiB":
+            return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def human_age(seconds: float) -> str:
+    s = max(0, int(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def pill_text(state: str, transient: str | None) -> str:
+    """F16: ``◐ restarting…`` while a verb runs, else the settled state."""
+    if transient:
+        return f"◐ {transient}…"
+    return {"running": "● running", "stopped": "○ stopped", "crashed": "✖ crashed"}.get(state, state)
+
+
+def container_row(
+    snap: Mapping[str, Any], stats: Mapping[str, Any], badges: list[str], port: int | None, now: float,
+) -> dict[str, Any]:
+    """One container row: identity + meta on the first line, actions on the second."""
+    name = snap["name"]
+    started = snap.get("started_at")
+    parked = stats.get("parked", {}).get(name, {"tool": 0, "system": 0})
+    running = snap.get("state") == "running"
+    return {
+        "name": name,
+        "role": snap.get("role", "agent"),
+        "state": snap.get("state"),
+        "transient": snap.get("transient"),
+        "pill": pill_text(str(snap.get("state")), snap.get("transient")),
+        "busy": bool(snap.get("transient")),
+        "pid": snap.get("pid"),
+        "driver": snap.get("driver"),
+        "restarts": int(snap.get("restarts") or 0),
+        "last_exit": snap.get("last_exit"),
+        "uptime": human_age(now - started) if started else None,
+        "badges": list(badges),
+        "port": port if running else None,
+        "undelivered": int(stats.get("undelivered", {}).get(name, 0)),
+        "parked": dict(parked),
+    }
+
+
+def build_container_views(
+    snapshots: Iterable[Mapping[str, Any]], stats: Mapping[str, Any],
+    badges: Mapping[str, list[str]], ports: Mapping[str, int | None], now: float,
+) -> list[dict[str, Any]]:
+    """The containers section: the manager first, then by name."""
+    ordered = sorted(snapshots, key=lambda s: (s.get("role") != "manager", s["name"]))
+    return [container_row(s, stats, badges.get(s["name"], []), ports.get(s["name"]), now) for s in ordered]
+
+
+def build_tombstone_views(tombstones: Iterable[Tombstone]) -> list[dict[str, Any]]:
+    """Kept state (F18): size, last-modified age, whether credentials are kept."""
+    return [{
+        **t.to_wire(),
+        "size": human_size(t.size_bytes),
+        "age": human_age(t.age_seconds),
+    } for t in tombstones]
+
+
+def build_question_views(listing: Mapping[str, list[Mapping[str, Any]]], now: float) -> dict[str, Any]:
+    """Pending questions with their input kind and countdown chip; recent resolved ones."""
+    pending = []
+    for q in listing.get("pending", []):
+        deadline = q.get("deadline_at")
+        pending.append({
+            "id": q["id"], "asker": q["asker"], "question": q["question"],
+            "options": list(q.get("options") or []),
+            "input": "checkbox" if q.get("multi") else "radio",
+            "asked_at": q.get("asked_at"), "deadline_at": deadline,
+            "chip": countdown_chip(deadline - now) if deadline is not None else None,
+            "default": q.get("default"),
+        })
+    resolved = [{
+        "id": q["id"], "asker": q["asker"], "question": q["question"], "answer": q.get("answer"),
+        "how": q.get("how"), "answered_at": q.get("answered_at"),
+    } for q in listing.get("resolved", [])[:10]]
+    return {"pending": pending, "resolved": resolved}
+
+
+def _approval(a: Mapping[str, Any]) -> dict[str, Any]:
+    cfg = a.get("config")
+    return {
+        "id": a["id"], "kind": a["kind"], "agent": a["agent"], "requested_by": a.get("requested_by"),
+        "requested_at": a.get("requested_at"), "status": a.get("status"),
+        "config": cfg, "prompt": a.get("prompt"), "commit": a.get("commit"),
+        # Built by config_repo.diff_html from escaped lines only: safe to insert as HTML.
+        "diff_html": a.get("diff_html"),
+        "reason": a.get("reason"), "decided_at": a.get("decided_at"),
+        "title": f"spawn {a['agent']}" if a["kind"] == "spawn"
+        else f"apply {str(a.get('commit') or '')[:12]} to {a['agent']}",
+    }
+
+
+def build_approval_views(listing: Mapping[str, list[Mapping[str, Any]]]) -> dict[str, Any]:
+    return {
+        "pending": [_approval(a) for a in listing.get("pending", [])],
+        "decided": [_approval(a) for a in listing.get("decided", [])[:10]],
+    }
+
+
+def _message(m: InboxRow) -> dict[str, Any]:
+    body = m.body if len(m.body) <= BODY_PREVIEW else m.body[: BODY_PREVIEW - 1] + "…"
+    return {"id": m.id, "from": m.from_, "to": m.to, "body": body, "sent_at": m.sent_at,
+            "unread": m.delivered_at is None}
+
+
+def build_inbox_views(rows: Iterable[InboxRow], limit: int = INBOX_LIMIT) -> dict[str, Any]:
+    """The operator's inbox, newest first; unread = not yet marked read."""
+    msgs = sorted(rows, key=lambda m: m.id, reverse=True)[:limit]
+    views = [_message(m) for m in msgs]
+    return {"messages": views, "unread": sum(1 for v in views if v["unread"])}
+
+
+def build_flow_views(rows: Iterable[InboxRow], limit: int = FLOW_LIMIT) -> list[dict[str, Any]]:
+    """Message flow: the latest messages between anyone, newest first."""
+    seen: dict[int, InboxRow] = {m.id: m for m in rows}
+    return [_message(m) for m in sorted(seen.values(), key=lambda m: m.id, reverse=True)[:limit]]

@@ -1,0 +1,81 @@
+"""Prometheus ``/metrics`` (F45) on the daemon's own registry (never the
+process-global one, so two daemons in one process never share counters).
+
+Counters move with hub events (on the IOLoop thread, handed over by the
+Pusher); gauges are read from the actors at scrape time.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+
+from hyperhive.actors.bridge import call
+from hyperhive.names import OPERATOR
+
+__all__ = ["Metrics"]
+
+
+class Metrics:
+    def __init__(self) -> None:
+        r = self.registry = CollectorRegistry(auto_describe=True)
+        self.sent = Counter("hyperhive_messages_sent", "messages committed by the broker", registry=r)
+        self.to_operator = Counter("hyperhive_messages_to_operator", "messages addressed to the operator",
+                                   registry=r)
+        self.woke = Counter("hyperhive_messages_woke_parked_recv",
+                            "messages handed to a parked recv in their own commit", registry=r)
+        self.crashes = Counter("hyperhive_container_crashes", "harness exits nobody asked for", registry=r)
+        self.kills = Counter("hyperhive_container_kills", "kills by the operator or the manager", registry=r)
+        self.questions_asked = Counter("hyperhive_questions_asked", "operator questions asked", registry=r)
+        self.questions_resolved = Counter("hyperhive_questions_resolved", "operator questions resolved",
+                                          ["how"], registry=r)
+        self.approvals_queued = Counter("hyperhive_approvals_queued", "approvals queued", ["kind"], registry=r)
+        self.approvals_resolved = Counter("hyperhive_approvals_resolved", "approvals decided",
+                                          ["outcome"], registry=r)
+        self.containers = Gauge("hyperhive_containers", "containers by state", ["state"], registry=r)
+        self.parked = Gauge("hyperhive_parked_recvs", "recvs parked in the broker", ["kind"], registry=r)
+        self.undelivered = Gauge("hyperhive_undelivered_messages", "messages not yet received", registry=r)
+        self.pending_questions = Gauge("hyperhive_pending_questions", "questions waiting", registry=r)
+        self.pending_approvals = Gauge("hyperhive_pending_approvals", "approvals waiting", registry=r)
+
+    def on_event(self, name: str, payload: dict[str, Any]) -> None:
+        """Count one hub event (called on the IOLoop thread)."""
+        if name == "message.sent":
+            self.sent.inc()
+            if payload.get("to") == OPERATOR:
+                self.to_operator.inc()
+            if payload.get("delivered_at") is not None:
+                self.woke.inc()
+        elif name == "container.crash":
+            self.crashes.inc()
+        elif name == "container.killed":
+            self.kills.inc()
+        elif name == "question.asked":
+            self.questions_asked.inc()
+        elif name == "question.resolved":
+            self.questions_resolved.labels(how=str(payload.get("how"))).inc()
+        elif name == "approval.queued":
+            self.approvals_queued.labels(kind=str(payload.get("kind"))).inc()
+        elif name == "approval.resolved":
+            self.approvals_resolved.labels(outcome=str(payload.get("status"))).inc()
+
+    async def scrape(self, coordinator: Any, broker: Any, questions: Any, approvals: Any) -> bytes:
+        """Read the gauges from the actors, then render the text format."""
+        snaps, stats, qs, aps = await asyncio.gather(
+            call(coordinator.ls), call(broker.stats), call(questions.list), call(approvals.list))
+        by_state: dict[str, int] = {"running": 0, "stopped": 0, "crashed": 0}
+        for s in snaps:
+            key = s.get("transient") or s.get("state") or "unknown"
+            by_state[key] = by_state.get(key, 0) + 1
+        self.containers.clear()
+        for state, n in by_state.items():
+            self.containers.labels(state=state).set(n)
+        parked = stats.get("parked", {}).values()
+        self.parked.labels(kind="tool").set(sum(p.get("tool", 0) for p in parked))
+        self.parked.labels(kind="system").set(sum(p.get("system", 0) for p in parked))
+        self.undelivered.set(sum(stats.get("undelivered", {}).values()))
+        self.pending_questions.set(len(qs.get("pending", [])))
+        self.pending_approvals.set(len(aps.get("pending", [])))
+        return generate_latest(self.registry)

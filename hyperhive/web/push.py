@@ -1,0 +1,150 @@
+"""Live push to open dashboards (F33).
+
+Actors publish on the Hub from their own threads; the listener only hands
+the event to the IOLoop (``add_callback``). Events gathered in one loop turn
+become one patch: container state changes as single rows, the other
+sections rebuilt whole. A patch carries ``at``, the time the first of its
+events was published, so a client can measure push latency.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from collections.abc import Callable
+from typing import Any
+
+import tornado.websocket
+from tornado.ioloop import IOLoop
+
+import hyperhive.logs as logs
+from hyperhive.names import OPERATOR
+from hyperhive.web.dash_state import StateSource
+
+__all__ = ["PushSocket", "Pusher", "sections_for"]
+
+_log = logs.get("hyperhive.push")
+
+# Which sections an event makes stale (container.state is sent as a row).
+_SECTIONS: dict[str, tuple[str, ...]] = {
+    "container.added": ("containers", "tombstones"),
+    "container.removed": ("containers", "tombstones"),
+    "question.asked": ("questions",),
+    "question.resolved": ("questions",),
+    "approval.queued": ("approvals",),
+    "approval.resolved": ("approvals", "tombstones"),
+}
+
+
+def sections_for(name: str, payload: dict[str, Any]) -> tuple[str, ...]:
+    """The sections an event makes stale (pure)."""
+    if name == "message.sent":
+        return ("flow", "inbox") if payload.get("to") == OPERATOR else ("flow",)
+    return _SECTIONS.get(name, ())
+
+
+class Pusher:
+    """Lives on the IOLoop thread except ``on_event``, which any thread may call."""
+
+    def __init__(self, io_loop: IOLoop, source: StateSource,
+                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+        self._io_loop = io_loop
+        self._source = source
+        self._extra = on_event
+        self.clients: set[PushSocket] = set()
+        self._stale: set[str] = set()
+        self._rows: dict[str, dict[str, Any]] = {}
+        self._first_at: float | None = None
+        self._scheduled = False
+        self._running = False
+
+    def on_event(self, name: str, payload: dict[str, Any]) -> None:
+        """Hub listener: runs on an actor thread, so it only hands over."""
+        self._io_loop.add_callback(self._note, name, payload, time.time())
+
+    def _note(self, name: str, payload: dict[str, Any], at: float) -> None:
+        if self._extra is not None:
+            self._extra(name, payload)
+        if name == "message.sent":
+            self._source.note_message(payload)
+        if name == "container.state":
+            self._rows[payload["name"]] = payload  # the newest snapshot wins
+        self._stale.update(payload["sections"] if name == "touch" else sections_for(name, payload))
+        if self._first_at is None:
+            self._first_at = at
+        self._schedule()
+
+    def touch(self, *sections: str) -> None:
+        """A change no actor publishes (the operator read the inbox): push these sections."""
+        self._note("touch", {"sections": sections}, time.time())
+
+    def _schedule(self) -> None:
+        # Next loop turn: every event already queued in this one joins the patch.
+        if not self._scheduled and not self._running:
+            self._scheduled = True
+            self._io_loop.add_callback(self._flush)
+
+    async def _flush(self) -> None:
+        self._scheduled = False
+        stale, rows, at = self._stale, self._rows, self._first_at
+        self._stale, self._rows, self._first_at = set(), {}, None
+        if not self.clients or (not stale and not rows):
+            return
+        self._running = True
+        try:
+            patch: dict[str, Any] = {"type": "patch", "at": at, "sections": await self._source.sections(stale)}
+            if rows and "containers" not in stale:
+                patch["rows"] = await self._source.container_rows(list(rows.values()))
+            self.broadcast(patch)
+        except Exception:  # noqa: BLE001 - the heartbeat refetch covers a missed patch
+            _log.exception("push.flush_failed", sections=sorted(stale))
+        finally:
+            self._running = False
+            if self._stale or self._rows:
+                self._schedule()
+
+    def broadcast(self, message: dict[str, Any]) -> None:
+        data = json.dumps(message)
+        for client in list(self.clients):
+            try:
+                client.write_message(data)
+            except tornado.websocket.WebSocketClosedError:
+                self.clients.discard(client)
+
+
+class PushSocket(tornado.websocket.WebSocketHandler):
+    """``GET /ws``: a full snapshot on open, then patches."""
+
+    def initialize(self, pusher: Pusher, source: StateSource, check: Callable[[Any], bool]) -> None:
+        self._pusher = pusher
+        self._source = source
+        self._check = check
+
+    async def get(self, *args: Any, **kwargs: Any) -> None:
+        if not self._check(self):
+            self.set_status(401)
+            self.finish("operator token required")
+            return
+        await super().get(*args, **kwargs)
+
+    def check_origin(self, origin: str) -> bool:
+        # Same-origin only: another site's page must not read the hive's state.
+        return super().check_origin(origin)
+
+    async def open(self, *args: Any, **kwargs: Any) -> None:
+        self._pusher.clients.add(self)
+        try:
+            state = await self._source.snapshot()
+        except Exception:  # noqa: BLE001 - the page's heartbeat refetch will retry
+            _log.exception("push.snapshot_failed")
+            return
+        try:
+            self.write_message(json.dumps({"type": "snapshot", "state": state}))
+        except tornado.websocket.WebSocketClosedError:
+            self._pusher.clients.discard(self)
+
+    def on_message(self, message: str | bytes) -> None:
+        pass  # the page only listens
+
+    def on_close(self) -> None:
+        self._pusher.clients.discard(self)

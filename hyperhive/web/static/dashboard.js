@@ -1,0 +1,394 @@
+// The operator dashboard: one state object, rendered section by section with
+// keyed rows (a row is rebuilt only when its data changed, so open journals
+// and half-typed answers survive updates). Push over /ws; /api/state every
+// 5 s as the fallback. Forms post asynchronously with the XSRF header.
+"use strict";
+
+const hive = { state: null, initial: true, skew: 0, pushes: [], ws: null };
+window.hive = hive;
+
+function el(tag, attrs, ...children) {
+  const node = document.createElement(tag);
+  for (const [k, v] of Object.entries(attrs || {})) {
+    if (v === null || v === undefined || v === false) continue;
+    if (k === "class") node.className = v;
+    else if (k === "text") node.textContent = v;
+    else if (k === "dataset") Object.assign(node.dataset, v);
+    else node.setAttribute(k, v === true ? "" : v);
+  }
+  for (const c of children.flat()) {
+    if (c === null || c === undefined || c === false) continue;
+    node.append(typeof c === "string" ? document.createTextNode(c) : c);
+  }
+  return node;
+}
+
+function cookie(name) {
+  const m = document.cookie.match(new RegExp("(?:^|; )" + name + "=([^;]*)"));
+  return m ? decodeURIComponent(m[1]) : "";
+}
+
+function clock(ts) {
+  return ts ? new Date(ts * 1000).toLocaleTimeString([], { hour12: false }) : "";
+}
+
+// F10's chip, as questions_core.countdown_chip formats it.
+function chip(secondsLeft) {
+  const s = Math.max(0, Math.floor(secondsLeft));
+  if (s < 60) return `⏳ ${s}s`;
+  if (s < 3600) return `⏳ ${Math.floor(s / 60)}m ${s % 60}s`;
+  return `⏳ ${Math.floor(s / 3600)}h ${Math.floor((s % 3600) / 60)}m`;
+}
+
+function toast(text, ok) {
+  const t = el("div", { class: "toast " + (ok ? "ok" : "err"), role: "status", text });
+  document.getElementById("toasts").append(t);
+  setTimeout(() => t.remove(), ok ? 3500 : 7000);
+}
+
+async function post(url, params) {
+  const res = await fetch(url, {
+    method: "POST", credentials: "same-origin", body: params,
+    headers: { "X-XSRFToken": cookie("_xsrf") },
+  });
+  let data = null;
+  try { data = await res.json(); } catch (e) { /* not JSON: use the status */ }
+  if (!res.ok || !data || !data.ok) {
+    const msg = data && data.error ? data.error.message : `HTTP ${res.status}`;
+    throw new Error(msg);
+  }
+  return data;
+}
+
+// Every form with data-action posts asynchronously: spinner, toast, re-enable (F34).
+document.addEventListener("submit", async (ev) => {
+  const form = ev.target;
+  if (!form.dataset || !form.dataset.action) return;
+  ev.preventDefault();
+  if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
+  const button = ev.submitter || form.querySelector("button[type=submit], button:not([type])");
+  const params = new URLSearchParams(new FormData(form));
+  if (button && button.name) params.set(button.name, button.value);
+  const action = button && button.dataset.action ? button.dataset.action : form.dataset.action;
+  const label = (button && button.dataset.done) || (button ? button.textContent.trim() : "done");
+  if (button) { button.disabled = true; button.classList.add("spinning"); }
+  try {
+    await post(action, params);
+    toast(`${label}: ok`, true);
+    for (const name of (form.dataset.reset || "").split(",").filter(Boolean)) {
+      if (form.elements[name]) form.elements[name].value = "";
+    }
+  } catch (e) {
+    toast(`${label}: ${e.message}`, false);
+  } finally {
+    if (button) { button.disabled = false; button.classList.remove("spinning"); }
+  }
+});
+
+// Keyed rows: keep a row whose signature is unchanged, rebuild (or update) the rest.
+function renderRows(box, items, key, build, update) {
+  const existing = new Map();
+  for (const node of Array.from(box.children)) {
+    if (node.dataset && node.dataset.key !== undefined) existing.set(node.dataset.key, node);
+    else node.remove();
+  }
+  const wanted = [];
+  for (const item of items) {
+    const k = String(key(item));
+    // Ticking texts are not part of a row's identity: a rebuild would lose typed answers.
+    const sig = JSON.stringify(item, (k, v) => (k === "chip" || k === "uptime" ? undefined : v));
+    let node = existing.get(k);
+    existing.delete(k);
+    if (node && node.dataset.sig !== sig) {
+      if (update) update(node, item); else node = null;
+    }
+    if (!node) {
+      node = build(item);
+      node.dataset.key = k;
+      if (!hive.initial) {
+        node.classList.add("fresh");
+        node.addEventListener("animationend", () => node.classList.remove("fresh"), { once: true });
+      }
+    }
+    node.dataset.sig = sig;
+    wanted.push(node);
+  }
+  for (const node of existing.values()) node.remove();
+  wanted.forEach((node, i) => { if (box.children[i] !== node) box.insertBefore(node, box.children[i] || null); });
+}
+
+function empty(box, items, text) {
+  const p = box.parentElement.querySelector(":scope > p.empty");
+  if (items.length === 0 && !p) box.before(el("p", { class: "empty", text }));
+  if (items.length > 0 && p) p.remove();
+}
+
+function setCount(section, n) {
+  const c = document.querySelector(`#${section} h2 .count`);
+  if (c) c.textContent = n ? String(n) : "";
+}
+
+function verbForm(name, verb, opts = {}) {
+  const f = el("form", { "data-action": `/${verb}/${name}`, class: "verb" },
+    el("button", { type: "submit", class: opts.danger ? "danger" : null, text: verb, "data-done": `${verb} ${name}` }));
+  if (opts.confirm) f.dataset.confirm = opts.confirm;
+  return f;
+}
+
+// --- containers --------------------------------------------------------------
+function containerLine1(c) {
+  const kids = [
+    el("span", { class: "name", text: c.name }),
+    el("span", { class: `chip ${c.role}`, text: c.role }),
+    el("span", { class: `pill ${c.busy ? "pending" : c.state}`, text: c.pill }),
+    ...c.badges.map((b) => el("span", { class: "chip badge", text: b.replace("-", " ") })),
+  ];
+  const meta = [c.driver, c.pid ? `pid ${c.pid}` : null, c.uptime ? `up ${c.uptime}` : null,
+    c.restarts ? `${c.restarts} restarts` : null, c.last_exit && c.state !== "running" ? c.last_exit : null,
+    `inbox ${c.undelivered}`].filter(Boolean).join(" · ");
+  kids.push(el("span", { class: "meta", text: meta }));
+  if (c.port) {
+    kids.push(el("a", { class: "web", href: `${location.protocol}//${location.hostname}:${c.port}/`,
+      target: "_blank", rel: "noopener", text: "web ui ↗" }));
+  }
+  return el("div", { class: "line1" }, kids);
+}
+
+function containerLine2(c) {
+  const n = c.name;
+  const destroy = el("form", { "data-action": `/destroy/${n}`, class: "verb destroy",
+    "data-confirm": `Destroy ${n}? With "purge" its state and applied config are wiped too.` },
+  el("label", { class: "opt" }, el("input", { type: "checkbox", name: "purge", value: "1" }), "purge"),
+  el("button", { type: "submit", class: "danger", text: "destroy", "data-done": `destroy ${n}` }));
+  return el("div", { class: "line2 actions" },
+    c.state === "running" ? verbForm(n, "stop") : verbForm(n, "start"),
+    verbForm(n, "restart"), verbForm(n, "rebuild"),
+    verbForm(n, "kill", { danger: true, confirm: `Kill ${n} now (no grace)?` }),
+    c.role === "manager" ? null : destroy);
+}
+
+function journalBlock(name) {
+  const unit = el("select", { name: "unit" },
+    el("option", { value: "harness", text: "harness" }), el("option", { value: "", text: "whole machine" }));
+  const refresh = el("button", { type: "button", class: "refresh", text: "refresh" });
+  const box = el("pre", { class: "jbox" });
+  const d = el("details", { class: "journal" }, el("summary", { text: `↳ logs · ${name}` }),
+    el("div", { class: "jbar" }, unit, refresh), box);
+  async function load() {
+    refresh.disabled = true; refresh.classList.add("spinning");
+    try {
+      const res = await fetch(`/api/journal/${name}?unit=${encodeURIComponent(unit.value)}&lines=500`,
+        { credentials: "same-origin" });
+      const data = await res.json();
+      if (!data.ok) throw new Error(data.error.message);
+      box.textContent = data.text || "(empty)";
+      box.dataset.unit = data.unit;
+      box.scrollTop = box.scrollHeight;
+    } catch (e) {
+      toast(`logs of ${name}: ${e.message}`, false);
+    } finally {
+      refresh.disabled = false; refresh.classList.remove("spinning");
+    }
+  }
+  d.addEventListener("toggle", () => { if (d.open && !d.dataset.loaded) { d.dataset.loaded = "1"; load(); } });
+  refresh.addEventListener("click", load);
+  unit.addEventListener("change", load);
+  return d;
+}
+
+function buildContainer(c) {
+  const row = el("div", { class: "row container" + (c.busy ? " busy" : "") },
+    containerLine1(c), containerLine2(c), journalBlock(c.name));
+  return row;
+}
+
+function updateContainer(row, c) {  // keep the journal block as it is
+  row.classList.toggle("busy", c.busy);
+  row.querySelector(".line1").replaceWith(containerLine1(c));
+  row.querySelector(".line2").replaceWith(containerLine2(c));
+}
+
+function renderContainers(list) {
+  const box = document.querySelector("#containers .rows");
+  renderRows(box, list, (c) => c.name, buildContainer, updateContainer);
+  setCount("containers", list.length);
+  const names = document.getElementById("agent-names");
+  names.replaceChildren(...list.map((c) => el("option", { value: c.name })));
+}
+
+// --- kept state --------------------------------------------------------------
+function renderTombstones(list) {
+  const box = document.querySelector("#tombstones .rows");
+  renderRows(box, list, (t) => t.name, (t) => el("div", { class: "row tombstone" },
+    el("div", { class: "line1" }, el("span", { class: "name", text: t.name }),
+      el("span", { class: "meta", text: `${t.size} · modified ${t.age} ago` }),
+      t.credentials_kept ? el("span", { class: "chip", text: "credentials kept" })
+        : el("span", { class: "chip badge", text: "no credentials" })),
+    el("div", { class: "line2" },
+      el("form", { "data-action": `/revive/${t.name}` },
+        el("button", { type: "submit", text: "revive", "data-done": `revive ${t.name}` })),
+      el("form", { "data-action": `/purge-tombstone/${t.name}`,
+        "data-confirm": `Purge ${t.name}? Its state and applied config are deleted for good.` },
+      el("button", { type: "submit", class: "danger", text: "purge", "data-done": `purge ${t.name}` })))));
+  empty(box, list, "no kept state");
+  setCount("tombstones", list.length);
+}
+
+// --- questions ----------------------------------------------------------------
+function buildQuestion(q) {
+  const options = q.options.map((o) => el("label", { class: "opt" },
+    el("input", { type: q.input, name: "chosen", value: o }), o));
+  const countdown = q.deadline_at ? el("span", { class: "chip countdown", "data-deadline": q.deadline_at,
+    text: chip(q.deadline_at - (Date.now() / 1000 + hive.skew)) }) : null;
+  return el("div", { class: "row question" },
+    el("div", { class: "line1" }, el("span", { class: "name", text: q.asker }), el("span", { class: "when", text: `#${q.id} · ${clock(q.asked_at)}` }),
+      countdown, q.default ? el("span", { class: "chip", text: `default on expiry: ${q.default}` }) : null),
+    el("div", { class: "qtext", text: q.question }),
+    el("div", { class: "line2" },
+      el("form", { class: "answer", "data-action": `/answer-question/${q.id}` }, options,
+        el("input", { name: "text", placeholder: "free text", autocomplete: "off" }),
+        el("button", { type: "submit", text: "answer", "data-done": `answer #${q.id}` })),
+      el("form", { class: "cancel", "data-action": `/cancel-question/${q.id}`,
+        "data-confirm": `Cancel question #${q.id}? ${q.asker} will see the answer "[cancelled]".` },
+      el("button", { type: "submit", class: "danger", text: "cancel", "data-done": `cancel #${q.id}` }))));
+}
+
+function renderQuestions(qs) {
+  const box = document.querySelector("#questions .rows");
+  renderRows(box, qs.pending, (q) => q.id, buildQuestion);
+  empty(box, qs.pending, "no pending questions");
+  setCount("questions", qs.pending.length);
+  const section = document.getElementById("questions");
+  if (qs.pending.length === 0) section.classList.remove("pulsing");
+  else if (!hive.initial && qs.pending.some((q) => !hive.seenQuestions.has(q.id))) section.classList.add("pulsing");
+  qs.pending.forEach((q) => hive.seenQuestions.add(q.id));
+  renderRows(document.querySelector("#questions .resolved"), qs.resolved, (q) => q.id, (q) => el("div", { class: "row" },
+    el("div", { class: "line1" }, el("span", { class: "name", text: q.asker }), el("span", { class: "qtext", text: q.question }),
+      el("span", { class: "chip", text: q.how }), el("span", { class: "when", text: clock(q.answered_at) })),
+    el("div", { class: "body", text: q.answer || "" })));
+}
+hive.seenQuestions = new Set();
+
+// --- operator inbox -------------------------------------------------------------
+function renderInbox(inbox) {
+  const box = document.querySelector("#inbox .rows");
+  renderRows(box, inbox.messages, (m) => m.id, (m) => el("div", { class: "row message" + (m.unread ? " unread" : "") },
+    el("div", { class: "line1" }, el("span", { class: "name", text: m.from }), el("span", { class: "when", text: clock(m.sent_at) })),
+    el("div", { class: "body", text: m.body })), (node, m) => node.classList.toggle("unread", m.unread));
+  empty(box, inbox.messages, "nothing for the operator yet");
+  const badge = document.querySelector("#inbox .badge.unread");
+  const before = Number(badge.textContent || 0);
+  badge.hidden = inbox.unread === 0;
+  badge.textContent = inbox.unread ? String(inbox.unread) : "";
+  if (inbox.unread === 0) badge.classList.remove("pulsing");
+  else if (!hive.initial && inbox.unread > before) badge.classList.add("pulsing");
+}
+
+// --- approvals ----------------------------------------------------------------
+function approvalDetails(a) {
+  const parts = [];
+  if (a.kind === "spawn") {
+    parts.push(el("pre", { class: "diff", text: JSON.stringify(a.config || {}, null, 2) }));
+    if (a.prompt) parts.push(el("div", { class: "body", text: a.prompt }));
+  } else if (a.diff_html) {
+    const d = el("div", { class: "diffbox" });
+    d.innerHTML = a.diff_html;  // escaped line by line by the server (config_repo.diff_html)
+    parts.push(d);
+  }
+  return parts;
+}
+
+function renderApprovals(aps) {
+  const box = document.querySelector("#approvals .rows");
+  renderRows(box, aps.pending, (a) => a.id, (a) => el("div", { class: "row approval" + (a.status === "applying" ? " busy" : "") },
+    el("div", { class: "line1" }, el("span", { class: "name", text: a.title }),
+      el("span", { class: "when", text: `#${a.id} · by ${a.requested_by} · ${clock(a.requested_at)}` }),
+      a.status === "applying" ? el("span", { class: "pill pending", text: "◐ applying…" }) : null),
+    approvalDetails(a),
+    el("div", { class: "line2" },
+      el("form", { "data-action": `/approve/${a.id}` }, el("button", { type: "submit", text: "approve", "data-done": `approve #${a.id}` })),
+      el("form", { "data-action": `/deny/${a.id}` }, el("input", { name: "reason", placeholder: "reason (optional)" }),
+        el("button", { type: "submit", class: "danger", text: "deny", "data-done": `deny #${a.id}` })))));
+  empty(box, aps.pending, "nothing waits for approval");
+  setCount("approvals", aps.pending.length);
+  renderRows(document.querySelector("#approvals .decided"), aps.decided, (a) => a.id, (a) => el("div", { class: "row" },
+    el("div", { class: "line1" }, el("span", { class: "name", text: a.title }), el("span", { class: "chip", text: a.status }),
+      el("span", { class: "when", text: clock(a.decided_at) }), a.reason ? el("span", { class: "meta", text: a.reason }) : null)));
+}
+
+// --- message flow ----------------------------------------------------------------
+function renderFlow(flow) {
+  const box = document.querySelector("#flow .rows");
+  renderRows(box, flow, (m) => m.id, (m) => el("div", { class: "row flow" },
+    el("div", { class: "line1" }, el("span", { class: "name", text: m.from }), el("span", { class: "arrow", text: "→" }),
+      el("span", { class: "name", text: m.to }), el("span", { class: "when", text: clock(m.sent_at) })),
+    el("div", { class: "body", text: m.body })));
+  empty(box, flow, "no messages yet");
+}
+
+const RENDER = { containers: renderContainers, tombstones: renderTombstones, questions: renderQuestions,
+  inbox: renderInbox, approvals: renderApprovals, flow: renderFlow };
+
+function apply(sections) {
+  hive.state = Object.assign(hive.state || {}, sections);
+  for (const [name, render] of Object.entries(RENDER)) if (name in sections) render(sections[name]);
+}
+
+function applyRows(rows) {  // single container rows from a state change
+  const list = (hive.state && hive.state.containers) ? hive.state.containers.slice() : [];
+  for (const row of rows) {
+    const i = list.findIndex((c) => c.name === row.name);
+    if (i >= 0) list[i] = row; else list.push(row);
+  }
+  apply({ containers: list });
+}
+
+function applySnapshot(state) {
+  hive.skew = state.now - Date.now() / 1000;
+  apply(state);
+  hive.initial = false;
+}
+
+function onPush(ev) {
+  const msg = JSON.parse(ev.data);
+  if (msg.type === "snapshot") applySnapshot(msg.state);
+  else if (msg.type === "patch") {
+    apply(msg.sections || {});
+    if (msg.rows) applyRows(msg.rows);
+    hive.pushes.push({ at: msg.at, received: Date.now() / 1000 });
+    if (hive.pushes.length > 200) hive.pushes.shift();
+  }
+}
+
+function connect() {
+  const ws = new WebSocket(`${location.protocol === "https:" ? "wss" : "ws"}://${location.host}/ws`);
+  hive.ws = ws;
+  const conn = document.getElementById("conn");
+  ws.onopen = () => { conn.textContent = "live"; conn.classList.add("live"); };
+  ws.onmessage = onPush;
+  ws.onclose = () => {
+    conn.textContent = "reconnecting…"; conn.classList.remove("live");
+    setTimeout(connect, 1000);
+  };
+}
+
+async function refetch() {  // F33's fallback heartbeat
+  try {
+    const res = await fetch("/api/state", { credentials: "same-origin" });
+    const data = await res.json();
+    if (data.ok) applySnapshot(data.state);
+  } catch (e) { /* the next beat retries */ }
+}
+
+setInterval(() => {  // countdown chips tick
+  const now = Date.now() / 1000 + hive.skew;
+  for (const c of document.querySelectorAll(".countdown[data-deadline]")) {
+    c.textContent = chip(Number(c.dataset.deadline) - now);
+  }
+}, 1000);
+
+if (new URLSearchParams(location.search).has("token")) {
+  history.replaceState(null, "", location.pathname);  // the cookie holds it now
+}
+connect();
+setInterval(refetch, 5000);

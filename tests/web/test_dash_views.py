@@ -1,0 +1,176 @@
+"""The dashboard's pure parts: views, push routing, the spawn form's config,
+and the access rules (F32–F37, F46), without a server."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from hyperhive.errors import BadName, BadRequest
+from hyperhive.tombstones import Tombstone
+from hyperhive.web.access import is_loopback, load_token
+from hyperhive.web.dash_actions import spawn_request_config
+from hyperhive.web.dash_views import (
+    build_approval_views,
+    build_container_views,
+    build_flow_views,
+    build_inbox_views,
+    build_question_views,
+    build_tombstone_views,
+    human_age,
+    human_size,
+    pill_text,
+)
+from hyperhive.web.push import sections_for
+from hyperhive.wire import InboxRow
+
+NOW = 1_000_000.0
+
+
+def snap(name: str, state: str = "running", transient: str | None = None, **kw: object) -> dict[str, object]:
+    return {"name": name, "role": "manager" if name == "m1nd" else "agent", "state": state,
+            "transient": transient, "pid": 42 if state == "running" else None, "driver": "builtin",
+            "restarts": 0, "last_exit": None, "started_at": NOW - 125 if state == "running" else None, **kw}
+
+
+def test_containers_manager_first_then_by_name_with_figures() -> None:
+    stats = {"parked": {"bob": {"tool": 1, "system": 1}}, "undelivered": {"alice": 3}}
+    rows = build_container_views(
+        [snap("bob"), snap("m1nd"), snap("alice", "stopped")], stats,
+        {"bob": ["needs-update"]}, {"bob": 8123, "alice": 8124, "m1nd": None}, NOW)
+    assert [r["name"] for r in rows] == ["m1nd", "alice", "bob"]
+    m1nd, alice, bob = rows
+    assert m1nd["role"] == "manager" and bob["role"] == "agent"
+    assert bob["badges"] == ["needs-update"] and alice["badges"] == []
+    assert bob["port"] == 8123
+    assert alice["port"] is None  # no link to a web UI that is not running
+    assert alice["undelivered"] == 3 and bob["parked"] == {"tool": 1, "system": 1}
+    assert bob["uptime"] == "2m" and alice["uptime"] is None
+    assert alice["pill"] == "○ stopped" and not alice["busy"]
+
+
+@pytest.mark.parametrize(("state", "transient", "text"), [
+    ("running", "restarting", "◐ restarting…"),
+    ("stopped", "starting", "◐ starting…"),
+    ("running", None, "● running"),
+    ("crashed", None, "✖ crashed"),
+])
+def test_pill(state: str, transient: str | None, text: str) -> None:
+    assert pill_text(state, transient) == text
+
+
+def test_busy_row_while_a_verb_runs() -> None:
+    (row,) = build_container_views([snap("alice", transient="rebuilding")], {}, {}, {}, NOW)
+    assert row["busy"] and row["pill"] == "◐ rebuilding…"
+
+
+@pytest.mark.parametrize(("n", "text"), [(0, "0 B"), (1023, "1023 B"), (1536, "1.5 KiB"),
+                                         (5 * 1024**2, "5.0 MiB"), (3 * 1024**4, "3072.0 GiB")])
+def test_human_size(n: int, text: str) -> None:
+    assert human_size(n) == text
+
+
+@pytest.mark.parametrize(("s", "text"), [(-3, "0s"), (59, "59s"), (61, "1m"), (3700, "1h 1m"), (90000, "1d 1h")])
+def test_human_age(s: float, text: str) -> None:
+    assert human_age(s) == text
+
+
+def test_tombstones() -> None:
+    (t,) = build_tombstone_views([Tombstone("old", 2048, NOW - 90, 90.0, True)])  # type: ignore[arg-type]
+    assert t["name"] == "old" and t["size"] == "2.0 KiB" and t["age"] == "1m" and t["credentials_kept"]
+
+
+def test_questions_input_kind_and_chip() -> None:
+    listing = {
+        "pending": [
+            {"id": 1, "asker": "m1nd", "question": "one?", "options": ["a", "b"], "multi": False,
+             "asked_at": NOW, "deadline_at": NOW + 185, "default": None},
+            {"id": 2, "asker": "m1nd", "question": "many?", "options": ["a", "b"], "multi": True,
+             "asked_at": NOW, "deadline_at": None, "default": None},
+        ],
+        "resolved": [{"id": 0, "asker": "m1nd", "question": "old", "answer": "[cancelled]", "how": "cancelled",
+                      "answered_at": NOW}],
+    }
+    v = build_question_views(listing, NOW)
+    one, many = v["pending"]
+    assert one["input"] == "radio" and one["chip"] == "⏳ 3m 5s"
+    assert many["input"] == "checkbox" and many["chip"] is None
+    assert v["resolved"][0]["answer"] == "[cancelled]"
+
+
+def test_approvals_titles_and_diff() -> None:
+    listing = {"pending": [
+        {"id": 1, "kind": "spawn", "agent": "carol", "requested_by": "operator", "config": {"driver": "builtin"},
+         "prompt": "hi", "commit": None, "diff_html": None, "status": "pending"},
+        {"id": 2, "kind": "apply_commit", "agent": "bob", "requested_by": "m1nd", "config": None, "prompt": None,
+         "commit": "0123456789abcdef", "diff_html": '<pre class="diff">x</pre>', "status": "applying"},
+    ], "decided": []}
+    spawn, apply = build_approval_views(listing)["pending"]
+    assert spawn["title"] == "spawn carol" and spawn["config"] == {"driver": "builtin"}
+    assert apply["title"] == "apply 0123456789ab to bob" and apply["diff_html"].startswith("<pre")
+    assert apply["status"] == "applying"
+
+
+def row(i: int, frm: str = "alice", to: str = "operator", body: str = "hi", delivered: bool = False) -> InboxRow:
+    return InboxRow(i, frm, to, body, NOW + i, NOW + i if delivered else None)
+
+
+def test_inbox_newest_first_with_unread_count() -> None:
+    v = build_inbox_views([row(1, delivered=True), row(3), row(2)])
+    assert [m["id"] for m in v["messages"]] == [3, 2, 1]
+    assert v["unread"] == 2 and v["messages"][2]["unread"] is False
+
+
+def test_flow_dedupes_limits_and_trims_long_bodies() -> None:
+    rows = [row(i, "a", "b") for i in range(1, 80)] + [row(5, "a", "b"), row(80, "a", "b", "x" * 1000)]
+    v = build_flow_views(rows, limit=10)
+    assert [m["id"] for m in v] == list(range(80, 70, -1))
+    assert len(v[0]["body"]) == 280 and v[0]["body"].endswith("…")
+
+
+@pytest.mark.parametrize(("event", "payload", "sections"), [
+    ("message.sent", {"to": "operator"}, ("flow", "inbox")),
+    ("message.sent", {"to": "alice"}, ("flow",)),
+    ("question.asked", {}, ("questions",)),
+    ("approval.resolved", {}, ("approvals", "tombstones")),
+    ("container.removed", {}, ("containers", "tombstones")),
+    ("container.state", {}, ()),  # pushed as a single row
+])
+def test_sections_for(event: str, payload: dict[str, object], sections: tuple[str, ...]) -> None:
+    assert sections_for(event, payload) == sections
+
+
+def test_spawn_form_config() -> None:
+    cfg = spawn_request_config("builtin", " alice, operator ,")
+    assert cfg.driver == "builtin" and cfg.allowed_recipients == ("alice", "operator")
+    assert spawn_request_config("", "").to_json().strip() == "{}"
+    with pytest.raises(BadRequest, match="driver"):
+        spawn_request_config("gpt", "")
+    with pytest.raises(BadName):
+        spawn_request_config("", "alice, ../x")
+
+
+@pytest.mark.parametrize(("host", "loop"), [("127.0.0.1", True), ("127.3.4.5", True), ("::1", True),
+                                            ("localhost", True), ("0.0.0.0", False), ("::", False),
+                                            ("10.1.2.3", False)])
+def test_is_loopback(host: str, loop: bool) -> None:
+    assert is_loopback(host) is loop
+
+
+def test_load_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HYPERHIVE_TOKEN_FILE", raising=False)
+    assert load_token("127.0.0.1", "") is None
+    with pytest.raises(BadRequest, match="not loopback"):
+        load_token("0.0.0.0", "")
+    with pytest.raises(BadRequest, match="cannot read"):
+        load_token("0.0.0.0", str(tmp_path / "missing"))
+    short = tmp_path / "short"
+    short.write_text("abc\n")
+    with pytest.raises(BadRequest, match="shorter"):
+        load_token("0.0.0.0", str(short))
+    good = tmp_path / "token"
+    good.write_text("s3cret-operator-token\n")
+    assert load_token("0.0.0.0", str(good)) == "s3cret-operator-token"
+    monkeypatch.setenv("HYPERHIVE_TOKEN_FILE", str(good))  # as the NixOS module hands it over
+    assert load_token("0.0.0.0", "") == "s3cret-operator-token"
