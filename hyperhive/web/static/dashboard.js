@@ -85,6 +85,8 @@ document.addEventListener("submit", async (ev) => {
   }
 });
 
+const TICKING = new Set(["chip", "uptime", "age", "age_seconds"]);
+
 // Keyed rows: keep a row whose signature is unchanged, rebuild (or update) the rest.
 function renderRows(box, items, key, build, update) {
   const existing = new Map();
@@ -96,11 +98,12 @@ function renderRows(box, items, key, build, update) {
   for (const item of items) {
     const k = String(key(item));
     // Ticking texts are not part of a row's identity: a rebuild would lose typed answers.
-    const sig = JSON.stringify(item, (k, v) => (k === "chip" || k === "uptime" ? undefined : v));
+    const sig = JSON.stringify(item, (k, v) => (TICKING.has(k) ? undefined : v));
     let node = existing.get(k);
     existing.delete(k);
     if (node && node.dataset.sig !== sig) {
-      if (update) update(node, item); else node = null;
+      if (update) update(node, item);
+      else { node.remove(); node = null; }
     }
     if (!node) {
       node = build(item);
