@@ -52,12 +52,14 @@ class Base(tornado.web.RequestHandler):
 
     def prepare(self) -> None:
         if not request_token_ok(self, self.deps.token):
-            raise tornado.web.HTTPError(401, reason="operator token required")
+            raise tornado.web.HTTPError(401, "operator token required (open the page once with ?token=)")
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
-        reason = self._reason
+        exc = kwargs.get("exc_info", (None, None))[1]
+        # Tornado's XSRF and token refusals say why in log_message; say it to the caller too.
+        message = getattr(exc, "log_message", None) or self._reason
         self.set_header("Content-Type", "application/json")
-        self.finish(json.dumps({"ok": False, "error": {"code": "http_error", "message": reason}}))
+        self.finish(json.dumps({"ok": False, "error": {"code": f"http_{status_code}", "message": message}}))
 
     async def reply(self, work: Awaitable[dict[str, Any]]) -> None:
         """Await ``work`` and write it as ``{"ok": true, ...}``, or its error."""
