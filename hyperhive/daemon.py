@@ -188,11 +188,12 @@ def _stop_actor(proxy: Any, name: str) -> None:
 
 
 async def _serve(settings: Settings) -> None:
-    d = await start(settings)
     done = asyncio.Event()
     loop = asyncio.get_running_loop()
+    # Before start: a SIGTERM while booting is kept and shuts down cleanly after.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, done.set)
+    d = await start(settings)
     try:
         await done.wait()
     finally:
