@@ -36,6 +36,8 @@ def take_over(hive: Hive, name: str) -> None:
     """Spawn ``name`` in the daemon and stop its daemon-run harness at once: the
     test runs the agent's harness itself (the socket stays bound). The spawn's
     kick is drained, so the test's harness starts on an empty inbox."""
+    # Boot first: a spawn the daemon takes before its boot gets a boot-time kick too.
+    wait_for(lambda: "m1nd" in hive.ls(), what="the daemon's boot")
     hive.admin("spawn", name=name)
     pid = wait_for(lambda: hive.ls()[name]["state"] == "running" and hive.ls()[name]["pid"], what=f"{name} running")
     hive.admin("stop", name=name)
