@@ -149,6 +149,27 @@ def test_session_resumes_across_turns_and_a_harness_restart(hive: Hive, fake: Fa
     assert (a.state_dir / "claude-session").read_text().strip() == session
 
 
+def test_a_lost_conversation_starts_a_new_one_in_the_same_turn(hive: Hive, fake: FakeAnthropic) -> None:
+    take_over(hive, "a")
+    gone = "3f2a4b1c-0000-4000-8000-000000000000"
+    (hive.paths.state("a") / "claude-session").write_text(gone + "\n")  # type: ignore[arg-type]
+    fake.set_script([Reply([text("fresh start")])])
+    a = HarnessProc(hive, "a", "claude", claude_env(fake.env())).start()
+    try:
+        hive.admin("send", to="a", body="hello again")
+        a.wait_kind("turn_end", timeout=30)
+        events = a.events()
+    finally:
+        a.stop()
+    errors = [e["data"]["error"] for e in events if e["kind"] == "error"]
+    assert errors == [f"conversation {gone} is gone from {a.state_dir}; starting a new one"]
+    assert [e["data"]["text"] for e in events if e["kind"] == "text"] == ["fresh start"]
+    new = (a.state_dir / "claude-session").read_text().strip()
+    assert new and new != gone
+    [request] = fake.main_requests()
+    assert "hello again" in request.conversation_text()
+
+
 def test_cancel_stops_a_turn_within_2s_and_compact_shows_compacting(hive: Hive, fake: FakeAnthropic) -> None:
     take_over(hive, "a")
     stuck = threading.Event()
