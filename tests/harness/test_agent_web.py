@@ -157,3 +157,18 @@ def test_page_opened_mid_turn_backfills_then_streams(hive: Hive, browser_page: A
         finally:
             release.set()
             a.stop()
+
+
+def test_needs_login_until_credentials_exist(hive: Hive) -> None:
+    take_over(hive, "a")
+    a = HarnessProc(hive, "a", "claude", claude_env({})).start()  # no API key in its environment
+    try:
+        st = a.get("/api/state")
+        assert (st["driver"], st["needs_login"], st["can_compact"]) == ("claude", True, True)
+        assert a.post("/compact")[1]["error"] == {"code": "conflict", "message": "no conversation to compact yet"}
+        creds = a.state_dir / ".claude" / ".credentials.json"
+        creds.parent.mkdir(exist_ok=True)
+        creds.write_text("{}")
+        assert a.get("/api/state")["needs_login"] is False
+    finally:
+        a.stop()
