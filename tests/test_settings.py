@@ -24,6 +24,8 @@ SAMPLE = {
     "agent_port_base": ("9000", 9000),
     "vacuum_interval_seconds": ("0.5", 0.5),
     "token_file": ("/run/hive/token", "/run/hive/token"),
+    "heartbeat_seconds": ("0.5", 0.5),
+    "notify": ("notify-send hive", "notify-send hive"),
 }
 BY_NAME = {s.name: s for s in SETTINGS}
 
