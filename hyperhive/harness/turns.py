@@ -9,9 +9,11 @@ The pending recv is never cancelled while the harness lives: a message the
 daemon hands to a recv nobody reads would be lost, so a note's turn runs while
 the recv stays parked and its messages are taken on the next round.
 
-Every turn and compaction first enters ``slot(kind)``, an async context
-manager: the host-wide turn cap (F44) plugs in there; by default it admits at
-once.
+Every turn and compaction first enters ``slot(kind)`` (kind "turn" or
+"compact"), an async context manager: the host-wide turn cap (F44) plugs in
+there (acquire on enter, release on exit; publish a "queued" event while
+waiting if the UI should say so). By default it admits at once. `cancel()`
+also drops a turn still waiting for its slot.
 """
 
 from __future__ import annotations
@@ -97,10 +99,9 @@ class TurnLoop:
             return False
         self.bus.publish("cancel_requested")
         stop = getattr(self.driver, "cancel", None)
-        if stop is not None:
-            await stop()
+        if stop is not None and await stop():  # the driver ends its own turn cleanly
             await asyncio.wait({task}, timeout=CANCEL_GRACE)
-        if not task.done():
+        if not task.done():  # no driver cancel, still waiting for a slot, or stuck
             task.cancel()
             await asyncio.wait({task}, timeout=CANCEL_GRACE)
         return True
@@ -158,19 +159,33 @@ class TurnLoop:
 
     async def _execute(self, start: str, end: str, work: Callable[[Callable[..., Any]], Coroutine[Any, Any, None]],
                        stopping: asyncio.Task[Any], **start_data: Any) -> None:
-        async with self.slot(start.removesuffix("_start")):
-            self.bus.publish(start, **start_data)
-            task = asyncio.create_task(work(self.bus.publish))
-            self._current = task
-            try:
-                await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
-                if not task.done():  # the harness is stopping mid-turn
-                    await self.cancel()
-                if task.cancelled():
-                    self.bus.publish("cancelled")
-                elif (exc := task.exception()) is not None:
-                    _log.error("harness.turn_failed", exc_info=exc)
-                    self.bus.publish("error", error=f"{type(exc).__name__}: {exc}")
-            finally:
-                self._current = None
+        """Run ``work`` inside a turn slot, bracketed by ``start``/``end`` events.
+
+        Waiting for the slot is part of the task, so `/cancel` (or a stopping
+        harness) also drops a turn that is still queued; ``end`` is published
+        only for a turn that started.
+        """
+        started = False
+
+        async def body() -> None:
+            nonlocal started
+            async with self.slot(start.removesuffix("_start")):
+                started = True
+                self.bus.publish(start, **start_data)
+                await work(self.bus.publish)
+
+        task = asyncio.create_task(body())
+        self._current = task
+        try:
+            await asyncio.wait({task, stopping}, return_when=asyncio.FIRST_COMPLETED)
+            if not task.done():  # the harness is stopping mid-turn
+                await self.cancel()
+            if task.cancelled():
+                self.bus.publish("cancelled")
+            elif (exc := task.exception()) is not None:
+                _log.error("harness.turn_failed", exc_info=exc)
+                self.bus.publish("error", error=f"{type(exc).__name__}: {exc}")
+        finally:
+            self._current = None
+            if started:
                 self.bus.publish(end)
