@@ -89,7 +89,8 @@ function append(events, animate) {
   const frag = document.createDocumentFragment();
   let s = state;
   for (const ev of events) {
-    if (ev.id <= lastId) continue;  // a reconnect may replay what we have
+    // The server sends only ids above ?after=; a smaller one means a fresh
+    // events database (purged state), so take it rather than go blind.
     lastId = ev.id;
     s = nextState(s, ev.kind);
     frag.append(render(ev, animate));
