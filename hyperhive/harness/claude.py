@@ -49,6 +49,7 @@ __all__ = [
     "format_prompt",
     "has_credentials",
     "mcp_config",
+    "system_prompt",
 ]
 
 _log = logs.get("hyperhive.harness.claude")
@@ -84,14 +85,27 @@ def mcp_config(socket_path: str, python: str = sys.executable) -> dict[str, Any]
     }}}
 
 
+def system_prompt(me: str, home: Path) -> str:
+    """Appended to Claude Code's own system prompt: who the agent is, how it talks."""
+    return (
+        f"You are {me}, one agent of a hyperhive swarm. Each user turn brings messages from other "
+        f"agents, the operator (a human) or `system`. You talk to them only through the "
+        f"mcp__hyperhive__* tools: send(to, body) to reply or ask, recv to wait for more, recent to "
+        f"re-read your inbox. Your home directory is {home}; keep notes there, they outlive this "
+        f"conversation."
+    )
+
+
 def claude_argv(binary: str, mcp_config_path: Path, allowed_tools: Sequence[str],
-                session_id: str | None) -> list[str]:
+                session_id: str | None, append_system: str | None = None) -> list[str]:
     """The CLI command line for one turn; the prompt goes on stdin."""
     argv = [
         binary, "-p",
         "--output-format", "stream-json", "--verbose",
         "--mcp-config", str(mcp_config_path), "--strict-mcp-config",
     ]
+    if append_system:
+        argv += ["--append-system-prompt", append_system]
     if allowed_tools:
         argv += ["--allowedTools", ",".join(allowed_tools)]
     if session_id:
@@ -217,7 +231,8 @@ class ClaudeDriver:
 
     async def _run(self, prompt: str, emit: Emit) -> _Run:
         self._cancelled = False
-        argv = claude_argv(self.binary, self.mcp_config_path, self.allowed_tools, self.session_id)
+        argv = claude_argv(self.binary, self.mcp_config_path, self.allowed_tools, self.session_id,
+                           system_prompt(self.me, self.home))
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,

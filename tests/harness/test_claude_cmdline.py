@@ -14,6 +14,7 @@ from hyperhive.harness.claude import (
     format_prompt,
     has_credentials,
     mcp_config,
+    system_prompt,
 )
 from hyperhive.harness.loop import agent_config, make_driver
 from hyperhive.paths import AgentConfig, StatePaths
@@ -26,10 +27,17 @@ def test_argv_first_turn_and_resumed() -> None:
         "claude", "-p", "--output-format", "stream-json", "--verbose",
         "--mcp-config", "/s/claude-mcp.json", "--strict-mcp-config", "--allowedTools", "mcp__hyperhive",
     ]
-    argv = claude_argv("/bin/c", cfg, ("mcp__hyperhive__send", "Bash(git log:*)"), "sid-1")
-    assert argv[-4:] == ["--allowedTools", "mcp__hyperhive__send,Bash(git log:*)", "--resume", "sid-1"]
+    argv = claude_argv("/bin/c", cfg, ("mcp__hyperhive__send", "Bash(git log:*)"), "sid-1", "be brief")
+    assert argv[8:] == ["--append-system-prompt", "be brief", "--allowedTools", "mcp__hyperhive__send,Bash(git log:*)",
+                        "--resume", "sid-1"]
     assert "--dangerously-skip-permissions" not in argv
     assert "--allowedTools" not in claude_argv("claude", cfg, (), None)
+
+
+def test_system_prompt_names_the_agent_and_its_home() -> None:
+    text = system_prompt("alice", Path("/h/agents/alice/state"))
+    assert text.startswith("You are alice, one agent of a hyperhive swarm.")
+    assert "mcp__hyperhive__" in text and "/h/agents/alice/state" in text
 
 
 def test_mcp_config_points_at_the_agent_socket() -> None:

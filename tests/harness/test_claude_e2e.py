@@ -73,6 +73,7 @@ def test_turn_sends_to_b_b_replies_and_the_next_turn_sees_it(hive: Hive, fake: F
     second_turn = main[2].conversation_text()
     assert '[builtin reply from b] you said: "ping from a"' in second_turn
     assert "please ping b" in second_turn and "I will ping b." in second_turn
+    assert "You are a, one agent of a hyperhive swarm." in json.dumps(main[0].body["system"])
 
     kinds = [e["kind"] for e in history]
     uses = [e["data"] for e in history if e["kind"] == "tool_use"]
