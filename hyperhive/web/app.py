@@ -8,13 +8,14 @@ push and the metrics to the hub, and writes the bound port to
 
 from __future__ import annotations
 
+import itertools
 import secrets
 from dataclasses import dataclass
 from typing import Any
 
 import tornado.httpserver
 import tornado.web
-from tornado.ioloop import IOLoop
+from tornado.ioloop import IOLoop, PeriodicCallback
 
 import hyperhive.logs as logs
 from hyperhive.actors.events import Hub
@@ -41,6 +42,8 @@ __all__ = ["Dashboard", "make_app", "start_dashboard"]
 
 _log = logs.get("hyperhive.dashboard")
 PORT_FILE = "dashboard.port"
+BADGE_REFRESH_SECONDS = 10.0  # F19 badges (a config edit, a login) show within this
+RESYNC_EVERY = 6  # refreshes between asking the Coordinator for every snapshot again
 
 
 def make_app(deps: DashDeps, pusher: Pusher) -> tornado.web.Application:
@@ -78,8 +81,10 @@ class Dashboard:
     unsubscribe: Any
     pusher: Pusher
     port_file: Any
+    badge_refresh: PeriodicCallback
 
     def stop(self) -> None:
+        self.badge_refresh.stop()
         self.unsubscribe()
         self.server.stop()
         for client in list(self.pusher.clients):
@@ -108,5 +113,18 @@ async def start_dashboard(
     tmp = port_file.with_suffix(".tmp")
     tmp.write_text(f"{port}\n")
     tmp.replace(port_file)
+    rounds = itertools.count(1)
+    badge_refresh = PeriodicCallback(lambda: _refresh(source, next(rounds) % RESYNC_EVERY == 0),
+                                     BADGE_REFRESH_SECONDS * 1000)
+    badge_refresh.start()
     _log.info("dashboard.listening", host=settings.listen_host, port=port, token=token is not None)
-    return Dashboard(server, port, unsubscribe, pusher, port_file)
+    return Dashboard(server, port, unsubscribe, pusher, port_file, badge_refresh)
+
+
+async def _refresh(source: StateSource, resync: bool) -> None:
+    try:
+        if resync:
+            source.resync()
+        await source.refresh_badges()
+    except Exception:  # noqa: BLE001 - the next round retries; a request computes what is missing
+        _log.exception("dashboard.badges_failed")

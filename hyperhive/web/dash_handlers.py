@@ -16,6 +16,7 @@ import hyperhive.logs as logs
 from hyperhive.actors.bridge import call
 from hyperhive.errors import BadRequest, HiveError
 from hyperhive.journal import JOURNAL_DEFAULT_LINES, check_journal_request
+from hyperhive.names import validate_name
 from hyperhive.paths import StatePaths
 from hyperhive.web.access import request_token_ok
 from hyperhive.web.dash_state import StateSource
@@ -107,8 +108,9 @@ class JournalHandler(Base):
         if not raw.isdigit():
             raise BadRequest(f"lines must be a positive integer, got {raw!r}")
         unit = self.get_query_argument("unit", "harness")
-        live = {s["name"] for s in await call(self.deps.coordinator.ls)}
-        agent, checked, lines = check_journal_request(name, unit, int(raw), live)
+        agent = validate_name(name)
+        live = {agent} if await call(self.deps.coordinator.has_agent, agent) else set()
+        agent, checked, lines = check_journal_request(agent, unit, int(raw), live)
         text = await asyncio.get_running_loop().run_in_executor(
             None, self.deps.backend.journal, agent, checked, lines)
         return {"name": agent, "unit": checked, "lines": lines, "text": text}
@@ -117,6 +119,6 @@ class JournalHandler(Base):
 class MetricsHandler(Base):
     async def get(self) -> None:
         d = self.deps
-        body = await d.metrics.scrape(d.coordinator, d.broker, d.questions, d.approvals)
+        body = await d.metrics.scrape(d.source.containers, d.broker, d.questions, d.approvals)
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.write(body)

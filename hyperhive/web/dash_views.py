@@ -50,11 +50,14 @@ def human_age(seconds: float) -> str:
     return f"{s // 86400}d {s % 86400 // 3600}h"
 
 
+_PILLS = {"running": "● running", "stopped": "○ stopped", "crashed": "✖ crashed"}
+
+
 def pill_text(state: str, transient: str | None) -> str:
     """F16: ``◐ restarting…`` while a verb runs, else the settled state."""
     if transient:
         return f"◐ {transient}…"
-    return {"running": "● running", "stopped": "○ stopped", "crashed": "✖ crashed"}.get(state, state)
+    return _PILLS.get(state, state)
 
 
 def container_row(

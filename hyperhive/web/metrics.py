@@ -8,6 +8,7 @@ Pusher); gauges are read from the actors at scrape time.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
@@ -61,10 +62,11 @@ class Metrics:
         elif name == "approval.resolved":
             self.approvals_resolved.labels(outcome=str(payload.get("status"))).inc()
 
-    async def scrape(self, coordinator: Any, broker: Any, questions: Any, approvals: Any) -> bytes:
-        """Read the gauges from the actors, then render the text format."""
+    async def scrape(self, containers: Callable[[], Awaitable[list[dict[str, Any]]]], broker: Any,
+                     questions: Any, approvals: Any) -> bytes:
+        """Read the gauges (containers from the dashboard's snapshot mirror), then render the text format."""
         snaps, stats, qs, aps = await asyncio.gather(
-            call(coordinator.ls), call(broker.stats), call(questions.list), call(approvals.list))
+            containers(), call(broker.stats), call(questions.list), call(approvals.list))
         by_state: dict[str, int] = {"running": 0, "stopped": 0, "crashed": 0}
         for s in snaps:
             key = s.get("transient") or s.get("state") or "unknown"

@@ -67,6 +67,7 @@ class Pusher:
             self._extra(name, payload)
         if name == "message.sent":
             self._source.note_message(payload)
+        self._source.note_container(name, payload)
         if name == "container.state":
             self._rows[payload["name"]] = payload  # the newest snapshot wins
         self._stale.update(payload["sections"] if name == "touch" else sections_for(name, payload))

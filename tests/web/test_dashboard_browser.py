@@ -202,7 +202,7 @@ def test_failed_action_shows_an_error_toast_and_reenables(page: Any, dash: Hive)
 def test_journal_loads_on_open_refreshes_and_switches_unit(page: Any, dash: Hive) -> None:
     alice = row(page, "containers", "alice")
     box = alice.locator("pre.jbox")
-    assert box.inner_text() == ""  # collapsed, nothing fetched yet
+    assert box.count() == 0  # collapsed, nothing built or fetched yet
     with page.expect_response(lambda r: "/api/journal/alice?unit=harness" in r.url):
         alice.locator("details.journal summary").click()
     wait_for(lambda: "harness" in box.inner_text() or box.inner_text().strip() != "", timeout=5)

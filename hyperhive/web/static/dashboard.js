@@ -170,13 +170,22 @@ function containerLine2(c) {
     c.role === "manager" ? null : destroy);
 }
 
+// F35: collapsed; its controls are built and the log fetched on first open
+// (a thousand rows do not each carry a <select>).
 function journalBlock(name) {
+  const d = el("details", { class: "journal" }, el("summary", { text: `↳ logs · ${name}` }));
+  d.addEventListener("toggle", () => {
+    if (d.open && !d.dataset.loaded) { d.dataset.loaded = "1"; journalBody(d, name); }
+  });
+  return d;
+}
+
+function journalBody(d, name) {
   const unit = el("select", { name: "unit" },
     el("option", { value: "harness", text: "harness" }), el("option", { value: "", text: "whole machine" }));
   const refresh = el("button", { type: "button", class: "refresh", text: "refresh" });
   const box = el("pre", { class: "jbox" });
-  const d = el("details", { class: "journal" }, el("summary", { text: `↳ logs · ${name}` }),
-    el("div", { class: "jbar" }, unit, refresh), box);
+  d.append(el("div", { class: "jbar" }, unit, refresh), box);
   async function load() {
     refresh.disabled = true; refresh.classList.add("spinning");
     try {
@@ -193,10 +202,9 @@ function journalBlock(name) {
       refresh.disabled = false; refresh.classList.remove("spinning");
     }
   }
-  d.addEventListener("toggle", () => { if (d.open && !d.dataset.loaded) { d.dataset.loaded = "1"; load(); } });
   refresh.addEventListener("click", load);
   unit.addEventListener("change", load);
-  return d;
+  load();
 }
 
 function buildContainer(c) {
@@ -215,8 +223,11 @@ function renderContainers(list) {
   const box = document.querySelector("#containers .rows");
   renderRows(box, list, (c) => c.name, buildContainer, updateContainer);
   setCount("containers", list.length);
-  const names = document.getElementById("agent-names");
-  names.replaceChildren(...list.map((c) => el("option", { value: c.name })));
+  const names = list.map((c) => c.name).join(" ");
+  if (names !== hive.names) {
+    hive.names = names;
+    document.getElementById("agent-names").replaceChildren(...list.map((c) => el("option", { value: c.name })));
+  }
 }
 
 // --- kept state --------------------------------------------------------------
@@ -332,9 +343,17 @@ function renderFlow(flow) {
 const RENDER = { containers: renderContainers, tombstones: renderTombstones, questions: renderQuestions,
   inbox: renderInbox, approvals: renderApprovals, flow: renderFlow };
 
+hive.last = {};
+
 function apply(sections) {
   hive.state = Object.assign(hive.state || {}, sections);
-  for (const [name, render] of Object.entries(RENDER)) if (name in sections) render(sections[name]);
+  for (const [name, render] of Object.entries(RENDER)) {
+    if (!(name in sections)) continue;
+    const text = JSON.stringify(sections[name]);
+    if (text === hive.last[name]) continue;  // a heartbeat that found nothing new
+    hive.last[name] = text;
+    render(sections[name]);
+  }
 }
 
 function applyRows(rows) {  // single container rows from a state change
