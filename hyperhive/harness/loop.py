@@ -1,8 +1,9 @@
 """`hive harness`: one agent's process inside its container (F26, F27).
 
 Starts, in order: the event bus (ring + the agent's events sqlite), the
-daemon connection, the driver, the turn loop (`turns.TurnLoop`) and the
-agent's web UI on 127.0.0.1; stops in reverse. A lost daemon connection is
+daemon connection, the driver, then side by side the agent's web UI on
+127.0.0.1, the heartbeats and the turn loop (`turns.TurnLoop`); stops in
+reverse. A lost daemon connection is
 retried, never fatal.
 """
 
@@ -14,6 +15,8 @@ import os
 import signal
 from pathlib import Path
 from typing import Any
+
+from tornado.httpserver import HTTPServer
 
 import hyperhive.logs as logs
 from hyperhive.client import AsyncClient
@@ -71,6 +74,18 @@ def make_driver(name: str, driver: str, socket_path: str, state_dir: Path, confi
     raise ValueError(f"unknown driver {driver!r}")
 
 
+async def _web_ui(ui: AgentUI, port: int, state_dir: Path, bus: Bus) -> HTTPServer | None:
+    """Serve the agent's page. Binding may wait out its predecessor (F21), so it
+    runs beside the turn loop; if it fails, the agent works on without a page."""
+    try:
+        server, bound = await serve_ui(ui, port, state_dir)
+    except OSError as exc:
+        bus.publish("error", error=f"the web UI cannot listen on 127.0.0.1:{port}: {exc}")
+        return None
+    bus.publish("web_ui", port=bound)
+    return server
+
+
 async def run_harness(name: str, socket_path: str, state_dir: Path, driver_name: str,
                       web_port: int | None = 0, slot: Slot = no_slot) -> None:
     """Run until SIGTERM/SIGINT. ``web_port`` None: no web UI; 0: any free port."""
@@ -84,24 +99,27 @@ async def run_harness(name: str, socket_path: str, state_dir: Path, driver_name:
     bus = Bus(EventLog.in_state_dir(state_dir))
     client = AsyncClient(socket_path)
     driver: Any = None
-    server = None
+    ui: asyncio.Task[HTTPServer | None] | None = None
     try:
         await client.connect(deadline=60)
         driver = make_driver(name, driver_name, socket_path, state_dir, agent_config(name, state_dir))
         await driver.open()
         turns = TurnLoop(name, client, driver, bus, slot)
-        port = None
+        bus.publish("ready", driver=driver_name, pid=os.getpid())
         if web_port is not None:
-            server, port = await serve_ui(AgentUI(name, driver, bus, turns, client), web_port, state_dir)
-        bus.publish("ready", driver=driver_name, pid=os.getpid(), web_port=port)
+            ui = asyncio.create_task(_web_ui(AgentUI(name, driver, bus, turns, client), web_port, state_dir, bus))
         beats = asyncio.create_task(beat_forever(client, bus, stop))
         try:
             await turns.run(stop)
         finally:
             beats.cancel()
     finally:
-        if server is not None:
-            server.stop()
+        if ui is not None:
+            ui.cancel()
+            await asyncio.wait({ui})
+            server = None if ui.cancelled() else ui.result()
+            if server is not None:
+                server.stop()
         if driver is not None:
             await driver.close()
         await client.close()

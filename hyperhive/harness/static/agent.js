@@ -64,6 +64,7 @@ function describe(ev) {
     case "cancelled": return "⊘ cancelled";
     case "retry": return "↻ API retry " + (d.attempt ?? "") + " (" + (d.error_status ?? d.error ?? "") + ")";
     case "ready": return "● harness ready · " + (d.driver || "");
+    case "web_ui": return "● web UI on port " + d.port;
     case "stopped": return "○ harness stopped";
     default: return ev.kind + " " + short(d, 300);
   }
