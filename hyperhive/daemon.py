@@ -136,7 +136,7 @@ async def start(settings: Settings) -> Daemon:
     d.admin.add_socket(bind_socket(paths.admin_socket))
     d.dashboard = await start_dashboard(
         settings, paths, d.hub, token, coordinator=d.coordinator, broker=d.broker, questions=d.questions,
-        approvals=d.approvals, backend=backend, sends=sends)
+        approvals=d.approvals, backend=backend, sends=sends, heartbeats=d.heartbeats)
     started = await call(d.coordinator.boot, timeout=60)
     await call(d.questions.rearm)  # after boot: the askers are registered again
     _log.info("daemon.ready", state_dir=str(paths.root), pid=os.getpid(), started=started,

@@ -33,6 +33,7 @@ from hyperhive.web.dash_handlers import (
     StateHandler,
 )
 from hyperhive.web.dash_state import StateSource
+from hyperhive.web.heartbeats import Heartbeats
 from hyperhive.web.journal_ops import JournalSource
 from hyperhive.web.metrics import Metrics
 from hyperhive.web.push import Pusher, PushSocket
@@ -95,10 +96,10 @@ class Dashboard:
 
 async def start_dashboard(
     settings: Settings, paths: StatePaths, hub: Hub, token: str | None, *, coordinator: Any, broker: Any,
-    questions: Any, approvals: Any, backend: JournalSource, sends: SendBatcher,
+    questions: Any, approvals: Any, backend: JournalSource, sends: SendBatcher, heartbeats: Heartbeats | None = None,
 ) -> Dashboard:
     io_loop = IOLoop.current()
-    source = StateSource(paths, coordinator, broker, questions, approvals)
+    source = StateSource(paths, coordinator, broker, questions, approvals, heartbeats)
     metrics = Metrics()
     pusher = Pusher(io_loop, source, on_event=metrics.on_event)
     unsubscribe = hub.subscribe(pusher.on_event)

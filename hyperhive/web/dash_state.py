@@ -18,6 +18,7 @@ from hyperhive.paths import StatePaths
 from hyperhive.store.models import Message
 from hyperhive.tombstones import CREDENTIALS, Tombstone, list_tombstones
 from hyperhive.web import dash_views as views
+from hyperhive.web.heartbeats import Heartbeats
 from hyperhive.wire import InboxRow
 
 __all__ = ["SECTIONS", "Observed", "StateSource", "agent_port", "observe_agents"]
@@ -82,12 +83,14 @@ def _latest_messages(limit: int) -> list[InboxRow]:
 class StateSource:
     """Builds sections on the IOLoop; keeps the message flow from hub events."""
 
-    def __init__(self, paths: StatePaths, coordinator: Any, broker: Any, questions: Any, approvals: Any) -> None:
+    def __init__(self, paths: StatePaths, coordinator: Any, broker: Any, questions: Any, approvals: Any,
+                 heartbeats: Heartbeats | None = None) -> None:
         self.paths = paths
         self.coordinator = coordinator
         self.broker = broker
         self.questions = questions
         self.approvals = approvals
+        self.heartbeats = heartbeats  # F41, read on the IOLoop thread (its owner)
         self.flow: deque[InboxRow] = deque(maxlen=views.FLOW_LIMIT)
         # Badges cost ~13 stats per agent (~80 ms at 1000 agents): a state
         # request takes them from here; refresh_badges renews them off the
@@ -116,6 +119,15 @@ class StateSource:
                 self._snaps[name] = dict(payload)
         elif event in ("container.added", "container.removed"):
             self._snaps_stale = True
+
+    def snapshot_of(self, name: str) -> dict[str, Any] | None:
+        return None if self._snaps is None else self._snaps.get(name)
+
+    def activity(self, snaps: Iterable[Mapping[str, Any]]) -> dict[str, str | None]:
+        """What each running agent is doing (F41), read now."""
+        if self.heartbeats is None:
+            return {}
+        return {s["name"]: self.heartbeats.view(s["name"], s.get("state") == "running")["activity"] for s in snaps}
 
     def resync(self) -> None:
         """Ask the Coordinator again on the next read (a safety net for the mirror)."""
@@ -165,7 +177,7 @@ class StateSource:
             obs = await self._observe(results["ls"], "tombstones" in want)
             if "containers" in want:
                 out["containers"] = views.build_container_views(
-                    results["ls"], results["stats"], obs.badges, obs.ports, now)
+                    results["ls"], results["stats"], obs.badges, obs.ports, now, self.activity(results["ls"]))
             if "tombstones" in want:
                 out["tombstones"] = views.build_tombstone_views(obs.tombstones)
         if "questions" in want:
@@ -187,5 +199,6 @@ class StateSource:
         stats = await call(self.broker.stats)
         obs = await self._observe(snaps, with_tombstones=False, cached=False)
         now = time.time()
-        return [views.container_row(s, stats, obs.badges.get(s["name"], []), obs.ports.get(s["name"]), now)
-                for s in snaps]
+        activity = self.activity(snaps)
+        return [views.container_row(s, stats, obs.badges.get(s["name"], []), obs.ports.get(s["name"]), now,
+                                    activity.get(s["name"])) for s in snaps]

@@ -62,6 +62,7 @@ def pill_text(state: str, transient: str | None) -> str:
 
 def container_row(
     snap: Mapping[str, Any], stats: Mapping[str, Any], badges: list[str], port: int | None, now: float,
+    activity: str | None = None,
 ) -> dict[str, Any]:
     """One container row: identity + meta on the first line, actions on the second."""
     name = snap["name"]
@@ -75,6 +76,7 @@ def container_row(
         "transient": snap.get("transient"),
         "pill": pill_text(str(snap.get("state")), snap.get("transient")),
         "busy": bool(snap.get("transient")),
+        "activity": activity,  # F41: idle / thinking / compacting / starting / unresponsive
         "pid": snap.get("pid"),
         "driver": snap.get("driver"),
         "restarts": int(snap.get("restarts") or 0),
@@ -90,10 +92,13 @@ def container_row(
 def build_container_views(
     snapshots: Iterable[Mapping[str, Any]], stats: Mapping[str, Any],
     badges: Mapping[str, list[str]], ports: Mapping[str, int | None], now: float,
+    activity: Mapping[str, str | None] | None = None,
 ) -> list[dict[str, Any]]:
     """The containers section: the manager first, then by name."""
     ordered = sorted(snapshots, key=lambda s: (s.get("role") != "manager", s["name"]))
-    return [container_row(s, stats, badges.get(s["name"], []), ports.get(s["name"]), now) for s in ordered]
+    act = activity or {}
+    return [container_row(s, stats, badges.get(s["name"], []), ports.get(s["name"]), now, act.get(s["name"]))
+            for s in ordered]
 
 
 def build_tombstone_views(tombstones: Iterable[Tombstone]) -> list[dict[str, Any]]:

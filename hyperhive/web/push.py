@@ -70,6 +70,10 @@ class Pusher:
         self._source.note_container(name, payload)
         if name == "container.state":
             self._rows[payload["name"]] = payload  # the newest snapshot wins
+        elif name == "container.activity":
+            snap = self._source.snapshot_of(payload["name"])
+            if snap is not None:
+                self._rows[payload["name"]] = snap
         self._stale.update(payload["sections"] if name == "touch" else sections_for(name, payload))
         if self._first_at is None:
             self._first_at = at

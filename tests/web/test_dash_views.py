@@ -60,6 +60,13 @@ def test_pill(state: str, transient: str | None, text: str) -> None:
     assert pill_text(state, transient) == text
 
 
+def test_activity_per_row() -> None:
+    rows = build_container_views([snap("alice"), snap("bob", "stopped")], {}, {}, {}, NOW,
+                                 {"alice": "thinking", "bob": None})
+    assert [r["activity"] for r in rows] == ["thinking", None]
+    assert build_container_views([snap("alice")], {}, {}, {}, NOW)[0]["activity"] is None
+
+
 def test_busy_row_while_a_verb_runs() -> None:
     (row,) = build_container_views([snap("alice", transient="rebuilding")], {}, {}, {}, NOW)
     assert row["busy"] and row["pill"] == "◐ rebuilding…"

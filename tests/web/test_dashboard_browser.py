@@ -174,6 +174,13 @@ def test_destroy_keeps_state_then_revive_and_purge(page: Any, dash: Hive) -> Non
     assert not (dash.paths.agents / "erin").exists()
 
 
+def test_activity_reaches_the_row(page: Any, dash: Hive) -> None:
+    """F41: what the harness reports (its heartbeat) shows in its row."""
+    alice = row(page, "containers", "alice")
+    alice.locator(".chip.activity", has_text="idle").wait_for(timeout=15_000)
+    assert page.evaluate("window.hive.state.containers.find(c => c.name === 'alice').activity") == "idle"
+
+
 # --- 3. spawn through an approval --------------------------------------------------------
 def test_spawn_request_then_approve_brings_the_row_in(page: Any, dash: Hive) -> None:
     form = page.locator("#spawn-form")

@@ -144,6 +144,7 @@ function containerLine1(c) {
     el("span", { class: "name", text: c.name }),
     el("span", { class: `chip ${c.role}`, text: c.role }),
     el("span", { class: `pill ${c.busy ? "pending" : c.state}`, text: c.pill }),
+    c.activity ? el("span", { class: `chip activity ${c.activity}`, text: c.activity }) : null,
     ...c.badges.map((b) => el("span", { class: "chip badge", text: b.replace("-", " ") })),
   ];
   const meta = [c.driver, c.pid ? `pid ${c.pid}` : null, c.uptime ? `up ${c.uptime}` : null,
