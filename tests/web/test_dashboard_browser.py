@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import time
+import urllib.error
 import urllib.request
 from collections.abc import Iterator
 from typing import Any
@@ -260,3 +261,28 @@ def test_metrics_parse_and_count_the_messages_sent(dash: Hive) -> None:
     assert after["hyperhive_messages_sent_total{}"] >= before["hyperhive_messages_sent_total{}"] + 10
     assert after['hyperhive_containers{"state": "running"}'] >= 2
     assert "hyperhive_pending_questions{}" in after and "hyperhive_parked_recvs{\"kind\": \"system\"}" in after
+
+
+def get_json(url: str) -> tuple[int, dict[str, Any]]:
+    try:
+        with urllib.request.urlopen(url, timeout=10) as res:
+            return res.status, json.loads(res.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read())
+
+
+@pytest.mark.parametrize(("path", "status", "code"), [
+    ("/api/journal/nobody", 404, "unknown_agent"),
+    ("/api/journal/Bad..Name", 400, "bad_name"),
+    ("/api/journal/alice?unit=sshd", 400, "bad_request"),
+    ("/api/journal/alice?lines=-5", 400, "bad_request"),
+    ("/api/journal/alice?lines=abc", 400, "bad_request"),
+])
+def test_journal_refuses_bad_requests(dash: Hive, path: str, status: int, code: str) -> None:
+    got, body = get_json(dash.url + path)
+    assert (got, body["error"]["code"]) == (status, code), body
+
+
+def test_journal_caps_lines(dash: Hive) -> None:
+    got, body = get_json(dash.url + "/api/journal/alice?lines=999999")
+    assert got == 200 and body["lines"] == 5000 and body["unit"] == "harness"
