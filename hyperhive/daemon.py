@@ -40,7 +40,7 @@ from hyperhive.store.models import open_hive_db
 from hyperhive.web.access import load_token
 from hyperhive.web.admin_ops import admin_ops
 from hyperhive.web.agent_ops import agent_ops
-from hyperhive.web.app import Dashboard, start_dashboard
+from hyperhive.web.app import Dashboard, bind_dashboard, start_dashboard
 from hyperhive.web.gate_ops import manager_ops, refused_manager_ops
 from hyperhive.web.heartbeats import Heartbeats
 from hyperhive.web.journal_ops import journal_ops
@@ -99,6 +99,7 @@ async def start(settings: Settings) -> Daemon:
     paths = StatePaths(settings.state_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
     d = Daemon(settings, paths, _take_lock(paths))
+    listeners = await bind_dashboard(settings)  # before any actor: a failure leaves nothing running
     d.db = open_hive_db(paths.db)
     io_loop = IOLoop.current()
     clock = LoopClock(io_loop)
@@ -135,7 +136,7 @@ async def start(settings: Settings) -> Daemon:
     )
     d.admin.add_socket(bind_socket(paths.admin_socket))
     d.dashboard = await start_dashboard(
-        settings, paths, d.hub, token, coordinator=d.coordinator, broker=d.broker, questions=d.questions,
+        settings, paths, d.hub, token, listeners, coordinator=d.coordinator, broker=d.broker, questions=d.questions,
         approvals=d.approvals, backend=backend, sends=sends, heartbeats=d.heartbeats)
     started = await call(d.coordinator.boot, timeout=60)
     await call(d.questions.rearm)  # after boot: the askers are registered again

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import secrets
+import socket
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 
 import hyperhive.logs as logs
 from hyperhive.actors.events import Hub
+from hyperhive.errors import Unavailable
 from hyperhive.paths import StatePaths
 from hyperhive.settings import Settings
 from hyperhive.web import dash_actions
@@ -39,7 +41,7 @@ from hyperhive.web.metrics import Metrics
 from hyperhive.web.push import Pusher, PushSocket
 from hyperhive.web.sends import SendBatcher
 
-__all__ = ["Dashboard", "make_app", "start_dashboard"]
+__all__ = ["Dashboard", "bind_dashboard", "make_app", "start_dashboard"]
 
 _log = logs.get("hyperhive.dashboard")
 PORT_FILE = "dashboard.port"
@@ -94,8 +96,18 @@ class Dashboard:
         _log.info("dashboard.stopped")
 
 
+async def bind_dashboard(settings: Settings) -> list[socket.socket]:
+    """Bind ``--listen`` (F21's retry while the address is in use). The daemon
+    does this before any actor starts, so a failure leaves nothing running."""
+    try:
+        return await bind_with_retry_async(settings.listen_port, settings.listen_host)
+    except OSError as exc:
+        raise Unavailable(f"the dashboard cannot listen on {settings.listen}: {exc.strerror or exc}") from None
+
+
 async def start_dashboard(
-    settings: Settings, paths: StatePaths, hub: Hub, token: str | None, *, coordinator: Any, broker: Any,
+    settings: Settings, paths: StatePaths, hub: Hub, token: str | None, sockets: list[socket.socket], *,
+    coordinator: Any, broker: Any,
     questions: Any, approvals: Any, backend: JournalSource, sends: SendBatcher, heartbeats: Heartbeats | None = None,
 ) -> Dashboard:
     io_loop = IOLoop.current()
@@ -106,7 +118,6 @@ async def start_dashboard(
     await source.seed_flow()
     deps = DashDeps(paths, coordinator, broker, questions, approvals, backend, sends, source, metrics, token,
                     pusher.touch)
-    sockets = await bind_with_retry_async(settings.listen_port, settings.listen_host)
     server = tornado.httpserver.HTTPServer(make_app(deps, pusher), xheaders=False)
     server.add_sockets(sockets)
     port = sockets[0].getsockname()[1]

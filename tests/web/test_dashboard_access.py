@@ -59,6 +59,21 @@ def test_non_loopback_without_token_refuses_to_start(tmp_path: Path) -> None:
     assert not (state / "hive.sqlite").exists() and not (state / "agents").exists()  # nothing started
 
 
+def test_unbindable_listen_address_fails_start_cleanly(tmp_path: Path) -> None:
+    """192.0.2.1 (TEST-NET-1) is on no interface here: the bind fails before any
+    actor starts, so the daemon exits (no hang on live actor threads)."""
+    token = tmp_path / "token"
+    token.write_text(TOKEN)
+    state = tmp_path / "state"
+    proc = subprocess.run(
+        [sys.executable, "-m", "hyperhive", "--state-dir", str(state), "serve", "--listen", "192.0.2.1:0",
+         "--token-file", str(token)], capture_output=True, text=True, timeout=30, env={"PATH": "/usr/bin:/bin"},
+    )
+    assert proc.returncode == 1
+    assert "daemon.start_failed" in proc.stdout and "cannot listen on 192.0.2.1:0" in proc.stdout
+    assert not (state / "hive.sqlite").exists()
+
+
 @pytest.fixture
 def token_hive(tmp_path: Path) -> Iterator[Hive]:
     f = tmp_path / "token"
