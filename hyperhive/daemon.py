@@ -1,8 +1,9 @@
 """`hive serve`: start-up and shutdown as flat, ordered steps.
 
 Start: state dir and lock → store → clock → backend → Broker → PortAllocator
-→ VacuumSweeper → agent sockets → Coordinator → admin socket → dashboard →
-boot (manager, kept containers).
+→ VacuumSweeper → Notifier → Questions → agent sockets → Coordinator →
+Approvals → dashboard → boot (manager, kept containers; waits for their
+starts) → questions re-armed → admin socket → READY.
 Stop: the same in reverse; any actor still running at the end is logged.
 """
 
@@ -134,12 +135,13 @@ async def start(settings: Settings) -> Daemon:
          **journal_ops(d.coordinator, backend)},
         {"socket": "admin"},
     )
-    d.admin.add_socket(bind_socket(paths.admin_socket))
     d.dashboard = await start_dashboard(
         settings, paths, d.hub, token, listeners, coordinator=d.coordinator, broker=d.broker, questions=d.questions,
         approvals=d.approvals, backend=backend, sends=sends, heartbeats=d.heartbeats)
-    started = await call(d.coordinator.boot, timeout=60)
+    started = await call(d.coordinator.boot, timeout=600)  # nixos containers start slowly
     await call(d.questions.rearm)  # after boot: the askers are registered again
+    # Last: a CLI that reaches the admin socket finds every kept container booted.
+    d.admin.add_socket(bind_socket(paths.admin_socket))
     _log.info("daemon.ready", state_dir=str(paths.root), pid=os.getpid(), started=started,
               sandboxed=backend.sandboxed, backend=backend.kind)
     d.notifier = sdnotify.ready()  # READY=1 only now: sockets bound, containers booted

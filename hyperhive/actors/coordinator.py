@@ -8,6 +8,7 @@ keeps the latest snapshot each actor reports for `ls`.
 from __future__ import annotations
 
 import concurrent.futures as cf
+import threading
 import time
 from collections.abc import Callable
 from typing import Any, Protocol
@@ -68,23 +69,53 @@ class Coordinator(pykka.ThreadingActor):
 
     # --- boot ---------------------------------------------------------------
     def boot(self, reply: Reply | None = None) -> None:
-        """Bring back every kept container; create the manager on first start."""
-        def run() -> list[str]:
+        """Bring back every kept container; create the manager on first start.
+
+        Replies once every start has finished, after their snapshots reached
+        this actor, so an `ls` right after boot shows them running.
+        """
+        try:
             rows = list(Container.select().order_by(Container.created_at))
             if not any(r.name == MANAGER for r in rows):
                 self._create(MANAGER)
                 rows = list(Container.select().order_by(Container.created_at))
-            started: list[str] = []
+            starts: dict[str, cf.Future[Any]] = {}
             for row in rows:
                 name = validate_name(row.name)
                 if name not in self._actors:
                     self._attach(name)
                 if row.desired == "running":
-                    self._actors[name].start_agent.defer(kick="restarted with the host daemon")
-                    started.append(name)
-            _log.info("coordinator.booted", containers=len(rows), started=started)
-            return started
-        answer(reply, run)
+                    starts[name] = cf.Future()
+                    self._actors[name].start_agent.defer(kick="restarted with the host daemon", reply=starts[name])
+        except Exception as exc:  # noqa: BLE001 - the daemon's start reports it
+            _log.exception("coordinator.boot_failed")
+            if claim(reply):
+                fail(reply, exc)
+            return
+        _log.info("coordinator.booting", containers=len(rows), starting=list(starts))
+        left = [len(starts)]
+        lock = threading.Lock()
+
+        def one_done(_f: cf.Future[Any]) -> None:  # on a container's thread
+            with lock:
+                left[0] -= 1
+                last = left[0] == 0
+            if last:
+                self._me.boot_finished.defer(starts, reply)
+
+        if not starts:
+            self.boot_finished(starts, reply)
+        for f in starts.values():
+            f.add_done_callback(one_done)
+
+    def boot_finished(self, starts: dict[str, cf.Future[Any]], reply: Reply | None) -> None:
+        failed = {n: str(f.exception()) for n, f in starts.items() if f.exception() is not None}
+        started = [n for n in starts if n not in failed]
+        if failed:
+            _log.error("coordinator.boot_start_failed", failed=failed)
+        _log.info("coordinator.booted", started=started)
+        if claim(reply):
+            resolve(reply, started)
 
     # --- verbs ----------------------------------------------------------------
     def spawn(
