@@ -11,11 +11,12 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
+from hyperhive.harness.claude import has_credentials
 from hyperhive.names import AgentName
 from hyperhive.paths import StatePaths
-from hyperhive.tombstones import credentials_path
 
 __all__ = ["NEEDS_LOGIN", "NEEDS_UPDATE", "agent_badges", "compute_badges", "newest_file_mtime"]
 
@@ -52,7 +53,9 @@ def agent_badges(paths: StatePaths, name: AgentName, driver: str) -> list[str]:
     """Observe one agent's files and compute its badges."""
     return compute_badges(
         driver,
-        credentials_path(paths, name).is_file(),
+        # The same rule as the harness's own page: a key in the daemon's environment
+        # (passed down to the CLI) counts as a login too.
+        has_credentials(paths.state(name), os.environ),
         newest_file_mtime(paths.config_dir(name)),
         newest_file_mtime(paths.applied(name)),
     )
