@@ -48,6 +48,7 @@ from hyperhive.web.journal_ops import journal_ops
 from hyperhive.web.jsonlines import JsonLineServer, bind_socket
 from hyperhive.web.sends import SendBatcher
 from hyperhive.web.sockets import AgentSockets
+from hyperhive.web.turn_slots import TurnSlots
 
 __all__ = ["Daemon", "serve", "start", "stop"]
 
@@ -76,6 +77,7 @@ class Daemon:
     admin: JsonLineServer | None = None
     dashboard: Dashboard | None = None
     heartbeats: Heartbeats | None = None
+    turn_slots: TurnSlots | None = None
     notifier: sdnotify.Notifier | None = None
 
 
@@ -119,9 +121,16 @@ async def start(settings: Settings) -> Daemon:
     sends = SendBatcher(d.broker)
 
     d.heartbeats = Heartbeats(settings.heartbeat_seconds)
+    d.turn_slots = slots = TurnSlots(settings.max_active_turns)
+
+    def free_slot(name: str, payload: dict[str, Any]) -> None:  # on an actor thread
+        if name == "container.state" and payload.get("state") != "running":
+            io_loop.add_callback(slots.release, payload["name"])
+
+    d.hub.subscribe(free_slot)  # a harness that stopped or died holds no turn slot
 
     def ops_for(name: AgentName, manager: bool) -> dict[str, Any]:
-        ops = agent_ops(name, d.broker, sends, settings.recv_cap_seconds, manager, d.heartbeats, d.hub)
+        ops = agent_ops(name, d.broker, sends, settings.recv_cap_seconds, manager, d.heartbeats, d.hub, slots)
         extra = manager_ops(d.coordinator, d.questions, d.approvals) if manager else refused_manager_ops()
         return {**ops, **extra}
 
@@ -131,7 +140,7 @@ async def start(settings: Settings) -> Daemon:
     ).proxy()
     d.approvals = Approvals.start(paths, d.coordinator, d.broker, d.hub).proxy()
     d.admin = JsonLineServer(
-        {**admin_ops(d.coordinator, d.broker, sends, d.questions, d.approvals, d.heartbeats),
+        {**admin_ops(d.coordinator, d.broker, sends, d.questions, d.approvals, d.heartbeats, slots),
          **journal_ops(d.coordinator, backend)},
         {"socket": "admin"},
     )

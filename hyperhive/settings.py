@@ -42,6 +42,8 @@ SETTINGS: tuple[Setting, ...] = (
             "required when --listen is not loopback"),
     Setting("heartbeat_seconds", 5.0, "how often harnesses report their state; three missed beats "
             "make an agent unresponsive", float),
+    Setting("max_active_turns", 0, "most agents' turns running at once; the rest wait in order "
+            "(0: no cap)", int),
     Setting("notify", "", "command run with each event that waits for the operator (a question, an "
             "approval, a crash) as JSON on stdin; empty: none"),
 )
@@ -61,6 +63,7 @@ class Settings:
     agent_port_base: int = 8100
     vacuum_interval_seconds: float = 3600.0
     heartbeat_seconds: float = 5.0
+    max_active_turns: int = 0
     notify: str = ""
     token_file: str = ""
 

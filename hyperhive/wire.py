@@ -139,6 +139,18 @@ class Ping(Request):
     pass
 
 
+@_op("turn_slot")
+@dataclass(frozen=True)
+class TurnSlot(Request):
+    kind: str = "turn"  # turn | compact (F44)
+
+
+@_op("turn_done")
+@dataclass(frozen=True)
+class TurnDone(Request):
+    pass
+
+
 @_op("heartbeat")
 @dataclass(frozen=True)
 class Heartbeat(Request):

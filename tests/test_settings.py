@@ -26,6 +26,7 @@ SAMPLE = {
     "token_file": ("/run/hive/token", "/run/hive/token"),
     "heartbeat_seconds": ("0.5", 0.5),
     "notify": ("notify-send hive", "notify-send hive"),
+    "max_active_turns": ("2", 2),
 }
 BY_NAME = {s.name: s for s in SETTINGS}
 

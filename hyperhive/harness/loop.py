@@ -25,6 +25,7 @@ from hyperhive.harness.builtin import BuiltinDriver
 from hyperhive.harness.bus import Bus
 from hyperhive.harness.claude import DEFAULT_ALLOWED_TOOLS, ClaudeDriver
 from hyperhive.harness.heartbeat import beat_forever
+from hyperhive.harness.slots import daemon_slot
 from hyperhive.harness.turns import Slot, TurnLoop, no_slot
 from hyperhive.harness.web import AgentUI, serve_ui
 from hyperhive.names import validate_name
@@ -104,7 +105,7 @@ async def run_harness(name: str, socket_path: str, state_dir: Path, driver_name:
         await client.connect(deadline=60)
         driver = make_driver(name, driver_name, socket_path, state_dir, agent_config(name, state_dir))
         await driver.open()
-        turns = TurnLoop(name, client, driver, bus, slot)
+        turns = TurnLoop(name, client, driver, bus, daemon_slot(client) if slot is no_slot else slot)
         bus.publish("ready", driver=driver_name, pid=os.getpid())
         if web_port is not None:
             ui = asyncio.create_task(_web_ui(AgentUI(name, driver, bus, turns, client), web_port, state_dir, bus))

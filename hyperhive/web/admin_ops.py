@@ -14,6 +14,7 @@ from hyperhive.web.heartbeats import Heartbeats
 from hyperhive.web.jsonlines import Op
 from hyperhive.web.lifecycle import LIFECYCLE_TIMEOUT, lifecycle_action
 from hyperhive.web.sends import SendBatcher
+from hyperhive.web.turn_slots import TurnSlots
 from hyperhive.web.views import build_container_list
 from hyperhive.wire import Inbox, Ls, Ping, Send, Spawn, Start, Stop
 
@@ -23,12 +24,12 @@ __all__ = ["admin_ops"]
 
 def admin_ops(
     coordinator: Any, broker: Any, sends: SendBatcher, questions: Any, approvals: Any,
-    beats: Heartbeats | None = None,
+    beats: Heartbeats | None = None, slots: TurnSlots | None = None,
 ) -> dict[str, Op]:
     async def ls(req: Ls) -> dict[str, Any]:
         snaps = await call(coordinator.ls)
         stats = await call(broker.stats)
-        return {"containers": build_container_list(snaps, stats, beats)}
+        return {"containers": build_container_list(snaps, stats, beats, slots.queued if slots else ())}
 
     async def spawn(req: Spawn) -> dict[str, Any]:
         validate_name(req.name)

@@ -12,7 +12,8 @@ from hyperhive.names import AgentName, validate_recipient
 from hyperhive.web.heartbeats import REPORTED, Heartbeats
 from hyperhive.web.jsonlines import Op
 from hyperhive.web.sends import SendBatcher
-from hyperhive.wire import Heartbeat, InboxRow, Ping, Recent, Recv, Send
+from hyperhive.web.turn_slots import TurnSlots
+from hyperhive.wire import Heartbeat, InboxRow, Ping, Recent, Recv, Send, TurnDone, TurnSlot
 
 __all__ = ["agent_ops", "rows_out"]
 
@@ -25,9 +26,10 @@ def rows_out(rows: list[InboxRow]) -> list[dict[str, Any]]:
 
 def agent_ops(
     agent: AgentName, broker: Any, sends: SendBatcher, recv_cap: float, manager: bool = False,
-    beats: Heartbeats | None = None, hub: Hub | None = None,
+    beats: Heartbeats | None = None, hub: Hub | None = None, slots: TurnSlots | None = None,
 ) -> dict[str, Op]:
     beats = beats or Heartbeats(5.0)
+    slots = slots or TurnSlots(0)
     async def send(req: Send) -> dict[str, Any]:
         to = validate_recipient(req.to)
         return {"message_id": await sends.send(agent, to, req.body)}
@@ -59,6 +61,16 @@ def agent_ops(
             hub.publish("container.activity", {"name": agent, "activity": req.state})
         return {"next_in": beats.interval}
 
+    async def turn_slot(req: TurnSlot) -> dict[str, Any]:
+        if req.kind not in ("turn", "compact"):
+            raise BadRequest(f"kind must be turn or compact, got {req.kind!r}")
+        await slots.acquire(agent)
+        return {"granted": True}
+
+    async def turn_done(req: TurnDone) -> dict[str, Any]:
+        slots.release(agent)
+        return {"released": True}
+
     async def ping(req: Ping) -> dict[str, Any]:
         return {"agent": agent, "role": "manager" if manager else "agent"}
 
@@ -68,4 +80,7 @@ def agent_ops(
         "recent": Op(recent),
         "ping": Op(ping),
         "heartbeat": Op(heartbeat),
+        # A grant the harness never heard of is given back at once.
+        "turn_slot": Op(turn_slot, unsent=lambda _resp: slots.release(agent)),
+        "turn_done": Op(turn_done),
     }

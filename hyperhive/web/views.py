@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from typing import Any
 
 from hyperhive.web.heartbeats import Heartbeats
@@ -11,6 +12,7 @@ __all__ = ["build_container_list"]
 
 def build_container_list(
     snapshots: list[dict[str, Any]], stats: dict[str, Any], beats: Heartbeats | None = None,
+    queued: Collection[str] = (),
 ) -> list[dict[str, Any]]:
     """Containers for `hive ls`: manager first, then by name, with inbox figures
     and what each is doing (F41)."""
@@ -25,4 +27,6 @@ def build_container_list(
             "undelivered": int(undelivered.get(name, 0)),
             **(beats.view(name, snap.get("state") == "running") if beats is not None else {}),
         })
+        if name in queued and out[-1].get("activity") in ("idle", None):
+            out[-1]["activity"] = "queued"  # F44: waiting for a turn slot
     return out
