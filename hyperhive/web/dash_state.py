@@ -21,7 +21,7 @@ from hyperhive.web import dash_views as views
 from hyperhive.web.heartbeats import Heartbeats
 from hyperhive.wire import InboxRow
 
-__all__ = ["SECTIONS", "Observed", "StateSource", "agent_port", "observe_agents"]
+__all__ = ["SECTIONS", "Observed", "StateSource", "agent_port", "merge_snapshots", "observe_agents"]
 
 SECTIONS = ("containers", "tombstones", "questions", "inbox", "approvals", "flow")
 WEB_PORT_FILE = "web.port"  # written by the harness's web UI into its state dir
@@ -80,6 +80,21 @@ def _latest_messages(limit: int) -> list[InboxRow]:
     return [InboxRow(m.id, m.sender, m.recipient, m.body, m.sent_at, m.delivered_at) for m in q]
 
 
+def merge_snapshots(
+    answer: Iterable[dict[str, Any]], latest: Mapping[str, tuple[int, dict[str, Any]]], asked: int,
+) -> dict[str, dict[str, Any]]:
+    """The mirror from an ``ls`` answer (pure): its containers, each with the
+    newest snapshot. An event numbered after ``asked`` (it arrived while the
+    answer was on its way) is newer than the answer; an earlier one is in it
+    already (a ContainerActor tells the Coordinator before it publishes)."""
+    mirror = {s["name"]: s for s in answer}
+    for name in mirror:
+        seq, snap = latest.get(name, (0, None))
+        if seq > asked and snap is not None:
+            mirror[name] = snap
+    return mirror
+
+
 class StateSource:
     """Builds sections on the IOLoop; keeps the message flow from hub events."""
 
@@ -102,6 +117,10 @@ class StateSource:
         # asked again when a container comes or goes, and on each resync.
         self._snaps: dict[str, dict[str, Any]] | None = None
         self._snaps_stale = True
+        # Every container.state event, numbered in arrival order: an ``ls``
+        # answer is older than the events that arrive while it is on its way.
+        self._seq = 0
+        self._latest: dict[str, tuple[int, dict[str, Any]]] = {}
 
     async def seed_flow(self) -> None:
         """Backfill the flow from the store once, at start (a read off the loop)."""
@@ -115,10 +134,14 @@ class StateSource:
         """Keep the snapshot mirror current (on the IOLoop thread, in event order)."""
         if event == "container.state":
             name = payload["name"]
+            self._seq += 1
+            self._latest[name] = (self._seq, dict(payload))
             if self._snaps is not None and name in self._snaps:  # a removed one's late event stays out
                 self._snaps[name] = dict(payload)
         elif event in ("container.added", "container.removed"):
             self._snaps_stale = True
+            if event == "container.removed":
+                self._latest.pop(payload["name"], None)
 
     def snapshot_of(self, name: str) -> dict[str, Any] | None:
         return None if self._snaps is None else self._snaps.get(name)
@@ -136,8 +159,9 @@ class StateSource:
     async def containers(self) -> list[dict[str, Any]]:
         if self._snaps is None or self._snaps_stale:
             self._snaps_stale = False
+            asked = self._seq
             snaps = await call(self.coordinator.ls)
-            self._snaps = {s["name"]: s for s in snaps}
+            self._snaps = merge_snapshots(snaps, self._latest, asked)
         return list(self._snaps.values())
 
     def note_message(self, wire: Mapping[str, Any]) -> InboxRow:

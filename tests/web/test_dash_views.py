@@ -11,6 +11,7 @@ from hyperhive.errors import BadName, BadRequest
 from hyperhive.tombstones import Tombstone
 from hyperhive.web.access import is_loopback, load_token
 from hyperhive.web.dash_actions import spawn_request_config
+from hyperhive.web.dash_state import merge_snapshots
 from hyperhive.web.dash_views import (
     build_approval_views,
     build_container_views,
@@ -181,3 +182,16 @@ def test_load_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_token("0.0.0.0", str(good)) == "s3cret-operator-token"
     monkeypatch.setenv("HYPERHIVE_TOKEN_FILE", str(good))  # as the NixOS module hands it over
     assert load_token("0.0.0.0", "") == "s3cret-operator-token"
+
+
+def test_mirror_takes_events_newer_than_the_ls_answer() -> None:
+    answer = [snap("alice", transient="spawning"), snap("bob"), snap("carol")]
+    latest = {
+        "alice": (7, snap("alice")),  # arrived after we asked (asked at 5): newer
+        "bob": (3, snap("bob", "stopped")),  # before we asked: the answer has it already
+        "gone": (9, snap("gone")),  # not in the answer: destroyed, stays out
+    }
+    mirror = merge_snapshots(answer, latest, asked=5)
+    assert set(mirror) == {"alice", "bob", "carol"}
+    assert mirror["alice"]["transient"] is None
+    assert mirror["bob"]["state"] == "running" and mirror["carol"] is answer[2]

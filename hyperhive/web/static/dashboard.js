@@ -60,29 +60,44 @@ async function post(url, params) {
   return data;
 }
 
-// Every form with data-action posts asynchronously: spinner, toast, re-enable (F34).
-document.addEventListener("submit", async (ev) => {
-  const form = ev.target;
-  if (!form.dataset || !form.dataset.action) return;
-  ev.preventDefault();
-  if (form.dataset.confirm && !window.confirm(form.dataset.confirm)) return;
-  const button = ev.submitter || form.querySelector("button[type=submit], button:not([type])");
-  const params = new URLSearchParams(new FormData(form));
-  if (button && button.name) params.set(button.name, button.value);
-  const action = button && button.dataset.action ? button.dataset.action : form.dataset.action;
+// One path for every action (F34): confirm once if destructive, spinner in the
+// button, a toast with the result, the button re-enabled either way.
+async function act(button, action, params, confirmText, onOk) {
+  if (confirmText && !window.confirm(confirmText)) return;
   const label = (button && button.dataset.done) || (button ? button.textContent.trim() : "done");
   if (button) { button.disabled = true; button.classList.add("spinning"); }
   try {
     await post(action, params);
     toast(`${label}: ok`, true);
-    for (const name of (form.dataset.reset || "").split(",").filter(Boolean)) {
-      if (form.elements[name]) form.elements[name].value = "";
-    }
+    if (onOk) onOk();
   } catch (e) {
     toast(`${label}: ${e.message}`, false);
   } finally {
     if (button) { button.disabled = false; button.classList.remove("spinning"); }
   }
+}
+
+// Forms with data-action (questions, approvals, send, spawn).
+document.addEventListener("submit", (ev) => {
+  const form = ev.target;
+  if (!form.dataset || !form.dataset.action) return;
+  ev.preventDefault();
+  const button = ev.submitter || form.querySelector("button[type=submit], button:not([type])");
+  act(button, form.dataset.action, new URLSearchParams(new FormData(form)), form.dataset.confirm, () => {
+    for (const name of (form.dataset.reset || "").split(",").filter(Boolean)) {
+      if (form.elements[name]) form.elements[name].value = "";
+    }
+  });
+});
+
+// Row buttons with data-post: no <form> per button (a thousand rows of forms
+// took seconds to build); checked boxes beside the button go along.
+document.addEventListener("click", (ev) => {
+  const button = ev.target.closest ? ev.target.closest("button[data-post]") : null;
+  if (!button) return;
+  const params = new URLSearchParams();
+  for (const box of button.parentElement.querySelectorAll("input[type=checkbox]:checked")) params.set(box.name, box.value);
+  act(button, button.dataset.post, params, button.dataset.confirm);
 });
 
 const TICKING = new Set(["chip", "uptime", "age", "age_seconds"]);
@@ -117,7 +132,12 @@ function renderRows(box, items, key, build, update) {
     wanted.push(node);
   }
   for (const node of existing.values()) node.remove();
-  wanted.forEach((node, i) => { if (box.children[i] !== node) box.insertBefore(node, box.children[i] || null); });
+  // Walk siblings, not box.children[i]: a live collection re-indexes after each insert (O(n²)).
+  let cursor = box.firstElementChild;
+  for (const node of wanted) {
+    if (node === cursor) cursor = cursor.nextElementSibling;
+    else box.insertBefore(node, cursor);
+  }
 }
 
 function empty(box, items, text) {
@@ -131,11 +151,13 @@ function setCount(section, n) {
   if (c) c.textContent = n ? String(n) : "";
 }
 
-function verbForm(name, verb, opts = {}) {
-  const f = el("form", { "data-action": `/${verb}/${name}`, class: "verb" },
-    el("button", { type: "submit", class: opts.danger ? "danger" : null, text: verb, "data-done": `${verb} ${name}` }));
-  if (opts.confirm) f.dataset.confirm = opts.confirm;
-  return f;
+function postButton(path, text, done, opts = {}) {
+  return el("button", { type: "button", class: opts.danger ? "danger" : null, text, "data-post": path,
+    "data-done": done, "data-confirm": opts.confirm || null });
+}
+
+function verbButton(name, verb, opts = {}) {
+  return postButton(`/${verb}/${name}`, verb, `${verb} ${name}`, opts);
 }
 
 // --- containers --------------------------------------------------------------
@@ -160,15 +182,15 @@ function containerLine1(c) {
 
 function containerLine2(c) {
   const n = c.name;
-  const destroy = el("form", { "data-action": `/destroy/${n}`, class: "verb destroy",
-    "data-confirm": `Destroy ${n}? With "purge" its state and applied config are wiped too.` },
-  el("label", { class: "opt" }, el("input", { type: "checkbox", name: "purge", value: "1" }), "purge"),
-  el("button", { type: "submit", class: "danger", text: "destroy", "data-done": `destroy ${n}` }));
+  const destroy = c.role === "manager" ? [] : [
+    el("label", { class: "opt" }, el("input", { type: "checkbox", name: "purge", value: "1" }), "purge"),
+    verbButton(n, "destroy", { danger: true,
+      confirm: `Destroy ${n}? With "purge" its state and applied config are wiped too.` })];
   return el("div", { class: "line2 actions" },
-    c.state === "running" ? verbForm(n, "stop") : verbForm(n, "start"),
-    verbForm(n, "restart"), verbForm(n, "rebuild"),
-    verbForm(n, "kill", { danger: true, confirm: `Kill ${n} now (no grace)?` }),
-    c.role === "manager" ? null : destroy);
+    c.state === "running" ? verbButton(n, "stop") : verbButton(n, "start"),
+    verbButton(n, "restart"), verbButton(n, "rebuild"),
+    verbButton(n, "kill", { danger: true, confirm: `Kill ${n} now (no grace)?` }),
+    destroy);
 }
 
 // F35: collapsed; its controls are built and the log fetched on first open
@@ -240,11 +262,9 @@ function renderTombstones(list) {
       t.credentials_kept ? el("span", { class: "chip", text: "credentials kept" })
         : el("span", { class: "chip badge", text: "no credentials" })),
     el("div", { class: "line2" },
-      el("form", { "data-action": `/revive/${t.name}` },
-        el("button", { type: "submit", text: "revive", "data-done": `revive ${t.name}` })),
-      el("form", { "data-action": `/purge-tombstone/${t.name}`,
-        "data-confirm": `Purge ${t.name}? Its state and applied config are deleted for good.` },
-      el("button", { type: "submit", class: "danger", text: "purge", "data-done": `purge ${t.name}` })))));
+      postButton(`/revive/${t.name}`, "revive", `revive ${t.name}`),
+      postButton(`/purge-tombstone/${t.name}`, "purge", `purge ${t.name}`, { danger: true,
+        confirm: `Purge ${t.name}? Its state and applied config are deleted for good.` }))));
   empty(box, list, "no kept state");
   setCount("tombstones", list.length);
 }
