@@ -182,6 +182,21 @@ def test_activity_reaches_the_row(page: Any, dash: Hive) -> None:
     assert page.evaluate("window.hive.state.containers.find(c => c.name === 'alice').activity") == "idle"
 
 
+
+def test_agent_link_opens_its_web_ui_in_a_new_tab(page: Any, dash: Hive) -> None:
+    """F36: the link goes to the port the agent's harness bound (state/web.port)."""
+    port = int(wait_for(lambda: (dash.paths.agents / "alice" / "state" / "web.port").read_text().strip()))
+    link = row(page, "containers", "alice").locator("a.web")
+    assert link.get_attribute("target") == "_blank"
+    assert link.get_attribute("href") == f"http://127.0.0.1:{port}/"
+    with page.context.expect_page() as opened:
+        link.click()
+    tab = opened.value
+    tab.wait_for_load_state()
+    assert tab.url.startswith(f"http://127.0.0.1:{port}/") and tab is not page
+    tab.close()
+
+
 # --- 3. spawn through an approval --------------------------------------------------------
 def test_spawn_request_then_approve_brings_the_row_in(page: Any, dash: Hive) -> None:
     form = page.locator("#spawn-form")
