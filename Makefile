@@ -24,6 +24,7 @@ test: $(STAMP)
 bench: $(STAMP)
 	$(PY) bench/recv_latency.py
 	$(PY) bench/throughput.py
+	$(PY) bench/dashboard.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hyperhive tests bench
