@@ -140,7 +140,7 @@ async def start(settings: Settings) -> Daemon:
     ).proxy()
     d.approvals = Approvals.start(paths, d.coordinator, d.broker, d.hub).proxy()
     d.admin = JsonLineServer(
-        {**admin_ops(d.coordinator, d.broker, sends, d.questions, d.approvals, d.heartbeats, slots),
+        {**admin_ops(d.coordinator, d.broker, sends, d.questions, d.approvals, d.heartbeats, slots, paths),
          **journal_ops(d.coordinator, backend)},
         {"socket": "admin"},
     )

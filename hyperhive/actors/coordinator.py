@@ -16,7 +16,7 @@ from typing import Any, Protocol
 import pykka
 
 import hyperhive.logs as logs
-from hyperhive import badges, config_repo, tombstones
+from hyperhive import config_repo, tombstones
 from hyperhive.actors.bridge import Reply, answer, claim, fail, resolve
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.container import Backoff, ContainerActor
@@ -242,11 +242,9 @@ class Coordinator(pykka.ThreadingActor):
         self._snapshots[snapshot["name"]] = snapshot
 
     def ls(self, reply: Reply | None = None) -> None:
-        """Every container's latest snapshot with its badges (F19)."""
-        def run() -> list[dict[str, Any]]:
-            return [{**snap, "badges": badges.agent_badges(self._paths, AgentName(name), snap["driver"])}
-                    for name in self._actors if (snap := self._snapshots.get(name)) is not None]
-        answer(reply, run)
+        """Every container's latest snapshot (cheap: file observations such as
+        badges are the callers' to make, off this thread)."""
+        answer(reply, lambda: [self._snapshots[n] for n in self._actors if n in self._snapshots])
 
     # --- internals ------------------------------------------------------------
     def _create(self, agent: AgentName, config: AgentConfig | None = None, prompt: str | None = None) -> None:

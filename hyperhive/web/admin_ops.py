@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from hyperhive.actors.bridge import call
+from hyperhive.badges import agent_badges
 from hyperhive.errors import BadRequest
-from hyperhive.names import OPERATOR, validate_name, validate_recipient
-from hyperhive.paths import AgentConfig
+from hyperhive.names import OPERATOR, AgentName, validate_name, validate_recipient
+from hyperhive.paths import AgentConfig, StatePaths
 from hyperhive.web.agent_ops import rows_out
 from hyperhive.web.gate_ops import operator_gate_ops
 from hyperhive.web.heartbeats import Heartbeats
@@ -24,10 +26,16 @@ __all__ = ["admin_ops"]
 
 def admin_ops(
     coordinator: Any, broker: Any, sends: SendBatcher, questions: Any, approvals: Any,
-    beats: Heartbeats | None = None, slots: TurnSlots | None = None,
+    beats: Heartbeats | None = None, slots: TurnSlots | None = None, paths: StatePaths | None = None,
 ) -> dict[str, Op]:
+    def with_badges(snaps: list[dict[str, Any]]) -> list[dict[str, Any]]:  # file reads: off the loop
+        if paths is None:
+            return snaps
+        return [{**s, "badges": agent_badges(paths, AgentName(s["name"]), s["driver"])} for s in snaps]
+
     async def ls(req: Ls) -> dict[str, Any]:
         snaps = await call(coordinator.ls)
+        snaps = await asyncio.get_running_loop().run_in_executor(None, with_badges, snaps)
         stats = await call(broker.stats)
         return {"containers": build_container_list(snaps, stats, beats, slots.queued if slots else ())}
 

@@ -112,8 +112,7 @@ class StateSource:
         # request path, and a container's state change renews its own.
         self.badges: dict[str, list[str]] = {}
         # A mirror of the Coordinator's snapshots, kept by container.state
-        # events: its ``ls`` costs ~0.3 ms per agent (it computes badges on its
-        # own thread), too slow to ask on every request at 1000 agents. It is
+        # events, so a state request crosses to no actor for them. ``ls`` is
         # asked again when a container comes or goes, and on each resync.
         self._snaps: dict[str, dict[str, Any]] | None = None
         self._snaps_stale = True
