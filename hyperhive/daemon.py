@@ -112,7 +112,7 @@ async def start(settings: Settings) -> Daemon:
         d.db, clock, d.hub, settings.recv_default_seconds, settings.recv_cap_seconds
     ).proxy()
     d.ports = PortAllocator.start(paths, settings.agent_port_base).proxy()
-    d.vacuum = VacuumSweeper.start(paths, d.broker, clock, settings.vacuum_interval_seconds).proxy()
+    d.vacuum = VacuumSweeper.start(paths, d.broker, clock, settings.vacuum_interval_seconds, hub=d.hub).proxy()
 
     if settings.notify:
         d.notifier_actor = Notifier.start(settings.notify, d.hub).proxy()
@@ -121,7 +121,10 @@ async def start(settings: Settings) -> Daemon:
     sends = SendBatcher(d.broker)
 
     d.heartbeats = Heartbeats(settings.heartbeat_seconds)
-    d.turn_slots = slots = TurnSlots(settings.max_active_turns)
+    d.turn_slots = slots = TurnSlots(
+        settings.max_active_turns,
+        on_change=lambda agent: d.hub.publish("container.activity", {"name": agent}),  # repaint its row
+    )
 
     def free_slot(name: str, payload: dict[str, Any]) -> None:  # on an actor thread
         if name == "container.state" and payload.get("state") != "running":
@@ -146,7 +149,7 @@ async def start(settings: Settings) -> Daemon:
     )
     d.dashboard = await start_dashboard(
         settings, paths, d.hub, token, listeners, coordinator=d.coordinator, broker=d.broker, questions=d.questions,
-        approvals=d.approvals, backend=backend, sends=sends, heartbeats=d.heartbeats)
+        approvals=d.approvals, backend=backend, sends=sends, heartbeats=d.heartbeats, slots=slots)
     started = await call(d.coordinator.boot, timeout=600)  # nixos containers start slowly
     await call(d.questions.rearm)  # after boot: the askers are registered again
     # Last: a CLI that reaches the admin socket finds every kept container booted.

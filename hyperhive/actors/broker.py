@@ -9,7 +9,7 @@ in the same commit, so a wake costs one transaction.
 from __future__ import annotations
 
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import pykka
@@ -58,6 +58,7 @@ class _Pending:
     body: str
     reply: Reply | None
     slot: tuple[_Batch, int] | None = None
+    queued: float = field(default_factory=time.monotonic)  # for the wake latency (F45)
 
     def done(self, value: int | HiveError) -> None:
         if self.slot is not None:
@@ -181,10 +182,14 @@ class Broker(pykka.ThreadingActor):
             if prm[4] is not None:
                 delivered.setdefault(p.to, []).append(row)
             self._hub.publish("message.sent", row.to_wire())
+        woke_at = time.monotonic()
         for agent, rows in delivered.items():
             w = waiters[agent]
             assert w is not None
             resolve(w.reply, rows)
+        for p, prm in zip(batch, params, strict=True):
+            if prm[4] is not None:  # from the send's arrival to its recv's resolution
+                self._hub.publish("message.woke", {"agent": p.to, "seconds": woke_at - p.queued})
         _log.debug("broker.send", count=len(batch), woke=len(delivered))
 
     # --- recv --------------------------------------------------------------

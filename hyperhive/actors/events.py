@@ -25,6 +25,8 @@ EventName = Literal[
     "question.resolved",
     "approval.queued",
     "approval.resolved",
+    "message.woke",
+    "vacuum.swept",
 ]
 
 Listener = Callable[[str, dict[str, Any]], None]

@@ -20,6 +20,7 @@ import pykka
 import hyperhive.logs as logs
 from hyperhive.actors.bridge import Reply, claim, resolve
 from hyperhive.actors.clock import LoopClock
+from hyperhive.actors.events import Hub
 from hyperhive.errors import BadName
 from hyperhive.names import AgentName, is_valid_name
 from hyperhive.paths import StatePaths
@@ -40,7 +41,7 @@ class VacuumSweeper(pykka.ThreadingActor):
     def __init__(
         self, paths: StatePaths, broker: Any, clock: LoopClock, interval: float,
         message_max_age: float = MESSAGE_MAX_AGE, event_max_age: float = EVENT_MAX_AGE,
-        event_keep: int = EVENT_KEEP, now: Callable[[], float] = time.time,
+        event_keep: int = EVENT_KEEP, now: Callable[[], float] = time.time, hub: Hub | None = None,
     ) -> None:
         super().__init__()
         self._paths = paths
@@ -51,6 +52,7 @@ class VacuumSweeper(pykka.ThreadingActor):
         self._event_max_age = event_max_age
         self._event_keep = event_keep
         self._now = now
+        self._hub = hub
         self.sweeps = 0  # completed sweeps, for `ls`-style reporting and tests
         self._me: Any = None
 
@@ -101,6 +103,8 @@ class VacuumSweeper(pykka.ThreadingActor):
         if messages:
             _log.info("vacuum.messages", count=messages, max_age_days=self._message_max_age / DAY)
         self.sweeps += 1
+        if self._hub is not None:
+            self._hub.publish("vacuum.swept", {"messages": messages, "events": events})
         resolve(reply, {"messages": messages, "events": events})
 
     def _sweep_events(self, now: float) -> int:

@@ -40,6 +40,7 @@ from hyperhive.web.journal_ops import JournalSource
 from hyperhive.web.metrics import Metrics
 from hyperhive.web.push import Pusher, PushSocket
 from hyperhive.web.sends import SendBatcher
+from hyperhive.web.turn_slots import TurnSlots
 
 __all__ = ["Dashboard", "bind_dashboard", "make_app", "start_dashboard"]
 
@@ -109,9 +110,10 @@ async def start_dashboard(
     settings: Settings, paths: StatePaths, hub: Hub, token: str | None, sockets: list[socket.socket], *,
     coordinator: Any, broker: Any,
     questions: Any, approvals: Any, backend: JournalSource, sends: SendBatcher, heartbeats: Heartbeats | None = None,
+    slots: TurnSlots | None = None,
 ) -> Dashboard:
     io_loop = IOLoop.current()
-    source = StateSource(paths, coordinator, broker, questions, approvals, heartbeats)
+    source = StateSource(paths, coordinator, broker, questions, approvals, heartbeats, slots)
     metrics = Metrics()
     pusher = Pusher(io_loop, source, on_event=metrics.on_event)
     unsubscribe = hub.subscribe(pusher.on_event)

@@ -19,6 +19,7 @@ from hyperhive.store.models import Message
 from hyperhive.tombstones import CREDENTIALS, Tombstone, list_tombstones
 from hyperhive.web import dash_views as views
 from hyperhive.web.heartbeats import Heartbeats
+from hyperhive.web.turn_slots import TurnSlots
 from hyperhive.wire import InboxRow
 
 __all__ = ["SECTIONS", "Observed", "StateSource", "agent_port", "merge_snapshots", "observe_agents"]
@@ -99,13 +100,14 @@ class StateSource:
     """Builds sections on the IOLoop; keeps the message flow from hub events."""
 
     def __init__(self, paths: StatePaths, coordinator: Any, broker: Any, questions: Any, approvals: Any,
-                 heartbeats: Heartbeats | None = None) -> None:
+                 heartbeats: Heartbeats | None = None, slots: TurnSlots | None = None) -> None:
         self.paths = paths
         self.coordinator = coordinator
         self.broker = broker
         self.questions = questions
         self.approvals = approvals
         self.heartbeats = heartbeats  # F41, read on the IOLoop thread (its owner)
+        self.slots = slots  # F44, likewise
         self.flow: deque[InboxRow] = deque(maxlen=views.FLOW_LIMIT)
         # Badges cost ~13 stats per agent (~80 ms at 1000 agents): a state
         # request takes them from here; refresh_badges renews them off the
@@ -146,10 +148,15 @@ class StateSource:
         return None if self._snaps is None else self._snaps.get(name)
 
     def activity(self, snaps: Iterable[Mapping[str, Any]]) -> dict[str, str | None]:
-        """What each running agent is doing (F41), read now."""
+        """What each running agent is doing (F41), read now; ``queued`` while it
+        waits for a turn slot (F44)."""
         if self.heartbeats is None:
             return {}
-        return {s["name"]: self.heartbeats.view(s["name"], s.get("state") == "running")["activity"] for s in snaps}
+        out = {s["name"]: self.heartbeats.view(s["name"], s.get("state") == "running")["activity"] for s in snaps}
+        for name in self.slots.queued if self.slots is not None else ():
+            if name in out and out[name] in ("idle", None):
+                out[name] = "queued"
+        return out
 
     def resync(self) -> None:
         """Ask the Coordinator again on the next read (a safety net for the mirror)."""

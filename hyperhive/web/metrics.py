@@ -11,7 +11,7 @@ import asyncio
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, generate_latest
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from hyperhive.actors.bridge import call
 from hyperhive.names import OPERATOR
@@ -35,6 +35,11 @@ class Metrics:
         self.approvals_queued = Counter("hyperhive_approvals_queued", "approvals queued", ["kind"], registry=r)
         self.approvals_resolved = Counter("hyperhive_approvals_resolved", "approvals decided",
                                           ["outcome"], registry=r)
+        self.wake_latency = Histogram(
+            "hyperhive_wake_latency_seconds", "from a send reaching the broker to the parked recv it woke",
+            buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5), registry=r)
+        self.vacuumed = Counter("hyperhive_vacuum_removed", "rows removed by retention sweeps", ["what"],
+                                registry=r)
         self.containers = Gauge("hyperhive_containers", "containers by state", ["state"], registry=r)
         self.parked = Gauge("hyperhive_parked_recvs", "recvs parked in the broker", ["kind"], registry=r)
         self.undelivered = Gauge("hyperhive_undelivered_messages", "messages not yet received", registry=r)
@@ -49,6 +54,11 @@ class Metrics:
                 self.to_operator.inc()
             if payload.get("delivered_at") is not None:
                 self.woke.inc()
+        elif name == "message.woke":
+            self.wake_latency.observe(float(payload.get("seconds", 0.0)))
+        elif name == "vacuum.swept":
+            self.vacuumed.labels(what="messages").inc(int(payload.get("messages", 0)))
+            self.vacuumed.labels(what="events").inc(int(payload.get("events", 0)))
         elif name == "container.crash":
             self.crashes.inc()
         elif name == "container.killed":

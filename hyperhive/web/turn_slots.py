@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable
 
 import hyperhive.logs as logs
 
@@ -19,8 +20,9 @@ _log = logs.get("hyperhive.turns")
 
 
 class TurnSlots:
-    def __init__(self, capacity: int) -> None:
+    def __init__(self, capacity: int, on_change: Callable[[str], None] | None = None) -> None:
         self.capacity = capacity  # 0: no cap
+        self._on_change = on_change  # an agent got queued, or left the queue
         self.holders: set[str] = set()
         self._queue: OrderedDict[str, asyncio.Future[None]] = OrderedDict()
 
@@ -40,11 +42,13 @@ class TurnSlots:
             fut = asyncio.get_running_loop().create_future()
             self._queue[agent] = fut
             _log.info("turns.queued", agent=agent, position=len(self._queue))
+            self._changed(agent)
         try:
             await asyncio.shield(fut)
         except asyncio.CancelledError:
             if self._queue.get(agent) is fut:  # the caller gave up while waiting
                 del self._queue[agent]
+                self._changed(agent)
             raise
 
     def release(self, agent: str) -> None:
@@ -52,6 +56,7 @@ class TurnSlots:
         fut = self._queue.pop(agent, None)
         if fut is not None and not fut.done():
             fut.cancel()
+            self._changed(agent)
         if agent in self.holders:
             self.holders.discard(agent)
             self._grant()
@@ -64,3 +69,11 @@ class TurnSlots:
             self.holders.add(agent)
             fut.set_result(None)
             _log.info("turns.granted", agent=agent)
+            self._changed(agent)
+
+    def _changed(self, agent: str) -> None:
+        if self._on_change is not None:
+            try:
+                self._on_change(agent)
+            except Exception:  # noqa: BLE001 - a listener never breaks the queue
+                _log.exception("turns.listener_failed")

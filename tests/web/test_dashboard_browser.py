@@ -266,6 +266,7 @@ def scrape(h: Hive) -> dict[str, float]:
 
 
 def test_metrics_parse_and_count_the_messages_sent(dash: Hive) -> None:
+    wait_for(lambda: dash.ls()["alice"]["parked"]["system"] >= 1, what="alice's harness parked on its recv")
     before = scrape(dash)
     for i in range(5):
         dash.admin("send", to="alice", body=f"metrics {i}")
@@ -276,6 +277,10 @@ def test_metrics_parse_and_count_the_messages_sent(dash: Hive) -> None:
     assert after["hyperhive_messages_sent_total{}"] >= before["hyperhive_messages_sent_total{}"] + 10
     assert after['hyperhive_containers{"state": "running"}'] >= 2
     assert "hyperhive_pending_questions{}" in after and "hyperhive_parked_recvs{\"kind\": \"system\"}" in after
+    # alice's harness waits parked on its recv: sends to her wake it (F45's wake latency histogram).
+    assert after["hyperhive_wake_latency_seconds_count{}"] > before.get("hyperhive_wake_latency_seconds_count{}", 0)
+    assert after["hyperhive_wake_latency_seconds_sum{}"] / after["hyperhive_wake_latency_seconds_count{}"] < 1.0
+    assert 'hyperhive_vacuum_removed_total{"what": "messages"}' in after  # the sweep at start reported
 
 
 def get_json(url: str) -> tuple[int, dict[str, Any]]:
