@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import time
+from collections import deque
 from collections.abc import Callable
 from typing import Any
 
@@ -51,6 +52,8 @@ class Pusher:
         self._io_loop = io_loop
         self._source = source
         self._extra = on_event
+        self._inbox: deque[tuple[str, dict[str, Any], float]] = deque()
+        self._wake_pending = False
         self.clients: set[PushSocket] = set()
         self._stale: set[str] = set()
         self._rows: dict[str, dict[str, Any]] = {}
@@ -59,8 +62,18 @@ class Pusher:
         self._running = False
 
     def on_event(self, name: str, payload: dict[str, Any]) -> None:
-        """Hub listener: runs on an actor thread, so it only hands over."""
-        self._io_loop.add_callback(self._note, name, payload, time.time())
+        """Hub listener: runs on an actor thread, so it only hands over. A burst
+        (a group commit publishes one event per message) costs one wake-up of
+        the loop, not one per event."""
+        self._inbox.append((name, payload, time.time()))  # deque.append is thread-safe
+        if not self._wake_pending:
+            self._wake_pending = True
+            self._io_loop.add_callback(self._drain)
+
+    def _drain(self) -> None:
+        self._wake_pending = False  # before draining: an event appended from now on is drained or wakes us
+        while self._inbox:
+            self._note(*self._inbox.popleft())
 
     def _note(self, name: str, payload: dict[str, Any], at: float) -> None:
         if self._extra is not None:
