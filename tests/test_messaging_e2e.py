@@ -8,29 +8,12 @@ import json
 import subprocess
 import sys
 import time
-from contextlib import asynccontextmanager
 from typing import Any
 
-from mcp import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
+from mcp_support import mcp_session, tool_json
 from support import Hive, async_wait_for
 
 from hyperhive.client import AsyncClient
-
-
-@asynccontextmanager
-async def mcp_session(socket_path: Any):  # type: ignore[no-untyped-def]
-    params = StdioServerParameters(
-        command=sys.executable, args=["-m", "hyperhive", "mcp", "--socket", str(socket_path)]
-    )
-    async with stdio_client(params) as (r, w), ClientSession(r, w) as s:
-        await s.initialize()
-        yield s
-
-
-def tool_json(result: Any) -> Any:
-    assert not result.is_error, result.content
-    return json.loads("".join(c.text for c in result.content))
 
 
 def parked_tool(hive: Hive, name: str) -> int:
