@@ -41,7 +41,7 @@ REPO = Path(__file__).resolve().parent.parent
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 sys.path.insert(0, str(REPO))
 
-from recv_latency import DaemonProc, LineConn, host_load_note, percentile  # noqa: E402
+from benchlib import DaemonProc, LineConn, host_load_note, percentile  # noqa: E402
 
 TARGET_STATE_MS = 100.0
 TARGET_PUSH_MS = 50.0
