@@ -28,7 +28,7 @@ from hyperhive.journal import check_unit_and_lines, tail_lines
 from hyperhive.names import MANAGER, AgentName
 from hyperhive.paths import StatePaths
 
-__all__ = ["LocalBackend", "LocalHandle", "bwrap_argv", "bwrap_works", "harness_argv"]
+__all__ = ["LocalBackend", "LocalHandle", "bwrap_argv", "bwrap_works", "harness_argv", "runtime_dirs"]
 
 _log = logs.get("hyperhive.backend.local")
 
@@ -45,23 +45,47 @@ def harness_argv(paths: StatePaths, name: AgentName, driver: str, web_port: int 
     ]
 
 
+HIDDEN = "/tmp"  # a fresh tmpfs in every sandbox
+
+
+def runtime_dirs(hidden: list[Path]) -> list[str]:
+    """What running the harness needs that a sandbox's tmpfs would hide: the
+    interpreter, the venv and the hyperhive package, when they live under one
+    of ``hidden`` (a checkout in /tmp, as a CI clone may be)."""
+    import hyperhive
+
+    wanted = {Path(sys.prefix), Path(sys.base_prefix), Path(os.path.realpath(sys.executable)).parent,
+              Path(hyperhive.__file__).resolve().parent.parent}
+    out = set()
+    for d in wanted:
+        d = d.resolve()
+        if any(d == h or d.is_relative_to(h) for h in hidden):
+            out.add(str(d))
+    return sorted(out)
+
+
 def bwrap_argv(
     paths: StatePaths, name: AgentName, inner: list[str], config_dirs: list[str] | None = None,
+    runtime: list[str] | None = None,
 ) -> list[str]:
     """The bubblewrap command line around ``inner`` (a pure function).
 
     ``config_dirs``: the agents' config repos bound read-write (the manager's,
     which commits to them, F12); nothing else of another agent is bound.
+    ``runtime``: directories bound back read-only under the fresh /tmp
+    (`runtime_dirs`), before the state dir is hidden.
     """
     root = str(paths.root)
     state, run, applied = (str(p) for p in (paths.state(name), paths.run(name), paths.applied(name)))
     configs = [arg for d in config_dirs or [] for arg in ("--bind", d, d)]
+    keep = [arg for d in runtime or [] for arg in ("--ro-bind", d, d)]
     return [
         "bwrap",
         "--ro-bind", "/", "/",
         "--dev", "/dev",
         "--proc", "/proc",
-        "--tmpfs", "/tmp",
+        "--tmpfs", HIDDEN,
+        *keep,
         "--tmpfs", root,
         "--bind", state, state,
         "--bind", run, run,
@@ -114,11 +138,13 @@ class LocalBackend:
         if not self.sandboxed:
             reason = "sandbox=off" if sandbox == "off" else "bwrap missing or not usable"
             _log.warning("backend.unsandboxed", reason=reason)
+        self._runtime = runtime_dirs([Path(HIDDEN).resolve()])
 
     def start(self, name: AgentName, driver: str, on_exit: Callable[[int], None]) -> LocalHandle:
         """Start the harness; ``on_exit(returncode)`` runs on a watcher thread when it ends."""
         inner = harness_argv(self.paths, name, driver, read_port_file(self.paths.agent(name) / "port"))
-        argv = bwrap_argv(self.paths, name, inner, self._config_dirs(name)) if self.sandboxed else inner
+        argv = (bwrap_argv(self.paths, name, inner, self._config_dirs(name), self._runtime) if self.sandboxed
+                else inner)
         state = self.paths.state(name)
         state.mkdir(parents=True, exist_ok=True)
         env = {**os.environ, "HOME": str(state), "PYTHONUNBUFFERED": "1"}

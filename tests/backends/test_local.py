@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from hyperhive.backends.local import bwrap_argv, bwrap_works
+from hyperhive.backends.local import bwrap_argv, bwrap_works, runtime_dirs
 from hyperhive.names import AgentName
 from hyperhive.paths import AgentConfig, StatePaths
 
@@ -29,6 +29,19 @@ print(json.dumps({
     "home": os.environ.get("HOME"),
 }))
 """
+
+
+RUNTIME = runtime_dirs([Path("/tmp").resolve()])  # a checkout under /tmp (a CI clone) stays runnable
+
+
+def test_runtime_dirs_bring_back_the_interpreter_and_package_only_when_hidden() -> None:
+    import hyperhive
+
+    venv = Path(sys.prefix).resolve()
+    assert str(venv) in runtime_dirs([venv.parent])
+    package_root = Path(hyperhive.__file__).resolve().parent.parent
+    assert str(package_root) in runtime_dirs([package_root])
+    assert runtime_dirs([Path("/nonexistent-hidden-dir")]) == []
 
 
 @pytest.fixture
@@ -59,7 +72,8 @@ def test_inside_the_sandbox_only_the_agents_own_dirs_exist(paths: StatePaths) ->
     a, b = AgentName("a"), AgentName("b")
     inner = [sys.executable, "-c", PROBE, str(paths.root), str(paths.state(a)),
              str(paths.state(b) / "secret"), str(paths.admin_socket)]
-    out = subprocess.run(bwrap_argv(paths, a, inner), capture_output=True, text=True, timeout=30, check=True)
+    argv = bwrap_argv(paths, a, inner, runtime=RUNTIME)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
     import json
     seen = json.loads(out.stdout)
     assert seen["state_listing"] == ["agents", "applied"]
@@ -114,6 +128,7 @@ def test_the_manager_sees_every_config_repo_and_nothing_else_of_the_others(paths
         "print(os.path.exists(s))"
     )
     inner = [sys.executable, "-c", probe, str(paths.config_dir(AgentName("b"))), str(paths.state(AgentName("b")))]
-    out = subprocess.run(bwrap_argv(paths, m, inner, configs), capture_output=True, text=True, timeout=30, check=True)
+    argv = bwrap_argv(paths, m, inner, configs, RUNTIME)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
     assert out.stdout.strip() == "False"  # b's state stays hidden
     assert (paths.config_dir(AgentName("b")) / "x").read_text() == "m1nd was here"
