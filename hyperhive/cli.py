@@ -81,8 +81,12 @@ def _print_ls(containers: list[dict[str, Any]]) -> None:
         print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
 
 
+ADMIN_TIMEOUT = 960.0  # past the daemon's own lifecycle bound (a nixos build)
+
+
 def _admin(ns: argparse.Namespace, op: str, **fields: Any) -> dict[str, Any]:
-    return client.request(StatePaths(Path(ns.state_dir).absolute()).admin_socket, op, **fields)
+    return client.request(StatePaths(Path(ns.state_dir).absolute()).admin_socket, op, timeout=ADMIN_TIMEOUT,
+                          **fields)
 
 
 def main(argv: list[str] | None = None) -> int:

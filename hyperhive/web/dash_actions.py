@@ -15,7 +15,7 @@ from hyperhive.web.lifecycle import LIFECYCLE_TIMEOUT, lifecycle_action
 __all__ = ["ROUTES", "spawn_request_config"]
 
 MAX_BODY = 64 * 1024
-APPROVE_TIMEOUT = 120.0
+APPROVE_TIMEOUT = LIFECYCLE_TIMEOUT  # an approval spawns or rebuilds a container
 
 
 def _int_id(raw: str) -> int:

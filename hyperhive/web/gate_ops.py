@@ -98,7 +98,7 @@ def operator_gate_ops(coordinator: Any, questions: Any, approvals: Any) -> dict[
         return dict(await call(approvals.list))
 
     async def approve(req: Approve) -> dict[str, Any]:
-        return {"approval": await call(approvals.approve, req.approval_id, timeout=120.0)}
+        return {"approval": await call(approvals.approve, req.approval_id, timeout=LIFECYCLE_TIMEOUT)}
 
     async def deny(req: Deny) -> dict[str, Any]:
         return {"approval": await call(approvals.deny, req.approval_id, req.reason)}

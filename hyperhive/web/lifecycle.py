@@ -14,7 +14,9 @@ from hyperhive.names import MANAGER, validate_name
 __all__ = ["LIFECYCLE_TIMEOUT", "Verb", "lifecycle_action"]
 
 Verb = Literal["start", "stop", "restart", "rebuild", "kill"]
-LIFECYCLE_TIMEOUT = 60.0
+# A first nixos start builds a whole system: minutes, not seconds. A local
+# verb takes milliseconds; the bound only guards a verb that never ends.
+LIFECYCLE_TIMEOUT = 900.0
 _METHODS: dict[str, str] = {
     "start": "start_agent", "stop": "stop_agent", "restart": "restart_agent",
     "rebuild": "rebuild_agent", "kill": "kill_agent",
