@@ -62,6 +62,9 @@ MCP_CONFIG_FILE = "claude-mcp.json"
 LINE_LIMIT = 1 << 24  # one stream-json line (a big tool result) may be large
 STDERR_KEEP = 4000
 STOP_GRACE = 1.0  # SIGTERM → SIGKILL; cancel must finish within 2 s
+# A CLI that prints nothing for this long is hung: its own tools time out well
+# before (Bash: 10 min at most), so the turn is stopped with an error event.
+SILENCE_SECONDS = 1200.0
 LOST_SESSION = "No conversation found"
 
 FORCED_ENV = {
@@ -154,6 +157,7 @@ class _Run:
     malformed: str | None
     cancelled: bool
     stderr: str
+    silent: bool = False
 
 
 class ClaudeDriver:
@@ -171,6 +175,7 @@ class ClaudeDriver:
         self.env = claude_env(parent, state_dir)
         self.session_file = state_dir / SESSION_FILE
         self.mcp_config_path = state_dir / MCP_CONFIG_FILE
+        self.silence = float(parent.get("HYPERHIVE_CLAUDE_SILENCE_SECONDS") or SILENCE_SECONDS)
         self._proc: asyncio.subprocess.Process | None = None
         self._cancelled = False
 
@@ -224,6 +229,8 @@ class ClaudeDriver:
             run = await self._run(prompt, emit)
         if run.cancelled:
             emit("cancelled")
+        elif run.silent:
+            emit("error", error=f"claude printed nothing for {self.silence:g} s; the turn was stopped")
         elif run.malformed is not None:
             emit("error", error=f"malformed stream-json line from claude: {run.malformed}")
         elif run.returncode != 0:
@@ -250,10 +257,12 @@ class ClaudeDriver:
             await proc.stdin.drain()
         proc.stdin.close()
         malformed: str | None = None
-        eof = False
+        eof = silent = False
         try:
             malformed = await self._read(proc.stdout, emit)
             eof = malformed is None
+        except TimeoutError:
+            silent = True
         finally:
             if not eof:  # a malformed line, or the harness is stopping: end the turn here
                 await _stop(proc)
@@ -262,13 +271,14 @@ class ClaudeDriver:
             self._proc = None
         err = await stderr
         _log.info("claude.exit", pid=proc.pid, returncode=rc, cancelled=self._cancelled)
-        return _Run(rc, malformed, self._cancelled, err)
+        return _Run(rc, malformed, self._cancelled, err, silent)
 
     async def _read(self, stdout: asyncio.StreamReader, emit: Emit) -> str | None:
         """Emit events until EOF; returns the problem with a malformed line, if one came."""
         while True:
             try:
-                line = await stdout.readline()
+                async with asyncio.timeout(self.silence):  # TimeoutError: the CLI is hung
+                    line = await stdout.readline()
             except ValueError:
                 return f"a line over {LINE_LIMIT} bytes"
             if not line:

@@ -286,3 +286,31 @@ def test_daemon_runs_claude_agents_in_their_sandbox(tmp_path: Path, monkeypatch:
     assert "error" not in kinds and kinds.count("turn_end") >= 1
     assert sandboxed and all(s is not None for s in sandboxed)  # the backend said how it ran them
     assert (state / "claude-session").read_text().strip()
+
+
+def test_a_silent_hung_cli_is_stopped_with_an_error_not_a_stuck_agent(hive: Hive, fake: FakeAnthropic,
+                                                                       tmp_path: Path) -> None:
+    take_over(hive, "a")
+    flag = tmp_path / "hang"
+    flag.touch()
+    wrapper = _wrapper(tmp_path / "claude-hanging", f"if [ -e {flag} ]; then exec sleep 600; fi")
+    fake.set_script([Reply([text("awake again")])])
+    # The real CLI speaks within ~2 s; the hung one never does.
+    env = claude_env(fake.env(), HYPERHIVE_CLAUDE=str(wrapper), HYPERHIVE_CLAUDE_SILENCE_SECONDS="5")
+    a = HarnessProc(hive, "a", "claude", env).start()
+    try:
+        hive.admin("send", to="a", body="are you there?")
+        end = a.wait_kind("turn_end", timeout=20)
+        [err] = [e for e in a.events() if e["kind"] == "error"]
+        assert "printed nothing for 5 s" in err["data"]["error"] and err["id"] < end["id"]
+        [pid] = _claude_pids(a)
+        wait_for(lambda: not pid_alive(pid), timeout=5, what="the hung CLI gone")
+        assert a.get("/api/state")["state"] == "idle"
+        os.unlink(flag)
+        mark = a.last_id()
+        hive.admin("send", to="a", body="and now?")
+        a.wait_kind("turn_end", after=mark, timeout=30)
+        after = [e for e in a.events() if e["id"] > mark]
+        assert [e["data"]["text"] for e in after if e["kind"] == "text"] == ["awake again"], after
+    finally:
+        a.stop()
