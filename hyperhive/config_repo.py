@@ -25,6 +25,7 @@ __all__ = [
     "PROMPT_FILE",
     "applied_commit",
     "applied_files",
+    "commit_change",
     "commit_files",
     "diff_html",
     "init_repo",
@@ -33,6 +34,7 @@ __all__ = [
 ]
 
 PROMPT_FILE = "prompt.md"
+CONFIG_FILE = "agent.json"
 APPLIED_MARK = ".commit"
 MAX_FILE = 1 << 20
 _COMMIT_RE = re.compile(r"[0-9a-fA-F]{4,64}|HEAD(~[0-9]{1,4})?")
@@ -75,6 +77,32 @@ def resolve_commit(config_dir: Path, commit: str) -> str:
     if r.returncode != 0:
         raise BadRequest(f"no commit {commit!r} in {config_dir.parent.name}'s config repository")
     return r.stdout.decode().strip()
+
+
+def commit_change(config_dir: Path, files: dict[str, str], message: str, author: str) -> str:
+    """Write ``files`` (name → text) into the repo and commit just them; returns the commit.
+
+    Names are plain file names of the config (no dirs, no dot files); a change
+    that changes nothing is refused.
+    """
+    if not files:
+        raise BadRequest("nothing to change: give the new prompt and/or agent.json")
+    if not message.strip():
+        raise BadRequest("a commit message is needed")
+    for name in files:
+        if name not in (CONFIG_FILE, PROMPT_FILE):
+            raise BadRequest(f"only {CONFIG_FILE} and {PROMPT_FILE} can be changed, not {name!r}")
+    if not (config_dir / ".git").exists():
+        raise BadRequest(f"{config_dir} is not a git repository")
+    for name, text in files.items():
+        (config_dir / name).write_text(text)
+    names = sorted(files)
+    _git(config_dir, "add", "--", *names)
+    if _git(config_dir, "diff", "--cached", "--quiet", "--", *names, check=False).returncode == 0:
+        raise BadRequest("the proposed files are what the repository already has")
+    _git(config_dir, "-c", f"user.name={author}", "-c", f"user.email={author}@hyperhive",
+         "commit", "-q", "-m", message, "--", *names)
+    return resolve_commit(config_dir, "HEAD")
 
 
 def commit_files(config_dir: Path, commit: str) -> dict[str, str]:

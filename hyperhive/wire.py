@@ -230,6 +230,15 @@ class RequestApplyCommit(Request):
     commit: str
 
 
+@_op("propose_config")
+@dataclass(frozen=True)
+class ProposeConfig(Request):
+    agent: str
+    message: str
+    prompt: str | None = None
+    agent_json: str | None = None
+
+
 @_op("questions")
 @dataclass(frozen=True)
 class Questions(Request):

@@ -97,13 +97,17 @@ async def test_ask_answer_cancel_and_ttl_through_mcp_and_cli(quiet_manager: Hive
         e1 = tool_json(await s.call_tool("ask_operator", {"question": "quick?", "ttl_seconds": 1}))["question_id"]
         e2 = tool_json(await s.call_tool("ask_operator", {
             "question": "deploy?", "options": ["yes", "no"], "ttl_seconds": 1, "default": "no"}))["question_id"]
+        # A default that reads as JSON stays the string it is.
+        e3 = tool_json(await s.call_tool("ask_operator", {
+            "question": "risky?", "ttl_seconds": 1, "default": "false"}))["question_id"]
         seen: dict[int, dict[str, Any]] = {}
         deadline = time.monotonic() + 10
-        while len(seen) < 2 and time.monotonic() < deadline:
+        while len(seen) < 3 and time.monotonic() < deadline:
             for e in await recv_events(s, 5):
                 seen[e["id"]] = e
         assert (seen[e1]["answer"], seen[e1]["how"]) == ("[expired]", "expired")
         assert (seen[e2]["answer"], seen[e2]["how"]) == ("no", "expired")
+        assert (seen[e3]["answer"], seen[e3]["how"]) == ("false", "expired")
         # Answering an expired question changes nothing.
         assert "expired: [expired]" in cli(hive, "answer", str(e1), "late").stdout
 
@@ -278,3 +282,31 @@ def test_a_failing_notify_command_is_logged_and_blocks_nothing(tmp_path: Any) ->
         assert "answered: fine" in cli(hive, "answer", str(qid), "fine").stdout
     finally:
         hive.stop()
+
+
+def test_the_manager_proposes_a_config_through_its_tool_and_the_operator_applies_it(quiet_manager: Hive) -> None:
+    hive = quiet_manager
+    hive.spawn("a")
+    repo = hive.paths.config_dir("a")  # type: ignore[arg-type]
+    commits_before = _git(repo, "rev-list", "--count", "HEAD")
+
+    async def propose(**args: Any) -> Any:
+        async with mcp_session(hive.socket("m1nd")) as s:
+            return await s.call_tool("propose_config", {"agent": "a", **args})
+
+    bad = asyncio.run(propose(message="x", agent_json={"driver": "gpt"}))
+    assert bad.is_error and "driver must be one of" in tool_text(bad)
+    same = asyncio.run(propose(message="x", prompt=(repo / "prompt.md").read_text()))
+    assert same.is_error and "already has" in tool_text(same)
+    assert _git(repo, "rev-list", "--count", "HEAD") == commits_before  # refused: nothing committed
+
+    out = tool_json(asyncio.run(propose(message="a reviews code now", prompt="You review code.\n",
+                                        agent_json={"allowed_recipients": ["m1nd", "operator"]})))
+    assert _git(repo, "log", "-1", "--format=%an %s") == "m1nd a reviews code now"
+    assert _git(repo, "rev-parse", "HEAD") == out["commit"]
+    [pending] = json.loads(cli(hive, "approvals", "--json").stdout)["pending"]
+    assert pending["id"] == out["approval_id"] and "+You review code." in pending["diff_html"]
+    assert f"#{out['approval_id']} approved" in cli(hive, "approve", str(out["approval_id"])).stdout
+    applied = hive.paths.applied("a")  # type: ignore[arg-type]
+    assert (applied / "prompt.md").read_text() == "You review code.\n"
+    assert json.loads((applied / "agent.json").read_text()) == {"allowed_recipients": ["m1nd", "operator"]}

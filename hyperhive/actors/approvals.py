@@ -29,7 +29,7 @@ from hyperhive import config_repo
 from hyperhive.actors.bridge import Reply, answer, claim, fail, resolve
 from hyperhive.actors.events import Hub
 from hyperhive.errors import BadRequest, Conflict, HiveError, Internal, UnknownAgent, UnknownId
-from hyperhive.names import MANAGER, SYSTEM, validate_name, validate_spawnable
+from hyperhive.names import MANAGER, SYSTEM, AgentName, validate_name, validate_spawnable
 from hyperhive.paths import AgentConfig, StatePaths
 from hyperhive.store.models import Approval, Container
 
@@ -97,22 +97,46 @@ class Approvals(pykka.ThreadingActor):
                                config=(kept or AgentConfig()).to_json(), reason="revive")
         answer(reply, run)
 
+    def propose_config(
+        self, requested_by: str, agent: str, message: str, prompt: str | None = None,
+        agent_json: str | None = None, reply: Reply | None = None,
+    ) -> None:
+        """Commit a new prompt and/or agent.json to the agent's config repo for
+        ``requested_by`` and queue its apply approval: the manager needs no file
+        access to the repos (its container may not see them)."""
+        def run() -> dict[str, Any]:
+            name = validate_name(agent)
+            if Container.get_or_none(Container.name == name) is None:
+                raise UnknownAgent(f"no agent named {name}")
+            files: dict[str, str] = {}
+            if prompt is not None:
+                if len(prompt) > MAX_PROMPT:
+                    raise BadRequest(f"prompt is over {MAX_PROMPT} characters")
+                files[config_repo.PROMPT_FILE] = prompt
+            if agent_json is not None:
+                files[config_repo.CONFIG_FILE] = AgentConfig.from_json(agent_json, where="agent_json").to_json()
+            commit = config_repo.commit_change(self._paths.config_dir(name), files, message, requested_by)
+            return {"commit": commit, "approval_id": self._queue_apply(requested_by, name, commit)}
+        answer(reply, run)
+
     def request_apply_commit(self, requested_by: str, agent: str, commit: str, reply: Reply | None = None) -> None:
         def run() -> int:
             name = validate_name(agent)
             if Container.get_or_none(Container.name == name) is None:
                 raise UnknownAgent(f"no agent named {name}")
-            config_dir = self._paths.config_dir(name)
-            full = config_repo.resolve_commit(config_dir, commit)
-            new = config_repo.commit_files(config_dir, full)
-            if config_repo.PROMPT_FILE not in new and "agent.json" not in new:
-                raise BadRequest(f"commit {full[:12]} has neither agent.json nor {config_repo.PROMPT_FILE}")
-            if "agent.json" in new:
-                AgentConfig.from_json(new["agent.json"], where=f"agent.json in {full[:12]}")
-            old = config_repo.applied_files(self._paths.applied(name))
-            return self._queue(kind="apply_commit", agent=name, requested_by=requested_by, commit=full,
-                               diff_html=config_repo.diff_html(old, new))
+            return self._queue_apply(requested_by, name, config_repo.resolve_commit(self._paths.config_dir(name),
+                                                                                     commit))
         answer(reply, run)
+
+    def _queue_apply(self, requested_by: str, name: AgentName, full: str) -> int:
+        new = config_repo.commit_files(self._paths.config_dir(name), full)
+        if config_repo.PROMPT_FILE not in new and config_repo.CONFIG_FILE not in new:
+            raise BadRequest(f"commit {full[:12]} has neither agent.json nor {config_repo.PROMPT_FILE}")
+        if config_repo.CONFIG_FILE in new:
+            AgentConfig.from_json(new[config_repo.CONFIG_FILE], where=f"agent.json in {full[:12]}")
+        old = config_repo.applied_files(self._paths.applied(name))
+        return self._queue(kind="apply_commit", agent=name, requested_by=requested_by, commit=full,
+                           diff_html=config_repo.diff_html(old, new))
 
     # --- decisions -----------------------------------------------------------
     def approve(self, approval_id: int, reply: Reply | None = None) -> None:

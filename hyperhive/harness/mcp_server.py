@@ -87,24 +87,26 @@ def _manager_tools(server: MCPServer, rpc: Any) -> None:
                                                    "(or checkboxes with multi); free text is always allowed")] = None,
         multi: Annotated[bool, Field(description="allow several options")] = False,
         ttl_seconds: Annotated[int | None, Field(gt=0, description="expire unanswered after this long")] = None,
-        default: Annotated[str | None, Field(description="the answer if it expires (needs ttl_seconds); "
-                                             "without it an expiry answers [expired]")] = None,
+        # Plain `str` params (empty = not given): the SDK JSON-parses strings given
+        # to any other type, so a default of "false" or "[1]" would not survive.
+        default: Annotated[str, Field(description="the answer if it expires (needs ttl_seconds); "
+                                      "empty: an expiry answers [expired]")] = "",
     ) -> str:
         """Queue a question for the operator; returns its id at once. The answer arrives
         later in your inbox as an OperatorAnswered event (how: answered|cancelled|expired)."""
         resp = await rpc("ask_operator", question=question, options=options or [], multi=multi,
-                         ttl_seconds=ttl_seconds, default=default)
+                         ttl_seconds=ttl_seconds, default=default or None)
         return json.dumps({"question_id": resp["question_id"], "status": "queued"})
 
     @server.tool(structured_output=False)
     async def request_spawn(
         name: Annotated[str, Field(description="the new agent's name (^[a-z][a-z0-9-]{0,30}$)")],
-        prompt: Annotated[str | None, Field(description="its initial prompt (prompt.md)")] = None,
+        prompt: Annotated[str, Field(description="its initial prompt (prompt.md); empty: a default")] = "",
         allowed_recipients: Annotated[list[str] | None, Field(description="whom it may message "
                                                               "(default: anyone)")] = None,
     ) -> str:
         """Ask the operator to approve a new agent. The outcome arrives as ApprovalResolved."""
-        resp = await rpc("request_spawn", name=name, prompt=prompt, allowed_recipients=allowed_recipients)
+        resp = await rpc("request_spawn", name=name, prompt=prompt or None, allowed_recipients=allowed_recipients)
         return json.dumps({"approval_id": resp["approval_id"], "status": "pending"})
 
     @server.tool(structured_output=False)
@@ -115,6 +117,21 @@ def _manager_tools(server: MCPServer, rpc: Any) -> None:
         """Ask the operator to apply a commit of an agent's config (rebuilds its container)."""
         resp = await rpc("request_apply_commit", agent=agent, commit=commit)
         return json.dumps({"approval_id": resp["approval_id"], "status": "pending"})
+
+    @server.tool(structured_output=False)
+    async def propose_config(
+        agent: Annotated[str, Field(description="the agent whose config changes")],
+        message: Annotated[str, Field(description="why: the commit message the operator reads")],
+        prompt: Annotated[str, Field(description="its new prompt (prompt.md), whole; empty: unchanged")] = "",
+        agent_json: Annotated[dict[str, Any] | None, Field(description="its new agent.json, whole, as an "
+                                                           "object: driver, allowed_recipients, allowed_tools")] = None,
+    ) -> str:
+        """Commit a new prompt and/or agent.json to an agent's config repo and ask the
+        operator to apply it (the container is rebuilt on approval). The outcome
+        arrives as ApprovalResolved."""
+        resp = await rpc("propose_config", agent=agent, message=message, prompt=prompt or None,
+                         agent_json=None if agent_json is None else json.dumps(agent_json))
+        return json.dumps({"commit": resp["commit"], "approval_id": resp["approval_id"], "status": "pending"})
 
     for verb, doc in (("start", "Start an agent's container (then it is kicked)."),
                       ("restart", "Restart an agent's container (then it is kicked)."),

@@ -22,6 +22,7 @@ from hyperhive.wire import (
     Deny,
     Destroy,
     Kill,
+    ProposeConfig,
     Purge,
     Questions,
     Rebuild,
@@ -35,7 +36,7 @@ from hyperhive.wire import (
 
 __all__ = ["MANAGER_OPS", "manager_ops", "operator_gate_ops", "refused_manager_ops"]
 
-MANAGER_OPS = ("ask_operator", "request_spawn", "request_apply_commit", "start", "restart", "kill")
+MANAGER_OPS = ("ask_operator", "request_spawn", "request_apply_commit", "propose_config", "start", "restart", "kill")
 
 
 def spawn_config(req: RequestSpawn) -> AgentConfig:
@@ -62,6 +63,10 @@ def manager_ops(coordinator: Any, questions: Any, approvals: Any) -> dict[str, O
     async def request_apply_commit(req: RequestApplyCommit) -> dict[str, Any]:
         return {"approval_id": await call(approvals.request_apply_commit, MANAGER, req.agent, req.commit)}
 
+    async def propose_config(req: ProposeConfig) -> dict[str, Any]:
+        return dict(await call(approvals.propose_config, MANAGER, req.agent, req.message, req.prompt,
+                               req.agent_json))
+
     def verb(name: str) -> Op:
         async def run(req: Start | Restart | Kill) -> dict[str, Any]:
             return {"container": await lifecycle_action(coordinator, name, req.name, MANAGER)}  # type: ignore[arg-type]
@@ -69,6 +74,7 @@ def manager_ops(coordinator: Any, questions: Any, approvals: Any) -> dict[str, O
 
     return {
         "ask_operator": Op(ask_operator),
+        "propose_config": Op(propose_config),
         "request_spawn": _request_spawn(approvals, MANAGER),
         "request_apply_commit": Op(request_apply_commit),
         "start": verb("start"), "restart": verb("restart"), "kill": verb("kill"),
