@@ -102,6 +102,17 @@ async def start(settings: Settings) -> Daemon:
     paths = StatePaths(settings.state_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
     d = Daemon(settings, paths, _take_lock(paths))
+    try:
+        await _bring_up(d, token)
+    except BaseException:
+        _log.error("daemon.start_aborted")
+        stop(d)  # whatever had started, in reverse: no actor thread keeps the process alive
+        raise
+    return d
+
+
+async def _bring_up(d: Daemon, token: str | None) -> None:
+    settings, paths = d.settings, d.paths
     listeners = await bind_dashboard(settings)  # before any actor: a failure leaves nothing running
     d.db = open_hive_db(paths.db)
     io_loop = IOLoop.current()
@@ -157,7 +168,6 @@ async def start(settings: Settings) -> Daemon:
     _log.info("daemon.ready", state_dir=str(paths.root), pid=os.getpid(), started=started,
               sandboxed=backend.sandboxed, backend=backend.kind)
     d.notifier = sdnotify.ready()  # READY=1 only now: sockets bound, containers booted
-    return d
 
 
 def stop(d: Daemon) -> None:
@@ -190,7 +200,8 @@ def stop(d: Daemon) -> None:
         pykka.ActorRegistry.stop_all(block=True, timeout=10)
     if d.db is not None:
         d.db.close()
-    d.paths.admin_socket.unlink(missing_ok=True)
+    if d.paths.admin_socket.is_socket():  # ours; a file in its way is not ours to remove
+        d.paths.admin_socket.unlink(missing_ok=True)
     d.lock.close()
     _log.info("daemon.stopped")
 
