@@ -243,7 +243,7 @@ class ContainerActor(pykka.ThreadingActor):
     def _publish(self) -> None:
         snap = self.snapshot()
         try:
-            self._coordinator.container_changed.defer(snap)
+            self._coordinator.container_changed.defer(snap, self.actor_urn)
         except pykka.ActorDeadError:
             pass
         self._hub.publish("container.state", snap)

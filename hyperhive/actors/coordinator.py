@@ -238,8 +238,13 @@ class Coordinator(pykka.ThreadingActor):
         getattr(actor, verb).defer(reply=reply, **kw)
 
     # --- reports ------------------------------------------------------------
-    def container_changed(self, snapshot: dict[str, Any]) -> None:
-        self._snapshots[snapshot["name"]] = snapshot
+    def container_changed(self, snapshot: dict[str, Any], urn: str | None = None) -> None:
+        """A ContainerActor's new snapshot. One from an actor no longer registered
+        (a destroyed agent's last words, perhaps after a new agent took its name)
+        is dropped."""
+        actor = self._actors.get(snapshot["name"])
+        if actor is not None and (urn is None or actor.actor_ref.actor_urn == urn):
+            self._snapshots[snapshot["name"]] = snapshot
 
     def ls(self, reply: Reply | None = None) -> None:
         """Every container's latest snapshot (cheap: file observations such as
