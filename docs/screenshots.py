@@ -79,11 +79,18 @@ def main() -> int:
             page.wait_for_function("document.querySelector('#containers .row[data-key=\"alice\"] pre.jbox')"
                                    "?.textContent.length > 0")
             page.locator("#containers").screenshot(path=str(OUT / "dashboard-journal.png"))
+            # alice's own web UI (F29–F31): her terminal of events, state badge, inbox.
+            port = int((h.paths.state("alice") / "web.port").read_text())  # type: ignore[arg-type]
+            agent = browser.new_page(viewport={"width": 1100, "height": 760})
+            agent.goto(f"http://127.0.0.1:{port}/")
+            agent.wait_for_function("document.querySelectorAll('#term > *').length > 3")
+            agent.wait_for_timeout(300)
+            agent.screenshot(path=str(OUT / "agent.png"))
             browser.close()
     finally:
         h.stop()
         shutil.rmtree(tmp, ignore_errors=True)
-    for f in ("dashboard.png", "dashboard-journal.png"):
+    for f in ("dashboard.png", "dashboard-journal.png", "agent.png"):
         print(f"docs/{f}: {(OUT / f).stat().st_size // 1024} KiB")
     return 0
 
