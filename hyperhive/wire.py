@@ -333,6 +333,10 @@ def _schema(op: str) -> tuple[tuple[tuple[str, Any, bool], ...], frozenset[str]]
     return fields, frozenset({"id", "op", *(f[0] for f in fields)})
 
 
+# One decoder for every request: json.loads(..., parse_constant=…) builds a new one per call.
+_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+
+
 def decode_request(line: bytes, ops: frozenset[str]) -> tuple[Any, Request]:
     """Parse one request line into (id, request). Raises HiveError subclasses.
 
@@ -340,7 +344,7 @@ def decode_request(line: bytes, ops: frozenset[str]) -> tuple[Any, Request]:
     response can still be matched.
     """
     try:
-        obj = json.loads(line, parse_constant=_no_constants)
+        obj = _DECODER.decode(line.decode("utf-8"))
     except (UnicodeDecodeError, ValueError) as exc:
         raise BadJson(f"request is not valid JSON: {exc}") from None
     except RecursionError:

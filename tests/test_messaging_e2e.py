@@ -114,3 +114,29 @@ def test_operator_send_and_inbox_through_the_cli(hive: Hive) -> None:
     rows = wait_for(inbox, what="a's builtin reply in the operator inbox")
     assert rows[-1]["from"] == "a"
     assert 'you said: "hello there"' in rows[-1]["body"]
+
+
+def test_builtin_turn_events_have_the_claude_drivers_shapes(hive: Hive) -> None:
+    """The agent's page renders tool_use {name, input} and tool_result {content}:
+    the builtin driver records its tool calls the way the claude driver does."""
+    from support import wait_for
+
+    from hyperhive.store.events_db import EventLog
+
+    hive.spawn("a")
+    hive.admin("send", to="a", body="ping")
+
+    def rows() -> list[Any]:
+        log = EventLog.in_state_dir(hive.paths.state("a"))  # type: ignore[arg-type]
+        try:
+            return log.tail(100)
+        finally:
+            log.close()
+
+    wait_for(lambda: any(r.kind == "tool_result" for r in rows()), what="a's tool result")
+    use = next(r.data for r in rows() if r.kind == "tool_use")
+    result = next(r.data for r in rows() if r.kind == "tool_result")
+    assert use["name"] == "mcp__hyperhive__send" and use["input"]["to"] == "operator"
+    assert 'you said: "ping"' in use["input"]["body"]
+    assert result["tool_use_id"] == use["id"] and result["is_error"] is False
+    assert json.loads(result["content"])["sent"] is True

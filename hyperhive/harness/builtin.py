@@ -22,6 +22,7 @@ from hyperhive.wire import InboxRow
 __all__ = ["Action", "BuiltinDriver", "plan"]
 
 REPLY_MARK = "[builtin reply from "
+TOOL_SEND = "mcp__hyperhive__send"  # the name Claude Code gives the same tool
 QUOTE_MAX = 200
 
 
@@ -60,6 +61,7 @@ class BuiltinDriver:
         self.socket_path = socket_path
         self._stack = AsyncExitStack()
         self.session: ClientSession | None = None
+        self._calls = 0
 
     async def open(self) -> None:
         params = StdioServerParameters(
@@ -76,10 +78,14 @@ class BuiltinDriver:
         assert self.session is not None
         for msg in messages:
             for action in plan(self.me, msg):
-                emit("tool_use", tool="send", to=action.to)
-                result = await self.session.call_tool("send", {"to": action.to, "body": action.body})
+                # The same event shapes as the claude driver's, so the agent's page shows them alike.
+                self._calls += 1
+                use_id = f"builtin_{self._calls}"
+                args = {"to": action.to, "body": action.body}
+                emit("tool_use", id=use_id, name=TOOL_SEND, input=args)
+                result = await self.session.call_tool("send", args)
                 text = "".join(getattr(c, "text", "") for c in result.content)
-                emit("tool_result", tool="send", is_error=bool(result.is_error), result=text)
+                emit("tool_result", tool_use_id=use_id, content=text, is_error=bool(result.is_error))
                 if action.then_confirm_to and action.then_confirm_to != SYSTEM:
                     outcome = "could not send: " + text if result.is_error else f"sent to {action.to}"
                     body = f"{REPLY_MARK}{self.me}] {outcome}"

@@ -49,6 +49,8 @@ class JsonLineServer(TCPServer):
         self._context = context  # bound to every log line (agent=…, socket=…)
 
     async def handle_stream(self, stream: IOStream, address: Any) -> None:
+        # This connection's task has its own context; its request tasks copy it.
+        structlog.contextvars.bind_contextvars(**self._context)
         splitter = LineSplitter()
         tasks: set[asyncio.Task[None]] = set()
         try:
@@ -78,7 +80,7 @@ class JsonLineServer(TCPServer):
         op = self._ops[req.op]
         # Each request is its own task with its own copy of the context, so
         # binding here tags only this request's log lines; nothing to unbind.
-        structlog.contextvars.bind_contextvars(**self._context, request=req_id, op=req.op)
+        structlog.contextvars.bind_contextvars(request=req_id, op=req.op)
         try:
             fields = await op.run(req)
             response = ok_response(req_id, **fields)

@@ -22,6 +22,7 @@ __all__ = ["SendBatcher"]
 _log = logs.get("hyperhive.sends")
 
 _Item = tuple[str, str, str, "asyncio.Future[int]"]
+REPLY_TIMEOUT = 30.0
 
 
 class SendBatcher:
@@ -32,19 +33,16 @@ class SendBatcher:
         self._items: list[_Item] = []
         self._scheduled = False
 
-    async def send(self, sender: str, to: str, body: str, timeout: float = 30.0) -> int:
-        """Store one message; returns its id once it is committed."""
+    async def send(self, sender: str, to: str, body: str) -> int:
+        """Store one message; returns its id once it is committed (or fails
+        with Unavailable after ``REPLY_TIMEOUT``, one timer per batch)."""
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
         self._items.append((sender, to, body, fut))
         if not self._scheduled:
             self._scheduled = True
             loop.call_soon(self._flush, loop)
-        try:
-            async with asyncio.timeout(timeout):
-                return await fut
-        except TimeoutError:
-            raise Unavailable(f"no reply within {timeout:g}s") from None
+        return await fut
 
     def _flush(self, loop: asyncio.AbstractEventLoop) -> None:
         items = [i for i in self._items if not i[3].done()]  # a cancelled caller sends nothing
@@ -58,10 +56,13 @@ class SendBatcher:
         except pykka.ActorDeadError:
             _settle(items, Unavailable("the daemon is shutting down"))
             return
-        reply.add_done_callback(lambda f: loop.call_soon_threadsafe(_deliver, items, f))
+        # A guard, not a deadline: the Broker always answers unless it is gone.
+        guard = loop.call_later(REPLY_TIMEOUT, _settle, items, Unavailable(f"no reply within {REPLY_TIMEOUT:g}s"))
+        reply.add_done_callback(lambda f: loop.call_soon_threadsafe(_deliver, items, f, guard))
 
 
-def _deliver(items: list[_Item], reply: cf.Future[list[int | HiveError]]) -> None:
+def _deliver(items: list[_Item], reply: cf.Future[list[int | HiveError]], guard: asyncio.TimerHandle) -> None:
+    guard.cancel()
     try:
         results = reply.result()
     except Exception as exc:  # noqa: BLE001 - every caller must hear of it
