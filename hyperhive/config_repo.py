@@ -19,11 +19,11 @@ import tempfile
 from pathlib import Path
 
 from hyperhive.errors import BadRequest, Internal
+from hyperhive.paths import CONFIG_FILE
 
 __all__ = [
     "APPLIED_MARK",
     "PROMPT_FILE",
-    "applied_commit",
     "applied_files",
     "commit_change",
     "commit_files",
@@ -34,7 +34,6 @@ __all__ = [
 ]
 
 PROMPT_FILE = "prompt.md"
-CONFIG_FILE = "agent.json"
 APPLIED_MARK = ".commit"
 MAX_FILE = 1 << 20
 _COMMIT_RE = re.compile(r"[0-9a-fA-F]{4,64}|HEAD(~[0-9]{1,4})?")
@@ -125,11 +124,6 @@ def applied_files(applied_dir: Path) -> dict[str, str]:
         if p.is_file() and not p.is_symlink() and p.name != APPLIED_MARK:
             out[str(p.relative_to(applied_dir))] = p.read_text(errors="replace")
     return out
-
-
-def applied_commit(applied_dir: Path) -> str | None:
-    mark = applied_dir / APPLIED_MARK
-    return mark.read_text().strip() if mark.exists() else None
 
 
 def materialize(config_dir: Path, commit: str, applied_dir: Path) -> None:

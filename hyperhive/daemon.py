@@ -137,11 +137,15 @@ async def _bring_up(d: Daemon, token: str | None) -> None:
         on_change=lambda agent: d.hub.publish("container.activity", {"name": agent}),  # repaint its row
     )
 
-    def free_slot(name: str, payload: dict[str, Any]) -> None:  # on an actor thread
-        if name == "container.state" and payload.get("state") != "running":
-            io_loop.add_callback(slots.release, payload["name"])
+    beats = d.heartbeats
 
-    d.hub.subscribe(free_slot)  # a harness that stopped or died holds no turn slot
+    def forget_gone(name: str, payload: dict[str, Any]) -> None:  # on an actor thread: hand over
+        if name == "container.state" and payload.get("state") != "running":
+            io_loop.add_callback(slots.release, payload["name"])  # a stopped or dead harness holds no slot
+        elif name == "container.removed":
+            io_loop.add_callback(beats.forget, payload["name"])  # a respawn under the name starts afresh
+
+    d.hub.subscribe(forget_gone)
 
     def ops_for(name: AgentName, manager: bool) -> dict[str, Any]:
         ops = agent_ops(name, d.broker, sends, settings.recv_cap_seconds, manager, d.heartbeats, d.hub, slots)

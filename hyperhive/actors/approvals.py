@@ -88,7 +88,7 @@ class Approvals(pykka.ThreadingActor):
             agent = validate_spawnable(name)
             if Container.get_or_none(Container.name == agent) is not None:
                 raise Conflict(f"agent {agent} is live; nothing to revive")
-            cfg_file = self._paths.config_dir(agent) / "agent.json"
+            cfg_file = self._paths.config_dir(agent) / config_repo.CONFIG_FILE
             if not self._paths.agent(agent).is_dir():
                 raise UnknownAgent(f"no kept state for {agent!r}")
             kept = AgentConfig.from_json(cfg_file.read_text(), where=str(cfg_file)) if cfg_file.exists() else None

@@ -9,9 +9,9 @@ from hyperhive.actors.bridge import call
 from hyperhive.badges import agent_badges
 from hyperhive.errors import BadRequest
 from hyperhive.names import OPERATOR, AgentName, validate_name, validate_recipient
-from hyperhive.paths import AgentConfig, StatePaths
+from hyperhive.paths import StatePaths
 from hyperhive.web.agent_ops import rows_out
-from hyperhive.web.gate_ops import operator_gate_ops
+from hyperhive.web.gate_ops import operator_gate_ops, spawn_config
 from hyperhive.web.heartbeats import Heartbeats
 from hyperhive.web.jsonlines import Op
 from hyperhive.web.lifecycle import LIFECYCLE_TIMEOUT, lifecycle_action
@@ -41,10 +41,7 @@ def admin_ops(
 
     async def spawn(req: Spawn) -> dict[str, Any]:
         validate_name(req.name)
-        allowed = req.allowed_recipients
-        config = AgentConfig(
-            allowed_recipients=None if allowed is None else tuple(validate_recipient(a) for a in allowed)
-        )
+        config = spawn_config(req.allowed_recipients)
         return {"container": await call(coordinator.spawn, req.name, config, timeout=LIFECYCLE_TIMEOUT)}
 
     async def start(req: Start) -> dict[str, Any]:

@@ -8,8 +8,9 @@ from typing import Any
 from hyperhive.actors.bridge import call
 from hyperhive.errors import BadRequest
 from hyperhive.names import OPERATOR, validate_name, validate_recipient
-from hyperhive.paths import DRIVERS, AgentConfig
+from hyperhive.paths import AgentConfig
 from hyperhive.web.dash_handlers import Base
+from hyperhive.web.gate_ops import spawn_config
 from hyperhive.web.lifecycle import LIFECYCLE_TIMEOUT, lifecycle_action
 
 __all__ = ["ROUTES", "spawn_request_config"]
@@ -26,15 +27,8 @@ def _int_id(raw: str) -> int:
 
 def spawn_request_config(driver: str, allowed: str) -> AgentConfig:
     """The spawn form's config: an optional driver and a comma-separated allow list (pure)."""
-    cfg: dict[str, Any] = {}
-    if driver:
-        if driver not in DRIVERS:
-            raise BadRequest(f"driver must be one of {', '.join(DRIVERS)}")
-        cfg["driver"] = driver
     names = [n.strip() for n in allowed.split(",") if n.strip()]
-    if names:
-        cfg["allowed_recipients"] = tuple(validate_recipient(n) for n in names)
-    return AgentConfig(**cfg)
+    return spawn_config(names or None, driver or None)
 
 
 class Lifecycle(Base):

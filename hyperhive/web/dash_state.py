@@ -152,11 +152,9 @@ class StateSource:
         waits for a turn slot (F44)."""
         if self.heartbeats is None:
             return {}
-        out = {s["name"]: self.heartbeats.view(s["name"], s.get("state") == "running")["activity"] for s in snaps}
-        for name in self.slots.queued if self.slots is not None else ():
-            if name in out and out[name] in ("idle", None):
-                out[name] = "queued"
-        return out
+        queued = set(self.slots.queued) if self.slots is not None else set()
+        return {s["name"]: self.heartbeats.view(s["name"], s.get("state") == "running", s["name"] in queued)["activity"]
+                for s in snaps}
 
     def resync(self) -> None:
         """Ask the Coordinator again on the next read (a safety net for the mirror)."""

@@ -34,23 +34,25 @@ from hyperhive.wire import (
     Tombstones,
 )
 
-__all__ = ["MANAGER_OPS", "manager_ops", "operator_gate_ops", "refused_manager_ops"]
+__all__ = ["MANAGER_OPS", "manager_ops", "operator_gate_ops", "refused_manager_ops", "spawn_config"]
 
 MANAGER_OPS = ("ask_operator", "request_spawn", "request_apply_commit", "propose_config", "start", "restart", "kill")
 
 
-def spawn_config(req: RequestSpawn) -> AgentConfig:
+def spawn_config(allowed_recipients: list[str] | None = None, driver: str | None = None) -> AgentConfig:
+    """A new agent's config as every spawn surface asks for it (CLI, manager,
+    dashboard form), checked by the same rules as agent.json."""
     raw: dict[str, Any] = {}
-    if req.allowed_recipients is not None:
-        raw["allowed_recipients"] = [validate_recipient(a) for a in req.allowed_recipients]
-    if req.driver is not None:
-        raw["driver"] = req.driver
+    if allowed_recipients is not None:
+        raw["allowed_recipients"] = [validate_recipient(a) for a in allowed_recipients]
+    if driver is not None:
+        raw["driver"] = driver
     return AgentConfig.from_json(json.dumps(raw), where="the requested config")
 
 
 def _request_spawn(approvals: Any, by: str) -> Op:
     async def run(req: RequestSpawn) -> dict[str, Any]:
-        cfg = spawn_config(req)
+        cfg = spawn_config(req.allowed_recipients, req.driver)
         return {"approval_id": await call(approvals.request_spawn, by, req.name, cfg, req.prompt)}
     return Op(run)
 

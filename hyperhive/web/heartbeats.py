@@ -25,15 +25,18 @@ class Beat:
     at: float  # monotonic
 
 
-def activity_of(beat: Beat | None, running: bool, now: float, interval: float) -> str | None:
-    """What an agent is doing (pure): None when its container is not running."""
+def activity_of(beat: Beat | None, running: bool, now: float, interval: float, queued: bool = False) -> str | None:
+    """What an agent is doing (pure): None when its container is not running;
+    ``queued`` when it is otherwise idle and waits for a turn slot (F44)."""
     if not running:
-        return None
-    if beat is None:
+        activity = None
+    elif beat is None:
         return "starting"
-    if now - beat.at > MISSED_BEATS * interval:
+    elif now - beat.at > MISSED_BEATS * interval:
         return "unresponsive"
-    return beat.state
+    else:
+        activity = beat.state
+    return "queued" if queued and activity in ("idle", None) else activity
 
 
 class Heartbeats:
@@ -51,11 +54,11 @@ class Heartbeats:
     def forget(self, agent: str) -> None:
         self._beats.pop(agent, None)
 
-    def view(self, agent: str, running: bool) -> dict[str, Any]:
+    def view(self, agent: str, running: bool, queued: bool = False) -> dict[str, Any]:
         """``activity`` and ``heartbeat_age`` (seconds since the last beat) of one agent."""
         now = self._clock()
         beat = self._beats.get(agent)
         return {
-            "activity": activity_of(beat, running, now, self.interval),
+            "activity": activity_of(beat, running, now, self.interval, queued),
             "heartbeat_age": None if beat is None else round(now - beat.at, 3),
         }

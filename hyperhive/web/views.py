@@ -25,8 +25,6 @@ def build_container_list(
             **snap,
             "parked": parked.get(name, {"tool": 0, "system": 0}),
             "undelivered": int(undelivered.get(name, 0)),
-            **(beats.view(name, snap.get("state") == "running") if beats is not None else {}),
+            **(beats.view(name, snap.get("state") == "running", name in queued) if beats is not None else {}),
         })
-        if name in queued and out[-1].get("activity") in ("idle", None):
-            out[-1]["activity"] = "queued"  # F44: waiting for a turn slot
     return out
