@@ -35,6 +35,18 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--web-port", type=int, default=0,
                    help="the agent web UI's port on 127.0.0.1 (0: any free port; -1: no web UI); "
                         "the bound port is written to <state>/web.port")
+    h.add_argument("--web-socket", default=None,
+                   help="serve the web UI on this unix socket instead of a TCP port (the daemon relays it)")
+    h.add_argument("--workspace", default=None, help="the agent's workspace (the builtin driver's `run` dir)")
+    h.add_argument("--api-socket", default=None,
+                   help="the daemon's model-API gateway; relayed on loopback as ANTHROPIC_BASE_URL")
+    h.add_argument("--proxy-socket", default=None,
+                   help="the daemon's egress proxy; relayed on loopback as HTTP(S)_PROXY")
+    h.add_argument("--bridge-ports", choices=("fixed", "any"), default="any",
+                   help="fixed: the relays take 127.0.0.1:8787 and :3128 (the sandbox's own network); "
+                        "any: free ports")
+    h.add_argument("--sandboxed", action="store_true",
+                   help="the harness runs in its sandbox (the builtin driver's `run` is allowed)")
 
     m = sub.add_parser("mcp", help="stdio MCP server for an agent's tools")
     m.add_argument("--socket", required=True)
@@ -110,8 +122,13 @@ def _run(ns: argparse.Namespace) -> int:
         from hyperhive.harness.loop import die_with_parent, run_harness
         logs.configure(sys.stderr)
         die_with_parent()
+        from hyperhive.harness.loop import HarnessOptions
         web_port = None if ns.web_port < 0 else ns.web_port
-        asyncio.run(run_harness(ns.name, ns.socket, Path(ns.agent_state), ns.driver, web_port))
+        opts = HarnessOptions(
+            web_socket=ns.web_socket, workspace=Path(ns.workspace) if ns.workspace else None,
+            api_socket=ns.api_socket, proxy_socket=ns.proxy_socket, fixed_ports=ns.bridge_ports == "fixed",
+            sandboxed=ns.sandboxed)
+        asyncio.run(run_harness(ns.name, ns.socket, Path(ns.agent_state), ns.driver, web_port, options=opts))
         return 0
     if ns.cmd == "mcp":
         import hyperhive.logs as logs

@@ -35,7 +35,10 @@ from hyperhive.backends.local import LocalBackend
 from hyperhive.backends.nixos import NixosBackend
 from hyperhive.errors import HiveError
 from hyperhive.names import AgentName
-from hyperhive.paths import StatePaths
+from hyperhive.paths import Limits, StatePaths
+from hyperhive.sandbox.allowlist import parse_resolve
+from hyperhive.sandbox.endpoints import AgentEndpoints
+from hyperhive.sandbox.gateway import ApiGateway, upstream_from_env
 from hyperhive.settings import Settings
 from hyperhive.store.models import open_hive_db
 from hyperhive.web.access import load_token
@@ -74,6 +77,7 @@ class Daemon:
     approvals: Any = None
     coordinator: Any = None
     sockets: AgentSockets | None = None
+    endpoints: AgentEndpoints | None = None
     admin: JsonLineServer | None = None
     dashboard: Dashboard | None = None
     heartbeats: Heartbeats | None = None
@@ -117,8 +121,13 @@ async def _bring_up(d: Daemon, token: str | None) -> None:
     d.db = open_hive_db(paths.db)
     io_loop = IOLoop.current()
     clock = LoopClock(io_loop)
-    backend: Any = (NixosBackend.from_env(paths) if settings.backend == "nixos"
-                    else LocalBackend(paths, settings.sandbox))
+    # The model API's credential stays here: agents reach the API through this gateway.
+    gateway = ApiGateway(upstream_from_env(os.environ), on_usage=lambda agent, usage: d.hub.publish(
+        "gateway.usage", {"agent": agent, **usage}))
+    limits = Limits(settings.agent_memory_mb, settings.agent_pids)
+    backend: Any = (NixosBackend.from_env(paths, limits=limits) if settings.backend == "nixos"
+                    else LocalBackend(paths, settings.sandbox, limits=limits, uid_base=settings.agent_uid_base,
+                                      gateway_key=gateway.upstream.holds_credential))
     d.broker = Broker.start(
         d.db, clock, d.hub, settings.recv_default_seconds, settings.recv_cap_seconds
     ).proxy()
@@ -153,8 +162,12 @@ async def _bring_up(d: Daemon, token: str | None) -> None:
         return {**ops, **extra}
 
     d.sockets = AgentSockets(io_loop, paths, ops_for)
+    owner = getattr(backend, "account", None)
+    d.endpoints = AgentEndpoints(
+        io_loop, paths, gateway, parse_resolve(settings.proxy_resolve), d.hub,
+        owner_uid=(lambda name: owner(name).uid) if owner is not None else (lambda name: None))
     d.coordinator = Coordinator.start(
-        settings, paths, backend, d.broker, clock, d.hub, d.sockets, d.ports
+        settings, paths, backend, d.broker, clock, d.hub, _Servers(d.sockets, d.endpoints), d.ports
     ).proxy()
     d.approvals = Approvals.start(paths, d.coordinator, d.broker, d.hub).proxy()
     d.admin = JsonLineServer(
@@ -188,6 +201,8 @@ def stop(d: Daemon) -> None:
         _stop_actor(d.coordinator, "coordinator")
     if d.sockets is not None:
         d.sockets.close_all()
+    if d.endpoints is not None:
+        d.endpoints.close_all()
     if d.questions is not None:
         _stop_actor(d.questions, "questions")
     if d.notifier_actor is not None:
@@ -208,6 +223,22 @@ def stop(d: Daemon) -> None:
         d.paths.admin_socket.unlink(missing_ok=True)
     d.lock.close()
     _log.info("daemon.stopped")
+
+
+@dataclass
+class _Servers:
+    """Every server of one agent: its JSON-lines socket, gateway, proxy, web relay."""
+
+    sockets: AgentSockets
+    endpoints: AgentEndpoints
+
+    def open(self, name: AgentName, manager: bool) -> None:
+        self.sockets.open(name, manager)
+        self.endpoints.open(name, manager)
+
+    def close(self, name: AgentName) -> None:
+        self.sockets.close(name)
+        self.endpoints.close(name)
 
 
 def _stop_actor(proxy: Any, name: str) -> None:

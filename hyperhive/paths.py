@@ -2,8 +2,12 @@
 
     <state>/hive.sqlite
     <state>/run/admin.sock
-    <state>/agents/<name>/{config/agent.json, state/, run/hive.sock, port}
+    <state>/agents/<name>/{config/agent.json, state/, work/, run/hive.sock, port, uid, harness.log}
     <state>/applied/<name>/agent.json      the config the container runs with
+
+``state/`` (the agent's HOME) and ``work/`` (its workspace) belong to the agent
+and are bound read-write into its sandbox; everything else under
+``agents/<name>/`` is the daemon's (see `hyperhive.sandbox.accounts`).
 """
 
 from __future__ import annotations
@@ -18,13 +22,51 @@ from typing import Any
 from hyperhive.errors import BadRequest
 from hyperhive.names import AgentName, agent_dir, is_valid_name, validate_name
 
-__all__ = ["AgentConfig", "StatePaths"]
+__all__ = ["AgentConfig", "Limits", "StatePaths"]
 
 CONFIG_FILE = "agent.json"
+WEB_SOCKET = "web.sock"
 DRIVERS = ("builtin", "claude")
 # A Claude Code permission rule: a tool name, optionally with a (specifier) and no comma
 # (the list is passed comma-joined to --allowedTools).
 _TOOL_RULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\([^,\x00-\x1f]*\))?")
+_KEYS = frozenset({"driver", "allowed_recipients", "allowed_tools", "limits", "network"})
+MEMORY_MB_RANGE = (64, 1 << 20)  # the harness and its MCP server alone take ~110 MB
+PIDS_RANGE = (16, 1 << 22)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """Per-agent limits (cgroups on the local backend, unit limits on nixos)."""
+
+    memory_mb: int
+    pids: int
+
+
+def _parse_limits(raw: Any, where: str) -> tuple[int | None, int | None]:
+    if not isinstance(raw, dict):
+        raise BadRequest(f'{where}: limits must be an object like {{"memory_mb": 4096, "pids": 512}}')
+    unknown = set(raw) - {"memory_mb", "pids"}
+    if unknown:
+        raise BadRequest(f"{where}: limits has unknown key(s): {', '.join(sorted(map(str, unknown)))}")
+    out: list[int | None] = []
+    for key, (lo, hi) in (("memory_mb", MEMORY_MB_RANGE), ("pids", PIDS_RANGE)):
+        v = raw.get(key)
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not lo <= v <= hi):
+            raise BadRequest(f"{where}: limits.{key} must be a whole number in {lo}..{hi}, got {v!r}")
+        out.append(v)
+    return out[0], out[1]
+
+
+def _parse_network(raw: Any, where: str) -> tuple[str, ...]:
+    from hyperhive.sandbox.allowlist import Allowlist
+
+    if not isinstance(raw, dict):
+        raise BadRequest(f'{where}: network must be an object like {{"allow": ["pypi.org"]}}')
+    unknown = set(raw) - {"allow"}
+    if unknown:
+        raise BadRequest(f"{where}: network has unknown key(s): {', '.join(sorted(map(str, unknown)))}")
+    return Allowlist.parse(raw.get("allow", []), where=f"{where}: network.allow").patterns
 
 
 @dataclass(frozen=True)
@@ -34,6 +76,9 @@ class AgentConfig:
     driver: str | None = None  # None: the daemon's default
     allowed_recipients: tuple[str, ...] | None = None  # None: anyone
     allowed_tools: tuple[str, ...] | None = None  # claude --allowedTools; None: the hyperhive tools
+    memory_mb: int | None = None  # None: the daemon's --agent-memory-mb
+    pids: int | None = None  # None: the daemon's --agent-pids
+    network_allow: tuple[str, ...] = ()  # hosts the egress proxy lets through (the model API always)
 
     @classmethod
     def from_json(cls, text: str, where: str = "agent config") -> AgentConfig:
@@ -43,7 +88,7 @@ class AgentConfig:
             raise BadRequest(f"{where} is not valid JSON: {exc}") from None
         if not isinstance(raw, dict):
             raise BadRequest(f"{where} must be a JSON object")
-        unknown = set(raw) - {"driver", "allowed_recipients", "allowed_tools"}
+        unknown = set(raw) - _KEYS
         if unknown:
             raise BadRequest(f"{where} has unknown key(s): {', '.join(sorted(unknown))}")
         driver = raw.get("driver")
@@ -60,7 +105,14 @@ class AgentConfig:
                 raise BadRequest(f"{where}: allowed_tools must be a list of tool rules like "
                                  f"'mcp__hyperhive' or 'Bash(git log:*)' (no commas)")
             tools = tuple(tools)
-        return cls(driver=driver, allowed_recipients=allowed, allowed_tools=tools)
+        memory_mb, pids = _parse_limits(raw["limits"], where) if "limits" in raw else (None, None)
+        allow = _parse_network(raw["network"], where) if "network" in raw else ()
+        return cls(driver=driver, allowed_recipients=allowed, allowed_tools=tools, memory_mb=memory_mb,
+                   pids=pids, network_allow=allow)
+
+    def limits(self, memory_mb: int, pids: int) -> Limits:
+        """This agent's limits, the daemon's defaults where it sets none."""
+        return Limits(self.memory_mb or memory_mb, self.pids or pids)
 
     def to_json(self) -> str:
         out: dict[str, Any] = {}
@@ -70,6 +122,11 @@ class AgentConfig:
             out["allowed_recipients"] = list(self.allowed_recipients)
         if self.allowed_tools is not None:
             out["allowed_tools"] = list(self.allowed_tools)
+        limits = {k: v for k, v in (("memory_mb", self.memory_mb), ("pids", self.pids)) if v is not None}
+        if limits:
+            out["limits"] = limits
+        if self.network_allow:
+            out["network"] = {"allow": list(self.network_allow)}
         return json.dumps(out, indent=2) + "\n"
 
 
@@ -105,6 +162,19 @@ class StatePaths:
     def run(self, name: AgentName) -> Path:
         return self.agent(name) / "run"
 
+    def workspace(self, name: AgentName) -> Path:
+        return self.agent(name) / "work"
+
+    def api_socket(self, name: AgentName) -> Path:
+        return self.run(name) / "api.sock"
+
+    def proxy_socket(self, name: AgentName) -> Path:
+        return self.run(name) / "proxy.sock"
+
+    def web_socket(self, name: AgentName) -> Path:
+        """Bound by the harness in the agent's own dir: never trusted, reached without links."""
+        return self.state(name) / WEB_SOCKET
+
     def socket(self, name: AgentName) -> Path:
         return self.run(name) / "hive.sock"
 
@@ -112,11 +182,12 @@ class StatePaths:
         return agent_dir(self.applied_root, name)
 
     def harness_log(self, name: AgentName) -> Path:
-        return self.state(name) / "harness.log"
+        """Daemon-owned, outside anything the agent can write."""
+        return self.agent(name) / "harness.log"
 
     def create_agent(self, name: AgentName, config: AgentConfig) -> None:
         """Lay out a new agent's dirs; an existing config (a revived agent) is kept."""
-        for d in (self.config_dir(name), self.state(name), self.run(name)):
+        for d in (self.config_dir(name), self.state(name), self.workspace(name), self.run(name)):
             d.mkdir(parents=True, exist_ok=True)
         cfg = self.config_dir(name) / CONFIG_FILE
         if not cfg.exists():

@@ -46,6 +46,14 @@ SETTINGS: tuple[Setting, ...] = (
             "(0: no cap)", int),
     Setting("notify", "", "command run with each event that waits for the operator (a question, an "
             "approval, a crash) as JSON on stdin; empty: none"),
+    Setting("agent_memory_mb", 4096, "memory limit of each agent's whole process tree, in MB, where its "
+            "agent.json sets none (\"limits\": {\"memory_mb\": N})", int),
+    Setting("agent_pids", 512, "most processes each agent may run at once, where its agent.json sets none "
+            "(\"limits\": {\"pids\": N})", int),
+    Setting("agent_uid_base", 1_900_000_000, "when the daemon is root: first of the host uids given to "
+            "agents (one each, sticky)", int),
+    Setting("proxy_resolve", "", "egress proxy: NAME=ADDR[,NAME=ADDR…] answers for these names (like curl "
+            "--resolve), which may then be private or loopback addresses; empty: none"),
 )
 
 
@@ -66,6 +74,10 @@ class Settings:
     max_active_turns: int = 0
     notify: str = ""
     token_file: str = ""
+    agent_memory_mb: int = 4096
+    agent_pids: int = 512
+    agent_uid_base: int = 1_900_000_000
+    proxy_resolve: str = ""
 
     def __post_init__(self) -> None:
         for s in SETTINGS:
@@ -76,6 +88,16 @@ class Settings:
                 raise ValueError(f"{s.name} must be >= 0, got {value}")
         if not 1024 <= self.agent_port_base <= 65535 - 900:
             raise ValueError(f"agent_port_base must be in 1024..{65535 - 900}, got {self.agent_port_base}")
+        from hyperhive.paths import MEMORY_MB_RANGE, PIDS_RANGE
+
+        for name, (lo, hi) in (("agent_memory_mb", MEMORY_MB_RANGE), ("agent_pids", PIDS_RANGE)):
+            if not lo <= getattr(self, name) <= hi:
+                raise ValueError(f"{name} must be in {lo}..{hi}, got {getattr(self, name)}")
+        if not 1000 <= self.agent_uid_base <= (1 << 31) - (1 << 16):
+            raise ValueError(f"agent_uid_base must be in 1000..{(1 << 31) - (1 << 16)}, got {self.agent_uid_base}")
+        from hyperhive.sandbox.allowlist import parse_resolve
+
+        parse_resolve(self.proxy_resolve)  # ValueError with its reason
         host, sep, port = self.listen.rpartition(":")
         if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
             raise ValueError(f"listen must be HOST:PORT, got {self.listen!r}")

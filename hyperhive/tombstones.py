@@ -6,6 +6,13 @@ never reach the filesystem), and each target must be a real directory (not a
 symlink) whose resolved path sits directly under the state dir's own
 `agents/` or `applied/`. The original had a hole here: the name `..` would
 have wiped the whole state dir.
+
+`agents/<name>` is the daemon's; `agents/<name>/state/**` is the agent's, and
+anything there may be a link planted to a host file. Nothing under it is
+followed: the credentials check walks with ``O_NOFOLLOW`` (``sandbox.safefs``),
+the size walk goes by directory fds (``os.fwalk``, which refuses a directory
+swapped for a link while it walks), and the removal is ``shutil.rmtree``'s
+fd-based one (refused where the platform has none).
 """
 
 from __future__ import annotations
@@ -19,11 +26,12 @@ from pathlib import Path
 from typing import Any
 
 import hyperhive.logs as logs
-from hyperhive.errors import BadName, Conflict, UnknownAgent
+from hyperhive.errors import BadName, Conflict, Unavailable, UnknownAgent
 from hyperhive.names import AgentName, is_valid_name, validate_name
 from hyperhive.paths import StatePaths
+from hyperhive.sandbox.safefs import is_regular_nofollow
 
-__all__ = ["Tombstone", "credentials_path", "dir_usage", "list_tombstones", "purge"]
+__all__ = ["CREDENTIALS", "Tombstone", "credentials_stored", "dir_usage", "list_tombstones", "purge"]
 
 _log = logs.get("hyperhive.tombstones")
 
@@ -43,19 +51,26 @@ class Tombstone:
                 "age_seconds": self.age_seconds, "credentials_kept": self.credentials_kept}
 
 
-def credentials_path(paths: StatePaths, name: AgentName) -> Path:
-    return paths.state(name).joinpath(*CREDENTIALS)
+def credentials_stored(agents: Path, name: str) -> bool:
+    """Whether ``agents/<name>/state/.claude/.credentials.json`` is a regular file
+    reached through real directories only: a link anywhere on the way (the
+    agent's to plant) counts as no credentials and is never followed."""
+    try:
+        return is_regular_nofollow(agents, name, "state", *CREDENTIALS)
+    except ValueError:  # not a single path component: no agent of ours
+        return False
 
 
 def dir_usage(path: Path) -> tuple[int, float]:
     """Bytes in regular files under ``path`` and the newest mtime of anything
-    there (the dir included). Symlinks are counted as themselves, never followed."""
+    there (the dir included). Symlinks are counted as themselves, never followed,
+    not even one swapped in for a directory while the walk runs."""
     size = 0
     newest = path.lstat().st_mtime
-    for top, dirs, files in os.walk(path, followlinks=False):
+    for _top, dirs, files, dirfd in os.fwalk(path, follow_symlinks=False):
         for entry in (*dirs, *files):
             try:
-                st = os.lstat(os.path.join(top, entry))
+                st = os.stat(entry, dir_fd=dirfd, follow_symlinks=False)
             except FileNotFoundError:  # removed while we walked
                 continue
             newest = max(newest, st.st_mtime)
@@ -76,8 +91,7 @@ def list_tombstones(paths: StatePaths, live_names: Collection[str], now: float) 
             continue
         agent = AgentName(name)
         size, newest = dir_usage(entry)
-        out.append(Tombstone(agent, size, newest, max(0.0, now - newest),
-                             credentials_path(paths, agent).is_file()))
+        out.append(Tombstone(agent, size, newest, max(0.0, now - newest), credentials_stored(root, agent)))
     return out
 
 
@@ -109,6 +123,8 @@ def purge(paths: StatePaths, name: object, live_names: Collection[str]) -> list[
     for t in present:
         if not t.is_dir():
             raise BadName(f"{t} is not a directory; refusing to remove it")
+    if not shutil.rmtree.avoids_symlink_attacks:  # the agent's links inside must be removed, not followed
+        raise Unavailable("this platform has no symlink-safe rmtree; refusing to purge")
     for t in present:
         shutil.rmtree(t)
     _log.info("tombstone.purged", agent=agent, removed=[str(t) for t in present])

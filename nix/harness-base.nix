@@ -6,7 +6,19 @@
 # watches the machine) treats a disappearance it did not ask for as a crash and
 # restarts the container with backoff. Before it ends, the unit records how
 # (`$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS`) in <stateDir>/harness.exit, where
-# the host reads the exit status.
+# the host reads the exit status. OOMPolicy=stop: an OOM kill of the harness or
+# of anything it runs (the container's MemoryMax, set by the host) ends it, the
+# record says `oom-kill`, and the host reports "out of memory".
+#
+# The container's network is its own, with loopback alone. What the host hands
+# in is bound at these dirs: socketDir (read-only) holds the daemon's sockets,
+# hive.sock (the agent's own), api.sock (the model-API gateway, which adds the
+# credential) and proxy.sock (the egress proxy, with this agent's allowlist);
+# the harness relays the last two on 127.0.0.1:8787 and :3128 inside
+# (--bridge-ports fixed) and points ANTHROPIC_BASE_URL / HTTP(S)_PROXY at them.
+# stateDir (the agent's home) and workspaceDir are read-write; the web UI is the
+# unix socket <stateDir>/web.sock, which the daemon relays from the agent's port.
+# No credential is in the unit's environment: there is none to give.
 { config, lib, pkgs, ... }:
 
 let
@@ -44,10 +56,17 @@ let
         "--socket" "${cfg.socketDir}/hive.sock"
         "--state-dir" cfg.stateDir
         "--driver" cfg.driver
+        "--api-socket" "${cfg.socketDir}/api.sock"
+        "--proxy-socket" "${cfg.socketDir}/proxy.sock"
+        "--bridge-ports" "fixed"
+        "--web-socket" "${cfg.stateDir}/web.sock"
+        "--workspace" cfg.workspaceDir
+        "--sandboxed"
       ];
       ExecStopPost = "${recordExit}";
       WorkingDirectory = cfg.stateDir;
       Restart = "no";
+      OOMPolicy = "stop";
     };
   };
 in
@@ -74,18 +93,23 @@ in
     socketDir = mkOption {
       type = types.str;
       default = "/hive/run";
-      description = "Where the host binds the agent's socket dir (hive.sock).";
+      description = "Where the host binds the agent's run dir, read-only (hive.sock, api.sock, proxy.sock).";
     };
     stateDir = mkOption {
       type = types.str;
       default = "/hive/state";
-      description = "Where the host binds the agent's state dir (notes, credentials, events).";
+      description = "Where the host binds the agent's state dir, its home (notes, session, events, web.sock).";
+    };
+    workspaceDir = mkOption {
+      type = types.str;
+      default = "/hive/work";
+      description = "Where the host binds the agent's workspace (read-write).";
     };
   };
 
   config = {
     boot.isContainer = true;
-    networking.useDHCP = false; # the container shares the host's network
+    networking.useDHCP = false; # a network of its own, loopback alone (the host's conf)
     system.stateVersion = mkDefault "25.05";
 
     environment.systemPackages = [ cfg.package pkgs.git ];

@@ -1,9 +1,10 @@
 # services.hyperhive: the host daemon as a systemd service (F38, F39).
 #
-# `hive serve` runs as root (it drives nixos-container, machinectl and
-# journalctl -M), with Type=notify: it sends READY=1 once its sockets are bound
-# and its containers booted, and WATCHDOG=1 at half of WatchdogSec from its
-# event loop, so a wedged daemon is restarted. It logs JSON lines to journald.
+# `hive serve` runs as root (it drives nixos-container, machinectl, systemctl
+# set-property for each container's limits, and journalctl -M), with
+# Type=notify: it sends READY=1 once its sockets are bound and its containers
+# booted, and WATCHDOG=1 at half of WatchdogSec from its event loop, so a
+# wedged daemon is restarted. It logs JSON lines to journald.
 { config, lib, pkgs, ... }:
 
 let
@@ -20,6 +21,8 @@ let
     "--recv-cap-seconds" (toString cfg.agents.recvCapSeconds)
     "--restart-backoff-seconds" (toString cfg.agents.restartBackoffSeconds)
     "--restart-backoff-max-seconds" (toString cfg.agents.restartBackoffMaxSeconds)
+    "--agent-memory-mb" (toString cfg.agents.memoryMB)
+    "--agent-pids" (toString cfg.agents.pids)
   ] ++ cfg.extraArgs;
 in
 {
@@ -89,6 +92,22 @@ in
         type = types.number;
         default = 30;
         description = "Longest delay between crash restarts.";
+      };
+      memoryMB = mkOption {
+        type = types.ints.positive;
+        default = 4096;
+        description = ''
+          MemoryMax of each agent's container (container@<c>.service), in MB,
+          where its agent.json sets none ("limits": {"memory_mb": N}).
+        '';
+      };
+      pids = mkOption {
+        type = types.ints.positive;
+        default = 512;
+        description = ''
+          TasksMax of each agent's container, where its agent.json sets none
+          ("limits": {"pids": N}).
+        '';
       };
     };
 

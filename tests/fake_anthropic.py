@@ -63,6 +63,7 @@ class Recorded:
     method: str
     path: str
     body: Any
+    headers: dict[str, str] = field(default_factory=dict)  # lowercased names: which key reached us
 
     @property
     def is_main(self) -> bool:
@@ -119,8 +120,11 @@ class _Messages(tornado.web.RequestHandler):
     def head(self) -> None:
         self.set_status(200)
 
+    def _headers(self) -> dict[str, str]:
+        return {k.lower(): v for k, v in self.request.headers.get_all()}
+
     def get(self) -> None:
-        self.fake._record("GET", self.request.uri or "", None)
+        self.fake._record("GET", self.request.uri or "", None, self._headers())
         self.set_status(404)
 
     async def post(self) -> None:
@@ -128,7 +132,7 @@ class _Messages(tornado.web.RequestHandler):
             body = json.loads(self.request.body or b"{}")
         except ValueError:
             body = {"_unparsed": self.request.body.decode(errors="replace")}
-        self.fake._record("POST", self.request.uri or "", body)
+        self.fake._record("POST", self.request.uri or "", body, self._headers())
         if not (self.request.path or "").endswith("/v1/messages"):
             self.set_status(404)
             return
@@ -210,9 +214,9 @@ class FakeAnthropic:
         with self._lock:
             return [r for r in self.requests if r.is_main]
 
-    def _record(self, method: str, path: str, body: Any) -> None:
+    def _record(self, method: str, path: str, body: Any, headers: dict[str, str] | None = None) -> None:
         with self._lock:
-            self.requests.append(Recorded(method, path, body))
+            self.requests.append(Recorded(method, path, body, headers or {}))
 
     def _next(self, body: dict[str, Any]) -> Reply:
         with self._lock:

@@ -1,8 +1,10 @@
-"""Fake `nixos-container`, `machinectl` and `journalctl` for the nixos backend's
-tests: NixOS cannot run here. Each is a small Python script that appends its
-argv as one JSON line to a record file, then acts like the real tool on a
-state dir: `create` writes the container's conf as nixos-container does,
-`start`/`stop` make the machine known/unknown to `machinectl show`.
+"""Fake `nixos-container`, `machinectl`, `systemctl` and `journalctl` for the
+nixos backend's tests: NixOS cannot run here. Each is a small Python script
+that appends its argv as one JSON line to a record file (and the environment
+it was given to another), then acts like the real tool on a state dir:
+`create` writes the container's conf as nixos-container does, `start`/`stop`
+make the machine known/unknown to `machinectl show`, `systemctl show` says the
+container unit's ``Result=`` (``success`` unless a test made it ``oom-kill``).
 
 A file ``fail-<tool>-<action>`` in the fake dir makes that call exit 1 with
 the file's text on stderr.
@@ -26,6 +28,8 @@ TOOL = os.path.basename(sys.argv[0])
 ARGS = sys.argv[1:]
 with open(FAKE / "record.jsonl", "a") as f:
     f.write(json.dumps([TOOL, *ARGS]) + "\n")
+with open(FAKE / "env.jsonl", "a") as f:
+    f.write(json.dumps([TOOL, dict(os.environ)]) + "\n")
 ACTION = ARGS[0] if ARGS else ""
 fail = FAKE / f"fail-{TOOL}-{ACTION}"
 if fail.exists():
@@ -74,6 +78,16 @@ print("State=running")
 print("Leader=4242")
 '''
 
+_SYSTEMCTL = _COMMON + r'''
+if ACTION == "set-property":
+    sys.exit(0)
+if ACTION == "show":
+    result = FAKE / f"result-{ARGS[1]}"
+    print("Result=" + (result.read_text().strip() if result.exists() else "success"))
+    sys.exit(0)
+die(f"unknown action '{ACTION}'")
+'''
+
 _JOURNALCTL = _COMMON + r'''
 print("2026-11-26T10:00:00+0000 host hive[42]: harness up")
 print("2026-11-26T10:00:01+0000 host hive[42]: turn done")
@@ -103,6 +117,11 @@ class Fakes:
         rows = [json.loads(line) for line in f.read_text().splitlines()] if f.exists() else []
         return [r for r in rows if polls or r[:2] != ["machinectl", "show"]]
 
+    def environments(self) -> list[dict[str, str]]:
+        """The environment of every recorded call, in order."""
+        f = self.dir / "env.jsonl"
+        return [json.loads(line)[1] for line in f.read_text().splitlines()] if f.exists() else []
+
     def fail(self, tool: str, action: str, stderr: str) -> None:
         (self.dir / f"fail-{tool}-{action}").write_text(stderr)
 
@@ -116,6 +135,11 @@ class Fakes:
         """The machine disappears as if its harness had powered it off."""
         (self.dir / "machines" / container).unlink()
 
+    def oom(self, container: str) -> None:
+        """The host's container unit ends by an OOM kill (``Result=oom-kill``), the machine with it."""
+        (self.dir / f"result-container@{container}.service").write_text("oom-kill\n")
+        self.vanish(container)
+
 
 def install(root: Path) -> Fakes:
     """Write the fake tools under ``root``."""
@@ -123,7 +147,7 @@ def install(root: Path) -> Fakes:
     fakes.bin.mkdir(parents=True)
     fakes.conf_dir.mkdir()
     for tool, body in (("nixos-container", _NIXOS_CONTAINER), ("machinectl", _MACHINECTL),
-                       ("journalctl", _JOURNALCTL)):
+                       ("systemctl", _SYSTEMCTL), ("journalctl", _JOURNALCTL)):
         exe = fakes.bin / tool
         exe.write_text(f"#!{sys.executable}\n{body}")
         exe.chmod(0o755)

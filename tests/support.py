@@ -67,6 +67,7 @@ class Hive:
 
     def start(self) -> Hive:
         self.state_dir.mkdir(parents=True, exist_ok=True)
+        passable(self.state_dir)
         self.dashboard_port_file.unlink(missing_ok=True)  # a killed daemon's leftover
         log = open(self.log_path, "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
@@ -138,6 +139,15 @@ class Hive:
             except ValueError:
                 continue
         return out
+
+
+def passable(path: Path) -> None:
+    """Let other uids pass (o+x, never read) every dir down to ``path``: a root
+    daemon starts each agent as its own uid, and pytest's tmp dirs are 0700."""
+    for d in [*reversed(path.resolve().parents), path.resolve()]:
+        mode = d.stat().st_mode
+        if not mode & 0o001:
+            os.chmod(d, mode | 0o001)
 
 
 def pid_alive(pid: int) -> bool:

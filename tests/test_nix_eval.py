@@ -6,6 +6,7 @@ hive's own CLI parser, so a renamed flag fails here, not on a NixOS host."""
 from __future__ import annotations
 
 import json
+import os
 import shlex
 import shutil
 import subprocess
@@ -15,11 +16,16 @@ from typing import Any
 import pytest
 
 from hyperhive import settings
-from hyperhive.backends.nix_flake import CONTAINER_RUN, CONTAINER_STATE, AgentFlake, agent_flake
+from hyperhive.backends.nix_flake import CONTAINER_RUN, CONTAINER_STATE, CONTAINER_WORK, AgentFlake, agent_flake
 from hyperhive.cli import _parser
 from hyperhive.names import AgentName
 
 NIX_DIR = Path(__file__).resolve().parents[1] / "nix"
+# In nix-instantiate's environment while the harness base is evaluated: a file
+# that read the environment (builtins.getEnv) would carry them into the unit.
+SECRETS = {"ANTHROPIC_API_KEY": "sk-ant-FAKE-eval-1", "ANTHROPIC_AUTH_TOKEN": "FAKE-eval-2",
+           "CLAUDE_CODE_OAUTH_TOKEN": "FAKE-eval-3", "GITHUB_TOKEN": "ghp_FAKEeval4",
+           "AWS_SECRET_ACCESS_KEY": "FAKE-eval-5"}
 
 pytestmark = pytest.mark.skipif(
     shutil.which("nix-instantiate") is None,
@@ -54,11 +60,11 @@ rec {
 """
 
 
-def nix_eval(tmp_path: Path, expr: str) -> Any:
+def nix_eval(tmp_path: Path, expr: str, env: dict[str, str] | None = None) -> Any:
     (tmp_path / "stub.nix").write_text(STUB)
     r = subprocess.run(
         ["nix-instantiate", "--store", "dummy://", "--eval", "--strict", "--json", "-E", expr],
-        capture_output=True, text=True, timeout=60, cwd=tmp_path,
+        capture_output=True, text=True, timeout=60, cwd=tmp_path, env={**os.environ, **(env or {})},
     )
     assert r.returncode == 0, r.stderr
     return json.loads(r.stdout)
@@ -71,7 +77,7 @@ def host_module(tmp_path: Path, token: str = "null") -> Any:
             services.hyperhive = {{ enable = true; package = "/nix/store/pkg"; stateDir = "/var/lib/hyperhive";
               listen = "127.0.0.1:7800"; tokenFile = {token}; flakeRef = "path:/src?dir=nix"; watchdogSec = 30;
               agents = {{ driver = "builtin"; recvDefaultSeconds = 30; recvCapSeconds = 180;
-                          restartBackoffSeconds = 1; restartBackoffMaxSeconds = 30; }};
+                          restartBackoffSeconds = 1; restartBackoffMaxSeconds = 30; memoryMB = 2048; pids = 256; }};
               extraArgs = [ "--sandbox" "off" ]; }};
             nix.package = "/nix/store/nix"; systemd.package = "/nix/store/systemd"; }}; }};
       in {{ inherit (m) options config; }}""")
@@ -96,6 +102,8 @@ def test_host_module_runs_hive_serve_as_a_notify_service_with_a_watchdog(tmp_pat
     s = settings.from_args(ns)
     assert (ns.cmd, str(s.state_dir), s.backend, s.listen, s.sandbox) == (
         "serve", "/var/lib/hyperhive", "nixos", "127.0.0.1:7800", "off")
+    assert (s.agent_memory_mb, s.agent_pids) == (2048, 256)  # the containers' default limits
+    assert (opts["agents"]["memoryMB"]["default"], opts["agents"]["pids"]["default"]) == (4096, 512)
 
 
 def test_host_module_hands_the_token_file_over_as_a_credential(tmp_path: Path) -> None:
@@ -111,22 +119,53 @@ def test_harness_base_runs_the_harness_unit_of_its_role(tmp_path: Path, role: st
       let s = import ./stub.nix;
       in (import {NIX_DIR}/harness-base.nix {{ inherit (s) lib pkgs; config.hyperhive.harness = {{
             name = "alice"; role = "{role}"; package = "/nix/store/pkg"; driver = "builtin";
-            socketDir = "{CONTAINER_RUN}"; stateDir = "{CONTAINER_STATE}"; }}; }}).config""")
+            socketDir = "{CONTAINER_RUN}"; stateDir = "{CONTAINER_STATE}";
+            workspaceDir = "{CONTAINER_WORK}"; }}; }}).config""", env=SECRETS)
     services = c["systemd"]["services"]
     assert services[other] == {"_mkIfFalse": True}
     u = services[unit]
     assert u["path"] == ["/run/current-system/sw"]
     assert u["unitConfig"] == {"SuccessAction": "poweroff", "FailureAction": "poweroff"}
     assert u["restartIfChanged"] is False and u["serviceConfig"]["Restart"] == "no"
+    # An OOM kill of anything in the unit ends the harness (and so the container), recorded as oom-kill.
+    assert u["serviceConfig"]["OOMPolicy"] == "stop"
+    # No credential in the unit: its environment is these two, and nothing read the daemon's.
+    assert u["environment"] == {"HOME": "/hive/state", "PYTHONUNBUFFERED": "1"}
+    text = json.dumps(c)
+    assert not any(secret in text for secret in SECRETS.values())
     stop_post = u["serviceConfig"]["ExecStopPost"]
     assert stop_post.startswith("/nix/store/hive-record-exit#")
     assert """echo "$SERVICE_RESULT $EXIT_CODE $EXIT_STATUS" > '/hive/state/harness.exit'""" in stop_post
     exe, *args = shlex.split(u["serviceConfig"]["ExecStart"])
+    assert args == [
+        "harness", "--name", "alice", "--socket", "/hive/run/hive.sock", "--state-dir", "/hive/state",
+        "--driver", "builtin", "--api-socket", "/hive/run/api.sock", "--proxy-socket", "/hive/run/proxy.sock",
+        "--bridge-ports", "fixed", "--web-socket", "/hive/state/web.sock", "--workspace", "/hive/work",
+        "--sandboxed"]
     ns = _parser().parse_args(args)  # the flags `hive harness` takes
     assert (exe, ns.cmd, ns.name, ns.socket, ns.agent_state, ns.driver) == (
         "/nix/store/pkg/bin/hive", "harness", "alice", "/hive/run/hive.sock", "/hive/state", "builtin")
+    assert (ns.api_socket, ns.proxy_socket, ns.bridge_ports, ns.web_socket, ns.workspace, ns.sandboxed) == (
+        "/hive/run/api.sock", "/hive/run/proxy.sock", "fixed", "/hive/state/web.sock", "/hive/work", True)
+    assert ns.web_port == 0  # not passed: the web UI is the unix socket
     assert c["programs"]["git"]["enable"] is True
     assert c["programs"]["git"]["config"]["user"]["name"] == "hyperhive agent"
+
+
+def test_harness_base_defaults_are_where_the_host_binds_the_dirs(tmp_path: Path) -> None:
+    opts = nix_eval(tmp_path, f"""
+      let s = import ./stub.nix;
+      in (import {NIX_DIR}/harness-base.nix {{ inherit (s) lib pkgs; config.hyperhive.harness = {{
+            name = "a"; role = "agent"; package = "/p"; driver = "builtin"; socketDir = "/r"; stateDir = "/s";
+            workspaceDir = "/w"; }}; }}).options.hyperhive.harness""")
+    assert {k: opts[k]["default"] for k in ("socketDir", "stateDir", "workspaceDir")} == {
+        "socketDir": CONTAINER_RUN, "stateDir": CONTAINER_STATE, "workspaceDir": CONTAINER_WORK}
+
+
+def test_no_nix_file_reads_the_environment() -> None:
+    for f in NIX_DIR.glob("*.nix"):
+        assert "getEnv" not in f.read_text(), f
+    assert "getEnv" not in agent_flake(AgentFlake(AgentName("alice"), "claude", "path:/src?dir=nix"))
 
 
 def test_generated_flake_builds_the_container_from_the_base_the_agent_nix_and_its_identity(tmp_path: Path) -> None:
@@ -144,7 +183,8 @@ def test_generated_flake_builds_the_container_from_the_base_the_agent_nix_and_it
     assert (out["system"], out["base"], out["agentNix"]) == ("x86_64-linux", "BASE", "agent.nix")
     own = out["own"]
     assert own["hyperhive"]["harness"] == {"name": "m1nd", "role": "manager", "driver": "builtin",
-                                           "socketDir": CONTAINER_RUN, "stateDir": CONTAINER_STATE}
+                                           "socketDir": CONTAINER_RUN, "stateDir": CONTAINER_STATE,
+                                           "workspaceDir": CONTAINER_WORK}
     assert own["programs"]["git"]["config"]["user"] == {"name": "m1nd", "email": "m1nd@hyperhive.local"}
     assert own["networking"]["hostName"] == "hh-m1nd"
 

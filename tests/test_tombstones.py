@@ -9,7 +9,7 @@ import pytest
 
 from hyperhive.errors import BadName, Conflict, UnknownAgent
 from hyperhive.paths import StatePaths
-from hyperhive.tombstones import dir_usage, list_tombstones, purge
+from hyperhive.tombstones import credentials_stored, dir_usage, list_tombstones, purge
 
 LIVE = {"m1nd", "coder"}
 
@@ -146,3 +146,61 @@ def test_a_symlinked_agents_root_is_refused(tmp_path: Path) -> None:
     with pytest.raises(BadName):
         purge(paths, "old", set())
     assert (elsewhere / "old").is_dir()
+
+
+# --- the agent's own state is never followed ---------------------------------------------
+@pytest.fixture
+def host_creds(tmp_path: Path) -> Path:
+    d = tmp_path / "host-home" / ".claude"
+    d.mkdir(parents=True)
+    (d / ".credentials.json").write_text('{"host": "secret"}')
+    return d
+
+
+def test_linked_credentials_are_not_kept(hive: StatePaths, host_creds: Path) -> None:
+    """``.claude -> a dir holding real credentials`` and ``.credentials.json -> a
+    file`` both count as none: neither link is followed."""
+    state = hive.agents / "old" / "state"
+    (state / ".claude").symlink_to(host_creds)
+    [t] = list_tombstones(hive, LIVE, now=0)
+    assert t.credentials_kept is False
+    (state / ".claude").unlink()
+    (state / ".claude").mkdir()
+    (state / ".claude" / ".credentials.json").symlink_to(host_creds / ".credentials.json")
+    [t] = list_tombstones(hive, LIVE, now=0)
+    assert t.credentials_kept is False
+
+
+def test_credentials_stored(hive: StatePaths, host_creds: Path) -> None:
+    assert credentials_stored(hive.agents, "old") is False
+    (hive.agents / "old" / "state" / ".claude").mkdir()
+    (hive.agents / "old" / "state" / ".claude" / ".credentials.json").write_text("{}")
+    assert credentials_stored(hive.agents, "old") is True
+    assert credentials_stored(hive.agents, "..") is False  # not a single component: no agent
+    assert credentials_stored(hive.agents, "nobody") is False
+
+
+def test_size_counts_no_host_file_through_a_link(hive: StatePaths, tmp_path: Path) -> None:
+    (tmp_path / "host").mkdir()
+    (tmp_path / "host" / "big").write_bytes(b"h" * 100_000)
+    state = hive.agents / "old" / "state"
+    (state / "dir-link").symlink_to(tmp_path / "host")
+    (state / "file-link").symlink_to(tmp_path / "host" / "big")
+    [t] = list_tombstones(hive, LIVE, now=0)
+    assert t.size_bytes == len("{}\n")  # the config only; each link counted as itself
+
+
+def test_purge_removes_the_agents_links_not_what_they_point_at(hive: StatePaths, tmp_path: Path) -> None:
+    outside = tmp_path / "outside"
+    outside.mkdir()
+    (outside / "precious").write_text("keep")
+    state = hive.agents / "old" / "state"
+    (state / "to-dir").symlink_to(outside)
+    (state / "to-file").symlink_to(outside / "precious")
+    (state / "nested").mkdir()
+    (state / "nested" / "to-root").symlink_to(hive.root)
+    purge(hive, "old", LIVE)
+    assert not (hive.agents / "old").exists()
+    assert (outside / "precious").read_text() == "keep"
+    assert (hive.root / "hive.sqlite").read_bytes() == b"db"
+    assert (hive.agents / "coder" / "config" / "agent.json").exists()

@@ -161,7 +161,8 @@ class ContainerActor(pykka.ThreadingActor):
         self._driver = driver
 
     # --- supervision -----------------------------------------------------------
-    def harness_exited(self, gen: int, returncode: int) -> None:
+    def harness_exited(self, gen: int, returncode: int, reason: str | None = None) -> None:
+        """The backend's report of an exit; ``reason`` "out of memory" after an OOM kill."""
         try:
             if gen != self._gen or self.state != "running":
                 return  # an exit we asked for, or an old generation
@@ -169,12 +170,13 @@ class ContainerActor(pykka.ThreadingActor):
             self._broker.drop_system_waiters.defer(self.name)
             self.state = "crashed"
             self._handle = None
-            self.last_exit = describe_exit(returncode)
+            self.last_exit = describe_exit(returncode) if reason is None else f"{reason} ({describe_exit(returncode)})"
             delay = self._backoff.next(ran_for)
-            _log.warning("container.crash", exit=self.last_exit, restart_in=delay, ran_for=round(ran_for, 2))
+            _log.warning("container.crash", exit=self.last_exit, reason=reason or "crash", restart_in=delay,
+                         ran_for=round(ran_for, 2))
             event = {
-                "event": "ContainerCrash", "agent": self.name, "exit": self.last_exit,
-                "restart_in_seconds": delay,
+                "event": "ContainerCrash", "agent": self.name, "exit": describe_exit(returncode),
+                "reason": reason or "crash", "restart_in_seconds": delay,
             }
             self._broker.send.defer(SYSTEM, MANAGER, json.dumps(event))
             self._hub.publish("container.crash", event)
@@ -203,9 +205,9 @@ class ContainerActor(pykka.ThreadingActor):
         gen = self._gen
         me = self._me
 
-        def on_exit(rc: int) -> None:
+        def on_exit(rc: int, reason: str | None = None) -> None:
             try:
-                me.harness_exited.defer(gen, rc)
+                me.harness_exited.defer(gen, rc, reason)
             except pykka.ActorDeadError:
                 pass
 
@@ -236,6 +238,7 @@ class ContainerActor(pykka.ThreadingActor):
             "driver": self._driver,
             "restarts": self.restarts,
             "last_exit": self.last_exit,
+            "sandboxed": bool(getattr(self._backend, "sandboxed", False)),
             "started_at": (time.time() - (time.monotonic() - self._started_at))
             if self.state == "running" else None,
         }

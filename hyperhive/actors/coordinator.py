@@ -268,11 +268,11 @@ class Coordinator(pykka.ThreadingActor):
         cfg = self._paths.load_applied(agent)
         allowed = None if cfg.allowed_recipients is None else list(cfg.allowed_recipients)
         self._broker.register.defer(agent, allowed)
-        self._sockets.open(agent, manager=(agent == MANAGER))
-        if self._ports is not None:  # F20: the web UI port, sticky, before the harness first starts
+        if self._ports is not None:  # F20: the web UI port, sticky, before the daemon relays it
             port: cf.Future[int] = cf.Future()
             self._ports.port_for.defer(agent, reply=port)
             port.result(timeout=10)  # the PortAllocator never calls back into the Coordinator
+        self._sockets.open(agent, manager=(agent == MANAGER))
         actor = ContainerActor.start(
             agent, self._backend, cfg.driver or self._settings.driver, self._broker, self._me,
             self._clock, self._hub, str(self._paths.state(agent)),

@@ -27,6 +27,8 @@ EventName = Literal[
     "approval.resolved",
     "message.woke",
     "vacuum.swept",
+    "proxy.refused",
+    "gateway.usage",
 ]
 
 Listener = Callable[[str, dict[str, Any]], None]

@@ -1,123 +1,107 @@
-"""The `local` backend: each agent's harness is a supervised subprocess,
-sandboxed with bubblewrap when it works here.
+"""The `local` backend: each agent's harness is a supervised process tree on
+this host, in a bubblewrap sandbox when one can be had.
 
-Isolation when sandboxed (each layer is in the README):
-- the host's / is mounted read-only; /tmp is a fresh tmpfs; /dev and /proc are minimal;
-- the whole hive state dir is hidden behind a tmpfs, then only this agent's
-  state dir and run dir (its socket) are bound back read-write and its applied
-  config read-only: no other agent's socket, state or the hive database is visible;
-- every namespace is unshared but the network (the claude driver needs its API);
-- the sandbox dies with the daemon (--die-with-parent).
+What the sandbox holds and shares is `hyperhive.sandbox.view`; in short the
+agent sees the system dirs, its own state dir and workspace, its applied
+config and the daemon's sockets, and nothing else: no host network, no
+capability, no daemon credential. When the daemon is root, every agent runs
+as its own unprivileged uid (`hyperhive.sandbox.accounts`). Every harness is
+started through `hyperhive.sandbox.launch`, which puts it in the agent's
+cgroup (memory and pids limits) before anything else runs; an OOM kill
+anywhere in that cgroup ends the whole container, reported as "out of memory".
 """
 
 from __future__ import annotations
 
+import hashlib
 import os
-import shutil
 import signal
 import subprocess
 import sys
 import threading
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import hyperhive.logs as logs
 from hyperhive.actors.ports import read_port_file
 from hyperhive.journal import check_unit_and_lines, tail_lines
-from hyperhive.names import MANAGER, AgentName
-from hyperhive.paths import StatePaths
+from hyperhive.names import AgentName
+from hyperhive.paths import Limits, StatePaths
+from hyperhive.sandbox import view as sv
+from hyperhive.sandbox.accounts import Account, account_for, own_sockets, prepare_dirs, unreachable
+from hyperhive.sandbox.cgroups import AgentCgroup, Cgroups, OomWatch
+from hyperhive.sandbox.launch import launch_argv
+from hyperhive.sandbox.safefs import append_nofollow
 
-__all__ = ["LocalBackend", "LocalHandle", "bwrap_argv", "bwrap_works", "harness_argv", "runtime_dirs"]
+__all__ = ["OUT_OF_MEMORY", "LocalBackend", "LocalHandle", "harness_argv", "probe_sandbox"]
 
 _log = logs.get("hyperhive.backend.local")
 
+OUT_OF_MEMORY = "out of memory"
+DEFAULT_LIMITS = Limits(4096, 512)
+ExitCallback = Callable[[int, "str | None"], None]
 
-def harness_argv(paths: StatePaths, name: AgentName, driver: str, web_port: int | None = None) -> list[str]:
-    """``web_port``: the agent's sticky port (F20); None lets the harness pick a free one."""
-    return [
+
+def harness_argv(paths: StatePaths, name: AgentName, driver: str, sandboxed: bool) -> list[str]:
+    """The harness command line; its web UI goes on a unix socket in its state
+    dir, which the daemon relays from the agent's sticky port."""
+    argv = [
         sys.executable, "-m", "hyperhive", "harness",
         "--name", name,
         "--socket", str(paths.socket(name)),
         "--state-dir", str(paths.state(name)),
         "--driver", driver,
-        "--web-port", str(web_port or 0),
+        "--web-socket", str(paths.web_socket(name)),
+        "--workspace", str(paths.workspace(name)),
+        "--api-socket", str(paths.api_socket(name)),
+        "--proxy-socket", str(paths.proxy_socket(name)),
+        "--bridge-ports", "fixed" if sandboxed else "any",
     ]
+    return [*argv, "--sandboxed"] if sandboxed else argv
 
 
-HIDDEN = "/tmp"  # a fresh tmpfs in every sandbox
+def probe_sandbox(paths: StatePaths, uid: int | None) -> str | None:
+    """Why the sandbox cannot be had here, or None when a probe sandbox ran.
 
-
-def runtime_dirs(hidden: list[Path]) -> list[str]:
-    """What running the harness needs that a sandbox's tmpfs would hide: the
-    interpreter, the venv and the hyperhive package, when they live under one
-    of ``hidden`` (a checkout in /tmp, as a CI clone may be)."""
-    import hyperhive
-
-    wanted = {Path(sys.prefix), Path(sys.base_prefix), Path(os.path.realpath(sys.executable)).parent,
-              Path(hyperhive.__file__).resolve().parent.parent}
-    out = set()
-    for d in wanted:
-        d = d.resolve()
-        if any(d == h or d.is_relative_to(h) for h in hidden):
-            out.add(str(d))
-    return sorted(out)
-
-
-def bwrap_argv(
-    paths: StatePaths, name: AgentName, inner: list[str], config_dirs: list[str] | None = None,
-    runtime: list[str] | None = None,
-) -> list[str]:
-    """The bubblewrap command line around ``inner`` (a pure function).
-
-    ``config_dirs``: the agents' config repos bound read-write (the manager's,
-    which commits to them, F12); nothing else of another agent is bound.
-    ``runtime``: directories bound back read-only under the fresh /tmp
-    (`runtime_dirs`), before the state dir is hidden.
+    ``uid``: the uid harnesses will run as (root daemons); the probe runs as it,
+    so a venv or state dir it cannot reach is found now, not at the first start.
     """
-    root = str(paths.root)
-    state, run, applied = (str(p) for p in (paths.state(name), paths.run(name), paths.applied(name)))
-    configs = [arg for d in config_dirs or [] for arg in ("--bind", d, d)]
-    keep = [arg for d in runtime or [] for arg in ("--ro-bind", d, d)]
-    return [
-        "bwrap",
-        "--ro-bind", "/", "/",
-        "--dev", "/dev",
-        "--proc", "/proc",
-        "--tmpfs", HIDDEN,
-        *keep,
-        "--tmpfs", root,
-        "--bind", state, state,
-        "--bind", run, run,
-        "--ro-bind", applied, applied,
-        *configs,
-        "--unshare-all", "--share-net",
-        "--die-with-parent",
-        "--chdir", state,
-        "--setenv", "HOME", state,
-        "--",
-        *inner,
-    ]
+    import shutil
 
-
-def bwrap_works() -> bool:
     if shutil.which("bwrap") is None:
-        return False
+        return "bwrap is not installed"
+    if uid is not None:
+        for need in (paths.root, *sv.runtime_dirs()):
+            blocked = unreachable(Path(need))
+            if blocked is not None:
+                return f"agent uids cannot reach {need}: {blocked} has no o+x"
+    system = sv.host_system_entries()
+    argv = ["bwrap"]
+    for kind, path in system:
+        argv += ["--symlink", kind[5:], path] if kind.startswith("link:") else ["--ro-bind", path, path]
+    for d in sv.runtime_dirs():
+        argv += ["--ro-bind", d, d]
+    argv += ["--dev", "/dev", "--proc", "/proc", "--unshare-all", "--unshare-user", "--uid", str(sv.AGENT_UID),
+             "--gid", str(sv.AGENT_GID), "--cap-drop", "ALL", "--die-with-parent", "--clearenv",
+             "--", sys.executable, "-I", "-S", "-c", "pass"]
+    kw: dict[str, Any] = {"user": uid, "group": uid, "extra_groups": []} if uid is not None else {}
     try:
-        r = subprocess.run(
-            ["bwrap", "--ro-bind", "/", "/", "--dev", "/dev", "--proc", "/proc",
-             "--unshare-all", "--share-net", "--die-with-parent", "true"],
-            capture_output=True, timeout=10,
-        )
-    except (OSError, subprocess.TimeoutExpired):
-        return False
-    return r.returncode == 0
+        r = subprocess.run(argv, capture_output=True, timeout=20, env={"PATH": "/usr/bin:/bin"}, cwd="/", **kw)
+    except (OSError, subprocess.TimeoutExpired) as exc:
+        return f"bwrap did not run: {exc}"
+    if r.returncode != 0:
+        return f"bwrap failed: {r.stderr.decode(errors='replace').strip()[:300]}"
+    return None
 
 
 @dataclass
 class LocalHandle:
     name: AgentName
     proc: subprocess.Popen[bytes]
+    cgroup: AgentCgroup | None = None
+    oom: threading.Event = field(default_factory=threading.Event)
 
     @property
     def pid(self) -> int:
@@ -127,42 +111,111 @@ class LocalHandle:
 class LocalBackend:
     kind = "local"
 
-    def __init__(self, paths: StatePaths, sandbox: str = "auto") -> None:
+    def __init__(self, paths: StatePaths, sandbox: str = "auto", *, limits: Limits = DEFAULT_LIMITS,
+                 uid_base: int = 1_900_000_000, gateway_key: bool = False, cgroups: bool = True) -> None:
         self.paths = paths
+        self.default_limits = limits
+        self.uid_base = uid_base
+        self.gateway_key = gateway_key
+        self.root = os.geteuid() == 0
+        self.unsandboxed_reason: str | None = None
         if sandbox == "off":
-            self.sandboxed = False
+            self.unsandboxed_reason = "sandbox=off"
         else:
-            self.sandboxed = bwrap_works()
-            if sandbox == "on" and not self.sandboxed:
-                raise RuntimeError("sandbox=on but bubblewrap does not work here")
+            self.unsandboxed_reason = probe_sandbox(paths, uid_base + 65535 if self.root else None)
+            if sandbox == "on" and self.unsandboxed_reason:
+                raise RuntimeError(f"sandbox=on but the sandbox cannot be had: {self.unsandboxed_reason}")
+        self.sandboxed = self.unsandboxed_reason is None
         if not self.sandboxed:
-            reason = "sandbox=off" if sandbox == "off" else "bwrap missing or not usable"
-            _log.warning("backend.unsandboxed", reason=reason)
-        self._runtime = runtime_dirs([Path(HIDDEN).resolve()])
+            _log.warning("backend.unsandboxed", reason=self.unsandboxed_reason)
+        namespace = "hyperhive-" + hashlib.sha256(str(paths.root.resolve()).encode()).hexdigest()[:10]
+        self.cgroups = Cgroups.detect(namespace) if cgroups else None
+        if self.cgroups is None:
+            _log.warning("backend.no_limits", reason="no usable cgroup controllers (memory, pids)")
+        self._system = sv.host_system_entries()
+        self._etc = sv.host_etc_entries()
+        claude = sv.claude_dir(os.environ)
+        self._runtime = sv.runtime_dirs(extra=[claude] if claude else [])
 
-    def start(self, name: AgentName, driver: str, on_exit: Callable[[int], None]) -> LocalHandle:
-        """Start the harness; ``on_exit(returncode)`` runs on a watcher thread when it ends."""
-        inner = harness_argv(self.paths, name, driver, read_port_file(self.paths.agent(name) / "port"))
-        argv = (bwrap_argv(self.paths, name, inner, self._config_dirs(name), self._runtime) if self.sandboxed
-                else inner)
-        state = self.paths.state(name)
-        state.mkdir(parents=True, exist_ok=True)
-        env = {**os.environ, "HOME": str(state), "PYTHONUNBUFFERED": "1"}
-        with open(self.paths.harness_log(name), "ab") as log:
+    # --- start -----------------------------------------------------------------
+    def start(self, name: AgentName, driver: str, on_exit: ExitCallback) -> LocalHandle:
+        """Start the harness; ``on_exit(returncode, reason)`` runs on a watcher
+        thread when it ends (reason "out of memory" after an OOM kill)."""
+        if not self.sandboxed:
+            _log.warning("backend.unsandboxed", agent=name, reason=self.unsandboxed_reason)
+        account = account_for(self.paths, name, self.uid_base)
+        etc_dir = prepare_dirs(self.paths, name, account)
+        own_sockets(self.paths, name, account)
+        limits = self.paths.load_applied(name).limits(self.default_limits.memory_mb, self.default_limits.pids)
+        cgroup = self.cgroups.prepare(name, limits) if self.cgroups is not None else None
+        argv, env = self._command(name, driver, str(etc_dir))
+        if cgroup is not None or account.switch:
+            argv = launch_argv(sys.executable, cgroup.procs_files if cgroup else (),
+                               account.uid if account.switch else None,
+                               account.gid if account.switch else None, argv)
+        log_fd = append_nofollow(self.paths.harness_log(name))
+        try:
             proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
-                cwd=state, env=env, start_new_session=True, close_fds=True,
+                argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT,
+                cwd="/" if self.sandboxed else self.paths.state(name), env=env,
+                start_new_session=True, close_fds=True,
             )
-        _log.info("container.start", agent=name, pid=proc.pid, sandboxed=self.sandboxed)
+        finally:
+            os.close(log_fd)
+        handle = LocalHandle(name, proc, cgroup)
+        _log.info("container.start", agent=name, pid=proc.pid, sandboxed=self.sandboxed, uid=account.uid,
+                  memory_mb=limits.memory_mb, pids=limits.pids, limited=cgroup is not None)
+        self._watch(handle, on_exit)
+        return handle
 
-        def watch() -> None:
-            on_exit(proc.wait())
+    def _command(self, name: AgentName, driver: str, etc_dir: str) -> tuple[list[str], dict[str, str]]:
+        paths = self.paths
+        home = str(paths.state(name))
+        env = sv.agent_env(os.environ, home, [os.path.dirname(sys.executable)], self.gateway_key,
+                           bridges=self.sandboxed)
+        inner = harness_argv(paths, name, driver, self.sandboxed)
+        if not self.sandboxed:
+            return inner, env
+        view = sv.SandboxView(
+            name=name, home=home, workspace=str(paths.workspace(name)), run=str(paths.run(name)),
+            applied=str(paths.applied(name)), etc_dir=etc_dir, system=self._system, etc=self._etc,
+            runtime=self._runtime, env=tuple(sorted(env.items())),
+        )
+        # bwrap's own environment shows in the sandbox (/proc/1/environ): the same clean one.
+        return sv.bwrap_argv(view, inner), env
 
-        threading.Thread(target=watch, name=f"watch-{name}", daemon=True).start()
-        return LocalHandle(name, proc)
+    def _watch(self, handle: LocalHandle, on_exit: ExitCallback) -> None:
+        cgroup = handle.cgroup
+        before = cgroup.oom_kills() if cgroup is not None else 0
+        watch: OomWatch | None = None
 
+        def on_oom() -> None:  # the OOM watch's thread: the whole container ends
+            assert cgroup is not None
+            if cgroup.oom_kills() > before and not handle.oom.is_set():
+                handle.oom.set()
+                _log.warning("container.oom", agent=handle.name)
+                cgroup.kill_all()
+
+        if cgroup is not None:
+            watch = cgroup.watch_oom(on_oom)
+
+        def wait() -> None:
+            rc = handle.proc.wait()
+            if cgroup is not None:
+                if not cgroup.kill_all():  # whatever it left behind (dev servers, detached children)
+                    _log.error("container.left_running", agent=handle.name, pids=cgroup.pids())
+                if cgroup.oom_kills() > before:
+                    handle.oom.set()
+            if watch is not None:
+                watch.close()
+            on_exit(rc, OUT_OF_MEMORY if handle.oom.is_set() else None)
+
+        threading.Thread(target=wait, name=f"watch-{handle.name}", daemon=True).start()
+
+    # --- stop ------------------------------------------------------------------
     def stop(self, handle: LocalHandle, timeout: float = 5.0) -> int:
-        """SIGTERM the harness's process group, SIGKILL it after ``timeout``."""
+        """SIGTERM the harness's process group, SIGKILL it after ``timeout``; then
+        everything left in its cgroup."""
         proc = handle.proc
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
             if proc.poll() is not None:
@@ -178,27 +231,41 @@ class LocalBackend:
         rc = proc.wait()
         # A harness that bwrap had just forked when the signal came can outlive
         # bwrap (before --die-with-parent took hold): it still has the group id.
-        # Pids are allocated cyclically, so the freed id is not someone else's yet.
         try:
             os.killpg(proc.pid, signal.SIGKILL)
-            _log.debug("container.group_swept", agent=handle.name)
         except (ProcessLookupError, PermissionError):
             pass
+        if handle.cgroup is not None:
+            handle.cgroup.kill_all()
         _log.info("container.stopped", agent=handle.name, returncode=rc)
         return rc
 
-    def _config_dirs(self, name: AgentName) -> list[str]:
-        """The manager commits to every agent's config repo: those that exist
-        when its harness starts are bound in (a later spawn needs a restart of m1nd)."""
-        if name != MANAGER or not self.paths.agents.is_dir():
-            return []
-        return sorted(str(d) for d in self.paths.agents.glob("*/config") if d.is_dir() and not d.is_symlink())
+    def destroy(self, name: AgentName) -> None:
+        if self.cgroups is not None:
+            self.cgroups.forget(name)
+
+    # --- observation -------------------------------------------------------------
+    def usage(self, name: AgentName) -> dict[str, int | None] | None:
+        """Memory (current, peak) and processes of the agent's cgroup; None without one."""
+        if self.cgroups is None:
+            return None
+        try:
+            return self.cgroups.agent(name).usage()
+        except (OSError, ValueError):
+            return None
+
+    def account(self, name: AgentName) -> Account:
+        return account_for(self.paths, name, self.uid_base)
+
+    def web_port(self, name: AgentName) -> int | None:
+        return read_port_file(self.paths.agent(name) / "port")
 
     def log_path(self, name: AgentName) -> Path:
         return self.paths.harness_log(name)
 
     def journal(self, name: AgentName, unit: str, lines: int) -> str:
-        """The last ``lines`` lines (at most 5000) of the agent's harness.log.
+        """The last ``lines`` lines (at most 5000) of the agent's harness.log
+        (daemon-owned, outside the agent's dirs).
 
         Here the harness is the whole container, so unit "harness" and ""
         (the machine) read the same log; any other unit is refused.

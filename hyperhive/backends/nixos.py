@@ -12,15 +12,37 @@ reason (harness-base.nix: SuccessAction/FailureAction=poweroff), so a
 container is up exactly while its harness is, and `nixos-container start`
 brings both back.
 
+The sandbox (nix_flake.py has the details): a network namespace of its own
+with loopback alone; the daemon's sockets (hive.sock, api.sock, proxy.sock)
+in the run dir, bound read-only at /hive/run; the state dir and workspace
+read-write; the applied config read-only. The harness unit is given those
+sockets and relays the gateway and the proxy on 127.0.0.1 inside
+(harness-base.nix); its web UI is ``<state>/web.sock``, which the daemon
+relays from the agent's sticky port. No environment of the daemon's reaches
+the container (nixos_argv.command_env).
+
+Limits: before every start (and a rebuild's restart) the container unit gets
+``MemoryMax``/``MemorySwapMax=0``/``TasksMax`` (nixos_argv.set_limits_argv):
+the applied agent.json's ``limits``, the backend's ``limits`` where it sets
+none. OOMPolicy stays the container unit's own (``continue``, as for any
+unit with Delegate=yes): ``stop`` there would fail the unit, and
+container@.service's Restart=on-failure would then restart it behind the
+daemon's back. Instead the harness unit inside has OOMPolicy=stop, so an OOM
+kill of the harness or of anything it runs ends the harness, which records
+``oom-kill`` and powers the machine off.
+
 Crash supervision: a watcher thread per started container polls
 ``machinectl show <c> --property=State --property=Leader`` every
 ``poll_seconds``. When machined no longer knows the machine and nobody asked
-for a stop, ``on_exit(returncode)`` runs, as with the local backend. The
-returncode comes from ``<state>/harness.exit``, written by the unit's
+for a stop, ``on_exit(returncode, reason)`` runs, as with the local backend.
+The returncode comes from ``<state>/harness.exit``, written by the unit's
 ExecStopPost; if it is missing (the machine was stopped from outside, e.g.
-``machinectl terminate``), the exit is reported as killed by SIGTERM and logged
-as ``container.exit_unknown``. Any other machinectl failure is logged once
-per streak and polling goes on: an unreachable machined is not a crash.
+``machinectl terminate``), the exit is reported as killed by SIGTERM (SIGKILL
+after an OOM kill) and logged as ``container.exit_unknown``. ``reason`` is
+"out of memory" when that record or the container unit's ``Result=`` (one
+``systemctl show``) says ``oom-kill``, else None. Any other machinectl failure
+is logged once per streak and polling goes on: an unreachable machined is not
+a crash.
 
 Every failing command raises BackendFailed carrying its stderr, and is logged.
 
@@ -45,21 +67,23 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import hyperhive.logs as logs
+from hyperhive.actors.ports import read_port_file
 from hyperhive.backends import nixos_argv as argv
 from hyperhive.backends.nix_flake import (
     EXIT_RECORD,
     AgentFlake,
     agent_flake,
     bind_flags,
-    conf_with,
+    container_conf,
     container_name,
+    exit_reason,
     parse_exit_record,
 )
 from hyperhive.errors import BackendFailed, Conflict
 from hyperhive.names import AgentName
-from hyperhive.paths import StatePaths
+from hyperhive.paths import Limits, StatePaths
 
-__all__ = ["NixosBackend", "NixosHandle", "NixosOptions", "run_command"]
+__all__ = ["DEFAULT_LIMITS", "ExitCallback", "NixosBackend", "NixosHandle", "NixosOptions", "run_command"]
 
 _log = logs.get("hyperhive.backend.nixos")
 _REPO_NIX = Path(__file__).resolve().parents[2] / "nix"
@@ -70,12 +94,16 @@ BUILT_STAMP = ".built"
 # Not part of the NixOS system: nix's lock, and the daemon's own agent.json.
 # Hidden files (the stamp, a .git) are skipped too.
 _NOT_CONFIG = frozenset({"flake.lock", "agent.json"})
+DEFAULT_LIMITS = Limits(memory_mb=4096, pids=512)
+# on_exit(returncode, reason): reason "out of memory" after an OOM kill, else None.
+ExitCallback = Callable[[int, "str | None"], None]
 
 
 def run_command(cmd: list[str], timeout: float) -> str:
     """Run ``cmd``; its stdout, or BackendFailed with its stderr."""
     try:
-        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL)
+        r = subprocess.run(cmd, capture_output=True, text=True, timeout=timeout, stdin=subprocess.DEVNULL,
+                           env=argv.command_env(os.environ))
     except FileNotFoundError:
         raise BackendFailed(f"{cmd[0]} not found on PATH (the nixos backend needs it)") from None
     except subprocess.TimeoutExpired:
@@ -118,7 +146,7 @@ class NixosOptions:
 class NixosHandle:
     name: AgentName
     container: str
-    on_exit: Callable[[int], None]
+    on_exit: ExitCallback
     stopped: threading.Event = field(default_factory=threading.Event)
     pid: int | None = None  # the container's leader, once the watcher has seen it
 
@@ -128,14 +156,18 @@ class NixosBackend:
     sandboxed = True  # the container is the isolation
 
     def __init__(self, paths: StatePaths, options: NixosOptions,
-                 run: Callable[[list[str], float], str] = run_command) -> None:
+                 run: Callable[[list[str], float], str] = run_command, *,
+                 limits: Limits = DEFAULT_LIMITS) -> None:
+        """``limits``: the daemon's defaults, for an agent whose agent.json sets none."""
         self.paths = paths
         self.options = options
         self._run = run
+        self.default_limits = limits
 
     @classmethod
-    def from_env(cls, paths: StatePaths, env: Mapping[str, str] | None = None) -> NixosBackend:
-        return cls(paths, NixosOptions.from_env(os.environ if env is None else env))
+    def from_env(cls, paths: StatePaths, env: Mapping[str, str] | None = None, *,
+                 limits: Limits = DEFAULT_LIMITS) -> NixosBackend:
+        return cls(paths, NixosOptions.from_env(os.environ if env is None else env), limits=limits)
 
     # --- files ------------------------------------------------------------
     def conf_path(self, name: AgentName) -> Path:
@@ -158,14 +190,34 @@ class NixosBackend:
         (applied / "flake.nix").write_text(agent_flake(spec))
         return applied
 
+    def _agent_dirs(self, name: AgentName) -> tuple[Path, Path, Path]:
+        """The run, state and workspace dirs, made if absent (nspawn refuses to bind a missing dir)."""
+        dirs = (self.paths.run(name), self.paths.state(name), self.paths.workspace(name))
+        for d in dirs:
+            d.mkdir(parents=True, exist_ok=True)
+        return dirs
+
     def _bind_into_conf(self, name: AgentName) -> None:
-        """Share the host network (agents serve their web UI on sticky host ports)
-        and bind the agent's dirs in; nixos-container create wrote the rest."""
+        """A loopback-only private network and the agent's dirs bound in;
+        nixos-container create wrote the rest. Rewritten before every start,
+        so a container created by an older hive gets today's sandbox."""
         conf = self.conf_path(name)
-        p = self.paths
-        flags = bind_flags(str(p.run(name)), str(p.state(name)), str(p.applied(name)))
+        run, state, work = self._agent_dirs(name)
+        flags = bind_flags(str(run), str(state), str(work), str(self.paths.applied(name)))
         text = conf.read_text() if conf.exists() else ""
-        conf.write_text(conf_with(text, {"PRIVATE_NETWORK": "0", "EXTRA_NSPAWN_FLAGS": flags}))
+        new = container_conf(text, flags)
+        if new != text:
+            conf.write_text(new)
+
+    def limits(self, name: AgentName) -> Limits:
+        """The agent's limits: its applied agent.json's, the defaults where it sets none."""
+        d = self.default_limits
+        return self.paths.load_applied(name).limits(d.memory_mb, d.pids)
+
+    def _apply_limits(self, name: AgentName) -> Limits:
+        limits = self.limits(name)
+        self._run(argv.set_limits_argv(name, limits.memory_mb, limits.pids), QUERY_SECONDS)
+        return limits
 
     def _config_hash(self, name: AgentName) -> str:
         """Hash of the files the container is built from."""
@@ -189,11 +241,24 @@ class NixosBackend:
     def _clear_exit_record(self, name: AgentName) -> None:
         (self.paths.state(name) / EXIT_RECORD).unlink(missing_ok=True)
 
-    def _exit_status(self, name: AgentName) -> int | None:
+    def _exit_record(self, name: AgentName) -> str | None:
         try:
-            return parse_exit_record((self.paths.state(name) / EXIT_RECORD).read_text())
+            return (self.paths.state(name) / EXIT_RECORD).read_text()
         except OSError:
             return None
+
+    def _exit_status(self, name: AgentName) -> int | None:
+        record = self._exit_record(name)
+        return None if record is None else parse_exit_record(record)
+
+    def _how_it_ended(self, name: AgentName) -> tuple[int | None, str | None]:
+        """The harness's returncode (None: no record) and the reason (exit_reason)."""
+        record = self._exit_record(name)
+        try:
+            unit_result = argv.parse_show(self._run(argv.unit_result_argv(name), QUERY_SECONDS)).get("Result")
+        except BackendFailed:
+            unit_result = None  # logged by run_command; the record alone decides
+        return (None if record is None else parse_exit_record(record)), exit_reason(record, unit_result)
 
     # --- verbs ----------------------------------------------------------------
     def create(self, name: AgentName, driver: str) -> None:
@@ -204,28 +269,32 @@ class NixosBackend:
         for other in self.paths.agents.iterdir() if self.paths.agents.exists() else ():
             if other.name != name and container_name(AgentName(other.name)) == c:
                 raise Conflict(f"agents {name} and {other.name} map to the same container name {c}")
-        for d in (self.paths.state(name), self.paths.run(name)):
-            d.mkdir(parents=True, exist_ok=True)
+        self._agent_dirs(name)
         applied = self.write_flake(name, driver)
         self._run(argv.create_argv(name, applied), BUILD_SECONDS)
         self._bind_into_conf(name)
         self._built(name)
         _log.info("container.created", agent=name, container=c)
 
-    def start(self, name: AgentName, driver: str, on_exit: Callable[[int], None]) -> NixosHandle:
+    def start(self, name: AgentName, driver: str, on_exit: ExitCallback) -> NixosHandle:
         """Create the container if it does not exist yet (rebuild it if its config
-        changed since the last build), start it and watch it."""
+        changed since the last build), set its limits, start it and watch it.
+        ``on_exit(returncode, reason)`` runs on the watcher thread when the
+        machine ends unasked (reason "out of memory" after an OOM kill, else None)."""
         if not self.exists(name):
             self.create(name, driver)
         else:
             self.write_flake(name, driver)
             if not self._up_to_date(name):
                 self._update(name)
+        self._bind_into_conf(name)
+        limits = self._apply_limits(name)
         self._clear_exit_record(name)
         self._run(argv.start_argv(name), LIFECYCLE_SECONDS)
         handle = NixosHandle(name, container_name(name), on_exit)
         self._watch(handle)
-        _log.info("container.start", agent=name, container=handle.container)
+        _log.info("container.start", agent=name, container=handle.container, memory_mb=limits.memory_mb,
+                  pids=limits.pids)
         return handle
 
     def stop(self, handle: NixosHandle, timeout: float = 5.0) -> int:
@@ -252,12 +321,16 @@ class NixosBackend:
         return new
 
     def rebuild(self, name: AgentName, driver: str, handle: NixosHandle | None = None) -> NixosHandle | None:
-        """Regenerate the flake and rebuild the container; restart it if it runs."""
+        """Regenerate the flake and rebuild the container; restart it (with the
+        limits of the applied config, which may have changed) if it runs."""
         if not self.exists(name):
             raise Conflict(f"container {container_name(name)} for {name} does not exist; start it first")
         self.write_flake(name, driver)
         self._update(name)
-        return self.restart(handle) if handle is not None else None
+        if handle is None:
+            return None  # the next start sets the limits
+        self._apply_limits(name)
+        return self.restart(handle)
 
     def _update(self, name: AgentName) -> None:
         self._run(argv.update_argv(name, self.paths.applied(name)), BUILD_SECONDS)
@@ -284,6 +357,10 @@ class NixosBackend:
         # The harness logs to the container's journal; see journal().
         return self.paths.harness_log(name)
 
+    def web_port(self, name: AgentName) -> int | None:
+        """The agent's sticky port (F20), which the daemon relays to ``<state>/web.sock``."""
+        return read_port_file(self.paths.agent(name) / "port")
+
     # --- supervision ------------------------------------------------------------
     def _watch(self, handle: NixosHandle) -> None:
         threading.Thread(target=self._watch_loop, args=(handle,), name=f"watch-{handle.name}",
@@ -295,7 +372,7 @@ class NixosBackend:
         while not handle.stopped.wait(self.options.poll_seconds):
             try:
                 r = subprocess.run(cmd, capture_output=True, text=True, timeout=QUERY_SECONDS,
-                                   stdin=subprocess.DEVNULL)
+                                   stdin=subprocess.DEVNULL, env=argv.command_env(os.environ))
             except (OSError, subprocess.TimeoutExpired) as exc:
                 r = subprocess.CompletedProcess(cmd, -1, "", str(exc))
             if r.returncode == 0:
@@ -307,12 +384,12 @@ class NixosBackend:
                 if handle.stopped.is_set():
                     return  # a stop we asked for raced the poll
                 handle.stopped.set()
-                rc = self._exit_status(handle.name)
+                rc, reason = self._how_it_ended(handle.name)
                 if rc is None:
                     _log.warning("container.exit_unknown", agent=handle.name, container=handle.container)
-                    rc = -signal.SIGTERM
-                _log.info("container.exited", agent=handle.name, returncode=rc)
-                handle.on_exit(rc)
+                    rc = -signal.SIGKILL if reason else -signal.SIGTERM
+                _log.info("container.exited", agent=handle.name, returncode=rc, reason=reason)
+                handle.on_exit(rc, reason)
                 return
             if not failing:
                 _log.warning("container.watch_failed", agent=handle.name, returncode=r.returncode,

@@ -13,6 +13,8 @@ import asyncio
 import ctypes
 import os
 import signal
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -27,12 +29,31 @@ from hyperhive.harness.claude import DEFAULT_ALLOWED_TOOLS, ClaudeDriver
 from hyperhive.harness.heartbeat import beat_forever
 from hyperhive.harness.slots import daemon_slot
 from hyperhive.harness.turns import Slot, TurnLoop, no_slot
-from hyperhive.harness.web import AgentUI, serve_ui
+from hyperhive.harness.web import AgentUI, serve_ui, serve_ui_unix
 from hyperhive.names import validate_name
 from hyperhive.paths import AgentConfig, StatePaths
+from hyperhive.sandbox.relay import bound_port, start_tcp_relay, unix_connector
+from hyperhive.sandbox.view import API_PORT, PROXY_PORT
 from hyperhive.store.events_db import EventLog
+from hyperhive.store.retention import incremental_vacuum
 
-__all__ = ["agent_config", "die_with_parent", "make_driver", "run_harness"]
+__all__ = ["HarnessOptions", "agent_config", "die_with_parent", "make_driver", "run_harness"]
+
+EVENT_MAX_AGE = 7 * 86400.0  # F22: the harness keeps its own events db trimmed
+EVENT_KEEP = 2000
+PRUNE_EVERY = 3600.0
+
+
+@dataclass(frozen=True)
+class HarnessOptions:
+    """How the backend set this harness up (all off: a bare harness, as in tests)."""
+
+    web_socket: str | None = None  # serve the web UI here instead of on --web-port
+    workspace: Path | None = None
+    api_socket: str | None = None  # the daemon's gateway, relayed as ANTHROPIC_BASE_URL
+    proxy_socket: str | None = None  # the daemon's egress proxy, relayed as HTTP(S)_PROXY
+    fixed_ports: bool = False  # the relays take API_PORT/PROXY_PORT (own network namespace)
+    sandboxed: bool = False
 
 _log = logs.get("hyperhive.harness")
 PR_SET_PDEATHSIG = 1
@@ -66,9 +87,11 @@ def agent_config(name: str, state_dir: Path) -> AgentConfig:
         return AgentConfig()
 
 
-def make_driver(name: str, driver: str, socket_path: str, state_dir: Path, config: AgentConfig) -> Any:
+def make_driver(name: str, driver: str, socket_path: str, state_dir: Path, config: AgentConfig,
+                options: HarnessOptions | None = None) -> Any:
+    options = options or HarnessOptions()
     if driver == "builtin":
-        return BuiltinDriver(name, socket_path)
+        return BuiltinDriver(name, socket_path, workspace=options.workspace, shell_allowed=options.sandboxed)
     if driver == "claude":
         tools = DEFAULT_ALLOWED_TOOLS if config.allowed_tools is None else config.allowed_tools
         return ClaudeDriver(name, socket_path, state_dir, allowed_tools=tools)
@@ -87,9 +110,51 @@ async def _web_ui(ui: AgentUI, port: int, state_dir: Path, bus: Bus) -> HTTPServ
     return server
 
 
+async def _bridges(options: HarnessOptions) -> list[asyncio.Server]:
+    """Loopback relays to the daemon's gateway and proxy; their addresses go into
+    this process's environment, so the driver and every tool it runs find them."""
+    servers = []
+    if options.api_socket:
+        api = await start_tcp_relay("127.0.0.1", API_PORT if options.fixed_ports else 0,
+                                    unix_connector(options.api_socket), "api")
+        servers.append(api)
+        os.environ["ANTHROPIC_BASE_URL"] = f"http://127.0.0.1:{bound_port(api)}"
+    if options.proxy_socket:
+        proxy = await start_tcp_relay("127.0.0.1", PROXY_PORT if options.fixed_ports else 0,
+                                      unix_connector(options.proxy_socket), "proxy")
+        servers.append(proxy)
+        url = f"http://127.0.0.1:{bound_port(proxy)}"
+        for k in ("HTTP_PROXY", "HTTPS_PROXY", "http_proxy", "https_proxy"):
+            os.environ[k] = url
+        os.environ["NO_PROXY"] = os.environ["no_proxy"] = "127.0.0.1,localhost"
+    return servers
+
+
+async def _prune_events(log: EventLog, stop: asyncio.Event, every: float = PRUNE_EVERY) -> None:
+    """F22 for the events db, at start and then every ``every`` seconds: the
+    harness owns it, so the host never opens a file the agent could have
+    swapped for a link (sqlite follows links, and writes -wal/-shm beside it)."""
+    while True:
+        try:
+            removed = log.prune(time.time(), EVENT_MAX_AGE, EVENT_KEEP)
+            if removed:
+                incremental_vacuum(log.db)
+                _log.info("harness.events_pruned", count=removed)
+        except Exception:  # noqa: BLE001 - retention must never stop the agent
+            _log.exception("harness.prune_failed")
+        try:
+            await asyncio.wait_for(stop.wait(), every)
+            return
+        except TimeoutError:
+            pass
+
+
 async def run_harness(name: str, socket_path: str, state_dir: Path, driver_name: str,
-                      web_port: int | None = 0, slot: Slot = no_slot) -> None:
-    """Run until SIGTERM/SIGINT. ``web_port`` None: no web UI; 0: any free port."""
+                      web_port: int | None = 0, slot: Slot = no_slot,
+                      options: HarnessOptions | None = None) -> None:
+    """Run until SIGTERM/SIGINT. ``web_port`` None: no web UI; 0: any free port
+    (unless ``options.web_socket`` names a unix socket for it)."""
+    options = options or HarnessOptions()
     logs.bind_thread(agent=name)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
@@ -97,24 +162,41 @@ async def run_harness(name: str, socket_path: str, state_dir: Path, driver_name:
         loop.add_signal_handler(sig, stop.set)
 
     state_dir.mkdir(parents=True, exist_ok=True)
-    bus = Bus(EventLog.in_state_dir(state_dir))
+    events = EventLog.in_state_dir(state_dir)
+    bus = Bus(events)
     client = AsyncClient(socket_path)
     driver: Any = None
     ui: asyncio.Task[HTTPServer | None] | None = None
+    unix_ui: HTTPServer | None = None
+    bridges: list[asyncio.Server] = []
+    pruning = asyncio.create_task(_prune_events(events, stop))
     try:
+        bridges = await _bridges(options)
         await client.connect(deadline=60)
-        driver = make_driver(name, driver_name, socket_path, state_dir, agent_config(name, state_dir))
+        driver = make_driver(name, driver_name, socket_path, state_dir, agent_config(name, state_dir), options)
         await driver.open()
         turns = TurnLoop(name, client, driver, bus, daemon_slot(client) if slot is no_slot else slot)
         bus.publish("ready", driver=driver_name, pid=os.getpid())
-        if web_port is not None:
-            ui = asyncio.create_task(_web_ui(AgentUI(name, driver, bus, turns, client), web_port, state_dir, bus))
+        agent_ui = AgentUI(name, driver, bus, turns, client)
+        if options.web_socket:
+            try:
+                unix_ui = serve_ui_unix(agent_ui, options.web_socket)
+            except OSError as exc:
+                bus.publish("error", error=f"the web UI cannot listen on {options.web_socket}: {exc}")
+        elif web_port is not None:
+            ui = asyncio.create_task(_web_ui(agent_ui, web_port, state_dir, bus))
         beats = asyncio.create_task(beat_forever(client, bus, stop))
         try:
             await turns.run(stop)
         finally:
             beats.cancel()
     finally:
+        stop.set()
+        await asyncio.wait({pruning})
+        for b in bridges:
+            b.close()
+        if unix_ui is not None:
+            unix_ui.stop()
         if ui is not None:
             ui.cancel()
             await asyncio.wait({ui})

@@ -34,7 +34,7 @@ from hyperhive.harness.turns import TurnLoop
 from hyperhive.store.events_db import EventRow
 from hyperhive.web.bind import bind_with_retry_async
 
-__all__ = ["AgentUI", "PORT_FILE", "build_app", "serve_ui"]
+__all__ = ["AgentUI", "PORT_FILE", "build_app", "serve_ui", "serve_ui_unix"]
 
 _log = logs.get("hyperhive.harness.web")
 
@@ -222,3 +222,15 @@ async def serve_ui(ui: AgentUI, port: int, state_dir: Path) -> tuple[tornado.htt
     tmp.replace(state_dir / PORT_FILE)
     _log.info("web.listening", port=bound)
     return server, bound
+
+
+def serve_ui_unix(ui: AgentUI, path: str) -> tornado.httpserver.HTTPServer:
+    """Listen on a unix socket (mode 0600) in the agent's own dir: the sandbox has
+    no network the host can reach, so the daemon relays the agent's sticky port here."""
+    from tornado.netutil import bind_unix_socket
+
+    sock = bind_unix_socket(path, mode=0o600)
+    server = tornado.httpserver.HTTPServer(build_app(ui))
+    server.add_socket(sock)
+    _log.info("web.listening", socket=path)
+    return server

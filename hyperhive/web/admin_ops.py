@@ -6,11 +6,12 @@ import asyncio
 from typing import Any
 
 from hyperhive.actors.bridge import call
-from hyperhive.badges import agent_badges
+from hyperhive.badges import agent_badges, env_login
 from hyperhive.errors import BadRequest
 from hyperhive.names import OPERATOR, AgentName, validate_name, validate_recipient
 from hyperhive.paths import StatePaths
 from hyperhive.web.agent_ops import rows_out
+from hyperhive.web.dash_state import read_usage
 from hyperhive.web.gate_ops import operator_gate_ops, spawn_config
 from hyperhive.web.heartbeats import Heartbeats
 from hyperhive.web.jsonlines import Op
@@ -20,22 +21,34 @@ from hyperhive.web.turn_slots import TurnSlots
 from hyperhive.web.views import build_container_list
 from hyperhive.wire import Inbox, Ls, Ping, Send, Spawn, Start, Stop
 
-__all__ = ["admin_ops"]
+__all__ = ["admin_ops", "observe_ls"]
 
+
+def observe_ls(snaps: list[dict[str, Any]], paths: StatePaths | None, backend: Any = None) -> list[dict[str, Any]]:
+    """Each snapshot with its cgroup ``usage`` (``{memory_bytes, memory_peak_bytes,
+    pids}``, or None when not running or without a cgroup) and, given ``paths``,
+    its ``badges``. File reads: run it off the IOLoop."""
+    usage = read_usage(getattr(backend, "usage", None), snaps)
+    login = env_login() if paths is not None else False
+    out = []
+    for s in snaps:
+        extra: dict[str, Any] = {"usage": usage.get(s["name"])}
+        if paths is not None:
+            extra["badges"] = agent_badges(paths, AgentName(s["name"]), str(s.get("driver") or ""),
+                                           sandboxed=bool(s.get("sandboxed", True)), logged_in_by_env=login)
+        out.append({**s, **extra})
+    return out
 
 
 def admin_ops(
     coordinator: Any, broker: Any, sends: SendBatcher, questions: Any, approvals: Any,
     beats: Heartbeats | None = None, slots: TurnSlots | None = None, paths: StatePaths | None = None,
+    backend: Any = None,
 ) -> dict[str, Op]:
-    def with_badges(snaps: list[dict[str, Any]]) -> list[dict[str, Any]]:  # file reads: off the loop
-        if paths is None:
-            return snaps
-        return [{**s, "badges": agent_badges(paths, AgentName(s["name"]), s["driver"])} for s in snaps]
-
     async def ls(req: Ls) -> dict[str, Any]:
         snaps = await call(coordinator.ls)
-        snaps = await asyncio.get_running_loop().run_in_executor(None, with_badges, snaps)
+        # Badges and cgroup usage in one executor job: file reads, off the loop.
+        snaps = await asyncio.get_running_loop().run_in_executor(None, observe_ls, snaps, paths, backend)
         stats = await call(broker.stats)
         return {"containers": build_container_list(snaps, stats, beats, slots.queued if slots else ())}
 

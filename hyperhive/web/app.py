@@ -46,7 +46,7 @@ __all__ = ["Dashboard", "bind_dashboard", "make_app", "start_dashboard"]
 
 _log = logs.get("hyperhive.dashboard")
 PORT_FILE = "dashboard.port"
-BADGE_REFRESH_SECONDS = 10.0  # F19 badges (a config edit, a login) show within this
+BADGE_REFRESH_SECONDS = 10.0  # F19 badges (a config edit, a login) and cgroup usage show within this
 RESYNC_EVERY = 6  # refreshes between asking the Coordinator for every snapshot again
 
 
@@ -113,7 +113,9 @@ async def start_dashboard(
     slots: TurnSlots | None = None,
 ) -> Dashboard:
     io_loop = IOLoop.current()
-    source = StateSource(paths, coordinator, broker, questions, approvals, heartbeats, slots)
+    # The backend's cgroup figures (memory, pids) per agent; a backend without cgroups has none.
+    source = StateSource(paths, coordinator, broker, questions, approvals, heartbeats, slots,
+                         usage_of=getattr(backend, "usage", None))
     metrics = Metrics()
     pusher = Pusher(io_loop, source, on_event=metrics.on_event)
     unsubscribe = hub.subscribe(pusher.on_event)

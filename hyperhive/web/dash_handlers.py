@@ -119,6 +119,7 @@ class JournalHandler(Base):
 class MetricsHandler(Base):
     async def get(self) -> None:
         d = self.deps
-        body = await d.metrics.scrape(d.source.containers, d.broker, d.questions, d.approvals)
+        body = await d.metrics.scrape(d.source.containers, d.broker, d.questions, d.approvals,
+                                      usage_of=d.source.read_usage)
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.write(body)

@@ -1,55 +1,81 @@
 """Gathering the dashboard's state: actor calls through the bridge (never a
 blocking ``.get()`` on the loop) and file observations (badges, web ports,
-kept state) on an executor thread, then the pure views of ``dash_views``."""
+cgroup usage, kept state) on an executor thread, then the pure views of
+``dash_views``."""
 
 from __future__ import annotations
 
 import asyncio
 import time
 from collections import deque
-from collections.abc import Iterable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import hyperhive.logs as logs
 from hyperhive.actors.bridge import call
-from hyperhive.badges import compute_badges, newest_file_mtime
+from hyperhive.actors.ports import PORT_FILE, read_port_file
+from hyperhive.badges import agent_badges, env_login
 from hyperhive.names import OPERATOR, AgentName
 from hyperhive.paths import StatePaths
 from hyperhive.store.models import Message
-from hyperhive.tombstones import CREDENTIALS, Tombstone, list_tombstones
+from hyperhive.tombstones import Tombstone, list_tombstones
 from hyperhive.web import dash_views as views
 from hyperhive.web.heartbeats import Heartbeats
 from hyperhive.web.turn_slots import TurnSlots
 from hyperhive.wire import InboxRow
 
-__all__ = ["SECTIONS", "Observed", "StateSource", "agent_port", "merge_snapshots", "observe_agents"]
+__all__ = [
+    "SECTIONS",
+    "USAGE_KEYS",
+    "Observed",
+    "StateSource",
+    "Usage",
+    "UsageOf",
+    "agent_port",
+    "merge_snapshots",
+    "observe_agents",
+    "read_usage",
+]
+
+_log = logs.get("hyperhive.dashboard")
 
 SECTIONS = ("containers", "tombstones", "questions", "inbox", "approvals", "flow")
-WEB_PORT_FILE = "web.port"  # written by the harness's web UI into its state dir
-
-
-def _read_port(path: Any) -> int | None:
-    try:
-        text = path.read_text().strip()
-    except (FileNotFoundError, NotADirectoryError, PermissionError):
-        return None
-    return int(text) if text.isdigit() and 0 < int(text) < 65536 else None
+USAGE_KEYS = ("memory_bytes", "memory_peak_bytes", "pids")
+Usage = dict[str, int | None]
+# The backend's ``usage(name)``: an agent's cgroup figures, None without a cgroup.
+UsageOf = Callable[[AgentName], Mapping[str, Any] | None]
 
 
 def agent_port(paths: StatePaths, name: AgentName) -> int | None:
-    """The agent's web UI port: the one its harness bound, else its sticky port (F20)."""
-    home = paths.agents / name  # a registered (validated) name: see _badges
-    return _read_port(home / "state" / WEB_PORT_FILE) or _read_port(home / "port")
+    """The agent's web UI port: its sticky port (F20) in the daemon-owned
+    ``agents/<name>/port``, the one the daemon relays. Never the harness's
+    ``state/web.port``: the agent writes that, and could point the link at any
+    page it likes. A registered (validated) name: see ``badges``."""
+    return read_port_file(paths.agents / name / PORT_FILE)
 
 
-def _badges(paths: StatePaths, name: AgentName, driver: str) -> list[str]:
-    """``badges.agent_badges`` for a name the Coordinator registered (validated
-    already), with plain joins: resolving every path for containment cost
-    ~0.2 ms per agent, 200 ms of a 1000-agent state."""
-    home = paths.agents / name
-    return compute_badges(
-        driver, home.joinpath("state", *CREDENTIALS).is_file(),
-        newest_file_mtime(home / "config"), newest_file_mtime(paths.applied_root / name))
+def _int_or_none(v: Any) -> int | None:
+    return v if isinstance(v, int) and not isinstance(v, bool) else None
+
+
+def read_usage(usage_of: UsageOf | None, snaps: Iterable[Mapping[str, Any]]) -> dict[str, Usage | None]:
+    """The cgroup figures of each *running* container (file reads: run off the
+    IOLoop); a stopped one has no entry. One agent's failure costs only its figures."""
+    out: dict[str, Usage | None] = {}
+    if usage_of is None:
+        return out
+    for s in snaps:
+        if s.get("state") != "running":
+            continue
+        name = AgentName(s["name"])
+        try:
+            raw = usage_of(name)
+        except Exception:  # noqa: BLE001 - a cgroup gone underneath, a backend without one
+            _log.debug("dashboard.usage_failed", agent=name, exc_info=True)
+            raw = None
+        out[name] = None if raw is None else {k: _int_or_none(raw.get(k)) for k in USAGE_KEYS}
+    return out
 
 
 @dataclass(frozen=True)
@@ -57,23 +83,35 @@ class Observed:
     badges: dict[str, list[str]]
     ports: dict[str, int | None]
     tombstones: list[Tombstone]
+    usage: dict[str, Usage | None]  # running containers only
 
 
 def observe_agents(paths: StatePaths, snaps: Iterable[Mapping[str, Any]], now: float,
-                   with_tombstones: bool = True, known: Mapping[str, list[str]] | None = None) -> Observed:
+                   with_tombstones: bool = True, known: Mapping[str, list[str]] | None = None,
+                   usage_of: UsageOf | None = None,
+                   known_usage: Mapping[str, Usage | None] | None = None) -> Observed:
     """File reads for the given containers (run off the IOLoop); badges in
-    ``known`` are taken as they are."""
+    ``known`` and usage in ``known_usage`` are taken as they are."""
+    snaps = list(snaps)
     badges: dict[str, list[str]] = {}
     ports: dict[str, int | None] = {}
     live: set[str] = set()
+    login = env_login()  # once, not per agent
     for s in snaps:
         name = AgentName(s["name"])
         live.add(name)
         cached = None if known is None else known.get(name)
-        badges[name] = cached if cached is not None else _badges(paths, name, str(s.get("driver") or ""))
+        badges[name] = cached if cached is not None else agent_badges(
+            paths, name, str(s.get("driver") or ""), sandboxed=bool(s.get("sandboxed", True)),
+            logged_in_by_env=login)
         ports[name] = agent_port(paths, name) if s.get("state") == "running" else None
+    have = known_usage or {}
+    usage = {n: have[n] for n in have if n in live}
+    missing = [s for s in snaps if s["name"] not in usage]
+    usage.update(read_usage(usage_of, missing))
+    usage = {s["name"]: usage[s["name"]] for s in snaps if s.get("state") == "running" and s["name"] in usage}
     tombs = list_tombstones(paths, live, now) if with_tombstones else []
-    return Observed(badges, ports, tombs)
+    return Observed(badges, ports, tombs, usage)
 
 
 def _latest_messages(limit: int) -> list[InboxRow]:
@@ -100,7 +138,8 @@ class StateSource:
     """Builds sections on the IOLoop; keeps the message flow from hub events."""
 
     def __init__(self, paths: StatePaths, coordinator: Any, broker: Any, questions: Any, approvals: Any,
-                 heartbeats: Heartbeats | None = None, slots: TurnSlots | None = None) -> None:
+                 heartbeats: Heartbeats | None = None, slots: TurnSlots | None = None,
+                 usage_of: UsageOf | None = None) -> None:
         self.paths = paths
         self.coordinator = coordinator
         self.broker = broker
@@ -113,6 +152,10 @@ class StateSource:
         # request takes them from here; refresh_badges renews them off the
         # request path, and a container's state change renews its own.
         self.badges: dict[str, list[str]] = {}
+        # Each running agent's cgroup figures (the backend's ``usage``), on the
+        # same cycle: read when an agent starts, then every refresh.
+        self.usage_of = usage_of
+        self.usage: dict[str, Usage | None] = {}
         # A mirror of the Coordinator's snapshots, kept by container.state
         # events, so a state request crosses to no actor for them. ``ls`` is
         # asked again when a container comes or goes, and on each resync.
@@ -173,17 +216,32 @@ class StateSource:
         self.flow.append(row)
         return row
 
-    async def _observe(self, snaps: list[dict[str, Any]], with_tombstones: bool, cached: bool = True) -> Observed:
+    async def _observe(self, snaps: list[dict[str, Any]], with_tombstones: bool, cached: bool = True,
+                       fresh_usage: bool = False) -> Observed:
+        """Observe off the loop. Usage comes from the cache unless ``fresh_usage``
+        (an agent not in it, one that just started, is read now)."""
         now = time.time()
         obs = await asyncio.get_running_loop().run_in_executor(
-            None, observe_agents, self.paths, snaps, now, with_tombstones, self.badges if cached else None)
+            None, observe_agents, self.paths, snaps, now, with_tombstones, self.badges if cached else None,
+            self.usage_of, None if fresh_usage else self.usage)
         self.badges.update(obs.badges)
+        for s in snaps:  # a stopped agent leaves the cache: its next start reads afresh
+            if s["name"] in obs.usage:
+                self.usage[s["name"]] = obs.usage[s["name"]]
+            else:
+                self.usage.pop(s["name"], None)
         return obs
 
     async def refresh_badges(self) -> None:
-        """Recompute every agent's badges (BADGE_REFRESH_SECONDS apart, from the app)."""
-        obs = await self._observe(await self.containers(), with_tombstones=False, cached=False)
+        """Recompute every agent's badges and cgroup usage (BADGE_REFRESH_SECONDS
+        apart, from the app)."""
+        obs = await self._observe(await self.containers(), with_tombstones=False, cached=False, fresh_usage=True)
         self.badges = dict(obs.badges)
+        self.usage = dict(obs.usage)
+
+    async def read_usage(self, snaps: list[dict[str, Any]]) -> dict[str, Usage | None]:
+        """Fresh cgroup figures of the running ones among ``snaps`` (for a scrape), off the loop."""
+        return await asyncio.get_running_loop().run_in_executor(None, read_usage, self.usage_of, snaps)
 
     async def sections(self, wanted: Iterable[str]) -> dict[str, Any]:
         """The named sections, freshly built; actor calls run concurrently."""
@@ -205,7 +263,8 @@ class StateSource:
             obs = await self._observe(results["ls"], "tombstones" in want)
             if "containers" in want:
                 out["containers"] = views.build_container_views(
-                    results["ls"], results["stats"], obs.badges, obs.ports, now, self.activity(results["ls"]))
+                    results["ls"], results["stats"], obs.badges, obs.ports, now, self.activity(results["ls"]),
+                    obs.usage)
             if "tombstones" in want:
                 out["tombstones"] = views.build_tombstone_views(obs.tombstones)
         if "questions" in want:
@@ -229,4 +288,4 @@ class StateSource:
         now = time.time()
         activity = self.activity(snaps)
         return [views.container_row(s, stats, obs.badges.get(s["name"], []), obs.ports.get(s["name"]), now,
-                                    activity.get(s["name"])) for s in snaps]
+                                    activity.get(s["name"]), obs.usage.get(s["name"])) for s in snaps]

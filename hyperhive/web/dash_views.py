@@ -4,11 +4,13 @@ in, JSON-ready sections out (F32–F37). No I/O here; ``now`` is an argument."""
 from __future__ import annotations
 
 from collections.abc import Iterable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hyperhive.actors.questions_core import countdown_chip
-from hyperhive.tombstones import Tombstone
 from hyperhive.wire import InboxRow
+
+if TYPE_CHECKING:  # the CLI's `hive ls` imports the texts here: keep this module light
+    from hyperhive.tombstones import Tombstone
 
 __all__ = [
     "FLOW_LIMIT",
@@ -22,7 +24,10 @@ __all__ = [
     "container_row",
     "human_age",
     "human_size",
+    "memory_text",
+    "pids_text",
     "pill_text",
+    "short_size",
 ]
 
 FLOW_LIMIT = 60
@@ -37,6 +42,39 @@ def human_size(n: int) -> str:
             return f"{int(size)} {unit}" if unit == "B" else f"{size:.1f} {unit}"
         size /= 1024
     raise AssertionError("unreachable")
+
+
+def short_size(n: int) -> str:
+    """A compact size for narrow columns: ``512B``, ``1.5K``, ``112M``, ``2.0G``
+    (binary units; one decimal below 10, none above)."""
+    size = float(max(0, n))
+    for unit in ("B", "K", "M", "G", "T"):
+        if size < 1024 or unit == "T":
+            if unit == "B":
+                return f"{int(size)}B"
+            return f"{size:.1f}{unit}" if round(size, 1) < 10 else f"{size:.0f}{unit}"
+        size /= 1024
+    raise AssertionError("unreachable")
+
+
+def memory_text(usage: Mapping[str, Any] | None) -> str | None:
+    """An agent's memory, current/peak (``112M/180M``); None when neither is known."""
+    if not usage:
+        return None
+    cur, peak = usage.get("memory_bytes"), usage.get("memory_peak_bytes")
+    if cur is None and peak is None:
+        return None
+    now = "?" if cur is None else short_size(int(cur))
+    return now if peak is None else f"{now}/{short_size(int(peak))}"
+
+
+def pids_text(usage: Mapping[str, Any] | None) -> str | None:
+    """The task count of an agent's cgroup as its ``pids`` limit counts it (processes
+    and their threads): ``1 pid``, ``7 pids``; None when unknown."""
+    n = None if not usage else usage.get("pids")
+    if n is None:
+        return None
+    return f"{int(n)} pid" if int(n) == 1 else f"{int(n)} pids"
 
 
 def human_age(seconds: float) -> str:
@@ -62,9 +100,11 @@ def pill_text(state: str, transient: str | None) -> str:
 
 def container_row(
     snap: Mapping[str, Any], stats: Mapping[str, Any], badges: list[str], port: int | None, now: float,
-    activity: str | None = None,
+    activity: str | None = None, usage: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """One container row: identity + meta on the first line, actions on the second."""
+    """One container row: identity + meta on the first line, actions on the second.
+    ``port`` is the daemon's sticky port (``agents/<name>/port``); the link and
+    the cgroup figures (``usage``) show only while the container runs."""
     name = snap["name"]
     started = snap.get("started_at")
     parked = stats.get("parked", {}).get(name, {"tool": 0, "system": 0})
@@ -84,6 +124,9 @@ def container_row(
         "uptime": human_age(now - started) if started else None,
         "badges": list(badges),
         "port": port if running else None,
+        "sandboxed": snap.get("sandboxed"),
+        "memory": memory_text(usage) if running else None,
+        "pids": pids_text(usage) if running else None,
         "undelivered": int(stats.get("undelivered", {}).get(name, 0)),
         "parked": dict(parked),
     }
@@ -92,12 +135,14 @@ def container_row(
 def build_container_views(
     snapshots: Iterable[Mapping[str, Any]], stats: Mapping[str, Any],
     badges: Mapping[str, list[str]], ports: Mapping[str, int | None], now: float,
-    activity: Mapping[str, str | None] | None = None,
+    activity: Mapping[str, str | None] | None = None, usage: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> list[dict[str, Any]]:
     """The containers section: the manager first, then by name."""
     ordered = sorted(snapshots, key=lambda s: (s.get("role") != "manager", s["name"]))
     act = activity or {}
-    return [container_row(s, stats, badges.get(s["name"], []), ports.get(s["name"]), now, act.get(s["name"]))
+    use = usage or {}
+    return [container_row(s, stats, badges.get(s["name"], []), ports.get(s["name"]), now, act.get(s["name"]),
+                          use.get(s["name"]))
             for s in ordered]
 
 

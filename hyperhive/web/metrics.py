@@ -2,13 +2,15 @@
 process-global one, so two daemons in one process never share counters).
 
 Counters move with hub events (on the IOLoop thread, handed over by the
-Pusher); gauges are read from the actors at scrape time.
+Pusher); gauges are read from the actors at scrape time, and each running
+agent's cgroup figures (memory now and at peak, processes) from the backend,
+read off the IOLoop at scrape time too.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
@@ -40,6 +42,13 @@ class Metrics:
             buckets=(0.0001, 0.00025, 0.0005, 0.001, 0.002, 0.005, 0.01, 0.025, 0.05, 0.1, 0.5), registry=r)
         self.vacuumed = Counter("hyperhive_vacuum_removed", "rows removed by retention sweeps", ["what"],
                                 registry=r)
+        self.proxy_refused = Counter("hyperhive_proxy_refused", "connections the egress proxy refused",
+                                     ["agent"], registry=r)
+        self.gateway_requests = Counter("hyperhive_gateway_requests", "model API requests through the gateway",
+                                        ["agent", "status"], registry=r)
+        self.memory = Gauge("hyperhive_agent_memory_bytes", "memory of each agent's cgroup", ["agent", "kind"],
+                            registry=r)
+        self.pids = Gauge("hyperhive_agent_pids", "processes in each agent's cgroup", ["agent"], registry=r)
         self.containers = Gauge("hyperhive_containers", "containers by state", ["state"], registry=r)
         self.parked = Gauge("hyperhive_parked_recvs", "recvs parked in the broker", ["kind"], registry=r)
         self.undelivered = Gauge("hyperhive_undelivered_messages", "messages not yet received", registry=r)
@@ -58,7 +67,10 @@ class Metrics:
             self.wake_latency.observe(float(payload.get("seconds", 0.0)))
         elif name == "vacuum.swept":
             self.vacuumed.labels(what="messages").inc(int(payload.get("messages", 0)))
-            self.vacuumed.labels(what="events").inc(int(payload.get("events", 0)))
+        elif name == "proxy.refused":
+            self.proxy_refused.labels(agent=str(payload.get("agent"))).inc()
+        elif name == "gateway.usage":
+            self.gateway_requests.labels(agent=str(payload.get("agent")), status=str(payload.get("status"))).inc()
         elif name == "container.crash":
             self.crashes.inc()
         elif name == "container.killed":
@@ -73,10 +85,17 @@ class Metrics:
             self.approvals_resolved.labels(outcome=str(payload.get("status"))).inc()
 
     async def scrape(self, containers: Callable[[], Awaitable[list[dict[str, Any]]]], broker: Any,
-                     questions: Any, approvals: Any) -> bytes:
-        """Read the gauges (containers from the dashboard's snapshot mirror), then render the text format."""
+                     questions: Any, approvals: Any,
+                     usage_of: Callable[[list[dict[str, Any]]], Awaitable[Mapping[str, Any]]] | None = None,
+                     ) -> bytes:
+        """Read the gauges (containers from the dashboard's snapshot mirror), then render the text format.
+        ``usage_of(snaps)`` (``StateSource.read_usage``: file reads in an executor) gives each running
+        agent's cgroup figures; without it, a snapshot's own ``usage`` is taken."""
         snaps, stats, qs, aps = await asyncio.gather(
             containers(), call(broker.stats), call(questions.list), call(approvals.list))
+        if usage_of is not None:
+            figures = await usage_of(snaps)
+            snaps = [{**s, "usage": figures.get(s["name"])} for s in snaps]
         by_state: dict[str, int] = {"running": 0, "stopped": 0, "crashed": 0}
         for s in snaps:
             key = s.get("transient") or s.get("state") or "unknown"
@@ -84,6 +103,15 @@ class Metrics:
         self.containers.clear()
         for state, n in by_state.items():
             self.containers.labels(state=state).set(n)
+        self.memory.clear()
+        self.pids.clear()
+        for s in snaps:
+            usage = s.get("usage") or {}
+            for kind, key in (("current", "memory_bytes"), ("peak", "memory_peak_bytes")):
+                if usage.get(key) is not None:
+                    self.memory.labels(agent=s["name"], kind=kind).set(usage[key])
+            if usage.get("pids") is not None:
+                self.pids.labels(agent=s["name"]).set(usage["pids"])
         parked = stats.get("parked", {}).values()
         self.parked.labels(kind="tool").set(sum(p.get("tool", 0) for p in parked))
         self.parked.labels(kind="system").set(sum(p.get("system", 0) for p in parked))

@@ -1,134 +1,127 @@
-"""The local backend's sandbox, run for real with bubblewrap."""
+"""The local backend, run for real: bubblewrap, the agent's own uid, its cgroup.
+
+The harnesses here start with no daemon behind their socket (they wait for
+it), which is enough to look at the processes the backend made. The attacks
+from inside a sandbox are in tests/security/test_sandbox.py.
+"""
 
 from __future__ import annotations
 
-import subprocess
-import sys
+import os
 from pathlib import Path
 
 import pytest
+from support import passable, wait_for
 
-from hyperhive.backends.local import bwrap_argv, bwrap_works, runtime_dirs
+from hyperhive.backends.local import LocalBackend, harness_argv, probe_sandbox
 from hyperhive.names import AgentName
-from hyperhive.paths import AgentConfig, StatePaths
+from hyperhive.paths import AgentConfig, Limits, StatePaths
 
-PROBE = r"""
-import json, os, sys
-root, mine, other, admin_sock = sys.argv[1:5]
-def writable(p):
-    try:
-        open(os.path.join(p, ".probe"), "w").close(); return True
-    except OSError:
-        return False
-print(json.dumps({
-    "state_listing": sorted(os.listdir(root)),
-    "own_state_writable": writable(mine),
-    "other_state_visible": os.path.exists(other),
-    "admin_socket_visible": os.path.exists(admin_sock),
-    "usr_writable": writable("/usr"),
-    "home": os.environ.get("HOME"),
-}))
-"""
-
-
-RUNTIME = runtime_dirs([Path("/tmp").resolve()])  # a checkout under /tmp (a CI clone) stays runnable
-
-
-def test_runtime_dirs_bring_back_the_interpreter_and_package_only_when_hidden() -> None:
-    import hyperhive
-
-    venv = Path(sys.prefix).resolve()
-    assert str(venv) in runtime_dirs([venv.parent])
-    package_root = Path(hyperhive.__file__).resolve().parent.parent
-    assert str(package_root) in runtime_dirs([package_root])
-    assert runtime_dirs([Path("/nonexistent-hidden-dir")]) == []
+ROOT = os.geteuid() == 0
+SECRET = "sk-ant-local-backend-test-secret"
 
 
 @pytest.fixture
 def paths(tmp_path: Path) -> StatePaths:
+    passable(tmp_path)
     p = StatePaths(tmp_path / "state")
     for name in ("a", "b"):
         p.create_agent(AgentName(name), AgentConfig())
-    p.admin_socket.parent.mkdir(parents=True)
-    p.admin_socket.write_text("stand-in")
-    (p.state(AgentName("b")) / "secret").write_text("b's notes")
     return p
 
 
-def test_bwrap_argv_hides_the_state_dir_and_binds_only_the_agents_own(paths: StatePaths) -> None:
-    argv = bwrap_argv(paths, AgentName("a"), ["true"])
-    root, state_a = str(paths.root), str(paths.state(AgentName("a")))
-    assert argv[:3] == ["bwrap", "--ro-bind", "/"]
-    tmpfs = argv.index(root) - 1
-    assert argv[tmpfs] == "--tmpfs"
-    assert argv.index("--bind") > tmpfs  # own dirs come back after the state dir is hidden
-    assert ["--bind", state_a, state_a] == argv[argv.index(state_a) - 1: argv.index(state_a) + 2]
-    assert str(paths.state(AgentName("b"))) not in argv
-    assert "--die-with-parent" in argv and argv[-2:] == ["--", "true"]
-
-
-@pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is not usable on this machine")
-def test_inside_the_sandbox_only_the_agents_own_dirs_exist(paths: StatePaths) -> None:
-    a, b = AgentName("a"), AgentName("b")
-    inner = [sys.executable, "-c", PROBE, str(paths.root), str(paths.state(a)),
-             str(paths.state(b) / "secret"), str(paths.admin_socket)]
-    argv = bwrap_argv(paths, a, inner, runtime=RUNTIME)
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
-    import json
-    seen = json.loads(out.stdout)
-    assert seen["state_listing"] == ["agents", "applied"]
-    assert seen["own_state_writable"] is True
-    assert seen["other_state_visible"] is False
-    assert seen["admin_socket_visible"] is False
-    assert seen["usr_writable"] is False
-    assert seen["home"] == str(paths.state(a))
-
-
-def _harnesses_of(root: Path) -> list[int]:
-    """Pids of processes whose command line names this state dir."""
-    out = []
-    for d in Path("/proc").iterdir():
-        if not d.name.isdigit():
-            continue
+def _tree(pid: int) -> list[int]:
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
         try:
-            cmd = (d / "cmdline").read_bytes()
-        except OSError:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
             continue
-        if str(root).encode() in cmd and b"harness" in cmd:
-            out.append(int(d.name))
     return out
 
 
-@pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is not usable here")
-def test_a_harness_stopped_while_bwrap_starts_it_does_not_survive(paths: StatePaths) -> None:
+def _harness(pid: int) -> int | None:
+    """The harness itself: `python -m hyperhive harness`, below the launcher/bwrap at ``pid``."""
+    for p in _tree(pid)[1:]:
+        try:
+            if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[1:4] == [b"-m", b"hyperhive", b"harness"]:
+                return p
+        except FileNotFoundError:
+            continue
+    return None
+
+
+def _status(pid: int) -> dict[str, str]:
+    return dict(line.split(":\t", 1) for line in Path(f"/proc/{pid}/status").read_text().splitlines() if ":\t" in line)
+
+
+def test_harness_argv_puts_the_web_ui_on_a_socket_and_the_bridges_on_fixed_ports(paths: StatePaths) -> None:
+    argv = harness_argv(paths, AgentName("a"), "builtin", sandboxed=True)
+    flags = dict(zip(argv[4::2], argv[5::2], strict=False))
+    assert flags["--web-socket"] == str(paths.web_socket(AgentName("a")))
+    assert flags["--api-socket"] == str(paths.api_socket(AgentName("a")))
+    assert flags["--bridge-ports"] == "fixed" and argv[-1] == "--sandboxed"
+    assert "--web-port" not in argv
+    loose = harness_argv(paths, AgentName("a"), "builtin", sandboxed=False)
+    assert "--sandboxed" not in loose and loose[loose.index("--bridge-ports") + 1] == "any"
+
+
+@pytest.mark.skipif(not ROOT, reason="the root daemon case")
+def test_probe_finds_a_state_dir_agents_cannot_pass(tmp_path: Path) -> None:
+    hidden = tmp_path / "locked"
+    hidden.mkdir()
+    os.chmod(hidden, 0o700)
+    reason = probe_sandbox(StatePaths(hidden / "state"), 1_900_065_535)
+    assert reason is not None and "o+x" in reason
+
+
+@pytest.fixture
+def backend(paths: StatePaths, monkeypatch: pytest.MonkeyPatch) -> LocalBackend:
+    monkeypatch.setenv("ANTHROPIC_API_KEY", SECRET)
+    if probe_sandbox(paths, 1_900_065_535 if ROOT else None) is not None:
+        pytest.skip("bubblewrap is not usable here")
+    return LocalBackend(paths, "on", limits=Limits(512, 128))
+
+
+def test_a_sandboxed_harness_runs_as_its_own_uid_in_its_cgroup_with_a_clean_environment(
+        backend: LocalBackend, paths: StatePaths) -> None:
+    a = AgentName("a")
+    exits: list[tuple[int, str | None]] = []
+    handle = backend.start(a, "builtin", lambda rc, reason: exits.append((rc, reason)))
+    try:
+        pid = wait_for(lambda: _harness(handle.pid), timeout=10, what="the harness inside bwrap")
+        st = _status(pid)
+        uid = int((paths.agent(a) / "uid").read_text())
+        if ROOT:
+            assert st["Uid"].split()[0] == str(uid) and uid >= 1_900_000_000
+        assert st["CapEff"] == "0000000000000000" and st["NoNewPrivs"] == "1"
+        for p in _tree(handle.pid):  # bwrap's own processes too: their environ shows inside
+            env = Path(f"/proc/{p}/environ").read_bytes()
+            assert SECRET.encode() not in env
+        if backend.cgroups is not None:
+            cg = Path(f"/proc/{pid}/cgroup").read_text()
+            assert "hyperhive-" in cg and cg.count("/a\n") >= 1, cg
+            usage = backend.usage(a)
+            assert usage is not None and (usage["pids"] or 0) >= 2
+        assert paths.harness_log(a).parent == paths.agent(a)  # the daemon's, not in the agent's state
+        assert not (paths.state(a) / "harness.log").exists()
+    finally:
+        backend.stop(handle, timeout=2)
+    assert not any(os.path.exists(f"/proc/{p}") for p in [handle.pid])
+    wait_for(lambda: exits, timeout=10, what="the exit report")
+    assert exits[0][1] is None
+
+
+def test_a_harness_stopped_while_bwrap_starts_it_does_not_survive(backend: LocalBackend, paths: StatePaths) -> None:
     """SIGTERM can reach bwrap after it forked the harness but before
-    --die-with-parent holds; the harness must still be gone after stop()."""
-    from support import wait_for
-
-    from hyperhive.backends.local import LocalBackend
-
-    backend = LocalBackend(paths, "on")
-    for _ in range(8):
-        handle = backend.start(AgentName("a"), "builtin", lambda rc: None)
+    --die-with-parent holds; nothing of the agent may be left after stop()."""
+    for _ in range(6):
+        handle = backend.start(AgentName("a"), "builtin", lambda rc, reason: None)
         backend.stop(handle, timeout=0.0)
-        wait_for(lambda: not _harnesses_of(paths.root), timeout=5, what="no harness left running")
-
-
-@pytest.mark.skipif(not bwrap_works(), reason="bubblewrap is not usable on this machine")
-def test_the_manager_sees_every_config_repo_and_nothing_else_of_the_others(paths: StatePaths) -> None:
-    from hyperhive.backends.local import LocalBackend
-
-    m = AgentName("m1nd")
-    paths.create_agent(m, AgentConfig())
-    configs = LocalBackend(paths, "on")._config_dirs(m)
-    assert configs == sorted(str(paths.config_dir(AgentName(n))) for n in ("a", "b", "m1nd"))
-    assert LocalBackend(paths, "on")._config_dirs(AgentName("a")) == []
-    probe = (
-        "import os, sys; c, s = sys.argv[1:3]; open(os.path.join(c, 'x'), 'w').write('m1nd was here');"
-        "print(os.path.exists(s))"
-    )
-    inner = [sys.executable, "-c", probe, str(paths.config_dir(AgentName("b"))), str(paths.state(AgentName("b")))]
-    argv = bwrap_argv(paths, m, inner, configs, RUNTIME)
-    out = subprocess.run(argv, capture_output=True, text=True, timeout=30, check=True)
-    assert out.stdout.strip() == "False"  # b's state stays hidden
-    assert (paths.config_dir(AgentName("b")) / "x").read_text() == "m1nd was here"
+        if backend.cgroups is not None:
+            assert backend.cgroups.agent("a").pids() == []
+        pid = handle.pid
+        wait_for(lambda pid=pid: not _harness(pid), timeout=5, what="no harness left running")  # type: ignore[misc]

@@ -1,5 +1,6 @@
 """A real daemon with `--backend nixos`, driven through the real `hive` CLI, on
-fake `nixos-container`/`machinectl` executables that record their argv.
+fake `nixos-container`/`machinectl`/`systemctl` executables that record their
+argv (and their environment).
 
 Restart, rebuild and destroy are not daemon verbs yet: the test drives them
 through a NixosBackend on the same state dir, continuing the same record.
@@ -18,8 +19,19 @@ import pytest
 from nixos_fakes import Fakes, install
 from support import Hive, wait_for
 
+from hyperhive.backends import nixos_argv
 from hyperhive.backends.nixos import NixosBackend
 from hyperhive.names import AgentName
+
+# Credentials in the daemon's environment: none may reach a container.
+SECRETS = {
+    "ANTHROPIC_API_KEY": "sk-ant-api03-FAKE-hyperhive-test-0001",
+    "ANTHROPIC_AUTH_TOKEN": "FAKE-auth-token-0002",
+    "CLAUDE_CODE_OAUTH_TOKEN": "sk-ant-oat01-FAKE-0003",
+    "GITHUB_TOKEN": "ghp_FAKEhyperhive0004",
+    "AWS_ACCESS_KEY_ID": "AKIAFAKEHYPERHIVE005",
+    "AWS_SECRET_ACCESS_KEY": "FAKE/aws/secret/0006",
+}
 
 
 @pytest.fixture
@@ -29,7 +41,8 @@ def fakes(tmp_path: Path) -> Fakes:
 
 @pytest.fixture
 def hive(tmp_path: Path, fakes: Fakes) -> Iterator[Hive]:
-    h = Hive(tmp_path / "state", ["--backend", "nixos", "--restart-backoff-seconds", "0.05"], env=fakes.env)
+    h = Hive(tmp_path / "state", ["--backend", "nixos", "--restart-backoff-seconds", "0.05"],
+             env={**fakes.env, **SECRETS})
     h.start()
     try:
         yield h
@@ -72,31 +85,84 @@ def test_lifecycle_through_the_daemon_runs_the_documented_command_lines(
         monkeypatch.setenv(key, value)
     backend = NixosBackend.from_env(hive.paths)
     alice = AgentName("alice")
-    handle = backend.start(alice, "builtin", lambda rc: None)
+    handle = backend.start(alice, "builtin", lambda rc, reason: None)
     handle = backend.restart(handle)
-    handle = backend.rebuild(alice, "builtin", handle)
-    assert handle is not None
-    backend.destroy(alice, handle=handle)
+    rebuilt = backend.rebuild(alice, "builtin", handle)
+    assert rebuilt is not None
+    backend.destroy(alice, handle=rebuilt)
 
     nc = "nixos-container"
+    limits = ["systemctl", "set-property", "--runtime", "container@hh-alice.service",
+              "MemoryMax=4096M", "MemorySwapMax=0", "TasksMax=512"]
     assert fakes.calls() == [
         [nc, "create", "hh-m1nd", "--flake", f"path:{applied}/m1nd#container"],   # boot: the manager
+        ["systemctl", "set-property", "--runtime", "container@hh-m1nd.service",
+         "MemoryMax=4096M", "MemorySwapMax=0", "TasksMax=512"],
         [nc, "start", "hh-m1nd"],
         [nc, "create", "hh-alice", "--flake", f"path:{applied}/alice#container"],  # hive spawn alice
+        limits,
         [nc, "start", "hh-alice"],
         [nc, "stop", "hh-alice"],                                                  # hive stop alice
-        [nc, "start", "hh-alice"],                                                 # hive start alice
-        [nc, "start", "hh-alice"],                                                 # restart after the crash
+        limits,                                                                    # hive start alice
+        [nc, "start", "hh-alice"],
+        ["systemctl", "show", "container@hh-alice.service", "--property=Result"],  # the crash: an OOM?
+        limits,                                                                    # restart after the crash
+        [nc, "start", "hh-alice"],
         [nc, "stop", "hh-alice"],                                                  # daemon shutdown, in
         [nc, "stop", "hh-m1nd"],                                                   # reverse order
+        limits,
         [nc, "start", "hh-alice"],
         [nc, "restart", "hh-alice"],
         [nc, "update", "hh-alice", "--flake", f"path:{applied}/alice#container"],
+        limits,
         [nc, "restart", "hh-alice"],
         [nc, "destroy", "hh-alice"],
     ]
     assert (applied / "alice" / "flake.nix").exists() and (applied / "alice" / "agent.nix").exists()
     assert not (fakes.conf_dir / "hh-alice.conf").exists()
+
+
+def test_an_oom_kill_reaches_the_manager_as_out_of_memory(hive: Hive, fakes: Fakes) -> None:
+    wait_for(lambda: hive.ls()["m1nd"]["state"] == "running", what="m1nd's container")
+    r = cli(hive, fakes, "spawn", "alice")
+    assert r.returncode == 0, r.stderr
+    fakes.oom("hh-alice")
+    wait_for(lambda: hive.ls()["alice"]["restarts"] == 1 and hive.ls()["alice"]["state"] == "running",
+             what="alice restarted after the OOM kill")
+    crashes = [e for e in hive.log_events() if e.get("event") == "container.crash"]
+    assert crashes and crashes[-1].get("reason") == "out of memory", crashes
+    exited = [e for e in hive.log_events() if e.get("event") == "container.exited"]
+    assert (exited[-1]["returncode"], exited[-1]["reason"]) == (-9, "out of memory")
+
+
+def test_no_credential_of_the_daemon_reaches_a_container(hive: Hive, fakes: Fakes) -> None:
+    """The daemon holds fake credentials; a container's whole life (create,
+    start, crash, restart, stop) leaves none in any command line, any command's
+    environment, or anything under the state dir (the generated flake, the
+    conf's binds, the records)."""
+    wait_for(lambda: hive.ls()["m1nd"]["state"] == "running", what="m1nd's container")
+    for args in (("spawn", "alice"), ("stop", "alice"), ("start", "alice")):
+        r = cli(hive, fakes, *args)
+        assert r.returncode == 0, r.stderr
+    fakes.vanish("hh-alice")
+    wait_for(lambda: hive.ls()["alice"]["restarts"] == 1 and hive.ls()["alice"]["state"] == "running",
+             what="alice restarted after the crash")
+    hive.stop()
+
+    calls = fakes.calls(polls=True)
+    assert {c[0] for c in calls} >= {"nixos-container", "machinectl", "systemctl"}
+    envs = fakes.environments()
+    assert len(envs) > 10 and all("HIVE_FAKE_DIR" in e for e in envs)  # each call's environment
+    for key, secret in SECRETS.items():
+        assert not any(secret in arg for c in calls for arg in c), key
+        assert not any(key in e or secret in e.values() for e in envs), key
+    texts = {f: f.read_bytes() for root in (hive.state_dir, fakes.conf_dir) for f in root.rglob("*") if f.is_file()}
+    assert any(f.name == "flake.nix" for f in texts) and any(f.suffix == ".conf" for f in texts)
+    for f, data in texts.items():
+        for key, secret in SECRETS.items():
+            assert secret.encode() not in data, (key, f)
+    # The command environment is the daemon's with its credentials taken out, nothing more.
+    assert nixos_argv.command_env({**fakes.env, **SECRETS}) == fakes.env
 
 
 def test_a_failing_command_shows_its_stderr_to_the_operator(hive: Hive, fakes: Fakes) -> None:

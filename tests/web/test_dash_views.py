@@ -4,6 +4,7 @@ and the access rules (F32–F37, F46), without a server."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,9 +20,13 @@ from hyperhive.web.dash_views import (
     build_inbox_views,
     build_question_views,
     build_tombstone_views,
+    container_row,
     human_age,
     human_size,
+    memory_text,
+    pids_text,
     pill_text,
+    short_size,
 )
 from hyperhive.web.push import sections_for
 from hyperhive.wire import InboxRow
@@ -79,6 +84,44 @@ def test_human_size(n: int, text: str) -> None:
     assert human_size(n) == text
 
 
+@pytest.mark.parametrize(("n", "text"), [(0, "0B"), (-5, "0B"), (1023, "1023B"), (1024, "1.0K"), (1536, "1.5K"),
+                                         (10 * 1024, "10K"), (112 * 1024**2, "112M"), (int(9.96 * 1024**2), "10M"),
+                                         (int(1.5 * 1024**3), "1.5G"), (3 * 1024**4, "3.0T"),
+                                         (2048 * 1024**4, "2048T")])
+def test_short_size(n: int, text: str) -> None:
+    assert short_size(n) == text
+
+
+MiB = 1024**2
+
+
+@pytest.mark.parametrize(("usage", "memory", "procs"), [
+    (None, None, None),
+    ({}, None, None),
+    ({"memory_bytes": None, "memory_peak_bytes": None, "pids": None}, None, None),
+    ({"memory_bytes": 112 * MiB, "memory_peak_bytes": 180 * MiB, "pids": 7}, "112M/180M", "7 pids"),
+    ({"memory_bytes": 112 * MiB, "memory_peak_bytes": None, "pids": 1}, "112M", "1 pid"),  # no memory.peak (old v2)
+    ({"memory_bytes": None, "memory_peak_bytes": 180 * MiB, "pids": 0}, "?/180M", "0 pids"),
+    ({"memory_bytes": 512, "memory_peak_bytes": 2 * 1024**3}, "512B/2.0G", None),
+])
+def test_usage_texts(usage: dict[str, int | None] | None, memory: str | None, procs: str | None) -> None:
+    assert memory_text(usage) == memory
+    assert pids_text(usage) == procs
+
+
+def test_row_usage_and_link_only_while_running() -> None:
+    usage = {"memory_bytes": 112 * MiB, "memory_peak_bytes": 180 * MiB, "pids": 7}
+    up = container_row(snap("bob", sandboxed=True), {}, [], 8123, NOW, usage=usage)
+    assert (up["memory"], up["pids"], up["port"], up["sandboxed"]) == ("112M/180M", "7 pids", 8123, True)
+    down = container_row(snap("bob", "stopped", sandboxed=False), {}, ["unsandboxed"], 8123, NOW, usage=usage)
+    assert (down["memory"], down["pids"], down["port"]) == (None, None, None)  # a stopped agent shows none
+    assert down["badges"] == ["unsandboxed"] and down["sandboxed"] is False
+    (r,) = build_container_views([snap("bob")], {}, {}, {"bob": 1}, NOW, usage={"bob": usage})
+    assert r["memory"] == "112M/180M"
+    (r,) = build_container_views([snap("bob")], {}, {}, {}, NOW)
+    assert r["memory"] is None and r["pids"] is None
+
+
 @pytest.mark.parametrize(("s", "text"), [(-3, "0s"), (59, "59s"), (61, "1m"), (3700, "1h 1m"), (90000, "1d 1h")])
 def test_human_age(s: float, text: str) -> None:
     assert human_age(s) == text
@@ -90,7 +133,7 @@ def test_tombstones() -> None:
 
 
 def test_questions_input_kind_and_chip() -> None:
-    listing = {
+    listing: dict[str, Any] = {
         "pending": [
             {"id": 1, "asker": "m1nd", "question": "one?", "options": ["a", "b"], "multi": False,
              "asked_at": NOW, "deadline_at": NOW + 185, "default": None},
@@ -108,7 +151,7 @@ def test_questions_input_kind_and_chip() -> None:
 
 
 def test_approvals_titles_and_diff() -> None:
-    listing = {"pending": [
+    listing: dict[str, Any] = {"pending": [
         {"id": 1, "kind": "spawn", "agent": "carol", "requested_by": "operator", "config": {"driver": "builtin"},
          "prompt": "hi", "commit": None, "diff_html": None, "status": "pending"},
         {"id": 2, "kind": "apply_commit", "agent": "bob", "requested_by": "m1nd", "config": None, "prompt": None,

@@ -183,9 +183,23 @@ def test_activity_reaches_the_row(page: Any, dash: Hive) -> None:
 
 
 
+def test_cgroup_usage_reaches_the_row(page: Any, dash: Hive) -> None:
+    """Memory now/peak and the task count, from the daemon's 10 s refresh; a host
+    without cgroups has none to show."""
+    got = wait_for(lambda: (json.loads(urllib.request.urlopen(dash.url + "/api/state", timeout=10).read())
+                            ["state"]["containers"]), what="the state")
+    alice = next(c for c in got if c["name"] == "alice")
+    if alice["memory"] is None:
+        pytest.skip("no cgroup figures on this host")
+    usage = row(page, "containers", "alice").locator(".meta.usage")
+    usage.wait_for(timeout=15_000)
+    assert usage.inner_text().startswith("mem ") and "pids" in usage.inner_text()
+
+
 def test_agent_link_opens_its_web_ui_in_a_new_tab(page: Any, dash: Hive) -> None:
-    """F36: the link goes to the port the agent's harness bound (state/web.port)."""
-    port = int(wait_for(lambda: (dash.paths.agents / "alice" / "state" / "web.port").read_text().strip()))
+    """F36: the link goes to the agent's sticky port (the daemon-owned agents/<n>/port,
+    where the daemon relays its UI), never to the harness's own state/web.port."""
+    port = int(wait_for(lambda: (dash.paths.agents / "alice" / "port").read_text().strip()))
     link = row(page, "containers", "alice").locator("a.web")
     assert link.get_attribute("target") == "_blank"
     assert link.get_attribute("href") == f"http://127.0.0.1:{port}/"

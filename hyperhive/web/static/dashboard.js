@@ -161,18 +161,38 @@ function verbButton(name, verb, opts = {}) {
 }
 
 // --- containers --------------------------------------------------------------
+const BADGE_TITLES = {
+  "needs-login": "the claude driver has no login: log in, or give the daemon a key",
+  "needs-update": "its config changed after the container was built: rebuild to apply",
+  unsandboxed: "the backend could not sandbox this agent (--sandbox off, or bwrap missing): "
+    + "it runs with the daemon's view of the host",
+};
+
+function badgeChip(b) {
+  const warn = b === "unsandboxed";
+  return el("span", { class: `chip badge ${b}`, title: BADGE_TITLES[b] || null,
+    text: (warn ? "⚠ " : "") + b.replace("-", " ") });
+}
+
 function containerLine1(c) {
   const kids = [
     el("span", { class: "name", text: c.name }),
     el("span", { class: `chip ${c.role}`, text: c.role }),
     el("span", { class: `pill ${c.busy ? "pending" : c.state}`, text: c.pill }),
     c.activity ? el("span", { class: `chip activity ${c.activity}`, text: c.activity }) : null,
-    ...c.badges.map((b) => el("span", { class: "chip badge", text: b.replace("-", " ") })),
+    ...c.badges.map(badgeChip),
   ];
   const meta = [c.driver, c.pid ? `pid ${c.pid}` : null, c.uptime ? `up ${c.uptime}` : null,
     c.restarts ? `${c.restarts} restarts` : null, c.last_exit && c.state !== "running" ? c.last_exit : null,
     `inbox ${c.undelivered}`].filter(Boolean).join(" · ");
   kids.push(el("span", { class: "meta", text: meta }));
+  // Its cgroup's figures (the daemon reads them every 10 s); none while stopped.
+  const usage = [c.memory ? `mem ${c.memory}` : null, c.pids].filter(Boolean).join(" · ");
+  if (usage) {
+    kids.push(el("span", { class: "meta usage", text: usage,
+      title: "memory now/peak · tasks in its cgroup (processes and threads, as its pids limit counts them)" }));
+  }
+  // The daemon relays the agent's UI on its sticky port (agents/<name>/port), shown only while it runs.
   if (c.port) {
     kids.push(el("a", { class: "web", href: `${location.protocol}//${location.hostname}:${c.port}/`,
       target: "_blank", rel: "noopener", text: "web ui ↗" }));

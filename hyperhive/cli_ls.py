@@ -1,0 +1,37 @@
+"""`hive ls`'s human table (pure): the containers of the admin ``ls`` op in,
+text out. ``hive ls --json`` prints the containers as they came instead."""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from hyperhive.web.dash_views import memory_text
+
+__all__ = ["LS_COLUMNS", "format_ls"]
+
+LS_COLUMNS = ("NAME", "ROLE", "STATE", "ACTIVITY", "BEAT", "PID", "RESTARTS", "PARKED", "UNDELIVERED",
+              "LAST EXIT", "MEM", "PIDS", "BADGES")
+
+
+def _row(c: Mapping[str, Any]) -> tuple[str, ...]:
+    running = c.get("state") == "running"
+    usage = c.get("usage") if running else None  # a stopped agent has no figures
+    pids = None if not usage else usage.get("pids")
+    return (
+        c["name"], c.get("role", "?"), c.get("transient") or c["state"], c.get("activity") or "-",
+        "-" if c.get("heartbeat_age") is None else f"{c['heartbeat_age']:.0f}s ago",
+        str(c.get("pid") or "-"), str(c.get("restarts", 0)),
+        str(sum((c.get("parked") or {}).values())), str(c.get("undelivered", 0)), c.get("last_exit") or "-",
+        memory_text(usage) or "-",  # current/peak, e.g. 112M/180M
+        "-" if pids is None else str(pids),
+        ",".join(c.get("badges") or ()) or "-",
+    )
+
+
+def format_ls(containers: Sequence[Mapping[str, Any]]) -> str:
+    """The table, columns padded to their widest cell, lines right-stripped, no
+    trailing newline (``print`` it)."""
+    rows = [LS_COLUMNS, *(_row(c) for c in containers)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(LS_COLUMNS))]
+    return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows)

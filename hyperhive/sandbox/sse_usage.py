@@ -1,0 +1,153 @@
+"""Token usage out of an Anthropic Messages response (pure).
+
+The gateway sees every model response pass through and reports what it cost.
+A streamed response (SSE) carries it in two places: ``message_start`` has the
+model and the input side (``input_tokens``, ``cache_read_input_tokens``,
+``cache_creation_input_tokens``, an early ``output_tokens``), and each
+``message_delta`` has the cumulative ``output_tokens`` (and may repeat the
+input fields); the last value seen wins. A plain JSON response has a
+``usage`` object beside ``model``.
+
+`UsageScanner` takes the stream in whatever chunks the network gives, keeps
+at most one event (≤ 1 MiB) in memory, and JSON-decodes only the events that
+can carry usage: the text deltas in between are never parsed.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable
+from typing import Any
+
+__all__ = ["MAX_LINE", "UsageScanner", "usage_from_json", "usage_from_sse"]
+
+MAX_LINE = 1 << 20
+
+_FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+def _merge(into: dict[str, Any], usage: object) -> bool:
+    if not isinstance(usage, dict):
+        return False
+    seen = False
+    for k in _FIELDS:
+        v = usage.get(k)
+        if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+            into[k] = v
+            seen = True
+    return seen
+
+
+def _empty() -> dict[str, Any]:
+    return {"model": None, **dict.fromkeys(_FIELDS, 0)}
+
+
+class UsageScanner:
+    """Feed it the response body as it streams; `result` at the end."""
+
+    def __init__(self) -> None:
+        self._partial = bytearray()
+        self._skipping = False  # inside a line over MAX_LINE: dropped up to its newline
+        self._data: list[bytes] = []  # the current event's data lines
+        self._data_size = 0
+        self._usage = _empty()
+        self._seen = False
+
+    def feed(self, data: bytes) -> None:
+        start = 0
+        while True:
+            nl = data.find(b"\n", start)
+            if nl < 0:
+                break
+            piece = data[start:nl]
+            start = nl + 1
+            if self._skipping:
+                self._skipping = False
+                self._partial.clear()
+                continue
+            if self._partial:
+                self._partial += piece
+                line = bytes(self._partial)
+                self._partial.clear()
+            else:
+                line = piece
+            self._line(line[:-1] if line.endswith(b"\r") else line)
+        tail = data[start:]
+        if self._skipping or not tail:
+            return
+        if len(self._partial) + len(tail) > MAX_LINE:
+            self._skipping = True
+            self._partial.clear()
+        else:
+            self._partial += tail
+
+    def _line(self, line: bytes) -> None:
+        if not line:
+            self._dispatch()
+        elif line.startswith(b"data:"):
+            value = line[5:]
+            if value.startswith(b" "):
+                value = value[1:]
+            self._data_size += len(value) + 1
+            if self._data_size > MAX_LINE:
+                self._data.clear()  # an oversized event: skip it whole
+            else:
+                self._data.append(value)
+        # "event:", "id:", "retry:" and comments: the data's own "type" says enough
+
+    def _dispatch(self) -> None:
+        data, self._data, oversized = self._data, [], self._data_size > MAX_LINE
+        self._data_size = 0
+        if oversized or not data:
+            return
+        payload = b"\n".join(data)
+        if b'"usage"' not in payload:
+            return
+        try:
+            obj = json.loads(payload)
+        except ValueError:
+            return
+        if not isinstance(obj, dict):
+            return
+        if obj.get("type") == "message_start" and isinstance(obj.get("message"), dict):
+            msg = obj["message"]
+            if isinstance(msg.get("model"), str):
+                self._usage["model"] = msg["model"]
+            self._seen |= _merge(self._usage, msg.get("usage"))
+        elif obj.get("type") == "message_delta":
+            self._seen |= _merge(self._usage, obj.get("usage"))
+
+    def result(self) -> dict[str, Any] | None:
+        """``{model, input_tokens, output_tokens, cache_read_input_tokens,
+        cache_creation_input_tokens}`` (absent counts as 0), or None if the
+        stream carried no usage at all."""
+        if self._partial and not self._skipping:
+            # A stream cut off without its final blank line: its last event still counts.
+            line, self._partial = bytes(self._partial), bytearray()
+            self._line(line.rstrip(b"\r"))
+        if self._data:
+            self._dispatch()
+        return dict(self._usage) if self._seen else None
+
+
+def usage_from_sse(chunks: Iterable[bytes]) -> dict[str, Any] | None:
+    scanner = UsageScanner()
+    for chunk in chunks:
+        scanner.feed(chunk)
+    return scanner.result()
+
+
+def usage_from_json(body: bytes) -> dict[str, Any] | None:
+    """The usage of a non-streamed response (``{"model", "usage": {...}}``), or None."""
+    try:
+        obj = json.loads(body)
+    except ValueError:
+        return None
+    if not isinstance(obj, dict):
+        return None
+    usage = _empty()
+    if not _merge(usage, obj.get("usage")):
+        return None
+    if isinstance(obj.get("model"), str):
+        usage["model"] = obj["model"]
+    return usage
