@@ -25,6 +25,7 @@ bench: $(STAMP)
 	$(PY) bench/recv_latency.py
 	$(PY) bench/throughput.py
 	$(PY) bench/dashboard.py
+	$(PY) bench/gateway.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hyperhive tests bench

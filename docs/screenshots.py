@@ -80,7 +80,7 @@ def main() -> int:
                                    "?.textContent.length > 0")
             page.locator("#containers").screenshot(path=str(OUT / "dashboard-journal.png"))
             # alice's own web UI (F29–F31): her terminal of events, state badge, inbox.
-            port = int((h.paths.state("alice") / "web.port").read_text())  # type: ignore[arg-type]
+            port = int((h.paths.agent("alice") / "port").read_text())  # type: ignore[arg-type]  # relayed by the daemon
             agent = browser.new_page(viewport={"width": 1100, "height": 760})
             agent.goto(f"http://127.0.0.1:{port}/")
             agent.wait_for_function("document.querySelectorAll('#term > *').length > 3")

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any
 
 from hyperhive import cli_gate, client, settings
+from hyperhive.cli_ls import format_ls
 from hyperhive.errors import HiveError
 from hyperhive.paths import StatePaths
 
@@ -79,20 +80,6 @@ def _fmt_time(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(ts))
 
 
-def _print_ls(containers: list[dict[str, Any]]) -> None:
-    cols = ("NAME", "ROLE", "STATE", "ACTIVITY", "BEAT", "PID", "RESTARTS", "PARKED", "UNDELIVERED", "LAST EXIT")
-    rows = [cols] + [
-        (c["name"], c.get("role", "?"), c.get("transient") or c["state"], c.get("activity") or "-",
-         "-" if c.get("heartbeat_age") is None else f"{c['heartbeat_age']:.0f}s ago",
-         str(c.get("pid") or "-"), str(c.get("restarts", 0)),
-         str(sum(c["parked"].values())), str(c["undelivered"]), c.get("last_exit") or "-")
-        for c in containers
-    ]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(cols))]
-    for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip())
-
-
 ADMIN_TIMEOUT = 960.0  # past the daemon's own lifecycle bound (a nixos build)
 
 
@@ -122,7 +109,9 @@ def _run(ns: argparse.Namespace) -> int:
         from hyperhive.harness.loop import die_with_parent, run_harness
         logs.configure(sys.stderr)
         die_with_parent()
-        from hyperhive.harness.loop import HarnessOptions
+        from hyperhive.harness.loop import HarnessOptions, limit_files
+        if ns.sandboxed:
+            limit_files()
         web_port = None if ns.web_port < 0 else ns.web_port
         opts = HarnessOptions(
             web_socket=ns.web_socket, workspace=Path(ns.workspace) if ns.workspace else None,
@@ -141,7 +130,7 @@ def _run(ns: argparse.Namespace) -> int:
         if ns.json:
             print(json.dumps(containers, indent=2))
         else:
-            _print_ls(containers)
+            print(format_ls(containers))
         return 0
     if ns.cmd in ("spawn", "start", "stop"):
         extra = {"allowed_recipients": ns.allow} if ns.cmd == "spawn" and ns.allow else {}

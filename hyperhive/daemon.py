@@ -78,6 +78,7 @@ class Daemon:
     coordinator: Any = None
     sockets: AgentSockets | None = None
     endpoints: AgentEndpoints | None = None
+    backend: Any = None
     admin: JsonLineServer | None = None
     dashboard: Dashboard | None = None
     heartbeats: Heartbeats | None = None
@@ -122,10 +123,13 @@ async def _bring_up(d: Daemon, token: str | None) -> None:
     io_loop = IOLoop.current()
     clock = LoopClock(io_loop)
     # The model API's credential stays here: agents reach the API through this gateway.
-    gateway = ApiGateway(upstream_from_env(os.environ), on_usage=lambda agent, usage: d.hub.publish(
-        "gateway.usage", {"agent": agent, **usage}))
+    try:
+        upstream = upstream_from_env(os.environ)
+    except ValueError as exc:
+        raise HiveError(f"ANTHROPIC_BASE_URL: {exc}") from None
+    gateway = ApiGateway(upstream, on_usage=lambda agent, usage: d.hub.publish("gateway.usage", {"agent": agent, **usage}))
     limits = Limits(settings.agent_memory_mb, settings.agent_pids)
-    backend: Any = (NixosBackend.from_env(paths, limits=limits) if settings.backend == "nixos"
+    d.backend = backend = (NixosBackend.from_env(paths, limits=limits) if settings.backend == "nixos"
                     else LocalBackend(paths, settings.sandbox, limits=limits, uid_base=settings.agent_uid_base,
                                       gateway_key=gateway.upstream.holds_credential))
     d.broker = Broker.start(
@@ -171,7 +175,8 @@ async def _bring_up(d: Daemon, token: str | None) -> None:
     ).proxy()
     d.approvals = Approvals.start(paths, d.coordinator, d.broker, d.hub).proxy()
     d.admin = JsonLineServer(
-        {**admin_ops(d.coordinator, d.broker, sends, d.questions, d.approvals, d.heartbeats, slots, paths),
+        {**admin_ops(d.coordinator, d.broker, sends, d.questions, d.approvals, d.heartbeats, slots, paths,
+                   backend=backend),
          **journal_ops(d.coordinator, backend)},
         {"socket": "admin"},
     )
@@ -203,6 +208,8 @@ def stop(d: Daemon) -> None:
         d.sockets.close_all()
     if d.endpoints is not None:
         d.endpoints.close_all()
+    if d.backend is not None and hasattr(d.backend, "close"):
+        d.backend.close()
     if d.questions is not None:
         _stop_actor(d.questions, "questions")
     if d.notifier_actor is not None:
@@ -261,8 +268,22 @@ async def _serve(settings: Settings) -> None:
         stop(d)
 
 
+def _raise_file_limit() -> None:
+    """Up to the hard limit: every agent holds a few sockets to the daemon."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
+    if soft < want:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
+        except (ValueError, OSError):
+            _log.warning("daemon.file_limit", soft=soft, hard=hard)
+
+
 def serve(settings: Settings) -> int:
     logs.configure()
+    _raise_file_limit()
     try:
         asyncio.run(_serve(settings))
     except AlreadyRunning as exc:

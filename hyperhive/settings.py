@@ -52,8 +52,8 @@ SETTINGS: tuple[Setting, ...] = (
             "(\"limits\": {\"pids\": N})", int),
     Setting("agent_uid_base", 1_900_000_000, "when the daemon is root: first of the host uids given to "
             "agents (one each, sticky)", int),
-    Setting("proxy_resolve", "", "egress proxy: NAME=ADDR[,NAME=ADDR…] answers for these names (like curl "
-            "--resolve), which may then be private or loopback addresses; empty: none"),
+    Setting("proxy_resolve", "", "egress proxy: NAME:PORT=ADDR[,…] answers for these names on these ports "
+            "(like curl --resolve), which may then be private or loopback addresses; empty: none"),
 )
 
 
@@ -97,7 +97,10 @@ class Settings:
             raise ValueError(f"agent_uid_base must be in 1000..{(1 << 31) - (1 << 16)}, got {self.agent_uid_base}")
         from hyperhive.sandbox.allowlist import parse_resolve
 
-        parse_resolve(self.proxy_resolve)  # ValueError with its reason
+        try:
+            parse_resolve(self.proxy_resolve)
+        except ValueError as exc:
+            raise ValueError(f"proxy_resolve: {exc}") from None
         host, sep, port = self.listen.rpartition(":")
         if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
             raise ValueError(f"listen must be HOST:PORT, got {self.listen!r}")

@@ -120,11 +120,11 @@ class _Messages(tornado.web.RequestHandler):
     def head(self) -> None:
         self.set_status(200)
 
-    def _headers(self) -> dict[str, str]:
+    def _request_headers(self) -> dict[str, str]:
         return {k.lower(): v for k, v in self.request.headers.get_all()}
 
     def get(self) -> None:
-        self.fake._record("GET", self.request.uri or "", None, self._headers())
+        self.fake._record("GET", self.request.uri or "", None, self._request_headers())
         self.set_status(404)
 
     async def post(self) -> None:
@@ -132,7 +132,7 @@ class _Messages(tornado.web.RequestHandler):
             body = json.loads(self.request.body or b"{}")
         except ValueError:
             body = {"_unparsed": self.request.body.decode(errors="replace")}
-        self.fake._record("POST", self.request.uri or "", body, self._headers())
+        self.fake._record("POST", self.request.uri or "", body, self._request_headers())
         if not (self.request.path or "").endswith("/v1/messages"):
             self.set_status(404)
             return

@@ -125,7 +125,9 @@ def test_layout(tmp_path: Path) -> None:
     assert p.state("a") == root / "agents" / "a" / "state"  # type: ignore[arg-type]
     assert p.socket("a") == root / "agents" / "a" / "run" / "hive.sock"  # type: ignore[arg-type]
     assert p.applied("a") == root / "applied" / "a"  # type: ignore[arg-type]
-    assert p.harness_log("a") == root / "agents" / "a" / "state" / "harness.log"  # type: ignore[arg-type]
+    assert p.harness_log("a") == root / "agents" / "a" / "harness.log"  # type: ignore[arg-type]  # the daemon's
+    assert p.workspace("a") == root / "agents" / "a" / "work"  # type: ignore[arg-type]
+    assert p.web_socket("a") == root / "agents" / "a" / "state" / "web.sock"  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

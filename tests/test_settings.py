@@ -27,6 +27,10 @@ SAMPLE = {
     "heartbeat_seconds": ("0.5", 0.5),
     "notify": ("notify-send hive", "notify-send hive"),
     "max_active_turns": ("2", 2),
+    "agent_memory_mb": ("1024", 1024),
+    "agent_pids": ("128", 128),
+    "agent_uid_base": ("2000000", 2000000),
+    "proxy_resolve": ("pkgs.internal:443=10.0.0.5", "pkgs.internal:443=10.0.0.5"),
 }
 BY_NAME = {s.name: s for s in SETTINGS}
 
@@ -173,6 +177,11 @@ def test_from_args_makes_state_dir_absolute() -> None:
         (["--listen", "nope"], "listen"),
         (["--listen", "host:70000"], "listen"),
         (["--recv-cap-seconds", "-5"], "recv_cap_seconds"),
+        (["--agent-memory-mb", "10"], "agent_memory_mb"),
+        (["--agent-pids", "0"], "agent_pids"),
+        (["--agent-uid-base", "0"], "agent_uid_base"),
+        (["--proxy-resolve", "pkgs.internal=10.0.0.5"], "port"),
+        (["--proxy-resolve", "x:1=not-an-ip"], "proxy_resolve"),
     ],
 )
 def test_from_args_validates(argv: list[str], needle: str) -> None:

@@ -96,12 +96,40 @@ def probe_sandbox(paths: StatePaths, uid: int | None) -> str | None:
     return None
 
 
+LOG_MAX = 16 << 20  # harness.log is rotated to harness.log.1 past this
+
+
+def _copy_log(proc: subprocess.Popen[bytes], path: Path, limit: int = LOG_MAX) -> None:
+    """Append the harness's output to its log, rotating past ``limit`` bytes, until
+    every process holding the pipe is gone."""
+    assert proc.stdout is not None
+    src = proc.stdout.fileno()
+    fd = append_nofollow(path)
+    try:
+        size = os.fstat(fd).st_size
+        while chunk := os.read(src, 1 << 16):
+            if size + len(chunk) > limit and size > 0:
+                os.close(fd)
+                os.replace(path, path.with_name(path.name + ".1"))
+                fd = append_nofollow(path)
+                size = 0
+            os.write(fd, chunk)
+            size += len(chunk)
+    except OSError:
+        _log.exception("container.log_failed", path=str(path))
+    finally:
+        os.close(fd)
+        proc.stdout.close()
+
+
 @dataclass
 class LocalHandle:
     name: AgentName
     proc: subprocess.Popen[bytes]
     cgroup: AgentCgroup | None = None
     oom: threading.Event = field(default_factory=threading.Event)
+    watcher: threading.Thread | None = None  # its end: the tree is gone and the cgroup removed
+    copier: threading.Thread | None = None  # harness output → harness.log
 
     @property
     def pid(self) -> int:
@@ -153,16 +181,17 @@ class LocalBackend:
             argv = launch_argv(sys.executable, cgroup.procs_files if cgroup else (),
                                account.uid if account.switch else None,
                                account.gid if account.switch else None, argv)
-        log_fd = append_nofollow(self.paths.harness_log(name))
-        try:
-            proc = subprocess.Popen(
-                argv, stdin=subprocess.DEVNULL, stdout=log_fd, stderr=subprocess.STDOUT,
-                cwd="/" if self.sandboxed else self.paths.state(name), env=env,
-                start_new_session=True, close_fds=True,
-            )
-        finally:
-            os.close(log_fd)
+        # Through a pipe, never the log file itself: a process of the agent's could
+        # take the harness's stdout (pidfd_getfd) and truncate or rewrite the log.
+        proc = subprocess.Popen(
+            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cwd="/" if self.sandboxed else self.paths.state(name), env=env,
+            start_new_session=True, close_fds=True,
+        )
         handle = LocalHandle(name, proc, cgroup)
+        handle.copier = threading.Thread(target=_copy_log, args=(proc, self.paths.harness_log(name)),
+                                         name=f"log-{name}", daemon=True)
+        handle.copier.start()
         _log.info("container.start", agent=name, pid=proc.pid, sandboxed=self.sandboxed, uid=account.uid,
                   memory_mb=limits.memory_mb, pids=limits.pids, limited=cgroup is not None)
         self._watch(handle, on_exit)
@@ -190,11 +219,13 @@ class LocalBackend:
         watch: OomWatch | None = None
 
         def on_oom() -> None:  # the OOM watch's thread: the whole container ends
+            # v1 tells as the OOM begins, before the kernel has picked its victim
+            # (oom_kill is still the old count): the container ends either way.
             assert cgroup is not None
-            if cgroup.oom_kills() > before and not handle.oom.is_set():
+            if not handle.oom.is_set():
                 handle.oom.set()
-                _log.warning("container.oom", agent=handle.name)
-                cgroup.kill_all()
+                _log.warning("container.oom", agent=handle.name, oom_kills=cgroup.oom_kills() - before)
+            cgroup.kill_all()
 
         if cgroup is not None:
             watch = cgroup.watch_oom(on_oom)
@@ -208,9 +239,12 @@ class LocalBackend:
                     handle.oom.set()
             if watch is not None:
                 watch.close()
+            if cgroup is not None and self.cgroups is not None:
+                self.cgroups.forget(handle.name)  # made afresh at the next start (peak and counters too)
             on_exit(rc, OUT_OF_MEMORY if handle.oom.is_set() else None)
 
-        threading.Thread(target=wait, name=f"watch-{handle.name}", daemon=True).start()
+        handle.watcher = threading.Thread(target=wait, name=f"watch-{handle.name}", daemon=True)
+        handle.watcher.start()
 
     # --- stop ------------------------------------------------------------------
     def stop(self, handle: LocalHandle, timeout: float = 5.0) -> int:
@@ -237,12 +271,20 @@ class LocalBackend:
             pass
         if handle.cgroup is not None:
             handle.cgroup.kill_all()
+        for t in (handle.watcher, handle.copier):  # a start right after must not meet this one's cleanup
+            if t is not None:
+                t.join(timeout=15)
         _log.info("container.stopped", agent=handle.name, returncode=rc)
         return rc
 
     def destroy(self, name: AgentName) -> None:
         if self.cgroups is not None:
             self.cgroups.forget(name)
+
+    def close(self) -> None:
+        """At daemon stop, after every harness: remove the daemon's cgroup namespace."""
+        if self.cgroups is not None:
+            self.cgroups.discard_namespace()
 
     # --- observation -------------------------------------------------------------
     def usage(self, name: AgentName) -> dict[str, int | None] | None:

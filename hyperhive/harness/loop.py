@@ -37,7 +37,19 @@ from hyperhive.sandbox.view import API_PORT, PROXY_PORT
 from hyperhive.store.events_db import EventLog
 from hyperhive.store.retention import incremental_vacuum
 
-__all__ = ["HarnessOptions", "agent_config", "die_with_parent", "make_driver", "run_harness"]
+__all__ = ["HarnessOptions", "agent_config", "die_with_parent", "limit_files", "make_driver", "run_harness"]
+
+AGENT_NOFILE = 8192  # open files of the agent's every process (the harness sets it before anything runs)
+
+
+def limit_files(n: int = AGENT_NOFILE) -> None:
+    """Lower this process's open-file limit, soft and hard, before the agent's
+    tools start: what they cannot open, they cannot hold open in the daemon."""
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    cap = n if hard == resource.RLIM_INFINITY else min(n, hard)
+    resource.setrlimit(resource.RLIMIT_NOFILE, (min(soft, cap), cap))
 
 EVENT_MAX_AGE = 7 * 86400.0  # F22: the harness keeps its own events db trimmed
 EVENT_KEEP = 2000

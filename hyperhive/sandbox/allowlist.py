@@ -169,14 +169,41 @@ class Allowlist:
 
 
 def parse_resolve(text: str) -> dict[str, str]:
-    """``"name=addr,name2=addr2"`` → ``{name: addr}`` (like curl's --resolve).
+    """``"name:port=addr,name2:port2=addr2"`` → ``{"name:port": addr}`` (like
+    curl's --resolve, port and all).
 
-    Names are normalized host names (not IP literals), addresses IP literals
-    (IPv6 with or without brackets), both canonical. Blank text → ``{}``.
+    The port is required: an operator's mapping (an internal mirror, a test
+    server on loopback) opens exactly that host and port, never every port of
+    the address (on 127.0.0.1 that would be the dashboard too). Names are
+    normalized host names (not IP literals), addresses IP literals (IPv6 with
+    or without brackets), both canonical. Blank text → ``{}``.
     """
     out: dict[str, str] = {}
     if not text.strip():
         return out
+    for item in text.split(","):
+        item = item.strip()
+        target, sep, addr = item.partition("=")
+        if not sep:
+            raise ValueError(f"resolve entry {item!r} is not name:port=address")
+        name, colon, port_text = target.strip().rpartition(":")
+        if not colon or not (port_text.isascii() and port_text.isdigit()) or not 0 < int(port_text) < 65536:
+            raise ValueError(f"resolve entry {item!r} needs a port: name:port=address")
+        host = normalize_host(name.strip())
+        if host is None or not _dns_name(host):
+            raise ValueError(f"resolve entry {item!r}: {name.strip()!r} is not a host name")
+        a = addr.strip()
+        if a.startswith("[") and a.endswith("]"):
+            a = a[1:-1]
+        try:
+            ip = str(ipaddress.ip_address(a))
+        except ValueError:
+            raise ValueError(f"resolve entry {item!r}: {addr.strip()!r} is not an IP address") from None
+        key = f"{host}:{int(port_text)}"
+        if out.get(key, ip) != ip:
+            raise ValueError(f"resolve: {key} is mapped twice ({out[key]} and {ip})")
+        out[key] = ip
+    return out
     for item in text.split(","):
         item = item.strip()
         name, sep, addr = item.partition("=")

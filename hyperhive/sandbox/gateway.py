@@ -47,6 +47,13 @@ BODY_LIMIT = 64 * 1024 * 1024
 CONNECT_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 1800.0  # a stream may last many minutes
 MAX_CLIENTS = 200
+MAX_CONNECTIONS = 16  # per agent: a CLI keeps a few; more are closed at accept (the daemon's fds)
+AGENT_BODY_BUDGET = 2 * BODY_LIMIT  # request bodies one agent may have buffered here at once
+IDLE_TIMEOUT = 300.0  # a keep-alive connection with no request
+BODY_TIMEOUT = 120.0  # between the head and the last byte of a request body
+# What the key is used for: the Messages API (and its token count) and the model
+# list; the CLI also probes `HEAD /`. Nothing else (files, batches, admin) is forwarded.
+_FORWARDED = re.compile(r"(POST /v1/messages(/count_tokens)?|GET /v1/models(/[A-Za-z0-9._-]+)?|HEAD /)")
 _JSON_SCAN_LIMIT = 8 * 1024 * 1024  # a non-streamed body is kept for its usage only up to this
 
 OnUsage = Callable[[str, dict[str, Any]], None]  # (agent, usage + status, path, ms)
@@ -151,6 +158,7 @@ class _Forward(tornado.web.RequestHandler):
         self.agent = agent
         self._t0 = time.monotonic()
         self._chunks: list[bytes] = []
+        self._held = 0  # bytes of this body counted in the agent's budget
         self._size = 0
         self._rejected = False
         self._gone = False
@@ -165,6 +173,17 @@ class _Forward(tornado.web.RequestHandler):
         return None
 
     def prepare(self) -> None:
+        try:  # the path as the upstream would see it (an absolute-form target keeps only its path)
+            url = upstream_url(self.gateway.upstream.base_url, self.request.uri or "/")
+        except ValueError:
+            return  # _forward answers 400
+        line = f"{self.request.method} {url[len(self.gateway.upstream.base_url):].split('?', 1)[0]}"
+        if _FORWARDED.fullmatch(line) is None:
+            self._rejected = True
+            self.set_status(403)
+            self.finish(_api_error(f"{line} is not forwarded (only the Messages API and the model list)"))
+            self._report()
+            return
         length = self.request.headers.get("Content-Length")
         if length is not None and length.strip().isdigit() and int(length) > BODY_LIMIT:
             self._too_large()
@@ -174,10 +193,28 @@ class _Forward(tornado.web.RequestHandler):
             return
         self._size += len(chunk)
         if self._size > BODY_LIMIT:
-            self._chunks.clear()
+            self._drop_body()
             self._too_large()
             return
+        if not self.gateway.reserve(self.agent, len(chunk)):
+            self._drop_body()
+            self._rejected = True
+            self.set_status(503)
+            self.finish(_api_error(f"this agent has over {AGENT_BODY_BUDGET // (1024 * 1024)} MiB of request "
+                                   f"bodies in flight"))
+            self._report()
+            return
+        self._held += len(chunk)
         self._chunks.append(chunk)
+
+    def _drop_body(self) -> None:
+        """Forget the buffered body and give its bytes back to the agent's budget."""
+        self._chunks = []
+        self.gateway.release(self.agent, self._held)
+        self._held = 0
+
+    def on_finish(self) -> None:
+        self._drop_body()
 
     def _too_large(self) -> None:
         self._rejected = True
@@ -187,6 +224,7 @@ class _Forward(tornado.web.RequestHandler):
 
     def on_connection_close(self) -> None:
         self._gone = True
+        self._drop_body()  # a stalled upload that went away keeps nothing here
 
     async def get(self) -> None:
         await self._forward()
@@ -283,7 +321,7 @@ class _Forward(tornado.web.RequestHandler):
             headers[name] = value
         method = self.request.method or "GET"
         body = b"".join(self._chunks)
-        self._chunks = []
+        self._drop_body()
         request = tornado.httpclient.HTTPRequest(
             url, method=method, headers=headers,
             body=body if body or method in ("POST", "PUT", "PATCH") else None,
@@ -329,6 +367,17 @@ class _Forward(tornado.web.RequestHandler):
         self.gateway.report(self.agent, record)
 
 
+class _CappedServer(tornado.httpserver.HTTPServer):
+    """At most MAX_CONNECTIONS at once per agent: more are closed at accept."""
+
+    def handle_stream(self, stream: tornado.iostream.IOStream, address: Any) -> None:
+        if len(self._connections) >= MAX_CONNECTIONS:
+            _log.warning("gateway.too_many_connections", max=MAX_CONNECTIONS)
+            stream.close()
+            return
+        super().handle_stream(stream, address)
+
+
 def _describe(err: BaseException) -> str:
     text = str(err)
     return f"{type(err).__name__}: {text}" if text else type(err).__name__
@@ -342,6 +391,7 @@ class ApiGateway:
         self.upstream = upstream
         self._on_usage = on_usage
         self._servers: dict[str, tornado.httpserver.HTTPServer] = {}
+        self._buffered: dict[str, int] = {}
         self._client: SimpleAsyncHTTPClient | None = None
         self._closing: set[asyncio.Future[None]] = set()
 
@@ -359,7 +409,8 @@ class ApiGateway:
         app = tornado.web.Application([(r".*", _Forward, {"gateway": self, "agent": agent})],
                                       log_function=lambda handler: None)
         # The body limit is the handler's (413); tornado's own would answer 400.
-        server = tornado.httpserver.HTTPServer(app, max_body_size=1 << 62, decompress_request=False)
+        server = _CappedServer(app, max_body_size=1 << 62, decompress_request=False,
+                               idle_connection_timeout=IDLE_TIMEOUT, body_timeout=BODY_TIMEOUT)
         server.add_socket(sock)
         self._servers[agent] = server
 
@@ -387,6 +438,21 @@ class ApiGateway:
 
     def serving(self) -> list[str]:
         return sorted(self._servers)
+
+    def reserve(self, agent: str, n: int) -> bool:
+        """Count ``n`` more body bytes against the agent's budget; False if over."""
+        held = self._buffered.get(agent, 0) + n
+        if held > AGENT_BODY_BUDGET:
+            return False
+        self._buffered[agent] = held
+        return True
+
+    def release(self, agent: str, n: int) -> None:
+        if n:
+            self._buffered[agent] = max(0, self._buffered.get(agent, 0) - n)
+
+    def buffered(self, agent: str) -> int:
+        return self._buffered.get(agent, 0)
 
     def report(self, agent: str, record: dict[str, Any]) -> None:
         if self._on_usage is None:

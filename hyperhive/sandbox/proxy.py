@@ -41,6 +41,7 @@ _log = logs.get("hyperhive.proxy")
 Refused = Callable[[str, str, int, str], None]  # (agent, host, port, reason)
 
 HEAD_LIMIT = 16 * 1024
+MAX_CONNECTIONS = 32  # per agent: parallel downloads need a few
 HEAD_TIMEOUT = 60.0
 LINGER_SECONDS = 2.0  # after a refusal, how long the rest of a request is read and dropped
 LINGER_BYTES = 1 << 20
@@ -212,9 +213,11 @@ def _host_header(host: str, port: int, default: int) -> str:
 
 async def start_proxy(agent: str, sock: socket.socket, allow: Callable[[], Allowlist],
                       resolve: Mapping[str, str], on_refused: Refused | None = None,
-                      connect_timeout: float = 10.0) -> asyncio.Server:
-    """Serve ``agent``'s egress proxy on ``sock`` (bound, listening AF_UNIX)."""
-    mapping = {normalize_host(k) or k: v for k, v in resolve.items()}
+                      connect_timeout: float = 10.0, max_connections: int = MAX_CONNECTIONS) -> asyncio.Server:
+    """Serve ``agent``'s egress proxy on ``sock`` (bound, listening AF_UNIX);
+    at most ``max_connections`` at once (more are closed at accept)."""
+    mapping = dict(resolve)  # "host:port" → address (allowlist.parse_resolve)
+    mapped_names = {k.rpartition(":")[0] for k in mapping}
     tasks: set[asyncio.Task[None]] = set()
 
     def refused(host: str, port: int, reason: str) -> None:
@@ -247,8 +250,11 @@ async def start_proxy(agent: str, sock: socket.socket, allow: Callable[[], Allow
             f"globally routable hosts (an operator may map a name with the proxy's resolve setting).\n"))
 
     async def addresses(host: str, port: int) -> list[str]:
-        if host in mapping:
-            return [mapping[host]]
+        if f"{host}:{port}" in mapping:
+            return [mapping[f"{host}:{port}"]]
+        if host in mapped_names:  # declared for other ports only: never any other port of its address
+            raise _Refusal(403, "port not mapped", host, port, (
+                f"hyperhive proxy: {host} is mapped by the operator for other ports, not {port}.\n"))
         try:
             ip = ipaddress.ip_address(host)
         except ValueError:
@@ -325,6 +331,10 @@ async def start_proxy(agent: str, sock: socket.socket, allow: Callable[[], Allow
             await _respond(reader, writer, 502, f"hyperhive proxy: {f}\n")
 
     async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(tasks) >= max_connections:  # the agent cannot spend the daemon's file descriptors
+            refused("", 0, "too many connections")
+            writer.close()
+            return
         done = track_connection(tasks)
         try:
             await serve(reader, writer)

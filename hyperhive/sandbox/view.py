@@ -12,8 +12,8 @@ The view is built up from nothing, never from the host's ``/``:
 - generated: ``/etc/passwd``, ``/etc/group`` and ``/etc/hosts`` for the agent.
 Then the root is remounted read-only. Every namespace is unshared, the
 network included (only a private loopback exists inside), every capability
-is dropped and the agent runs as uid 1000 in its own user namespace (bwrap
-also sets no-new-privs). The environment is cleared and rebuilt from an
+is dropped, the agent runs as uid 1000 in its own user namespace and can make
+no nested one (bwrap also sets no-new-privs). The environment is cleared and rebuilt from an
 allowlist: nothing of the daemon's credentials reaches the sandbox.
 """
 
@@ -192,6 +192,7 @@ def bwrap_argv(view: SandboxView, inner: Sequence[str]) -> list[str]:
         "--ro-bind", view.applied, view.applied,
         "--remount-ro", "/",
         "--unshare-all", "--unshare-user", "--uid", str(AGENT_UID), "--gid", str(AGENT_GID),
+        "--disable-userns",  # no nested user namespace: no capabilities anywhere inside, even "fake" ones
         "--hostname", view.name,
         "--cap-drop", "ALL",
         "--new-session",

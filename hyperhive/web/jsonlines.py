@@ -42,13 +42,33 @@ class Op:
 
 
 class JsonLineServer(TCPServer):
-    def __init__(self, ops: dict[str, Op], context: dict[str, Any]) -> None:
+    """``max_connections``: an agent's socket takes this many at once (its
+    harness and MCP servers need a handful); more are closed at accept, so an
+    agent cannot spend the daemon's file descriptors. None: no cap (admin)."""
+
+    def __init__(self, ops: dict[str, Op], context: dict[str, Any], max_connections: int | None = None) -> None:
         super().__init__()
         self._ops = ops
         self._names = frozenset(ops)
         self._context = context  # bound to every log line (agent=…, socket=…)
+        self._max = max_connections
+        self._open = 0
+        self._refused = 0
 
     async def handle_stream(self, stream: IOStream, address: Any) -> None:
+        if self._max is not None and self._open >= self._max:
+            self._refused += 1
+            if self._refused & (self._refused - 1) == 0:  # 1st, 2nd, 4th, 8th…: the log stays small
+                _log.warning("socket.too_many_connections", max=self._max, refused=self._refused, **self._context)
+            stream.close()
+            return
+        self._open += 1
+        try:
+            await self._serve(stream)
+        finally:
+            self._open -= 1
+
+    async def _serve(self, stream: IOStream) -> None:
         # This connection's task has its own context; its request tasks copy it.
         structlog.contextvars.bind_contextvars(**self._context)
         splitter = LineSplitter()

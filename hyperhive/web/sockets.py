@@ -23,6 +23,7 @@ __all__ = ["AgentSockets"]
 _log = logs.get("hyperhive.socket")
 
 OpsFactory = Callable[[AgentName, bool], dict[str, Op]]
+MAX_CONNECTIONS = 32  # per agent socket: its harness, heartbeats and MCP servers need a handful
 
 
 class AgentSockets:
@@ -39,7 +40,7 @@ class AgentSockets:
                 return
             path = self._paths.socket(name)
             sock = bind_socket(path)
-            server = JsonLineServer(self._ops_for(name, manager), {"agent": name})
+            server = JsonLineServer(self._ops_for(name, manager), {"agent": name}, max_connections=MAX_CONNECTIONS)
             self._servers[name] = server
         self._loop.add_callback(server.add_socket, sock)
         _log.info("socket.open", agent=name, path=str(path))

@@ -269,7 +269,7 @@ def test_daemon_runs_claude_agents_in_their_sandbox(tmp_path: Path, monkeypatch:
             hive.spawn("a")
             assert hive.ls()["a"]["driver"] == "claude"
             state = hive.paths.state("a")  # type: ignore[arg-type]
-            port = int((state / "web.port").read_text())
+            port = int((hive.paths.agent("a") / "port").read_text())  # type: ignore[arg-type]  # the daemon relays it
             hive.admin("send", to="a", body="are you there, a?")
             wait_for(lambda: any("are you there, a?" in r.conversation_text() for r in fake.main_requests()),
                      timeout=30, what="a's turn at the API")

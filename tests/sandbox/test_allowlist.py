@@ -163,27 +163,32 @@ def test_normalize_host(host: str, out: str | None) -> None:
 @pytest.mark.parametrize("text, out", [
     ("", {}),
     ("   ", {}),
-    ("pkgs.hive.test=127.0.0.1", {"pkgs.hive.test": "127.0.0.1"}),
-    ("A.test=10.0.0.1, b.test = [::1]", {"a.test": "10.0.0.1", "b.test": "::1"}),
-    ("a.test=10.0.0.1,a.test=10.0.0.1", {"a.test": "10.0.0.1"}),
-    ("a.test.=2001:db8::1", {"a.test": "2001:db8::1"}),
+    ("pkgs.hive.test:8080=127.0.0.1", {"pkgs.hive.test:8080": "127.0.0.1"}),
+    ("A.test:443=10.0.0.1, b.test:80 = [::1]", {"a.test:443": "10.0.0.1", "b.test:80": "::1"}),
+    ("a.test:1=10.0.0.1,a.test:1=10.0.0.1", {"a.test:1": "10.0.0.1"}),
+    ("a.test:1=10.0.0.1,a.test:2=10.0.0.2", {"a.test:1": "10.0.0.1", "a.test:2": "10.0.0.2"}),
+    ("a.test.:443=2001:db8::1", {"a.test:443": "2001:db8::1"}),
 ])
 def test_parse_resolve(text: str, out: dict[str, str]) -> None:
     assert parse_resolve(text) == out
 
 
 @pytest.mark.parametrize("text, needle", [
-    ("a.test", "name=address"),
-    ("a.test=", "not an IP address"),
-    ("a.test=localhost", "not an IP address"),
-    ("a.test=1.2.3", "not an IP address"),
-    ("=1.2.3.4", "not a host name"),
-    ("1.2.3.4=1.2.3.4", "not a host name"),
-    ("a b=1.2.3.4", "not a host name"),
-    ("a.test=1.2.3.4,", "name=address"),
-    ("a.test=1.2.3.4,,b.test=1.2.3.4", "name=address"),
-    ("a.test=1.2.3.4,a.test=1.2.3.5", "mapped twice"),
-    ("\ud800=1.2.3.4", "not a host name"),
+    ("a.test", "name:port=address"),
+    ("a.test=1.2.3.4", "needs a port"),
+    ("a.test:0=1.2.3.4", "needs a port"),
+    ("a.test:65536=1.2.3.4", "needs a port"),
+    ("a.test:x=1.2.3.4", "needs a port"),
+    ("a.test:1=", "not an IP address"),
+    ("a.test:1=localhost", "not an IP address"),
+    ("a.test:1=1.2.3", "not an IP address"),
+    (":1=1.2.3.4", "not a host name"),
+    ("1.2.3.4:1=1.2.3.4", "not a host name"),
+    ("a b:1=1.2.3.4", "not a host name"),
+    ("a.test:1=1.2.3.4,", "name:port=address"),
+    ("a.test:1=1.2.3.4,,b.test:1=1.2.3.4", "name:port=address"),
+    ("a.test:1=1.2.3.4,a.test:1=1.2.3.5", "mapped twice"),
+    ("\ud800:1=1.2.3.4", "not a host name"),
 ])
 def test_parse_resolve_refuses(text: str, needle: str) -> None:
     with pytest.raises(ValueError) as info:

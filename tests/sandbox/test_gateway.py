@@ -194,8 +194,8 @@ async def test_the_request_target_cannot_change_the_upstream_host(gw: Gw, fake: 
     await raw(gw.path, b"GET //evil.test/x HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n")
     await raw(gw.path, messages_request(target="http://evil.test/v1/messages?beta=true"))
     await raw(gw.path, b"GET https://evil.test:8443 HTTP/1.1\r\nHost: evil.test\r\nConnection: close\r\n\r\n")
-    assert [(r.method, r.path) for r in fake.requests] == [
-        ("GET", "//evil.test/x"), ("POST", "/v1/messages?beta=true"), ("GET", "/")]
+    # Only the Messages API and the model list are forwarded: the other two are refused here (403).
+    assert [(r.method, r.path) for r in fake.requests] == [("POST", "/v1/messages?beta=true")]
     assert {h["host"] for h in fake.headers} == {f"127.0.0.1:{fake.port}"}
     assert all(h["x-api-key"] == DAEMON_KEY for h in fake.headers)
 
@@ -216,6 +216,16 @@ def test_upstream_url(uri: str, out: str) -> None:
 def test_upstream_url_refuses(uri: str) -> None:
     with pytest.raises(ValueError):
         upstream_url("https://api.test", uri)
+
+
+@pytest.mark.parametrize("line", [
+    b"GET /v1/files", b"POST /v1/files", b"POST /v1/messages/batches", b"DELETE /v1/messages", b"GET /",
+    b"POST /v1/organizations/api_keys", b"GET /v1/models/../files", b"PUT /v1/messages", b"GET //evil.test/x",
+])
+async def test_only_the_messages_api_and_the_model_list_are_forwarded(gw: Gw, fake: HeaderFake, line: bytes) -> None:
+    status, _, body, _ = await raw(gw.path, line + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    assert status == 403 and "is not forwarded" in json.loads(body)["error"]["message"]
+    assert fake.requests == []
 
 
 async def test_an_unusable_target_is_a_400(gw: Gw, fake: HeaderFake) -> None:
@@ -348,7 +358,7 @@ async def test_an_upstream_cut_mid_stream_is_not_a_clean_end(tmp_path: Path) -> 
     port = server.sockets[0].getsockname()[1]
     g = await _open(tmp_path, Upstream(f"http://127.0.0.1:{port}"))
     try:
-        status, _, body, complete = await raw(g.path, b"GET /v1/x HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        status, _, body, complete = await raw(g.path, b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     finally:
         g.gateway.close_all()
         await g.gateway.wait_closed()
@@ -446,3 +456,47 @@ async def test_claude_cli_through_relay_and_gateway_uses_the_daemon_key(
     assert fake.headers and all(h.get("x-api-key") == DAEMON_KEY for h in fake.headers)
     assert not any("placeholder" in v for h in fake.headers for v in h.values())
     assert any(rec["input_tokens"] > 0 for _, rec in gw.usage)
+
+
+# --- what one agent may hold in the daemon (red team: fds and memory) -----------------
+
+
+async def test_stalled_uploads_hold_no_memory_once_gone_and_the_budget_refuses_past_it(gw: Gw) -> None:
+    from hyperhive.sandbox.gateway import AGENT_BODY_BUDGET
+
+    chunk = 1 << 20
+    writers = []
+    for _ in range(4):  # each declares 60 MiB and sends 40, then stalls: the 4th is past the budget
+        reader, writer = await asyncio.open_unix_connection(str(gw.path))
+        writer.write(f"POST /v1/messages HTTP/1.1\r\nHost: x\r\nContent-Length: {60 * chunk}\r\n\r\n".encode())
+        try:
+            for _ in range(40):
+                writer.write(b"x" * chunk)
+                await writer.drain()
+        except ConnectionError:  # refused past the budget, and closed
+            pass
+        writers.append((reader, writer))
+    await async_wait_for(lambda: gw.gateway.buffered("alice") > AGENT_BODY_BUDGET - 40 * chunk, timeout=20,
+                         what="the bodies buffered up to the budget")
+    assert gw.gateway.buffered("alice") <= AGENT_BODY_BUDGET
+    # The 4th upload went over the agent's budget: answered 503 (reported), never buffered.
+    await async_wait_for(lambda: [rec for _, rec in gw.usage if rec["status"] == 503], what="a 503")
+    for _, writer in writers:
+        writer.transport.abort()
+    await async_wait_for(lambda: gw.gateway.buffered("alice") == 0, timeout=10, what="every byte given back")
+
+
+async def test_an_agent_holds_at_most_max_connections(gw: Gw, fake: HeaderFake) -> None:
+    from hyperhive.sandbox.gateway import MAX_CONNECTIONS
+
+    conns = [await asyncio.open_unix_connection(str(gw.path)) for _ in range(MAX_CONNECTIONS + 8)]
+    closed = 0
+    for reader, _ in conns[MAX_CONNECTIONS:]:
+        closed += await asyncio.wait_for(reader.read(), 10) == b""
+    assert closed == 8
+    for _, writer in conns:
+        writer.transport.abort()
+    server = gw.gateway._servers["alice"]
+    await async_wait_for(lambda: len(server._connections) == 0, what="the server saw them go")  # type: ignore[attr-defined]
+    status, _, _, _ = await raw(gw.path, messages_request())  # the next one is served again
+    assert status == 200

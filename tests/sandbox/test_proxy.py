@@ -18,7 +18,7 @@ import pytest
 from structlog.testing import capture_logs
 from support import async_wait_for
 
-from hyperhive.sandbox.allowlist import Allowlist
+from hyperhive.sandbox.allowlist import Allowlist, parse_resolve
 from hyperhive.sandbox.proxy import is_public_address, start_proxy
 from hyperhive.sandbox.relay import bound_port, live_connections, start_tcp_relay, stop_server, unix_connector
 
@@ -95,6 +95,7 @@ class Setup:
     allow: list[Allowlist]
     refused: list[tuple[str, str, int, str]]
     server: asyncio.Server
+    closed: int = 0  # a port nothing listens on, mapped for dead.hive.test
 
     async def open(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
         return await asyncio.open_unix_connection(str(self.path))
@@ -117,7 +118,10 @@ async def read_response(reader: asyncio.StreamReader) -> tuple[int, dict[str, st
     return status, headers, await asyncio.wait_for(reader.readexactly(n), 10)
 
 
-RESOLVE = {"pkgs.hive.test": "127.0.0.1", "echo.hive.test": "127.0.0.1", "Git.Hive.Test.": "127.0.0.1"}
+def resolve_for(origin: int, echo: int, closed: int) -> dict[str, str]:
+    """The operator's mapping, as `--proxy-resolve` gives it: each name for one port."""
+    return parse_resolve(f"pkgs.hive.test:{origin}=127.0.0.1, echo.hive.test:{echo}=127.0.0.1,"
+                         f"Git.Hive.Test.:{origin}=127.0.0.1, dead.hive.test:{closed}=127.0.0.1")
 
 
 @pytest.fixture
@@ -130,12 +134,17 @@ async def setup(tmp_path: Path) -> AsyncIterator[Setup]:
     sock.bind(str(path))
     sock.listen(16)
     allow = [Allowlist.parse(["pkgs.hive.test", f"echo.hive.test:{echo.port}", "*.hive.test:1", "127.0.0.1",
-                              "localhost", "git.hive.test"])]
+                              "localhost", "git.hive.test", "dead.hive.test"])]
     refused: list[tuple[str, str, int, str]] = []
-    server = await start_proxy("alice", sock, lambda: allow[0], RESOLVE,
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    closed_port = closed.getsockname()[1]
+    closed.close()  # nothing listens there now
+    resolve = resolve_for(origin.port, echo.port, closed_port)
+    server = await start_proxy("alice", sock, lambda: allow[0], resolve,
                                on_refused=lambda *a: refused.append(a), connect_timeout=5)
     tasks_before = len(asyncio.all_tasks())
-    yield Setup(path, origin, echo, allow, refused, server)
+    yield Setup(path, origin, echo, allow, refused, server, closed_port)
     await async_wait_for(lambda: live_connections(server) == 0, what="every proxy connection to end")
     await stop_server(server)
     for w in echo.writers:
@@ -279,7 +288,8 @@ async def test_a_failing_allowlist_fails_closed(setup: Setup) -> None:
         raise OSError("agent.json unreadable")
 
     refused: list[tuple[str, str, int, str]] = []
-    server = await start_proxy("bob", sock, broken, RESOLVE, on_refused=lambda *a: refused.append(a))
+    server = await start_proxy("bob", sock, broken, resolve_for(setup.origin.port, setup.echo.port, setup.closed),
+                               on_refused=lambda *a: refused.append(a))
     try:
         reader, writer = await asyncio.open_unix_connection(str(path))
         writer.write(f"GET http://pkgs.hive.test:{setup.origin.port}/ HTTP/1.1\r\n\r\n".encode())
@@ -337,14 +347,21 @@ async def test_a_head_over_16_kib_is_a_431(setup: Setup) -> None:
 
 
 async def test_a_connect_failure_is_a_502(setup: Setup) -> None:
-    closed = socket.socket()
-    closed.bind(("127.0.0.1", 0))
-    port = closed.getsockname()[1]
-    closed.close()  # nothing listens there now
-    setup.allow[0] = Allowlist.parse([f"pkgs.hive.test:{port}"])
-    status, _, body = await setup.ask(f"CONNECT pkgs.hive.test:{port} HTTP/1.1\r\n\r\n".encode())
-    assert status == 502 and b"cannot connect to pkgs.hive.test" in body
+    status, _, body = await setup.ask(f"CONNECT dead.hive.test:{setup.closed} HTTP/1.1\r\n\r\n".encode())
+    assert status == 502 and b"cannot connect to dead.hive.test" in body
     assert setup.refused == []
+
+
+async def test_a_mapped_name_opens_only_its_mapped_port(setup: Setup) -> None:
+    """`pkgs.hive.test` is allowed on any port, and mapped to 127.0.0.1 for the
+    origin's port only: any other port of loopback (the dashboard, another
+    agent's web UI) stays out of reach."""
+    for port in (setup.echo.port, 1, 22, 8080):
+        status, _, body = await setup.ask(f"CONNECT pkgs.hive.test:{port} HTTP/1.1\r\n\r\n".encode())
+        assert status == 403 and b"mapped by the operator for other ports" in body
+        status, _, _ = await setup.ask(f"GET http://pkgs.hive.test:{port}/ HTTP/1.1\r\n\r\n".encode())
+        assert status == 403
+    assert {r[3] for r in setup.refused} == {"port not mapped"}
 
 
 async def test_a_client_closing_mid_splice_cleans_up(setup: Setup) -> None:
@@ -410,3 +427,16 @@ async def test_a_refused_upload_through_the_harness_relay_still_gets_its_403(set
         await async_wait_for(lambda: live_connections(relay) == 0, what="the relay connection to end")
         await stop_server(relay)
     assert setup.refused == [("alice", "other.example", 80, "not on the allowlist")]
+
+
+async def test_an_agent_holds_at_most_max_connections(setup: Setup) -> None:
+    from hyperhive.sandbox.proxy import MAX_CONNECTIONS
+
+    conns = [await setup.open() for _ in range(MAX_CONNECTIONS + 5)]
+    await async_wait_for(lambda: live_connections(setup.server) == MAX_CONNECTIONS, what="the cap reached")
+    for reader, _ in conns[MAX_CONNECTIONS:]:
+        assert await asyncio.wait_for(reader.read(), 10) == b""  # closed at accept
+    assert [r[3] for r in setup.refused].count("too many connections") == 5
+    for _, writer in conns:
+        writer.close()
+    await async_wait_for(lambda: live_connections(setup.server) == 0, what="all gone")

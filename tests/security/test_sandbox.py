@@ -91,12 +91,12 @@ def run_socket() -> Iterator[Path]:
 @pytest.fixture(scope="module")
 def hive(tmp_path_factory: pytest.TempPathFactory, host_http: int) -> Iterator[Hive]:
     h = Hive(tmp_path_factory.mktemp("sandbox") / "state", env=SECRETS,
-             extra_args=["--sandbox", "on", "--proxy-resolve", f"{ALLOWED}=127.0.0.1",
+             extra_args=["--sandbox", "on", "--proxy-resolve", f"{ALLOWED}:{host_http}=127.0.0.1",
                          "--vacuum-interval-seconds", "1"]).start()
     try:
         for name in ("alice", "bob"):
             h.spawn(name)
-        apply_config(h, "alice", {"network": {"allow": [f"{ALLOWED}:{host_http}"]},
+        apply_config(h, "alice", {"network": {"allow": [ALLOWED]},  # any port: the mapping names one
                                   "limits": {"memory_mb": 256, "pids": 64}})
         yield h
     finally:
@@ -298,6 +298,9 @@ def test_no_capability_and_mounts_hold(hive: Hive, via: str) -> None:
     assert "lifted" not in out and "Operation not permitted" in out, out
     status, out = inside(hive, via, "unshare -Urm sh -c 'umount -l /tmp && echo lifted' 2>&1; echo rc=$?")
     assert "lifted" not in out, out
+    if via == "run":  # no nested user namespace: no "fake root" with capabilities (the agent's own tools)
+        status, out = inside(hive, via, "unshare -U true 2>&1; echo rc=$?")
+        assert "rc=0" not in out and ("No space left on device" in out or "not permitted" in out), out
 
 
 # --- 4. the daemon never follows the agent's links -----------------------------------
@@ -372,6 +375,33 @@ def test_a_symlinked_web_socket_is_never_connected(hive: Hive, run_socket: Path)
     assert "link" in failed[-1]["error"] or "socket" in failed[-1]["error"], failed[-1]
 
 
+def test_the_harness_log_cannot_be_truncated_from_inside(hive: Hive) -> None:
+    """The harness's stdout is a pipe the daemon copies into its own log: a
+    process of the agent's that takes it (its uid may open /proc/<harness>/fd/1)
+    can add lines, never rewrite or shorten what is there."""
+    log = hive.paths.harness_log("alice")  # type: ignore[arg-type]
+    before = log.stat().st_size
+    assert before > 0
+    status, out = run_cmd(hive, "alice", py(
+        "import os\nfd = os.open(f'/proc/{os.getppid()}/fd/1', os.O_WRONLY)\n"
+        "try:\n os.ftruncate(fd, 0)\n print('TRUNCATED')\nexcept OSError as e:\n print('ERRNO', e.errno)\n"
+        "os.write(fd, b'forged line\\n')"))
+    assert "TRUNCATED" not in out and "ERRNO 22" in out, out  # EINVAL: a pipe has no length
+    assert log.stat().st_size >= before
+
+
+def test_connections_past_the_cap_are_closed_and_the_daemon_still_answers(hive: Hive) -> None:
+    sock = hive.socket("alice")
+    status, out = run_cmd(hive, "alice", py(
+        "import socket, time\nconns = []\n"
+        f"for _ in range(200):\n s = socket.socket(socket.AF_UNIX)\n s.connect({str(sock)!r})\n conns.append(s)\n"
+        "time.sleep(0.5)\nclosed = 0\nfor s in conns:\n s.setblocking(False)\n try:\n  closed += s.recv(1) == b''\n"
+        " except BlockingIOError:\n  pass\nprint('CLOSED', closed)\nprint('LS-DURING-OK')"))
+    closed = int(out.split("CLOSED ")[1].split()[0])
+    assert closed >= 200 - 32, out  # at most the cap stays open
+    assert hive.ls()["alice"]["state"] == "running"
+
+
 # --- 5. limits --------------------------------------------------------------------
 
 @pytest.mark.parametrize("via", VIA)
@@ -425,6 +455,18 @@ def test_a_host_not_on_the_list_is_refused_logged_and_counted(hive: Hive, host_h
     import urllib.request
     metrics = urllib.request.urlopen(hive.url + "/metrics", timeout=10).read().decode()
     assert 'hyperhive_proxy_refused_total{agent="alice"}' in metrics
+
+
+def test_a_mapped_loopback_name_opens_only_its_port_not_the_dashboard(hive: Hive, host_http: int) -> None:
+    """The operator maps pkgs.hive.test:<port> to 127.0.0.1 and alice may reach
+    pkgs.hive.test on any port: still only the mapped port is reachable, never
+    the dashboard's or another agent's web UI on the same loopback."""
+    dash = int(hive.url.rsplit(":", 1)[1])
+    bob_port = int((hive.paths.agent("bob") / "port").read_text())  # type: ignore[arg-type]
+    for port in (dash, bob_port):
+        for how in (f"http://{ALLOWED}:{port}/", f"-p http://{ALLOWED}:{port}/"):
+            status, out = run_cmd(hive, "alice", f"curl -sS -o /dev/null -w '%{{http_code}}' {how} 2>&1")
+            assert out.strip().endswith("403") or "CONNECT tunnel failed, response 403" in out, (port, how, out)
 
 
 def test_builtin_agents_still_message_each_other(hive: Hive) -> None:
