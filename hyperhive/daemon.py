@@ -127,7 +127,8 @@ async def _bring_up(d: Daemon, token: str | None) -> None:
         upstream = upstream_from_env(os.environ)
     except ValueError as exc:
         raise HiveError(f"ANTHROPIC_BASE_URL: {exc}") from None
-    gateway = ApiGateway(upstream, on_usage=lambda agent, usage: d.hub.publish("gateway.usage", {"agent": agent, **usage}))
+    gateway = ApiGateway(upstream, on_usage=lambda agent, usage: d.hub.publish(
+        "gateway.usage", {"agent": agent, **usage}))
     limits = Limits(settings.agent_memory_mb, settings.agent_pids)
     d.backend = backend = (NixosBackend.from_env(paths, limits=limits) if settings.backend == "nixos"
                     else LocalBackend(paths, settings.sandbox, limits=limits, uid_base=settings.agent_uid_base,

@@ -73,8 +73,8 @@ def probe_sandbox(paths: StatePaths, uid: int | None) -> str | None:
     if shutil.which("bwrap") is None:
         return "bwrap is not installed"
     if uid is not None:
-        for need in (paths.root, *sv.runtime_dirs()):
-            blocked = unreachable(Path(need))
+        for need in (paths.root, *map(Path, sv.runtime_dirs())):
+            blocked = unreachable(need)
             if blocked is not None:
                 return f"agent uids cannot reach {need}: {blocked} has no o+x"
     system = sv.host_system_entries()

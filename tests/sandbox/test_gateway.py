@@ -223,7 +223,8 @@ def test_upstream_url_refuses(uri: str) -> None:
     b"POST /v1/organizations/api_keys", b"GET /v1/models/../files", b"PUT /v1/messages", b"GET //evil.test/x",
 ])
 async def test_only_the_messages_api_and_the_model_list_are_forwarded(gw: Gw, fake: HeaderFake, line: bytes) -> None:
-    status, _, body, _ = await raw(gw.path, line + b" HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n")
+    head = b" HTTP/1.1\r\nHost: x\r\nContent-Length: 0\r\nConnection: close\r\n\r\n"
+    status, _, body, _ = await raw(gw.path, line + head)
     assert status == 403 and "is not forwarded" in json.loads(body)["error"]["message"]
     assert fake.requests == []
 
@@ -358,7 +359,8 @@ async def test_an_upstream_cut_mid_stream_is_not_a_clean_end(tmp_path: Path) -> 
     port = server.sockets[0].getsockname()[1]
     g = await _open(tmp_path, Upstream(f"http://127.0.0.1:{port}"))
     try:
-        status, _, body, complete = await raw(g.path, b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        status, _, body, complete = await raw(
+            g.path, b"GET /v1/models HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
     finally:
         g.gateway.close_all()
         await g.gateway.wait_closed()
@@ -497,6 +499,7 @@ async def test_an_agent_holds_at_most_max_connections(gw: Gw, fake: HeaderFake) 
     for _, writer in conns:
         writer.transport.abort()
     server = gw.gateway._servers["alice"]
-    await async_wait_for(lambda: len(server._connections) == 0, what="the server saw them go")  # type: ignore[attr-defined]
+    await async_wait_for(lambda: len(server._connections) == 0,  # type: ignore[attr-defined]
+                         what="the server saw them go")
     status, _, _, _ = await raw(gw.path, messages_request())  # the next one is served again
     assert status == 200

@@ -38,7 +38,8 @@ def test_an_old_questions_table_opens_and_keeps_its_rows(tmp_path: Path) -> None
         rows = {q.id: q for q in Question.select()}
         assert set(rows) == {1, 2}
         assert (rows[1].question, rows[1].answer, rows[1].answered_at) == ("deploy?", "yes", 11.0)
-        assert (rows[2].options, rows[2].multi, rows[2].deadline_at, rows[2].default_answer) == ("[]", False, None, None)
+        assert (rows[2].options, rows[2].multi, rows[2].deadline_at, rows[2].default_answer) == (
+            "[]", False, None, None)
         # New rows use every column.
         q = Question.create(asker="m1nd", question="new", asked_at=13.0, options='["a","b"]', multi=True,
                             deadline_at=20.0, default_answer="a")
