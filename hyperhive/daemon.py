@@ -1,8 +1,8 @@
 """`hive serve`: start-up and shutdown as flat, ordered steps.
 
-Start: state dir and lock → store → clock → backend → Broker → PortAllocator
-→ VacuumSweeper → Notifier → Questions → agent sockets → Coordinator →
-Approvals → dashboard → boot (manager, kept containers; waits for their
+Start: state dir and lock → store → clock → gateway → backend → Broker →
+PortAllocator → Notifier → Questions → agent sockets and endpoints →
+Coordinator → Approvals → dashboard → VacuumSweeper → boot (manager, kept containers; waits for their
 starts) → questions re-armed → admin socket → READY.
 Stop: the same in reverse; any actor still running at the end is logged.
 """
@@ -137,7 +137,6 @@ async def _bring_up(d: Daemon, token: str | None) -> None:
         d.db, clock, d.hub, settings.recv_default_seconds, settings.recv_cap_seconds
     ).proxy()
     d.ports = PortAllocator.start(paths, settings.agent_port_base).proxy()
-    d.vacuum = VacuumSweeper.start(paths, d.broker, clock, settings.vacuum_interval_seconds, hub=d.hub).proxy()
 
     if settings.notify:
         d.notifier_actor = Notifier.start(settings.notify, d.hub).proxy()
@@ -184,6 +183,8 @@ async def _bring_up(d: Daemon, token: str | None) -> None:
     d.dashboard = await start_dashboard(
         settings, paths, d.hub, token, listeners, coordinator=d.coordinator, broker=d.broker, questions=d.questions,
         approvals=d.approvals, backend=backend, sends=sends, heartbeats=d.heartbeats, slots=slots)
+    # After the dashboard subscribed: the sweep at start is counted in /metrics too.
+    d.vacuum = VacuumSweeper.start(paths, d.broker, clock, settings.vacuum_interval_seconds, hub=d.hub).proxy()
     started = await call(d.coordinator.boot, timeout=600)  # nixos containers start slowly
     await call(d.questions.rearm)  # after boot: the askers are registered again
     # Last: a CLI that reaches the admin socket finds every kept container booted.

@@ -195,7 +195,6 @@ def bwrap_argv(view: SandboxView, inner: Sequence[str]) -> list[str]:
         "--disable-userns",  # no nested user namespace: no capabilities anywhere inside, even "fake" ones
         "--hostname", view.name,
         "--cap-drop", "ALL",
-        "--new-session",
         "--die-with-parent",
         "--chdir", view.home,
         "--clearenv",
