@@ -26,6 +26,7 @@ from typing import Any
 
 import hyperhive.logs as logs
 from hyperhive.actors.ports import read_port_file
+from hyperhive.errors import BackendFailed
 from hyperhive.journal import check_unit_and_lines, tail_lines
 from hyperhive.names import AgentName
 from hyperhive.paths import Limits, StatePaths
@@ -62,21 +63,25 @@ def harness_argv(paths: StatePaths, name: AgentName, driver: str, sandboxed: boo
     return [*argv, "--sandboxed"] if sandboxed else argv
 
 
+def unreachable_for_agents(paths: StatePaths) -> str | None:
+    """Why a harness started as an agent's own uid could not run here (a dir on
+    the way to the state dir, the interpreter or the venv it cannot pass), or None."""
+    for need in (paths.root, *map(Path, sv.runtime_dirs())):
+        blocked = unreachable(need)
+        if blocked is not None:
+            return f"agent uids cannot reach {need}: {blocked} has no o+x"
+    return None
+
+
 def probe_sandbox(paths: StatePaths, uid: int | None) -> str | None:
     """Why the sandbox cannot be had here, or None when a probe sandbox ran.
 
-    ``uid``: the uid harnesses will run as (root daemons); the probe runs as it,
-    so a venv or state dir it cannot reach is found now, not at the first start.
+    ``uid``: the uid harnesses will run as (root daemons); the probe runs as it.
     """
     import shutil
 
     if shutil.which("bwrap") is None:
         return "bwrap is not installed"
-    if uid is not None:
-        for need in (paths.root, *map(Path, sv.runtime_dirs())):
-            blocked = unreachable(need)
-            if blocked is not None:
-                return f"agent uids cannot reach {need}: {blocked} has no o+x"
     system = sv.host_system_entries()
     argv = ["bwrap"]
     for kind, path in system:
@@ -146,13 +151,20 @@ class LocalBackend:
         self.uid_base = uid_base
         self.gateway_key = gateway_key
         self.root = os.geteuid() == 0
+        # Root starts each harness as the agent's own uid, which must reach the venv and its dirs.
+        blocked = unreachable_for_agents(paths) if self.root else None
+        self.switch_uid = self.root and blocked is None
+        if blocked is not None:
+            _log.warning("backend.no_agent_uids", reason=blocked)
         self.unsandboxed_reason: str | None = None
         if sandbox == "off":
             self.unsandboxed_reason = "sandbox=off"
+        elif blocked is not None:
+            self.unsandboxed_reason = blocked
         else:
             self.unsandboxed_reason = probe_sandbox(paths, uid_base + 65535 if self.root else None)
-            if sandbox == "on" and self.unsandboxed_reason:
-                raise RuntimeError(f"sandbox=on but the sandbox cannot be had: {self.unsandboxed_reason}")
+        if sandbox == "on" and self.unsandboxed_reason:
+            raise BackendFailed(f"--sandbox on, but the sandbox cannot be had: {self.unsandboxed_reason}")
         self.sandboxed = self.unsandboxed_reason is None
         if not self.sandboxed:
             _log.warning("backend.unsandboxed", reason=self.unsandboxed_reason)
@@ -171,7 +183,7 @@ class LocalBackend:
         thread when it ends (reason "out of memory" after an OOM kill)."""
         if not self.sandboxed:
             _log.warning("backend.unsandboxed", agent=name, reason=self.unsandboxed_reason)
-        account = account_for(self.paths, name, self.uid_base)
+        account = account_for(self.paths, name, self.uid_base, self.switch_uid)
         etc_dir = prepare_dirs(self.paths, name, account)
         own_sockets(self.paths, name, account)
         limits = self.paths.load_applied(name).limits(self.default_limits.memory_mb, self.default_limits.pids)
@@ -297,7 +309,7 @@ class LocalBackend:
             return None
 
     def account(self, name: AgentName) -> Account:
-        return account_for(self.paths, name, self.uid_base)
+        return account_for(self.paths, name, self.uid_base, self.switch_uid)
 
     def web_port(self, name: AgentName) -> int | None:
         return read_port_file(self.paths.agent(name) / "port")

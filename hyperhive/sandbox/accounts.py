@@ -76,8 +76,10 @@ def allocate_uid(paths: StatePaths, name: AgentName, base: int) -> int:
         return uid
 
 
-def account_for(paths: StatePaths, name: AgentName, base: int) -> Account:
-    if os.geteuid() == 0:
+def account_for(paths: StatePaths, name: AgentName, base: int, switch: bool = True) -> Account:
+    """The agent's own uid when the daemon is root and ``switch`` (its dirs are
+    reachable by other uids), else the daemon's."""
+    if switch and os.geteuid() == 0:
         uid = allocate_uid(paths, name, base)
         return Account(uid, uid, True)
     return Account(os.geteuid(), os.getegid(), False)

@@ -63,12 +63,6 @@ class JsonLineServer(TCPServer):
             stream.close()
             return
         self._open += 1
-        try:
-            await self._serve(stream)
-        finally:
-            self._open -= 1
-
-    async def _serve(self, stream: IOStream) -> None:
         # This connection's task has its own context; its request tasks copy it.
         structlog.contextvars.bind_contextvars(**self._context)
         splitter = LineSplitter()
@@ -86,6 +80,7 @@ class JsonLineServer(TCPServer):
         except StreamClosedError:
             pass
         finally:
+            self._open -= 1
             for t in list(tasks):
                 t.cancel()
 

@@ -13,7 +13,8 @@ from pathlib import Path
 import pytest
 from support import passable, wait_for
 
-from hyperhive.backends.local import LocalBackend, harness_argv, probe_sandbox
+from hyperhive.backends.local import LocalBackend, harness_argv, probe_sandbox, unreachable_for_agents
+from hyperhive.errors import BackendFailed
 from hyperhive.names import AgentName
 from hyperhive.paths import AgentConfig, Limits, StatePaths
 
@@ -70,12 +71,25 @@ def test_harness_argv_puts_the_web_ui_on_a_socket_and_the_bridges_on_fixed_ports
 
 
 @pytest.mark.skipif(not ROOT, reason="the root daemon case")
-def test_probe_finds_a_state_dir_agents_cannot_pass(tmp_path: Path) -> None:
+def test_a_state_dir_agents_cannot_pass_means_no_agent_uids_and_no_sandbox(tmp_path: Path) -> None:
+    """Never a harness that crash-loops on a dir it cannot pass: the root daemon
+    runs it as itself then (logged), and says why it is unsandboxed."""
+    passable(tmp_path)
     hidden = tmp_path / "locked"
     hidden.mkdir()
     os.chmod(hidden, 0o700)
-    reason = probe_sandbox(StatePaths(hidden / "state"), 1_900_065_535)
-    assert reason is not None and "o+x" in reason
+    paths = StatePaths(hidden / "state")
+    paths.root.mkdir()
+    reason = unreachable_for_agents(paths)
+    assert reason is not None and "o+x" in reason and str(hidden) in reason
+    for mode in ("auto", "off"):
+        backend = LocalBackend(paths, mode, cgroups=False)
+        assert backend.switch_uid is False and backend.sandboxed is False
+        assert backend.account(AgentName("a")).uid == 0
+    assert backend.unsandboxed_reason == "sandbox=off"
+    assert LocalBackend(paths, "auto", cgroups=False).unsandboxed_reason == reason
+    with pytest.raises(RuntimeError, match="o\\+x"):
+        LocalBackend(paths, "on", cgroups=False)
 
 
 @pytest.fixture
