@@ -106,24 +106,40 @@ LOG_MAX = 16 << 20  # harness.log is rotated to harness.log.1 past this
 
 def _copy_log(proc: subprocess.Popen[bytes], path: Path, limit: int = LOG_MAX) -> None:
     """Append the harness's output to its log, rotating past ``limit`` bytes, until
-    every process holding the pipe is gone."""
+    every process holding the pipe is gone. If the log cannot be written the
+    output is still drained (a full pipe would stall the harness)."""
     assert proc.stdout is not None
     src = proc.stdout.fileno()
-    fd = append_nofollow(path)
+    fd: int | None = None
+    size = 0
     try:
-        size = os.fstat(fd).st_size
+        try:
+            fd = append_nofollow(path)
+            size = os.fstat(fd).st_size
+        except OSError as exc:
+            _log.error("container.log_unwritable", path=str(path), error=str(exc))
         while chunk := os.read(src, 1 << 16):
-            if size + len(chunk) > limit and size > 0:
-                os.close(fd)
-                os.replace(path, path.with_name(path.name + ".1"))
-                fd = append_nofollow(path)
-                size = 0
-            os.write(fd, chunk)
-            size += len(chunk)
+            if fd is None:
+                continue
+            try:
+                if size + len(chunk) > limit and size > 0:
+                    os.close(fd)
+                    fd = None
+                    os.replace(path, path.with_name(path.name + ".1"))
+                    fd = append_nofollow(path)
+                    size = 0
+                os.write(fd, chunk)
+                size += len(chunk)
+            except OSError as exc:
+                _log.error("container.log_unwritable", path=str(path), error=str(exc))
+                if fd is not None:
+                    os.close(fd)
+                fd = None
     except OSError:
         _log.exception("container.log_failed", path=str(path))
     finally:
-        os.close(fd)
+        if fd is not None:
+            os.close(fd)
         proc.stdout.close()
 
 

@@ -140,3 +140,26 @@ def test_a_harness_stopped_while_bwrap_starts_it_does_not_survive(backend: Local
             assert backend.cgroups.agent("a").pids() == []
         pid = handle.pid
         wait_for(lambda pid=pid: not _harness(pid), timeout=5, what="no harness left running")  # type: ignore[misc]
+
+
+def test_the_log_copier_rotates_and_never_follows_a_link(tmp_path: Path) -> None:
+    import subprocess
+    import sys
+
+    from hyperhive.backends.local import _copy_log
+
+    log = tmp_path / "harness.log"
+    proc = subprocess.Popen([sys.executable, "-c", "import sys\nfor i in range(3000): print('x' * 99)"],
+                            stdout=subprocess.PIPE)
+    _copy_log(proc, log, limit=100_000)
+    proc.wait()
+    rotated = log.with_name("harness.log.1")
+    assert rotated.stat().st_size <= 100_000 and log.stat().st_size <= 100_000
+    assert log.read_text().endswith("x" * 99 + "\n")  # the newest output is in the live log
+    target = tmp_path / "host-file"
+    target.write_text("host\n")
+    link = tmp_path / "linked.log"
+    link.symlink_to(target)
+    proc = subprocess.Popen([sys.executable, "-c", "print('y' * 200000)"], stdout=subprocess.PIPE)
+    _copy_log(proc, link)  # drained (the harness never stalls on a full pipe), the link never written
+    assert proc.wait(10) == 0 and target.read_text() == "host\n"
