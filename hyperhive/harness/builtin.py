@@ -70,6 +70,7 @@ READ_CHUNK = 1 << 16
 RUNNERS = frozenset({OPERATOR, MANAGER})  # who may make an agent run commands
 REFUSED_SENDER = "run refused: only the operator or the manager may run commands here"
 REFUSED_UNSANDBOXED = "run refused: this agent is not sandboxed"
+REFUSED_UNVERIFIED = "run refused: a note posted to the web UI is not verified as the operator's"
 _RUN = re.compile(r"run\s+")
 
 
@@ -113,6 +114,8 @@ def plan(me: str, msg: InboxRow, shell_allowed: bool = False) -> list[Action]:
     if command is not None:
         if msg.from_ not in RUNNERS:
             return [Action(to=msg.from_, body=f"{mark} {REFUSED_SENDER}")]
+        if getattr(msg, "verified", None) is False:  # a web UI note (turns.Note) anyone local could post
+            return [Action(to=msg.from_, body=f"{mark} {REFUSED_UNVERIFIED}")]
         if not shell_allowed:
             return [Action(to=msg.from_, body=f"{mark} {REFUSED_UNSANDBOXED}")]
         return [Action(to=msg.from_, body="", command=command)]

@@ -3,7 +3,7 @@ every event on the bus, repeat.
 
 Work comes from three places, taken in this order:
 1. a compaction asked for on the web UI (`/compact`),
-2. operator notes typed into the web UI's prompt row,
+2. notes posted to the web UI's prompt row (`note`),
 3. the inbox, through the system-level recv (wait None: the daemon's default).
 The pending recv is never cancelled while the harness lives: a message the
 daemon hands to a recv nobody reads would be lost, so a note's turn runs while
@@ -14,6 +14,14 @@ Every turn and compaction first enters ``slot(kind)`` (kind "turn" or
 there (acquire on enter, release on exit; publish a "queued" event while
 waiting if the UI should say so). By default it admits at once. `cancel()`
 also drops a turn still waiting for its slot.
+
+A note is a `Note`: an InboxRow with id 0 (it is in no inbox) and a
+``verified`` flag the harness sets. Anything that reaches the web UI's socket
+can post one (a local process, the agent's own tools), so a note is
+unverified unless its caller vouches that the operator wrote it
+(``note(body, verified=True)``, once the daemon authenticates the operator).
+Its ``from_`` is always the operator: whom a reply goes to, not who wrote it;
+the drivers frame a note by ``verified`` (see `claude.format_prompt`).
 """
 
 from __future__ import annotations
@@ -23,6 +31,7 @@ import contextlib
 import time
 from collections.abc import Callable, Coroutine
 from contextlib import AbstractAsyncContextManager
+from dataclasses import dataclass
 from typing import Any
 
 import hyperhive.logs as logs
@@ -31,7 +40,7 @@ from hyperhive.harness.bus import Bus
 from hyperhive.names import OPERATOR
 from hyperhive.wire import InboxRow
 
-__all__ = ["CANCEL_GRACE", "Slot", "TurnLoop", "no_slot"]
+__all__ = ["CANCEL_GRACE", "Note", "Slot", "TurnLoop", "no_slot"]
 
 _log = logs.get("hyperhive.harness")
 
@@ -46,6 +55,19 @@ def no_slot(kind: str) -> AbstractAsyncContextManager[Any]:
     return contextlib.nullcontext()
 
 
+@dataclass(frozen=True)
+class Note(InboxRow):
+    """A note posted to the agent's web UI, for its next turn (id 0: not an
+    inbox message). ``verified``: the operator is known to have written it;
+    False for a note any local process could have posted."""
+
+    verified: bool = False
+
+    @classmethod
+    def make(cls, me: str, body: str, at: float, verified: bool = False) -> Note:
+        return cls(id=0, from_=OPERATOR, to=me, body=body, sent_at=at, delivered_at=at, verified=verified)
+
+
 def _preview(m: InboxRow) -> dict[str, Any]:
     body = m.body if len(m.body) <= PREVIEW else m.body[:PREVIEW] + "…"
     return {"id": m.id, "from": m.from_, "body": body}
@@ -58,7 +80,7 @@ class TurnLoop:
         self.driver = driver
         self.bus = bus
         self.slot = slot
-        self._notes: list[InboxRow] = []
+        self._notes: list[InboxRow] = []  # Notes
         self._compact = False
         self._wake = asyncio.Event()
         self._current: asyncio.Task[None] | None = None
@@ -69,14 +91,15 @@ class TurnLoop:
 
     # --- requests from the web UI --------------------------------------------
 
-    def note(self, body: str) -> None:
-        """Queue an operator note for the agent's next turn."""
+    def note(self, body: str, *, verified: bool = False) -> None:
+        """Queue a note for the agent's next turn. ``verified=True`` only when
+        the caller knows the operator wrote it; by default it is framed as
+        posted by a local process whose author is not verified."""
         if not isinstance(body, str) or not body.strip():
             raise BadRequest("the note is empty")
         if len(body) > NOTE_MAX:
             raise BadRequest(f"the note is over {NOTE_MAX} characters")
-        now = time.time()
-        self._notes.append(InboxRow(0, OPERATOR, self.name, body, now, now))
+        self._notes.append(Note.make(self.name, body, time.time(), verified=verified is True))
         self.bus.publish("note", body=body)
         self._wake.set()
 

@@ -99,3 +99,16 @@ def test_the_quote_is_capped() -> None:
 def test_run_reply(result: RunResult, expected: str) -> None:
     assert run_reply(ME, result) == f"[builtin reply from {ME}] {expected}"
     assert TRUNCATED == "\n[… output truncated]"
+
+
+def test_run_from_an_unverified_web_ui_note_is_refused() -> None:
+    """Any local process (the agent's own tools included) can post a note to
+    the web UI: only a note verified as the operator's may run a command."""
+    from hyperhive.harness.builtin import REFUSED_UNVERIFIED
+    from hyperhive.harness.turns import Note
+
+    unverified = Note(0, "operator", "alice", "run id", 0.0, 0.0)
+    [refusal] = plan("alice", unverified, shell_allowed=True)
+    assert refusal.command is None and REFUSED_UNVERIFIED in refusal.body
+    [run] = plan("alice", Note(0, "operator", "alice", "run id", 0.0, 0.0, verified=True), shell_allowed=True)
+    assert run.command == "id"

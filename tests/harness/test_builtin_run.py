@@ -237,7 +237,7 @@ async def test_cancelling_the_turn_kills_the_group(hive: Hive, workspace: Path, 
         turns = TurnLoop("a", client, driver, bus)
         runner = asyncio.create_task(turns.run(stop))
         try:
-            turns.note("run sleep 30 & echo $! > sleep.pid; echo $$ > sh.pid; wait")  # a note is the operator's
+            turns.note("run sleep 30 & echo $! > sleep.pid; echo $$ > sh.pid; wait", verified=True)
             await async_wait_for(lambda: (workspace / "sh.pid").exists() and (workspace / "sleep.pid").exists()
                                  and (workspace / "sleep.pid").read_text().strip(), what="the command running")
             pids = [pid_in(workspace / n) for n in ("sh.pid", "sleep.pid")]
