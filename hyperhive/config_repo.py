@@ -1,88 +1,358 @@
 """Each agent's proposed config is a git repository at `agents/<name>/config/`
 (F12): `agent.json` and `prompt.md`, which the manager may commit to.
-`applied/<name>/` holds the tree of the commit the container runs with, and
+`applied/<name>/` holds the files of the commit the container runs with, and
 `.commit` names that commit.
 
-Every git call goes through ``_git`` with a fixed argv (no shell); a commit
-argument is checked before it reaches git, so it can never be an option.
+The repository is data the daemon does not trust (issue 12): anything may
+have been planted in it, hooks, a ``core.fsmonitor`` or ``core.hooksPath`` in
+its own ``.git/config``, filters and textconv in ``.gitattributes``, replace
+refs, a lying commit-graph. So:
+
+- every git call is built by ``git_command`` (pure): a fixed argv, no shell,
+  the repo named explicitly (``--git-dir``/``--work-tree``), ``-c`` settings
+  that turn off everything git could run (they beat the repo's own config),
+  and an environment made from nothing (no ``GIT_*`` of the daemon's, no
+  global or system config, no replace objects);
+- git never touches the work tree: blobs are written with ``hash-object
+  --stdin`` (no filters), trees with ``mktree``, commits with ``commit-tree``,
+  the index with ``update-index --cacheinfo``; the daemon writes the work
+  tree's files itself. Nothing is checked out, added, diffed or shown, so no
+  filter, textconv or external diff is ever looked up;
+- objects are read raw with ``cat-file --batch`` and each one's id is checked
+  against its bytes here (``read_commit``): a planted replacement, a
+  corrupted loose object or a lying index cannot make git hand back other
+  bytes under a commit's name;
+- an approval keeps the bytes it showed (``commit_files`` at queue time) and
+  ``write_applied`` writes exactly those: the repo is never read again.
 """
 
 from __future__ import annotations
 
 import difflib
+import hashlib
 import html
 import os
 import re
 import shutil
+import stat
 import subprocess
 import tempfile
+from collections.abc import Mapping, Sequence
 from pathlib import Path
 
+import hyperhive.logs as logs
 from hyperhive.errors import BadRequest, Internal
 from hyperhive.paths import CONFIG_FILE
+from hyperhive.sandbox.safefs import read_nofollow
 
 __all__ = [
     "APPLIED_MARK",
+    "GIT_CONFIG",
     "PROMPT_FILE",
     "applied_files",
+    "check_files",
     "commit_change",
     "commit_files",
     "diff_html",
+    "git_command",
+    "git_env",
     "init_repo",
     "materialize",
+    "read_commit",
     "resolve_commit",
+    "write_applied",
 ]
+
+_log = logs.get("hyperhive.config_repo")
 
 PROMPT_FILE = "prompt.md"
 APPLIED_MARK = ".commit"
 MAX_FILE = 1 << 20
+MAX_FILES = 64
+MAX_DEPTH = 8
 _COMMIT_RE = re.compile(r"[0-9a-fA-F]{4,64}|HEAD(~[0-9]{1,4})?")
-_IDENTITY = ("-c", "user.name=hyperhive", "-c", "user.email=hyperhive@localhost", "-c", "commit.gpgsign=false")
+_FULL_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 DEFAULT_PROMPT = "You are {name}, an agent of this hive. Your notes live in your state dir.\n"
+DEFAULT_PATH = "/run/current-system/sw/bin:/usr/local/bin:/usr/bin:/bin"
+_HYPERHIVE = ("hyperhive", "hyperhive@localhost")
+_KINDS = {"40000": "tree", "160000": "commit"}  # tree entry mode → object type (else blob)
+
+# Given with -c on every call: command-line settings win over the repo's own
+# .git/config (and its includes), so none of these can be switched back on.
+GIT_CONFIG: tuple[tuple[str, str], ...] = (
+    ("core.hooksPath", "/dev/null"),  # no hook of any kind (pre-commit, reference-transaction, ...)
+    ("core.fsmonitor", "false"),  # an fsmonitor is a command git runs
+    ("core.untrackedCache", "false"),
+    ("protocol.allow", "never"),  # no transport at all: nothing to fetch, no ssh, no helpers
+    ("protocol.file.allow", "never"),
+    ("core.sshCommand", "false"),
+    ("credential.helper", ""),
+    ("core.attributesFile", "/dev/null"),
+    ("core.useReplaceRefs", "false"),  # as GIT_NO_REPLACE_OBJECTS
+    ("core.commitGraph", "false"),  # a planted commit-graph could name another tree for a commit
+    ("core.pager", "cat"),
+    ("gc.auto", "0"),  # no auto gc (and so no pre-auto-gc hook)
+    ("maintenance.auto", "false"),
+    ("commit.gpgSign", "false"),  # gpg.program would be a command
+)
+_ENV: tuple[tuple[str, str], ...] = (
+    ("GIT_NO_REPLACE_OBJECTS", "1"),
+    ("GIT_CONFIG_GLOBAL", "/dev/null"),
+    ("GIT_CONFIG_SYSTEM", "/dev/null"),
+    ("GIT_CONFIG_NOSYSTEM", "1"),
+    ("GIT_TERMINAL_PROMPT", "0"),
+    ("GIT_ATTR_NOSYSTEM", "1"),
+    ("HOME", "/nonexistent"),  # no ~/.gitconfig, no XDG config or attributes
+    ("LC_ALL", "C"),
+)
 
 
-def _git(repo: Path, *args: str, check: bool = True) -> subprocess.CompletedProcess[bytes]:
-    env = {**os.environ, "GIT_TERMINAL_PROMPT": "0", "GIT_CONFIG_NOSYSTEM": "1"}
-    r = subprocess.run(["git", "-C", str(repo), *_IDENTITY, *args], capture_output=True, env=env, timeout=60)
+def git_env(path: str | None = None, identity: tuple[str, str] | None = None) -> dict[str, str]:
+    """The whole environment of a git call (pure): ``path`` is the daemon's
+    PATH (only to find git), ``identity`` (name, email) the author and
+    committer of a commit. Nothing else of the daemon's environment passes."""
+    env = {"PATH": path or DEFAULT_PATH, **dict(_ENV)}
+    if identity is not None:
+        name, email = identity
+        env |= {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
+                "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
+    return env
+
+
+def git_command(repo: Path, args: Sequence[str], *, path: str | None = None,
+                identity: tuple[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
+    """argv and environment of one git call in the repo at ``repo`` (pure).
+
+    The git dir and work tree are named, never discovered (no walk up to a
+    parent repo, no ``core.worktree`` of the repo's), and every ``GIT_CONFIG``
+    setting comes before the subcommand."""
+    argv = ["git", "--no-pager", f"--git-dir={repo / '.git'}", f"--work-tree={repo}"]
+    for key, value in GIT_CONFIG:
+        argv += ["-c", f"{key}={value}"]
+    return [*argv, *args], git_env(path, identity)
+
+
+def _git(repo: Path, *args: str, input: bytes | None = None, check: bool = True,
+         identity: tuple[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
+    argv, env = git_command(repo.absolute(), args, path=os.environ.get("PATH"), identity=identity)
+    r = subprocess.run(argv, input=input, capture_output=True, env=env, cwd="/", timeout=60,
+                       stdin=None if input is not None else subprocess.DEVNULL)
     if check and r.returncode != 0:
         raise Internal(f"git {' '.join(args[:2])} failed in {repo}: {r.stderr.decode(errors='replace').strip()}")
     return r
 
 
-def init_repo(config_dir: Path, name: str, prompt: str | None = None) -> str:
-    """Make ``config_dir`` a git repo with a prompt and commit what is there; returns HEAD.
+def _repo(config_dir: Path) -> Path:
+    """``config_dir`` if it is a repo whose ``.git`` is a real directory (not a
+    link or a gitfile sending git elsewhere)."""
+    try:
+        ok = stat.S_ISDIR(os.lstat(config_dir).st_mode) and stat.S_ISDIR(os.lstat(config_dir / ".git").st_mode)
+    except OSError:
+        ok = False
+    if not ok:
+        raise BadRequest(f"{config_dir} is not a git repository")
+    return config_dir
 
-    An existing repo (a revived agent) is left as it is.
-    """
-    if (config_dir / ".git").exists():
-        return resolve_commit(config_dir, "HEAD")
-    config_dir.mkdir(parents=True, exist_ok=True)
-    p = config_dir / PROMPT_FILE
-    if not p.exists():
-        p.write_text(prompt if prompt is not None else DEFAULT_PROMPT.format(name=name))
-    _git(config_dir, "init", "-q", "-b", "main")
-    _git(config_dir, "add", "-A")
-    _git(config_dir, "commit", "-q", "-m", f"initial config of {name}")
-    return resolve_commit(config_dir, "HEAD")
 
+# --- reading objects, each checked against its id -----------------------------------
+
+def _object_id(kind: str, data: bytes, hexlen: int) -> str:
+    h = hashlib.sha1 if hexlen == 40 else hashlib.sha256  # git's object ids (sha1 or sha256 repos)
+    return h(f"{kind} {len(data)}\0".encode() + data).hexdigest()
+
+
+def _read_objects(repo: Path, oids: Sequence[str], kind: str) -> dict[str, bytes]:
+    """The raw bytes of each of ``oids``, which must all be objects of ``kind``
+    whose bytes hash to their ids."""
+    if not oids:
+        return {}
+    out = _git(repo, "cat-file", "--batch", input="".join(f"{o}\n" for o in oids).encode()).stdout
+    got: dict[str, bytes] = {}
+    pos = 0
+    for oid in oids:
+        end = out.find(b"\n", pos)
+        header = out[pos:end].decode(errors="replace").split() if end >= 0 else []
+        if len(header) != 3 or header[0] != oid or not header[2].isdigit():
+            raise BadRequest(f"object {oid[:12]} is missing from the config repository")
+        size = int(header[2])
+        data = out[end + 1:end + 1 + size]
+        pos = end + 2 + size
+        if header[1] != kind or len(data) != size or _object_id(kind, data, len(oid)) != oid:
+            raise BadRequest(f"object {oid[:12]} in the config repository is not the {kind} it claims to be")
+        got[oid] = data
+    return got
+
+
+def _tree_entries(data: bytes, hexlen: int) -> list[tuple[str, str, str]]:
+    """(mode, name, oid) of a raw tree object."""
+    width = hexlen // 2
+    entries: list[tuple[str, str, str]] = []
+    pos = 0
+    try:
+        while pos < len(data):
+            sp = data.index(b" ", pos)
+            nul = data.index(b"\0", sp)
+            mode = data[pos:sp].decode("ascii")
+            name = data[sp + 1:nul].decode("utf-8")
+            if nul + 1 + width > len(data):
+                raise ValueError("truncated entry")
+            entries.append((mode, name, data[nul + 1:nul + 1 + width].hex()))
+            pos = nul + 1 + width
+    except ValueError:  # UnicodeDecodeError included
+        raise BadRequest("a tree in the config repository is malformed (or names a file in other than UTF-8)") from None
+    return entries
+
+
+def _check_name(name: str) -> None:
+    """A config file's path: relative, plain components, nothing git or the
+    applied dir keeps for itself."""
+    parts = name.split("/")
+    if name == APPLIED_MARK or any(
+        not p or p in (".", "..") or p.lower() == ".git" or any(ord(c) < 32 for c in p) for p in parts
+    ):
+        raise BadRequest(f"the config cannot hold a file named {name!r}")
+
+
+def _tree_of(commit_data: bytes) -> str:
+    first = commit_data.split(b"\n", 1)[0].decode(errors="replace")
+    if not first.startswith("tree ") or not _FULL_ID.fullmatch(first[5:]):
+        raise BadRequest("a commit in the config repository has no tree")
+    return first[5:]
+
+
+def read_commit(config_dir: Path, commit: str) -> dict[str, bytes]:
+    """Every file of ``commit``'s tree (path → bytes), each object checked
+    against its id. Only regular files; no links, no submodules."""
+    repo = _repo(config_dir)
+    if not _FULL_ID.fullmatch(commit):
+        raise BadRequest(f"not a full commit id: {commit!r}")
+    hexlen = len(commit)
+    blobs: dict[str, str] = {}  # path → oid
+    level = [("", _tree_of(_read_objects(repo, [commit], "commit")[commit]))]
+    for _depth in range(MAX_DEPTH):
+        trees = _read_objects(repo, list(dict.fromkeys(oid for _, oid in level)), "tree")
+        nxt: list[tuple[str, str]] = []
+        for prefix, oid in level:
+            for mode, name, child in _tree_entries(trees[oid], hexlen):
+                path = prefix + name
+                _check_name(path)
+                if mode == "40000":
+                    nxt.append((path + "/", child))
+                elif mode in ("100644", "100755"):
+                    blobs[path] = child
+                else:
+                    raise BadRequest(f"{path} in {commit[:12]} is not a regular file (mode {mode})")
+                if len(blobs) + len(nxt) > MAX_FILES:
+                    raise BadRequest(f"{commit[:12]} has over {MAX_FILES} files")
+        if not nxt:
+            break
+        level = nxt
+    else:
+        raise BadRequest(f"{commit[:12]} nests directories over {MAX_DEPTH} deep")
+    data = _read_objects(repo, list(dict.fromkeys(blobs.values())), "blob")
+    out = {path: data[oid] for path, oid in sorted(blobs.items())}
+    for path, raw in out.items():
+        if len(raw) > MAX_FILE:
+            raise BadRequest(f"{path} in {commit[:12]} is over {MAX_FILE} bytes")
+    return out
+
+
+def commit_files(config_dir: Path, commit: str) -> dict[str, str]:
+    """Every file of ``commit`` as text (path → text; UTF-8, else refused), as
+    read by ``read_commit``: the exact bytes are ``text.encode()``."""
+    out: dict[str, str] = {}
+    for path, raw in read_commit(config_dir, commit).items():
+        try:
+            out[path] = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise BadRequest(f"{path} in {commit[:12]} is not UTF-8 text") from None
+    return out
+
+
+# --- the repo --------------------------------------------------------------------------
 
 def resolve_commit(config_dir: Path, commit: str) -> str:
     """The full id of ``commit`` in the agent's config repo, or a clear BadRequest."""
     if not isinstance(commit, str) or not _COMMIT_RE.fullmatch(commit):
         raise BadRequest(f"commit must be a commit id (4 to 64 hex digits) or HEAD, got {commit!r}")
-    if not (config_dir / ".git").exists():
-        raise BadRequest(f"{config_dir} is not a git repository")
-    r = _git(config_dir, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}", check=False)
-    if r.returncode != 0:
+    repo = _repo(config_dir)
+    r = _git(repo, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}", check=False)
+    full = r.stdout.decode(errors="replace").strip()
+    if r.returncode != 0 or not _FULL_ID.fullmatch(full):
         raise BadRequest(f"no commit {commit!r} in {config_dir.parent.name}'s config repository")
-    return r.stdout.decode().strip()
+    return full
+
+
+def _write_file(repo: Path, name: str, data: bytes) -> None:
+    """Replace ``repo/name`` (a top-level file) by a new file: a link there is
+    replaced, never followed."""
+    fd, tmp = tempfile.mkstemp(prefix=f".{name}-", dir=repo)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, repo / name)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _commit(repo: Path, entries: Mapping[str, tuple[str, str, str]], blobs: Mapping[str, bytes],
+            parent: str | None, message: str, identity: tuple[str, str]) -> tuple[str, str, dict[str, str]]:
+    """Write ``blobs`` (name → bytes) over ``entries`` (name → (mode, type,
+    oid), a tree's) as a new commit; returns (commit, tree, name → blob id).
+    ``hash-object --stdin`` without ``--path`` applies no filter."""
+    merged = dict(entries)
+    oids: dict[str, str] = {}
+    for name, data in blobs.items():
+        oid = _git(repo, "hash-object", "-w", "--no-filters", "--stdin", input=data).stdout.decode().strip()
+        merged[name] = ("100644", "blob", oid)
+        oids[name] = oid
+    listing = "".join(f"{mode} {kind} {oid}\t{name}\0" for name, (mode, kind, oid) in sorted(merged.items()))
+    tree = _git(repo, "mktree", "-z", input=listing.encode()).stdout.decode().strip()
+    text = message if message.endswith("\n") else message + "\n"
+    args = ["commit-tree", "--no-gpg-sign", *(("-p", parent) if parent else ()), tree]
+    commit = _git(repo, *args, input=text.encode(), identity=identity).stdout.decode().strip()
+    return commit, tree, oids
+
+
+def _advance(repo: Path, new: str, old: str | None, oids: Mapping[str, str], why: str) -> None:
+    """Move HEAD's branch from ``old`` (None: unborn) to ``new`` (compare and
+    swap), then the index entries of the files written (``oids``)."""
+    _git(repo, "update-ref", "-m", why, "HEAD", new, old or "")
+    for name, oid in sorted(oids.items()):
+        r = _git(repo, "update-index", "--add", "--cacheinfo", f"100644,{oid},{name}", check=False)
+        if r.returncode != 0:  # the commit stands; only a human's `git status` would notice
+            _log.warning("config_repo.index_not_updated", repo=str(repo), error=r.stderr.decode(errors="replace"))
+
+
+def init_repo(config_dir: Path, name: str, prompt: str | None = None) -> str:
+    """Make ``config_dir`` a git repo with a prompt and commit its agent.json
+    and prompt.md; returns HEAD. An existing repo (a revived agent) is left as
+    it is."""
+    if os.path.lexists(config_dir / ".git"):
+        return resolve_commit(config_dir, "HEAD")
+    config_dir.mkdir(parents=True, exist_ok=True)
+    if not os.path.lexists(config_dir / PROMPT_FILE):
+        text = prompt if prompt is not None else DEFAULT_PROMPT.format(name=name)
+        _write_file(config_dir, PROMPT_FILE, text.encode())
+    blobs: dict[str, bytes] = {}
+    for f in (CONFIG_FILE, PROMPT_FILE):
+        data = read_nofollow(config_dir, f, limit=MAX_FILE + 1)
+        if data is not None:
+            if len(data) > MAX_FILE:
+                raise BadRequest(f"{config_dir / f} is over {MAX_FILE} bytes")
+            blobs[f] = data
+    _git(config_dir, "init", "-q", "-b", "main", "--template=")
+    commit, _, oids = _commit(config_dir, {}, blobs, None, f"initial config of {name}", _HYPERHIVE)
+    _advance(config_dir, commit, None, oids, "hyperhive: initial config")
+    return commit
 
 
 def commit_change(config_dir: Path, files: dict[str, str], message: str, author: str) -> str:
-    """Write ``files`` (name → text) into the repo and commit just them; returns the commit.
+    """Commit ``files`` (name → text) over HEAD's tree; returns the commit.
 
-    Names are plain file names of the config (no dirs, no dot files); a change
-    that changes nothing is refused.
+    Names are the config's two files; a change that changes nothing is refused.
     """
     if not files:
         raise BadRequest("nothing to change: give the new prompt and/or agent.json")
@@ -91,29 +361,30 @@ def commit_change(config_dir: Path, files: dict[str, str], message: str, author:
     for name in files:
         if name not in (CONFIG_FILE, PROMPT_FILE):
             raise BadRequest(f"only {CONFIG_FILE} and {PROMPT_FILE} can be changed, not {name!r}")
-    if not (config_dir / ".git").exists():
-        raise BadRequest(f"{config_dir} is not a git repository")
-    for name, text in files.items():
-        (config_dir / name).write_text(text)
-    names = sorted(files)
-    _git(config_dir, "add", "--", *names)
-    if _git(config_dir, "diff", "--cached", "--quiet", "--", *names, check=False).returncode == 0:
+    repo = _repo(config_dir)
+    head = resolve_commit(repo, "HEAD")
+    head_tree = _tree_of(_read_objects(repo, [head], "commit")[head])
+    entries = {name: (mode, _KINDS.get(mode, "blob"), oid) for mode, name, oid
+               in _tree_entries(_read_objects(repo, [head_tree], "tree")[head_tree], len(head))}
+    blobs = {name: text.encode() for name, text in files.items()}
+    commit, tree, oids = _commit(repo, entries, blobs, head, message, (author, f"{author}@hyperhive"))
+    if tree == head_tree:
         raise BadRequest("the proposed files are what the repository already has")
-    _git(config_dir, "-c", f"user.name={author}", "-c", f"user.email={author}@hyperhive",
-         "commit", "-q", "-m", message, "--", *names)
-    return resolve_commit(config_dir, "HEAD")
+    _advance(repo, commit, head, oids, f"hyperhive: {message.strip().splitlines()[0][:200]}")
+    for name in sorted(blobs):  # the work tree follows, written by us (no checkout, no filter)
+        _write_file(repo, name, blobs[name])
+    return commit
 
 
-def commit_files(config_dir: Path, commit: str) -> dict[str, str]:
-    """Every file of ``commit``'s tree, as text."""
-    names = _git(config_dir, "ls-tree", "-r", "-z", "--name-only", commit).stdout.decode().split("\0")
-    out: dict[str, str] = {}
-    for name in filter(None, names):
-        blob = _git(config_dir, "show", f"{commit}:{name}").stdout
-        if len(blob) > MAX_FILE:
-            raise BadRequest(f"{name} in {commit[:12]} is over {MAX_FILE} bytes")
-        out[name] = blob.decode(errors="replace")
-    return out
+# --- the applied dir -------------------------------------------------------------------
+
+def check_files(files: object) -> dict[str, str]:
+    """``files`` as an approval keeps them (path → text), checked again."""
+    if not isinstance(files, dict) or not all(isinstance(k, str) and isinstance(v, str) for k, v in files.items()):
+        raise BadRequest("the approval's files are not a map of names to text")
+    for name in files:
+        _check_name(name)
+    return dict(files)
 
 
 def applied_files(applied_dir: Path) -> dict[str, str]:
@@ -122,13 +393,14 @@ def applied_files(applied_dir: Path) -> dict[str, str]:
         return out
     for p in sorted(applied_dir.rglob("*")):
         if p.is_file() and not p.is_symlink() and p.name != APPLIED_MARK:
-            out[str(p.relative_to(applied_dir))] = p.read_text(errors="replace")
+            out[str(p.relative_to(applied_dir))] = p.read_bytes().decode(errors="replace")
     return out
 
 
-def materialize(config_dir: Path, commit: str, applied_dir: Path) -> None:
-    """Make ``applied_dir`` hold exactly ``commit``'s tree (swapped in whole)."""
-    files = commit_files(config_dir, commit)
+def write_applied(files: Mapping[str, str], commit: str, applied_dir: Path) -> None:
+    """Make ``applied_dir`` hold exactly ``files`` (path → text, written as its
+    UTF-8 bytes) and ``.commit`` naming ``commit``; swapped in whole."""
+    files = check_files(dict(files))
     applied_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{applied_dir.name}-", dir=applied_dir.parent))
     try:
@@ -137,7 +409,7 @@ def materialize(config_dir: Path, commit: str, applied_dir: Path) -> None:
             if not target.is_relative_to(tmp.resolve()):
                 raise BadRequest(f"path {name!r} escapes the config tree")
             target.parent.mkdir(parents=True, exist_ok=True)
-            target.write_text(text)
+            target.write_bytes(text.encode())
         (tmp / APPLIED_MARK).write_text(commit + "\n")
         old = applied_dir.with_name(f".{applied_dir.name}-old")
         shutil.rmtree(old, ignore_errors=True)
@@ -148,6 +420,12 @@ def materialize(config_dir: Path, commit: str, applied_dir: Path) -> None:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
+
+
+def materialize(config_dir: Path, commit: str, applied_dir: Path) -> None:
+    """Make ``applied_dir`` hold exactly ``commit``'s files, read now (for the
+    daemon's own commits: a spawn's first config)."""
+    write_applied(commit_files(config_dir, commit), commit, applied_dir)
 
 
 def diff_html(old: dict[str, str], new: dict[str, str]) -> str:

@@ -310,3 +310,26 @@ def test_the_manager_proposes_a_config_through_its_tool_and_the_operator_applies
     applied = hive.paths.applied("a")  # type: ignore[arg-type]
     assert (applied / "prompt.md").read_text() == "You review code.\n"
     assert json.loads((applied / "agent.json").read_text()) == {"allowed_recipients": ["m1nd", "operator"]}
+
+
+def test_an_approval_queued_before_files_were_kept_is_refused_and_can_be_requested_again(
+        quiet_manager: Hive) -> None:
+    """An apply_commit approval from before `files_json` (issue 12) has no record
+    of the bytes it showed: approving it fails with a clear reason (nothing is
+    applied, the manager hears of it), and a new request of the same commit works."""
+    hive = quiet_manager
+    hive.spawn("a")
+    applied = hive.paths.applied("a")  # type: ignore[arg-type]
+    before = (applied / "prompt.md").read_bytes()
+    out = asyncio.run(manager_request(hive, "propose_config", agent="a", message="m", prompt="Newer.\n"))
+    with sqlite3.connect(hive.paths.db) as conn:  # as an older daemon left it
+        conn.execute("UPDATE approvals SET files_json = NULL WHERE id = ?", (out["approval_id"],))
+    conn.close()
+    r = cli(hive, "approve", str(out["approval_id"]), check=False)
+    assert r.returncode != 0 and "request it again" in r.stderr + r.stdout
+    assert (applied / "prompt.md").read_bytes() == before
+    [failed] = [e for e in events(hive, "m1nd", "ApprovalResolved") if e["id"] == out["approval_id"]]
+    assert failed["outcome"] == "failed" and "request_apply_commit a" in failed["reason"]
+    again = asyncio.run(manager_request(hive, "request_apply_commit", agent="a", commit=out["commit"]))
+    assert f"#{again['approval_id']} approved" in cli(hive, "approve", str(again["approval_id"])).stdout
+    assert (applied / "prompt.md").read_bytes() == b"Newer.\n"

@@ -4,10 +4,14 @@ operator's yes.
 - ``request_spawn`` (the manager's tool, the operator's spawn form) queues a
   spawn with an optional initial config and prompt. Approving creates the
   agent through the Coordinator, starts it and kicks it.
-- ``request_apply_commit`` queues a commit of the agent's config repo, with
-  the diff from the applied tree to that commit stored as HTML. Approving
-  copies the commit's tree into ``applied/<name>/`` and rebuilds the container
-  (which kicks the agent).
+- ``request_apply_commit`` queues a commit of the agent's config repo: its
+  files are read once (each object checked against its id, see config_repo)
+  and kept in the approval with the diff from the applied tree
+  to them, stored as HTML. Approving writes exactly those kept files into
+  ``applied/<name>/`` (the repo is not read again: what was shown is what is
+  applied) and rebuilds the container (which kicks the agent). An approval
+  queued before the files were kept cannot be applied: it fails, asking for
+  a new request.
 - Every outcome (approved, denied, failed) goes to the manager's inbox as
   ``ApprovalResolved``.
 
@@ -88,14 +92,27 @@ class Approvals(pykka.ThreadingActor):
             agent = validate_spawnable(name)
             if Container.get_or_none(Container.name == agent) is not None:
                 raise Conflict(f"agent {agent} is live; nothing to revive")
-            cfg_file = self._paths.config_dir(agent) / config_repo.CONFIG_FILE
             if not self._paths.agent(agent).is_dir():
                 raise UnknownAgent(f"no kept state for {agent!r}")
-            kept = AgentConfig.from_json(cfg_file.read_text(), where=str(cfg_file)) if cfg_file.exists() else None
+            kept = self._kept_config(agent)
             self._refuse_duplicate(agent)
             return self._queue(kind="spawn", agent=agent, requested_by=requested_by,
                                config=(kept or AgentConfig()).to_json(), reason="revive")
         answer(reply, run)
+
+    def _kept_config(self, agent: AgentName) -> AgentConfig | None:
+        """The config a revived agent will run with: its kept applied one, else
+        (the spawn materializes HEAD then) HEAD's agent.json, read as every
+        commit is (the work tree's file is never opened: it may be a link)."""
+        if self._paths.applied(agent).is_dir():
+            return self._paths.load_applied(agent)
+        config_dir = self._paths.config_dir(agent)
+        try:
+            files = config_repo.commit_files(config_dir, config_repo.resolve_commit(config_dir, "HEAD"))
+        except HiveError:
+            return None
+        text = files.get(config_repo.CONFIG_FILE)
+        return None if text is None else AgentConfig.from_json(text, where=f"{agent}'s kept agent.json")
 
     def propose_config(
         self, requested_by: str, agent: str, message: str, prompt: str | None = None,
@@ -136,7 +153,17 @@ class Approvals(pykka.ThreadingActor):
             AgentConfig.from_json(new[config_repo.CONFIG_FILE], where=f"agent.json in {full[:12]}")
         old = config_repo.applied_files(self._paths.applied(name))
         return self._queue(kind="apply_commit", agent=name, requested_by=requested_by, commit=full,
-                           diff_html=config_repo.diff_html(old, new))
+                           diff_html=config_repo.diff_html(old, new), files_json=json.dumps(new, sort_keys=True))
+
+    @staticmethod
+    def _kept_files(a: Any) -> dict[str, str]:
+        """The files an apply_commit approval showed, as it kept them."""
+        if a.files_json is None:
+            raise BadRequest(
+                f"approval #{a.id} was queued by an older hyperhive that did not keep the files its diff "
+                f"showed, so it cannot be applied: request it again (request_apply_commit {a.agent} "
+                f"{(a.commit or '')[:12]}) and approve the new one")
+        return config_repo.check_files(json.loads(a.files_json))
 
     # --- decisions -----------------------------------------------------------
     def approve(self, approval_id: int, reply: Reply | None = None) -> None:
@@ -151,7 +178,7 @@ class Approvals(pykka.ThreadingActor):
                                               reply=done)
             else:
                 name = validate_name(a.agent)
-                config_repo.materialize(self._paths.config_dir(name), a.commit, self._paths.applied(name))
+                config_repo.write_applied(self._kept_files(a), a.commit, self._paths.applied(name))
                 self._coordinator.rebuild_agent.defer(name, reply=done)
         except Exception as exc:  # noqa: BLE001 - the caller hears of it; the actor lives
             if isinstance(exc, HiveError) and exc.code in ("unknown_id", "conflict"):

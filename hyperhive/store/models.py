@@ -77,7 +77,12 @@ class Question(_Base):
 
 
 class Approval(_Base):
-    """Something that waits for the operator's yes (F11, F12)."""
+    """Something that waits for the operator's yes (F11, F12).
+
+    ``files_json`` (added by migration; NULL in older rows) is what an
+    apply_commit approval showed: the commit's files, path → text, read at
+    queue time. Approving writes exactly these into ``applied/<agent>/``.
+    """
 
     id = AutoField()
     kind = CharField(max_length=16)  # spawn | apply_commit
@@ -88,6 +93,7 @@ class Approval(_Base):
     prompt = TextField(null=True)  # spawn: the initial prompt
     commit = CharField(max_length=64, null=True)  # apply_commit: the full commit id
     diff_html = TextField(null=True)
+    files_json = TextField(null=True)  # apply_commit: {path: text} shown in the diff and applied as is
     status = CharField(max_length=16, default="pending")  # pending|approved|denied|failed
     decided_at = FloatField(null=True)
     reason = TextField(null=True)  # the deny reason or the failure

@@ -165,7 +165,8 @@ def test_added_column_takes_default(tmp_path: Path, opened: list[SqliteDatabase]
             table_name = "widgets"
 
     assert ensure_schema(db, [Widget]) == ["widgets.extra"]
-    assert [(w.name, w.extra) for w in Widget.select().order_by(Widget.id)] == [("one", old_value), ("two", old_value)]
+    rows = Widget.select().order_by(Widget._meta.primary_key)
+    assert [(w.name, w.extra) for w in rows] == [("one", old_value), ("two", old_value)]
     # new rows use the default too, and a second pass adds nothing
     assert Widget.create(name="three").extra == old_value
     assert ensure_schema(db, [Widget]) == []
@@ -289,3 +290,45 @@ def test_open_database_transactions_take_the_write_lock_up_front(
         other.execute("ROLLBACK")
     finally:
         other.close()
+
+
+# --- approvals: files_json (issue 12) -----------------------------------------------
+
+OLD_APPROVALS = """
+CREATE TABLE approvals (
+    id INTEGER PRIMARY KEY,
+    kind VARCHAR(16) NOT NULL,
+    agent VARCHAR(64) NOT NULL,
+    requested_by VARCHAR(64) NOT NULL,
+    requested_at REAL NOT NULL,
+    config TEXT,
+    prompt TEXT,
+    "commit" VARCHAR(64),
+    diff_html TEXT,
+    status VARCHAR(16) NOT NULL,
+    decided_at REAL,
+    reason TEXT
+)
+"""
+
+
+def test_old_approvals_get_files_json_as_null(tmp_path: Path, opened: list[SqliteDatabase]) -> None:
+    from hyperhive.store.models import Approval
+
+    path = tmp_path / "hive.sqlite"
+    with sqlite3.connect(path) as conn:
+        conn.execute(OLD_APPROVALS)
+        conn.execute("INSERT INTO approvals (id, kind, agent, requested_by, requested_at, \"commit\", diff_html, "
+                     "status) VALUES (3, 'apply_commit', 'a', 'm1nd', 1.0, ?, '<pre/>', 'pending')", ("ab" * 20,))
+    conn.close()
+    db = open_database(path)
+    opened.append(db)
+    database.initialize(db)
+    assert "approvals.files_json" in ensure_schema(db, MODELS)
+    assert columns(path, "approvals")[-1] == "files_json"
+    old = Approval.get_by_id(3)
+    assert (old.commit, old.status, old.files_json) == ("ab" * 20, "pending", None)
+    new = Approval.create(kind="apply_commit", agent="a", requested_by="m1nd", requested_at=2.0,
+                          commit="cd" * 20, files_json='{"prompt.md": "x"}')
+    assert Approval.get_by_id(new.id).files_json == '{"prompt.md": "x"}'
+    assert ensure_schema(db, MODELS) == []
