@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import re
-import shutil
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -189,13 +188,23 @@ class StatePaths:
         """Lay out a new agent's dirs; an existing config (a revived agent) is kept."""
         for d in (self.config_dir(name), self.state(name), self.workspace(name), self.run(name)):
             d.mkdir(parents=True, exist_ok=True)
+        from hyperhive.sandbox.safefs import read_nofollow
+
         cfg = self.config_dir(name) / CONFIG_FILE
-        if not cfg.exists():
+        if not cfg.exists() and not cfg.is_symlink():
             cfg.write_text(config.to_json())
         applied = self.applied(name)
         if not (applied / CONFIG_FILE).exists():
             applied.mkdir(parents=True, exist_ok=True)
-            shutil.copy2(cfg, applied / CONFIG_FILE)
+            # A kept config's agent.json is read without following a link (the
+            # applied copy is readable inside the agent's sandbox); parsed, so
+            # only a valid config is carried over.
+            raw = read_nofollow(self.config_dir(name), CONFIG_FILE)
+            try:
+                kept = AgentConfig.from_json(raw.decode()) if raw is not None else config
+            except (BadRequest, UnicodeDecodeError):
+                kept = config
+            (applied / CONFIG_FILE).write_text(kept.to_json())
 
     def load_applied(self, name: AgentName) -> AgentConfig:
         f = self.applied(validate_name(name)) / CONFIG_FILE

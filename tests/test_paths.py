@@ -202,3 +202,19 @@ def test_load_applied_bad_file_names_it(tmp_path: Path) -> None:
     with pytest.raises(BadRequest) as exc:
         p.load_applied("a")  # type: ignore[arg-type]
     assert str(f.resolve()) in exc.value.message
+
+
+def test_a_revived_agents_linked_config_is_not_copied_into_its_applied_dir(tmp_path: Path) -> None:
+    """On revive the kept agent.json is carried into applied/ (readable in the
+    sandbox): read without following a link, and only when it parses."""
+    from hyperhive.names import AgentName
+
+    p = StatePaths(tmp_path / "state")
+    a = AgentName("a")
+    p.config_dir(a).mkdir(parents=True)
+    secret = tmp_path / "secret"
+    secret.write_text('{"driver": "claude"}\n')  # valid JSON, but a host file
+    (p.config_dir(a) / "agent.json").symlink_to(secret)
+    p.create_agent(a, AgentConfig())
+    assert (p.applied(a) / "agent.json").read_text() == AgentConfig().to_json()
+    assert not (p.applied(a) / "agent.json").is_symlink()
