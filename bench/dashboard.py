@@ -85,6 +85,15 @@ def dashboard_url(d: DaemonProc, timeout: float = 120.0) -> str:
     return f"http://127.0.0.1:{int(f.read_text())}"
 
 
+def operator_token(d: DaemonProc) -> str:
+    """The daemon's own operator token (issue 12: every surface wants it)."""
+    return (d.state_dir / "run" / "operator.token").read_text().strip()
+
+
+def bearer(d: DaemonProc) -> dict[str, str]:
+    return {"Authorization": f"Bearer {operator_token(d)}"}
+
+
 def wait_ready(d: DaemonProc, timeout: float = 300.0) -> None:
     """Until the daemon logged daemon.ready: every container is registered."""
     end = time.monotonic() + timeout
@@ -100,12 +109,12 @@ def stats(ms: list[float]) -> str:
             f"max={s[-1]:.1f} ms")
 
 
-def bench_state(url: str, n: int) -> list[float]:
+def bench_state(url: str, n: int, headers: dict[str, str]) -> list[float]:
     out = []
     size = 0
     for _ in range(n):
         t0 = time.perf_counter()
-        body = urllib.request.urlopen(url + "/api/state", timeout=30).read()
+        body = urllib.request.urlopen(urllib.request.Request(url + "/api/state", headers=headers), timeout=30).read()
         out.append((time.perf_counter() - t0) * 1000)
         size = len(body)
     state = json.loads(body)["state"]
@@ -114,9 +123,10 @@ def bench_state(url: str, n: int) -> list[float]:
 
 
 async def bench_push(url: str, d: DaemonProc, iterations: int) -> dict[str, list[tuple[float, float]]]:
+    from tornado.httpclient import HTTPRequest
     from tornado.websocket import websocket_connect
 
-    ws = await websocket_connect(url.replace("http", "ws") + "/ws")
+    ws = await websocket_connect(HTTPRequest(url.replace("http", "ws") + "/ws", headers=bearer(d)))
     first = json.loads(await ws.read_message())
     assert first["type"] == "snapshot", first["type"]
     admin = LineConn(d.admin_path)
@@ -172,7 +182,7 @@ def bench_browser(url: str, d: DaemonProc, iterations: int) -> list[float] | Non
         browser = p.chromium.launch(executable_path="/usr/bin/chromium", headless=True, args=args)
         page = browser.new_page()
         t0 = time.perf_counter()
-        page.goto(url + "/")
+        page.goto(f"{url}/login?token={operator_token(d)}")  # → the page, logged in
         page.wait_for_selector('#containers .row[data-key="agent-0999"]', timeout=60_000)
         print(f"browser first render of 1000 rows: {(time.perf_counter() - t0) * 1000:.0f} ms")
         for i in range(iterations):
@@ -206,8 +216,8 @@ def main() -> int:
         url = dashboard_url(d)
         wait_ready(d)
         print(f"daemon up (boot of {ns.agents + 1} containers) in {time.perf_counter() - t0:.1f} s")
-        bench_state(url, 3)  # warm up
-        state_ms = bench_state(url, ns.requests)
+        bench_state(url, 3, bearer(d))  # warm up
+        state_ms = bench_state(url, ns.requests, bearer(d))
         print("api_state_ms", stats(state_ms))
         push = asyncio.run(bench_push(url, d, ns.iterations))
         for kind, pairs in push.items():

@@ -14,12 +14,10 @@ Run from the repo root:  .venv/bin/python docs/screenshots.py
 
 from __future__ import annotations
 
-import json
 import shutil
 import subprocess
 import sys
 import tempfile
-import urllib.request
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parent.parent
@@ -57,8 +55,8 @@ def content(h: Hive) -> None:
     head = subprocess.run([*git, "rev-parse", "HEAD"], check=True, capture_output=True, text=True).stdout.strip()
     client.request(m1nd, "request_apply_commit", agent="alice", commit=head)
     # Not `hive inbox`: that marks them read, and the unread badge belongs in the picture.
-    wait_for(lambda: len(json.loads(urllib.request.urlopen(h.url + "/api/state").read())
-                         ["state"]["inbox"]["messages"]) >= 3, timeout=10, what="the agents' replies")
+    wait_for(lambda: len(h.get_json("/api/state")[1]["state"]["inbox"]["messages"]) >= 3, timeout=10,
+             what="the agents' replies")
 
 
 def main() -> int:
@@ -68,8 +66,9 @@ def main() -> int:
         content(h)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=LAUNCH_ARGS)
-            page = browser.new_page(viewport={"width": 1280, "height": 900})
-            page.goto(h.url + "/")
+            context = browser.new_context(viewport={"width": 1280, "height": 900})
+            page = context.new_page()
+            page.goto(h.login_url)  # the operator's login URL (`hive url`): the session cookie
             page.wait_for_selector('#containers .row[data-key="bob"]')
             page.wait_for_selector("#approvals .rows .diffbox")
             page.wait_for_timeout(1200)  # a countdown tick
@@ -80,9 +79,10 @@ def main() -> int:
                                    "?.textContent.length > 0")
             page.locator("#containers").screenshot(path=str(OUT / "dashboard-journal.png"))
             # alice's own web UI (F29–F31): her terminal of events, state badge, inbox.
-            port = int((h.paths.agent("alice") / "port").read_text())  # type: ignore[arg-type]  # relayed by the daemon
-            agent = browser.new_page(viewport={"width": 1100, "height": 760})
-            agent.goto(f"http://127.0.0.1:{port}/")
+            # Same browser context: the dashboard's session opens it, as one click on its link does.
+            agent = context.new_page()
+            agent.set_viewport_size({"width": 1100, "height": 760})
+            agent.goto(h.agent_url("alice") + "/")
             agent.wait_for_function("document.querySelectorAll('#term > *').length > 3")
             agent.wait_for_timeout(300)
             agent.screenshot(path=str(OUT / "agent.png"))

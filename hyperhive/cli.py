@@ -68,6 +68,7 @@ def _parser() -> argparse.ArgumentParser:
     ib = sub.add_parser("inbox", help="the operator's inbox")
     ib.add_argument("--json", action="store_true")
     ib.add_argument("--limit", type=int, default=50)
+    sub.add_parser("url", help="print the dashboard's login URL (it carries the operator token: keep it to yourself)")
     lg = sub.add_parser("logs", help="a container's log (its harness, or the whole machine)")
     lg.add_argument("name")
     lg.add_argument("--lines", type=int, default=200, help="last N lines, at most 5000 (default: 200)")
@@ -151,6 +152,15 @@ def _run(ns: argparse.Namespace) -> int:
             print("(inbox empty)")
         for m in [] if ns.json else messages:
             print(f"#{m['id']} {_fmt_time(m['sent_at'])} {m['from']}: {m['body']}")
+        return 0
+    if ns.cmd == "url":
+        from hyperhive.web.access import URL_FILE
+        f = Path(ns.state_dir).absolute() / "run" / URL_FILE
+        try:
+            print(f.read_text().strip())
+        except FileNotFoundError:
+            print(f"hive: no {f}: is the daemon running?", file=sys.stderr)
+            return 2
         return 0
     if ns.cmd == "logs":
         resp = _admin(ns, "journal", name=ns.name, unit="" if ns.unit == "machine" else "harness",

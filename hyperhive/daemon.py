@@ -41,7 +41,7 @@ from hyperhive.sandbox.endpoints import AgentEndpoints
 from hyperhive.sandbox.gateway import ApiGateway, upstream_from_env
 from hyperhive.settings import Settings
 from hyperhive.store.models import open_hive_db
-from hyperhive.web.access import load_token
+from hyperhive.web.access import Access, load_token
 from hyperhive.web.admin_ops import admin_ops
 from hyperhive.web.agent_ops import agent_ops
 from hyperhive.web.app import Dashboard, bind_dashboard, start_dashboard
@@ -103,11 +103,14 @@ def _take_lock(paths: StatePaths) -> IO[str]:
 
 async def start(settings: Settings) -> Daemon:
     """Bring a daemon up on the running IOLoop; returns once it is booted."""
-    token = load_token(settings.listen_host, settings.token_file)  # F46: refuse before anything starts
+    given = load_token(settings.listen_host, settings.token_file)  # F46: refuse before anything starts
     paths = StatePaths(settings.state_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
     d = Daemon(settings, paths, _take_lock(paths))
     try:
+        # Without a token file, our own (made on first start, under the lock: one daemon writes it).
+        token = given or load_token(settings.listen_host, "", paths.root / "run")
+        assert token is not None
         await _bring_up(d, token)
     except BaseException:
         _log.error("daemon.start_aborted")
@@ -116,7 +119,7 @@ async def start(settings: Settings) -> Daemon:
     return d
 
 
-async def _bring_up(d: Daemon, token: str | None) -> None:
+async def _bring_up(d: Daemon, token: str) -> None:
     settings, paths = d.settings, d.paths
     listeners = await bind_dashboard(settings)  # before any actor: a failure leaves nothing running
     d.db = open_hive_db(paths.db)
@@ -169,7 +172,8 @@ async def _bring_up(d: Daemon, token: str | None) -> None:
     owner = getattr(backend, "account", None)
     d.endpoints = AgentEndpoints(
         io_loop, paths, gateway, parse_resolve(settings.proxy_resolve), d.hub,
-        owner_uid=(lambda name: owner(name).uid) if owner is not None else (lambda name: None))
+        owner_uid=(lambda name: owner(name).uid) if owner is not None else (lambda name: None),
+        access=Access(token))  # the agents' web UIs take the operator's session too
     d.coordinator = Coordinator.start(
         settings, paths, backend, d.broker, clock, d.hub, _Servers(d.sockets, d.endpoints), d.ports
     ).proxy()
@@ -182,7 +186,8 @@ async def _bring_up(d: Daemon, token: str | None) -> None:
     )
     d.dashboard = await start_dashboard(
         settings, paths, d.hub, token, listeners, coordinator=d.coordinator, broker=d.broker, questions=d.questions,
-        approvals=d.approvals, backend=backend, sends=sends, heartbeats=d.heartbeats, slots=slots)
+        approvals=d.approvals, backend=backend, sends=sends, heartbeats=d.heartbeats, slots=slots,
+        web_port=d.endpoints.web_port)
     # After the dashboard subscribed: the sweep at start is counted in /metrics too.
     d.vacuum = VacuumSweeper.start(paths, d.broker, clock, settings.vacuum_interval_seconds, hub=d.hub).proxy()
     started = await call(d.coordinator.boot, timeout=600)  # nixos containers start slowly

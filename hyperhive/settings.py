@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import re
 from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
@@ -19,6 +20,11 @@ class Setting:
     help: str
     type: Any = str
     choices: tuple[str, ...] | None = None
+    repeat: bool = False  # the flag may be given again; the values join with commas
+
+
+# A host name or address, optionally with a port: what a Host header carries.
+_HOST_ENTRY = re.compile(r"(?:[a-z0-9_]([a-z0-9_.-]*[a-z0-9_])?|\[[0-9a-f:.]+\])(?::[0-9]{1,5})?")
 
 
 def default_state_dir() -> Path:
@@ -38,8 +44,11 @@ SETTINGS: tuple[Setting, ...] = (
     Setting("agent_port_base", 8100, "first port of the 900 agent web UI ports", int),
     Setting("vacuum_interval_seconds", 3600.0,
             "seconds between retention sweeps (one runs at start; 0: only that one)", float),
-    Setting("token_file", "", "file holding the dashboard's operator token (also $HYPERHIVE_TOKEN_FILE); "
-            "required when --listen is not loopback"),
+    Setting("token_file", "", "file holding the operator token (also $HYPERHIVE_TOKEN_FILE); "
+            "required when --listen is not loopback; without one the daemon keeps its own in run/operator.token"),
+    Setting("allowed_host", "", "another name the dashboard answers to in the Host header (NAME or NAME:PORT, "
+            "repeatable or comma-separated), e.g. the name a reverse proxy or a remote browser uses; "
+            "localhost, 127.0.0.1 and the --listen address always are", repeat=True),
     Setting("heartbeat_seconds", 5.0, "how often harnesses report their state; three missed beats "
             "make an agent unresponsive", float),
     Setting("max_active_turns", 0, "most agents' turns running at once; the rest wait in order "
@@ -74,6 +83,7 @@ class Settings:
     max_active_turns: int = 0
     notify: str = ""
     token_file: str = ""
+    allowed_host: str = ""
     agent_memory_mb: int = 4096
     agent_pids: int = 512
     agent_uid_base: int = 1_900_000_000
@@ -101,6 +111,9 @@ class Settings:
             parse_resolve(self.proxy_resolve)
         except ValueError as exc:
             raise ValueError(f"proxy_resolve: {exc}") from None
+        for h in self.allowed_hosts:
+            if not _HOST_ENTRY.fullmatch(h):
+                raise ValueError(f"allowed_host: {h!r} is not a host name, an address or NAME:PORT")
         host, sep, port = self.listen.rpartition(":")
         if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
             raise ValueError(f"listen must be HOST:PORT, got {self.listen!r}")
@@ -110,6 +123,10 @@ class Settings:
         return self.listen.rpartition(":")[0].strip("[]")
 
     @property
+    def allowed_hosts(self) -> tuple[str, ...]:
+        return tuple(h.strip().lower() for h in self.allowed_host.split(",") if h.strip())
+
+    @property
     def listen_port(self) -> int:
         return int(self.listen.rpartition(":")[2])
 
@@ -117,11 +134,21 @@ class Settings:
 assert {s.name for s in SETTINGS} | {"state_dir"} == {f.name for f in fields(Settings)}
 
 
+class _Join(argparse.Action):
+    """A repeatable string flag: every value given, joined with commas."""
+
+    def __call__(self, parser: argparse.ArgumentParser, ns: argparse.Namespace, values: Any,
+                 option_string: str | None = None) -> None:
+        before = getattr(ns, self.dest, None)
+        setattr(ns, self.dest, ",".join(v for v in (before if before != self.default else "", values) if v))
+
+
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     for s in SETTINGS:
         parser.add_argument(
             "--" + s.name.replace("_", "-"), dest=s.name, default=s.default, type=s.type,
             choices=s.choices, help=f"{s.help} (default: {s.default})",
+            action=_Join if s.repeat else "store",
         )
 
 

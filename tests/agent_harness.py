@@ -13,14 +13,15 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from support import Hive, pid_alive, wait_for
+from support import Hive, OperatorAuth, pid_alive, wait_for
 
 from hyperhive import client
 from hyperhive.store.events_db import EventLog
 
 __all__ = ["HarnessProc", "claude_env", "take_over"]
 
-_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}))  # loopback only, never a proxy
+# Loopback only, never a proxy; the operator's Bearer token where the UI is a daemon's relay (issue 12).
+_OPENER = urllib.request.build_opener(urllib.request.ProxyHandler({}), OperatorAuth())
 
 
 def claude_env(fake_env: dict[str, str], **extra: str) -> dict[str, str]:

@@ -1,16 +1,33 @@
 """Test support: a real `hive serve` subprocess on a temp state dir, and
-waiting on conditions with deadlines (never on luck)."""
+waiting on conditions with deadlines (never on luck).
+
+Every surface of a daemon wants the operator token (issue 12). `Hive` knows
+it (``run/operator.token``, or the ``--token-file`` it was given) and speaks
+as the operator: `Hive.get`/`get_json` (Bearer), `Hive.session` (a logged-in
+cookie session with its XSRF token, as the page has), `Hive.login_url`,
+`Hive.ws_request` (the push socket, Bearer). ``urllib.request.urlopen`` (the
+module-level opener) also authenticates, with Bearer, to the dashboards and
+agent web UIs of the daemons this process started (`OperatorAuth`, also in
+tests/agent_harness.py), so a test about something else need not carry the
+token; a test about access uses `bare_opener()`, which never does.
+"""
 
 from __future__ import annotations
 
 import asyncio
+import http.cookiejar
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.parse
+import urllib.request
+import weakref
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -49,6 +66,70 @@ async def async_wait_for(pred: Callable[[], Any], timeout: float = 10.0, interva
         await asyncio.sleep(interval)
 
 
+def bare_opener(*handlers: Any) -> urllib.request.OpenerDirector:
+    """An opener that adds no credentials and uses no proxy."""
+    return urllib.request.build_opener(urllib.request.ProxyHandler({}), *handlers)
+
+
+def fetch(url: str, data: dict[str, Any] | bytes | None = None, headers: dict[str, str] | None = None,
+          opener: urllib.request.OpenerDirector | None = None, method: str | None = None) -> tuple[int, bytes]:
+    """(status, body) of one request; an HTTP error is an answer too. ``opener``
+    defaults to `bare_opener()`: no credentials unless the caller gives them."""
+    body = urllib.parse.urlencode(data, doseq=True).encode() if isinstance(data, dict) else data
+    req = urllib.request.Request(url, data=body, headers=headers or {}, method=method)
+    try:
+        with (opener or bare_opener()).open(req, timeout=30) as res:
+            return res.status, res.read()
+    except urllib.error.HTTPError as exc:
+        return exc.code, exc.read()
+
+
+_LIVE: weakref.WeakSet[Hive] = weakref.WeakSet()
+
+
+class OperatorAuth(urllib.request.BaseHandler):
+    """For the module-level opener: Bearer to the surfaces of our own daemons."""
+
+    handler_order = 400
+
+    def http_request(self, req: urllib.request.Request) -> urllib.request.Request:
+        if not req.has_header("Authorization"):
+            for h in list(_LIVE):
+                token = h.token_for(req.host)
+                if token is not None:
+                    req.add_unredirected_header("Authorization", f"Bearer {token}")
+                    break
+        return req
+
+
+urllib.request.install_opener(urllib.request.build_opener(urllib.request.ProxyHandler({}), OperatorAuth()))
+
+
+class DashSession:
+    """A logged-in dashboard session (cookie jar + the page's XSRF token)."""
+
+    def __init__(self, hive: Hive) -> None:
+        self.hive = hive
+        self.jar = http.cookiejar.CookieJar()
+        self.opener = bare_opener(urllib.request.HTTPCookieProcessor(self.jar))
+        status, page = fetch(hive.login_url, opener=self.opener)  # 303 → the page
+        assert status == 200, (status, page[:200])
+        m = re.search(rb'<meta name="hive-xsrf" content="([^"]*)">', page)
+        assert m is not None and m.group(1), "no XSRF token in the page"
+        self.xsrf = m.group(1).decode()
+
+    @property
+    def cookie(self) -> str:
+        return next(c.value for c in self.jar if c.name == "hive_session")
+
+    def get(self, path: str) -> tuple[int, bytes]:
+        return fetch(self.hive.url + path, opener=self.opener)
+
+    def post(self, path: str, data: dict[str, Any] | None = None, xsrf: bool = True) -> tuple[int, bytes]:
+        headers = {"X-XSRF-Token": self.xsrf} if xsrf else {}
+        return fetch(self.hive.url + path, data or {}, headers=headers, opener=self.opener, method="POST")
+
+
 class Hive:
     """A daemon subprocess the test owns (stopped by pid at teardown)."""
 
@@ -77,6 +158,7 @@ class Hive:
             env={**os.environ, **self.env},
         )
         log.close()
+        _LIVE.add(self)
         wait_for(self._up, timeout=30, what="daemon admin socket")
         return self
 
@@ -101,6 +183,65 @@ class Hive:
                         timeout=30, what="run/dashboard.port")
         return f"http://127.0.0.1:{int(text)}"
 
+    @property
+    def token_file(self) -> Path:
+        """Where the operator token is: the ``--token-file`` given, else the daemon's own."""
+        if "--token-file" in self.extra_args:
+            return Path(self.extra_args[self.extra_args.index("--token-file") + 1])
+        given = self.env.get("HYPERHIVE_TOKEN_FILE") or os.environ.get("HYPERHIVE_TOKEN_FILE")
+        return Path(given) if given else self.state_dir / "run" / "operator.token"
+
+    @property
+    def token(self) -> str:
+        f = self.token_file
+        return wait_for(lambda: f.exists() and f.read_text().strip(), timeout=30, what=str(f))
+
+    @property
+    def bearer(self) -> dict[str, str]:
+        return {"Authorization": f"Bearer {self.token}"}
+
+    @property
+    def login_url(self) -> str:
+        """The daemon's own login URL (``run/dashboard.url``, what `hive url` prints)."""
+        f = self.state_dir / "run" / "dashboard.url"
+        self.url  # noqa: B018 - the daemon writes it with the port file
+        return wait_for(lambda: f.exists() and f.read_text().strip(), timeout=30, what=str(f))
+
+    def token_for(self, hostport: str) -> str | None:
+        """The token when ``hostport`` is this daemon's dashboard or one of its agents' UIs."""
+        host, _, port = hostport.rpartition(":")
+        if host not in ("127.0.0.1", "localhost") or not port.isdigit():
+            return None
+        p = int(port)
+        dash = self.dashboard_port_file
+        try:
+            ours = self.port_base <= p < self.port_base + 900 or (dash.exists() and int(dash.read_text()) == p)
+            return self.token_file.read_text().strip() if ours else None
+        except (OSError, ValueError):
+            return None
+
+    def get(self, path: str, headers: dict[str, str] | None = None) -> tuple[int, bytes]:
+        """GET on the dashboard with the Bearer token."""
+        return fetch(self.url + path, headers={**self.bearer, **(headers or {})})
+
+    def get_json(self, path: str) -> tuple[int, dict[str, Any]]:
+        status, body = self.get(path)
+        return status, json.loads(body)
+
+    def session(self) -> DashSession:
+        return DashSession(self)
+
+    def ws_request(self, path: str = "/ws") -> Any:
+        """A Tornado request for a websocket on the dashboard, with the Bearer token."""
+        from tornado.httpclient import HTTPRequest
+
+        return HTTPRequest(self.url.replace("http", "ws", 1) + path, headers=self.bearer)
+
+    def agent_url(self, name: str) -> str:
+        """An agent's web UI as the daemon relays it (its sticky port, agents/<n>/port)."""
+        port = wait_for(lambda: (self.paths.agents / name / "port").read_text().strip(), what=f"{name}'s port")
+        return f"http://127.0.0.1:{int(port)}"
+
     def admin(self, op: str, **fields: Any) -> dict[str, Any]:
         return client.request(self.paths.admin_socket, op, timeout=60, **fields)
 
@@ -122,6 +263,7 @@ class Hive:
         self.proc.wait(10)
 
     def stop(self) -> None:
+        _LIVE.discard(self)
         if self.proc is None or self.proc.poll() is not None:
             return
         self.proc.send_signal(signal.SIGTERM)

@@ -24,6 +24,7 @@ SAMPLE = {
     "agent_port_base": ("9000", 9000),
     "vacuum_interval_seconds": ("0.5", 0.5),
     "token_file": ("/run/hive/token", "/run/hive/token"),
+    "allowed_host": ("hive.example", "hive.example"),
     "heartbeat_seconds": ("0.5", 0.5),
     "notify": ("notify-send hive", "notify-send hive"),
     "max_active_turns": ("2", 2),
@@ -182,6 +183,8 @@ def test_from_args_makes_state_dir_absolute() -> None:
         (["--agent-uid-base", "0"], "agent_uid_base"),
         (["--proxy-resolve", "pkgs.internal=10.0.0.5"], "port"),
         (["--proxy-resolve", "x:1=not-an-ip"], "proxy_resolve"),
+        (["--allowed-host", "two words"], "allowed_host"),
+        (["--allowed-host", "evil.test/path"], "allowed_host"),
     ],
 )
 def test_from_args_validates(argv: list[str], needle: str) -> None:
@@ -204,3 +207,10 @@ def test_default_state_dir(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> N
     assert default_state_dir() == Path("./.hive")
     monkeypatch.delenv("HYPERHIVE_STATE_DIR")
     assert default_state_dir() == Path("./.hive")
+
+
+def test_allowed_host_repeats_and_joins() -> None:
+    s = from_args(parser().parse_args(["--allowed-host", "Hive.Example", "--allowed-host", "proxy.test:443,[::1]"]))
+    assert s.allowed_host == "Hive.Example,proxy.test:443,[::1]"
+    assert s.allowed_hosts == ("hive.example", "proxy.test:443", "[::1]")
+    assert from_args(parser().parse_args([])).allowed_hosts == ()

@@ -13,6 +13,17 @@ only the agent's socket, which speaks *as* the agent, so it cannot put an
 operator message into the agent's own inbox; the note goes straight into the
 next turn and is recorded as a ``note`` event. POSTs must be JSON: a
 cross-site form cannot send that without a CORS preflight we never grant.
+
+Who may use it is the daemon's business (issue 12): a daemon-run harness
+serves on ``state/web.sock`` only, and the daemon's relay on the agent's
+sticky port lets through only the operator (session cookie or Bearer, Host,
+Origin; `sandbox.endpoints`) and strips the operator's credentials. Notes stay
+unverified (``turns.note(body)``): the agent's own processes can reach
+web.sock as well, and a harness running as the agent's uid holds no secret
+they could not read, so nothing on a request proves the operator wrote it.
+``serve_ui`` (``hive harness --web-port``, run by hand or by a test, never by
+the daemon, and not reachable from any sandbox) listens on 127.0.0.1 without
+any authentication.
 """
 
 from __future__ import annotations

@@ -3,15 +3,18 @@
 ``make_app`` takes every dependency, so a test builds it on real actors.
 ``start_dashboard`` binds ``--listen`` (with F21's retry), subscribes the
 push and the metrics to the hub, and writes the bound port to
-``run/dashboard.port`` (``--listen …:0`` picks a free one).
+``run/dashboard.port`` (``--listen …:0`` picks a free one) and the login URL
+(it carries the operator token) to ``run/dashboard.url`` (0600), also logged
+as ``dashboard.login``. Every route is gated (`dash_handlers.gate_request`).
 """
 
 from __future__ import annotations
 
 import itertools
-import secrets
 import socket
+from collections.abc import Callable
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import tornado.httpserver
@@ -24,13 +27,16 @@ from hyperhive.errors import Unavailable
 from hyperhive.paths import StatePaths
 from hyperhive.settings import Settings
 from hyperhive.web import dash_actions
-from hyperhive.web.access import request_token_ok
+from hyperhive.web.access import URL_FILE, Access, allowed_hosts, login_url, write_private
 from hyperhive.web.bind import bind_with_retry_async
 from hyperhive.web.dash_handlers import (
     STATIC,
     DashDeps,
+    Gate,
+    GatedStatic,
     JournalHandler,
     MetricsHandler,
+    NotFound,
     PageHandler,
     StateHandler,
 )
@@ -42,7 +48,7 @@ from hyperhive.web.push import Pusher, PushSocket
 from hyperhive.web.sends import SendBatcher
 from hyperhive.web.turn_slots import TurnSlots
 
-__all__ = ["Dashboard", "bind_dashboard", "make_app", "start_dashboard"]
+__all__ = ["Dashboard", "LinkedSource", "bind_dashboard", "make_app", "start_dashboard"]
 
 _log = logs.get("hyperhive.dashboard")
 PORT_FILE = "dashboard.port"
@@ -54,22 +60,51 @@ def make_app(deps: DashDeps, pusher: Pusher) -> tornado.web.Application:
     d = {"deps": deps}
     routes: list[Any] = [
         (r"/", PageHandler, d),
+        (r"/login", PageHandler, d),
         (r"/api/state", StateHandler, d),
         (r"/api/journal/([^/]+)", JournalHandler, d),
         (r"/metrics", MetricsHandler, d),
-        (r"/ws", PushSocket, {"pusher": pusher, "source": deps.source,
-                              "check": lambda h: request_token_ok(h, deps.token)}),
+        (r"/ws", PushSocket, {"pusher": pusher, "source": deps.source, "gate": deps.gate}),
         *((path, cls, {**d, **extra}) for path, cls, extra in dash_actions.ROUTES),
     ]
     return tornado.web.Application(
         routes,
         static_path=str(STATIC),
-        xsrf_cookies=True,
-        # Only signs nothing we rely on across restarts; a fresh one per start is fine.
-        cookie_secret=secrets.token_hex(32),
+        static_handler_class=GatedStatic,
+        default_handler_class=NotFound,
+        default_handler_args=d,
+        hive_gate=deps.gate,  # GatedStatic's (Tornado makes its arguments itself)
+        # No xsrf_cookies: a cookie is readable and plantable from every 127.0.0.1 port.
+        # The XSRF token is the session's own (access.Access.xsrf_token), checked by the gate.
         websocket_ping_interval=20,
         log_function=_log_request,
     )
+
+
+class LinkedSource(StateSource):
+    """The state, with each running agent's web UI link from what the daemon
+    relays (``web_port``: the port it bound, None when it could not), never
+    from a file: an agent cannot move its link, and a port the daemon failed
+    to bind shows none."""
+
+    def __init__(self, *args: Any, web_port: Callable[[str], int | None] | None = None, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self._web_port = web_port
+
+    def _relink(self, rows: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        if self._web_port is not None:
+            for row in rows:
+                row["port"] = self._web_port(row["name"]) if row.get("state") == "running" else None
+        return rows
+
+    async def sections(self, wanted: Any) -> dict[str, Any]:
+        out = await super().sections(wanted)
+        if "containers" in out:
+            self._relink(out["containers"])
+        return out
+
+    async def container_rows(self, snaps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+        return self._relink(await super().container_rows(snaps))
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
@@ -84,8 +119,9 @@ class Dashboard:
     port: int
     unsubscribe: Any
     pusher: Pusher
-    port_file: Any
+    port_file: Path
     badge_refresh: PeriodicCallback
+    url_file: Path | None = None
 
     def stop(self) -> None:
         self.badge_refresh.stop()
@@ -94,6 +130,8 @@ class Dashboard:
         for client in list(self.pusher.clients):
             client.close()
         self.port_file.unlink(missing_ok=True)
+        if self.url_file is not None:
+            self.url_file.unlink(missing_ok=True)
         _log.info("dashboard.stopped")
 
 
@@ -107,34 +145,40 @@ async def bind_dashboard(settings: Settings) -> list[socket.socket]:
 
 
 async def start_dashboard(
-    settings: Settings, paths: StatePaths, hub: Hub, token: str | None, sockets: list[socket.socket], *,
+    settings: Settings, paths: StatePaths, hub: Hub, token: str, sockets: list[socket.socket], *,
     coordinator: Any, broker: Any,
     questions: Any, approvals: Any, backend: JournalSource, sends: SendBatcher, heartbeats: Heartbeats | None = None,
-    slots: TurnSlots | None = None,
+    slots: TurnSlots | None = None, web_port: Callable[[str], int | None] | None = None,
 ) -> Dashboard:
     io_loop = IOLoop.current()
     # The backend's cgroup figures (memory, pids) per agent; a backend without cgroups has none.
-    source = StateSource(paths, coordinator, broker, questions, approvals, heartbeats, slots,
-                         usage_of=getattr(backend, "usage", None))
+    source = LinkedSource(paths, coordinator, broker, questions, approvals, heartbeats, slots,
+                          usage_of=getattr(backend, "usage", None), web_port=web_port)
     metrics = Metrics()
     pusher = Pusher(io_loop, source, on_event=metrics.on_event)
     unsubscribe = hub.subscribe(pusher.on_event)
     await source.seed_flow()
-    deps = DashDeps(paths, coordinator, broker, questions, approvals, backend, sends, source, metrics, token,
+    port = sockets[0].getsockname()[1]
+    gate = Gate(Access(token), allowed_hosts(settings.listen_host, port, settings.allowed_hosts))
+    deps = DashDeps(paths, coordinator, broker, questions, approvals, backend, sends, source, metrics, gate,
                     pusher.touch)
     server = tornado.httpserver.HTTPServer(make_app(deps, pusher), xheaders=False)
     server.add_sockets(sockets)
-    port = sockets[0].getsockname()[1]
-    port_file = paths.root / "run" / PORT_FILE
+    run = paths.root / "run"
+    port_file = run / PORT_FILE
     tmp = port_file.with_suffix(".tmp")
     tmp.write_text(f"{port}\n")
     tmp.replace(port_file)
+    url = login_url(settings.listen_host, port, token)
+    url_file = run / URL_FILE
+    write_private(url_file, url + "\n")
     rounds = itertools.count(1)
     badge_refresh = PeriodicCallback(lambda: _refresh(source, next(rounds) % RESYNC_EVERY == 0),
                                      BADGE_REFRESH_SECONDS * 1000)
     badge_refresh.start()
-    _log.info("dashboard.listening", host=settings.listen_host, port=port, token=token is not None)
-    return Dashboard(server, port, unsubscribe, pusher, port_file, badge_refresh)
+    _log.info("dashboard.listening", host=settings.listen_host, port=port)
+    _log.info("dashboard.login", url=url, file=str(url_file))  # the operator's way in (`hive url`)
+    return Dashboard(server, port, unsubscribe, pusher, port_file, badge_refresh, url_file)
 
 
 async def _refresh(source: StateSource, resync: bool) -> None:

@@ -1,5 +1,6 @@
 """Dashboard POST handlers: parse the form, call the actor, write the result.
-Tornado checks the XSRF token before any of these runs (F46)."""
+The gate (`dash_handlers.gate_request`) has checked the session and its XSRF
+token (or a Bearer token) before any of these runs (F46, issue 12)."""
 
 from __future__ import annotations
 

@@ -20,6 +20,7 @@ from tornado.ioloop import IOLoop
 
 import hyperhive.logs as logs
 from hyperhive.names import OPERATOR
+from hyperhive.web.dash_handlers import Gate, gate_request, security_headers, write_refusal
 from hyperhive.web.dash_state import StateSource
 
 __all__ = ["PushSocket", "Pusher", "sections_for"]
@@ -131,23 +132,28 @@ class Pusher:
 
 
 class PushSocket(tornado.websocket.WebSocketHandler):
-    """``GET /ws``: a full snapshot on open, then patches."""
+    """``GET /ws``: a full snapshot on open, then patches. Gated like every
+    dashboard request (`dash_handlers.gate_request`); a browser's upgrade must
+    come from the dashboard's own origin."""
 
-    def initialize(self, pusher: Pusher, source: StateSource, check: Callable[[Any], bool]) -> None:
+    def initialize(self, pusher: Pusher, source: StateSource, gate: Gate) -> None:
         self._pusher = pusher
         self._source = source
-        self._check = check
+        self._gate = gate
 
-    async def get(self, *args: Any, **kwargs: Any) -> None:
-        if not self._check(self):
-            self.set_status(401)
-            self.finish("operator token required")
-            return
-        await super().get(*args, **kwargs)
+    def set_default_headers(self) -> None:
+        security_headers(self)
+
+    def prepare(self) -> None:
+        gate_request(self, self._gate, websocket=True)
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        if not write_refusal(self, status_code, kwargs.get("exc_info", (None, None))[1]):
+            self.finish(f"{status_code}")
 
     def check_origin(self, origin: str) -> bool:
-        # Same-origin only: another site's page must not read the hive's state.
-        return super().check_origin(origin)
+        # Reached only for an origin other than this host's; the gate refused those already.
+        return False
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
         self._pusher.clients.add(self)

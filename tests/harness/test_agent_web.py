@@ -1,6 +1,11 @@
 """The agent's web UI, served by a real harness subprocess: its HTTP API, its
 live websocket, and (in a real headless Chromium) the terminal panel: history
-backfill mid-turn, banner, badge, prompt row, inbox (F27, F29-F31)."""
+backfill mid-turn, banner, badge, prompt row, inbox (F27, F29-F31).
+
+The harness here serves on a direct TCP port (``--web-port``): no daemon
+started it and no sandbox reaches it, so that path stays unauthenticated; the
+daemon-relayed UI behind the operator's session is in
+tests/security/test_surfaces.py and tests/web/test_dashboard_browser.py."""
 
 from __future__ import annotations
 

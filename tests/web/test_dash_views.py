@@ -225,6 +225,22 @@ def test_load_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     assert load_token("0.0.0.0", str(good)) == "s3cret-operator-token"
     monkeypatch.setenv("HYPERHIVE_TOKEN_FILE", str(good))  # as the NixOS module hands it over
     assert load_token("0.0.0.0", "") == "s3cret-operator-token"
+    assert load_token("127.0.0.1", "", tmp_path / "run") == "s3cret-operator-token"  # a given file wins
+    assert not (tmp_path / "run").exists()
+
+
+def test_own_token_is_made_once_private_and_kept(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("HYPERHIVE_TOKEN_FILE", raising=False)
+    run = tmp_path / "run"
+    first = load_token("127.0.0.1", "", run)
+    f = run / "operator.token"
+    assert first is not None and len(first) >= 43 and f.read_text().strip() == first
+    assert f.stat().st_mode & 0o777 == 0o600
+    assert load_token("127.0.0.1", "", run) == first  # kept across starts
+    f.chmod(0o644)
+    assert load_token("127.0.0.1", "", run) == first and f.stat().st_mode & 0o777 == 0o600  # tightened
+    f.unlink()  # rotation: delete it, restart
+    assert load_token("127.0.0.1", "", run) not in (None, first)
 
 
 def test_mirror_takes_events_newer_than_the_ls_answer() -> None:

@@ -1,50 +1,39 @@
-"""Dashboard access (F46), acceptance item 6 of issue 6: XSRF on every POST,
-refusal to start on a non-loopback address without a token, and a page
-that works with the token (given once, then kept in a cookie)."""
+"""Dashboard access (F46; issue 6 item 6, issue 12): the session's XSRF token
+on every POST, refusal to start on a non-loopback address without a token
+file, and a page that works with a given token file (logged in once with
+``?token=``, then kept in the session cookie). The attacks are in
+tests/security/test_surfaces.py."""
 
 from __future__ import annotations
 
-import http.cookiejar
 import subprocess
 import sys
-import urllib.error
-import urllib.parse
-import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-from support import Hive, wait_for
+from support import Hive, fetch, wait_for
 
 TOKEN = "operator-token-for-tests-0123456789"
 
 
-def fetch(url: str, data: dict[str, str] | None = None, headers: dict[str, str] | None = None,
-          opener: urllib.request.OpenerDirector | None = None) -> tuple[int, bytes]:
-    body = None if data is None else urllib.parse.urlencode(data).encode()
-    req = urllib.request.Request(url, data=body, headers=headers or {})
-    try:
-        with (opener or urllib.request.build_opener()).open(req, timeout=10) as res:
-            return res.status, res.read()
-    except urllib.error.HTTPError as exc:
-        return exc.code, exc.read()
-
-
-def test_post_without_xsrf_is_refused(hive: Hive) -> None:
+def test_post_without_the_sessions_xsrf_token_is_refused(hive: Hive) -> None:
     wait_for(lambda: hive.ls()["m1nd"]["state"] == "running", what="m1nd up")
-    jar = http.cookiejar.CookieJar()
-    opener = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(jar))
-    assert fetch(hive.url + "/", opener=opener)[0] == 200  # sets the _xsrf cookie
-    xsrf = next(c.value for c in jar if c.name == "_xsrf")
-    status, body = fetch(hive.url + "/send", {"to": "m1nd", "body": "no token"}, opener=opener)
-    assert status == 403 and b"_xsrf" in body
-    status, _ = fetch(hive.url + "/stop/m1nd", {}, opener=opener)
-    assert status == 403
+    s = hive.session()
+    status, body = s.post("/send", {"to": "m1nd", "body": "no xsrf"}, xsrf=False)
+    assert status == 403 and b"forbidden" in body
+    assert s.post("/stop/m1nd", {}, xsrf=False)[0] == 403
     assert hive.ls()["m1nd"]["state"] == "running"  # the refused POST changed nothing
-    # The same POST with the token goes through: it was the XSRF check that refused.
-    status, body = fetch(hive.url + "/send", {"to": "m1nd", "body": "with token"},
-                         headers={"X-XSRFToken": xsrf}, opener=opener)
+    # Another session's token is no good either: it is bound to the session.
+    other = hive.session()
+    assert other.xsrf != s.xsrf
+    status, _ = fetch(hive.url + "/stop/m1nd", {}, headers={"X-XSRF-Token": other.xsrf}, opener=s.opener)
+    assert status == 403 and hive.ls()["m1nd"]["state"] == "running"
+    # The same POST with the session's own token goes through: it was the XSRF check that refused.
+    status, body = s.post("/send", {"to": "m1nd", "body": "with token"})
+    assert status == 200, body
+    status, body = s.post("/send", {"to": "m1nd", "body": "as a form field", "_xsrf": s.xsrf}, xsrf=False)
     assert status == 200, body
 
 
@@ -88,15 +77,18 @@ def token_hive(tmp_path: Path) -> Iterator[Hive]:
 
 def test_with_token_the_page_works(token_hive: Hive, browser_page: Any) -> None:
     url = token_hive.url
+    assert token_hive.token == TOKEN and not (token_hive.state_dir / "run" / "operator.token").exists()
     assert fetch(url + "/api/state")[0] == 401
     assert fetch(url + "/")[0] == 401
-    assert fetch(url + "/api/state?token=wrong-token-wrong-token")[0] == 401
+    assert fetch(url + "/?token=wrong-token-wrong-token")[0] == 401
+    assert fetch(url + "/api/state", headers={"Authorization": "Bearer wrong-token-wrong-token"})[0] == 401
     assert fetch(url + "/metrics", headers={"Authorization": f"Bearer {TOKEN}"})[0] == 200
+    assert token_hive.login_url == f"{url}/login?token={TOKEN}"
     page = browser_page
     page.goto(f"{url}/?token={TOKEN}")
     page.wait_for_selector("#conn.live")
     page.wait_for_selector('#containers .row[data-key="m1nd"]')
-    assert "token" not in page.url  # dropped from the address bar; the cookie holds it
+    assert "token" not in page.url  # redirected without it; the session cookie holds the login
     page.reload()  # no token in the URL now: the cookie carries it
     page.wait_for_selector("#conn.live")
     form = page.locator("#send-form")

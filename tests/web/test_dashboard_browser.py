@@ -1,13 +1,13 @@
 """The operator dashboard in a real browser (headless Debian chromium via
 Playwright) against a real daemon with real builtin agents: acceptance items
-1–5 and 7 of issue 6. One daemon for the module; each test leaves it usable."""
+1–5 and 7 of issue 6. One daemon for the module; each test leaves it usable.
+The page logs in with the daemon's own login URL (issue 12); HTTP requests
+carry the operator token (`Hive.get`)."""
 
 from __future__ import annotations
 
 import json
 import time
-import urllib.error
-import urllib.request
 from collections.abc import Iterator
 from typing import Any
 
@@ -27,7 +27,7 @@ def dash(module_hive: Hive) -> Hive:
 
 @pytest.fixture
 def page(browser_page: Any, dash: Hive) -> Iterator[Any]:
-    browser_page.goto(dash.url + "/")
+    browser_page.goto(dash.login_url)  # → the page, logged in
     browser_page.wait_for_selector("#conn.live")
     browser_page.wait_for_selector('#containers .row[data-key="alice"]')
     browser_page.evaluate("window.notReloaded = true")
@@ -186,8 +186,7 @@ def test_activity_reaches_the_row(page: Any, dash: Hive) -> None:
 def test_cgroup_usage_reaches_the_row(page: Any, dash: Hive) -> None:
     """Memory now/peak and the task count, from the daemon's 10 s refresh; a host
     without cgroups has none to show."""
-    got = wait_for(lambda: (json.loads(urllib.request.urlopen(dash.url + "/api/state", timeout=10).read())
-                            ["state"]["containers"]), what="the state")
+    got = wait_for(lambda: dash.get_json("/api/state")[1]["state"]["containers"], what="the state")
     alice = next(c for c in got if c["name"] == "alice")
     if alice["memory"] is None:
         pytest.skip("no cgroup figures on this host")
@@ -198,7 +197,8 @@ def test_cgroup_usage_reaches_the_row(page: Any, dash: Hive) -> None:
 
 def test_agent_link_opens_its_web_ui_in_a_new_tab(page: Any, dash: Hive) -> None:
     """F36: the link goes to the agent's sticky port (the daemon-owned agents/<n>/port,
-    where the daemon relays its UI), never to the harness's own state/web.port."""
+    where the daemon relays its UI), never to the harness's own state/web.port. One
+    click and the UI works: the relay takes the dashboard's session (issue 12)."""
     port = int(wait_for(lambda: (dash.paths.agents / "alice" / "port").read_text().strip()))
     link = row(page, "containers", "alice").locator("a.web")
     assert link.get_attribute("target") == "_blank"
@@ -208,6 +208,12 @@ def test_agent_link_opens_its_web_ui_in_a_new_tab(page: Any, dash: Hive) -> None
     tab = opened.value
     tab.wait_for_load_state()
     assert tab.url.startswith(f"http://127.0.0.1:{port}/") and tab is not page
+    tab.wait_for_selector("body[data-ready='1']")  # its /api/state and history answered
+    tab.wait_for_selector("#conn.up")  # its live stream is open
+    tab.fill("#prompt-input", "a note through the relay")  # a POST, then its events stream back
+    tab.press("#prompt-input", "Enter")
+    tab.wait_for_selector(".ev-note:text('a note through the relay')")
+    tab.wait_for_selector("#toast:text('note queued for the next turn')")
     tab.close()
 
 
@@ -274,7 +280,9 @@ def test_inbox_shows_agent_message_and_page_send_reaches_agent(page: Any, dash: 
 def scrape(h: Hive) -> dict[str, float]:
     from prometheus_client.parser import text_string_to_metric_families
 
-    text = urllib.request.urlopen(h.url + "/metrics", timeout=10).read().decode()
+    status, body = h.get("/metrics")
+    assert status == 200, body
+    text = body.decode()
     return {s.name + json.dumps(s.labels, sort_keys=True): s.value
             for fam in text_string_to_metric_families(text) for s in fam.samples}
 
@@ -297,14 +305,6 @@ def test_metrics_parse_and_count_the_messages_sent(dash: Hive) -> None:
     assert 'hyperhive_vacuum_removed_total{"what": "messages"}' in after  # the sweep at start reported
 
 
-def get_json(url: str) -> tuple[int, dict[str, Any]]:
-    try:
-        with urllib.request.urlopen(url, timeout=10) as res:
-            return res.status, json.loads(res.read())
-    except urllib.error.HTTPError as exc:
-        return exc.code, json.loads(exc.read())
-
-
 @pytest.mark.parametrize(("path", "status", "code"), [
     ("/api/journal/nobody", 404, "unknown_agent"),
     ("/api/journal/Bad..Name", 400, "bad_name"),
@@ -313,10 +313,10 @@ def get_json(url: str) -> tuple[int, dict[str, Any]]:
     ("/api/journal/alice?lines=abc", 400, "bad_request"),
 ])
 def test_journal_refuses_bad_requests(dash: Hive, path: str, status: int, code: str) -> None:
-    got, body = get_json(dash.url + path)
+    got, body = dash.get_json(path)
     assert (got, body["error"]["code"]) == (status, code), body
 
 
 def test_journal_caps_lines(dash: Hive) -> None:
-    got, body = get_json(dash.url + "/api/journal/alice?lines=999999")
+    got, body = dash.get_json("/api/journal/alice?lines=999999")
     assert got == 200 and body["lines"] == 5000 and body["unit"] == "harness"

@@ -1,7 +1,9 @@
 // The operator dashboard: one state object, rendered section by section with
 // keyed rows (a row is rebuilt only when its data changed, so open journals
 // and half-typed answers survive updates). Push over /ws; /api/state every
-// 5 s as the fallback. Forms post asynchronously with the XSRF header.
+// 5 s as the fallback. Forms post asynchronously with the session's XSRF token
+// (the server put it into this page; it is no cookie: every page on any
+// 127.0.0.1 port could read and plant those).
 "use strict";
 
 const hive = { state: null, initial: true, skew: 0, pushes: [], ws: null };
@@ -23,9 +25,13 @@ function el(tag, attrs, ...children) {
   return node;
 }
 
-function cookie(name) {
-  const m = document.cookie.match(new RegExp("(?:^|; )" + name + "=([^;]*)"));
-  return m ? decodeURIComponent(m[1]) : "";
+const XSRF = (document.querySelector('meta[name="hive-xsrf"]') || {}).content || "";
+
+function loggedOut() {  // the session is gone (expired, or the token was rotated)
+  const conn = document.getElementById("conn");
+  conn.textContent = "logged out: open the login URL (hive url)";
+  conn.classList.remove("live");
+  hive.loggedOut = true;
 }
 
 function clock(ts) {
@@ -49,8 +55,9 @@ function toast(text, ok) {
 async function post(url, params) {
   const res = await fetch(url, {
     method: "POST", credentials: "same-origin", body: params,
-    headers: { "X-XSRFToken": cookie("_xsrf") },
+    headers: { "X-XSRF-Token": XSRF },
   });
+  if (res.status === 401) loggedOut();
   let data = null;
   try { data = await res.json(); } catch (e) { /* not JSON: use the status */ }
   if (!res.ok || !data || !data.ok) {
@@ -430,6 +437,7 @@ function connect() {
   ws.onopen = () => { conn.textContent = "live"; conn.classList.add("live"); };
   ws.onmessage = onPush;
   ws.onclose = () => {
+    if (hive.loggedOut) return;
     conn.textContent = "reconnecting…"; conn.classList.remove("live");
     setTimeout(connect, 1000);
   };
@@ -438,6 +446,8 @@ function connect() {
 async function refetch() {  // F33's fallback heartbeat
   try {
     const res = await fetch("/api/state", { credentials: "same-origin" });
+    if (res.status === 401) { loggedOut(); return; }
+    if (hive.loggedOut) { location.reload(); return; }  // logged in again elsewhere: a new session's token
     const data = await res.json();
     if (data.ok) applySnapshot(data.state);
   } catch (e) { /* the next beat retries */ }
@@ -450,8 +460,5 @@ setInterval(() => {  // countdown chips tick
   }
 }, 1000);
 
-if (new URLSearchParams(location.search).has("token")) {
-  history.replaceState(null, "", location.pathname);  // the cookie holds it now
-}
 connect();
 setInterval(refetch, 5000);
