@@ -5,6 +5,12 @@ is ``{"id", "ok": true, ...}`` or ``{"id", "ok": false, "error": {"code",
 "message"}}``. Requests are typed dataclasses parsed and checked here, so both
 sides share one definition. A bad line gets an error response and the
 connection stays usable.
+
+Every value of a request is checked before any op sees it (``check_value``):
+text must be encodable as UTF-8 (no lone surrogates such as ``"\\ud800"``,
+which JSON escapes can carry but sqlite and every writer refuse), containers
+nest at most ``MAX_DEPTH`` levels, integers fit in 64 bits and numbers are
+finite. ``loads`` applies the same rules to any JSON document (HTTP bodies).
 """
 
 from __future__ import annotations
@@ -12,6 +18,7 @@ from __future__ import annotations
 import dataclasses
 import functools
 import json
+import math
 import types
 import typing
 from collections.abc import Iterator
@@ -21,17 +28,23 @@ from typing import Any, ClassVar, Union
 from hyperhive.errors import BadJson, BadRequest, HiveError, LineTooLong, UnknownOp
 
 __all__ = [
+    "MAX_DEPTH",
     "MAX_LINE",
     "InboxRow",
     "LineSplitter",
     "Request",
+    "check_text",
+    "check_value",
     "decode_request",
     "encode",
     "error_response",
+    "loads",
     "ok_response",
 ]
 
 MAX_LINE = 1 << 20  # 1 MiB, newline excluded
+MAX_DEPTH = 32  # nested objects/arrays in one request, the request object included
+INT_MIN, INT_MAX = -(1 << 63), (1 << 63) - 1  # what sqlite (and most peers) can hold
 
 
 @dataclass(frozen=True)
@@ -318,6 +331,108 @@ def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
 
 
+class _Huge:
+    """An integer literal too long to be worth converting (it is refused anyway)."""
+
+    __slots__ = ("digits",)
+
+    def __init__(self, digits: int) -> None:
+        self.digits = digits
+
+
+def _parse_int(text: str) -> Any:
+    # 20 characters hold every int64 and its sign; longer ones are refused by
+    # check_value, so they are never converted (a 4000-digit int costs time).
+    return int(text) if len(text) <= 20 else _Huge(len(text))
+
+
+def _where(path: tuple[Any, ...]) -> str:
+    if not path:
+        return "the request"
+    out = f"field {path[0]!r}"
+    for p in path[1:]:
+        out += f"[{p!r}]"
+    return out
+
+
+def check_text(value: str, where: str = "the text") -> None:
+    """Raise BadRequest unless ``value`` can be encoded as UTF-8.
+
+    A lone surrogate (``"\\ud800"`` in JSON) decodes to a Python str that no
+    UTF-8 writer (sqlite, a socket, a file) accepts.
+    """
+    if value.isascii():
+        return
+    try:
+        value.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        bad = ord(value[exc.start])
+        raise BadRequest(
+            f"{where} is not valid Unicode: a lone surrogate \\u{bad:04x} at character {exc.start} "
+            "(text must be encodable as UTF-8; send a surrogate only as half of a pair)"
+        ) from None
+
+
+def check_value(value: Any, max_depth: int = MAX_DEPTH) -> None:
+    """Check a decoded JSON value: UTF-8-encodable text (keys too), at most
+    ``max_depth`` nested containers, integers within 64 bits, finite numbers.
+    Raises BadRequest naming the first offending field."""
+    if type(value) is not dict or max_depth < 1:
+        _check(value, (), 0, max_depth)
+        return
+    # The usual request, flat: checked inline (this runs for every request).
+    for k, v in value.items():
+        if not k.isascii():
+            check_text(k, "a field name")
+        t = type(v)
+        if t is str:
+            if not v.isascii():
+                check_text(v, f"field {k!r}")
+        elif t is int:
+            if not INT_MIN <= v <= INT_MAX:
+                _check(v, (k,), 1, max_depth)
+        elif t is not bool and v is not None:
+            _check(v, (k,), 1, max_depth)
+
+
+def _check(value: Any, path: tuple[Any, ...], depth: int, max_depth: int) -> None:
+    if isinstance(value, str):
+        check_text(value, _where(path))
+    elif isinstance(value, dict):
+        if depth >= max_depth:
+            raise BadRequest(f"{_where(path)} nests deeper than {max_depth} levels")
+        for k, v in value.items():
+            check_text(k, f"a field name in {_where(path)}" if path else "a field name")
+            _check(v, (*path, k), depth + 1, max_depth)
+    elif isinstance(value, list):
+        if depth >= max_depth:
+            raise BadRequest(f"{_where(path)} nests deeper than {max_depth} levels")
+        for i, v in enumerate(value):
+            _check(v, (*path, i), depth + 1, max_depth)
+    elif isinstance(value, bool) or value is None:
+        return
+    elif isinstance(value, int):
+        if not INT_MIN <= value <= INT_MAX:
+            raise BadRequest(f"{_where(path)} is out of range (integers must fit in 64 bits)")
+    elif isinstance(value, float):
+        if not math.isfinite(value):
+            raise BadRequest(f"{_where(path)} is not a finite number")
+    elif isinstance(value, _Huge):
+        raise BadRequest(f"{_where(path)} is out of range: a {value.digits}-character integer "
+                         "(integers must fit in 64 bits)")
+    else:  # pragma: no cover - json produces nothing else
+        raise BadRequest(f"{_where(path)} has an unsupported type {type(value).__name__}")
+
+
+def _echo_id(req_id: Any) -> Any:
+    """The id to put in an error response: only one that can be written back."""
+    try:
+        check_value(req_id, max_depth=2)
+    except BadRequest:
+        return None
+    return req_id
+
+
 @functools.cache
 def _schema(op: str) -> tuple[tuple[tuple[str, Any, bool], ...], frozenset[str]]:
     """An op's request (name, type, required) fields and its allowed keys.
@@ -334,24 +449,54 @@ def _schema(op: str) -> tuple[tuple[tuple[str, Any, bool], ...], frozenset[str]]
 
 
 # One decoder for every request: json.loads(..., parse_constant=…) builds a new one per call.
-_DECODER = json.JSONDecoder(parse_constant=_no_constants)
+_DECODER = json.JSONDecoder(parse_constant=_no_constants, parse_int=_parse_int)
+
+
+def _parse(data: bytes | str) -> Any:
+    try:
+        text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+    except UnicodeDecodeError as exc:
+        raise BadJson(f"request is not valid JSON: not UTF-8 ({exc})") from None
+    try:
+        return _DECODER.decode(text)
+    except ValueError as exc:
+        raise BadJson(f"request is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise BadRequest(f"request nests deeper than {MAX_DEPTH} levels") from None
+
+
+def loads(data: bytes | str, max_depth: int = MAX_DEPTH) -> Any:
+    """``json.loads`` with the request rules: BadJson for a document that is
+    not JSON (or uses NaN/Infinity), BadRequest for lone surrogates, nesting
+    over ``max_depth``, integers beyond 64 bits or non-finite numbers."""
+    obj = _parse(data)
+    check_value(obj, max_depth)
+    return obj
 
 
 def decode_request(line: bytes, ops: frozenset[str]) -> tuple[Any, Request]:
     """Parse one request line into (id, request). Raises HiveError subclasses.
 
     On error the id is recovered when possible (``err.request_id``) so the
-    response can still be matched.
+    response can still be matched; an id that could not be written back (a
+    lone surrogate, an out-of-range number) is not echoed.
     """
-    try:
+    try:  # _parse, inline: this runs for every request
         obj = _DECODER.decode(line.decode("utf-8"))
-    except (UnicodeDecodeError, ValueError) as exc:
+    except UnicodeDecodeError as exc:
+        raise BadJson(f"request is not valid JSON: not UTF-8 ({exc})") from None
+    except ValueError as exc:
         raise BadJson(f"request is not valid JSON: {exc}") from None
     except RecursionError:
-        raise BadJson("request is nested too deeply") from None
+        raise BadRequest(f"request nests deeper than {MAX_DEPTH} levels") from None
     if not isinstance(obj, dict):
         raise BadJson("request must be a JSON object")
     req_id = obj.get("id")
+    try:
+        check_value(obj)
+    except HiveError as err:
+        err.request_id = _echo_id(req_id)  # type: ignore[attr-defined]
+        raise
     try:
         if not isinstance(req_id, (int, str)) or isinstance(req_id, bool):
             raise BadRequest("field 'id' must be an integer or a string")
@@ -391,7 +536,12 @@ def encode_request(req_id: Any, req: Request) -> bytes:
 # --- responses ----------------------------------------------------------------
 
 def encode(obj: dict[str, Any]) -> bytes:
-    return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    try:
+        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+    except UnicodeEncodeError:
+        # A lone surrogate got into a value (never from a checked request):
+        # escaped JSON is still valid UTF-8, where the raw text could not be.
+        return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
 
 
 def ok_response(req_id: Any, **fields: Any) -> dict[str, Any]:

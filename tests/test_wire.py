@@ -3,9 +3,12 @@
 from __future__ import annotations
 
 import json
+import types
+import typing
 
 import pytest
 
+from hyperhive import wire
 from hyperhive.errors import BadJson, BadRequest, LineTooLong, UnknownOp
 from hyperhive.wire import (
     InboxRow,
@@ -235,11 +238,13 @@ def test_decode_extra_fields_refused(obj: dict, needle: str) -> None:
     assert exc.value.request_id == 1  # type: ignore[attr-defined]
 
 
-def test_decode_deeply_nested_json_is_bad_json() -> None:
+def test_decode_deeply_nested_json_is_refused() -> None:
     raw = b'{"id":1,"op":"recv","x":' + b"[" * 100_000 + b"]" * 100_000 + b"}"
     assert len(raw) < 1 << 20  # fits in one request line
-    with pytest.raises(BadRequest):
+    with pytest.raises(BadRequest) as exc:
         decode_request(raw, AGENT_OPS)
+    assert exc.value.code == "bad_request"
+    assert "deeper than 32" in exc.value.message
 
 
 # --- LineSplitter ----------------------------------------------------------------
@@ -382,3 +387,209 @@ def test_inbox_row_from_wire_missing_delivered_at() -> None:
     row = InboxRow.from_wire({"id": "4", "from": "a", "to": "b", "body": "x", "sent_at": 3})
     assert row == InboxRow(4, "a", "b", "x", 3.0, None)
     assert isinstance(row.sent_at, float)
+
+
+# --- every value is checked: text, depth, numbers --------------------------------
+
+ALL_OPS = frozenset(wire._OPS)
+SURROGATES = ["\ud800", "\udfff", "\udc00", "a\ud83d", "\ude00b", "ok \udbff then more"]
+
+
+def _sample(tp: object) -> object:
+    """A valid value of a wire field type."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        return _sample(next(a for a in typing.get_args(tp) if a is not type(None)))
+    if origin is list:
+        return [_sample(typing.get_args(tp)[0])]
+    return {str: "x", int: 1, float: 1.0, bool: True}[tp]  # type: ignore[index]
+
+
+def _with_text(tp: object, text: str) -> object | None:
+    """``text`` where the field type holds text (a str, or inside a list of str); None if it holds none."""
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        for a in typing.get_args(tp):
+            v = _with_text(a, text)
+            if v is not None:
+                return v
+        return None
+    if origin is list:
+        inner = _with_text(typing.get_args(tp)[0], text)
+        return None if inner is None else ["fine", inner]
+    return text if tp is str else None
+
+
+def _text_fields() -> list[tuple[str, str, object]]:
+    out = []
+    for op in sorted(ALL_OPS):
+        fields, _ = wire._schema(op)
+        for name, tp, _required in fields:
+            if _with_text(tp, "x") is not None:
+                out.append((op, name, tp))
+    return out
+
+
+def _valid(op: str) -> dict[str, object]:
+    fields, _ = wire._schema(op)
+    return {"id": 7, "op": op, **{name: _sample(tp) for name, tp, required in fields if required}}
+
+
+def test_every_op_has_a_valid_sample() -> None:
+    for op in ALL_OPS:
+        assert decode_request(line(_valid(op)), ALL_OPS)[1].op == op
+
+
+@pytest.mark.parametrize(("op", "name", "tp"), _text_fields(), ids=[f"{o}.{n}" for o, n, _ in _text_fields()])
+@pytest.mark.parametrize("bad", SURROGATES, ids=[ascii(b) for b in SURROGATES])
+def test_a_lone_surrogate_in_any_text_field_is_refused(op: str, name: str, tp: object, bad: str) -> None:
+    obj = {**_valid(op), name: _with_text(tp, bad)}
+    raw = line(obj)  # json.dumps escapes it: \ud800 — valid JSON, invalid text
+    assert b"\\u" in raw
+    with pytest.raises(BadRequest) as exc:
+        decode_request(raw, ALL_OPS)
+    err = exc.value
+    assert err.code == "bad_request"
+    assert f"field {name!r}" in err.message and "lone surrogate" in err.message
+    assert err.request_id == 7  # type: ignore[attr-defined]
+    # the error itself can be written back
+    encode(wire.error_response(7, err)).decode("utf-8")
+
+
+def test_the_check_covers_every_text_field_of_every_op() -> None:
+    fields = {(op, name) for op, name, _ in _text_fields()}
+    assert ("send", "body") in fields and ("send", "to") in fields
+    assert ("spawn", "allowed_recipients") in fields and ("ask_operator", "options") in fields
+    assert ("propose_config", "agent_json") in fields and ("heartbeat", "state") in fields
+    assert len(fields) >= 25
+
+
+@pytest.mark.parametrize(
+    ("obj", "needle", "want_id"),
+    [
+        ({"id": "\ud800", "op": "recv"}, "field 'id'", None),
+        ({"id": ["\ud800"], "op": "recv"}, "field 'id'[0]", None),
+        ({"id": 3, "op": "se\udcffnd", "to": "b", "body": "x"}, "field 'op'", 3),
+        ({"id": 3, "op": "send", "to": "b", "body": "x", "\ud800": 1}, "a field name", 3),
+        ({"id": 3, "op": "send", "to": "b", "body": "x", "extra": {"k": ["ok", "\ud800"]}}, "field 'extra'['k'][1]", 3),
+        ({"id": 3, "op": "send", "to": "b", "body": "x", "extra": {"\udc00": 1}}, "a field name in field 'extra'", 3),
+        ({"id": 3, "op": "fly", "x": "\ud800"}, "field 'x'", 3),  # checked before the op is known
+    ],
+    ids=["id", "id-in-list", "op", "key", "nested-value", "nested-key", "unknown-op"],
+)
+def test_lone_surrogates_anywhere_are_refused(obj: dict, needle: str, want_id: object) -> None:
+    with pytest.raises(BadRequest) as exc:
+        decode_request(line(obj), ALL_OPS)
+    assert exc.value.code == "bad_request"
+    assert needle in exc.value.message
+    assert exc.value.request_id == want_id  # type: ignore[attr-defined]
+    encode(wire.error_response(exc.value.request_id, exc.value)).decode("utf-8")  # type: ignore[attr-defined]
+
+
+@pytest.mark.parametrize(
+    "body",
+    ["\U0001f600", "caf\u00e9 \u2603", "\U0010ffff", "\x00 nul is text", "\ufffd", "plain"],
+    ids=["pair", "bmp", "max-code-point", "nul", "replacement-char", "ascii"],
+)
+def test_valid_text_passes(body: str) -> None:
+    for raw in (line({"id": 1, "op": "send", "to": "b", "body": body}),
+                json.dumps({"id": 1, "op": "send", "to": "b", "body": body}, ensure_ascii=False).encode()):
+        assert decode_request(raw, AGENT_OPS) == (1, Send(to="b", body=body))
+
+
+def test_an_escaped_surrogate_pair_is_one_character() -> None:
+    raw = b'{"id": 1, "op": "send", "to": "b", "body": "\\ud83d\\ude00"}'
+    assert decode_request(raw, AGENT_OPS) == (1, Send(to="b", body="\U0001f600"))
+
+
+def _nest(depth: int) -> object:
+    """``depth`` nested containers, alternating lists and objects."""
+    v: object = 1
+    for i in range(depth):
+        v = [v] if i % 2 else {"k": v}
+    return v
+
+
+@pytest.mark.parametrize(("inner", "ok"), [(30, True), (31, True), (32, False), (33, False), (900, False)])
+def test_nesting_is_capped_at_32_levels(inner: int, ok: bool) -> None:
+    # the request object is a level: 31 inside it make 32
+    obj = {"id": 5, "op": "send", "to": "b", "body": "x", "extra": _nest(inner)}
+    with pytest.raises(BadRequest) as exc:
+        decode_request(line(obj), AGENT_OPS)
+    if ok:  # past the depth check: refused only for the unknown field
+        assert "does not take field(s) extra" in exc.value.message
+    else:
+        assert exc.value.code == "bad_request" and "deeper than 32 levels" in exc.value.message
+        assert exc.value.request_id == 5  # type: ignore[attr-defined]
+
+
+def test_nesting_in_a_known_field() -> None:
+    ops = frozenset({"spawn"})
+    raw = line({"id": 1, "op": "spawn", "name": "n", "allowed_recipients": _nest(40)})
+    with pytest.raises(BadRequest, match="deeper than 32"):
+        decode_request(raw, ops)
+
+
+@pytest.mark.parametrize(
+    ("raw", "needle", "want_id"),
+    [
+        (b'{"id": 9223372036854775808, "op": "recv"}', "field 'id' is out of range", None),
+        (b'{"id": -9223372036854775809, "op": "recv"}', "field 'id' is out of range", None),
+        (b'{"id": 1, "op": "recent", "limit": 100000000000000000000}', "field 'limit' is out of range", 1),
+        (b'{"id": 1, "op": "recent", "limit": ' + b"9" * 5000 + b"}", "5000-character integer", 1),
+        (b'{"id": ' + b"1" * 100_000 + b', "op": "recv"}', "100000-character integer", None),
+        (b'{"id": 1, "op": "recv", "wait_seconds": 1e400}', "field 'wait_seconds' is not a finite number", 1),
+        (b'{"id": 1, "op": "recv", "wait_seconds": -1e400}', "not a finite number", 1),
+        (b'{"id": 1, "op": "recv", "x": [1e999]}', "field 'x'[0] is not a finite number", 1),
+    ],
+    ids=["id-2^63", "id-below-int64", "limit-1e20", "limit-5000-digits", "id-100k-digits",
+         "wait-1e400", "wait-minus-1e400", "nested-inf"],
+)
+def test_huge_numbers_are_refused(raw: bytes, needle: str, want_id: object) -> None:
+    with pytest.raises(BadRequest) as exc:
+        decode_request(raw, ALL_OPS)
+    assert exc.value.code == "bad_request"
+    assert needle in exc.value.message
+    assert exc.value.request_id == want_id  # type: ignore[attr-defined]
+
+
+def test_numbers_at_the_edges_pass() -> None:
+    top = (1 << 63) - 1
+    assert decode_request(line({"id": top, "op": "recent", "limit": top}), AGENT_OPS) == (top, Recent(limit=top))
+    assert decode_request(line({"id": -(1 << 63), "op": "recv", "wait_seconds": 1e308}), AGENT_OPS) == (
+        -(1 << 63), Recv(wait_seconds=1e308))
+    assert decode_request(b'{"id": 1, "op": "recv", "wait_seconds": 2.5e-300}', AGENT_OPS)[1] == Recv(2.5e-300)
+
+
+@pytest.mark.parametrize("const", [b"NaN", b"Infinity", b"-Infinity"])
+def test_nan_and_infinity_are_not_json(const: bytes) -> None:
+    with pytest.raises(BadJson, match="not allowed"):
+        decode_request(b'{"id": 1, "op": "recv", "wait_seconds": ' + const + b"}", AGENT_OPS)
+    with pytest.raises(BadJson):
+        wire.loads(b'{"x": [' + const + b"]}")
+
+
+def test_loads_applies_the_request_rules() -> None:
+    assert wire.loads(b'{"body": "caf\\u00e9", "n": [1, 2.5, null, true]}') == {
+        "body": "caf\u00e9", "n": [1, 2.5, None, True]}
+    assert wire.loads('"text"') == "text"
+    for bad, code in [(b'{"body": "\\ud800"}', "bad_request"), (b"[" * 40 + b"]" * 40, "bad_request"),
+                      (b'{"n": 1e400}', "bad_request"), (b'{"n": ' + b"7" * 30 + b"}", "bad_request"),
+                      (b"{", "bad_json"), (b"\xff", "bad_json")]:
+        with pytest.raises(BadRequest) as exc:
+            wire.loads(bad)
+        assert exc.value.code == code, bad
+    assert wire.loads(b"[" * 40 + b"]" * 40, max_depth=64) is not None
+
+
+def test_check_text() -> None:
+    wire.check_text("fine \u00e9 \U0001f600")
+    with pytest.raises(BadRequest, match=r"the body is not valid Unicode: a lone surrogate \\ud800 at character 2"):
+        wire.check_text("ab\ud800", "the body")
+
+
+def test_encode_never_fails_on_a_lone_surrogate() -> None:
+    out = encode({"id": 1, "ok": False, "error": {"code": "x", "message": "bad \ud800 here"}})
+    assert out.endswith(b"\n")
+    assert json.loads(out.decode("utf-8"))["error"]["message"] == "bad \ud800 here"
+    assert encode({"a": "\u00e9"}) == '{"a":"\u00e9"}\n'.encode()  # the usual path stays raw UTF-8

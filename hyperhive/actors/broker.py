@@ -4,20 +4,28 @@ Every send is committed before its reply; sends that queue up while a commit
 runs are written together in the next one (group commit). A message for an
 agent with a parked recv is stored already delivered and handed to that recv
 in the same commit, so a wake costs one transaction.
+
+A group commit the store refuses is retried row by row (each row in its own
+savepoint of one transaction): the row at fault fails alone, with its own
+error, and the others are stored and acked. Replies are bounded: a recv takes
+at most ``RECV_BATCH`` messages and about ``RECV_BYTES``, ``recent`` at most
+``RECENT_BYTES`` of wire bytes (the oldest rows are left out, and it says so).
 """
 
 from __future__ import annotations
 
+import json
+import sqlite3
 import time
 from dataclasses import dataclass, field
 from typing import Any
 
 import pykka
-from peewee import Database, fn
+from peewee import Database, DataError, fn
 
 import hyperhive.logs as logs
 from hyperhive.actors.bridge import Reply, answer, claim, fail, resolve
-from hyperhive.actors.broker_core import RECV_BATCH, BrokerCore, clamp_wait
+from hyperhive.actors.broker_core import RECV_BATCH, RECV_BYTES, BrokerCore, Waiter, clamp_wait
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.events import Hub
 from hyperhive.errors import BadRequest, HiveError, Internal, Unavailable
@@ -33,7 +41,10 @@ _INSERT = (
     "INSERT INTO messages (sender, recipient, body, sent_at, delivered_at) "
     "VALUES (?, ?, ?, ?, ?)"
 )
-RECENT_CAP = 500
+RECENT_CAP = 500  # rows
+RECENT_BYTES = 1 << 20  # wire bytes of the rows of one recent reply (the newest row always goes)
+MAX_ROW_BYTES = 8 << 20  # sqlite's SQLITE_LIMIT_LENGTH on the Broker's connection: no message is bigger
+_ROW_OVERHEAD = 120  # a wire row's bytes beside its body: keys, id, names, times
 
 
 class _Batch:
@@ -76,10 +87,11 @@ def _row(m: Any) -> InboxRow:
 class Broker(pykka.ThreadingActor):
     def __init__(
         self, db: Database, clock: LoopClock, hub: Hub | None = None,
-        recv_default: float = 30.0, recv_cap: float = 180.0,
+        recv_default: float = 30.0, recv_cap: float = 180.0, max_row_bytes: int = MAX_ROW_BYTES,
     ) -> None:
         super().__init__()
         self._db = db
+        self._max_row_bytes = max_row_bytes
         self._clock = clock
         self._hub = hub or Hub()
         self.core = BrokerCore(recv_default=recv_default, recv_cap=recv_cap)
@@ -90,6 +102,9 @@ class Broker(pykka.ThreadingActor):
     def on_start(self) -> None:
         self._me = self.actor_ref.proxy()
         logs.bind_thread(actor="broker")
+        # This thread's own connection (peewee keeps one per thread): the store
+        # itself refuses a row over the limit, whatever path the body took.
+        self._db.connection().setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self._max_row_bytes)
 
     def on_stop(self) -> None:
         self._flush()
@@ -153,44 +168,84 @@ class Broker(pykka.ThreadingActor):
         if not batch:
             return
         now = time.time()
-        waiters = {}
+        waiters: dict[str, Waiter | None] = {}
         for p in batch:
             if p.to not in waiters:
                 waiters[p.to] = self.core.take_waiter(p.to)
-        params = [
-            (p.sender, p.to, p.body, now, now if waiters.get(p.to) else None) for p in batch
-        ]
+        # Rows for an agent with a parked recv are stored delivered, as many as
+        # one recv takes; the rest wait undelivered for its next recv.
+        taken: dict[str, list[int]] = {}
+        params = []
+        for p in batch:
+            delivered = None
+            if waiters[p.to] is not None:
+                t = taken.setdefault(p.to, [0, 0])
+                size = _body_bytes(p.body)
+                if t[0] < RECV_BATCH and (t[0] == 0 or t[1] + size <= RECV_BYTES):
+                    t[0] += 1
+                    t[1] += size
+                    delivered = now
+            params.append((p.sender, p.to, p.body, now, delivered))
+        results = self._insert(params)
+        delivered_rows: dict[str, list[InboxRow]] = {}
+        for p, prm, result in zip(batch, params, results, strict=True):
+            if isinstance(result, HiveError):
+                p.done(result)
+                continue
+            row = InboxRow(result, p.sender, p.to, p.body, now, prm[4])
+            p.done(row.id)
+            if prm[4] is not None:
+                delivered_rows.setdefault(p.to, []).append(row)
+            self._hub.publish("message.sent", row.to_wire())
+        woke_at = time.monotonic()
+        for agent, w in waiters.items():
+            if w is None:
+                continue
+            rows = delivered_rows.get(agent)
+            if rows:
+                resolve(w.reply, rows)
+            else:  # every message for it was refused: it waits on
+                self.core.repark(w)
+        for p, prm, result in zip(batch, params, results, strict=True):
+            if prm[4] is not None and not isinstance(result, HiveError):  # from the send's arrival to its recv
+                self._hub.publish("message.woke", {"agent": p.to, "seconds": woke_at - p.queued})
+        _log.debug("broker.send", count=len(batch), woke=len(delivered_rows))
+
+    def _insert(self, params: list[tuple[Any, ...]]) -> list[int | HiveError]:
+        """Store the rows in one transaction; the new ids, in order. When the
+        store refuses the batch, row by row: each refused row gets its error."""
         try:
             with self._db.atomic():
                 cur = self._db.cursor()
                 cur.executemany(_INSERT, params)
                 last = self._db.execute_sql("SELECT last_insert_rowid()").fetchone()[0]
-        except Exception as exc:  # noqa: BLE001
-            _log.exception("broker.commit_failed", count=len(batch))
-            err = Internal(f"could not store the message: {exc}")
-            for p in batch:
-                p.done(err)
-            for w in waiters.values():
-                if w is not None:
-                    fail(w.reply, err)
-            return
-        first = last - len(batch) + 1
-        delivered: dict[str, list[InboxRow]] = {}
-        for i, (p, prm) in enumerate(zip(batch, params, strict=True)):
-            row = InboxRow(first + i, p.sender, p.to, p.body, now, prm[4])
-            p.done(row.id)
-            if prm[4] is not None:
-                delivered.setdefault(p.to, []).append(row)
-            self._hub.publish("message.sent", row.to_wire())
-        woke_at = time.monotonic()
-        for agent, rows in delivered.items():
-            w = waiters[agent]
-            assert w is not None
-            resolve(w.reply, rows)
-        for p, prm in zip(batch, params, strict=True):
-            if prm[4] is not None:  # from the send's arrival to its recv's resolution
-                self._hub.publish("message.woke", {"agent": p.to, "seconds": woke_at - p.queued})
-        _log.debug("broker.send", count=len(batch), woke=len(delivered))
+        except Exception as exc:  # noqa: BLE001 - every sender hears of it
+            if len(params) == 1:
+                _log.warning("broker.send_refused", error=f"{type(exc).__name__}: {exc}")
+                return [_store_error(exc)]
+            _log.warning("broker.batch_refused", count=len(params), error=f"{type(exc).__name__}: {exc}")
+            return self._insert_each(params)
+        first = last - len(params) + 1
+        return list(range(first, last + 1))
+
+    def _insert_each(self, params: list[tuple[Any, ...]]) -> list[int | HiveError]:
+        out: list[int | HiveError] = []
+        try:
+            with self._db.atomic():
+                cur = self._db.cursor()
+                for prm in params:
+                    try:
+                        with self._db.atomic():  # a savepoint: a refused row leaves nothing behind
+                            cur.execute(_INSERT, prm)
+                        out.append(int(cur.lastrowid))
+                    except Exception as exc:  # noqa: BLE001 - this row's sender hears of it
+                        _log.warning("broker.send_refused", error=f"{type(exc).__name__}: {exc}")
+                        out.append(_store_error(exc))
+        except Exception as exc:  # noqa: BLE001 - the transaction itself failed: nothing is stored
+            _log.exception("broker.commit_failed", count=len(params))
+            err = _store_error(exc)
+            return [err] * len(params)
+        return out
 
     # --- recv --------------------------------------------------------------
     def recv(
@@ -221,14 +276,14 @@ class Broker(pykka.ThreadingActor):
 
     def expire(self, waiter_id: int, agent: str) -> None:
         w = self.core.expire(waiter_id, agent)
-        if w is not None and claim(w.reply):
+        if w is not None and w.take():
             resolve(w.reply, [])
 
     def drop_system_waiters(self, agent: str) -> None:
         """The agent's harness stopped or died: its parked recvs must not take
         messages before the daemon notices the closed connection."""
         for w in self.core.drop_system(agent):
-            if claim(w.reply):
+            if w.take():
                 resolve(w.reply, [])
 
     def requeue(self, ids: list[int]) -> None:
@@ -254,12 +309,16 @@ class Broker(pykka.ThreadingActor):
             resolve(w.reply, self._mark_delivered(rows))
 
     def _peek(self, agent: str) -> list[Any]:
-        return list(
-            Message.select()
-            .where((Message.recipient == agent) & (Message.delivered_at.is_null()))
-            .order_by(Message.id)
-            .limit(RECV_BATCH)
-        )
+        """The oldest undelivered messages one recv takes: at most RECV_BATCH,
+        and no more than about RECV_BYTES of bodies (at least one message)."""
+        sizes = self._db.execute_sql(
+            "SELECT id, length(CAST(body AS BLOB)) FROM messages "
+            "WHERE recipient = ? AND delivered_at IS NULL ORDER BY id LIMIT ?", (agent, RECV_BATCH),
+        ).fetchall()
+        if not sizes:
+            return []
+        ids = _within(sizes, RECV_BYTES)
+        return list(Message.select().where(Message.id.in_(ids)).order_by(Message.id))
 
     def _mark_delivered(self, rows: list[Any]) -> list[InboxRow]:
         if not rows:
@@ -275,13 +334,39 @@ class Broker(pykka.ThreadingActor):
 
     # --- reads ---------------------------------------------------------------
     def recent(self, agent: str, limit: int = 20, reply: Reply | None = None) -> None:
-        def run() -> list[InboxRow]:
-            if limit < 1:
-                raise BadRequest(f"limit must be >= 1, got {limit}")
-            q = (Message.select().where(Message.recipient == agent)
-                 .order_by(Message.id.desc()).limit(min(limit, RECENT_CAP)))
-            return [_row(m) for m in reversed(list(q))]
-        answer(reply, run)
+        """The newest ``limit`` rows to ``agent``, oldest first, within RECENT_BYTES."""
+        answer(reply, lambda: self._recent(agent, limit, RECENT_BYTES)[0])
+
+    def recent_page(self, agent: str, limit: int = 20, max_bytes: int = RECENT_BYTES,
+                    reply: Reply | None = None) -> None:
+        """``(rows, truncated)``: as ``recent``; ``truncated`` when older rows
+        within ``limit`` were left out: to keep the reply under ``max_bytes``,
+        or past the RECENT_CAP rows one reply holds."""
+        answer(reply, lambda: self._recent(agent, limit, max_bytes))
+
+    def _recent(self, agent: str, limit: int, max_bytes: int) -> tuple[list[InboxRow], bool]:
+        if limit < 1:
+            raise BadRequest(f"limit must be >= 1, got {limit}")
+        want = min(limit, RECENT_CAP)
+        # Sizes first (newest first): the bodies of rows that cannot fit are never read.
+        # One more than taken tells whether rows past the row cap were left out.
+        sizes = self._db.execute_sql(
+            "SELECT id, length(CAST(body AS BLOB)) FROM messages WHERE recipient = ? ORDER BY id DESC LIMIT ?",
+            (agent, want + 1 if limit > want else want),
+        ).fetchall()
+        ids = _within(sizes[:want], max_bytes)
+        rows: list[InboxRow] = []
+        used = 0
+        # Exact wire sizes now (escapes only make a body longer on the wire).
+        for m in Message.select().where(Message.id.in_(ids)).order_by(Message.id.desc()):
+            row = _row(m)
+            size = len(json.dumps(row.to_wire(), ensure_ascii=False).encode("utf-8", "surrogatepass")) + 1
+            if rows and used + size > max_bytes:
+                break
+            rows.append(row)
+            used += size
+        rows.reverse()
+        return rows, len(rows) < len(sizes)  # rows left out: for bytes, or past the row cap
 
     def mark_read(self, agent: str, reply: Reply | None = None) -> None:
         """Mark every undelivered message to ``agent`` delivered (the operator read them)."""
@@ -323,6 +408,35 @@ class Broker(pykka.ThreadingActor):
         except Exception as exc:  # noqa: BLE001 - a tell must never kill the broker
             _log.exception("broker.vacuum_failed", removed=removed)
             fail(reply, Internal(f"vacuum failed: {exc}"))
+
+
+def _body_bytes(body: str) -> int:
+    return len(body) if body.isascii() else len(body.encode("utf-8", "surrogatepass"))
+
+
+def _within(sizes: list[tuple[int, int | None]], budget: int) -> list[int]:
+    """The ids of the leading rows whose wire sizes (about body + overhead) fit
+    in ``budget``; the first row always."""
+    ids: list[int] = []
+    used = 0
+    for msg_id, size in sizes:
+        cost = (size or 0) + _ROW_OVERHEAD
+        if ids and used + cost > budget:
+            break
+        ids.append(msg_id)
+        used += cost
+    return ids
+
+
+def _store_error(exc: BaseException) -> HiveError:
+    """What a sender hears when the store refused its message."""
+    if isinstance(exc, HiveError):
+        return exc
+    if isinstance(exc, (DataError, sqlite3.DataError)):  # e.g. "string or blob too big"
+        return BadRequest(f"the message cannot be stored: {exc}")
+    if isinstance(exc, UnicodeError):
+        return BadRequest(f"the message is not valid Unicode: {exc}")
+    return Internal(f"could not store the message: {exc}")
 
 
 class BrokerProxy(pykka.ActorProxy[Broker]):

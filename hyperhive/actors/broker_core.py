@@ -15,7 +15,8 @@ from hyperhive.names import OPERATOR, SYSTEM
 
 __all__ = ["BrokerCore", "Waiter", "clamp_wait"]
 
-RECV_BATCH = 100
+RECV_BATCH = 100  # messages one recv takes at most
+RECV_BYTES = 1 << 20  # and about this many bytes of them (always at least one message)
 
 
 def clamp_wait(wait_seconds: float | None, default: float, cap: float) -> float:
@@ -34,6 +35,15 @@ class Waiter:
     system: bool
     reply: Reply
     deadline: float
+    # True once parked again after it was claimed (its messages were refused by
+    # the store): its future is already running, ``take`` must not claim it again.
+    claimed: bool = False
+
+    def take(self) -> bool:
+        """Claim the waiter's reply (True: it is ours to resolve)."""
+        if self.claimed:
+            return not self.reply.done()
+        return claim(self.reply)
 
 
 @dataclass
@@ -88,12 +98,18 @@ class BrokerCore:
             q = table.get(agent)
             while q:
                 w = q.popleft()
-                if claim(w.reply):
+                if w.take():
                     if not q:
                         del table[agent]
                     return w
             table.pop(agent, None)
         return None
+
+    def repark(self, w: Waiter) -> None:
+        """Put back a waiter taken for messages that were then not stored: first
+        in its queue again, as if it had never been taken."""
+        w.claimed = True
+        (self._system if w.system else self._tool).setdefault(w.agent, deque()).appendleft(w)
 
     def expire(self, waiter_id: int, agent: str) -> Waiter | None:
         """Remove and return the waiter if it is still parked (its deadline passed)."""

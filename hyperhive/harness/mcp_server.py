@@ -68,9 +68,11 @@ def build_server(socket_path: str, manager: bool = False) -> MCPServer:
     async def recent(
         limit: Annotated[int, Field(ge=1, le=500, description="how many rows")] = 20,
     ) -> str:
-        """Your last inbox rows, delivered or not, oldest first."""
+        """Your last inbox rows, delivered or not, oldest first (``truncated``: older
+        rows were left out to keep the answer under about 1 MiB)."""
         resp = await rpc("recent", limit=limit)
-        return json.dumps({"messages": resp["messages"]}, ensure_ascii=False)
+        return json.dumps({"messages": resp["messages"], "truncated": bool(resp.get("truncated", False))},
+                          ensure_ascii=False)
 
     if manager:
         _manager_tools(server, rpc)

@@ -39,6 +39,7 @@ import tornado.web
 import tornado.websocket
 
 import hyperhive.logs as logs
+from hyperhive import wire
 from hyperhive.errors import BadRequest, HiveError
 from hyperhive.harness.bus import Bus, turn_open
 from hyperhive.harness.turns import TurnLoop
@@ -103,10 +104,9 @@ class _Handler(tornado.web.RequestHandler):
             raise BadRequest("POST bodies must be application/json")
         if not self.request.body:
             return {}
-        try:
-            data = json.loads(self.request.body)
-        except ValueError as exc:
-            raise BadRequest(f"the body is not JSON: {exc}") from None
+        # The wire's rules: no lone surrogates (they would fail later, writing the
+        # events db or the CLI's stdin), bounded nesting, finite 64-bit numbers.
+        data = wire.loads(self.request.body)
         if not isinstance(data, dict):
             raise BadRequest("the body must be a JSON object")
         return data

@@ -52,7 +52,9 @@ def agent_ops(
     async def recent(req: Recent) -> dict[str, Any]:
         if req.limit < 1:
             raise BadRequest(f"limit must be >= 1, got {req.limit}")
-        return {"messages": rows_out(await call(broker.recent, agent, req.limit))}
+        # At most about 1 MiB: the oldest rows are left out, and the reply says so.
+        rows, truncated = await call(broker.recent_page, agent, req.limit)
+        return {"messages": rows_out(rows), "truncated": truncated}
 
     async def heartbeat(req: Heartbeat) -> dict[str, Any]:
         if req.state not in REPORTED:
@@ -77,7 +79,7 @@ def agent_ops(
     return {
         "send": Op(send),
         "recv": Op(recv, unsent=recv_unsent),
-        "recent": Op(recent),
+        "recent": Op(recent, serial=True),  # one reply of up to 1 MiB built at a time per connection
         "ping": Op(ping),
         "heartbeat": Op(heartbeat),
         # A grant the harness never heard of is given back at once.

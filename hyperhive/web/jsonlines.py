@@ -4,18 +4,35 @@ Each connection reads lines continuously and runs every request as its own
 task, so a parked recv and a send can share one connection and a closed peer
 is noticed at once (its in-flight requests are cancelled). Responses carry
 the request id and may come back out of order.
+
+What one connection may hold in the daemon is bounded: at most
+``MAX_IN_FLIGHT`` requests (``MAX_IN_FLIGHT_BYTES`` of request lines) are
+being served at once, and the reader stops reading until some finish (the
+peer's writes then wait in its own kernel buffer). Responses the peer has not
+taken yet are queued per connection up to ``MAX_UNFLUSHED`` bytes; a peer that
+does not read past that is disconnected, and the results it never got that
+must not be lost (a recv's messages) are put back by their ``Op.unsent``.
+An accept that fails (EMFILE: the daemon is out of file descriptors) pauses
+that socket's accepting with a back-off instead of spinning the loop, and is
+logged at most once a second.
 """
 
 from __future__ import annotations
 
 import asyncio
+import errno
+import functools
 import os
-from collections.abc import Awaitable, Callable
+import socket
+import time
+from collections import deque
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import structlog
+from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.netutil import bind_unix_socket
 from tornado.tcpserver import TCPServer
@@ -24,9 +41,19 @@ import hyperhive.logs as logs
 from hyperhive.errors import HiveError, Internal
 from hyperhive.wire import LineSplitter, decode_request, encode, error_response, ok_response
 
-__all__ = ["Op", "JsonLineServer", "bind_socket"]
+__all__ = [
+    "MAX_IN_FLIGHT", "MAX_IN_FLIGHT_BYTES", "MAX_UNFLUSHED",
+    "JsonLineServer", "Op", "add_accept_handler", "bind_socket",
+]
 
 _log = logs.get("hyperhive.socket")
+
+MAX_IN_FLIGHT = 64  # requests served at once per connection
+MAX_IN_FLIGHT_BYTES = 8 << 20  # their request lines, together
+MAX_UNFLUSHED = 4 << 20  # response bytes the peer has not taken yet; past it the peer is cut off
+ACCEPT_BACKOFF = (0.02, 0.5)  # first and longest pause after a failed accept (seconds)
+_ACCEPT_LOG_EVERY = 1.0
+_REFUSALS_LOGGED = 10  # per connection; then only the 2^n-th
 
 
 @dataclass(frozen=True)
@@ -34,11 +61,112 @@ class Op:
     """One op a socket serves: ``run(request)`` returns the response fields.
 
     ``unsent(fields)`` runs when the result could not be written back (the
-    peer went away): the recv op puts its messages back with it.
+    peer went away, or was cut off for not reading): the recv op puts its
+    messages back with it. ``serial`` ops (big replies: recent) run one at a
+    time per connection, so a peer pipelining them never has more than one
+    reply being built beyond what its write buffer admits.
     """
 
     run: Callable[[Any], Awaitable[dict[str, Any]]]
     unsent: Callable[[dict[str, Any]], None] | None = None
+    serial: bool = False
+
+
+class _Conn:
+    """One connection: its requests in flight and its write buffer.
+
+    Responses are queued here and handed to the stream one write at a time
+    (what piles up while a write is pending goes out as one), so the bytes the
+    peer has not taken yet are known exactly and cost only themselves.
+    """
+
+    __slots__ = ("stream", "context", "tasks", "in_flight_bytes", "serial", "cut", "refused",
+                 "_queue", "_pending", "_flushed", "_queued_total", "_watchers")
+
+    def __init__(self, stream: IOStream, context: dict[str, Any]) -> None:
+        self.stream = stream
+        self.context = context
+        self.tasks: set[asyncio.Task[None]] = set()
+        self.in_flight_bytes = 0
+        self.serial = asyncio.Lock()
+        self.cut = False
+        self.refused = 0
+        self._queue = bytearray()  # responses behind the pending write (no per-response object)
+        self._pending = 0  # bytes of the write the stream is doing now
+        self._flushed = 0  # bytes the stream has finished writing, since the start
+        self._queued_total = 0  # bytes ever queued
+        # (end offset, callback) of responses that must be put back if never written
+        self._watchers: deque[tuple[int, Callable[[], None]]] = deque()
+
+    def log_refusal(self) -> int:
+        """Count a refused request; non-zero (the count) when it should be
+        logged: the first ``_REFUSALS_LOGGED``, then the 2^n-th, so a peer
+        flooding bad requests cannot flood the log."""
+        self.refused += 1
+        n = self.refused
+        return n if n <= _REFUSALS_LOGGED or n & (n - 1) == 0 else 0
+
+    def send(self, data: bytes, lost: Callable[[], None] | None = None) -> bool:
+        """Queue one response; False (and ``lost()``) when it will never be
+        written: the stream is closed, or the peer is not reading and is cut
+        off now. One response is always taken when nothing is pending (replies
+        are capped elsewhere: recent and recv at about 1 MiB)."""
+        if self.stream.closed():
+            if lost is not None:
+                lost()
+            return False
+        unflushed = self._pending + len(self._queue)
+        if unflushed and unflushed + len(data) > MAX_UNFLUSHED:
+            if not self.cut:
+                self.cut = True
+                _log.warning("socket.slow_reader", unflushed=unflushed, cap=MAX_UNFLUSHED, **self.context)
+            self.stream.close()  # pending writes fail: their watchers put their results back
+            if lost is not None:
+                lost()
+            return False
+        self._queued_total += len(data)
+        if lost is not None:
+            self._watchers.append((self._queued_total, lost))
+        if self._pending:
+            self._queue += data
+        else:
+            self._write(data)
+        return True
+
+    def _write(self, data: bytes | bytearray) -> None:
+        self._pending = len(data)
+        try:
+            fut = self.stream.write(data if isinstance(data, bytes) else memoryview(data))
+        except StreamClosedError:
+            self._lost()
+            return
+        if fut.done():  # the kernel took it all at once (the usual case): no callback round
+            self._written(fut)
+        else:
+            fut.add_done_callback(self._written)
+
+    def _written(self, fut: Any) -> None:
+        if fut.cancelled() or fut.exception() is not None:
+            self._lost()
+            return
+        self._flushed += self._pending
+        self._pending = 0
+        while self._watchers and self._watchers[0][0] <= self._flushed:
+            self._watchers.popleft()
+        if self._queue:
+            data, self._queue = self._queue, bytearray()  # the stream keeps a view of it: never reuse it
+            self._write(data)
+
+    def _lost(self) -> None:
+        """The stream closed with responses not written: put back what must be."""
+        self._pending = 0
+        self._queue = bytearray()
+        watchers, self._watchers = self._watchers, deque()
+        for _, lost in watchers:
+            try:
+                lost()
+            except Exception:  # noqa: BLE001 - one callback never skips the others
+                _log.exception("socket.unsent_failed", **self.context)
 
 
 class JsonLineServer(TCPServer):
@@ -55,6 +183,12 @@ class JsonLineServer(TCPServer):
         self._open = 0
         self._refused = 0
 
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        """As TCPServer's, with an accept handler that backs off on EMFILE."""
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = add_accept_handler(sock, self._handle_connection, self._context)
+
     async def handle_stream(self, stream: IOStream, address: Any) -> None:
         if self._max is not None and self._open >= self._max:
             self._refused += 1
@@ -65,16 +199,26 @@ class JsonLineServer(TCPServer):
         self._open += 1
         # This connection's task has its own context; its request tasks copy it.
         structlog.contextvars.bind_contextvars(**self._context)
+        conn = _Conn(stream, self._context)
+        tasks = conn.tasks
+        closed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        stream.set_close_callback(functools.partial(_settle, closed))  # heard by a paused reader
         splitter = LineSplitter()
-        tasks: set[asyncio.Task[None]] = set()
         try:
             while True:
                 data = await stream.read_bytes(1 << 16, partial=True)
                 for item in splitter.feed(data):
                     if isinstance(item, HiveError):
-                        await _write(stream, error_response(None, item))
+                        if not conn.send(encode(error_response(None, item))):
+                            raise StreamClosedError()
                         continue
-                    task = asyncio.ensure_future(self._handle(stream, item))
+                    while len(tasks) >= MAX_IN_FLIGHT or conn.in_flight_bytes >= MAX_IN_FLIGHT_BYTES:
+                        # Stop reading until a request finishes (or the peer goes).
+                        await asyncio.wait([*tasks, closed], return_when=asyncio.FIRST_COMPLETED)
+                        if stream.closed():
+                            raise StreamClosedError()
+                    conn.in_flight_bytes += len(item)  # given back by the task itself
+                    task = asyncio.ensure_future(self._handle(conn, item))
                     tasks.add(task)
                     task.add_done_callback(tasks.discard)
         except StreamClosedError:
@@ -84,39 +228,123 @@ class JsonLineServer(TCPServer):
             for t in list(tasks):
                 t.cancel()
 
-    async def _handle(self, stream: IOStream, line: bytes) -> None:
+    async def _handle(self, conn: _Conn, line: bytes) -> None:
         try:
-            req_id, req = decode_request(line, self._names)
-        except HiveError as err:
-            req_id = getattr(err, "request_id", None)
-            _log.info("socket.refused", **self._context, request=req_id, code=err.code, error=err.message)
-            await _write(stream, error_response(req_id, err))
+            try:
+                req_id, req = decode_request(line, self._names)
+            except HiveError as err:
+                req_id = getattr(err, "request_id", None)
+                if n := conn.log_refusal():
+                    _log.info("socket.refused", **self._context, request=req_id, code=err.code, error=err.message,
+                              refused=n)
+                conn.send(encode(error_response(req_id, err)))
+                return
+            op = self._ops[req.op]
+            # Each request is its own task with its own copy of the context, so
+            # binding here tags only this request's log lines; nothing to unbind.
+            structlog.contextvars.bind_contextvars(request=req_id, op=req.op)
+            lock = conn.serial if op.serial else None
+            if lock is not None:
+                await lock.acquire()
+            try:
+                try:
+                    response = ok_response(req_id, **await op.run(req))
+                except HiveError as err:
+                    if n := conn.log_refusal():
+                        _log.info("socket.refused", code=err.code, error=err.message, refused=n)
+                    response = error_response(req_id, err)
+                except asyncio.CancelledError:
+                    raise
+                except Exception as exc:  # noqa: BLE001 - one request never takes the connection down
+                    _log.exception("socket.request_failed")
+                    response = error_response(req_id, Internal(f"{type(exc).__name__}: {exc}"))
+                # Queued before the next serial op builds its reply.
+                if response["ok"] and op.unsent is not None:
+                    conn.send(encode(response), functools.partial(op.unsent, response))
+                else:
+                    conn.send(encode(response))
+            finally:
+                if lock is not None:
+                    lock.release()
+        finally:
+            conn.in_flight_bytes -= len(line)
+
+
+def _settle(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)
+
+
+def add_accept_handler(
+    sock: socket.socket, callback: Callable[[socket.socket, Any], None], context: dict[str, Any] | None = None,
+) -> Callable[[], None]:
+    """``tornado.netutil.add_accept_handler`` that survives a failing accept.
+
+    Tornado lets the OSError of ``accept`` (EMFILE when the daemon is out of
+    file descriptors) escape; the listening socket stays readable, so the loop
+    calls the handler again at once: 100% CPU and a traceback per turn. Here
+    the socket stops being watched for a pause (doubling from
+    ``ACCEPT_BACKOFF[0]`` to ``[1]``, reset by the next accept that works) and
+    the failure is logged at most once a second for the whole process.
+    Returns the remover, as tornado's does.
+    """
+    io_loop = IOLoop.current()
+    ctx = context or {}
+    state: dict[str, Any] = {"removed": False, "watching": True, "timer": None, "delay": ACCEPT_BACKOFF[0]}
+
+    def handler(fd: Any, events: int) -> None:
+        for _ in range(128):  # tornado's _DEFAULT_BACKLOG: fairness to other work
+            if state["removed"]:
+                return
+            try:
+                connection, address = sock.accept()
+            except BlockingIOError:
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                _accept_failed(exc, state["delay"], ctx)
+                io_loop.remove_handler(sock)
+                state["watching"] = False
+                state["timer"] = io_loop.call_later(state["delay"], resume)
+                state["delay"] = min(state["delay"] * 2, ACCEPT_BACKOFF[1])
+                return
+            state["delay"] = ACCEPT_BACKOFF[0]
+            callback(connection, address)
+
+    def resume() -> None:
+        state["timer"] = None
+        if state["removed"]:
             return
-        op = self._ops[req.op]
-        # Each request is its own task with its own copy of the context, so
-        # binding here tags only this request's log lines; nothing to unbind.
-        structlog.contextvars.bind_contextvars(request=req_id, op=req.op)
-        try:
-            fields = await op.run(req)
-            response = ok_response(req_id, **fields)
-        except HiveError as err:
-            _log.info("socket.refused", code=err.code, error=err.message)
-            response = error_response(req_id, err)
-        except asyncio.CancelledError:
-            raise
-        except Exception as exc:  # noqa: BLE001 - one request never takes the connection down
-            _log.exception("socket.request_failed")
-            response = error_response(req_id, Internal(f"{type(exc).__name__}: {exc}"))
-        if not await _write(stream, response) and response["ok"] and op.unsent is not None:
-            op.unsent(response)
+        io_loop.add_handler(sock, handler, IOLoop.READ)
+        state["watching"] = True
+
+    def remove() -> None:
+        if state["removed"]:
+            return
+        state["removed"] = True
+        if state["timer"] is not None:
+            io_loop.remove_timeout(state["timer"])
+        if state["watching"]:
+            io_loop.remove_handler(sock)
+
+    io_loop.add_handler(sock, handler, IOLoop.READ)
+    return remove
 
 
-async def _write(stream: IOStream, response: dict[str, Any]) -> bool:
-    try:
-        await stream.write(encode(response))
-        return True
-    except StreamClosedError:
-        return False
+_accept_log = {"at": 0.0, "failed": 0}
+
+
+def _accept_failed(exc: OSError, pause: float, context: dict[str, Any]) -> None:
+    """Count the failure; log (with the count since the last line) at most once a second."""
+    _accept_log["failed"] += 1
+    now = time.monotonic()
+    if now - _accept_log["at"] < _ACCEPT_LOG_EVERY:
+        return
+    _accept_log["at"] = now
+    failed, _accept_log["failed"] = _accept_log["failed"], 0
+    code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    _log.warning("socket.accept_failed", errno=code, error=str(exc), pause=pause, failed=failed, **context)
 
 
 def bind_socket(path: Path) -> Any:
@@ -130,4 +358,3 @@ def bind_socket(path: Path) -> Any:
     sock = bind_unix_socket(str(path), mode=0o600)
     os.chmod(path, 0o600)
     return sock
-

@@ -15,7 +15,8 @@ from typing import Any
 import pykka
 
 import hyperhive.logs as logs
-from hyperhive.errors import HiveError, Internal, Unavailable
+from hyperhive.errors import BadRequest, HiveError, Internal, Unavailable
+from hyperhive.wire import check_text
 
 __all__ = ["SendBatcher"]
 
@@ -35,7 +36,15 @@ class SendBatcher:
 
     async def send(self, sender: str, to: str, body: str) -> int:
         """Store one message; returns its id once it is committed (or fails
-        with Unavailable after ``REPLY_TIMEOUT``, one timer per batch)."""
+        with Unavailable after ``REPLY_TIMEOUT``, one timer per batch).
+
+        A body no store can take (not a str, a lone surrogate) is refused here,
+        for this caller alone, before it joins a batch; a row the store still
+        refuses fails alone too (the Broker retries a refused batch row by row).
+        """
+        if not isinstance(body, str):
+            raise BadRequest("body must be a string")
+        check_text(body, "the message body")
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
         self._items.append((sender, to, body, fut))

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
+import json
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import async_wait_for
 from tornado.ioloop import IOLoop
 
 from hyperhive.actors.bridge import call
@@ -23,7 +25,7 @@ from hyperhive.store.models import Message, open_hive_db
 async def broker(tmp_path: Path) -> AsyncIterator[Any]:
     db = open_hive_db(tmp_path / "hive.sqlite")
     proxy = Broker.start(db, LoopClock(IOLoop.current()), recv_default=5.0, recv_cap=0.3).proxy()
-    for name in ("a", "b"):
+    for name in ("a", "b", "c"):
         await call(proxy.register, name, None)
     yield proxy
     proxy.actor_ref.stop()
@@ -132,3 +134,148 @@ async def test_send_batcher_gathers_one_loop_turn_into_one_commit(broker: Any) -
     with pytest.raises(NotAllowed):
         await sends.send("a", "a", "self")
     assert Message.select().count() == 50
+
+
+# --- a refused row fails alone; replies are bounded ------------------------------
+
+@pytest.fixture
+async def small_rows(tmp_path: Path) -> AsyncIterator[Any]:
+    """A Broker whose store refuses rows over 64 KiB (sqlite's own length limit)."""
+    db = open_hive_db(tmp_path / "hive.sqlite")
+    proxy = Broker.start(db, LoopClock(IOLoop.current()), recv_default=5.0, recv_cap=2.0,
+                         max_row_bytes=64 * 1024).proxy()
+    for name in ("a", "b", "c"):
+        await call(proxy.register, name, None)
+    yield proxy
+    proxy.actor_ref.stop()
+    db.close()
+
+
+TOO_BIG = "x" * 100_000
+
+
+async def test_a_row_the_store_refuses_fails_only_itself(small_rows: Any) -> None:
+    items = [("a", "b", f"m{i}") for i in range(10)]
+    items[4] = ("a", "b", TOO_BIG)
+    items[7] = ("c", "b", "\ud800 lone surrogate")  # sqlite's binding refuses it too
+    results = await call(small_rows.send_many, items)
+    errors = {i: r for i, r in enumerate(results) if not isinstance(r, int)}
+    assert set(errors) == {4, 7}
+    assert errors[4].code == "bad_request" and "too big" in errors[4].message
+    assert errors[7].code == "bad_request" and "Unicode" in errors[7].message
+    stored = [(m.id, m.body) for m in Message.select().order_by(Message.id)]
+    assert [b for _, b in stored] == [f"m{i}" for i in range(10) if i not in (4, 7)]
+    assert [i for i, _ in stored] == [r for r in results if isinstance(r, int)]  # each ack names its row
+
+
+async def test_the_batcher_retries_row_by_row_under_concurrency(small_rows: Any) -> None:
+    from hyperhive.web.sends import SendBatcher
+
+    sends = SendBatcher(small_rows)
+    bodies = [TOO_BIG if i % 50 == 7 else f"m{i}" for i in range(500)]
+    results = await asyncio.gather(*(sends.send("a", "b", body) for body in bodies), return_exceptions=True)
+    failed = [i for i, r in enumerate(results) if isinstance(r, BaseException)]
+    assert failed == [i for i in range(500) if i % 50 == 7]
+    assert all(getattr(results[i], "code", None) == "bad_request" for i in failed)
+    assert Message.select().count() == 490
+    assert sorted(r for r in results if isinstance(r, int)) == [m.id for m in Message.select().order_by(Message.id)]
+
+
+async def test_the_batcher_refuses_a_lone_surrogate_before_any_batch(broker: Any) -> None:
+    from hyperhive.errors import BadRequest
+    from hyperhive.web.sends import SendBatcher
+
+    sends = SendBatcher(broker)
+    results = await asyncio.gather(sends.send("a", "b", "before"), sends.send("a", "b", "x\udfffy"),
+                                   sends.send("a", "b", "after"), return_exceptions=True)
+    assert isinstance(results[1], BadRequest) and "lone surrogate" in results[1].message
+    assert [m.body for m in Message.select().order_by(Message.id)] == ["before", "after"]
+
+
+async def test_a_parked_recv_whose_message_was_refused_waits_on(small_rows: Any) -> None:
+    recv_b = asyncio.ensure_future(call(small_rows.recv, "b", 2.0, False))
+    recv_c = asyncio.ensure_future(call(small_rows.recv, "c", 2.0, False))
+    await async_wait_for(parked_is(small_rows, {"b": 1, "c": 1}), what="both recvs parked")
+    results = await call(small_rows.send_many, [("a", "b", TOO_BIG), ("a", "c", "for c")])
+    assert results[0].code == "bad_request" and isinstance(results[1], int)
+    assert [r.body for r in await recv_c] == ["for c"]
+    assert not recv_b.done()  # still parked: nothing for it was stored
+    assert await _parked(small_rows) == {"b": 1}
+    later = await call(small_rows.send, "a", "b", "the next one")
+    [row] = await recv_b
+    assert (row.id, row.body) == (later, "the next one")
+    # and a parked-again recv still expires normally
+    t0 = time.monotonic()
+    again = asyncio.ensure_future(call(small_rows.recv, "b", 0.3, False))
+    await async_wait_for(parked_is(small_rows, {"b": 1}), what="b parked")
+    await call(small_rows.send_many, [("a", "b", TOO_BIG)])
+    assert await again == [] and time.monotonic() - t0 < 2.0
+
+
+def parked_is(broker: Any, want: dict[str, int]) -> Any:
+    async def check() -> bool:
+        return await _parked(broker) == want
+    return check
+
+
+async def _parked(broker: Any) -> dict[str, int]:
+    return {a: k["tool"] + k["system"] for a, k in (await call(broker.stats))["parked"].items()}
+
+
+async def test_a_recv_takes_about_one_mib(broker: Any) -> None:
+    from hyperhive.actors.broker_core import RECV_BYTES
+
+    big = "y" * 300_000
+    await call(broker.send_many, [("a", "b", big)] * 10)
+    sizes = []
+    while rows := await call(broker.recv, "b", 0, False):
+        sizes.append(len(rows))
+        assert sum(len(r.body) for r in rows) <= RECV_BYTES
+    assert sizes == [3, 3, 3, 1]
+    huge = "z" * (RECV_BYTES + 10)  # over the budget alone: it still goes, alone
+    await call(broker.send_many, [("a", "b", huge), ("a", "b", "small")])
+    assert [len(r.body) for r in await call(broker.recv, "b", 0, False)] == [len(huge)]
+    assert [r.body for r in await call(broker.recv, "b", 0, False)] == ["small"]
+
+
+async def test_a_waking_recv_takes_at_most_one_batch(broker: Any) -> None:
+    from hyperhive.actors.broker_core import RECV_BATCH
+
+    recv = asyncio.ensure_future(call(broker.recv, "b", 2.0, False))
+    await async_wait_for(parked_is(broker, {"b": 1}), what="b parked")
+    await call(broker.send_many, [("a", "b", f"m{i}") for i in range(RECV_BATCH + 50)])
+    assert [r.body for r in await recv] == [f"m{i}" for i in range(RECV_BATCH)]
+    rest = await call(broker.recv, "b", 0, False)
+    assert [r.body for r in rest] == [f"m{i}" for i in range(RECV_BATCH, RECV_BATCH + 50)]
+
+
+async def test_recent_is_capped_by_bytes_and_says_so(broker: Any) -> None:
+    from hyperhive.actors.broker import RECENT_BYTES
+
+    await call(broker.send_many, [("a", "b", f"{i:03d}" + "q" * 40_000) for i in range(100)])
+    rows, truncated = await call(broker.recent_page, "b", 500)
+    assert truncated is True
+    wire_bytes = sum(len(json.dumps(r.to_wire()).encode()) + 1 for r in rows)
+    assert RECENT_BYTES - 50_000 < wire_bytes <= RECENT_BYTES
+    assert [r.body[:3] for r in rows] == [f"{i:03d}" for i in range(100 - len(rows), 100)]  # the newest, oldest first
+    assert await call(broker.recent, "b", 500) == rows
+    few, truncated = await call(broker.recent_page, "b", 5)
+    assert truncated is False and few == rows[-5:]
+    # escapes count: a body of control characters is six times longer on the wire
+    await call(broker.send_many, [("a", "c", "\x01" * 100_000) for _ in range(3)])
+    rows, truncated = await call(broker.recent_page, "c", 500)
+    assert len(rows) == 1 and truncated is True
+
+
+async def test_recent_says_when_the_row_cap_left_rows_out(broker: Any) -> None:
+    from hyperhive.actors.broker import RECENT_CAP
+
+    await call(broker.send_many, [("a", "b", f"m{i}") for i in range(RECENT_CAP + 5)])
+    rows, truncated = await call(broker.recent_page, "b", RECENT_CAP + 100)
+    assert len(rows) == RECENT_CAP and truncated is True
+    assert rows[-1].body == f"m{RECENT_CAP + 4}"
+    rows, truncated = await call(broker.recent_page, "b", RECENT_CAP)
+    assert len(rows) == RECENT_CAP and truncated is False  # exactly what was asked for
+    await call(broker.send_many, [("a", "c", "one"), ("a", "c", "two")])
+    rows, truncated = await call(broker.recent_page, "c", RECENT_CAP + 100)
+    assert [r.body for r in rows] == ["one", "two"] and truncated is False

@@ -112,7 +112,7 @@ def test_check_send(sender: str, to: str, error: type[Exception] | None, needle:
         return
     with pytest.raises(error) as exc:
         core.check_send(sender, to)
-    assert needle in str(exc.value)
+    assert needle is not None and needle in str(exc.value)
 
 
 def test_check_send_policy_message_names_rule_and_list() -> None:
@@ -382,3 +382,21 @@ def test_drop_system_removes_only_system_waiters(
     assert [parked.index(w) for w in dropped] == want_dropped
     assert all(not w.reply.done() for w in dropped)  # the actor answers them
     assert [parked.index(w) for w in drain_order(core, "a")] == want_left
+
+
+def test_a_reparked_waiter_is_served_first_and_still_expires() -> None:
+    core = BrokerCore()
+    first: cf.Future[object] = cf.Future()
+    second: cf.Future[object] = cf.Future()
+    w1 = core.park("b", False, first, 10.0)
+    core.park("b", False, second, 10.0)
+    taken = core.take_waiter("b")
+    assert taken is w1 and first.running()  # claimed
+    core.repark(taken)  # its message was refused by the store
+    assert core.parked() == {"b": {"tool": 2, "system": 0}}
+    assert core.take_waiter("b") is w1  # first again, although its future already runs
+    core.repark(w1)
+    assert core.expire(w1.id, "b") is w1 and w1.take()  # the expiry may still resolve it
+    first.set_result([])
+    assert not w1.take()  # once answered, never again
+    assert core.take_waiter("b") is not None and second.running()

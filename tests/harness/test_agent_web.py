@@ -71,6 +71,12 @@ def test_api_state_notes_and_refusals(hive: Hive) -> None:
         assert a.post("/send", {"body": "x"}, content_type="application/x-www-form-urlencoded")[0] == 400
         assert a.post("/send", {"body": "   "})[1]["error"]["code"] == "bad_request"
         assert a.post("/send", {"text": "wrong key"})[0] == 400
+        status, resp = a.post("/send", {"body": "lone \ud800 surrogate"})  # JSON-escaped: the wire's rule
+        assert status == 400 and resp["error"]["code"] == "bad_request" and "surrogate" in resp["error"]["message"]
+        deep: dict[str, object] = {"body": "x"}
+        for _ in range(40):
+            deep = {"body": "x", "n": deep}
+        assert a.post("/send", deep)[0] == 400
         status, resp = a.post("/compact")
         assert status == 409 and "builtin" in resp["error"]["message"]
         assert a.post("/cancel") == (200, {"ok": True, "cancelled": False})

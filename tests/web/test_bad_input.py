@@ -63,6 +63,16 @@ BAD_LINES = [
     (lines({"id": 7, "op": "recent", "limit": True}), "bad_request", 7),
     (lines({"id": 8, "op": "send", "to": "b", "body": "x", "from": "m1nd"}), "bad_request", 8),
     (lines({"id": "s", "op": "recent", "limit": 0}), "bad_request", "s"),
+    # valid JSON, text no store can take: a lone surrogate, anywhere
+    (b'{"id": 9, "op": "send", "to": "b", "body": "x\\ud800y"}\n', "bad_request", 9),
+    (b'{"id": 10, "op": "send", "to": "b\\udfff", "body": "x"}\n', "bad_request", 10),
+    (b'{"id": "\\ud800", "op": "send", "to": "b", "body": "x"}\n', "bad_request", None),
+    (b'{"id": 11, "op": "send", "to": "b", "body": "x", "\\udc00": 1}\n', "bad_request", 11),
+    (b'{"id": 12, "op": "recv", "x": ' + b"[" * 40 + b"]" * 40 + b"}\n", "bad_request", 12),
+    (b'{"id": 13, "op": "recv", "x": ' + b"[" * 100_000 + b"]" * 100_000 + b"}\n", "bad_request", None),
+    (b'{"id": 14, "op": "recent", "limit": 99999999999999999999999}\n', "bad_request", 14),
+    (b'{"id": 15, "op": "recv", "wait_seconds": 1e999}\n', "bad_request", 15),
+    (b'{"id": 16, "op": "recv", "wait_seconds": NaN}\n', "bad_json", None),
 ]
 
 
