@@ -161,6 +161,13 @@ class Base(tornado.web.RequestHandler):
             self.set_status(exc.status)
             self.write({"ok": False, "error": exc.to_wire()})
             return
+        except tornado.web.HTTPError as exc:  # e.g. a form body that is not UTF-8 (a lone surrogate)
+            if exc.status_code >= 500:
+                raise
+            self.set_status(exc.status_code)
+            self.write({"ok": False, "error": {"code": "bad_request" if exc.status_code == 400 else
+                                               f"http_{exc.status_code}", "message": exc.log_message or self._reason}})
+            return
         except Exception as exc:  # noqa: BLE001 - the page shows it; the log has the traceback
             _log.exception("dashboard.request_failed", path=self.request.path)
             self.set_status(500)
@@ -185,6 +192,13 @@ class GatedStatic(tornado.web.StaticFileHandler):
 
     def prepare(self) -> None:
         gate_request(self, self.settings["hive_gate"])
+        if "\x00" in (self.path_kwargs.get("path") or "") or "\x00" in self.request.path:
+            raise tornado.web.HTTPError(400, "NUL in the path")
+
+    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
+        if "\x00" in absolute_path:  # os.stat would raise ValueError: a 500
+            raise tornado.web.HTTPError(400, "NUL in the path")
+        return super().validate_absolute_path(root, absolute_path)
 
     def write_error(self, status_code: int, **kwargs: Any) -> None:
         if not write_refusal(self, status_code, kwargs.get("exc_info", (None, None))[1]):

@@ -6,6 +6,7 @@ tests/security/test_surfaces.py."""
 
 from __future__ import annotations
 
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -96,3 +97,28 @@ def test_with_token_the_page_works(token_hive: Hive, browser_page: Any) -> None:
     form.locator("textarea[name=body]").fill("hello with a token")
     form.locator("button").click()
     page.locator("#flow .row", has_text="hello with a token").wait_for(timeout=2000)  # POST + push
+
+
+def test_a_nul_in_a_path_and_a_body_that_is_not_utf8_are_400s_that_change_nothing(hive: Hive) -> None:
+    """Issue 12, item 5: bad input gets a clear 400, never a 500 with a traceback."""
+    import urllib.error
+    import urllib.request
+
+    from support import DashSession
+
+    for path in ("/static/a%00b", "/static/%00", "/api/journal/m1nd%00"):
+        req = urllib.request.Request(hive.url + path, headers=hive.bearer)
+        with pytest.raises(urllib.error.HTTPError) as err:
+            urllib.request.urlopen(req, timeout=10)
+        assert err.value.code == 400, path
+    s = DashSession(hive)
+    before = hive.admin("inbox", limit=5)["messages"]
+    req = urllib.request.Request(hive.url + "/send", data=b"to=m1nd&body=lone%ED%A0%80surrogate", method="POST",
+                                 headers={"X-XSRF-Token": s.xsrf, "Origin": hive.url,
+                                          "Content-Type": "application/x-www-form-urlencoded"})
+    with pytest.raises(urllib.error.HTTPError) as err:
+        s.opener.open(req, timeout=10)
+    assert err.value.code == 400
+    assert json.loads(err.value.read())["error"]["code"] == "bad_request"
+    assert hive.admin("inbox", limit=5)["messages"] == before
+    assert not [e for e in hive.log_events() if e.get("level") == "error"]
