@@ -45,6 +45,7 @@ from hyperhive.harness.bus import Bus, turn_open
 from hyperhive.harness.turns import TurnLoop
 from hyperhive.store.events_db import EventRow
 from hyperhive.web.bind import bind_with_retry_async
+from hyperhive.web.jsonlines import BackoffHTTPServer
 
 __all__ = ["AgentUI", "PORT_FILE", "build_app", "serve_ui", "serve_ui_unix"]
 
@@ -225,7 +226,7 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
 async def serve_ui(ui: AgentUI, port: int, state_dir: Path) -> tuple[tornado.httpserver.HTTPServer, int]:
     """Listen on 127.0.0.1 only; the bound port is written to ``<state>/web.port``."""
     sockets = await bind_with_retry_async(port, "127.0.0.1")
-    server = tornado.httpserver.HTTPServer(build_app(ui))
+    server = BackoffHTTPServer(build_app(ui))
     server.add_sockets(sockets)
     bound = sockets[0].getsockname()[1]
     tmp = state_dir / (PORT_FILE + ".tmp")
@@ -241,7 +242,7 @@ def serve_ui_unix(ui: AgentUI, path: str) -> tornado.httpserver.HTTPServer:
     from tornado.netutil import bind_unix_socket
 
     sock = bind_unix_socket(path, mode=0o600)
-    server = tornado.httpserver.HTTPServer(build_app(ui))
+    server = BackoffHTTPServer(build_app(ui))
     server.add_socket(sock)
     _log.info("web.listening", socket=path)
     return server

@@ -37,6 +37,7 @@ from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
 import hyperhive.logs as logs
 from hyperhive.sandbox.sse_usage import UsageScanner, usage_from_json
+from hyperhive.web.jsonlines import BackoffHTTPServer
 
 __all__ = ["BODY_LIMIT", "ApiGateway", "OnUsage", "Upstream", "upstream_from_env", "upstream_url"]
 
@@ -367,7 +368,7 @@ class _Forward(tornado.web.RequestHandler):
         self.gateway.report(self.agent, record)
 
 
-class _CappedServer(tornado.httpserver.HTTPServer):
+class _CappedServer(BackoffHTTPServer):
     """At most MAX_CONNECTIONS at once per agent: more are closed at accept."""
 
     def handle_stream(self, stream: tornado.iostream.IOStream, address: Any) -> None:

@@ -43,6 +43,7 @@ from hyperhive.web.dash_handlers import (
 from hyperhive.web.dash_state import StateSource
 from hyperhive.web.heartbeats import Heartbeats
 from hyperhive.web.journal_ops import JournalSource
+from hyperhive.web.jsonlines import BackoffHTTPServer
 from hyperhive.web.metrics import Metrics
 from hyperhive.web.push import Pusher, PushSocket
 from hyperhive.web.sends import SendBatcher
@@ -162,7 +163,7 @@ async def start_dashboard(
     gate = Gate(Access(token), allowed_hosts(settings.listen_host, port, settings.allowed_hosts))
     deps = DashDeps(paths, coordinator, broker, questions, approvals, backend, sends, source, metrics, gate,
                     pusher.touch)
-    server = tornado.httpserver.HTTPServer(make_app(deps, pusher), xheaders=False)
+    server = BackoffHTTPServer(make_app(deps, pusher), xheaders=False)
     server.add_sockets(sockets)
     run = paths.root / "run"
     port_file = run / PORT_FILE

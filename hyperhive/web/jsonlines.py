@@ -32,6 +32,7 @@ from pathlib import Path
 from typing import Any
 
 import structlog
+from tornado.httpserver import HTTPServer
 from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.netutil import bind_unix_socket
@@ -43,7 +44,7 @@ from hyperhive.wire import LineSplitter, decode_request, encode, error_response,
 
 __all__ = [
     "MAX_IN_FLIGHT", "MAX_IN_FLIGHT_BYTES", "MAX_UNFLUSHED",
-    "JsonLineServer", "Op", "add_accept_handler", "bind_socket",
+    "BackoffHTTPServer", "JsonLineServer", "Op", "add_accept_handler", "bind_socket",
 ]
 
 _log = logs.get("hyperhive.socket")
@@ -273,6 +274,19 @@ class JsonLineServer(TCPServer):
 def _settle(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
+
+
+class BackoffHTTPServer(HTTPServer):
+    """Tornado's HTTPServer with `add_accept_handler`'s EMFILE back-off (the
+    dashboard, the gateway, the agent UIs): out of descriptors, it pauses
+    accepting instead of spinning the loop and logging a traceback per turn."""
+
+    accept_context: dict[str, Any] = {}
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = add_accept_handler(sock, self._handle_connection, self.accept_context)
 
 
 def add_accept_handler(

@@ -341,6 +341,9 @@ def test_connections_past_the_cap_and_emfile_do_not_hang_admin_or_flood_the_log(
     try:
         resource.prlimit(pid, resource.RLIMIT_NOFILE, (limit_leaving(pid, 6), hard))
         held = [connect(hive, "evil") for _ in range(MAX_CONNECTIONS + 10)]  # the rest wait in the backlog
+        # The dashboard (a tornado HTTPServer) meets the same shortage: it must back off too.
+        dash_port = int(hive.url.rsplit(":", 1)[1])
+        held += [socket.create_connection(("127.0.0.1", dash_port), timeout=5) for _ in range(3)]
         wait_for(lambda: log_events(hive, "socket.accept_failed"), timeout=5, what="the EMFILE logged")
         t = threading.Thread(target=ls, daemon=True)
         t.start()
