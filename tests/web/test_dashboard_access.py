@@ -96,7 +96,8 @@ def test_with_token_the_page_works(token_hive: Hive, browser_page: Any) -> None:
     form.locator("input[name=to]").fill("m1nd")
     form.locator("textarea[name=body]").fill("hello with a token")
     form.locator("button").click()
-    page.locator("#flow .row", has_text="hello with a token").wait_for(timeout=2000)  # POST + push
+    # POST + push: the operator's own row (m1nd's quoting reply may already be there too)
+    page.locator("#flow .row", has_text="hello with a token").filter(has_text="operator→m1nd").wait_for(timeout=5000)
 
 
 def test_a_nul_in_a_path_and_a_body_that_is_not_utf8_are_400s_that_change_nothing(hive: Hive) -> None:
