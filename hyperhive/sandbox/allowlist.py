@@ -204,22 +204,3 @@ def parse_resolve(text: str) -> dict[str, str]:
             raise ValueError(f"resolve: {key} is mapped twice ({out[key]} and {ip})")
         out[key] = ip
     return out
-    for item in text.split(","):
-        item = item.strip()
-        name, sep, addr = item.partition("=")
-        if not sep:
-            raise ValueError(f"resolve entry {item!r} is not name=address")
-        host = normalize_host(name.strip())
-        if host is None or not _dns_name(host):
-            raise ValueError(f"resolve entry {item!r}: {name.strip()!r} is not a host name")
-        a = addr.strip()
-        if a.startswith("[") and a.endswith("]"):
-            a = a[1:-1]
-        try:
-            ip = str(ipaddress.ip_address(a))
-        except ValueError:
-            raise ValueError(f"resolve entry {item!r}: {addr.strip()!r} is not an IP address") from None
-        if out.get(host, ip) != ip:
-            raise ValueError(f"resolve: {host} is mapped twice ({out[host]} and {ip})")
-        out[host] = ip
-    return out
