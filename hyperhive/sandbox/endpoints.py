@@ -53,11 +53,11 @@ from hyperhive.sandbox.gateway import ApiGateway
 from hyperhive.sandbox.proxy import HEAD_LIMIT, _parse, _read_head, _Refusal, start_proxy
 from hyperhive.sandbox.relay import (
     Connect,
+    capped_handler,
     nofollow_unix_connector,
     register_server,
     splice,
     stop_server,
-    track_connection,
 )
 from hyperhive.web.access import (
     SESSION_COOKIE,
@@ -349,23 +349,11 @@ async def start_web_relay(host: str, port: int, connect: Connect, agent: str, ac
         finally:
             up_writer.close()
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(tasks) >= max_connections:  # a page cannot spend the daemon's file descriptors
-            _log.info("web.refused", agent=agent, status=0, why="too many connections")
-            writer.transport.abort()
-            return
-        done = track_connection(tasks)
-        try:
-            await serve(reader, writer)
-        except asyncio.CancelledError:
-            pass  # stop_server; a task ending cancelled makes asyncio (3.11) log an error
-        except Exception as err:  # noqa: BLE001 - never out of a connection
-            _log.warning("web.failed", agent=agent, error=f"{type(err).__name__}: {err}")
-            writer.transport.abort()
-        finally:
-            writer.close()
-            done()
+    def refuse(writer: asyncio.StreamWriter) -> None:  # a page cannot spend the daemon's file descriptors
+        _log.info("web.refused", agent=agent, status=0, why="too many connections")
+        writer.transport.abort()
 
+    handle = capped_handler(serve, tasks, max_connections, refuse, "web.failed", abort_on_error=True, agent=agent)
     server = await asyncio.start_server(handle, host, port)
     register_server(server, tasks)
     return server

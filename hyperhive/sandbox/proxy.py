@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 import hyperhive.logs as logs
 from hyperhive.sandbox.allowlist import Allowlist, normalize_host
-from hyperhive.sandbox.relay import register_server, splice, track_connection
+from hyperhive.sandbox.relay import capped_handler, register_server, splice
 
 __all__ = ["HEAD_LIMIT", "Refused", "is_public_address", "start_proxy"]
 
@@ -330,22 +330,11 @@ async def start_proxy(agent: str, sock: socket.socket, allow: Callable[[], Allow
             _log.info("proxy.connect_failed", agent=agent, host=host, port=port, error=str(f))
             await _respond(reader, writer, 502, f"hyperhive proxy: {f}\n")
 
-    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(tasks) >= max_connections:  # the agent cannot spend the daemon's file descriptors
-            refused("", 0, "too many connections")
-            writer.close()
-            return
-        done = track_connection(tasks)
-        try:
-            await serve(reader, writer)
-        except asyncio.CancelledError:
-            pass  # stop_server; a task ending cancelled makes asyncio (3.11) log an error
-        except Exception as err:  # noqa: BLE001 - never out of a connection
-            _log.warning("proxy.failed", agent=agent, error=f"{type(err).__name__}: {err}")
-        finally:
-            writer.close()
-            done()
+    def refuse(writer: asyncio.StreamWriter) -> None:
+        refused("", 0, "too many connections")
+        writer.close()
 
+    handle = capped_handler(serve, tasks, max_connections, refuse, "proxy.failed", abort_on_error=False, agent=agent)
     server = await asyncio.start_unix_server(handle, sock=sock)
     register_server(server, tasks)
     return server

@@ -19,6 +19,7 @@ import socket
 import stat
 import weakref
 from collections.abc import Awaitable, Callable
+from typing import Any
 
 import hyperhive.logs as logs
 
@@ -97,6 +98,38 @@ def track_connection(server_tasks: set[asyncio.Task[None]]) -> Callable[[], None
     assert task is not None
     server_tasks.add(task)
     return lambda: server_tasks.discard(task)
+
+
+Serve = Callable[[asyncio.StreamReader, asyncio.StreamWriter], Awaitable[None]]
+
+
+def capped_handler(serve: Serve, tasks: set[asyncio.Task[None]], max_connections: int,
+                   refuse: Callable[[asyncio.StreamWriter], None], failed: str, abort_on_error: bool,
+                   **context: Any) -> Serve:
+    """A per-connection handler for the daemon's agent-facing servers (proxy,
+    web relay): past ``max_connections`` live ones a connection is handed to
+    ``refuse`` (the agent cannot spend the daemon's file descriptors); each
+    served one is tracked for `stop_server`, and nothing raises out of it
+    (``failed`` is logged, with ``context``)."""
+
+    async def handle(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        if len(tasks) >= max_connections:
+            refuse(writer)
+            return
+        done = track_connection(tasks)
+        try:
+            await serve(reader, writer)
+        except asyncio.CancelledError:
+            pass  # stop_server; a task ending cancelled makes asyncio (3.11) log an error
+        except Exception as err:  # noqa: BLE001 - never out of a connection
+            _log.warning(failed, **context, error=f"{type(err).__name__}: {err}")
+            if abort_on_error:
+                writer.transport.abort()
+        finally:
+            writer.close()
+            done()
+
+    return handle
 
 
 def register_server(server: asyncio.Server, tasks: set[asyncio.Task[None]]) -> None:
