@@ -154,7 +154,7 @@ def _run(ns: argparse.Namespace) -> int:
             print(f"#{m['id']} {_fmt_time(m['sent_at'])} {m['from']}: {m['body']}")
         return 0
     if ns.cmd == "url":
-        from hyperhive.web.access import URL_FILE
+        from hyperhive.web.dashboard.access import URL_FILE
         f = Path(ns.state_dir).absolute() / "run" / URL_FILE
         try:
             print(f.read_text().strip())

@@ -6,7 +6,7 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hyperhive.web.dash_views import memory_text
+from hyperhive.web.dashboard.views import memory_text
 
 __all__ = ["LS_COLUMNS", "format_ls"]
 

@@ -41,17 +41,17 @@ from hyperhive.sandbox.endpoints import AgentEndpoints
 from hyperhive.sandbox.gateway import ApiGateway, upstream_from_env
 from hyperhive.settings import Settings
 from hyperhive.store.models import open_hive_db
-from hyperhive.web.access import Access, load_token
-from hyperhive.web.admin_ops import admin_ops
-from hyperhive.web.agent_ops import agent_ops
-from hyperhive.web.app import Dashboard, bind_dashboard, start_dashboard
-from hyperhive.web.gate_ops import manager_ops, refused_manager_ops
-from hyperhive.web.heartbeats import Heartbeats
-from hyperhive.web.journal_ops import journal_ops
-from hyperhive.web.jsonlines import JsonLineServer, bind_socket
-from hyperhive.web.sends import SendBatcher
-from hyperhive.web.sockets import AgentSockets
-from hyperhive.web.turn_slots import TurnSlots
+from hyperhive.web.dashboard.access import Access, load_token
+from hyperhive.web.dashboard.app import Dashboard, bind_dashboard, start_dashboard
+from hyperhive.web.rpc.admin_ops import admin_ops
+from hyperhive.web.rpc.agent_ops import agent_ops
+from hyperhive.web.rpc.gate_ops import manager_ops, refused_manager_ops
+from hyperhive.web.rpc.journal_ops import journal_ops
+from hyperhive.web.rpc.jsonlines import JsonLineServer, bind_socket
+from hyperhive.web.rpc.sockets import AgentSockets
+from hyperhive.web.tables.heartbeats import Heartbeats
+from hyperhive.web.tables.sends import SendBatcher
+from hyperhive.web.tables.turn_slots import TurnSlots
 
 __all__ = ["Daemon", "serve", "start", "stop"]
 

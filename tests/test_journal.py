@@ -21,8 +21,8 @@ from hyperhive.journal import JOURNAL_MAX_LINES, check_journal_request, tail_lin
 from hyperhive.names import AgentName
 from hyperhive.paths import StatePaths
 from hyperhive.settings import Settings
-from hyperhive.web.journal_ops import journal_ops
-from hyperhive.web.jsonlines import JsonLineServer, bind_socket
+from hyperhive.web.rpc.journal_ops import journal_ops
+from hyperhive.web.rpc.jsonlines import JsonLineServer, bind_socket
 
 LIVE = {"m1nd", "coder"}
 

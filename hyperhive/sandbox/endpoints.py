@@ -59,14 +59,14 @@ from hyperhive.sandbox.relay import (
     splice,
     stop_server,
 )
-from hyperhive.web.access import (
+from hyperhive.web.dashboard.access import (
     SESSION_COOKIE,
     Access,
     fetch_allowed,
     origin_ok,
     strip_cookie,
 )
-from hyperhive.web.jsonlines import bind_socket
+from hyperhive.web.rpc.jsonlines import bind_socket
 
 __all__ = ["AgentEndpoints", "WebRefused", "Forward", "judge_web_request", "start_web_relay"]
 

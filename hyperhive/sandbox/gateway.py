@@ -37,7 +37,7 @@ from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
 import hyperhive.logs as logs
 from hyperhive.sandbox.sse_usage import UsageScanner, usage_from_json
-from hyperhive.web.jsonlines import BackoffHTTPServer
+from hyperhive.web.rpc.jsonlines import BackoffHTTPServer
 
 __all__ = ["BODY_LIMIT", "ApiGateway", "OnUsage", "Upstream", "upstream_from_env", "upstream_url"]
 

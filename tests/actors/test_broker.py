@@ -126,7 +126,7 @@ async def test_send_many_answers_each_item_in_order(broker: Any) -> None:
 
 
 async def test_send_batcher_gathers_one_loop_turn_into_one_commit(broker: Any) -> None:
-    from hyperhive.web.sends import SendBatcher
+    from hyperhive.web.tables.sends import SendBatcher
 
     sends = SendBatcher(broker)
     ids = await asyncio.gather(*(sends.send("a", "b", f"m{i}") for i in range(50)), return_exceptions=True)
@@ -169,7 +169,7 @@ async def test_a_row_the_store_refuses_fails_only_itself(small_rows: Any) -> Non
 
 
 async def test_the_batcher_retries_row_by_row_under_concurrency(small_rows: Any) -> None:
-    from hyperhive.web.sends import SendBatcher
+    from hyperhive.web.tables.sends import SendBatcher
 
     sends = SendBatcher(small_rows)
     bodies = [TOO_BIG if i % 50 == 7 else f"m{i}" for i in range(500)]
@@ -183,7 +183,7 @@ async def test_the_batcher_retries_row_by_row_under_concurrency(small_rows: Any)
 
 async def test_the_batcher_refuses_a_lone_surrogate_before_any_batch(broker: Any) -> None:
     from hyperhive.errors import BadRequest
-    from hyperhive.web.sends import SendBatcher
+    from hyperhive.web.tables.sends import SendBatcher
 
     sends = SendBatcher(broker)
     results = await asyncio.gather(sends.send("a", "b", "before"), sends.send("a", "b", "x\udfffy"),

@@ -13,7 +13,7 @@ import hyperhive.harness.web as web
 from hyperhive.harness.bus import Bus
 from hyperhive.harness.loop import _web_ui
 from hyperhive.harness.web import AgentUI
-from hyperhive.web.bind import bind_with_retry_async
+from hyperhive.net import bind_with_retry_async
 
 
 async def test_a_taken_port_is_an_error_event_not_a_crash(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:

@@ -304,7 +304,7 @@ def limit_leaving(pid: int, free: int) -> int:
 
 
 def test_connections_past_the_cap_and_emfile_do_not_hang_admin_or_flood_the_log(hive: Hive) -> None:
-    from hyperhive.web.sockets import MAX_CONNECTIONS
+    from hyperhive.web.rpc.sockets import MAX_CONNECTIONS
 
     pid = daemon_pid(hive)
     log_before = hive.log_path.stat().st_size

@@ -38,7 +38,7 @@ from support import Hive, fetch, wait_for
 
 from hyperhive import client
 from hyperhive.actors.ports_core import choose_port
-from hyperhive.web.dash_actions import ROUTES
+from hyperhive.web.dashboard.actions import ROUTES
 
 pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::ResourceWarning")]
 

@@ -9,7 +9,7 @@ import time
 import pytest
 
 from hyperhive.sandbox.endpoints import WebRefused, judge_web_request
-from hyperhive.web.access import (
+from hyperhive.web.dashboard.access import (
     Access,
     allowed_hosts,
     cookie_values,

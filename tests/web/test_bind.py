@@ -19,7 +19,7 @@ from tornado.httpclient import AsyncHTTPClient
 from tornado.httpserver import HTTPServer
 from tornado.web import Application, RequestHandler
 
-from hyperhive.web.bind import bind_once, bind_with_retry, bind_with_retry_async, retry_delays
+from hyperhive.net import bind_once, bind_with_retry, bind_with_retry_async, retry_delays
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -88,7 +88,7 @@ def test_an_address_not_on_this_host_fails_at_once() -> None:
 _UNPRIVILEGED = """
 import errno, sys, time
 import hyperhive.logs as logs
-from hyperhive.web.bind import bind_with_retry
+from hyperhive.net import bind_with_retry
 logs.configure(sys.stderr)
 t0 = time.monotonic()
 try:

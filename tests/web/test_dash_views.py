@@ -10,10 +10,11 @@ import pytest
 
 from hyperhive.errors import BadName, BadRequest
 from hyperhive.tombstones import Tombstone
-from hyperhive.web.access import is_loopback, load_token
-from hyperhive.web.dash_actions import spawn_request_config
-from hyperhive.web.dash_state import merge_snapshots
-from hyperhive.web.dash_views import (
+from hyperhive.web.dashboard.access import is_loopback, load_token
+from hyperhive.web.dashboard.actions import spawn_request_config
+from hyperhive.web.dashboard.push import sections_for
+from hyperhive.web.dashboard.state import merge_snapshots
+from hyperhive.web.dashboard.views import (
     build_approval_views,
     build_container_views,
     build_flow_views,
@@ -28,7 +29,6 @@ from hyperhive.web.dash_views import (
     pill_text,
     short_size,
 )
-from hyperhive.web.push import sections_for
 from hyperhive.wire import InboxRow
 
 NOW = 1_000_000.0

@@ -18,9 +18,9 @@ from hyperhive.cli_ls import format_ls
 from hyperhive.harness.claude import _CREDENTIAL_ENV
 from hyperhive.names import AgentName
 from hyperhive.paths import AgentConfig, StatePaths
-from hyperhive.web.admin_ops import observe_ls
-from hyperhive.web.dash_state import StateSource, Usage, agent_port, observe_agents, read_usage
-from hyperhive.web.metrics import Metrics
+from hyperhive.web.dashboard.metrics import Metrics
+from hyperhive.web.dashboard.state import StateSource, Usage, agent_port, observe_agents, read_usage
+from hyperhive.web.rpc.admin_ops import observe_ls
 
 MiB = 1024**2
 NOW = 1_000_000.0

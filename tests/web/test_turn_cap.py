@@ -13,7 +13,7 @@ from support import Hive, async_wait_for, wait_for
 
 from hyperhive.client import AsyncClient
 from hyperhive.store.events_db import EventLog
-from hyperhive.web.turn_slots import TurnSlots
+from hyperhive.web.tables.turn_slots import TurnSlots
 
 
 async def test_the_cap_grants_in_order_and_a_withdrawn_waiter_is_skipped() -> None:

@@ -11,8 +11,8 @@ from hyperhive.actors.bridge import call
 from hyperhive.errors import Forbidden
 from hyperhive.names import MANAGER, OPERATOR, validate_name, validate_recipient
 from hyperhive.paths import AgentConfig
-from hyperhive.web.jsonlines import Op
 from hyperhive.web.lifecycle import LIFECYCLE_TIMEOUT, lifecycle_action
+from hyperhive.web.rpc.jsonlines import Op
 from hyperhive.wire import (
     Answer,
     Approvals,

@@ -24,12 +24,12 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 import hyperhive.logs as logs
 from hyperhive.actors.events import Hub
 from hyperhive.errors import Unavailable
+from hyperhive.net import bind_with_retry_async
 from hyperhive.paths import StatePaths
 from hyperhive.settings import Settings
-from hyperhive.web import dash_actions
-from hyperhive.web.access import URL_FILE, Access, allowed_hosts, login_url, write_private
-from hyperhive.web.bind import bind_with_retry_async
-from hyperhive.web.dash_handlers import (
+from hyperhive.web.dashboard import actions as dash_actions
+from hyperhive.web.dashboard.access import URL_FILE, Access, allowed_hosts, login_url, write_private
+from hyperhive.web.dashboard.handlers import (
     STATIC,
     DashDeps,
     Gate,
@@ -40,14 +40,14 @@ from hyperhive.web.dash_handlers import (
     PageHandler,
     StateHandler,
 )
-from hyperhive.web.dash_state import StateSource
-from hyperhive.web.heartbeats import Heartbeats
-from hyperhive.web.journal_ops import JournalSource
-from hyperhive.web.jsonlines import BackoffHTTPServer
-from hyperhive.web.metrics import Metrics
-from hyperhive.web.push import Pusher, PushSocket
-from hyperhive.web.sends import SendBatcher
-from hyperhive.web.turn_slots import TurnSlots
+from hyperhive.web.dashboard.metrics import Metrics
+from hyperhive.web.dashboard.push import Pusher, PushSocket
+from hyperhive.web.dashboard.state import StateSource
+from hyperhive.web.rpc.journal_ops import JournalSource
+from hyperhive.web.rpc.jsonlines import BackoffHTTPServer
+from hyperhive.web.tables.heartbeats import Heartbeats
+from hyperhive.web.tables.sends import SendBatcher
+from hyperhive.web.tables.turn_slots import TurnSlots
 
 __all__ = ["Dashboard", "LinkedSource", "bind_dashboard", "make_app", "start_dashboard"]
 

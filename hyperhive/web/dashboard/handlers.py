@@ -26,7 +26,7 @@ from hyperhive.errors import BadRequest, HiveError
 from hyperhive.journal import JOURNAL_DEFAULT_LINES, check_journal_request
 from hyperhive.names import validate_name
 from hyperhive.paths import StatePaths
-from hyperhive.web.access import (
+from hyperhive.web.dashboard.access import (
     Access,
     Auth,
     fetch_allowed,
@@ -34,10 +34,10 @@ from hyperhive.web.access import (
     origin_ok,
     session_cookie_header,
 )
-from hyperhive.web.dash_state import StateSource
-from hyperhive.web.journal_ops import JournalSource
-from hyperhive.web.metrics import Metrics
-from hyperhive.web.sends import SendBatcher
+from hyperhive.web.dashboard.metrics import Metrics
+from hyperhive.web.dashboard.state import StateSource
+from hyperhive.web.rpc.journal_ops import JournalSource
+from hyperhive.web.tables.sends import SendBatcher
 
 __all__ = ["STATIC", "XSRF_HEADER", "Base", "DashDeps", "Gate", "GatedStatic", "JournalHandler", "MetricsHandler",
            "NotFound", "PageHandler", "Refused", "StateHandler", "gate_request", "security_headers", "write_refusal"]

@@ -10,9 +10,9 @@ from hyperhive.actors.bridge import call
 from hyperhive.errors import BadRequest
 from hyperhive.names import OPERATOR, validate_name, validate_recipient
 from hyperhive.paths import AgentConfig
-from hyperhive.web.dash_handlers import Base
-from hyperhive.web.gate_ops import spawn_config
+from hyperhive.web.dashboard.handlers import Base
 from hyperhive.web.lifecycle import LIFECYCLE_TIMEOUT, lifecycle_action
+from hyperhive.web.rpc.gate_ops import spawn_config
 
 __all__ = ["ROUTES", "spawn_request_config"]
 

@@ -20,8 +20,8 @@ from tornado.ioloop import IOLoop
 
 import hyperhive.logs as logs
 from hyperhive.names import OPERATOR
-from hyperhive.web.dash_handlers import Gate, gate_request, security_headers, write_refusal
-from hyperhive.web.dash_state import StateSource
+from hyperhive.web.dashboard.handlers import Gate, gate_request, security_headers, write_refusal
+from hyperhive.web.dashboard.state import StateSource
 
 __all__ = ["PushSocket", "Pusher", "sections_for"]
 

@@ -16,7 +16,7 @@ from tornado.ioloop import IOLoop
 import hyperhive.logs as logs
 from hyperhive.names import AgentName
 from hyperhive.paths import StatePaths
-from hyperhive.web.jsonlines import JsonLineServer, Op, bind_socket
+from hyperhive.web.rpc.jsonlines import JsonLineServer, Op, bind_socket
 
 __all__ = ["AgentSockets"]
 

@@ -10,15 +10,15 @@ from hyperhive.badges import agent_badges, env_login
 from hyperhive.errors import BadRequest
 from hyperhive.names import OPERATOR, AgentName, validate_name, validate_recipient
 from hyperhive.paths import StatePaths
-from hyperhive.web.agent_ops import rows_out
-from hyperhive.web.dash_state import read_usage
-from hyperhive.web.gate_ops import operator_gate_ops, spawn_config
-from hyperhive.web.heartbeats import Heartbeats
-from hyperhive.web.jsonlines import Op
+from hyperhive.web.dashboard.state import read_usage
 from hyperhive.web.lifecycle import LIFECYCLE_TIMEOUT, lifecycle_action
-from hyperhive.web.sends import SendBatcher
-from hyperhive.web.turn_slots import TurnSlots
-from hyperhive.web.views import build_container_list
+from hyperhive.web.rpc.agent_ops import rows_out
+from hyperhive.web.rpc.gate_ops import operator_gate_ops, spawn_config
+from hyperhive.web.rpc.jsonlines import Op
+from hyperhive.web.rpc.ls_view import build_container_list
+from hyperhive.web.tables.heartbeats import Heartbeats
+from hyperhive.web.tables.sends import SendBatcher
+from hyperhive.web.tables.turn_slots import TurnSlots
 from hyperhive.wire import Inbox, Ls, Ping, Send, Spawn, Start, Stop
 
 __all__ = ["admin_ops", "observe_ls"]

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import Collection
 from typing import Any
 
-from hyperhive.web.heartbeats import Heartbeats
+from hyperhive.web.tables.heartbeats import Heartbeats
 
 __all__ = ["build_container_list"]
 

@@ -20,9 +20,9 @@ from hyperhive.names import OPERATOR, AgentName
 from hyperhive.paths import StatePaths
 from hyperhive.store.models import Message
 from hyperhive.tombstones import Tombstone, list_tombstones
-from hyperhive.web import dash_views as views
-from hyperhive.web.heartbeats import Heartbeats
-from hyperhive.web.turn_slots import TurnSlots
+from hyperhive.web.dashboard import views
+from hyperhive.web.tables.heartbeats import Heartbeats
+from hyperhive.web.tables.turn_slots import TurnSlots
 from hyperhive.wire import InboxRow
 
 __all__ = [

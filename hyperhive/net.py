@@ -69,14 +69,11 @@ def bind_with_retry(
 ) -> list[socket.socket]:
     """Bind, retrying only while the address is in use. Blocks: not for the IOLoop."""
     waits = retry_delays() if delays is None else delays
-    for attempt in range(len(waits) + 1):
-        try:
-            return bind_once(port, address)
-        except OSError as exc:
-            if not _give_up_or_log(exc, port, address, attempt, waits):
-                raise
-        sleep(waits[attempt])
-    raise AssertionError("unreachable")
+    for attempt, wait in enumerate(waits):
+        if (bound := _attempt(port, address, attempt, waits)) is not None:
+            return bound
+        sleep(wait)
+    return _last_attempt(port, address, waits)
 
 
 async def bind_with_retry_async(
@@ -84,14 +81,28 @@ async def bind_with_retry_async(
 ) -> list[socket.socket]:
     """``bind_with_retry`` for a coroutine on the IOLoop: the waits do not block it."""
     waits = retry_delays() if delays is None else delays
-    for attempt in range(len(waits) + 1):
-        try:
-            return bind_once(port, address)
-        except OSError as exc:
-            if not _give_up_or_log(exc, port, address, attempt, waits):
-                raise
-        await asyncio.sleep(waits[attempt])
-    raise AssertionError("unreachable")
+    for attempt, wait in enumerate(waits):
+        if (bound := _attempt(port, address, attempt, waits)) is not None:
+            return bound
+        await asyncio.sleep(wait)
+    return _last_attempt(port, address, waits)
+
+
+def _attempt(port: int, address: str | None, attempt: int, waits: list[float]) -> list[socket.socket] | None:
+    """One bind; None when the caller should wait ``waits[attempt]`` and retry."""
+    try:
+        return bind_once(port, address)
+    except OSError as exc:
+        if not _give_up_or_log(exc, port, address, attempt, waits):
+            raise
+    return None
+
+
+def _last_attempt(port: int, address: str | None, waits: list[float]) -> list[socket.socket]:
+    bound = _attempt(port, address, len(waits), waits)
+    if bound is None:  # _give_up_or_log never retries past the last wait
+        raise AssertionError("unreachable")
+    return bound
 
 
 def _give_up_or_log(exc: OSError, port: int, address: str | None, attempt: int, waits: list[float]) -> bool:

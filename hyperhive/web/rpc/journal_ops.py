@@ -9,7 +9,7 @@ from typing import Any, Protocol
 from hyperhive.actors.bridge import call
 from hyperhive.journal import check_journal_request
 from hyperhive.names import AgentName
-from hyperhive.web.jsonlines import Op
+from hyperhive.web.rpc.jsonlines import Op
 from hyperhive.wire import Journal
 
 __all__ = ["JournalSource", "journal_ops"]

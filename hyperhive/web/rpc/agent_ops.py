@@ -9,10 +9,10 @@ from hyperhive.actors.bridge import call
 from hyperhive.actors.events import Hub
 from hyperhive.errors import BadRequest
 from hyperhive.names import AgentName, validate_recipient
-from hyperhive.web.heartbeats import REPORTED, Heartbeats
-from hyperhive.web.jsonlines import Op
-from hyperhive.web.sends import SendBatcher
-from hyperhive.web.turn_slots import TurnSlots
+from hyperhive.web.rpc.jsonlines import Op
+from hyperhive.web.tables.heartbeats import REPORTED, Heartbeats
+from hyperhive.web.tables.sends import SendBatcher
+from hyperhive.web.tables.turn_slots import TurnSlots
 from hyperhive.wire import Heartbeat, InboxRow, Ping, Recent, Recv, Send, TurnDone, TurnSlot
 
 __all__ = ["agent_ops", "rows_out"]
