@@ -26,7 +26,7 @@ from hyperhive.actors.bridge import call
 from hyperhive.actors.broker import Broker
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.coordinator import Coordinator
-from hyperhive.actors.events import Hub
+from hyperhive.actors.events import ContainerActivity, ContainerRemoved, ContainerState, Event, GatewayUsage, Hub
 from hyperhive.actors.notifier import Notifier
 from hyperhive.actors.ports import PortAllocator
 from hyperhive.actors.questions import Questions
@@ -130,8 +130,7 @@ async def _bring_up(d: Daemon, token: str) -> None:
         upstream = upstream_from_env(os.environ)
     except ValueError as exc:
         raise HiveError(f"ANTHROPIC_BASE_URL: {exc}") from None
-    gateway = ApiGateway(upstream, on_usage=lambda agent, usage: d.hub.publish(
-        "gateway.usage", {"agent": agent, **usage}))
+    gateway = ApiGateway(upstream, on_usage=lambda agent, usage: d.hub.publish(GatewayUsage(agent, usage)))
     limits = Limits(settings.agent_memory_mb, settings.agent_pids)
     d.backend = backend = (NixosBackend.from_env(paths, limits=limits) if settings.backend == "nixos"
                     else LocalBackend(paths, settings.sandbox, limits=limits, uid_base=settings.agent_uid_base,
@@ -150,16 +149,16 @@ async def _bring_up(d: Daemon, token: str) -> None:
     d.heartbeats = Heartbeats(settings.heartbeat_seconds)
     d.turn_slots = slots = TurnSlots(
         settings.max_active_turns,
-        on_change=lambda agent: d.hub.publish("container.activity", {"name": agent}),  # repaint its row
+        on_change=lambda agent: d.hub.publish(ContainerActivity(agent)),  # repaint its row
     )
 
     beats = d.heartbeats
 
-    def forget_gone(name: str, payload: dict[str, Any]) -> None:  # on an actor thread: hand over
-        if name == "container.state" and payload.get("state") != "running":
-            io_loop.add_callback(slots.release, payload["name"])  # a stopped or dead harness holds no slot
-        elif name == "container.removed":
-            io_loop.add_callback(beats.forget, payload["name"])  # a respawn under the name starts afresh
+    def forget_gone(event: Event) -> None:  # on an actor thread: hand over
+        if isinstance(event, ContainerState) and not event.snapshot.running:
+            io_loop.add_callback(slots.release, event.snapshot.name)  # a stopped or dead harness holds no slot
+        elif isinstance(event, ContainerRemoved):
+            io_loop.add_callback(beats.forget, event.agent)  # a respawn under the name starts afresh
 
     d.hub.subscribe(forget_gone)
 

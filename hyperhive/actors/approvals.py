@@ -31,7 +31,7 @@ import pykka
 import hyperhive.logs as logs
 from hyperhive import config_repo
 from hyperhive.actors.bridge import Reply, answer, claim, fail, resolve
-from hyperhive.actors.events import Hub
+from hyperhive.actors.events import ApprovalQueued, ApprovalResolved, Hub
 from hyperhive.errors import BadRequest, Conflict, HiveError, Internal, UnknownAgent, UnknownId
 from hyperhive.names import MANAGER, SYSTEM, AgentName, validate_name, validate_spawnable
 from hyperhive.paths import AgentConfig, StatePaths
@@ -238,7 +238,7 @@ class Approvals(pykka.ThreadingActor):
     def _queue(self, **fields: Any) -> int:
         a = Approval.create(requested_at=time.time(), **fields)
         _log.info("approval.queued", approval_id=a.id, kind=a.kind, agent=a.agent, by=a.requested_by)
-        self._hub.publish("approval.queued", approval_view(a))
+        self._hub.publish(ApprovalQueued(approval_view(a)))
         return int(a.id)
 
     def _pending(self, approval_id: int) -> Any:
@@ -258,7 +258,7 @@ class Approvals(pykka.ThreadingActor):
         _log.info("approval.resolved", approval_id=a.id, outcome=status, reason=reason)
         self._broker.send.defer(SYSTEM, MANAGER, json.dumps(event))
         view = approval_view(a)
-        self._hub.publish("approval.resolved", view)
+        self._hub.publish(ApprovalResolved(view))
         return view
 
 

@@ -27,7 +27,7 @@ import hyperhive.logs as logs
 from hyperhive.actors.bridge import Reply, answer, claim, fail, resolve
 from hyperhive.actors.broker_core import RECV_BATCH, RECV_BYTES, BrokerCore, Waiter, clamp_wait
 from hyperhive.actors.clock import LoopClock
-from hyperhive.actors.events import Hub
+from hyperhive.actors.events import Hub, MessageSent, MessageWoke
 from hyperhive.errors import BadRequest, HiveError, Internal, Unavailable
 from hyperhive.store.models import Message
 from hyperhive.store.retention import delete_delivered_batch, incremental_vacuum
@@ -196,7 +196,7 @@ class Broker(pykka.ThreadingActor):
             p.done(row.id)
             if prm[4] is not None:
                 delivered_rows.setdefault(p.to, []).append(row)
-            self._hub.publish("message.sent", row.to_wire())
+            self._hub.publish(MessageSent(row.to_wire()))
         woke_at = time.monotonic()
         for agent, w in waiters.items():
             if w is None:
@@ -208,7 +208,7 @@ class Broker(pykka.ThreadingActor):
                 self.core.repark(w)
         for p, prm, result in zip(batch, params, results, strict=True):
             if prm[4] is not None and not isinstance(result, HiveError):  # from the send's arrival to its recv
-                self._hub.publish("message.woke", {"agent": p.to, "seconds": woke_at - p.queued})
+                self._hub.publish(MessageWoke(p.to, woke_at - p.queued))
         _log.debug("broker.send", count=len(batch), woke=len(delivered_rows))
 
     def _insert(self, params: list[tuple[Any, ...]]) -> list[int | HiveError]:

@@ -15,7 +15,8 @@ import pykka
 import hyperhive.logs as logs
 from hyperhive.actors.bridge import Reply, answer
 from hyperhive.actors.clock import LoopClock
-from hyperhive.actors.events import Hub
+from hyperhive.actors.events import ContainerCrash, ContainerKilled, ContainerState, Hub
+from hyperhive.actors.snapshots import ContainerSnapshot
 from hyperhive.names import MANAGER, SYSTEM, AgentName
 
 __all__ = ["Backoff", "ContainerActor", "State", "describe_exit", "kick_text"]
@@ -128,9 +129,9 @@ class ContainerActor(pykka.ThreadingActor):
         def run() -> None:
             was_running = self._handle is not None
             self._stop_harness(grace=0.0)
-            event = {"event": "Killed", "agent": self.name, "by": by, "was_running": was_running}
-            self._broker.send.defer(SYSTEM, MANAGER, json.dumps(event))
-            self._hub.publish("container.killed", event)
+            killed = ContainerKilled(self.name, by, was_running)
+            self._broker.send.defer(SYSTEM, MANAGER, json.dumps(killed.payload()))
+            self._hub.publish(killed)
         self._verb("killing", run, reply)
 
     def destroy_agent(self, reply: Reply | None = None) -> None:
@@ -174,12 +175,9 @@ class ContainerActor(pykka.ThreadingActor):
             delay = self._backoff.next(ran_for)
             _log.warning("container.crash", exit=self.last_exit, reason=reason or "crash", restart_in=delay,
                          ran_for=round(ran_for, 2))
-            event = {
-                "event": "ContainerCrash", "agent": self.name, "exit": describe_exit(returncode),
-                "reason": reason or "crash", "restart_in_seconds": delay,
-            }
-            self._broker.send.defer(SYSTEM, MANAGER, json.dumps(event))
-            self._hub.publish("container.crash", event)
+            crash = ContainerCrash(self.name, describe_exit(returncode), reason or "crash", delay)
+            self._broker.send.defer(SYSTEM, MANAGER, json.dumps(crash.payload()))
+            self._hub.publish(crash)
             self._publish()
             self._clock.call_later(delay, self._me.restart_after_crash.defer, self._gen)
         except Exception:  # noqa: BLE001 - a tell must never kill the actor
@@ -229,24 +227,26 @@ class ContainerActor(pykka.ThreadingActor):
         self._broker.send.defer(SYSTEM, self.name, kick_text(self.name, reason, self._state_dir))
 
     def snapshot(self) -> dict[str, Any]:
-        return {
-            "name": self.name,
-            "role": "manager" if self.name == MANAGER else "agent",
-            "state": self.state,
-            "transient": self.transient,
-            "pid": self._handle.pid if self._handle is not None else None,
-            "driver": self._driver,
-            "restarts": self.restarts,
-            "last_exit": self.last_exit,
-            "sandboxed": bool(getattr(self._backend, "sandboxed", False)),
-            "started_at": (time.time() - (time.monotonic() - self._started_at))
-            if self.state == "running" else None,
-        }
+        return self.snapshot_data().to_wire()
+
+    def snapshot_data(self) -> ContainerSnapshot:
+        return ContainerSnapshot(
+            name=self.name,
+            role="manager" if self.name == MANAGER else "agent",
+            state=self.state,
+            transient=self.transient,
+            pid=self._handle.pid if self._handle is not None else None,
+            driver=self._driver,
+            restarts=self.restarts,
+            last_exit=self.last_exit,
+            sandboxed=bool(getattr(self._backend, "sandboxed", False)),
+            started_at=(time.time() - (time.monotonic() - self._started_at)) if self.state == "running" else None,
+        )
 
     def _publish(self) -> None:
-        snap = self.snapshot()
+        data = self.snapshot_data()
         try:
-            self._coordinator.container_changed.defer(snap, self.actor_urn)
+            self._coordinator.container_changed.defer(data.to_wire(), self.actor_urn)
         except pykka.ActorDeadError:
             pass
-        self._hub.publish("container.state", snap)
+        self._hub.publish(ContainerState(data))

@@ -20,7 +20,7 @@ from hyperhive import config_repo, tombstones
 from hyperhive.actors.bridge import Reply, answer, claim, fail, resolve
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.container import Backoff, ContainerActor
-from hyperhive.actors.events import Hub
+from hyperhive.actors.events import ContainerAdded, ContainerRemoved, Hub
 from hyperhive.errors import Conflict, HiveError, UnknownAgent
 from hyperhive.names import MANAGER, AgentName, validate_name, validate_spawnable
 from hyperhive.paths import AgentConfig, StatePaths
@@ -194,7 +194,7 @@ class Coordinator(pykka.ThreadingActor):
             Container.delete().where(Container.name == agent).execute()
             self._broker.forget.defer(agent)
             self._sockets.close(agent)
-            self._hub.publish("container.removed", {"name": agent})
+            self._hub.publish(ContainerRemoved(agent))
             removed = [str(p) for p in tombstones.purge(self._paths, agent, set(self._actors))] if purge else []
             _log.info("container.destroyed", agent=agent, purged=removed)
             if claim(reply):
@@ -280,4 +280,4 @@ class Coordinator(pykka.ThreadingActor):
         ).proxy()
         self._actors[agent] = actor
         self._snapshots[agent] = actor.snapshot().get(timeout=5)
-        self._hub.publish("container.added", {"name": agent})
+        self._hub.publish(ContainerAdded(agent))

@@ -1,20 +1,32 @@
 """One-way event publication from actors to whoever listens (the dashboard's
-websocket fan-out, the notifier). Listeners must not block: they hand the
-event to their own thread or loop."""
+websocket fan-out, the metrics, the notifier). Listeners must not block: they
+hand the event to their own thread or loop.
+
+Each event is a frozen dataclass; ``name`` is its stable wire name (the
+dashboard's patch kinds, the notifier's ``event`` field) and ``payload()`` its
+JSON form (the same keys the dict events had). Listeners match on the type.
+"""
 
 from __future__ import annotations
 
 import threading
 from collections.abc import Callable
-from typing import Any, Literal
+from dataclasses import asdict, dataclass
+from typing import Any, ClassVar, Literal
 
 import hyperhive.logs as logs
+from hyperhive.actors.snapshots import ContainerSnapshot
 
-__all__ = ["EventName", "Hub"]
+__all__ = [
+    "ApprovalQueued", "ApprovalResolved", "ContainerActivity", "ContainerAdded", "ContainerCrash",
+    "ContainerKilled", "ContainerRemoved", "ContainerState", "Event", "EventName", "GatewayUsage", "Hub",
+    "Listener", "MessageSent", "MessageWoke", "ProxyRefused", "QuestionAsked", "QuestionResolved",
+    "VacuumSwept",
+]
 
 EventName = Literal[
     "message.sent",
-    "message.delivered",
+    "message.woke",
     "container.state",
     "container.crash",
     "container.killed",
@@ -25,13 +37,170 @@ EventName = Literal[
     "question.resolved",
     "approval.queued",
     "approval.resolved",
-    "message.woke",
     "vacuum.swept",
     "proxy.refused",
     "gateway.usage",
 ]
 
-Listener = Callable[[str, dict[str, Any]], None]
+
+@dataclass(frozen=True, slots=True)
+class Event:
+    name: ClassVar[EventName]
+
+    def payload(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageSent(Event):
+    """A committed message, as the wire shows it (``InboxRow.to_wire``)."""
+    name: ClassVar[EventName] = "message.sent"
+    row: dict[str, Any]
+
+    def payload(self) -> dict[str, Any]:
+        return dict(self.row)
+
+
+@dataclass(frozen=True, slots=True)
+class MessageWoke(Event):
+    """A parked recv was handed a message ``seconds`` after its send queued."""
+    name: ClassVar[EventName] = "message.woke"
+    agent: str
+    seconds: float
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerState(Event):
+    name: ClassVar[EventName] = "container.state"
+    snapshot: ContainerSnapshot
+
+    def payload(self) -> dict[str, Any]:
+        return self.snapshot.to_wire()
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerCrash(Event):
+    """Also the ``ContainerCrash`` JSON the manager gets (``payload`` plus ``event``)."""
+    name: ClassVar[EventName] = "container.crash"
+    agent: str
+    exit: str
+    reason: str
+    restart_in_seconds: float
+
+    def payload(self) -> dict[str, Any]:
+        return {"event": "ContainerCrash", **asdict(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerKilled(Event):
+    """Also the ``Killed`` JSON the manager gets."""
+    name: ClassVar[EventName] = "container.killed"
+    agent: str
+    by: str
+    was_running: bool
+
+    def payload(self) -> dict[str, Any]:
+        return {"event": "Killed", **asdict(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerActivity(Event):
+    """A heartbeat changed what an agent is doing (``activity`` None: only repaint its row)."""
+    name: ClassVar[EventName] = "container.activity"
+    agent: str
+    activity: str | None = None
+
+    def payload(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"name": self.agent}
+        if self.activity is not None:
+            out["activity"] = self.activity
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerAdded(Event):
+    name: ClassVar[EventName] = "container.added"
+    agent: str
+
+    def payload(self) -> dict[str, Any]:
+        return {"name": self.agent}
+
+
+@dataclass(frozen=True, slots=True)
+class ContainerRemoved(Event):
+    name: ClassVar[EventName] = "container.removed"
+    agent: str
+
+    def payload(self) -> dict[str, Any]:
+        return {"name": self.agent}
+
+
+@dataclass(frozen=True, slots=True)
+class QuestionAsked(Event):
+    """``view``: the question as the dashboard and ``hive questions`` show it."""
+    name: ClassVar[EventName] = "question.asked"
+    view: dict[str, Any]
+
+    def payload(self) -> dict[str, Any]:
+        return dict(self.view)
+
+
+@dataclass(frozen=True, slots=True)
+class QuestionResolved(Event):
+    """The ``OperatorAnswered`` the asker got, and who asked."""
+    name: ClassVar[EventName] = "question.resolved"
+    answered: dict[str, Any]
+    asker: str
+
+    def payload(self) -> dict[str, Any]:
+        return {**self.answered, "asker": self.asker}
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalQueued(Event):
+    name: ClassVar[EventName] = "approval.queued"
+    view: dict[str, Any]
+
+    def payload(self) -> dict[str, Any]:
+        return dict(self.view)
+
+
+@dataclass(frozen=True, slots=True)
+class ApprovalResolved(Event):
+    name: ClassVar[EventName] = "approval.resolved"
+    view: dict[str, Any]
+
+    def payload(self) -> dict[str, Any]:
+        return dict(self.view)
+
+
+@dataclass(frozen=True, slots=True)
+class VacuumSwept(Event):
+    name: ClassVar[EventName] = "vacuum.swept"
+    messages: int
+
+
+@dataclass(frozen=True, slots=True)
+class ProxyRefused(Event):
+    name: ClassVar[EventName] = "proxy.refused"
+    agent: str
+    host: str
+    port: int
+    reason: str
+
+
+@dataclass(frozen=True, slots=True)
+class GatewayUsage(Event):
+    """Token usage of one model API response through an agent's gateway."""
+    name: ClassVar[EventName] = "gateway.usage"
+    agent: str
+    usage: dict[str, Any]
+
+    def payload(self) -> dict[str, Any]:
+        return {"agent": self.agent, **self.usage}
+
+
+Listener = Callable[[Event], None]
 _log = logs.get("hyperhive.events")
 
 
@@ -50,9 +219,9 @@ class Hub:
 
         return unsubscribe
 
-    def publish(self, name: EventName, payload: dict[str, Any]) -> None:
+    def publish(self, event: Event) -> None:
         for fn in self._listeners:
             try:
-                fn(name, payload)
+                fn(event)
             except Exception:  # noqa: BLE001 - one bad listener never stops the rest
-                _log.exception("events.listener_failed", event_name=name)
+                _log.exception("events.listener_failed", event_name=event.name)

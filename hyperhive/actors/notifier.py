@@ -18,7 +18,7 @@ from typing import Any
 import pykka
 
 import hyperhive.logs as logs
-from hyperhive.actors.events import Hub
+from hyperhive.actors.events import Event, Hub
 
 __all__ = ["NOTIFY_EVENTS", "Notifier", "notification"]
 
@@ -43,10 +43,10 @@ class Notifier(pykka.ThreadingActor):
         logs.bind_thread(actor="notifier")
         me = self.actor_ref.proxy()
 
-        def listen(name: str, payload: dict[str, Any]) -> None:
-            if name in NOTIFY_EVENTS:
+        def listen(event: Event) -> None:
+            if event.name in NOTIFY_EVENTS:
                 try:
-                    me.run.defer(name, payload)
+                    me.run.defer(event.name, event.payload())
                 except pykka.ActorDeadError:
                     pass
 

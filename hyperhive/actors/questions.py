@@ -19,7 +19,7 @@ import pykka
 import hyperhive.logs as logs
 from hyperhive.actors.bridge import Reply, answer
 from hyperhive.actors.clock import LoopClock
-from hyperhive.actors.events import Hub
+from hyperhive.actors.events import Hub, QuestionAsked, QuestionResolved
 from hyperhive.actors.questions_core import (
     CANCELLED,
     How,
@@ -122,7 +122,7 @@ class Questions(pykka.ThreadingActor):
                 self._arm(q.id, deadline)
             view = question_view(q)
             _log.info("question.asked", question_id=q.id, ttl=ttl_seconds)
-            self._hub.publish("question.asked", view)
+            self._hub.publish(QuestionAsked(view))
             return int(q.id)
         answer(reply, run)
 
@@ -186,7 +186,7 @@ class Questions(pykka.ThreadingActor):
         event = operator_answered(q.id, q.question, text, how)
         _log.info("question.resolved", question_id=q.id, how=how)
         self._broker.send.defer(SYSTEM, q.asker, json.dumps(event, ensure_ascii=False))
-        self._hub.publish("question.resolved", {**event, "asker": q.asker})
+        self._hub.publish(QuestionResolved(event, q.asker))
 
     def _arm(self, qid: int, deadline_at: float) -> None:
         self._timers[qid] = TtlTimer.start(qid, deadline_at, self._me, self._clock)

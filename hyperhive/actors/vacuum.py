@@ -22,7 +22,7 @@ import pykka
 import hyperhive.logs as logs
 from hyperhive.actors.bridge import Reply, claim, resolve
 from hyperhive.actors.clock import LoopClock
-from hyperhive.actors.events import Hub
+from hyperhive.actors.events import Hub, VacuumSwept
 from hyperhive.paths import StatePaths
 
 __all__ = ["DAY", "VacuumSweeper", "VacuumSweeperProxy"]
@@ -93,7 +93,7 @@ class VacuumSweeper(pykka.ThreadingActor):
         self.sweeps += 1
         _log.info("vacuum.swept", sweeps=self.sweeps, messages=messages)
         if self._hub is not None:
-            self._hub.publish("vacuum.swept", {"messages": messages})
+            self._hub.publish(VacuumSwept(messages))
         resolve(reply, {"messages": messages})
 
 

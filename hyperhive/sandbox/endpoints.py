@@ -44,7 +44,7 @@ from typing import Any
 from tornado.ioloop import IOLoop
 
 import hyperhive.logs as logs
-from hyperhive.actors.events import Hub
+from hyperhive.actors.events import Hub, ProxyRefused
 from hyperhive.actors.ports import read_port_file
 from hyperhive.names import AgentName
 from hyperhive.paths import WEB_SOCKET, StatePaths
@@ -133,7 +133,7 @@ class AgentEndpoints:
         return Allowlist(self._paths.load_applied(name).network_allow)
 
     def _refused(self, agent: str, host: str, port: int, reason: str) -> None:
-        self._hub.publish("proxy.refused", {"agent": agent, "host": host, "port": port, "reason": reason})
+        self._hub.publish(ProxyRefused(agent, host, port, reason))
 
     def web_port(self, name: str) -> int | None:
         """The port the daemon relays to the agent's web UI (None: not bound)."""

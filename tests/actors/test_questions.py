@@ -32,7 +32,7 @@ class World:
         self.clock = LoopClock(IOLoop.current())
         self.hub = Hub()
         self.events: list[tuple[str, dict[str, Any]]] = []
-        self.hub.subscribe(lambda n, p: self.events.append((n, p)))
+        self.hub.subscribe(lambda e: self.events.append((e.name, e.payload())))
         self.broker = Broker.start(self.db, self.clock, self.hub).proxy()
         self.questions: Any = None
 

@@ -16,6 +16,7 @@ from typing import Any
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
 from hyperhive.actors.bridge import call
+from hyperhive.actors.events import Event
 from hyperhive.names import OPERATOR
 
 __all__ = ["Metrics"]
@@ -55,8 +56,9 @@ class Metrics:
         self.pending_questions = Gauge("hyperhive_pending_questions", "questions waiting", registry=r)
         self.pending_approvals = Gauge("hyperhive_pending_approvals", "approvals waiting", registry=r)
 
-    def on_event(self, name: str, payload: dict[str, Any]) -> None:
+    def on_event(self, event: Event) -> None:
         """Count one hub event (called on the IOLoop thread)."""
+        name, payload = event.name, event.payload()
         if name == "message.sent":
             self.sent.inc()
             if payload.get("to") == OPERATOR:

@@ -19,6 +19,7 @@ import tornado.websocket
 from tornado.ioloop import IOLoop
 
 import hyperhive.logs as logs
+from hyperhive.actors.events import Event
 from hyperhive.names import OPERATOR
 from hyperhive.web.dashboard.handlers import Gate, gate_request, security_headers, write_refusal
 from hyperhive.web.dashboard.state import StateSource
@@ -49,11 +50,11 @@ class Pusher:
     """Lives on the IOLoop thread except ``on_event``, which any thread may call."""
 
     def __init__(self, io_loop: IOLoop, source: StateSource,
-                 on_event: Callable[[str, dict[str, Any]], None] | None = None) -> None:
+                 on_event: Callable[[Event], None] | None = None) -> None:
         self._io_loop = io_loop
         self._source = source
         self._extra = on_event
-        self._inbox: deque[tuple[str, dict[str, Any], float]] = deque()
+        self._inbox: deque[tuple[Event, float]] = deque()
         self._wake_pending = False
         self.clients: set[PushSocket] = set()
         self._stale: set[str] = set()
@@ -62,11 +63,11 @@ class Pusher:
         self._scheduled = False
         self._running = False
 
-    def on_event(self, name: str, payload: dict[str, Any]) -> None:
+    def on_event(self, event: Event) -> None:
         """Hub listener: runs on an actor thread, so it only hands over. A burst
         (a group commit publishes one event per message) costs one wake-up of
         the loop, not one per event."""
-        self._inbox.append((name, payload, time.time()))  # deque.append is thread-safe
+        self._inbox.append((event, time.time()))  # deque.append is thread-safe
         if not self._wake_pending:
             self._wake_pending = True
             self._io_loop.add_callback(self._drain)
@@ -74,11 +75,12 @@ class Pusher:
     def _drain(self) -> None:
         self._wake_pending = False  # before draining: an event appended from now on is drained or wakes us
         while self._inbox:
-            self._note(*self._inbox.popleft())
+            event, at = self._inbox.popleft()
+            if self._extra is not None:
+                self._extra(event)
+            self._note(event.name, event.payload(), at)
 
     def _note(self, name: str, payload: dict[str, Any], at: float) -> None:
-        if self._extra is not None:
-            self._extra(name, payload)
         if name == "message.sent":
             self._source.note_message(payload)
         self._source.note_container(name, payload)

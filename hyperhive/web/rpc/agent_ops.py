@@ -6,7 +6,7 @@ from __future__ import annotations
 from typing import Any
 
 from hyperhive.actors.bridge import call
-from hyperhive.actors.events import Hub
+from hyperhive.actors.events import ContainerActivity, Hub
 from hyperhive.errors import BadRequest
 from hyperhive.names import AgentName, validate_recipient
 from hyperhive.web.rpc.jsonlines import Op
@@ -60,7 +60,7 @@ def agent_ops(
         if req.state not in REPORTED:
             raise BadRequest(f"state must be one of {', '.join(REPORTED)}, got {req.state!r}")
         if beats.record(agent, req.state) and hub is not None:
-            hub.publish("container.activity", {"name": agent, "activity": req.state})
+            hub.publish(ContainerActivity(agent, req.state))
         return {"next_in": beats.interval}
 
     async def turn_slot(req: TurnSlot) -> dict[str, Any]:
