@@ -25,12 +25,17 @@ __all__ = [
     "BadJson",
     "BadName",
     "BadRequest",
+    "BadSetting",
+    "BadTokenFile",
     "Conflict",
     "Forbidden",
     "HiveError",
     "Internal",
     "LineTooLong",
     "NotAllowed",
+    "SandboxUnavailable",
+    "StartupError",
+    "StateDirBusy",
     "Unavailable",
     "UnknownAgent",
     "UnknownId",
@@ -127,3 +132,32 @@ def from_wire(error: dict[str, object]) -> HiveError:
     """Rebuild the error a response carried (client side)."""
     cls = _BY_CODE.get(str(error.get("code")), HiveError)
     return cls(str(error.get("message", "")))
+
+
+# --- startup ------------------------------------------------------------------
+# Raised while `hive serve` starts, before anything is served: `serve` prints
+# the message as one line and exits with status 1 (never a traceback).
+
+
+class StartupError(Exception):
+    """The daemon cannot start as configured; the message says what to change."""
+
+    def __init__(self, message: str) -> None:
+        super().__init__(message)
+        self.message = message
+
+
+class BadSetting(StartupError):
+    """A setting (flag, environment variable) has a value the daemon cannot use."""
+
+
+class SandboxUnavailable(StartupError):
+    """``--sandbox on`` where bubblewrap cannot run."""
+
+
+class BadTokenFile(StartupError):
+    """The operator token file is missing, unreadable or too short."""
+
+
+class StateDirBusy(StartupError):
+    """Another daemon holds the state dir's lock."""
