@@ -1,5 +1,13 @@
 """Clients of the JSON-lines sockets: a blocking one for the CLI and an async
-one (concurrent requests on one connection) for the harness and `hive mcp`."""
+one (concurrent requests on one connection) for the harness and `hive mcp`.
+
+Both raise the same two kinds of error (hyperhive.errors): what the daemon
+answered, rebuilt with ``from_wire`` (Unavailable included: the daemon said
+so), and the transport family when no answer came at all: ConnectFailed
+(nothing listening, or the socket cannot be opened), ConnectionLost (the
+connection closed or broke mid-request: whether the op ran is unknown),
+TimedOut (the blocking client's own timeout).
+"""
 
 from __future__ import annotations
 
@@ -11,33 +19,57 @@ import time
 from pathlib import Path
 from typing import Any
 
-from hyperhive.errors import Unavailable, from_wire
+from hyperhive.errors import ConnectFailed, ConnectionLost, TimedOut, from_wire
 from hyperhive.wire import encode
 
 __all__ = ["AsyncClient", "request"]
 
+_NOT_LISTENING = (FileNotFoundError, ConnectionRefusedError)  # no socket file, or nobody accepting on it
+_LOST = "connection to the daemon lost"
+
+
+def _result(resp: dict[str, Any]) -> dict[str, Any]:
+    """The response itself, or the error the daemon sent in it, raised."""
+    if not resp.get("ok"):
+        raise from_wire(resp.get("error") or {}, request_id=resp.get("id"))
+    return resp
+
+
+def _connect_failed(path: object, exc: OSError) -> ConnectFailed:
+    if isinstance(exc, _NOT_LISTENING):
+        return ConnectFailed(f"no daemon is listening on {path}")
+    return ConnectFailed(f"cannot connect to {path}: {exc.strerror or exc}")
+
+
+def _connect(s: socket.socket, path: Path) -> None:
+    try:
+        s.connect(str(path))
+    except TimeoutError:
+        raise
+    except OSError as exc:
+        raise _connect_failed(path, exc) from None
+
 
 def request(path: Path, op: str, timeout: float = 90.0, **fields: Any) -> dict[str, Any]:
-    """One request over a fresh connection; raises the error the daemon sent."""
-    try:
-        with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
-            s.settimeout(timeout)
-            s.connect(str(path))
+    """One request over a fresh connection; raises the error the daemon sent,
+    or a TransportError when none came within ``timeout`` seconds."""
+    with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+        s.settimeout(timeout)
+        try:
+            _connect(s, path)
             s.sendall(encode({"id": 1, "op": op, **fields}))
             buf = b""
             while not buf.endswith(b"\n"):
                 chunk = s.recv(1 << 16)
                 if not chunk:
-                    raise Unavailable("the daemon closed the connection")
+                    raise ConnectionLost("the daemon closed the connection")
                 buf += chunk
-    except (FileNotFoundError, ConnectionRefusedError):
-        raise Unavailable(f"no daemon is listening on {path}") from None
-    except TimeoutError:
-        raise Unavailable(f"no answer from {path} within {timeout:g}s") from None
-    resp = json.loads(buf)
-    if not resp.get("ok"):
-        raise from_wire(resp.get("error") or {})
-    return resp
+        except TimeoutError:  # before OSError: it is one
+            raise TimedOut(f"no answer from {path} within {timeout:g}s") from None
+        except OSError as exc:
+            raise ConnectionLost(f"the connection to {path} broke: {exc.strerror or exc}") from None
+    resp: dict[str, Any] = json.loads(buf)
+    return _result(resp)
 
 
 class AsyncClient:
@@ -52,7 +84,9 @@ class AsyncClient:
         self._connect_lock = asyncio.Lock()
 
     async def connect(self, deadline: float = 30.0) -> None:
-        """Connect, retrying while the socket is not there yet (daemon starting)."""
+        """Connect, retrying while the socket is not there yet (daemon
+        starting); ConnectFailed after ``deadline`` seconds, or at once for a
+        socket that cannot be opened (permissions)."""
         async with self._connect_lock:
             if self._writer is not None:
                 return
@@ -62,11 +96,13 @@ class AsyncClient:
                 try:
                     reader, writer = await asyncio.open_unix_connection(self.path, limit=1 << 22)
                     break
-                except (FileNotFoundError, ConnectionRefusedError):
+                except _NOT_LISTENING:
                     if time.monotonic() > end:
-                        raise Unavailable(f"could not reach {self.path}") from None
+                        raise ConnectFailed(f"could not reach {self.path} within {deadline:g}s") from None
                     await asyncio.sleep(delay)
                     delay = min(delay * 2, 1.0)
+                except OSError as exc:
+                    raise _connect_failed(self.path, exc) from None
             self._writer = writer
             self._reader_task = asyncio.create_task(self._read(reader))
 
@@ -83,10 +119,12 @@ class AsyncClient:
             self._writer = None
             for fut in self._waiting.values():
                 if not fut.done():
-                    fut.set_exception(Unavailable("connection to the daemon lost"))
+                    fut.set_exception(ConnectionLost(_LOST))
             self._waiting.clear()
 
     async def request(self, op: str, **fields: Any) -> dict[str, Any]:
+        """Send one request and wait for its answer; raises the error the
+        daemon sent, ConnectFailed or ConnectionLost."""
         if self._writer is None:
             await self.connect()
         assert self._writer is not None
@@ -98,14 +136,12 @@ class AsyncClient:
             await self._writer.drain()
             resp = await fut
         except (ConnectionError, OSError):
-            raise Unavailable("connection to the daemon lost") from None
+            raise ConnectionLost(_LOST) from None
         finally:
             self._waiting.pop(req_id, None)
             if fut.done() and not fut.cancelled():
                 fut.exception()  # retrieved: a lost connection is reported once, here
-        if not resp.get("ok"):
-            raise from_wire(resp.get("error") or {})
-        return resp
+        return _result(resp)
 
     async def close(self) -> None:
         if self._writer is not None:
@@ -116,5 +152,3 @@ class AsyncClient:
                 pass
         if self._reader_task is not None:
             await asyncio.gather(self._reader_task, return_exceptions=True)
-
-

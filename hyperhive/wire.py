@@ -2,9 +2,9 @@
 
 One JSON object per line. A request is ``{"id", "op", ...fields}``; a response
 is ``{"id", "ok": true, ...}`` or ``{"id", "ok": false, "error": {"code",
-"message"}}``. Requests are typed dataclasses parsed and checked here, so both
-sides share one definition. A bad line gets an error response and the
-connection stays usable.
+"message"}}``. Requests are typed dataclasses (hyperhive.wire_requests,
+re-exported here) parsed and checked here, so both sides share one
+definition. A bad line gets an error response and the connection stays usable.
 
 Every value of a request is checked before any op sees it (``check_value``):
 text must be encodable as UTF-8 (no lone surrogates such as ``"\\ud800"``,
@@ -16,31 +16,32 @@ finite. ``loads`` applies the same rules to any JSON document (HTTP bodies).
 from __future__ import annotations
 
 import dataclasses
-import functools
 import json
 import math
-import types
-import typing
 from collections.abc import Iterator
 from dataclasses import dataclass, field
-from typing import Any, ClassVar, Union
+from typing import Any
 
+from hyperhive import wire_requests
 from hyperhive.errors import BadJson, BadRequest, HiveError, LineTooLong, UnknownOp
+from hyperhive.wire_requests import *  # noqa: F403 - every request class, re-exported (see its __all__)
+from hyperhive.wire_requests import Request, build
 
 __all__ = [
     "MAX_DEPTH",
     "MAX_LINE",
     "InboxRow",
     "LineSplitter",
-    "Request",
     "check_text",
     "check_value",
     "decode_request",
     "encode",
+    "encode_request",
     "error_response",
     "loads",
     "ok_response",
 ]
+__all__ += wire_requests.__all__
 
 MAX_LINE = 1 << 20  # 1 MiB, newline excluded
 MAX_DEPTH = 32  # nested objects/arrays in one request, the request object included
@@ -73,259 +74,7 @@ class InboxRow:
         )
 
 
-# --- requests -----------------------------------------------------------------
-
-class Request:
-    """Marker base: every request dataclass names its op."""
-
-    op: ClassVar[str]
-
-
-_OPS: dict[str, type[Request]] = {}
-
-
-def _op(name: str) -> Any:
-    def register(cls: type[Request]) -> type[Request]:
-        cls.op = name
-        _OPS[name] = cls
-        return cls
-    return register
-
-
-@_op("send")
-@dataclass(frozen=True)
-class Send(Request):
-    to: str
-    body: str
-
-
-@_op("recv")
-@dataclass(frozen=True)
-class Recv(Request):
-    wait_seconds: float | None = None
-    # The harness's own turn-loop recv: served after any tool-level recv parked
-    # on the same agent, so a model's explicit recv is never starved by it.
-    system: bool = False
-
-
-@_op("recent")
-@dataclass(frozen=True)
-class Recent(Request):
-    limit: int = 20
-
-
-@_op("ls")
-@dataclass(frozen=True)
-class Ls(Request):
-    pass
-
-
-@_op("spawn")
-@dataclass(frozen=True)
-class Spawn(Request):
-    name: str
-    # Initial config; None lets the agent message anyone.
-    allowed_recipients: list[str] | None = None
-
-
-@_op("start")
-@dataclass(frozen=True)
-class Start(Request):
-    name: str
-
-
-@_op("stop")
-@dataclass(frozen=True)
-class Stop(Request):
-    name: str
-
-
-@_op("inbox")
-@dataclass(frozen=True)
-class Inbox(Request):
-    limit: int = 50
-
-
-@_op("ping")
-@dataclass(frozen=True)
-class Ping(Request):
-    pass
-
-
-@_op("turn_slot")
-@dataclass(frozen=True)
-class TurnSlot(Request):
-    kind: str = "turn"  # turn | compact (F44)
-
-
-@_op("turn_done")
-@dataclass(frozen=True)
-class TurnDone(Request):
-    pass
-
-
-@_op("heartbeat")
-@dataclass(frozen=True)
-class Heartbeat(Request):
-    state: str  # idle | thinking | compacting (F41)
-
-
-# --- lifecycle beyond start/stop (admin socket; start/restart/kill also the manager's) --
-
-@_op("restart")
-@dataclass(frozen=True)
-class Restart(Request):
-    name: str
-
-
-@_op("rebuild")
-@dataclass(frozen=True)
-class Rebuild(Request):
-    name: str
-
-
-@_op("kill")
-@dataclass(frozen=True)
-class Kill(Request):
-    name: str
-
-
-@_op("destroy")
-@dataclass(frozen=True)
-class Destroy(Request):
-    name: str
-    purge: bool = False
-
-
-@_op("tombstones")
-@dataclass(frozen=True)
-class Tombstones(Request):
-    pass
-
-
-@_op("revive")
-@dataclass(frozen=True)
-class Revive(Request):
-    name: str
-
-
-@_op("purge")
-@dataclass(frozen=True)
-class Purge(Request):
-    name: str
-
-
-# --- the operator's gate (F7–F13) -----------------------------------------------
-
-@_op("ask_operator")
-@dataclass(frozen=True)
-class AskOperator(Request):
-    question: str
-    options: list[str] = field(default_factory=list)
-    multi: bool = False
-    ttl_seconds: float | None = None
-    default: str | None = None
-
-
-@_op("request_spawn")
-@dataclass(frozen=True)
-class RequestSpawn(Request):
-    name: str
-    allowed_recipients: list[str] | None = None
-    driver: str | None = None
-    prompt: str | None = None
-
-
-@_op("request_apply_commit")
-@dataclass(frozen=True)
-class RequestApplyCommit(Request):
-    agent: str
-    commit: str
-
-
-@_op("propose_config")
-@dataclass(frozen=True)
-class ProposeConfig(Request):
-    agent: str
-    message: str
-    prompt: str | None = None
-    agent_json: str | None = None
-
-
-@_op("questions")
-@dataclass(frozen=True)
-class Questions(Request):
-    pass
-
-
-@_op("answer")
-@dataclass(frozen=True)
-class Answer(Request):
-    question_id: int
-    chosen: list[str] = field(default_factory=list)
-    text: str = ""
-
-
-@_op("cancel_question")
-@dataclass(frozen=True)
-class CancelQuestion(Request):
-    question_id: int
-
-
-@_op("approvals")
-@dataclass(frozen=True)
-class Approvals(Request):
-    pass
-
-
-@_op("approve")
-@dataclass(frozen=True)
-class Approve(Request):
-    approval_id: int
-
-
-@_op("deny")
-@dataclass(frozen=True)
-class Deny(Request):
-    approval_id: int
-    reason: str | None = None
-
-
-@_op("journal")
-@dataclass(frozen=True)
-class Journal(Request):
-    """A container's log (F23): unit "harness" or "" (the whole machine)."""
-
-    name: str
-    unit: str = "harness"
-    lines: int = 200
-
-
 # --- decoding -----------------------------------------------------------------
-
-def _type_ok(value: Any, tp: Any) -> bool:
-    origin = typing.get_origin(tp)
-    if origin in (Union, types.UnionType):
-        return any(_type_ok(value, arg) for arg in typing.get_args(tp))
-    if tp is type(None):
-        return value is None
-    if tp is bool:
-        return isinstance(value, bool)
-    if tp is int:
-        return isinstance(value, int) and not isinstance(value, bool)
-    if tp is float:
-        return isinstance(value, (int, float)) and not isinstance(value, bool)
-    if tp is str:
-        return isinstance(value, str)
-    if origin is list:
-        (item,) = typing.get_args(tp)
-        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
-    raise TypeError(f"unsupported wire type {tp!r}")
-
-
-def _type_name(tp: Any) -> str:
-    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
-
 
 def _no_constants(name: str) -> Any:
     raise ValueError(f"{name} is not allowed")
@@ -433,21 +182,6 @@ def _echo_id(req_id: Any) -> Any:
     return req_id
 
 
-@functools.cache
-def _schema(op: str) -> tuple[tuple[tuple[str, Any, bool], ...], frozenset[str]]:
-    """An op's request (name, type, required) fields and its allowed keys.
-
-    Cached: ``get_type_hints`` costs more than the rest of a decode.
-    """
-    cls = _OPS[op]
-    hints = typing.get_type_hints(cls)
-    fields = tuple(
-        (f.name, hints[f.name], f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
-        for f in dataclasses.fields(cls)  # type: ignore[arg-type]
-    )
-    return fields, frozenset({"id", "op", *(f[0] for f in fields)})
-
-
 # One decoder for every request: json.loads(..., parse_constant=…) builds a new one per call.
 _DECODER = json.JSONDecoder(parse_constant=_no_constants, parse_int=_parse_int)
 
@@ -494,43 +228,25 @@ def decode_request(line: bytes, ops: frozenset[str]) -> tuple[Any, Request]:
     req_id = obj.get("id")
     try:
         check_value(obj)
-    except HiveError as err:
-        err.request_id = _echo_id(req_id)  # type: ignore[attr-defined]
+    except BadRequest as err:
+        err.request_id = _echo_id(req_id)
         raise
+    if not isinstance(req_id, (int, str)) or isinstance(req_id, bool):
+        raise BadRequest("field 'id' must be an integer or a string", request_id=req_id)
+    op = obj.get("op")
+    if not isinstance(op, str):
+        raise BadRequest("field 'op' must be a string", request_id=req_id)
+    if op not in ops:
+        raise UnknownOp(f"unknown op {op!r} on this socket; known: {', '.join(sorted(ops))}", request_id=req_id)
     try:
-        if not isinstance(req_id, (int, str)) or isinstance(req_id, bool):
-            raise BadRequest("field 'id' must be an integer or a string")
-        op = obj.get("op")
-        if not isinstance(op, str):
-            raise BadRequest("field 'op' must be a string")
-        if op not in ops:
-            raise UnknownOp(f"unknown op {op!r} on this socket; known: {', '.join(sorted(ops))}")
-        cls = _OPS[op]
-        fields, names = _schema(op)
-        kwargs: dict[str, Any] = {}
-        for name, tp, required in fields:
-            if name not in obj:
-                if required:
-                    raise BadRequest(f"op {op!r} needs field {name!r}")
-                continue
-            if not _type_ok(obj[name], tp):
-                raise BadRequest(
-                    f"field {name!r} of op {op!r} must be {_type_name(tp)}, "
-                    f"got {type(obj[name]).__name__}"
-                )
-            kwargs[name] = obj[name]
-        extra = set(obj) - names
-        if extra:
-            raise BadRequest(f"op {op!r} does not take field(s) {', '.join(sorted(extra))}")
-        return req_id, cls(**kwargs)
-    except HiveError as err:
-        err.request_id = req_id  # type: ignore[attr-defined]
+        return req_id, build(op, obj)
+    except BadRequest as err:
+        err.request_id = req_id
         raise
 
 
 def encode_request(req_id: Any, req: Request) -> bytes:
-    payload = {"id": req_id, "op": req.op, **dataclasses.asdict(req)}  # type: ignore[call-overload]
-    return encode(payload)
+    return encode({"id": req_id, "op": req.op, **dataclasses.asdict(req)})
 
 
 # --- responses ----------------------------------------------------------------

@@ -8,7 +8,7 @@ import typing
 
 import pytest
 
-from hyperhive import wire
+from hyperhive import wire, wire_requests
 from hyperhive.errors import BadJson, BadRequest, LineTooLong, UnknownOp
 from hyperhive.wire import (
     InboxRow,
@@ -50,7 +50,7 @@ def line(obj: object) -> bytes:
         "recv-null-wait", "recent-default", "recent-limit", "zero-id",
     ],
 )
-def test_decode_valid(obj: dict, want_id: object, want: object) -> None:
+def test_decode_valid(obj: dict[str, object], want_id: object, want: object) -> None:
     req_id, req = decode_request(line(obj), AGENT_OPS)
     assert req_id == want_id
     assert req == want
@@ -128,12 +128,12 @@ def test_decode_non_object(raw: bytes) -> None:
     ],
     ids=["no-id", "null-id", "bool-id", "float-id", "list-id", "no-op", "int-op", "null-op"],
 )
-def test_decode_missing_or_bad_id_op(obj: dict, want_id: object, needle: str) -> None:
+def test_decode_missing_or_bad_id_op(obj: dict[str, object], want_id: object, needle: str) -> None:
     with pytest.raises(BadRequest) as exc:
         decode_request(line(obj), AGENT_OPS)
     assert exc.value.code == "bad_request"
     assert needle in exc.value.message
-    assert exc.value.request_id == want_id  # type: ignore[attr-defined]
+    assert exc.value.request_id == want_id
 
 
 @pytest.mark.parametrize(
@@ -146,11 +146,11 @@ def test_decode_missing_or_bad_id_op(obj: dict, want_id: object, needle: str) ->
     ],
     ids=["made-up", "admin-op-on-agent-socket", "empty-op", "wrong-case"],
 )
-def test_decode_unknown_op(obj: dict, want_id: object) -> None:
+def test_decode_unknown_op(obj: dict[str, object], want_id: object) -> None:
     with pytest.raises(UnknownOp) as exc:
         decode_request(line(obj), AGENT_OPS)
     assert exc.value.code == "unknown_op"
-    assert exc.value.request_id == want_id  # type: ignore[attr-defined]
+    assert exc.value.request_id == want_id
     assert "recent, recv, send" in exc.value.message
 
 
@@ -163,12 +163,12 @@ def test_decode_unknown_op(obj: dict, want_id: object) -> None:
     ],
     ids=["no-to", "no-body", "neither"],
 )
-def test_decode_missing_field(obj: dict, needle: str) -> None:
+def test_decode_missing_field(obj: dict[str, object], needle: str) -> None:
     with pytest.raises(BadRequest) as exc:
         decode_request(line(obj), AGENT_OPS)
     assert exc.value.code == "bad_request"
     assert needle in exc.value.message
-    assert exc.value.request_id == 1  # type: ignore[attr-defined]
+    assert exc.value.request_id == 1
 
 
 @pytest.mark.parametrize(
@@ -198,12 +198,12 @@ def test_decode_missing_field(obj: dict, needle: str) -> None:
         "limit-true", "limit-false", "limit-str", "limit-null",
     ],
 )
-def test_decode_wrong_type(obj: dict, field_name: str) -> None:
+def test_decode_wrong_type(obj: dict[str, object], field_name: str) -> None:
     with pytest.raises(BadRequest) as exc:
         decode_request(line(obj), AGENT_OPS)
     assert exc.value.code == "bad_request"
     assert f"field {field_name!r}" in exc.value.message
-    assert exc.value.request_id == 1  # type: ignore[attr-defined]
+    assert exc.value.request_id == 1
 
 
 @pytest.mark.parametrize(
@@ -230,12 +230,12 @@ def test_decode_list_field_types(allowed: object, ok: bool) -> None:
     ],
     ids=["send-from", "recv-timeout", "recent-two-extra", "recv-ok"],
 )
-def test_decode_extra_fields_refused(obj: dict, needle: str) -> None:
+def test_decode_extra_fields_refused(obj: dict[str, object], needle: str) -> None:
     with pytest.raises(BadRequest) as exc:
         decode_request(line(obj), AGENT_OPS)
     assert exc.value.code == "bad_request"
     assert f"does not take field(s) {needle}" in exc.value.message
-    assert exc.value.request_id == 1  # type: ignore[attr-defined]
+    assert exc.value.request_id == 1
 
 
 def test_decode_deeply_nested_json_is_refused() -> None:
@@ -391,7 +391,7 @@ def test_inbox_row_from_wire_missing_delivered_at() -> None:
 
 # --- every value is checked: text, depth, numbers --------------------------------
 
-ALL_OPS = frozenset(wire._OPS)
+ALL_OPS = frozenset(wire_requests.OPS)
 SURROGATES = ["\ud800", "\udfff", "\udc00", "a\ud83d", "\ude00b", "ok \udbff then more"]
 
 
@@ -423,7 +423,7 @@ def _with_text(tp: object, text: str) -> object | None:
 def _text_fields() -> list[tuple[str, str, object]]:
     out = []
     for op in sorted(ALL_OPS):
-        fields, _ = wire._schema(op)
+        fields, _ = wire_requests.schema(op)
         for name, tp, _required in fields:
             if _with_text(tp, "x") is not None:
                 out.append((op, name, tp))
@@ -431,7 +431,7 @@ def _text_fields() -> list[tuple[str, str, object]]:
 
 
 def _valid(op: str) -> dict[str, object]:
-    fields, _ = wire._schema(op)
+    fields, _ = wire_requests.schema(op)
     return {"id": 7, "op": op, **{name: _sample(tp) for name, tp, required in fields if required}}
 
 
@@ -451,7 +451,7 @@ def test_a_lone_surrogate_in_any_text_field_is_refused(op: str, name: str, tp: o
     err = exc.value
     assert err.code == "bad_request"
     assert f"field {name!r}" in err.message and "lone surrogate" in err.message
-    assert err.request_id == 7  # type: ignore[attr-defined]
+    assert err.request_id == 7
     # the error itself can be written back
     encode(wire.error_response(7, err)).decode("utf-8")
 
@@ -477,13 +477,13 @@ def test_the_check_covers_every_text_field_of_every_op() -> None:
     ],
     ids=["id", "id-in-list", "op", "key", "nested-value", "nested-key", "unknown-op"],
 )
-def test_lone_surrogates_anywhere_are_refused(obj: dict, needle: str, want_id: object) -> None:
+def test_lone_surrogates_anywhere_are_refused(obj: dict[str, object], needle: str, want_id: object) -> None:
     with pytest.raises(BadRequest) as exc:
         decode_request(line(obj), ALL_OPS)
     assert exc.value.code == "bad_request"
     assert needle in exc.value.message
-    assert exc.value.request_id == want_id  # type: ignore[attr-defined]
-    encode(wire.error_response(exc.value.request_id, exc.value)).decode("utf-8")  # type: ignore[attr-defined]
+    assert exc.value.request_id == want_id
+    encode(wire.error_response(exc.value.request_id, exc.value)).decode("utf-8")
 
 
 @pytest.mark.parametrize(
@@ -520,7 +520,7 @@ def test_nesting_is_capped_at_32_levels(inner: int, ok: bool) -> None:
         assert "does not take field(s) extra" in exc.value.message
     else:
         assert exc.value.code == "bad_request" and "deeper than 32 levels" in exc.value.message
-        assert exc.value.request_id == 5  # type: ignore[attr-defined]
+        assert exc.value.request_id == 5
 
 
 def test_nesting_in_a_known_field() -> None:
@@ -550,7 +550,7 @@ def test_huge_numbers_are_refused(raw: bytes, needle: str, want_id: object) -> N
         decode_request(raw, ALL_OPS)
     assert exc.value.code == "bad_request"
     assert needle in exc.value.message
-    assert exc.value.request_id == want_id  # type: ignore[attr-defined]
+    assert exc.value.request_id == want_id
 
 
 def test_numbers_at_the_edges_pass() -> None:
@@ -593,3 +593,29 @@ def test_encode_never_fails_on_a_lone_surrogate() -> None:
     assert out.endswith(b"\n")
     assert json.loads(out.decode("utf-8"))["error"]["message"] == "bad \ud800 here"
     assert encode({"a": "\u00e9"}) == '{"a":"\u00e9"}\n'.encode()  # the usual path stays raw UTF-8
+
+
+# --- request_id and the request registry ---------------------------------------------
+
+@pytest.mark.parametrize(
+    "raw", [b"{", b"\xff", b"[1]", b'"id"'], ids=["not-json", "not-utf8", "list", "string"],
+)
+def test_a_line_with_no_readable_id_has_request_id_none(raw: bytes) -> None:
+    with pytest.raises(BadJson) as exc:
+        decode_request(raw, AGENT_OPS)
+    assert exc.value.request_id is None
+    (too_long,) = LineSplitter(limit=2).feed(b"abc\n")
+    assert isinstance(too_long, LineTooLong) and too_long.request_id is None
+
+
+def test_every_op_round_trips_through_encode_request() -> None:
+    for op in ALL_OPS:
+        _, req = decode_request(line(_valid(op)), ALL_OPS)
+        assert decode_request(encode_request("r", req).rstrip(b"\n"), ALL_OPS) == ("r", req)
+
+
+def test_an_op_declared_twice_is_refused() -> None:
+    with pytest.raises(TypeError, match=r"op 'send' of .*Again is already Send's"):
+        class Again(wire.Request, op="send"):
+            pass
+    assert wire_requests.OPS["send"] is Send

@@ -35,7 +35,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import hyperhive.logs as logs
-from hyperhive.errors import BadRequest, Conflict, HiveError, Unavailable
+from hyperhive.errors import BadRequest, Conflict, ConnectFailed, ConnectionLost, HiveError
 from hyperhive.harness.bus import Bus
 from hyperhive.names import OPERATOR
 from hyperhive.wire import InboxRow
@@ -163,12 +163,12 @@ class TurnLoop:
     async def _take(self, recv: asyncio.Task[dict[str, Any]], stopping: asyncio.Task[Any]) -> list[InboxRow]:
         try:
             return [InboxRow.from_wire(m) for m in recv.result()["messages"]]
-        except Unavailable:
+        except (ConnectionLost, ConnectFailed):
             self.bus.publish("error", error="lost the daemon connection; reconnecting")
             await asyncio.wait({stopping}, timeout=0.5)
             if not stopping.done():
                 await self.client.connect(deadline=60)
-        except HiveError as exc:
+        except HiveError as exc:  # the daemon's answer (unavailable: shutting down, no reply in time…)
             self.bus.publish("error", error=f"recv failed: {exc.code}: {exc.message}")
             await asyncio.wait({stopping}, timeout=1.0)
         return []

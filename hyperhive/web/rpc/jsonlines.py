@@ -234,7 +234,7 @@ class JsonLineServer(TCPServer):
             try:
                 req_id, req = decode_request(line, self._names)
             except HiveError as err:
-                req_id = getattr(err, "request_id", None)
+                req_id = err.request_id
                 if n := conn.log_refusal():
                     _log.info("socket.refused", **self._context, request=req_id, code=err.code, error=err.message,
                               refused=n)

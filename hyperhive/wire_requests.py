@@ -1,0 +1,269 @@
+"""The requests of the JSON-lines protocol, one frozen dataclass per op.
+
+A request class names its op as a class keyword and declares its fields; the
+field types are the wire's rules (``str``, ``int``, ``float``, ``bool``,
+``list[...]``, ``X | None``) and a default makes a field optional::
+
+    class Recent(Request, op="recent"):
+        limit: int = 20
+
+``Request.__init_subclass__`` makes the class a frozen dataclass and records
+it by op (an op declared twice is a TypeError at import); ``build`` turns a
+decoded, already value-checked JSON object into the request, refusing a
+missing field, a wrongly typed one or one the op does not take. hyperhive.wire
+re-exports every request class.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import functools
+import types
+import typing
+from dataclasses import dataclass, field
+from typing import Any, ClassVar, Union, dataclass_transform
+
+from hyperhive.errors import BadRequest
+
+__all__ = [
+    "OPS",
+    "Answer",
+    "Approvals",
+    "Approve",
+    "AskOperator",
+    "ByName",
+    "CancelQuestion",
+    "Deny",
+    "Destroy",
+    "Heartbeat",
+    "Inbox",
+    "Journal",
+    "Kill",
+    "Ls",
+    "Ping",
+    "ProposeConfig",
+    "Purge",
+    "Questions",
+    "Rebuild",
+    "Recent",
+    "Recv",
+    "Request",
+    "RequestApplyCommit",
+    "RequestSpawn",
+    "Restart",
+    "Revive",
+    "Send",
+    "Spawn",
+    "Start",
+    "Stop",
+    "Tombstones",
+    "TurnDone",
+    "TurnSlot",
+    "build",
+    "schema",
+]
+
+OPS: dict[str, type[Request]] = {}  # op name → its request class
+
+
+@dataclass_transform(frozen_default=True, field_specifiers=(field,))
+class Request:
+    """Base of every request: ``class X(Request, op="x")`` declares op "x".
+    A subclass without ``op=`` is a shared base (``ByName``), not an op."""
+
+    op: ClassVar[str]
+    __dataclass_fields__: ClassVar[dict[str, dataclasses.Field[Any]]]  # set by dataclass()
+
+    def __init_subclass__(cls, *, op: str | None = None, **kwargs: Any) -> None:
+        super().__init_subclass__(**kwargs)
+        dataclass(frozen=True)(cls)
+        if op is None:
+            return
+        if op in OPS:
+            raise TypeError(f"op {op!r} of {cls.__qualname__} is already {OPS[op].__qualname__}'s")
+        cls.op = op
+        OPS[op] = cls
+
+
+class ByName(Request):
+    """An op on one agent, named by the caller."""
+
+    name: str
+
+
+# --- messaging and the agent socket ---------------------------------------------
+
+class Send(Request, op="send"):
+    to: str
+    body: str
+
+
+class Recv(Request, op="recv"):
+    wait_seconds: float | None = None
+    # The harness's own turn-loop recv: served after any tool-level recv parked
+    # on the same agent, so a model's explicit recv is never starved by it.
+    system: bool = False
+
+
+class Recent(Request, op="recent"):
+    limit: int = 20
+
+
+class Inbox(Request, op="inbox"):
+    limit: int = 50
+
+
+class TurnSlot(Request, op="turn_slot"):
+    kind: str = "turn"  # turn | compact (F44)
+
+
+class Heartbeat(Request, op="heartbeat"):
+    state: str  # idle | thinking | compacting (F41)
+
+
+class Ping(Request, op="ping"): ...
+class TurnDone(Request, op="turn_done"): ...
+
+
+# --- lifecycle (admin socket; start/restart/kill also the manager's) ------------
+
+class Spawn(ByName, op="spawn"):
+    # Initial config; None lets the agent message anyone.
+    allowed_recipients: list[str] | None = None
+
+
+class Destroy(ByName, op="destroy"):
+    purge: bool = False
+
+
+class Journal(ByName, op="journal"):
+    """A container's log (F23): unit "harness" or "" (the whole machine)."""
+
+    unit: str = "harness"
+    lines: int = 200
+
+
+# The verbs that take only the agent's name, and the listings that take nothing.
+class Start(ByName, op="start"): ...
+class Stop(ByName, op="stop"): ...
+class Restart(ByName, op="restart"): ...
+class Rebuild(ByName, op="rebuild"): ...
+class Kill(ByName, op="kill"): ...
+class Revive(ByName, op="revive"): ...
+class Purge(ByName, op="purge"): ...
+class Ls(Request, op="ls"): ...
+class Tombstones(Request, op="tombstones"): ...
+
+
+# --- the operator's gate (F7–F13) -----------------------------------------------
+
+class AskOperator(Request, op="ask_operator"):
+    question: str
+    options: list[str] = field(default_factory=list)
+    multi: bool = False
+    ttl_seconds: float | None = None
+    default: str | None = None
+
+
+class RequestSpawn(ByName, op="request_spawn"):
+    allowed_recipients: list[str] | None = None
+    driver: str | None = None
+    prompt: str | None = None
+
+
+class RequestApplyCommit(Request, op="request_apply_commit"):
+    agent: str
+    commit: str
+
+
+class ProposeConfig(Request, op="propose_config"):
+    agent: str
+    message: str
+    prompt: str | None = None
+    agent_json: str | None = None
+
+
+class Answer(Request, op="answer"):
+    question_id: int
+    chosen: list[str] = field(default_factory=list)
+    text: str = ""
+
+
+class CancelQuestion(Request, op="cancel_question"):
+    question_id: int
+
+
+class Approve(Request, op="approve"):
+    approval_id: int
+
+
+class Deny(Request, op="deny"):
+    approval_id: int
+    reason: str | None = None
+
+
+class Questions(Request, op="questions"): ...
+class Approvals(Request, op="approvals"): ...
+
+
+# --- building a request from its JSON object -------------------------------------
+
+Field = tuple[str, Any, bool]  # name, type, required
+
+
+@functools.cache
+def schema(op: str) -> tuple[tuple[Field, ...], frozenset[str]]:
+    """An op's (name, type, required) fields and the keys its request may hold.
+
+    Cached: ``get_type_hints`` costs more than the rest of a decode.
+    """
+    cls = OPS[op]
+    hints = typing.get_type_hints(cls)
+    fields = tuple(
+        (f.name, hints[f.name], f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING)
+        for f in dataclasses.fields(cls)
+    )
+    return fields, frozenset({"id", "op", *(f[0] for f in fields)})
+
+
+def build(op: str, obj: dict[str, Any]) -> Request:
+    """The request of ``op`` from its checked JSON object; BadRequest for a
+    missing, wrongly typed or unexpected field."""
+    fields, names = schema(op)
+    kwargs: dict[str, Any] = {}
+    for name, tp, required in fields:
+        if name not in obj:
+            if required:
+                raise BadRequest(f"op {op!r} needs field {name!r}")
+            continue
+        if not _type_ok(obj[name], tp):
+            raise BadRequest(f"field {name!r} of op {op!r} must be {_type_name(tp)}, got {type(obj[name]).__name__}")
+        kwargs[name] = obj[name]
+    extra = set(obj) - names
+    if extra:
+        raise BadRequest(f"op {op!r} does not take field(s) {', '.join(sorted(extra))}")
+    return OPS[op](**kwargs)
+
+
+def _type_ok(value: Any, tp: Any) -> bool:
+    origin = typing.get_origin(tp)
+    if origin in (Union, types.UnionType):
+        return any(_type_ok(value, arg) for arg in typing.get_args(tp))
+    if tp is type(None):
+        return value is None
+    if tp is bool:
+        return isinstance(value, bool)
+    if tp is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if tp is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is str:
+        return isinstance(value, str)
+    if origin is list:
+        (item,) = typing.get_args(tp)
+        return isinstance(value, list) and all(_type_ok(v, item) for v in value)
+    raise TypeError(f"unsupported wire type {tp!r}")
+
+
+def _type_name(tp: Any) -> str:
+    return str(tp).replace("typing.", "").replace("<class '", "").replace("'>", "")
