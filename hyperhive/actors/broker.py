@@ -14,18 +14,18 @@ at most ``RECV_BATCH`` messages and about ``RECV_BYTES``, ``recent`` at most
 
 from __future__ import annotations
 
-import json
 import sqlite3
 import time
-from dataclasses import dataclass, field
 from typing import Any
 
 import pykka
-from peewee import Database, DataError, fn
+from peewee import Database, fn
 
 import hyperhive.logs as logs
-from hyperhive.actors.bridge import Reply, answer, claim, fail, resolve
+from hyperhive.actors.bridge import Handle, Reply, answers, claim, fail, parks, resolve
+from hyperhive.actors.broker_commit import Batch, Pending, body_bytes, insert_rows
 from hyperhive.actors.broker_core import RECV_BATCH, RECV_BYTES, BrokerCore, Waiter, clamp_wait
+from hyperhive.actors.broker_reads import RECENT_BYTES, RECENT_CAP, mark_delivered, peek, recent_page, sql
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.events import Hub, MessageSent, MessageWoke
 from hyperhive.errors import BadRequest, HiveError, Internal, Unavailable
@@ -33,55 +33,16 @@ from hyperhive.store.models import Message
 from hyperhive.store.retention import delete_delivered_batch, incremental_vacuum
 from hyperhive.wire import InboxRow
 
-__all__ = ["Broker", "BrokerProxy"]
+__all__ = ["MAX_ROW_BYTES", "RECENT_BYTES", "RECENT_CAP", "Broker"]
 
 _log = logs.get("hyperhive.broker")
 
-_INSERT = (
-    "INSERT INTO messages (sender, recipient, body, sent_at, delivered_at) "
-    "VALUES (?, ?, ?, ?, ?)"
-)
-RECENT_CAP = 500  # rows
-RECENT_BYTES = 1 << 20  # wire bytes of the rows of one recent reply (the newest row always goes)
 MAX_ROW_BYTES = 8 << 20  # sqlite's SQLITE_LIMIT_LENGTH on the Broker's connection: no message is bigger
-_ROW_OVERHEAD = 120  # a wire row's bytes beside its body: keys, id, names, times
 
 
-class _Batch:
-    """The replies of one ``send_many``: one slot per message, answered together."""
-
-    def __init__(self, n: int, reply: Reply | None) -> None:
-        self.results: list[int | HiveError] = [0] * n
-        self.left = n
-        self.reply = reply
-
-    def set(self, i: int, value: int | HiveError) -> None:
-        self.results[i] = value
-        self.left -= 1
-        if self.left == 0:
-            resolve(self.reply, self.results)
-
-
-@dataclass
-class _Pending:
-    sender: str
-    to: str
-    body: str
-    reply: Reply | None
-    slot: tuple[_Batch, int] | None = None
-    queued: float = field(default_factory=time.monotonic)  # for the wake latency (F45)
-
-    def done(self, value: int | HiveError) -> None:
-        if self.slot is not None:
-            self.slot[0].set(self.slot[1], value)
-        elif isinstance(value, HiveError):
-            fail(self.reply, value)
-        else:
-            resolve(self.reply, value)
-
-
-def _row(m: Any) -> InboxRow:
-    return InboxRow(m.id, m.sender, m.recipient, m.body, m.sent_at, m.delivered_at)
+def _check_body(body: object) -> None:
+    if not isinstance(body, str):
+        raise BadRequest("body must be a string")
 
 
 class Broker(pykka.ThreadingActor):
@@ -95,16 +56,21 @@ class Broker(pykka.ThreadingActor):
         self._clock = clock
         self._hub = hub or Hub()
         self.core = BrokerCore(recv_default=recv_default, recv_cap=recv_cap)
-        self._pending: list[_Pending] = []
+        self._pending: list[Pending] = []
         self._flush_queued = False
-        self._me: Any = None
+        self._me: Handle[Broker] | None = None
+
+    @property
+    def me(self) -> Handle[Broker]:
+        assert self._me is not None, "the Broker has not started"
+        return self._me
 
     def on_start(self) -> None:
-        self._me = self.actor_ref.proxy()
+        self._me = Handle(self.actor_ref.proxy())
         logs.bind_thread(actor="broker")
         # This thread's own connection (peewee keeps one per thread): the store
         # itself refuses a row over the limit, whatever path the body took.
-        self._db.connection().setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self._max_row_bytes)
+        sql(self._db).connection().setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self._max_row_bytes)
 
     def on_stop(self) -> None:
         self._flush()
@@ -112,48 +78,50 @@ class Broker(pykka.ThreadingActor):
             fail(w.reply, Unavailable("the daemon is shutting down"))
 
     # --- registry of agents ------------------------------------------------
-    def register(self, agent: str, allowed: list[str] | None = None, reply: Reply | None = None) -> None:
-        answer(reply, lambda: self.core.register(agent, None if allowed is None else frozenset(allowed)))
+    @answers
+    def register(self, agent: str, allowed: list[str] | None = None) -> None:
+        self.core.register(agent, None if allowed is None else frozenset(allowed))
 
-    def forget(self, agent: str, reply: Reply | None = None) -> None:
-        answer(reply, lambda: self.core.forget(agent))
+    @answers
+    def forget(self, agent: str) -> None:
+        self.core.forget(agent)
 
     # --- send --------------------------------------------------------------
-    def send(self, sender: str, to: str, body: str, reply: Reply | None = None) -> None:
+    @parks
+    def send(self, reply: Reply[int] | None, sender: str, to: str, body: str) -> None:
         """Queue a message; its reply (the new id) comes after the commit."""
         try:
-            if not isinstance(body, str):
-                raise BadRequest("body must be a string")
+            _check_body(body)
             self.core.check_send(sender, to)
         except HiveError as exc:
             if claim(reply):
                 fail(reply, exc)
             return
-        self._queue(_Pending(sender, to, body, reply))
+        self._queue(Pending(sender, to, body, reply))
 
-    def send_many(self, items: list[tuple[str, str, str]], reply: Reply | None = None) -> None:
+    @parks
+    def send_many(self, reply: Reply[list[int | HiveError]] | None, items: list[tuple[str, str, str]]) -> None:
         """Queue several ``(sender, to, body)`` sends; ``reply`` gets one result
         per item, in order: the new message id, or the HiveError refusing it."""
         if not claim(reply):
             return
-        batch = _Batch(len(items), reply)
+        batch = Batch(len(items), reply)
         if not items:
             resolve(reply, [])
         for i, (sender, to, body) in enumerate(items):
             try:
-                if not isinstance(body, str):
-                    raise BadRequest("body must be a string")
+                _check_body(body)
                 self.core.check_send(sender, to)
             except HiveError as exc:
                 batch.set(i, exc)
                 continue
-            self._queue(_Pending(sender, to, body, None, (batch, i)))
+            self._queue(Pending(sender, to, body, None, (batch, i)))
 
-    def _queue(self, p: _Pending) -> None:
+    def _queue(self, p: Pending) -> None:
         self._pending.append(p)
         if not self._flush_queued:
             self._flush_queued = True
-            self._me.flush.defer()
+            self.me.tell(Broker.flush)
 
     def flush(self) -> None:
         self._flush_queued = False
@@ -175,18 +143,18 @@ class Broker(pykka.ThreadingActor):
         # Rows for an agent with a parked recv are stored delivered, as many as
         # one recv takes; the rest wait undelivered for its next recv.
         taken: dict[str, list[int]] = {}
-        params = []
+        params: list[tuple[str, str, str, float, float | None]] = []
         for p in batch:
             delivered = None
             if waiters[p.to] is not None:
                 t = taken.setdefault(p.to, [0, 0])
-                size = _body_bytes(p.body)
+                size = body_bytes(p.body)
                 if t[0] < RECV_BATCH and (t[0] == 0 or t[1] + size <= RECV_BYTES):
                     t[0] += 1
                     t[1] += size
                     delivered = now
             params.append((p.sender, p.to, p.body, now, delivered))
-        results = self._insert(params)
+        results = insert_rows(self._db, params)
         delivered_rows: dict[str, list[InboxRow]] = {}
         for p, prm, result in zip(batch, params, results, strict=True):
             if isinstance(result, HiveError):
@@ -211,47 +179,10 @@ class Broker(pykka.ThreadingActor):
                 self._hub.publish(MessageWoke(p.to, woke_at - p.queued))
         _log.debug("broker.send", count=len(batch), woke=len(delivered_rows))
 
-    def _insert(self, params: list[tuple[Any, ...]]) -> list[int | HiveError]:
-        """Store the rows in one transaction; the new ids, in order. When the
-        store refuses the batch, row by row: each refused row gets its error."""
-        try:
-            with self._db.atomic():
-                cur = self._db.cursor()
-                cur.executemany(_INSERT, params)
-                last = self._db.execute_sql("SELECT last_insert_rowid()").fetchone()[0]
-        except Exception as exc:  # noqa: BLE001 - every sender hears of it
-            if len(params) == 1:
-                _log.warning("broker.send_refused", error=f"{type(exc).__name__}: {exc}")
-                return [_store_error(exc)]
-            _log.warning("broker.batch_refused", count=len(params), error=f"{type(exc).__name__}: {exc}")
-            return self._insert_each(params)
-        first = last - len(params) + 1
-        return list(range(first, last + 1))
-
-    def _insert_each(self, params: list[tuple[Any, ...]]) -> list[int | HiveError]:
-        out: list[int | HiveError] = []
-        try:
-            with self._db.atomic():
-                cur = self._db.cursor()
-                for prm in params:
-                    try:
-                        with self._db.atomic():  # a savepoint: a refused row leaves nothing behind
-                            cur.execute(_INSERT, prm)
-                        out.append(int(cur.lastrowid))
-                    except Exception as exc:  # noqa: BLE001 - this row's sender hears of it
-                        _log.warning("broker.send_refused", error=f"{type(exc).__name__}: {exc}")
-                        out.append(_store_error(exc))
-        except Exception as exc:  # noqa: BLE001 - the transaction itself failed: nothing is stored
-            _log.exception("broker.commit_failed", count=len(params))
-            err = _store_error(exc)
-            return [err] * len(params)
-        return out
-
     # --- recv --------------------------------------------------------------
-    def recv(
-        self, agent: str, wait_seconds: float | None = None, system: bool = False,
-        reply: Reply | None = None,
-    ) -> None:
+    @parks
+    def recv(self, reply: Reply[list[InboxRow]] | None, agent: str, wait_seconds: float | None = None,
+             system: bool = False) -> None:
         """Resolve ``reply`` with the oldest undelivered messages, or park."""
         try:
             wait = clamp_wait(wait_seconds, self.core.recv_default, self.core.recv_cap)
@@ -261,18 +192,18 @@ class Broker(pykka.ThreadingActor):
             return
         if reply is not None and reply.done():
             return
-        rows = self._peek(agent)
+        rows = peek(self._db, agent)
         if rows or wait <= 0:
             if claim(reply):
                 try:
-                    resolve(reply, self._mark_delivered(rows))
+                    resolve(reply, mark_delivered(self._db, rows))
                 except Exception as exc:  # noqa: BLE001
                     _log.exception("broker.recv_failed", agent=agent)
                     fail(reply, Internal(f"recv failed: {exc}"))
             return
         assert reply is not None
         w = self.core.park(agent, system, reply, time.monotonic() + wait)
-        self._clock.call_later(wait, self._me.expire.defer, w.id, agent)
+        self._clock.call_later(wait, self.me.tell, Broker.expire, w.id, agent)
 
     def expire(self, waiter_id: int, agent: str) -> None:
         w = self.core.expire(waiter_id, agent)
@@ -301,91 +232,43 @@ class Broker(pykka.ThreadingActor):
             _log.exception("broker.requeue_failed", ids=ids)
 
     def _wake(self, agent: str) -> None:
-        rows = self._peek(agent)
+        rows = peek(self._db, agent)
         if not rows:
             return
         w = self.core.take_waiter(agent)
         if w is not None:
-            resolve(w.reply, self._mark_delivered(rows))
-
-    def _peek(self, agent: str) -> list[Any]:
-        """The oldest undelivered messages one recv takes: at most RECV_BATCH,
-        and no more than about RECV_BYTES of bodies (at least one message)."""
-        sizes = self._db.execute_sql(
-            "SELECT id, length(CAST(body AS BLOB)) FROM messages "
-            "WHERE recipient = ? AND delivered_at IS NULL ORDER BY id LIMIT ?", (agent, RECV_BATCH),
-        ).fetchall()
-        if not sizes:
-            return []
-        ids = _within(sizes, RECV_BYTES)
-        return list(Message.select().where(Message.id.in_(ids)).order_by(Message.id))
-
-    def _mark_delivered(self, rows: list[Any]) -> list[InboxRow]:
-        if not rows:
-            return []
-        now = time.time()
-        with self._db.atomic():
-            Message.update(delivered_at=now).where(
-                Message.id.in_([m.id for m in rows]) & Message.delivered_at.is_null()
-            ).execute()
-        for m in rows:
-            m.delivered_at = now
-        return [_row(m) for m in rows]
+            resolve(w.reply, mark_delivered(self._db, rows))
 
     # --- reads ---------------------------------------------------------------
-    def recent(self, agent: str, limit: int = 20, reply: Reply | None = None) -> None:
+    @answers
+    def recent(self, agent: str, limit: int = 20) -> list[InboxRow]:
         """The newest ``limit`` rows to ``agent``, oldest first, within RECENT_BYTES."""
-        answer(reply, lambda: self._recent(agent, limit, RECENT_BYTES)[0])
+        return recent_page(self._db, agent, limit, RECENT_BYTES)[0]
 
-    def recent_page(self, agent: str, limit: int = 20, max_bytes: int = RECENT_BYTES,
-                    reply: Reply | None = None) -> None:
+    @answers
+    def recent_page(self, agent: str, limit: int = 20, max_bytes: int = RECENT_BYTES) -> tuple[list[InboxRow], bool]:
         """``(rows, truncated)``: as ``recent``; ``truncated`` when older rows
         within ``limit`` were left out: to keep the reply under ``max_bytes``,
         or past the RECENT_CAP rows one reply holds."""
-        answer(reply, lambda: self._recent(agent, limit, max_bytes))
+        return recent_page(self._db, agent, limit, max_bytes)
 
-    def _recent(self, agent: str, limit: int, max_bytes: int) -> tuple[list[InboxRow], bool]:
-        if limit < 1:
-            raise BadRequest(f"limit must be >= 1, got {limit}")
-        want = min(limit, RECENT_CAP)
-        # Sizes first (newest first): the bodies of rows that cannot fit are never read.
-        # One more than taken tells whether rows past the row cap were left out.
-        sizes = self._db.execute_sql(
-            "SELECT id, length(CAST(body AS BLOB)) FROM messages WHERE recipient = ? ORDER BY id DESC LIMIT ?",
-            (agent, want + 1 if limit > want else want),
-        ).fetchall()
-        ids = _within(sizes[:want], max_bytes)
-        rows: list[InboxRow] = []
-        used = 0
-        # Exact wire sizes now (escapes only make a body longer on the wire).
-        for m in Message.select().where(Message.id.in_(ids)).order_by(Message.id.desc()):
-            row = _row(m)
-            size = len(json.dumps(row.to_wire(), ensure_ascii=False).encode("utf-8", "surrogatepass")) + 1
-            if rows and used + size > max_bytes:
-                break
-            rows.append(row)
-            used += size
-        rows.reverse()
-        return rows, len(rows) < len(sizes)  # rows left out: for bytes, or past the row cap
-
-    def mark_read(self, agent: str, reply: Reply | None = None) -> None:
+    @answers
+    def mark_read(self, agent: str) -> int:
         """Mark every undelivered message to ``agent`` delivered (the operator read them)."""
-        def run() -> int:
-            with self._db.atomic():
-                return int(Message.update(delivered_at=time.time()).where(
-                    (Message.recipient == agent) & Message.delivered_at.is_null()).execute())
-        answer(reply, run)
+        with self._db.atomic():
+            return int(Message.update(delivered_at=time.time()).where(
+                (Message.recipient == agent) & Message.delivered_at.is_null()).execute())
 
-    def stats(self, reply: Reply | None = None) -> None:
-        def run() -> dict[str, Any]:
-            q = (Message.select(Message.recipient, fn.COUNT(Message.id))
-                 .where(Message.delivered_at.is_null()).group_by(Message.recipient).tuples())
-            undelivered: dict[str, int] = {str(r[0]): int(r[1]) for r in q}  # type: ignore[index]
-            return {"parked": self.core.parked(), "undelivered": undelivered}
-        answer(reply, run)
+    @answers
+    def stats(self) -> dict[str, Any]:
+        q = (Message.select(Message.recipient, fn.COUNT(Message.id))
+             .where(Message.delivered_at.is_null()).group_by(Message.recipient).tuples())
+        undelivered: dict[str, int] = {str(r[0]): int(r[1]) for r in q}  # type: ignore[index]
+        return {"parked": self.core.parked(), "undelivered": undelivered}
 
     # --- retention (F22) -----------------------------------------------------
-    def vacuum(self, now: float, max_age: float, reply: Reply | None = None) -> None:
+    @parks
+    def vacuum(self, reply: Reply[int] | None, now: float, max_age: float) -> None:
         """Delete messages delivered more than ``max_age`` seconds before ``now``
         (undelivered ones are always kept); reply with how many went.
 
@@ -395,12 +278,12 @@ class Broker(pykka.ThreadingActor):
         if claim(reply):
             self.vacuum_step(now - max_age, 0, reply)
 
-    def vacuum_step(self, cutoff: float, removed: int, reply: Reply | None) -> None:
+    def vacuum_step(self, cutoff: float, removed: int, reply: Reply[int] | None) -> None:
         try:
             deleted, more = delete_delivered_batch(self._db, cutoff)
             removed += deleted
             if more:
-                self._me.vacuum_step.defer(cutoff, removed, reply)
+                self.me.tell(Broker.vacuum_step, cutoff, removed, reply)
                 return
             if removed:
                 incremental_vacuum(self._db)
@@ -408,36 +291,3 @@ class Broker(pykka.ThreadingActor):
         except Exception as exc:  # noqa: BLE001 - a tell must never kill the broker
             _log.exception("broker.vacuum_failed", removed=removed)
             fail(reply, Internal(f"vacuum failed: {exc}"))
-
-
-def _body_bytes(body: str) -> int:
-    return len(body) if body.isascii() else len(body.encode("utf-8", "surrogatepass"))
-
-
-def _within(sizes: list[tuple[int, int | None]], budget: int) -> list[int]:
-    """The ids of the leading rows whose wire sizes (about body + overhead) fit
-    in ``budget``; the first row always."""
-    ids: list[int] = []
-    used = 0
-    for msg_id, size in sizes:
-        cost = (size or 0) + _ROW_OVERHEAD
-        if ids and used + cost > budget:
-            break
-        ids.append(msg_id)
-        used += cost
-    return ids
-
-
-def _store_error(exc: BaseException) -> HiveError:
-    """What a sender hears when the store refused its message."""
-    if isinstance(exc, HiveError):
-        return exc
-    if isinstance(exc, (DataError, sqlite3.DataError)):  # e.g. "string or blob too big"
-        return BadRequest(f"the message cannot be stored: {exc}")
-    if isinstance(exc, UnicodeError):
-        return BadRequest(f"the message is not valid Unicode: {exc}")
-    return Internal(f"could not store the message: {exc}")
-
-
-class BrokerProxy(pykka.ActorProxy[Broker]):
-    """Typed proxy for the Broker."""

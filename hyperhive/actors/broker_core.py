@@ -12,6 +12,7 @@ from dataclasses import dataclass, field
 from hyperhive.actors.bridge import Reply, claim
 from hyperhive.errors import BadRequest, NotAllowed, UnknownAgent
 from hyperhive.names import OPERATOR, SYSTEM
+from hyperhive.wire import InboxRow
 
 __all__ = ["BrokerCore", "Waiter", "clamp_wait"]
 
@@ -33,7 +34,7 @@ class Waiter:
     id: int
     agent: str
     system: bool
-    reply: Reply
+    reply: Reply[list[InboxRow]]
     deadline: float
     # True once parked again after it was claimed (its messages were refused by
     # the store): its future is already running, ``take`` must not claim it again.
@@ -54,7 +55,7 @@ class BrokerCore:
     policies: dict[str, frozenset[str] | None] = field(default_factory=dict)
     _tool: dict[str, deque[Waiter]] = field(default_factory=dict)
     _system: dict[str, deque[Waiter]] = field(default_factory=dict)
-    _ids: itertools.count = field(default_factory=lambda: itertools.count(1))
+    _ids: itertools.count[int] = field(default_factory=lambda: itertools.count(1))
 
     # --- who may send -----------------------------------------------------
     def register(self, agent: str, allowed: frozenset[str] | None) -> None:
@@ -82,7 +83,7 @@ class BrokerCore:
             )
 
     # --- parked recvs -----------------------------------------------------
-    def park(self, agent: str, system: bool, reply: Reply, deadline: float) -> Waiter:
+    def park(self, agent: str, system: bool, reply: Reply[list[InboxRow]], deadline: float) -> Waiter:
         w = Waiter(next(self._ids), agent, system, reply, deadline)
         (self._system if system else self._tool).setdefault(agent, deque()).append(w)
         return w

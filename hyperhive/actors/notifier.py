@@ -13,17 +13,20 @@ import json
 import shlex
 import subprocess
 import time
+from collections.abc import Callable
 from typing import Any
 
 import pykka
 
 import hyperhive.logs as logs
-from hyperhive.actors.events import Event, Hub
+from hyperhive.actors.bridge import Handle
+from hyperhive.actors.events import ApprovalQueued, ContainerCrash, Event, Hub, QuestionAsked
 
 __all__ = ["NOTIFY_EVENTS", "Notifier", "notification"]
 
 _log = logs.get("hyperhive.notify")
-NOTIFY_EVENTS = frozenset({"question.asked", "approval.queued", "container.crash"})
+# The events that wait for the operator.
+NOTIFY_EVENTS: tuple[type[Event], ...] = (QuestionAsked, ApprovalQueued, ContainerCrash)
 TIMEOUT = 30.0
 
 
@@ -37,18 +40,15 @@ class Notifier(pykka.ThreadingActor):
         super().__init__()
         self._argv = shlex.split(command)
         self._hub = hub
-        self._unsubscribe: Any = None
+        self._unsubscribe: Callable[[], None] | None = None
 
     def on_start(self) -> None:
         logs.bind_thread(actor="notifier")
-        me = self.actor_ref.proxy()
+        me = Handle(self.actor_ref.proxy())
 
-        def listen(event: Event) -> None:
-            if event.name in NOTIFY_EVENTS:
-                try:
-                    me.run.defer(event.name, event.payload())
-                except pykka.ActorDeadError:
-                    pass
+        def listen(event: Event) -> None:  # on the publisher's thread: hand over
+            if isinstance(event, NOTIFY_EVENTS):
+                me.tell(Notifier.run, event.name, event.payload())
 
         self._unsubscribe = self._hub.subscribe(listen)
 

@@ -14,13 +14,13 @@ from pathlib import Path
 import pykka
 
 import hyperhive.logs as logs
-from hyperhive.actors.bridge import Reply, answer
+from hyperhive.actors.bridge import answers
 from hyperhive.actors.ports_core import PORT_SPAN, choose_port, hash_port
 from hyperhive.errors import UnknownAgent
 from hyperhive.names import AgentName, is_valid_name, validate_name
 from hyperhive.paths import StatePaths
 
-__all__ = ["PORT_FILE", "PortAllocator", "PortAllocatorProxy", "read_port_file"]
+__all__ = ["PORT_FILE", "PortAllocator", "read_port_file"]
 
 _log = logs.get("hyperhive.ports")
 
@@ -48,9 +48,10 @@ class PortAllocator(pykka.ThreadingActor):
     def on_start(self) -> None:
         logs.bind_thread(actor="ports")
 
-    def port_for(self, name: str, reply: Reply | None = None) -> None:
-        """Reply with ``name``'s port, choosing and persisting it on first use."""
-        answer(reply, lambda: self._port_for(validate_name(name)))
+    @answers
+    def port_for(self, name: str) -> int:
+        """``name``'s port, chosen and persisted on first use."""
+        return self._port_for(validate_name(name))
 
     def _port_for(self, name: AgentName) -> int:
         agent = self._paths.agent(name)
@@ -85,8 +86,3 @@ class PortAllocator(pykka.ThreadingActor):
             port = read_port_file(entry / PORT_FILE)
             claimed.add(port if port is not None else hash_port(other, self._base, self._span))
         return claimed
-
-
-class PortAllocatorProxy(pykka.ActorProxy[PortAllocator]):
-    """Typed proxy for the PortAllocator."""
-

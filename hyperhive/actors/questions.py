@@ -17,7 +17,8 @@ from typing import Any
 import pykka
 
 import hyperhive.logs as logs
-from hyperhive.actors.bridge import Reply, answer
+from hyperhive.actors.bridge import Handle, answers
+from hyperhive.actors.broker import Broker
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.events import Hub, QuestionAsked, QuestionResolved
 from hyperhive.actors.questions_core import (
@@ -50,7 +51,7 @@ def question_view(q: Any) -> dict[str, Any]:
 class TtlTimer(pykka.ThreadingActor):
     """Owns one deadline; fires once (expire → Questions), then stops."""
 
-    def __init__(self, qid: int, deadline_at: float, questions: Any, clock: LoopClock) -> None:
+    def __init__(self, qid: int, deadline_at: float, questions: Handle[Questions], clock: LoopClock) -> None:
         super().__init__()
         self.qid = qid
         self.deadline_at = deadline_at
@@ -59,46 +60,42 @@ class TtlTimer(pykka.ThreadingActor):
 
     def on_start(self) -> None:
         logs.bind_thread(actor="ttl", question=self.qid)
-        self._clock.call_later(self.deadline_at - time.time(), self.actor_ref.proxy().fire.defer)
+        self._clock.call_later(self.deadline_at - time.time(), Handle(self.actor_ref.proxy()).tell, TtlTimer.fire)
 
     def fire(self) -> None:
-        try:
-            self._questions.expire.defer(self.qid)
-        except pykka.ActorDeadError:
-            pass
+        self._questions.tell(Questions.expire, self.qid)
         self.stop()
 
 
 class Questions(pykka.ThreadingActor):
-    def __init__(self, broker: Any, clock: LoopClock, hub: Hub) -> None:
+    def __init__(self, broker: pykka.ActorProxy[Broker], clock: LoopClock, hub: Hub) -> None:
         super().__init__()
-        self._broker = broker
+        self._broker = Handle(broker)
         self._clock = clock
         self._hub = hub
-        self._timers: dict[int, pykka.ActorRef[Any]] = {}
-        self._me: Any = None
+        self._timers: dict[int, pykka.ActorRef[TtlTimer]] = {}
+        self._me: Handle[Questions] | None = None
 
     def on_start(self) -> None:
-        self._me = self.actor_ref.proxy()
+        self._me = Handle(self.actor_ref.proxy())
         logs.bind_thread(actor="questions")
 
-    def rearm(self, reply: Reply | None = None) -> None:
+    @answers
+    def rearm(self) -> int:
         """Arm a timer for every pending question with a deadline; expire the
         ones whose deadline passed while the daemon was down. Called once the
         agents are registered, so the events have somewhere to go."""
-        def run() -> int:
-            now = time.time()
-            expired = 0
-            for q in Question.select().where(Question.how.is_null() & Question.deadline_at.is_null(False)):
-                deadline: float = q.deadline_at  # type: ignore[assignment]  # not NULL by the query
-                if deadline <= now:
-                    self._expire(q.id)
-                    expired += 1
-                elif q.id not in self._timers:
-                    self._arm(q.id, deadline)
-            _log.info("questions.rearmed", timers=len(self._timers), expired=expired)
-            return len(self._timers)
-        answer(reply, run)
+        now = time.time()
+        expired = 0
+        for q in Question.select().where(Question.how.is_null() & Question.deadline_at.is_null(False)):
+            deadline: float = q.deadline_at  # type: ignore[assignment]  # not NULL by the query
+            if deadline <= now:
+                self._expire(q.id)
+                expired += 1
+            elif q.id not in self._timers:
+                self._arm(q.id, deadline)
+        _log.info("questions.rearmed", timers=len(self._timers), expired=expired)
+        return len(self._timers)
 
     def on_stop(self) -> None:
         for ref in self._timers.values():
@@ -106,41 +103,36 @@ class Questions(pykka.ThreadingActor):
         self._timers.clear()
 
     # --- verbs -------------------------------------------------------------
-    def ask(
-        self, asker: str, question: str, options: list[str], multi: bool = False,
-        ttl_seconds: float | None = None, default: str | None = None, reply: Reply | None = None,
-    ) -> None:
-        def run() -> int:
-            validate_ask(question, options, multi, ttl_seconds, default)
-            now = time.time()
-            deadline = None if ttl_seconds is None else now + ttl_seconds
-            q = Question.create(
-                asker=asker, question=question, asked_at=now, options=json.dumps(options),
-                multi=multi, deadline_at=deadline, default_answer=default,
-            )
-            if deadline is not None:
-                self._arm(q.id, deadline)
-            view = question_view(q)
-            _log.info("question.asked", question_id=q.id, ttl=ttl_seconds)
-            self._hub.publish(QuestionAsked(view))
-            return int(q.id)
-        answer(reply, run)
+    @answers
+    def ask(self, asker: str, question: str, options: list[str], multi: bool = False,
+            ttl_seconds: float | None = None, default: str | None = None) -> int:
+        validate_ask(question, options, multi, ttl_seconds, default)
+        now = time.time()
+        deadline = None if ttl_seconds is None else now + ttl_seconds
+        q = Question.create(
+            asker=asker, question=question, asked_at=now, options=json.dumps(options),
+            multi=multi, deadline_at=deadline, default_answer=default,
+        )
+        if deadline is not None:
+            self._arm(q.id, deadline)
+        view = question_view(q)
+        _log.info("question.asked", question_id=q.id, ttl=ttl_seconds)
+        self._hub.publish(QuestionAsked(view))
+        return int(q.id)
 
-    def answer(self, qid: int, chosen: list[str], text: str, reply: Reply | None = None) -> None:
-        def run() -> dict[str, Any]:
-            q = self._get(qid)
-            if q.how is None:
-                self._resolve(q, merge_answer(options_of(q.options), q.multi, chosen, text), "answered")
-            return self._outcome(qid)
-        answer(reply, run)
+    @answers
+    def answer(self, qid: int, chosen: list[str], text: str) -> dict[str, Any]:
+        q = self._get(qid)
+        if q.how is None:
+            self._resolve(q, merge_answer(options_of(q.options), q.multi, chosen, text), "answered")
+        return self._outcome(qid)
 
-    def cancel(self, qid: int, reply: Reply | None = None) -> None:
-        def run() -> dict[str, Any]:
-            q = self._get(qid)
-            if q.how is None:
-                self._resolve(q, CANCELLED, "cancelled")
-            return self._outcome(qid)
-        answer(reply, run)
+    @answers
+    def cancel(self, qid: int) -> dict[str, Any]:
+        q = self._get(qid)
+        if q.how is None:
+            self._resolve(q, CANCELLED, "cancelled")
+        return self._outcome(qid)
 
     def expire(self, qid: int) -> None:
         try:
@@ -148,14 +140,13 @@ class Questions(pykka.ThreadingActor):
         except Exception:  # noqa: BLE001 - a tell must never kill the actor
             _log.exception("question.expire_failed", question_id=qid)
 
-    def list(self, reply: Reply | None = None) -> None:
+    @answers
+    def list(self) -> dict[str, list[dict[str, Any]]]:
         """Pending questions (oldest first) and the latest resolved ones."""
-        def run() -> dict[str, list[dict[str, Any]]]:
-            pending = Question.select().where(Question.how.is_null()).order_by(Question.id)
-            done = (Question.select().where(Question.how.is_null(False))
-                    .order_by(Question.id.desc()).limit(RECENT_RESOLVED))
-            return {"pending": [question_view(q) for q in pending], "resolved": [question_view(q) for q in done]}
-        answer(reply, run)
+        pending = Question.select().where(Question.how.is_null()).order_by(Question.id)
+        done = (Question.select().where(Question.how.is_null(False))
+                .order_by(Question.id.desc()).limit(RECENT_RESOLVED))
+        return {"pending": [question_view(q) for q in pending], "resolved": [question_view(q) for q in done]}
 
     # --- internals -----------------------------------------------------------
     def _get(self, qid: int) -> Any:
@@ -185,12 +176,9 @@ class Questions(pykka.ThreadingActor):
             return
         event = operator_answered(q.id, q.question, text, how)
         _log.info("question.resolved", question_id=q.id, how=how)
-        self._broker.send.defer(SYSTEM, q.asker, json.dumps(event, ensure_ascii=False))
+        self._broker.tell(Broker.send, SYSTEM, q.asker, json.dumps(event, ensure_ascii=False))
         self._hub.publish(QuestionResolved(event, q.asker))
 
     def _arm(self, qid: int, deadline_at: float) -> None:
+        assert self._me is not None
         self._timers[qid] = TtlTimer.start(qid, deadline_at, self._me, self._clock)
-
-
-class QuestionsProxy(pykka.ActorProxy[Questions]):
-    """Typed proxy for Questions."""

@@ -12,7 +12,6 @@ host file, and sqlite follows links.
 
 from __future__ import annotations
 
-import concurrent.futures as cf
 import time
 from collections.abc import Callable
 from typing import Any
@@ -20,12 +19,16 @@ from typing import Any
 import pykka
 
 import hyperhive.logs as logs
-from hyperhive.actors.bridge import Reply, claim, resolve
+from hyperhive.actors.bridge import Handle, Reply, claim, parks, resolve
+from hyperhive.actors.broker import Broker
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.events import Hub, VacuumSwept
+from hyperhive.errors import Unavailable
 from hyperhive.paths import StatePaths
 
-__all__ = ["DAY", "VacuumSweeper", "VacuumSweeperProxy"]
+__all__ = ["DAY", "VacuumSweeper"]
+
+Swept = dict[str, Any]
 
 _log = logs.get("hyperhive.vacuum")
 
@@ -35,54 +38,46 @@ MESSAGE_MAX_AGE = 30 * DAY
 
 class VacuumSweeper(pykka.ThreadingActor):
     def __init__(
-        self, paths: StatePaths, broker: Any, clock: LoopClock, interval: float,
+        self, paths: StatePaths, broker: pykka.ActorProxy[Broker], clock: LoopClock, interval: float,
         message_max_age: float = MESSAGE_MAX_AGE, now: Callable[[], float] = time.time, hub: Hub | None = None,
     ) -> None:
         super().__init__()
         self._paths = paths
-        self._broker = broker
+        self._broker = Handle(broker)
         self._clock = clock
         self._interval = interval
         self._message_max_age = message_max_age
         self._now = now
         self._hub = hub
         self.sweeps = 0  # completed sweeps, for `ls`-style reporting and tests
-        self._me: Any = None
+        self._me: Handle[VacuumSweeper] | None = None
 
     def on_start(self) -> None:
-        self._me = self.actor_ref.proxy()
+        self._me = Handle(self.actor_ref.proxy())
         logs.bind_thread(actor="vacuum")
-        self._me.tick.defer()
+        self._me.tell(VacuumSweeper.tick)
 
     def tick(self) -> None:
         """The scheduled sweep: book the next one first, so a failure keeps the cadence."""
+        assert self._me is not None
         if self._interval > 0:
-            self._clock.call_later(self._interval, self._me.tick.defer)
+            self._clock.call_later(self._interval, self._me.tell, VacuumSweeper.tick)
         self.sweep()
 
-    def sweep(self, reply: Reply | None = None) -> None:
+    @parks
+    def sweep(self, reply: Reply[Swept] | None) -> None:
         """Sweep now; ``reply`` gets ``{"messages": n}``."""
         if not claim(reply):
             return
-        now = self._now()
-        done: Reply = cf.Future()
+        me = self._me
+        assert me is not None
+        done = self._broker.future(Broker.vacuum, self._now(), self._message_max_age)
+        # Runs on the Broker's thread (or here, when it is already gone): hand back.
+        done.add_done_callback(lambda f: me.tell(VacuumSweeper.finish, f, reply))
 
-        def messages_swept(f: Reply) -> None:  # runs on the Broker's thread: hand back
-            try:
-                self._me.finish.defer(f, reply)
-            except pykka.ActorDeadError:
-                pass
-
-        done.add_done_callback(messages_swept)
-        try:
-            self._broker.vacuum.defer(now, self._message_max_age, reply=done)
-        except pykka.ActorDeadError:
-            done.cancel()
-            self.finish(done, reply)
-
-    def finish(self, done: Reply, reply: Reply | None) -> None:
+    def finish(self, done: Reply[int], reply: Reply[Swept] | None) -> None:
         messages = 0
-        if done.cancelled():
+        if done.cancelled() or isinstance(done.exception(), Unavailable):
             _log.warning("vacuum.broker_gone")
         elif done.exception() is not None:
             _log.error("vacuum.messages_failed", error=str(done.exception()))
@@ -95,7 +90,3 @@ class VacuumSweeper(pykka.ThreadingActor):
         if self._hub is not None:
             self._hub.publish(VacuumSwept(messages))
         resolve(reply, {"messages": messages})
-
-
-class VacuumSweeperProxy(pykka.ActorProxy[VacuumSweeper]):
-    """Typed proxy for the VacuumSweeper."""

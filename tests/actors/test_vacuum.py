@@ -139,6 +139,7 @@ async def test_sweeps_repeat_on_the_loop_clock(tmp_path: Path, broker: tuple[Any
         sweeper.actor_ref.stop()
 
 
+@pytest.mark.e2e
 def test_the_daemon_sweeps_at_start(tmp_path: Path) -> None:
     state = tmp_path / "state"
     now = time.time()

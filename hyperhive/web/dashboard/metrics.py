@@ -13,10 +13,27 @@ import asyncio
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+import pykka
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
-from hyperhive.actors.bridge import call
-from hyperhive.actors.events import Event
+from hyperhive.actors.approvals import Approvals
+from hyperhive.actors.bridge import Handle
+from hyperhive.actors.broker import Broker
+from hyperhive.actors.events import (
+    ApprovalQueued,
+    ApprovalResolved,
+    ContainerCrash,
+    ContainerKilled,
+    Event,
+    GatewayUsage,
+    MessageSent,
+    MessageWoke,
+    ProxyRefused,
+    QuestionAsked,
+    QuestionResolved,
+    VacuumSwept,
+)
+from hyperhive.actors.questions import Questions
 from hyperhive.names import OPERATOR
 
 __all__ = ["Metrics"]
@@ -58,43 +75,45 @@ class Metrics:
 
     def on_event(self, event: Event) -> None:
         """Count one hub event (called on the IOLoop thread)."""
-        name, payload = event.name, event.payload()
-        if name == "message.sent":
-            self.sent.inc()
-            if payload.get("to") == OPERATOR:
-                self.to_operator.inc()
-            if payload.get("delivered_at") is not None:
-                self.woke.inc()
-        elif name == "message.woke":
-            self.wake_latency.observe(float(payload.get("seconds", 0.0)))
-        elif name == "vacuum.swept":
-            self.vacuumed.labels(what="messages").inc(int(payload.get("messages", 0)))
-        elif name == "proxy.refused":
-            self.proxy_refused.labels(agent=str(payload.get("agent"))).inc()
-        elif name == "gateway.usage":
-            self.gateway_requests.labels(agent=str(payload.get("agent")), status=str(payload.get("status"))).inc()
-        elif name == "container.crash":
-            self.crashes.inc()
-        elif name == "container.killed":
-            self.kills.inc()
-        elif name == "question.asked":
-            self.questions_asked.inc()
-        elif name == "question.resolved":
-            self.questions_resolved.labels(how=str(payload.get("how"))).inc()
-        elif name == "approval.queued":
-            self.approvals_queued.labels(kind=str(payload.get("kind"))).inc()
-        elif name == "approval.resolved":
-            self.approvals_resolved.labels(outcome=str(payload.get("status"))).inc()
+        match event:
+            case MessageSent(row=row):
+                self.sent.inc()
+                if row.get("to") == OPERATOR:
+                    self.to_operator.inc()
+                if row.get("delivered_at") is not None:
+                    self.woke.inc()
+            case MessageWoke(seconds=seconds):
+                self.wake_latency.observe(float(seconds))
+            case VacuumSwept(messages=messages):
+                self.vacuumed.labels(what="messages").inc(int(messages))
+            case ProxyRefused(agent=agent):
+                self.proxy_refused.labels(agent=agent).inc()
+            case GatewayUsage(agent=agent, usage=usage):
+                self.gateway_requests.labels(agent=agent, status=str(usage.get("status"))).inc()
+            case ContainerCrash():
+                self.crashes.inc()
+            case ContainerKilled():
+                self.kills.inc()
+            case QuestionAsked():
+                self.questions_asked.inc()
+            case QuestionResolved(answered=answered):
+                self.questions_resolved.labels(how=str(answered.get("how"))).inc()
+            case ApprovalQueued(view=view):
+                self.approvals_queued.labels(kind=str(view.get("kind"))).inc()
+            case ApprovalResolved(view=view):
+                self.approvals_resolved.labels(outcome=str(view.get("status"))).inc()
 
-    async def scrape(self, containers: Callable[[], Awaitable[list[dict[str, Any]]]], broker: Any,
-                     questions: Any, approvals: Any,
+    async def scrape(self, containers: Callable[[], Awaitable[list[dict[str, Any]]]],
+                     broker: pykka.ActorProxy[Broker], questions: pykka.ActorProxy[Questions],
+                     approvals: pykka.ActorProxy[Approvals],
                      usage_of: Callable[[list[dict[str, Any]]], Awaitable[Mapping[str, Any]]] | None = None,
                      ) -> bytes:
         """Read the gauges (containers from the dashboard's snapshot mirror), then render the text format.
         ``usage_of(snaps)`` (``StateSource.read_usage``: file reads in an executor) gives each running
         agent's cgroup figures; without it, a snapshot's own ``usage`` is taken."""
         snaps, stats, qs, aps = await asyncio.gather(
-            containers(), call(broker.stats), call(questions.list), call(approvals.list))
+            containers(), Handle(broker).ask(Broker.stats), Handle(questions).ask(Questions.list),
+            Handle(approvals).ask(Approvals.list))
         if usage_of is not None:
             figures = await usage_of(snaps)
             snaps = [{**s, "usage": figures.get(s["name"])} for s in snaps]

@@ -12,14 +12,14 @@ from __future__ import annotations
 import json
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 import tornado.websocket
 from tornado.ioloop import IOLoop
 
 import hyperhive.logs as logs
-from hyperhive.actors.events import Event
+from hyperhive.actors.events import ContainerActivity, ContainerState, Event, MessageSent
 from hyperhive.names import OPERATOR
 from hyperhive.web.dashboard.handlers import Gate, gate_request, security_headers, write_refusal
 from hyperhive.web.dashboard.state import StateSource
@@ -78,26 +78,31 @@ class Pusher:
             event, at = self._inbox.popleft()
             if self._extra is not None:
                 self._extra(event)
-            self._note(event.name, event.payload(), at)
+            self._note(event, at)
 
-    def _note(self, name: str, payload: dict[str, Any], at: float) -> None:
-        if name == "message.sent":
-            self._source.note_message(payload)
-        self._source.note_container(name, payload)
-        if name == "container.state":
-            self._rows[payload["name"]] = payload  # the newest snapshot wins
-        elif name == "container.activity":
-            snap = self._source.snapshot_of(payload["name"])
-            if snap is not None:
-                self._rows[payload["name"]] = snap
-        self._stale.update(payload["sections"] if name == "touch" else sections_for(name, payload))
-        if self._first_at is None:
-            self._first_at = at
-        self._schedule()
+    def _note(self, event: Event, at: float) -> None:
+        payload = event.payload()
+        match event:
+            case MessageSent():
+                self._source.note_message(payload)
+            case ContainerState(snapshot=snap):
+                self._rows[snap.name] = payload  # the newest snapshot wins
+            case ContainerActivity(agent=agent):
+                row = self._source.snapshot_of(agent)
+                if row is not None:
+                    self._rows[agent] = row
+        self._source.note_container(event.name, payload)
+        self._mark(sections_for(event.name, payload), at)
 
     def touch(self, *sections: str) -> None:
         """A change no actor publishes (the operator read the inbox): push these sections."""
-        self._note("touch", {"sections": sections}, time.time())
+        self._mark(sections, time.time())
+
+    def _mark(self, sections: Iterable[str], at: float) -> None:
+        self._stale.update(sections)
+        if self._first_at is None:
+            self._first_at = at
+        self._schedule()
 
     def _schedule(self) -> None:
         # Next loop turn: every event already queued in this one joins the patch.

@@ -10,11 +10,12 @@ from __future__ import annotations
 
 import asyncio
 import concurrent.futures as cf
-from typing import Any
 
 import pykka
 
 import hyperhive.logs as logs
+from hyperhive.actors.bridge import Handle
+from hyperhive.actors.broker import Broker
 from hyperhive.errors import BadRequest, HiveError, Internal, Unavailable
 from hyperhive.wire import check_text
 
@@ -29,8 +30,8 @@ REPLY_TIMEOUT = 30.0
 class SendBatcher:
     """Lives on the IOLoop thread; ``send`` is its only entry point."""
 
-    def __init__(self, broker: Any) -> None:
-        self._broker = broker
+    def __init__(self, broker: pykka.ActorProxy[Broker]) -> None:
+        self._broker = Handle(broker)
         self._items: list[_Item] = []
         self._scheduled = False
 
@@ -59,12 +60,8 @@ class SendBatcher:
         self._scheduled = False
         if not items:
             return
-        reply: cf.Future[list[int | HiveError]] = cf.Future()
-        try:
-            self._broker.send_many.defer([(s, t, b) for s, t, b, _ in items], reply=reply)
-        except pykka.ActorDeadError:
-            _settle(items, Unavailable("the daemon is shutting down"))
-            return
+        # A Broker already gone fails the reply at once (Unavailable): _deliver settles every caller.
+        reply = self._broker.future(Broker.send_many, [(s, t, b) for s, t, b, _ in items])
         # A guard, not a deadline: the Broker always answers unless it is gone.
         guard = loop.call_later(REPLY_TIMEOUT, _settle, items, Unavailable(f"no reply within {REPLY_TIMEOUT:g}s"))
         reply.add_done_callback(lambda f: loop.call_soon_threadsafe(_deliver, items, f, guard))
