@@ -2,7 +2,10 @@
 
 It creates agents (spawn), routes lifecycle verbs to each agent's actor
 (passing the caller's reply future along, so it never waits on them), and
-keeps the latest snapshot each actor reports for `ls`.
+keeps the latest snapshot each actor reports for `ls`. The rules (who may be
+spawned, destroyed or routed to, the desired state a verb leaves, whom a boot
+starts, which reports count) are ``coordinator_core``'s; this shell does the
+store, the files, the sockets and the tells.
 """
 
 from __future__ import annotations
@@ -11,18 +14,32 @@ import concurrent.futures as cf
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, Protocol
+from typing import Any, ParamSpec, Protocol, TypeVar
 
 import pykka
 
 import hyperhive.logs as logs
 from hyperhive import config_repo, tombstones
-from hyperhive.actors.bridge import Reply, answer, claim, fail, resolve
+from hyperhive.actors.bridge import Answering, Handle, Reply, answers, claim, fail, parks, resolve
+from hyperhive.actors.broker import Broker
 from hyperhive.actors.clock import LoopClock
-from hyperhive.actors.container import Backoff, ContainerActor
+from hyperhive.actors.container import ContainerActor
+from hyperhive.actors.container_core import Backoff
+from hyperhive.actors.coordinator_core import (
+    BOOT_KICK,
+    DESIRED,
+    Registry,
+    RouteVerb,
+    boot_plan,
+    config_is_fresh,
+    needs_manager,
+)
 from hyperhive.actors.events import ContainerAdded, ContainerRemoved, Hub
-from hyperhive.errors import Conflict, HiveError, UnknownAgent
-from hyperhive.names import MANAGER, AgentName, validate_name, validate_spawnable
+from hyperhive.actors.ports import PortAllocator
+from hyperhive.actors.snapshots import ContainerSnapshot
+from hyperhive.backends.base import Backend
+from hyperhive.errors import HiveError, Unavailable
+from hyperhive.names import MANAGER, AgentName
 from hyperhive.paths import AgentConfig, StatePaths
 from hyperhive.settings import Settings
 from hyperhive.store.models import Container
@@ -31,44 +48,62 @@ __all__ = ["Coordinator", "SocketBinder"]
 
 _log = logs.get("hyperhive.coordinator")
 
+P = ParamSpec("P")
+R = TypeVar("R")
+Snapshot = dict[str, Any]  # a verb's reply: the container's snapshot, wire form
+ContainerProxy = pykka.ActorProxy[ContainerActor]
+
 
 class SocketBinder(Protocol):
     def open(self, name: AgentName, manager: bool) -> None: ...
     def close(self, name: AgentName) -> None: ...
 
 
+def _forward(actor: ContainerProxy, method: Answering[ContainerActor, P, R], reply: Reply[R] | None,
+             *args: P.args, **kwargs: P.kwargs) -> None:
+    """Tell ``method`` with the caller's own reply future (checked against the
+    method like ``Handle.ask``): the container answers the caller directly."""
+    try:
+        getattr(actor, method.fn.__name__).defer(*args, reply=reply, **kwargs)
+    except pykka.ActorDeadError:
+        fail(reply, Unavailable("the daemon is shutting down"))
+
+
 class Coordinator(pykka.ThreadingActor):
     def __init__(
-        self, settings: Settings, paths: StatePaths, backend: Any, broker: Any,
-        clock: LoopClock, hub: Hub, sockets: SocketBinder, ports: Any = None,
+        self, settings: Settings, paths: StatePaths, backend: Backend[Any], broker: pykka.ActorProxy[Broker],
+        clock: LoopClock, hub: Hub, sockets: SocketBinder, ports: pykka.ActorProxy[PortAllocator] | None = None,
     ) -> None:
         super().__init__()
         self._settings = settings
         self._paths = paths
         self._backend = backend
-        self._broker = broker
+        self._broker_proxy = broker
+        self._broker = Handle(broker)
         self._clock = clock
         self._hub = hub
         self._sockets = sockets
-        self._ports = ports
-        self._actors: dict[str, Any] = {}
-        self._snapshots: dict[str, dict[str, Any]] = {}
-        self._me: Any = None
+        self._ports = None if ports is None else Handle(ports)  # F20; None in tests without one
+        self._registry: Registry[ContainerProxy] = Registry()
+        self._me: Handle[Coordinator] | None = None
 
     def on_start(self) -> None:
-        self._me = self.actor_ref.proxy()
+        self._me = Handle(self.actor_ref.proxy())
         logs.bind_thread(actor="coordinator")
 
     def on_stop(self) -> None:
         # Reverse order of creation; each stop terminates that harness.
-        for name in reversed(list(self._actors)):
+        for name in reversed(self._registry.names()):
             try:
-                self._actors[name].actor_ref.stop(timeout=15)
+                actor = self._registry.get(name)
+                if actor is not None:
+                    actor.actor_ref.stop(timeout=15)
             except Exception:  # noqa: BLE001
                 _log.exception("coordinator.stop_failed", agent=name)
 
     # --- boot ---------------------------------------------------------------
-    def boot(self, reply: Reply | None = None) -> None:
+    @parks
+    def boot(self, reply: Reply[list[str]] | None) -> None:
         """Bring back every kept container; create the manager on first start.
 
         Replies once every start has finished, after their snapshots reached
@@ -76,17 +111,16 @@ class Coordinator(pykka.ThreadingActor):
         """
         try:
             rows = list(Container.select().order_by(Container.created_at))
-            if not any(r.name == MANAGER for r in rows):
+            if needs_manager(r.name for r in rows):
                 self._create(MANAGER)
                 rows = list(Container.select().order_by(Container.created_at))
-            starts: dict[str, cf.Future[Any]] = {}
-            for row in rows:
-                name = validate_name(row.name)
-                if name not in self._actors:
-                    self._attach(name)
-                if row.desired == "running":
-                    starts[name] = cf.Future()
-                    self._actors[name].start_agent.defer(kick="restarted with the host daemon", reply=starts[name])
+            starts: dict[str, cf.Future[Snapshot]] = {}
+            for step in boot_plan(((r.name, r.desired) for r in rows), self._registry.names()):
+                if step.attach:
+                    self._attach(step.name)
+                actor = self._registry.get(step.name)
+                if step.start and actor is not None:
+                    starts[step.name] = Handle(actor).future(ContainerActor.start_agent, kick=BOOT_KICK)
         except Exception as exc:  # noqa: BLE001 - the daemon's start reports it
             _log.exception("coordinator.boot_failed")
             if claim(reply):
@@ -95,20 +129,21 @@ class Coordinator(pykka.ThreadingActor):
         _log.info("coordinator.booting", containers=len(rows), starting=list(starts))
         left = [len(starts)]
         lock = threading.Lock()
+        me = self._me
 
-        def one_done(_f: cf.Future[Any]) -> None:  # on a container's thread
+        def one_done(_f: cf.Future[Snapshot]) -> None:  # on a container's thread
             with lock:
                 left[0] -= 1
                 last = left[0] == 0
-            if last:
-                self._me.boot_finished.defer(starts, reply)
+            if last and me is not None:
+                me.tell(Coordinator.boot_finished, starts, reply)
 
         if not starts:
             self.boot_finished(starts, reply)
         for f in starts.values():
             f.add_done_callback(one_done)
 
-    def boot_finished(self, starts: dict[str, cf.Future[Any]], reply: Reply | None) -> None:
+    def boot_finished(self, starts: dict[str, cf.Future[Snapshot]], reply: Reply[list[str]] | None) -> None:
         failed = {n: str(f.exception()) for n, f in starts.items() if f.exception() is not None}
         started = [n for n in starts if n not in failed]
         if failed:
@@ -118,84 +153,96 @@ class Coordinator(pykka.ThreadingActor):
             resolve(reply, started)
 
     # --- verbs ----------------------------------------------------------------
+    @parks
     def spawn(
-        self, name: str, config: AgentConfig | None = None, prompt: str | None = None,
-        kick: str | None = None, reply: Reply | None = None,
+        self, reply: Reply[Snapshot] | None, name: str, config: AgentConfig | None = None,
+        prompt: str | None = None, kick: str | None = None,
     ) -> None:
         """Create an agent and start its container; replies with its snapshot."""
         try:
-            agent = validate_spawnable(name)
-            if agent in self._actors:
-                raise Conflict(f"agent {agent} already exists")
+            agent = self._registry.check_spawn(name)
             self._create(agent, config, prompt)
-        except HiveError as exc:
-            if claim(reply):
-                fail(reply, exc)
-            return
-        except Exception as exc:  # noqa: BLE001
-            _log.exception("coordinator.spawn_failed", agent=name)
+            actor = self._registry.get(agent)
+            assert actor is not None  # _create registered it
+        except Exception as exc:  # noqa: BLE001 - the caller hears of it; the actor lives
+            if not isinstance(exc, HiveError):
+                _log.exception("coordinator.spawn_failed", agent=name)
             if claim(reply):
                 fail(reply, exc)
             return
         _log.info("container.spawn", agent=agent)
-        self._actors[agent].start_agent.defer(kick=kick, transient="spawning", reply=reply)
+        _forward(actor, ContainerActor.start_agent, reply, kick=kick, transient="spawning")
 
-    def start_agent(self, name: str, reply: Reply | None = None) -> None:
-        self._route(name, reply, "running", "start_agent", kick="started")
+    @parks
+    def start_agent(self, reply: Reply[Snapshot] | None, name: str) -> None:
+        if (found := self._routed(reply, name, "start_agent")) is not None:
+            _forward(found[1], ContainerActor.start_agent, reply, kick="started")
 
-    def stop_agent(self, name: str, reply: Reply | None = None) -> None:
-        self._route(name, reply, "stopped", "stop_agent")
+    @parks
+    def stop_agent(self, reply: Reply[Snapshot] | None, name: str) -> None:
+        if (found := self._routed(reply, name, "stop_agent")) is not None:
+            _forward(found[1], ContainerActor.stop_agent, reply)
 
-    def restart_agent(self, name: str, reply: Reply | None = None) -> None:
-        self._route(name, reply, "running", "restart_agent")
+    @parks
+    def restart_agent(self, reply: Reply[Snapshot] | None, name: str) -> None:
+        if (found := self._routed(reply, name, "restart_agent")) is not None:
+            _forward(found[1], ContainerActor.restart_agent, reply)
 
-    def kill_agent(self, name: str, by: str = "operator", reply: Reply | None = None) -> None:
-        self._route(name, reply, "stopped", "kill_agent", by=by)
+    @parks
+    def kill_agent(self, reply: Reply[Snapshot] | None, name: str, by: str = "operator") -> None:
+        if (found := self._routed(reply, name, "kill_agent")) is not None:
+            _forward(found[1], ContainerActor.kill_agent, reply, by=by)
 
-    def rebuild_agent(self, name: str, reply: Reply | None = None) -> None:
+    @parks
+    def rebuild_agent(self, reply: Reply[Snapshot] | None, name: str) -> None:
         """Reload the applied config (policy, driver) and restart with it."""
-        def prepare(agent: AgentName) -> dict[str, Any]:
+        drivers: list[str] = []
+
+        def prepare(agent: AgentName) -> None:
             cfg = self._paths.load_applied(agent)
             allowed = None if cfg.allowed_recipients is None else list(cfg.allowed_recipients)
-            self._broker.register.defer(agent, allowed)
-            return {"driver": cfg.driver or self._settings.driver}
-        self._route(name, reply, "running", "rebuild_agent", prepare=prepare)
+            self._broker.tell(Broker.register, agent, allowed)
+            drivers.append(cfg.driver or self._settings.driver)
 
-    def has_agent(self, name: str, reply: Reply | None = None) -> None:
-        answer(reply, lambda: name in self._actors)
+        if (found := self._routed(reply, name, "rebuild_agent", prepare)) is not None:
+            _forward(found[1], ContainerActor.rebuild_agent, reply, drivers[0])
 
-    def destroy_agent(self, name: str, purge: bool = False, reply: Reply | None = None) -> None:
+    @answers
+    def has_agent(self, name: str) -> bool:
+        return name in self._registry
+
+    @parks
+    def destroy_agent(self, reply: Reply[dict[str, Any]] | None, name: str, purge: bool = False) -> None:
         """Destroy the container; its dirs are kept (a tombstone) unless ``purge``."""
         try:
-            agent = validate_name(name)
-            if agent == MANAGER:
-                raise Conflict("the manager cannot be destroyed; stop or restart it instead")
-            actor = self._actors.get(agent)
-            if actor is None:
-                raise UnknownAgent(f"no agent named {agent}")
+            agent = self._registry.check_destroy(name)
+            actor = self._registry.get(agent)
+            assert actor is not None
         except HiveError as exc:
             if claim(reply):
                 fail(reply, exc)
             return
-        done: cf.Future[Any] = cf.Future()
-        done.add_done_callback(lambda f: self._me.finish_destroy.defer(agent, purge, f, reply))
-        actor.destroy_agent.defer(reply=done)
+        me = self._me
+        done = Handle(actor).future(ContainerActor.destroy_agent)
+        if me is not None:
+            done.add_done_callback(lambda f: me.tell(Coordinator.finish_destroy, agent, purge, f, reply))
 
-    def finish_destroy(self, agent: AgentName, purge: bool, done: cf.Future[Any], reply: Reply | None) -> None:
+    def finish_destroy(self, agent: AgentName, purge: bool, done: cf.Future[Snapshot],
+                       reply: Reply[dict[str, Any]] | None) -> None:
         try:
             exc = done.exception()
             if exc is not None:  # the container is still there, in its last state
                 if claim(reply):
                     fail(reply, exc)
                 return
-            actor = self._actors.pop(agent)
+            actor = self._registry.remove(agent)
             actor.actor_ref.stop(block=False)
-            self._snapshots.pop(agent, None)
             Container.delete().where(Container.name == agent).execute()
-            self._broker.forget.defer(agent)
+            self._broker.tell(Broker.forget, agent)
             self._sockets.close(agent)
             self._hub.publish(ContainerRemoved(agent))
-            removed = [str(p) for p in tombstones.purge(self._paths, agent, set(self._actors))] if purge else []
+            live = set(self._registry.names())
+            removed = [str(p) for p in tombstones.purge(self._paths, agent, live)] if purge else []
             _log.info("container.destroyed", agent=agent, purged=removed)
             if claim(reply):
                 resolve(reply, {"name": agent, "state": "destroyed", "purged": removed})
@@ -204,56 +251,55 @@ class Coordinator(pykka.ThreadingActor):
             if claim(reply):
                 fail(reply, exc)
 
-    def purge_tombstone(self, name: str, reply: Reply | None = None) -> None:
+    @answers
+    def purge_tombstone(self, name: str) -> dict[str, Any]:
         """Wipe a kept state dir; refused while a container of that name lives.
         On this thread, so no spawn of the name can slip in between."""
-        answer(reply, lambda: {"name": name, "purged": [
-            str(p) for p in tombstones.purge(self._paths, name, set(self._actors))]})
+        live = set(self._registry.names())
+        return {"name": name, "purged": [str(p) for p in tombstones.purge(self._paths, name, live)]}
 
-    def tombstones(self, reply: Reply | None = None) -> None:
-        answer(reply, lambda: [t.to_wire() for t in tombstones.list_tombstones(
-            self._paths, set(self._actors), time.time())])
+    @answers
+    def tombstones(self) -> list[dict[str, Any]]:
+        live = set(self._registry.names())
+        return [t.to_wire() for t in tombstones.list_tombstones(self._paths, live, time.time())]
 
-    def _route(
-        self, name: str, reply: Reply | None, desired: str, verb: str,
-        prepare: Callable[[AgentName], dict[str, Any]] | None = None, **kw: Any,
-    ) -> None:
+    def _routed(
+        self, reply: Reply[Snapshot] | None, name: str, verb: RouteVerb,
+        prepare: Callable[[AgentName], None] | None = None,
+    ) -> tuple[AgentName, ContainerProxy] | None:
+        """The checks and the desired state of a routed verb: the agent and its
+        actor, or None when the caller has already been told why not."""
         try:
-            agent = validate_name(name)
-            actor = self._actors.get(agent)
-            if actor is None:
-                raise UnknownAgent(f"no agent named {agent}")
+            agent = self._registry.check_known(name)
+            actor = self._registry.get(agent)
+            assert actor is not None
             if prepare is not None:
-                kw.update(prepare(agent))
-            Container.update(desired=desired).where(Container.name == agent).execute()
-        except HiveError as exc:
-            if claim(reply):
-                fail(reply, exc)
-            return
+                prepare(agent)
+            Container.update(desired=DESIRED[verb]).where(Container.name == agent).execute()
         except Exception as exc:  # noqa: BLE001 - the caller hears of it; the actor lives
-            _log.exception("coordinator.route_failed", agent=name, verb=verb)
+            if not isinstance(exc, HiveError):
+                _log.exception("coordinator.route_failed", agent=name, verb=verb)
             if claim(reply):
                 fail(reply, exc)
-            return
-        getattr(actor, verb).defer(reply=reply, **kw)
+            return None
+        return agent, actor
 
     # --- reports ------------------------------------------------------------
-    def container_changed(self, snapshot: dict[str, Any], urn: str | None = None) -> None:
+    def container_changed(self, snapshot: ContainerSnapshot, urn: str | None = None) -> None:
         """A ContainerActor's new snapshot. One from an actor no longer registered
         (a destroyed agent's last words, perhaps after a new agent took its name)
         is dropped."""
-        actor = self._actors.get(snapshot["name"])
-        if actor is not None and (urn is None or actor.actor_ref.actor_urn == urn):
-            self._snapshots[snapshot["name"]] = snapshot
+        self._registry.changed(snapshot, urn)
 
-    def ls(self, reply: Reply | None = None) -> None:
+    @answers
+    def ls(self) -> list[ContainerSnapshot]:
         """Every container's latest snapshot (cheap: file observations such as
         badges are the callers' to make, off this thread)."""
-        answer(reply, lambda: [self._snapshots[n] for n in self._actors if n in self._snapshots])
+        return self._registry.snapshots()
 
     # --- internals ------------------------------------------------------------
     def _create(self, agent: AgentName, config: AgentConfig | None = None, prompt: str | None = None) -> None:
-        fresh = not self._paths.applied(agent).exists()
+        fresh = config_is_fresh(self._paths.applied(agent).exists())
         self._paths.create_agent(agent, config or AgentConfig())
         head = config_repo.init_repo(self._paths.config_dir(agent), agent, prompt)
         if fresh:  # a revived agent keeps the config it last ran with
@@ -267,17 +313,25 @@ class Coordinator(pykka.ThreadingActor):
             config_repo.init_repo(self._paths.config_dir(agent), agent)
         cfg = self._paths.load_applied(agent)
         allowed = None if cfg.allowed_recipients is None else list(cfg.allowed_recipients)
-        self._broker.register.defer(agent, allowed)
+        self._broker.tell(Broker.register, agent, allowed)
         if self._ports is not None:  # F20: the web UI port, sticky, before the daemon relays it
-            port: cf.Future[int] = cf.Future()
-            self._ports.port_for.defer(agent, reply=port)
-            port.result(timeout=10)  # the PortAllocator never calls back into the Coordinator
+            # The PortAllocator never calls back into the Coordinator: waiting here is safe.
+            self._ports.future(PortAllocator.port_for, agent).result(timeout=10)
         self._sockets.open(agent, manager=(agent == MANAGER))
-        actor = ContainerActor.start(
-            agent, self._backend, cfg.driver or self._settings.driver, self._broker, self._me,
+        ref = ContainerActor.start(
+            agent, self._backend, cfg.driver or self._settings.driver, self._broker_proxy, self._reporter(),
             self._clock, self._hub, str(self._paths.state(agent)),
             Backoff(self._settings.restart_backoff_seconds, self._settings.restart_backoff_max_seconds),
-        ).proxy()
-        self._actors[agent] = actor
-        self._snapshots[agent] = actor.snapshot().get(timeout=5)
+        )
+        actor = ref.proxy()
+        self._registry.add(agent, actor, ref.actor_urn, actor.snapshot_data().get(timeout=5))
         self._hub.publish(ContainerAdded(agent))
+
+    def _reporter(self) -> Callable[[ContainerSnapshot, str], None]:
+        me = self._me
+
+        def report(snapshot: ContainerSnapshot, urn: str) -> None:  # on the container's thread
+            if me is not None:
+                me.tell(Coordinator.container_changed, snapshot, urn)
+
+        return report

@@ -8,10 +8,11 @@ dashboard's ``container.state`` patches carry (the same keys as ever).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass
+from collections.abc import Mapping
+from dataclasses import asdict, dataclass, fields
 from typing import Any, Literal
 
-__all__ = ["ContainerSnapshot", "Role", "State", "Transient"]
+__all__ = ["ContainerSnapshot", "Role", "SnapshotLike", "State", "Transient", "as_snapshot"]
 
 Role = Literal["manager", "agent"]
 State = Literal["stopped", "running", "crashed"]
@@ -37,3 +38,18 @@ class ContainerSnapshot:
 
     def to_wire(self) -> dict[str, Any]:
         return asdict(self)
+
+    @classmethod
+    def from_wire(cls, data: Mapping[str, Any]) -> ContainerSnapshot:
+        """The snapshot in a wire dict (``to_wire``'s keys; others, such as the
+        badges or usage a view added, are left out)."""
+        return cls(**{k: data[k] for k in _FIELDS if k in data})
+
+
+_FIELDS = tuple(f.name for f in fields(ContainerSnapshot))
+# A snapshot, or its wire dict (a surface still handing dicts around).
+SnapshotLike = ContainerSnapshot | Mapping[str, Any]
+
+
+def as_snapshot(snap: SnapshotLike) -> ContainerSnapshot:
+    return snap if isinstance(snap, ContainerSnapshot) else ContainerSnapshot.from_wire(snap)

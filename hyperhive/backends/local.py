@@ -19,13 +19,13 @@ import signal
 import subprocess
 import sys
 import threading
-from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import hyperhive.logs as logs
 from hyperhive.actors.ports import read_port_file
+from hyperhive.backends.base import ExitCallback
 from hyperhive.errors import BackendFailed
 from hyperhive.journal import check_unit_and_lines, tail_lines
 from hyperhive.names import AgentName
@@ -42,7 +42,6 @@ _log = logs.get("hyperhive.backend.local")
 
 OUT_OF_MEMORY = "out of memory"
 DEFAULT_LIMITS = Limits(4096, 512)
-ExitCallback = Callable[[int, "str | None"], None]
 
 
 def harness_argv(paths: StatePaths, name: AgentName, driver: str, sandboxed: bool) -> list[str]:

@@ -69,6 +69,7 @@ from pathlib import Path
 import hyperhive.logs as logs
 from hyperhive.actors.ports import read_port_file
 from hyperhive.backends import nixos_argv as argv
+from hyperhive.backends.base import ExitCallback, NoHostResources
 from hyperhive.backends.nix_flake import (
     EXIT_RECORD,
     AgentFlake,
@@ -95,8 +96,6 @@ BUILT_STAMP = ".built"
 # Hidden files (the stamp, a .git) are skipped too.
 _NOT_CONFIG = frozenset({"flake.lock", "agent.json"})
 DEFAULT_LIMITS = Limits(memory_mb=4096, pids=512)
-# on_exit(returncode, reason): reason "out of memory" after an OOM kill, else None.
-ExitCallback = Callable[[int, "str | None"], None]
 
 
 def run_command(cmd: list[str], timeout: float) -> str:
@@ -151,7 +150,7 @@ class NixosHandle:
     pid: int | None = None  # the container's leader, once the watcher has seen it
 
 
-class NixosBackend:
+class NixosBackend(NoHostResources):
     kind = "nixos"
     sandboxed = True  # the container is the isolation
 

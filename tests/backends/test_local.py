@@ -101,6 +101,7 @@ def backend(paths: StatePaths, monkeypatch: pytest.MonkeyPatch) -> LocalBackend:
     return LocalBackend(paths, "on", limits=Limits(512, 128))
 
 
+@pytest.mark.e2e  # a harness in a real bwrap sandbox
 def test_a_sandboxed_harness_runs_as_its_own_uid_in_its_cgroup_with_a_clean_environment(
         backend: LocalBackend, paths: StatePaths) -> None:
     a = AgentName("a")
@@ -130,6 +131,7 @@ def test_a_sandboxed_harness_runs_as_its_own_uid_in_its_cgroup_with_a_clean_envi
     assert exits[0][1] is None
 
 
+@pytest.mark.e2e  # a harness in a real bwrap sandbox
 def test_a_harness_stopped_while_bwrap_starts_it_does_not_survive(backend: LocalBackend, paths: StatePaths) -> None:
     """SIGTERM can reach bwrap after it forked the harness but before
     --die-with-parent holds; nothing of the agent may be left after stop()."""

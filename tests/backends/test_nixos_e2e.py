@@ -23,6 +23,8 @@ from hyperhive.backends import nixos_argv
 from hyperhive.backends.nixos import NixosBackend
 from hyperhive.names import AgentName
 
+pytestmark = pytest.mark.e2e  # every test here starts a daemon
+
 # Credentials in the daemon's environment: none may reach a container.
 SECRETS = {
     "ANTHROPIC_API_KEY": "sk-ant-api03-FAKE-hyperhive-test-0001",

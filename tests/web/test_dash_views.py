@@ -8,6 +8,7 @@ from typing import Any
 
 import pytest
 
+from hyperhive.actors.snapshots import ContainerSnapshot
 from hyperhive.errors import BadName, BadRequest
 from hyperhive.tombstones import Tombstone
 from hyperhive.web.dashboard.access import is_loopback, load_token
@@ -34,10 +35,11 @@ from hyperhive.wire import InboxRow
 NOW = 1_000_000.0
 
 
-def snap(name: str, state: str = "running", transient: str | None = None, **kw: object) -> dict[str, object]:
-    return {"name": name, "role": "manager" if name == "m1nd" else "agent", "state": state,
-            "transient": transient, "pid": 42 if state == "running" else None, "driver": "builtin",
-            "restarts": 0, "last_exit": None, "started_at": NOW - 125 if state == "running" else None, **kw}
+def snap(name: str, state: str = "running", transient: str | None = None, **kw: object) -> ContainerSnapshot:
+    return ContainerSnapshot.from_wire({
+        "name": name, "role": "manager" if name == "m1nd" else "agent", "state": state,
+        "transient": transient, "pid": 42 if state == "running" else None, "driver": "builtin",
+        "restarts": 0, "last_exit": None, "started_at": NOW - 125 if state == "running" else None, **kw})
 
 
 def test_containers_manager_first_then_by_name_with_figures() -> None:
@@ -252,5 +254,5 @@ def test_mirror_takes_events_newer_than_the_ls_answer() -> None:
     }
     mirror = merge_snapshots(answer, latest, asked=5)
     assert set(mirror) == {"alice", "bob", "carol"}
-    assert mirror["alice"]["transient"] is None
-    assert mirror["bob"]["state"] == "running" and mirror["carol"] is answer[2]
+    assert mirror["alice"].transient is None
+    assert mirror["bob"].state == "running" and mirror["carol"] is answer[2]

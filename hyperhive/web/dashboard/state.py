@@ -15,6 +15,7 @@ from typing import Any
 import hyperhive.logs as logs
 from hyperhive.actors.bridge import call
 from hyperhive.actors.ports import PORT_FILE, read_port_file
+from hyperhive.actors.snapshots import ContainerSnapshot, SnapshotLike, as_snapshot
 from hyperhive.badges import agent_badges, env_login
 from hyperhive.names import OPERATOR, AgentName
 from hyperhive.paths import StatePaths
@@ -59,16 +60,16 @@ def _int_or_none(v: Any) -> int | None:
     return v if isinstance(v, int) and not isinstance(v, bool) else None
 
 
-def read_usage(usage_of: UsageOf | None, snaps: Iterable[Mapping[str, Any]]) -> dict[str, Usage | None]:
+def read_usage(usage_of: UsageOf | None, snaps: Iterable[SnapshotLike]) -> dict[str, Usage | None]:
     """The cgroup figures of each *running* container (file reads: run off the
     IOLoop); a stopped one has no entry. One agent's failure costs only its figures."""
     out: dict[str, Usage | None] = {}
     if usage_of is None:
         return out
-    for s in snaps:
-        if s.get("state") != "running":
+    for snap in map(as_snapshot, snaps):
+        if not snap.running:
             continue
-        name = AgentName(s["name"])
+        name = AgentName(snap.name)
         try:
             raw = usage_of(name)
         except Exception:  # noqa: BLE001 - a cgroup gone underneath, a backend without one
@@ -86,30 +87,29 @@ class Observed:
     usage: dict[str, Usage | None]  # running containers only
 
 
-def observe_agents(paths: StatePaths, snaps: Iterable[Mapping[str, Any]], now: float,
+def observe_agents(paths: StatePaths, snaps: Iterable[SnapshotLike], now: float,
                    with_tombstones: bool = True, known: Mapping[str, list[str]] | None = None,
                    usage_of: UsageOf | None = None,
                    known_usage: Mapping[str, Usage | None] | None = None) -> Observed:
     """File reads for the given containers (run off the IOLoop); badges in
     ``known`` and usage in ``known_usage`` are taken as they are."""
-    snaps = list(snaps)
+    snapshots = [as_snapshot(s) for s in snaps]
     badges: dict[str, list[str]] = {}
     ports: dict[str, int | None] = {}
     live: set[str] = set()
     login = env_login()  # once, not per agent
-    for s in snaps:
-        name = AgentName(s["name"])
+    for s in snapshots:
+        name = AgentName(s.name)
         live.add(name)
         cached = None if known is None else known.get(name)
         badges[name] = cached if cached is not None else agent_badges(
-            paths, name, str(s.get("driver") or ""), sandboxed=bool(s.get("sandboxed", True)),
-            logged_in_by_env=login)
-        ports[name] = agent_port(paths, name) if s.get("state") == "running" else None
+            paths, name, s.driver or "", sandboxed=s.sandboxed, logged_in_by_env=login)
+        ports[name] = agent_port(paths, name) if s.running else None
     have = known_usage or {}
     usage = {n: have[n] for n in have if n in live}
-    missing = [s for s in snaps if s["name"] not in usage]
+    missing = [s for s in snapshots if s.name not in usage]
     usage.update(read_usage(usage_of, missing))
-    usage = {s["name"]: usage[s["name"]] for s in snaps if s.get("state") == "running" and s["name"] in usage}
+    usage = {s.name: usage[s.name] for s in snapshots if s.running and s.name in usage}
     tombs = list_tombstones(paths, live, now) if with_tombstones else []
     return Observed(badges, ports, tombs, usage)
 
@@ -120,13 +120,13 @@ def _latest_messages(limit: int) -> list[InboxRow]:
 
 
 def merge_snapshots(
-    answer: Iterable[dict[str, Any]], latest: Mapping[str, tuple[int, dict[str, Any]]], asked: int,
-) -> dict[str, dict[str, Any]]:
+    answer: Iterable[SnapshotLike], latest: Mapping[str, tuple[int, ContainerSnapshot]], asked: int,
+) -> dict[str, ContainerSnapshot]:
     """The mirror from an ``ls`` answer (pure): its containers, each with the
     newest snapshot. An event numbered after ``asked`` (it arrived while the
     answer was on its way) is newer than the answer; an earlier one is in it
     already (a ContainerActor tells the Coordinator before it publishes)."""
-    mirror = {s["name"]: s for s in answer}
+    mirror = {s.name: s for s in map(as_snapshot, answer)}
     for name in mirror:
         seq, snap = latest.get(name, (0, None))
         if seq > asked and snap is not None:
@@ -159,12 +159,12 @@ class StateSource:
         # A mirror of the Coordinator's snapshots, kept by container.state
         # events, so a state request crosses to no actor for them. ``ls`` is
         # asked again when a container comes or goes, and on each resync.
-        self._snaps: dict[str, dict[str, Any]] | None = None
+        self._snaps: dict[str, ContainerSnapshot] | None = None
         self._snaps_stale = True
         # Every container.state event, numbered in arrival order: an ``ls``
         # answer is older than the events that arrive while it is on its way.
         self._seq = 0
-        self._latest: dict[str, tuple[int, dict[str, Any]]] = {}
+        self._latest: dict[str, tuple[int, ContainerSnapshot]] = {}
 
     async def seed_flow(self) -> None:
         """Backfill the flow from the store once, at start (a read off the loop)."""
@@ -174,36 +174,44 @@ class StateSource:
         self.flow.clear()
         self.flow.extend(merged[-views.FLOW_LIMIT:])
 
-    def note_container(self, event: str, payload: Mapping[str, Any]) -> None:
-        """Keep the snapshot mirror current (on the IOLoop thread, in event order)."""
+    def note_container(self, event: str, payload: SnapshotLike) -> None:
+        """Keep the snapshot mirror current (on the IOLoop thread, in event order).
+        ``payload``: the event's (a ``container.state``'s snapshot, or its wire dict)."""
         if event == "container.state":
-            name = payload["name"]
+            snap = as_snapshot(payload)
             self._seq += 1
-            self._latest[name] = (self._seq, dict(payload))
-            if self._snaps is not None and name in self._snaps:  # a removed one's late event stays out
-                self._snaps[name] = dict(payload)
+            self._latest[snap.name] = (self._seq, snap)
+            if self._snaps is not None and snap.name in self._snaps:  # a removed one's late event stays out
+                self._snaps[snap.name] = snap
         elif event in ("container.added", "container.removed"):
             self._snaps_stale = True
             if event == "container.removed":
-                self._latest.pop(payload["name"], None)
+                name = payload.name if isinstance(payload, ContainerSnapshot) else payload["name"]
+                self._latest.pop(name, None)
 
-    def snapshot_of(self, name: str) -> dict[str, Any] | None:
+    def latest(self, name: str) -> ContainerSnapshot | None:
+        """The mirror's snapshot of ``name`` (None before the first ``ls``)."""
         return None if self._snaps is None else self._snaps.get(name)
 
-    def activity(self, snaps: Iterable[Mapping[str, Any]]) -> dict[str, str | None]:
+    def snapshot_of(self, name: str) -> dict[str, Any] | None:
+        """``latest``, wire form (the push's rows)."""
+        snap = self.latest(name)
+        return None if snap is None else snap.to_wire()
+
+    def activity(self, snaps: Iterable[ContainerSnapshot]) -> dict[str, str | None]:
         """What each running agent is doing (F41), read now; ``queued`` while it
         waits for a turn slot (F44)."""
         if self.heartbeats is None:
             return {}
         queued = set(self.slots.queued) if self.slots is not None else set()
-        return {s["name"]: self.heartbeats.view(s["name"], s.get("state") == "running", s["name"] in queued)["activity"]
-                for s in snaps}
+        return {s.name: self.heartbeats.view(s.name, s.running, s.name in queued)["activity"] for s in snaps}
 
     def resync(self) -> None:
         """Ask the Coordinator again on the next read (a safety net for the mirror)."""
         self._snaps_stale = True
 
-    async def containers(self) -> list[dict[str, Any]]:
+    async def snapshots(self) -> list[ContainerSnapshot]:
+        """The mirror (``Coordinator.ls`` when it is stale)."""
         if self._snaps is None or self._snaps_stale:
             self._snaps_stale = False
             asked = self._seq
@@ -211,12 +219,16 @@ class StateSource:
             self._snaps = merge_snapshots(snaps, self._latest, asked)
         return list(self._snaps.values())
 
+    async def containers(self) -> list[dict[str, Any]]:
+        """The mirror, wire form (the /metrics scrape's)."""
+        return [s.to_wire() for s in await self.snapshots()]
+
     def note_message(self, wire: Mapping[str, Any]) -> InboxRow:
         row = InboxRow.from_wire(dict(wire))
         self.flow.append(row)
         return row
 
-    async def _observe(self, snaps: list[dict[str, Any]], with_tombstones: bool, cached: bool = True,
+    async def _observe(self, snaps: list[ContainerSnapshot], with_tombstones: bool, cached: bool = True,
                        fresh_usage: bool = False) -> Observed:
         """Observe off the loop. Usage comes from the cache unless ``fresh_usage``
         (an agent not in it, one that just started, is read now)."""
@@ -226,22 +238,22 @@ class StateSource:
             self.usage_of, None if fresh_usage else self.usage)
         self.badges.update(obs.badges)
         for s in snaps:  # a stopped agent leaves the cache: its next start reads afresh
-            if s["name"] in obs.usage:
-                self.usage[s["name"]] = obs.usage[s["name"]]
+            if s.name in obs.usage:
+                self.usage[s.name] = obs.usage[s.name]
             else:
-                self.usage.pop(s["name"], None)
+                self.usage.pop(s.name, None)
         return obs
 
     async def refresh_badges(self) -> None:
         """Recompute every agent's badges and cgroup usage (BADGE_REFRESH_SECONDS
         apart, from the app)."""
-        obs = await self._observe(await self.containers(), with_tombstones=False, cached=False, fresh_usage=True)
+        obs = await self._observe(await self.snapshots(), with_tombstones=False, cached=False, fresh_usage=True)
         self.badges = dict(obs.badges)
         self.usage = dict(obs.usage)
 
-    async def read_usage(self, snaps: list[dict[str, Any]]) -> dict[str, Usage | None]:
+    async def read_usage(self, snaps: Iterable[SnapshotLike]) -> dict[str, Usage | None]:
         """Fresh cgroup figures of the running ones among ``snaps`` (for a scrape), off the loop."""
-        return await asyncio.get_running_loop().run_in_executor(None, read_usage, self.usage_of, snaps)
+        return await asyncio.get_running_loop().run_in_executor(None, read_usage, self.usage_of, list(snaps))
 
     async def sections(self, wanted: Iterable[str]) -> dict[str, Any]:
         """The named sections, freshly built; actor calls run concurrently."""
@@ -249,7 +261,7 @@ class StateSource:
         out: dict[str, Any] = {}
         jobs: dict[str, Any] = {}
         if want & {"containers", "tombstones"}:
-            jobs["ls"] = self.containers()
+            jobs["ls"] = self.snapshots()
             jobs["stats"] = call(self.broker.stats)
         if "questions" in want:
             jobs["questions"] = call(self.questions.list)
@@ -282,10 +294,12 @@ class StateSource:
         return {**state, "now": time.time()}
 
     async def container_rows(self, snaps: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        """Rows for just these containers (a state change), not the whole list."""
+        """Rows for just these containers (a state change), not the whole list.
+        ``snaps``: the push's, wire dicts (or snapshots)."""
+        snapshots = [as_snapshot(s) for s in snaps]
         stats = await call(self.broker.stats)
-        obs = await self._observe(snaps, with_tombstones=False, cached=False)
+        obs = await self._observe(snapshots, with_tombstones=False, cached=False)
         now = time.time()
-        activity = self.activity(snaps)
-        return [views.container_row(s, stats, obs.badges.get(s["name"], []), obs.ports.get(s["name"]), now,
-                                    activity.get(s["name"]), obs.usage.get(s["name"])) for s in snaps]
+        activity = self.activity(snapshots)
+        return [views.container_row(s, stats, obs.badges.get(s.name, []), obs.ports.get(s.name), now,
+                                    activity.get(s.name), obs.usage.get(s.name)) for s in snapshots]

@@ -10,6 +10,7 @@ from hyperhive.actors.questions_core import countdown_chip
 from hyperhive.wire import InboxRow
 
 if TYPE_CHECKING:  # the CLI's `hive ls` imports the texts here: keep this module light
+    from hyperhive.actors.snapshots import ContainerSnapshot
     from hyperhive.tombstones import Tombstone
 
 __all__ = [
@@ -99,32 +100,32 @@ def pill_text(state: str, transient: str | None) -> str:
 
 
 def container_row(
-    snap: Mapping[str, Any], stats: Mapping[str, Any], badges: list[str], port: int | None, now: float,
+    snap: ContainerSnapshot, stats: Mapping[str, Any], badges: list[str], port: int | None, now: float,
     activity: str | None = None, usage: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One container row: identity + meta on the first line, actions on the second.
     ``port`` is the daemon's sticky port (``agents/<name>/port``); the link and
     the cgroup figures (``usage``) show only while the container runs."""
-    name = snap["name"]
-    started = snap.get("started_at")
+    name = snap.name
+    started = snap.started_at
     parked = stats.get("parked", {}).get(name, {"tool": 0, "system": 0})
-    running = snap.get("state") == "running"
+    running = snap.running
     return {
         "name": name,
-        "role": snap.get("role", "agent"),
-        "state": snap.get("state"),
-        "transient": snap.get("transient"),
-        "pill": pill_text(str(snap.get("state")), snap.get("transient")),
-        "busy": bool(snap.get("transient")),
+        "role": snap.role,
+        "state": snap.state,
+        "transient": snap.transient,
+        "pill": pill_text(snap.state, snap.transient),
+        "busy": bool(snap.transient),
         "activity": activity,  # F41: idle / thinking / compacting / starting / unresponsive
-        "pid": snap.get("pid"),
-        "driver": snap.get("driver"),
-        "restarts": int(snap.get("restarts") or 0),
-        "last_exit": snap.get("last_exit"),
+        "pid": snap.pid,
+        "driver": snap.driver,
+        "restarts": snap.restarts,
+        "last_exit": snap.last_exit,
         "uptime": human_age(now - started) if started else None,
         "badges": list(badges),
         "port": port if running else None,
-        "sandboxed": snap.get("sandboxed"),
+        "sandboxed": snap.sandboxed,
         "memory": memory_text(usage) if running else None,
         "pids": pids_text(usage) if running else None,
         "undelivered": int(stats.get("undelivered", {}).get(name, 0)),
@@ -133,16 +134,16 @@ def container_row(
 
 
 def build_container_views(
-    snapshots: Iterable[Mapping[str, Any]], stats: Mapping[str, Any],
+    snapshots: Iterable[ContainerSnapshot], stats: Mapping[str, Any],
     badges: Mapping[str, list[str]], ports: Mapping[str, int | None], now: float,
     activity: Mapping[str, str | None] | None = None, usage: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> list[dict[str, Any]]:
     """The containers section: the manager first, then by name."""
-    ordered = sorted(snapshots, key=lambda s: (s.get("role") != "manager", s["name"]))
+    ordered = sorted(snapshots, key=lambda s: (s.role != "manager", s.name))
     act = activity or {}
     use = usage or {}
-    return [container_row(s, stats, badges.get(s["name"], []), ports.get(s["name"]), now, act.get(s["name"]),
-                          use.get(s["name"]))
+    return [container_row(s, stats, badges.get(s.name, []), ports.get(s.name), now, act.get(s.name),
+                          use.get(s.name))
             for s in ordered]
 
 

@@ -2,29 +2,32 @@
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
+from hyperhive.actors.snapshots import SnapshotLike, as_snapshot
 from hyperhive.web.tables.heartbeats import Heartbeats
 
 __all__ = ["build_container_list"]
 
 
 def build_container_list(
-    snapshots: list[dict[str, Any]], stats: dict[str, Any], beats: Heartbeats | None = None,
+    snapshots: Iterable[SnapshotLike], stats: dict[str, Any], beats: Heartbeats | None = None,
     queued: Collection[str] = (),
 ) -> list[dict[str, Any]]:
     """Containers for `hive ls`: manager first, then by name, with inbox figures
-    and what each is doing (F41)."""
+    and what each is doing (F41). A snapshot given as a dict keeps the keys an
+    observation added to it (badges, usage)."""
     parked = stats.get("parked", {})
     undelivered = stats.get("undelivered", {})
+    rows = [(as_snapshot(s), dict(s) if isinstance(s, Mapping) else s.to_wire()) for s in snapshots]
     out = []
-    for snap in sorted(snapshots, key=lambda s: (s.get("role") != "manager", s["name"])):
-        name = snap["name"]
+    for snap, wire in sorted(rows, key=lambda r: (r[0].role != "manager", r[0].name)):
+        name = snap.name
         out.append({
-            **snap,
+            **wire,
             "parked": parked.get(name, {"tool": 0, "system": 0}),
             "undelivered": int(undelivered.get(name, 0)),
-            **(beats.view(name, snap.get("state") == "running", name in queued) if beats is not None else {}),
+            **(beats.view(name, snap.running, name in queued) if beats is not None else {}),
         })
     return out

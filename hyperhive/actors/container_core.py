@@ -1,0 +1,218 @@
+"""A container's state and its supervisor's decisions, with no actor, backend
+or clock in sight: the ContainerActor does the I/O these return.
+
+What a verb does (its transient kind, then its steps), what an exit report
+means (an exit we asked for or of an old generation is ignored; any other is
+a crash: the restart delay, the ``ContainerCrash`` event and the manager's
+message), and when a restart after a crash still applies. Times are
+arguments: ``now`` is the monotonic clock, ``wall`` the wall clock.
+"""
+
+from __future__ import annotations
+
+import json
+import signal
+from dataclasses import dataclass, field
+from typing import Literal
+
+from hyperhive.actors.events import ContainerCrash, ContainerKilled
+from hyperhive.actors.snapshots import ContainerSnapshot, State, Transient
+from hyperhive.names import MANAGER, AgentName
+
+__all__ = [
+    "STABLE_AFTER",
+    "Backoff",
+    "ContainerCore",
+    "Crash",
+    "Destroy",
+    "Kick",
+    "Killed",
+    "Start",
+    "Step",
+    "Stop",
+    "Verb",
+    "describe_exit",
+    "kick_text",
+    "killed_message",
+]
+
+STABLE_AFTER = 60.0  # a harness up this long has its backoff reset
+Verb = Literal["start", "stop", "restart", "rebuild", "kill", "destroy"]
+TRANSIENTS: dict[Verb, Transient] = {
+    "start": "starting", "stop": "stopping", "restart": "restarting", "rebuild": "rebuilding",
+    "kill": "killing", "destroy": "destroying",
+}
+REBUILT = "rebuilt with its newly applied config"
+CRASH_KICK = "restarted after a crash"
+
+
+@dataclass
+class Backoff:
+    """Crash-restart delays: base, doubling to cap; reset after a stable run."""
+
+    base: float = 1.0
+    cap: float = 30.0
+    current: float = field(default=0.0)
+
+    def next(self, ran_for: float) -> float:
+        if ran_for >= STABLE_AFTER or self.current == 0.0:
+            self.current = self.base
+        else:
+            self.current = min(self.current * 2, self.cap)
+        return self.current
+
+
+def describe_exit(returncode: int) -> str:
+    if returncode < 0:
+        try:
+            return f"killed by {signal.Signals(-returncode).name}"
+        except ValueError:
+            return f"killed by signal {-returncode}"
+    return f"exited with status {returncode}"
+
+
+def kick_text(agent: str, reason: str, state_dir: str) -> str:
+    """F6: what an agent reads after a (re)start."""
+    return (
+        f"[system] {agent}, your harness was {reason}. Your notes are in your state dir "
+        f"({state_dir}); your conversation is intact. Carry on where you left off."
+    )
+
+
+# --- a verb's steps, run in order by the actor ------------------------------
+@dataclass(frozen=True)
+class Stop:
+    grace: float = 5.0  # 0: kill at once
+
+
+@dataclass(frozen=True)
+class Start:
+    pass
+
+
+@dataclass(frozen=True)
+class Kick:
+    reason: str
+
+
+@dataclass(frozen=True)
+class Killed:
+    """Tell the manager (and the hub) that ``by`` killed it."""
+
+    by: str
+
+
+@dataclass(frozen=True)
+class Destroy:
+    pass
+
+
+Step = Stop | Start | Kick | Killed | Destroy
+
+
+@dataclass(frozen=True)
+class Crash:
+    """An exit nobody asked for: restart after ``delay``; tell the manager."""
+
+    event: ContainerCrash
+    delay: float
+    ran_for: float
+
+    @property
+    def message(self) -> str:
+        """The manager's inbox message, from ``system``."""
+        return json.dumps(self.event.payload())
+
+
+def killed_message(event: ContainerKilled) -> str:
+    """The manager's inbox message after a kill, from ``system``."""
+    return json.dumps(event.payload())
+
+
+@dataclass
+class ContainerCore:
+    name: AgentName
+    driver: str
+    backoff: Backoff
+    sandboxed: bool = False
+    state: State = "stopped"
+    transient: Transient | None = None
+    restarts: int = 0
+    last_exit: str | None = None
+    # Bumps on every start and stop: an exit report of an older one is stale.
+    generation: int = 0
+    started_at: float = 0.0  # monotonic
+
+    # --- verbs ----------------------------------------------------------------
+    def plan(self, verb: Verb, kick: str | None = None, by: str = "operator") -> tuple[Step, ...]:
+        """What ``verb`` does, decided as it begins (verbs on one agent never interleave)."""
+        if verb == "start":
+            return ((Start(),) if self.state != "running" else ()) + ((Kick(kick),) if kick else ())
+        if verb == "stop":
+            return (Stop(),)
+        if verb == "restart":
+            return Stop(), Start(), Kick(kick or "restarted")
+        if verb == "rebuild":
+            return Stop(), Start(), Kick(REBUILT)
+        if verb == "kill":
+            return Stop(0.0), Killed(by)
+        return Stop(5.0), Destroy()
+
+    def begin(self, transient: Transient) -> None:
+        self.transient = transient
+
+    def end(self) -> None:
+        self.transient = None
+
+    def starting(self) -> int:
+        """A start is about to run: its generation (for its exit reports)."""
+        self.generation += 1
+        return self.generation
+
+    def started(self, now: float) -> None:
+        self.started_at = now
+        self.state = "running"
+
+    def stopping(self) -> None:
+        """A stop on purpose: stopped from now on, whatever the backend says."""
+        self.state = "stopped"
+        self.generation += 1
+
+    def stopped(self, returncode: int) -> None:
+        """The harness it stopped exited with ``returncode``."""
+        self.last_exit = describe_exit(returncode)
+
+    # --- supervision ------------------------------------------------------------
+    def exited(self, generation: int, returncode: int, reason: str | None, now: float) -> Crash | None:
+        """The backend's exit report: None when it is one we asked for (or an old
+        generation's), else the crash, with the state already "crashed"."""
+        if generation != self.generation or self.state != "running":
+            return None
+        ran_for = now - self.started_at
+        how = describe_exit(returncode)
+        self.state = "crashed"
+        self.last_exit = how if reason is None else f"{reason} ({how})"
+        delay = self.backoff.next(ran_for)
+        return Crash(ContainerCrash(self.name, how, reason or "crash", delay), delay, ran_for)
+
+    def restart_due(self, generation: int) -> bool:
+        """A crash's restart timer fired: True (and counted) if it still applies."""
+        if generation != self.generation or self.state != "crashed":
+            return False
+        self.restarts += 1
+        return True
+
+    def restart_failed(self) -> float:
+        """The restart after a crash failed: crashed still; the delay before the next try."""
+        self.state = "crashed"
+        return self.backoff.next(0.0)
+
+    # --- the snapshot -------------------------------------------------------------
+    def snapshot(self, pid: int | None, now: float, wall: float) -> ContainerSnapshot:
+        running = self.state == "running"
+        return ContainerSnapshot(
+            name=self.name, role="manager" if self.name == MANAGER else "agent", state=self.state,
+            transient=self.transient, pid=pid, driver=self.driver, restarts=self.restarts,
+            last_exit=self.last_exit, sandboxed=self.sandboxed,
+            started_at=(wall - (now - self.started_at)) if running else None,
+        )
