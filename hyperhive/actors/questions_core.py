@@ -7,6 +7,7 @@ import json
 from typing import Any, Literal
 
 from hyperhive.errors import BadRequest
+from hyperhive.texts import span_text
 
 __all__ = [
     "CANCELLED",
@@ -86,9 +87,4 @@ def options_of(raw: str | None) -> list[str]:
 
 def countdown_chip(seconds_left: float) -> str:
     """F10's chip: ``⏳ 42s``, ``⏳ 3m 5s``, ``⏳ 1h 2m``."""
-    s = max(0, int(seconds_left))
-    if s < 60:
-        return f"⏳ {s}s"
-    if s < 3600:
-        return f"⏳ {s // 60}m {s % 60}s"
-    return f"⏳ {s // 3600}h {s % 3600 // 60}m"
+    return f"⏳ {span_text(seconds_left, largest='h')}"

@@ -7,6 +7,7 @@ from collections.abc import Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from hyperhive.actors.questions_core import countdown_chip
+from hyperhive.texts import span_text
 from hyperhive.wire import InboxRow
 
 if TYPE_CHECKING:  # the CLI's `hive ls` imports the texts here: keep this module light
@@ -79,14 +80,8 @@ def pids_text(usage: Mapping[str, Any] | None) -> str | None:
 
 
 def human_age(seconds: float) -> str:
-    s = max(0, int(seconds))
-    if s < 60:
-        return f"{s}s"
-    if s < 3600:
-        return f"{s // 60}m"
-    if s < 86400:
-        return f"{s // 3600}h {s % 3600 // 60}m"
-    return f"{s // 86400}d {s % 86400 // 3600}h"
+    """``42s``, ``3m``, ``1h 2m``, ``1d 1h``."""
+    return span_text(seconds, fine=False)
 
 
 _PILLS = {"running": "● running", "stopped": "○ stopped", "crashed": "✖ crashed"}
