@@ -119,7 +119,28 @@ def _rescue(fut: Reply[Any], on_orphan: Callable[[Any], None] | None) -> None:
 # ``Broker.recent``'s own parameters and returns its type.
 
 
-class Answering(Generic[A, P, R]):
+class _ReplyMethod(Generic[A, P, R]):
+    """A method descriptor told with ``reply=``: what the body gets is the subclass's."""
+
+    fn: Callable[..., object]
+
+    @overload
+    def __get__(self, obj: None, owner: type | None = None) -> Self: ...
+    @overload
+    def __get__(self, obj: A, owner: type | None = None) -> Callable[P, None]: ...
+    def __get__(self, obj: A | None, owner: type | None = None) -> Self | Callable[P, None]:
+        if obj is None:
+            return self
+        return functools.partial(self.__call__, obj)
+
+    def __call__(self, obj: A, *args: P.args, **kwargs: P.kwargs) -> None:
+        self._run(obj, cast("Reply[R] | None", kwargs.pop("reply", None)), *args, **kwargs)
+
+    def _run(self, obj: A, reply: Reply[R] | None, /, *args: Any, **kwargs: Any) -> None:
+        raise NotImplementedError
+
+
+class Answering(_ReplyMethod[A, P, R]):
     """``@answers``: claims the reply future, runs the body, completes the
     future with its value or its error (a caller that gave up gets no work
     done for it). Told without a reply, errors are the body's to log."""
@@ -128,21 +149,11 @@ class Answering(Generic[A, P, R]):
         self.fn = fn
         functools.update_wrapper(self, fn)
 
-    @overload
-    def __get__(self, obj: None, owner: type | None = None) -> Self: ...
-    @overload
-    def __get__(self, obj: A, owner: type | None = None) -> Callable[P, None]: ...
-    def __get__(self, obj: A | None, owner: type | None = None) -> Self | Callable[P, None]:
-        if obj is None:
-            return self
-        return functools.partial(self.__call__, obj)
-
-    def __call__(self, obj: A, *args: P.args, **kwargs: P.kwargs) -> None:
-        reply = cast("Reply[R] | None", kwargs.pop("reply", None))
+    def _run(self, obj: A, reply: Reply[R] | None, /, *args: Any, **kwargs: Any) -> None:
         answer(reply, lambda: self.fn(obj, *args, **kwargs))
 
 
-class Parking(Generic[A, P, R]):
+class Parking(_ReplyMethod[A, P, R]):
     """``@parks``: the body gets the reply future (or None) first and completes
     it when it can: now, or later from another message."""
 
@@ -150,17 +161,7 @@ class Parking(Generic[A, P, R]):
         self.fn = fn
         functools.update_wrapper(self, fn)
 
-    @overload
-    def __get__(self, obj: None, owner: type | None = None) -> Self: ...
-    @overload
-    def __get__(self, obj: A, owner: type | None = None) -> Callable[P, None]: ...
-    def __get__(self, obj: A | None, owner: type | None = None) -> Self | Callable[P, None]:
-        if obj is None:
-            return self
-        return functools.partial(self.__call__, obj)
-
-    def __call__(self, obj: A, *args: P.args, **kwargs: P.kwargs) -> None:
-        reply = cast("Reply[R] | None", kwargs.pop("reply", None))
+    def _run(self, obj: A, reply: Reply[R] | None, /, *args: Any, **kwargs: Any) -> None:
         self.fn(obj, reply, *args, **kwargs)
 
 
