@@ -1,5 +1,11 @@
 """`hive`: the daemon, the harness, the MCP server, and every operator verb
-(each a request on the admin socket, F24)."""
+(each a request on the admin socket, F24).
+
+The global flags (`--state-dir`) come from the declared settings and work
+before the verb and after it (`hive --state-dir X ls`, `hive ls --state-dir X`),
+on every verb but `harness`, whose own `--state-dir` is the agent's. A
+`StartupError` (`hive serve` cannot start as configured) is one line on
+stderr and exit status 1; a refused request is exit status 2."""
 
 from __future__ import annotations
 
@@ -13,22 +19,34 @@ from typing import Any
 
 from hyperhive import cli_gate, client, settings
 from hyperhive.cli_ls import format_ls
-from hyperhive.errors import HiveError
+from hyperhive.errors import HiveError, StartupError
 from hyperhive.paths import StatePaths
 
 __all__ = ["main"]
 
 
+class _Verbs:
+    """`add_subparsers`' `add_parser`, each verb with the global flags as well."""
+
+    def __init__(self, sub: Any, common: argparse.ArgumentParser) -> None:
+        self._sub, self._common = sub, common
+
+    def add_parser(self, name: str, **kwargs: Any) -> argparse.ArgumentParser:
+        parser: argparse.ArgumentParser = self._sub.add_parser(name, parents=[self._common], **kwargs)
+        return parser
+
+
 def _parser() -> argparse.ArgumentParser:
-    p = argparse.ArgumentParser(prog="hive", description="hyperhive: a host daemon for a swarm of agents")
-    p.add_argument("--state-dir", default=str(settings.default_state_dir()),
-                   help="state dir (default: $HYPERHIVE_STATE_DIR, else ./.hive)")
-    sub = p.add_subparsers(dest="cmd", required=True)
+    common = settings.global_parser()
+    p = argparse.ArgumentParser(prog="hive", description="hyperhive: a host daemon for a swarm of agents",
+                                parents=[common])
+    raw = p.add_subparsers(dest="cmd", required=True)
+    sub = _Verbs(raw, common)
 
     serve = sub.add_parser("serve", help="run the host daemon")
     settings.add_arguments(serve)
 
-    h = sub.add_parser("harness", help="run one agent's turn loop (started by the backend)")
+    h = raw.add_parser("harness", help="run one agent's turn loop (started by the backend)")
     h.add_argument("--name", required=True)
     h.add_argument("--socket", required=True)
     h.add_argument("--state-dir", dest="agent_state", required=True)
@@ -67,7 +85,7 @@ def _parser() -> argparse.ArgumentParser:
     cli_gate.add_parsers(sub)
     ib = sub.add_parser("inbox", help="the operator's inbox")
     ib.add_argument("--json", action="store_true")
-    ib.add_argument("--limit", type=int, default=50)
+    ib.add_argument("--limit", type=int, default=50, help="the newest N messages (default: 50)")
     sub.add_parser("url", help="print the dashboard's login URL (it carries the operator token: keep it to yourself)")
     lg = sub.add_parser("logs", help="a container's log (its harness, or the whole machine)")
     lg.add_argument("name")
@@ -92,7 +110,10 @@ def _admin(ns: argparse.Namespace, op: str, **fields: Any) -> dict[str, Any]:
 def main(argv: list[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     try:
-        return _run(ns)
+        return _run(settings.fill_globals(ns))
+    except StartupError as exc:  # `hive serve` cannot start as configured: say what, no traceback
+        print(f"hive: {exc.message}", file=sys.stderr)
+        return 1
     except HiveError as exc:
         print(f"hive: {exc.code}: {exc.message}", file=sys.stderr)
         return 2
@@ -127,7 +148,7 @@ def _run(ns: argparse.Namespace) -> int:
         run(ns.socket)
         return 0
     if ns.cmd == "ls":
-        containers = _admin(ns, "ls")["containers"]
+        containers = _admin(ns, "ls")["containers"]  # every container: ls takes no --limit
         if ns.json:
             print(json.dumps(containers, indent=2))
         else:
@@ -145,14 +166,8 @@ def _run(ns: argparse.Namespace) -> int:
     if ns.cmd in cli_gate.VERBS:
         return cli_gate.run(ns, lambda op, **f: _admin(ns, op, **f))
     if ns.cmd == "inbox":
-        messages = _admin(ns, "inbox", limit=ns.limit)["messages"]
-        if ns.json:
-            print(json.dumps(messages, indent=2))
-        elif not messages:
-            print("(inbox empty)")
-        for m in [] if ns.json else messages:
-            print(f"#{m['id']} {_fmt_time(m['sent_at'])} {m['from']}: {m['body']}")
-        return 0
+        return cli_gate.show_list(_admin(ns, "inbox", limit=ns.limit), ns, "messages", "(inbox empty)",
+                                  lambda m: print(f"#{m['id']} {_fmt_time(m['sent_at'])} {m['from']}: {m['body']}"))
     if ns.cmd == "url":
         from hyperhive.web.dashboard.access import URL_FILE
         f = Path(ns.state_dir).absolute() / "run" / URL_FILE

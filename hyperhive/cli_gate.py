@@ -1,6 +1,12 @@
 """`hive` verbs of the operator's gate and the lifecycle beyond start/stop:
 questions, answer, cancel-question, approvals, approve, deny, request-spawn,
-restart, rebuild, kill. Each is one request on the admin socket (F24)."""
+restart, rebuild, kill. Each is one request on the admin socket (F24).
+
+The listings carry the reply's ``more`` (rows the daemon left out; 0 when
+it does not say) in their ``--json``; as text, a listing whose shown rows
+were cut says ``(N more; --limit)`` (`show_list`; `hive inbox`). The
+``more`` of questions and approvals counts resolved ones, which the text
+does not list; tombstones are listed whole."""
 
 from __future__ import annotations
 
@@ -11,8 +17,9 @@ from collections.abc import Callable
 from typing import Any
 
 from hyperhive.actors.questions_core import countdown_chip
+from hyperhive.cli_ls import more_count, more_note
 
-__all__ = ["VERBS", "add_parsers", "run"]
+__all__ = ["VERBS", "add_parsers", "run", "show_list"]
 
 VERBS = ("questions", "answer", "cancel-question", "approvals", "approve", "deny", "request-spawn",
          "restart", "rebuild", "kill", "destroy", "tombstones", "revive", "purge")
@@ -55,6 +62,25 @@ def add_parsers(sub: Any) -> None:
     sub.add_parser("purge", help="wipe a tombstone's state and applied dirs").add_argument("name")
 
 
+def show_list(reply: dict[str, Any], ns: argparse.Namespace, key: str, empty: str,
+              row: Callable[[dict[str, Any]], None], cut: bool = True) -> int:
+    """A listing verb's answer: with ``--json`` the reply itself, ``more``
+    included (0 when the daemon does not say); else the ``key`` rows
+    (``empty`` when none), then ``(N more; --limit)`` when ``cut`` (``more``
+    counts rows of ``key``) and the daemon left some out."""
+    out = {**reply, "more": more_count(reply)}
+    if ns.json:
+        print(json.dumps(out, indent=2, ensure_ascii=False))
+        return 0
+    if not out[key]:
+        print(empty)
+    for item in out[key]:
+        row(item)
+    if cut and out["more"]:
+        print(more_note(out))
+    return 0
+
+
 def _when(ts: float | None) -> str:
     return "-" if ts is None else time.strftime("%H:%M:%S", time.localtime(ts))
 
@@ -69,17 +95,27 @@ def _print_question(q: dict[str, Any], now: float) -> None:
         print(f"    on expiry: {q['default']}")
 
 
+def _print_approval(a: dict[str, Any], diff: bool) -> None:
+    what = f"spawn {a['agent']}" if a["kind"] == "spawn" else f"apply {a['commit'][:12]} to {a['agent']}"
+    print(f"#{a['id']} {_when(a['requested_at'])} {a['requested_by']}: {what} [{a['status']}]")
+    if diff and a["diff_html"]:
+        import html
+        import re
+        print(html.unescape(re.sub(r"<[^>]+>", "", a["diff_html"])))
+
+
+def _print_tombstone(t: dict[str, Any]) -> None:
+    creds = "credentials kept" if t["credentials_kept"] else "no credentials"
+    age = t["age_seconds"] / 3600
+    print(f"{t['name']}  {t['size_bytes'] / 1024:.0f} KiB  modified {age:.1f} h ago  {creds}")
+
+
 def run(ns: argparse.Namespace, admin: Admin) -> int:
     cmd = ns.cmd
     if cmd == "questions":
-        out = admin("questions")
-        if ns.json:
-            print(json.dumps(out, indent=2, ensure_ascii=False))
-        elif not out["pending"]:
-            print("(no pending questions)")
-        for q in [] if ns.json else out["pending"]:
-            _print_question(q, time.time())
-        return 0
+        now = time.time()
+        return show_list(admin("questions"), ns, "pending", "(no pending questions)",
+                         lambda q: _print_question(q, now), cut=False)  # its `more`: resolved ones
     if cmd in ("answer", "cancel-question"):
         if cmd == "answer":
             q = admin("answer", question_id=ns.id, chosen=ns.choose, text=" ".join(ns.text))["question"]
@@ -88,20 +124,8 @@ def run(ns: argparse.Namespace, admin: Admin) -> int:
         print(f"#{q['id']} {q['how']}: {q['answer']}")
         return 0
     if cmd == "approvals":
-        out = admin("approvals")
-        if ns.json:
-            print(json.dumps(out, indent=2, ensure_ascii=False))
-            return 0
-        if not out["pending"]:
-            print("(no pending approvals)")
-        for a in out["pending"]:
-            what = f"spawn {a['agent']}" if a["kind"] == "spawn" else f"apply {a['commit'][:12]} to {a['agent']}"
-            print(f"#{a['id']} {_when(a['requested_at'])} {a['requested_by']}: {what} [{a['status']}]")
-            if ns.diff and a["diff_html"]:
-                import html
-                import re
-                print(html.unescape(re.sub(r"<[^>]+>", "", a["diff_html"])))
-        return 0
+        return show_list(admin("approvals"), ns, "pending", "(no pending approvals)",
+                         lambda a: _print_approval(a, ns.diff), cut=False)  # its `more`: decided ones
     if cmd in ("approve", "deny"):
         fields: dict[str, Any] = {"approval_id": ns.id}
         if cmd == "deny" and ns.reason:
@@ -126,16 +150,8 @@ def run(ns: argparse.Namespace, admin: Admin) -> int:
         print(f"{c['name']}: destroyed" + (" and purged" if c["purged"] else " (state kept)"))
         return 0
     if cmd == "tombstones":
-        stones = admin("tombstones")["tombstones"]
-        if ns.json:
-            print(json.dumps(stones, indent=2))
-        elif not stones:
-            print("(no kept state)")
-        for t in [] if ns.json else stones:
-            creds = "credentials kept" if t["credentials_kept"] else "no credentials"
-            age = t["age_seconds"] / 3600
-            print(f"{t['name']}  {t['size_bytes'] / 1024:.0f} KiB  modified {age:.1f} h ago  {creds}")
-        return 0
+        return show_list(admin("tombstones"), ns, "tombstones", "(no kept state)", _print_tombstone,
+                         cut=False)  # every one, no --limit
     if cmd == "revive":
         print(f"approval #{admin('revive', name=ns.name)['approval_id']} queued (revive {ns.name})")
         return 0

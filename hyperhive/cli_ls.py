@@ -1,5 +1,9 @@
 """`hive ls`'s human table (pure): the containers of the admin ``ls`` op in,
-text out. ``hive ls --json`` prints the containers as they came instead."""
+text out. ``hive ls --json`` prints the containers as they came instead.
+
+Also what every listing verb says when its reply was cut: the reply's
+``more`` (rows left out; 0 when the daemon does not say) and the note
+``(N more; --limit)``."""
 
 from __future__ import annotations
 
@@ -8,7 +12,7 @@ from typing import Any
 
 from hyperhive.web.dashboard.views import memory_text
 
-__all__ = ["LS_COLUMNS", "format_ls"]
+__all__ = ["LS_COLUMNS", "format_ls", "more_count", "more_note"]
 
 LS_COLUMNS = ("NAME", "ROLE", "STATE", "ACTIVITY", "BEAT", "PID", "RESTARTS", "PARKED", "UNDELIVERED",
               "LAST EXIT", "MEM", "PIDS", "BADGES")
@@ -35,3 +39,15 @@ def format_ls(containers: Sequence[Mapping[str, Any]]) -> str:
     rows = [LS_COLUMNS, *(_row(c) for c in containers)]
     widths = [max(len(r[i]) for r in rows) for i in range(len(LS_COLUMNS))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows)
+
+
+def more_count(reply: Mapping[str, Any]) -> int:
+    """How many rows the daemon left out of a listing (0 when it does not say)."""
+    more = reply.get("more", 0)
+    return more if isinstance(more, int) and not isinstance(more, bool) and more > 0 else 0
+
+
+def more_note(reply: Mapping[str, Any]) -> str:
+    """``(N more; --limit)`` when rows were left out, else empty."""
+    more = more_count(reply)
+    return f"({more} more; --limit)" if more else ""

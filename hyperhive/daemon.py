@@ -4,7 +4,13 @@ Start: state dir and lock → store → clock → gateway → backend → Broker
 PortAllocator → Notifier → Questions → agent sockets and endpoints →
 Coordinator → Approvals → dashboard → VacuumSweeper → boot (manager, kept containers; waits for their
 starts) → questions re-armed → admin socket → READY.
-Stop: the same in reverse; any actor still running at the end is logged.
+Stop: the same in reverse, as one table of steps (`_STOP_ORDER`), each run and
+logged whatever the others did; any actor still running at the end is logged.
+
+The first log line is the dashboard's login URL (``daemon.dashboard``), the
+last one of the start ``daemon.ready url=… agents=N``. A `StartupError`
+(state dir busy, bad token file, sandbox unavailable, a bad setting) leaves
+`serve` to the CLI, which prints it as one line on stderr and exits 1.
 """
 
 from __future__ import annotations
@@ -13,7 +19,10 @@ import asyncio
 import fcntl
 import os
 import signal
+from collections.abc import Callable
 from dataclasses import dataclass, field
+from functools import partial
+from pathlib import Path
 from typing import IO, Any
 
 import pykka
@@ -30,10 +39,10 @@ from hyperhive.actors.events import ContainerActivity, ContainerRemoved, Contain
 from hyperhive.actors.notifier import Notifier
 from hyperhive.actors.ports import PortAllocator
 from hyperhive.actors.questions import Questions
-from hyperhive.actors.vacuum import VacuumSweeper
+from hyperhive.actors.vacuum import DAY, VacuumSweeper
 from hyperhive.backends.local import LocalBackend
 from hyperhive.backends.nixos import NixosBackend
-from hyperhive.errors import HiveError
+from hyperhive.errors import BackendFailed, BadSetting, HiveError, SandboxUnavailable, StateDirBusy
 from hyperhive.names import AgentName
 from hyperhive.paths import Limits, StatePaths
 from hyperhive.sandbox.allowlist import parse_resolve
@@ -41,7 +50,7 @@ from hyperhive.sandbox.endpoints import AgentEndpoints
 from hyperhive.sandbox.gateway import ApiGateway, upstream_from_env
 from hyperhive.settings import Settings
 from hyperhive.store.models import open_hive_db
-from hyperhive.web.dashboard.access import Access, load_token
+from hyperhive.web.dashboard.access import Access, load_token, login_url
 from hyperhive.web.dashboard.app import Dashboard, bind_dashboard, start_dashboard
 from hyperhive.web.rpc.admin_ops import admin_ops
 from hyperhive.web.rpc.agent_ops import agent_ops
@@ -56,10 +65,6 @@ from hyperhive.web.tables.turn_slots import TurnSlots
 __all__ = ["Daemon", "serve", "start", "stop"]
 
 _log = logs.get("hyperhive.daemon")
-
-
-class AlreadyRunning(RuntimeError):
-    pass
 
 
 @dataclass
@@ -93,7 +98,7 @@ def _take_lock(paths: StatePaths) -> IO[str]:
         fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
     except BlockingIOError:
         f.close()
-        raise AlreadyRunning(f"another daemon holds {paths.root}/run/daemon.lock") from None
+        raise StateDirBusy(f"another daemon is running on {paths.root} (it holds run/daemon.lock)") from None
     f.seek(0)
     f.truncate()
     f.write(f"{os.getpid()}\n")
@@ -122,6 +127,8 @@ async def start(settings: Settings) -> Daemon:
 async def _bring_up(d: Daemon, token: str) -> None:
     settings, paths = d.settings, d.paths
     listeners = await bind_dashboard(settings)  # before any actor: a failure leaves nothing running
+    url = login_url(settings.listen_host, listeners[0].getsockname()[1], token)
+    _log.info("daemon.dashboard", url=url)  # the operator's way in, first thing (`hive url` prints it too)
     d.db = open_hive_db(paths.db)
     io_loop = IOLoop.current()
     clock = LoopClock(io_loop)
@@ -129,12 +136,9 @@ async def _bring_up(d: Daemon, token: str) -> None:
     try:
         upstream = upstream_from_env(os.environ)
     except ValueError as exc:
-        raise HiveError(f"ANTHROPIC_BASE_URL: {exc}") from None
+        raise BadSetting(f"ANTHROPIC_BASE_URL: {exc}") from None
     gateway = ApiGateway(upstream, on_usage=lambda agent, usage: d.hub.publish(GatewayUsage(agent, usage)))
-    limits = Limits(settings.agent_memory_mb, settings.agent_pids)
-    d.backend = backend = (NixosBackend.from_env(paths, limits=limits) if settings.backend == "nixos"
-                    else LocalBackend(paths, settings.sandbox, limits=limits, uid_base=settings.agent_uid_base,
-                                      gateway_key=gateway.upstream.holds_credential))
+    d.backend = backend = _backend(settings, paths, gateway.upstream.holds_credential)
     d.broker = Broker.start(
         d.db, clock, d.hub, settings.recv_default_seconds, settings.recv_cap_seconds
     ).proxy()
@@ -188,54 +192,75 @@ async def _bring_up(d: Daemon, token: str) -> None:
         approvals=d.approvals, backend=backend, sends=sends, heartbeats=d.heartbeats, slots=slots,
         web_port=d.endpoints.web_port)
     # After the dashboard subscribed: the sweep at start is counted in /metrics too.
-    d.vacuum = VacuumSweeper.start(paths, d.broker, clock, settings.vacuum_interval_seconds, hub=d.hub).proxy()
-    started = await call(d.coordinator.boot, timeout=600)  # nixos containers start slowly
+    d.vacuum = VacuumSweeper.start(paths, d.broker, clock, settings.vacuum_interval_seconds,
+                                   message_max_age=settings.message_retention_days * DAY, hub=d.hub).proxy()
+    started = await call(d.coordinator.boot, timeout=settings.boot_timeout_seconds)  # nixos containers are slow
     await call(d.questions.rearm)  # after boot: the askers are registered again
     # Last: a CLI that reaches the admin socket finds every kept container booted.
     d.admin.add_socket(bind_socket(paths.admin_socket))
-    _log.info("daemon.ready", state_dir=str(paths.root), pid=os.getpid(), started=started,
-              sandboxed=backend.sandboxed, backend=backend.kind)
+    _log.info("daemon.ready", url=url, agents=len(started), started=started, state_dir=str(paths.root),
+              pid=os.getpid(), sandboxed=backend.sandboxed, backend=backend.kind)
     d.notifier = sdnotify.ready()  # READY=1 only now: sockets bound, containers booted
+
+
+def _backend(settings: Settings, paths: StatePaths, gateway_key: bool) -> Any:
+    limits = Limits(settings.agent_memory_mb, settings.agent_pids)
+    if settings.backend == "nixos":
+        return NixosBackend.from_env(paths, limits=limits)
+    try:
+        return LocalBackend(paths, settings.sandbox, limits=limits, uid_base=settings.agent_uid_base,
+                            gateway_key=gateway_key)
+    except BackendFailed as exc:  # the one refusal at construction: --sandbox on without a sandbox
+        if settings.sandbox != "on":
+            raise
+        raise SandboxUnavailable(exc.message) from None
+
+
+_ACTOR = "actor"  # a pykka proxy: stop its actor
+# Reverse of the start: the servers first (no new work), then the actors that
+# take work from them, the backend (harnesses), and the actors under them.
+_STOP_ORDER: tuple[tuple[str, str], ...] = (
+    ("dashboard", "stop"), ("admin", "stop"), ("approvals", _ACTOR), ("coordinator", _ACTOR),
+    ("sockets", "close_all"), ("endpoints", "close_all"), ("backend", "close"), ("questions", _ACTOR),
+    ("notifier_actor", _ACTOR), ("vacuum", _ACTOR), ("ports", _ACTOR), ("broker", _ACTOR),
+)
+
+
+def _step(name: str, run: Callable[[], object]) -> None:
+    """One stop step: logged, and never in the way of the next."""
+    try:
+        run()
+    except Exception:  # noqa: BLE001 - the rest of the shutdown still runs
+        _log.exception("daemon.stop_step_failed", step=name)
+    else:
+        _log.info("daemon.stop_step", step=name)
 
 
 def stop(d: Daemon) -> None:
     """Shut down in reverse order of start."""
     _log.info("daemon.stopping")
     sdnotify.stopping(d.notifier)
-    if d.dashboard is not None:
-        d.dashboard.stop()
-    if d.admin is not None:
-        d.admin.stop()
-    if d.approvals is not None:
-        _stop_actor(d.approvals, "approvals")
-    if d.coordinator is not None:
-        _stop_actor(d.coordinator, "coordinator")
-    if d.sockets is not None:
-        d.sockets.close_all()
-    if d.endpoints is not None:
-        d.endpoints.close_all()
-    if d.backend is not None and hasattr(d.backend, "close"):
-        d.backend.close()
-    if d.questions is not None:
-        _stop_actor(d.questions, "questions")
-    if d.notifier_actor is not None:
-        _stop_actor(d.notifier_actor, "notifier")
-    if d.vacuum is not None:
-        _stop_actor(d.vacuum, "vacuum")
-    if d.ports is not None:
-        _stop_actor(d.ports, "ports")
-    if d.broker is not None:
-        _stop_actor(d.broker, "broker")
-    left = pykka.ActorRegistry.get_all()
-    if left:
-        _log.warning("daemon.actors_left_running", actors=[str(r) for r in left])
-        pykka.ActorRegistry.stop_all(block=True, timeout=10)
+    for attr, how in _STOP_ORDER:
+        part = getattr(d, attr)
+        if part is not None and (how == _ACTOR or hasattr(part, how)):
+            _step(attr, partial(_stop_actor, part, attr) if how == _ACTOR else getattr(part, how))
+    if pykka.ActorRegistry.get_all():
+        _step("actors_left", _stop_left)
     if d.db is not None:
-        d.db.close()
-    if d.paths.admin_socket.is_socket():  # ours; a file in its way is not ours to remove
-        d.paths.admin_socket.unlink(missing_ok=True)
-    d.lock.close()
+        _step("db", d.db.close)
+    _step("admin_socket", partial(_remove_socket, d.paths.admin_socket))
+    _step("lock", d.lock.close)
     _log.info("daemon.stopped")
+
+
+def _stop_left() -> None:
+    _log.warning("daemon.actors_left_running", actors=[str(r) for r in pykka.ActorRegistry.get_all()])
+    pykka.ActorRegistry.stop_all(block=True, timeout=10)
+
+
+def _remove_socket(path: Path) -> None:
+    if path.is_socket():  # ours; a file in its way is not ours to remove
+        path.unlink(missing_ok=True)
 
 
 @dataclass
@@ -288,13 +313,12 @@ def _raise_file_limit() -> None:
 
 
 def serve(settings: Settings) -> int:
-    logs.configure()
+    """Run the daemon until SIGTERM/SIGINT. A `StartupError` propagates (the CLI
+    prints it as one line); any other refusal is logged and exits 1."""
+    logs.configure(fmt=settings.log_format)
     _raise_file_limit()
     try:
         asyncio.run(_serve(settings))
-    except AlreadyRunning as exc:
-        _log.error("daemon.already_running", error=str(exc))
-        return 1
     except HiveError as exc:  # e.g. the nixos backend's environment is incomplete
         _log.error("daemon.start_failed", code=exc.code, error=exc.message)
         return 1

@@ -1,34 +1,81 @@
-"""structlog set up to write one JSON object per line, with stdlib loggers
-(tornado, pykka, peewee) routed through the same chain."""
+"""structlog set up with stdlib loggers (tornado, pykka, peewee) routed through
+the same chain, in one of two formats:
+
+- ``json``: one JSON object per line (event, level, timestamp, …), what
+  journald and the tests read; the harness and `hive mcp` always write it;
+- ``console``: readable lines (structlog's ConsoleRenderer) for a person at
+  a terminal.
+
+`hive serve --log-format auto` (the default) picks console on a terminal and
+json under systemd (``JOURNAL_STREAM`` or ``INVOCATION_ID`` set) or when the
+log goes to a file or pipe (`choose_format`).
+"""
 
 from __future__ import annotations
 
 import logging
+import os
 import sys
+from collections.abc import Mapping
 from typing import IO, Any
 
 import structlog
 
-__all__ = ["bind_thread", "configure", "get"]
+__all__ = ["FORMATS", "bind_thread", "choose_format", "configure", "get"]
 
-_SHARED: list[Any] = [
-    structlog.contextvars.merge_contextvars,
-    structlog.stdlib.add_log_level,
-    structlog.stdlib.add_logger_name,
-    structlog.stdlib.ExtraAdder(),
-    structlog.processors.TimeStamper(fmt="iso", utc=True),
-]
+FORMATS = ("auto", "console", "json")
+_SYSTEMD_VARS = ("JOURNAL_STREAM", "INVOCATION_ID")  # set by systemd for a service's process
 
 
-def configure(stream: IO[str] | None = None, level: int = logging.INFO) -> None:
-    """Route every log record to ``stream`` (default stdout) as JSON lines.
+def choose_format(choice: str, stream: IO[str] | None = None, env: Mapping[str, str] | None = None) -> str:
+    """``console`` or ``json``: ``choice`` itself unless it is ``auto``."""
+    if choice not in FORMATS:
+        raise ValueError(f"log format must be one of {', '.join(FORMATS)}, got {choice!r}")
+    if choice != "auto":
+        return choice
+    env = os.environ if env is None else env
+    if any(env.get(v) for v in _SYSTEMD_VARS):
+        return "json"
+    isatty = getattr(stream or sys.stdout, "isatty", None)
+    return "console" if isatty is not None and isatty() else "json"
+
+
+def _shared(fmt: str) -> list[Any]:
+    stamp = (structlog.processors.TimeStamper(fmt="%Y-%m-%d %H:%M:%S", utc=False) if fmt == "console"
+             else structlog.processors.TimeStamper(fmt="iso", utc=True))
+    return [
+        structlog.contextvars.merge_contextvars,
+        structlog.stdlib.add_log_level,
+        structlog.stdlib.add_logger_name,
+        structlog.stdlib.ExtraAdder(),
+        stamp,
+    ]
+
+
+def _renderers(fmt: str, stream: IO[str]) -> list[Any]:
+    if fmt == "console":  # renders exc_info itself, as a readable traceback
+        isatty = getattr(stream, "isatty", None)
+        # Keys in the order the event gives them: `daemon.ready url=… agents=N`.
+        return [structlog.dev.ConsoleRenderer(colors=bool(isatty and isatty()), sort_keys=False)]
+    return [
+        structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
+        structlog.processors.JSONRenderer(),
+    ]
+
+
+def configure(stream: IO[str] | None = None, level: int = logging.INFO, fmt: str = "json") -> str:
+    """Route every log record to ``stream`` (default stdout) in ``fmt``
+    (``auto`` chosen by `choose_format`); returns the format used.
 
     `hive mcp` passes stderr: its stdout is the MCP protocol.
     """
+    out = stream or sys.stdout
+    fmt = choose_format(fmt, out)
+    shared = _shared(fmt)
     structlog.configure(
         processors=[
             structlog.stdlib.filter_by_level,
-            *_SHARED,
+            *shared,
             structlog.stdlib.PositionalArgumentsFormatter(),
             structlog.processors.StackInfoRenderer(),
             structlog.stdlib.ProcessorFormatter.wrap_for_formatter,
@@ -38,16 +85,10 @@ def configure(stream: IO[str] | None = None, level: int = logging.INFO) -> None:
         cache_logger_on_first_use=True,
     )
     formatter = structlog.stdlib.ProcessorFormatter(
-        foreign_pre_chain=_SHARED,
-        processors=[
-            structlog.stdlib.ProcessorFormatter.remove_processors_meta,
-            structlog.processors.ExceptionRenderer(
-                structlog.tracebacks.ExceptionDictTransformer(show_locals=False)
-            ),
-            structlog.processors.JSONRenderer(),
-        ],
+        foreign_pre_chain=shared,
+        processors=[structlog.stdlib.ProcessorFormatter.remove_processors_meta, *_renderers(fmt, out)],
     )
-    handler = logging.StreamHandler(stream or sys.stdout)
+    handler = logging.StreamHandler(out)
     handler.setFormatter(formatter)
     root = logging.getLogger()
     for old in list(root.handlers):
@@ -57,6 +98,7 @@ def configure(stream: IO[str] | None = None, level: int = logging.INFO) -> None:
     # pykka logs every failed ask at INFO with a traceback; the caller already got it.
     logging.getLogger("pykka").setLevel(logging.WARNING)
     logging.getLogger("peewee").setLevel(logging.WARNING)
+    return fmt
 
 
 def get(name: str) -> Any:

@@ -2,12 +2,20 @@
 
 Each tool is one request on the agent's own unix socket; the daemon knows the
 caller by that socket. Tool results are JSON text, readable by a model and
-parseable by a program alike.
+parseable by a program alike. Tools whose parameters are all strings are
+declared in a table (`_STR_TOOLS`) and built by one helper (`_add_str_tool`).
+
+The longest recv wait is the daemon's (`recv_cap_seconds`): its ``ping``
+reply carries it; a daemon that does not say falls back to the setting's
+default.
 """
 
 from __future__ import annotations
 
+import inspect
 import json
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Annotated, Any
 
@@ -18,20 +26,72 @@ from pydantic import Field
 from hyperhive import client
 from hyperhive.client import AsyncClient
 from hyperhive.errors import HiveError
+from hyperhive.settings import Settings
 
 __all__ = ["build_server", "run"]
 
-RECV_CAP = 180
+Rpc = Callable[..., Awaitable[dict[str, Any]]]
+Answer = Callable[[dict[str, str], dict[str, Any]], dict[str, Any]]  # (arguments, reply) → the tool's JSON
 
 
-def build_server(socket_path: str, manager: bool = False) -> MCPServer:
+@dataclass(frozen=True)
+class _StrTool:
+    """A tool of string parameters (all required): one request, an answer built from it."""
+
+    doc: str
+    params: dict[str, str]  # name → description
+    answer: Answer
+    manager: bool = False  # only on the manager's socket
+
+
+def _container(args: dict[str, str], resp: dict[str, Any]) -> dict[str, Any]:
+    return {"name": resp["container"]["name"], "state": resp["container"]["state"]}
+
+
+_NAME = {"name": "the agent (never yourself)"}
+_STR_TOOLS: dict[str, _StrTool] = {
+    "send": _StrTool(
+        "Send a durable message to another agent or to the operator.",
+        {"to": "recipient: an agent name, or 'operator' for the human", "body": "the message text"},
+        lambda args, resp: {"sent": True, "message_id": resp["message_id"], "to": args["to"]}),
+    "request_apply_commit": _StrTool(
+        "Ask the operator to apply a commit of an agent's config (rebuilds its container).",
+        {"agent": "the agent whose config repo holds the commit", "commit": "the commit id in agents/<agent>/config"},
+        lambda args, resp: {"approval_id": resp["approval_id"], "status": "pending"}, manager=True),
+    "start": _StrTool("Start an agent's container (then it is kicked).", _NAME, _container, manager=True),
+    "restart": _StrTool("Restart an agent's container (then it is kicked).", _NAME, _container, manager=True),
+    "kill": _StrTool("Kill an agent's container at once; it stays stopped.", _NAME, _container, manager=True),
+}
+
+
+def _add_str_tool(server: MCPServer, rpc: Rpc, name: str, tool: _StrTool) -> None:
+    async def act(**args: str) -> str:
+        return json.dumps(tool.answer(args, await rpc(name, **args)), ensure_ascii=False)
+
+    act.__name__ = act.__qualname__ = name
+    # The SDK reads the parameters (and their descriptions) from the signature.
+    setattr(act, "__signature__", inspect.Signature(  # noqa: B010 - a function has no typed __signature__
+        [inspect.Parameter(p, inspect.Parameter.KEYWORD_ONLY, annotation=Annotated[str, Field(description=d)])
+         for p, d in tool.params.items()], return_annotation=str))
+    server.tool(name=name, description=tool.doc, structured_output=False)(act)
+
+
+def _add_str_tools(server: MCPServer, rpc: Rpc, manager: bool) -> None:
+    for name, tool in _STR_TOOLS.items():
+        if tool.manager == manager:
+            _add_str_tool(server, rpc, name, tool)
+
+
+def build_server(socket_path: str, manager: bool = False,
+                 recv_cap: float = Settings.recv_cap_seconds) -> MCPServer:
     client = AsyncClient(socket_path)
+    cap = f"{recv_cap:g}"
     server = MCPServer(
         "hyperhive",
         version="0.1.0",
         instructions=(
             "Tools to talk to the other agents of this hive and to the operator. "
-            "When you have nothing else useful to do, call recv with wait_seconds=180 "
+            f"When you have nothing else useful to do, call recv with wait_seconds={cap} "
             "to wait for work instead of sleeping."
         ),
     )
@@ -42,25 +102,20 @@ def build_server(socket_path: str, manager: bool = False) -> MCPServer:
         except HiveError as exc:
             raise ToolError(f"{exc.code}: {exc.message}") from None
 
-    @server.tool(structured_output=False)
-    async def send(
-        to: Annotated[str, Field(description="recipient: an agent name, or 'operator' for the human")],
-        body: Annotated[str, Field(description="the message text")],
-    ) -> str:
-        """Send a durable message to another agent or to the operator."""
-        resp = await rpc("send", to=to, body=body)
-        return json.dumps({"sent": True, "message_id": resp["message_id"], "to": to})
+    _add_str_tools(server, rpc, manager=False)
 
-    @server.tool(structured_output=False)
+    # The cap is said in the tool's description: a parameter's annotation cannot name a local.
+    @server.tool(structured_output=False, description=(
+        f"Receive your oldest undelivered messages; waits for one if there are none (the daemon caps "
+        f"wait_seconds at {cap})."))
     async def recv(
         wait_seconds: Annotated[
             int | None,
             Field(ge=0, description=(
-                f"seconds to wait for a message if none is waiting (default 30; the daemon "
-                f"caps it at {RECV_CAP}). Returns at once when a message arrives.")),
+                "seconds to wait for a message if none is waiting (default 30; the daemon caps it). "
+                "Returns at once when a message arrives.")),
         ] = None,
     ) -> str:
-        """Receive your oldest undelivered messages; waits for one if there are none."""
         resp = await rpc("recv", wait_seconds=wait_seconds)
         return json.dumps({"messages": resp["messages"]}, ensure_ascii=False)
 
@@ -79,7 +134,7 @@ def build_server(socket_path: str, manager: bool = False) -> MCPServer:
     return server
 
 
-def _manager_tools(server: MCPServer, rpc: Any) -> None:
+def _manager_tools(server: MCPServer, rpc: Rpc) -> None:
     """F28: the manager's extra tools. The daemon refuses them on any other socket too."""
 
     @server.tool(structured_output=False)
@@ -112,15 +167,6 @@ def _manager_tools(server: MCPServer, rpc: Any) -> None:
         return json.dumps({"approval_id": resp["approval_id"], "status": "pending"})
 
     @server.tool(structured_output=False)
-    async def request_apply_commit(
-        agent: Annotated[str, Field(description="the agent whose config repo holds the commit")],
-        commit: Annotated[str, Field(description="the commit id in agents/<agent>/config")],
-    ) -> str:
-        """Ask the operator to apply a commit of an agent's config (rebuilds its container)."""
-        resp = await rpc("request_apply_commit", agent=agent, commit=commit)
-        return json.dumps({"approval_id": resp["approval_id"], "status": "pending"})
-
-    @server.tool(structured_output=False)
     async def propose_config(
         agent: Annotated[str, Field(description="the agent whose config changes")],
         message: Annotated[str, Field(description="why: the commit message the operator reads")],
@@ -135,24 +181,12 @@ def _manager_tools(server: MCPServer, rpc: Any) -> None:
                          agent_json=None if agent_json is None else json.dumps(agent_json))
         return json.dumps({"commit": resp["commit"], "approval_id": resp["approval_id"], "status": "pending"})
 
-    for verb, doc in (("start", "Start an agent's container (then it is kicked)."),
-                      ("restart", "Restart an agent's container (then it is kicked)."),
-                      ("kill", "Kill an agent's container at once; it stays stopped.")):
-        server.tool(name=verb, description=doc, structured_output=False)(_lifecycle(rpc, verb))
-
-
-def _lifecycle(rpc: Any, verb: str) -> Any:
-    async def act(name: Annotated[str, Field(description="the agent (never yourself)")]) -> str:
-        resp = await rpc(verb, name=name)
-        c = resp["container"]
-        return json.dumps({"name": c["name"], "state": c["state"]})
-    return act
-
-
-def _role(socket_path: str) -> str:
-    """Ask the daemon who this socket is: the manager gets more tools."""
-    return str(client.request(Path(socket_path), "ping", timeout=30).get("role", "agent"))
+    _add_str_tools(server, rpc, manager=True)
 
 
 def run(socket_path: str) -> None:
-    build_server(socket_path, manager=_role(socket_path) == "manager").run()
+    """Ask the daemon who this socket is (the manager gets more tools) and its recv cap; serve on stdio."""
+    info = client.request(Path(socket_path), "ping", timeout=30)
+    cap = info.get("recv_cap_seconds")
+    build_server(socket_path, manager=info.get("role") == "manager",
+                 recv_cap=float(cap) if isinstance(cap, int | float) else Settings.recv_cap_seconds).run()

@@ -1,10 +1,11 @@
 """Who may use the dashboard and the agents' web UIs (F46, issue 12).
 
 One secret, the operator token, guards every surface on every address,
-loopback included: ``--token-file`` / ``$HYPERHIVE_TOKEN_FILE`` (required
-for a listen address that is not loopback), else ``run/operator.token``,
-made on first start (0600, 32 random bytes) and kept. Rotate it by deleting
-the file and restarting: every session ends with it.
+loopback included: the ``token_file`` setting (``--token-file`` or
+``$HYPERHIVE_TOKEN_FILE``; required for a listen address that is not
+loopback), else ``run/operator.token``, made on first start (0600, 32 random
+bytes) and kept. Rotate it by deleting the file and restarting: every
+session ends with it.
 
 A request proves it knows the token in one of two ways:
 - ``Authorization: Bearer <token>`` (scrapers, scripts). No browser sends
@@ -46,7 +47,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
-from hyperhive.errors import BadRequest
+from hyperhive.errors import BadTokenFile
 
 __all__ = [
     "SESSION_COOKIE",
@@ -114,16 +115,17 @@ def _read_nofollow(path: Path) -> str:
 
 
 def load_token(listen_host: str, token_file: str, run_dir: Path | None = None) -> str | None:
-    """The operator token. From ``token_file`` (or ``$HYPERHIVE_TOKEN_FILE``)
-    when given; else ``run_dir/operator.token``, made on first start (None
-    without a ``run_dir``: the daemon checks the setting before it takes its
-    lock, and reads its own file after). Raises BadRequest (the daemon then
-    refuses to start) for a non-loopback address without a token file given,
-    or a token file that is missing, unreadable or too short."""
-    path = token_file or os.environ.get("HYPERHIVE_TOKEN_FILE", "")
+    """The operator token. From ``token_file`` (the setting: the flag, else
+    ``$HYPERHIVE_TOKEN_FILE``) when given; else ``run_dir/operator.token``,
+    made on first start (None without a ``run_dir``: the daemon checks the
+    setting before it takes its lock, and reads its own file after). Raises
+    BadTokenFile (the daemon then refuses to start, one line) for a
+    non-loopback address without a token file given, or a token file that is
+    missing, unreadable or too short."""
+    path = token_file
     if not path:
         if not is_loopback(listen_host):
-            raise BadRequest(
+            raise BadTokenFile(
                 f"the dashboard would listen on {listen_host}, which is not loopback: "
                 f"give --token-file (the operator token) or listen on 127.0.0.1")
         if run_dir is None:
@@ -136,9 +138,9 @@ def load_token(listen_host: str, token_file: str, run_dir: Path | None = None) -
     try:
         token = _read_nofollow(Path(path))
     except OSError as exc:
-        raise BadRequest(f"cannot read the token file {path}: {exc.strerror}") from None
+        raise BadTokenFile(f"cannot read the token file {path}: {exc.strerror}") from None
     if len(token) < MIN_TOKEN:
-        raise BadRequest(f"the token in {path} is shorter than {MIN_TOKEN} characters")
+        raise BadTokenFile(f"the token in {path} is shorter than {MIN_TOKEN} characters")
     return token
 
 
