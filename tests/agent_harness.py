@@ -13,7 +13,7 @@ import urllib.error
 import urllib.request
 from typing import Any
 
-from support import Hive, OperatorAuth, pid_alive, wait_for
+from support import Hive, OperatorAuth, pid_alive, require_e2e, wait_for
 
 from hyperhive import client
 from hyperhive.store.events_db import EventLog
@@ -60,6 +60,7 @@ class HarnessProc:
         self.port = 0
 
     def start(self) -> HarnessProc:
+        require_e2e("a harness subprocess (tests/agent_harness.HarnessProc.start)")
         port_file = self.state_dir / "web.port"
         port_file.unlink(missing_ok=True)
         with open(self.log_path, "ab") as log:
@@ -125,7 +126,8 @@ class HarnessProc:
         def found() -> dict[str, Any] | None:
             self._alive()
             return next((e for e in self.events() if e["id"] > after and e["kind"] == kind), None)
-        return self.wait(found, timeout=timeout, what=f"{self.name}: {kind} after #{after}")
+        event: dict[str, Any] = self.wait(found, timeout=timeout, what=f"{self.name}: {kind} after #{after}")
+        return event
 
     # --- the web UI -------------------------------------------------------------
 

@@ -13,6 +13,7 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support import require_e2e
 
 __all__ = ["CHROMIUM", "LAUNCH_ARGS", "browser_page", "chromium_browser"]
 
@@ -25,6 +26,7 @@ LAUNCH_ARGS = [
 
 @pytest.fixture(scope="module")
 def chromium_browser() -> Iterator[Any]:
+    require_e2e("a browser (the chromium_browser fixture, tests/browser.py)")
     if shutil.which(CHROMIUM) is None:
         pytest.skip("needs Debian's chromium (apt-get install chromium; .ci/run does)")
     sync_api = pytest.importorskip("playwright.sync_api")
@@ -39,6 +41,7 @@ def chromium_browser() -> Iterator[Any]:
 @pytest.fixture
 def browser_page(chromium_browser: Any) -> Iterator[Any]:
     """A fresh page (own context: no shared storage between tests)."""
+    require_e2e("a browser page (the browser_page fixture, tests/browser.py)")
     context = chromium_browser.new_context()
     page = context.new_page()
     page.set_default_timeout(15_000)

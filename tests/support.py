@@ -66,6 +66,34 @@ async def async_wait_for(pred: Callable[[], Any], timeout: float = 10.0, interva
         await asyncio.sleep(interval)
 
 
+class MissingE2EMarker(AssertionError):
+    """A test outside the e2e tier started a daemon, a harness or a browser."""
+
+
+# The pytest item running now, as (nodeid, carries the e2e marker); set by
+# tests/conftest.py around each test's setup, call and teardown, so a
+# module-scoped fixture started by a module's first test is judged by that test.
+# None outside pytest (a bench script may use this module too).
+_current_test: tuple[str, bool] | None = None
+
+
+def enter_test(nodeid: str | None, e2e: bool = False) -> None:
+    global _current_test
+    _current_test = None if nodeid is None else (nodeid, e2e)
+
+
+def require_e2e(what: str) -> None:
+    """Fail at once when the running test is not in the e2e tier: ``what`` is
+    the start point (e.g. "a daemon (tests/support.Hive.start)")."""
+    __tracebackhide__ = True
+    current = _current_test
+    if current is None or current[1]:
+        return
+    raise MissingE2EMarker(
+        f"{current[0]} starts {what} but has no e2e marker: decorate it with @pytest.mark.e2e "
+        f"or set `pytestmark = pytest.mark.e2e` in its module (the fast tier is -m \"not e2e\")")
+
+
 def bare_opener(*handlers: Any) -> urllib.request.OpenerDirector:
     """An opener that adds no credentials and uses no proxy."""
     return urllib.request.build_opener(urllib.request.ProxyHandler({}), *handlers)
@@ -120,7 +148,9 @@ class DashSession:
 
     @property
     def cookie(self) -> str:
-        return next(c.value for c in self.jar if c.name == "hive_session")
+        value = next(c.value for c in self.jar if c.name == "hive_session")
+        assert value is not None
+        return value
 
     def get(self, path: str) -> tuple[int, bytes]:
         return fetch(self.hive.url + path, opener=self.opener)
@@ -147,6 +177,7 @@ class Hive:
         self.port_base = random.Random(str(state_dir)).randrange(20000, 60000)
 
     def start(self) -> Hive:
+        require_e2e("a daemon (tests/support.Hive.start)")
         self.state_dir.mkdir(parents=True, exist_ok=True)
         passable(self.state_dir)
         self.dashboard_port_file.unlink(missing_ok=True)  # a killed daemon's leftover
@@ -194,7 +225,7 @@ class Hive:
     @property
     def token(self) -> str:
         f = self.token_file
-        return wait_for(lambda: f.exists() and f.read_text().strip(), timeout=30, what=str(f))
+        return wait_for(lambda: f.read_text().strip() if f.exists() else "", timeout=30, what=str(f))
 
     @property
     def bearer(self) -> dict[str, str]:
@@ -205,7 +236,7 @@ class Hive:
         """The daemon's own login URL (``run/dashboard.url``, what `hive url` prints)."""
         f = self.state_dir / "run" / "dashboard.url"
         self.url  # noqa: B018 - the daemon writes it with the port file
-        return wait_for(lambda: f.exists() and f.read_text().strip(), timeout=30, what=str(f))
+        return wait_for(lambda: f.read_text().strip() if f.exists() else "", timeout=30, what=str(f))
 
     def token_for(self, hostport: str) -> str | None:
         """The token when ``hostport`` is this daemon's dashboard or one of its agents' UIs."""
@@ -252,7 +283,7 @@ class Hive:
         return self.paths.socket(name)  # type: ignore[arg-type]
 
     def spawn(self, name: str, **fields: Any) -> dict[str, Any]:
-        c = self.admin("spawn", name=name, **fields)["container"]
+        c: dict[str, Any] = self.admin("spawn", name=name, **fields)["container"]
         # Ready when its harness has parked its system recv.
         wait_for(lambda: self.ls()[name]["parked"]["system"] >= 1, timeout=30, what=f"{name}'s harness")
         return c

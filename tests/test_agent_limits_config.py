@@ -74,6 +74,7 @@ def _git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], capture_output=True, text=True, check=True).stdout.strip()
 
 
+@pytest.mark.e2e  # starts a daemon
 def test_bad_values_are_refused_at_propose_and_approve_and_nothing_is_created(hive: Hive) -> None:
     hive.spawn("a")
     repo = hive.paths.config_dir("a")  # type: ignore[arg-type]

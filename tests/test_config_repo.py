@@ -128,6 +128,7 @@ def test_git_command_names_the_repo_and_sets_every_guard_before_the_subcommand()
 
 # --- a repo full of traps ---------------------------------------------------------------
 
+@pytest.mark.e2e  # git-heavy: a repo full of traps, many real git runs
 def test_the_traps_are_live_for_plain_git(repo: Path, marks: Path, tmp_path: Path) -> None:
     """The traps the next test survives do run under a plain git (else it proves nothing)."""
     copy = tmp_path / "copy"
@@ -142,6 +143,7 @@ def test_the_traps_are_live_for_plain_git(repo: Path, marks: Path, tmp_path: Pat
     assert "copy-hooks/pre-commit" in ran(marks) and "reference-transaction" in ran(marks)
 
 
+@pytest.mark.e2e  # git-heavy: a repo full of traps, many real git runs
 def test_nothing_in_the_repo_runs_when_the_daemon_commits_reads_and_applies(
         repo: Path, marks: Path, tmp_path: Path) -> None:
     plant_traps(repo, marks)
@@ -167,6 +169,7 @@ def test_nothing_in_the_repo_runs_when_the_daemon_commits_reads_and_applies(
     assert plain_git(repo, "cat-file", "-p", new).count("gpgsig") == 0
 
 
+@pytest.mark.e2e  # git-heavy: a repo full of traps, many real git runs
 def test_the_daemons_own_git_environment_does_not_reach_git(
         repo: Path, marks: Path, tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     hooks = tmp_path / "env-hooks"
@@ -243,6 +246,7 @@ def test_a_loose_object_whose_bytes_are_not_its_id_is_refused(repo: Path) -> Non
         config_repo.commit_files(repo, new)
 
 
+@pytest.mark.e2e  # git-heavy: a repo full of traps, many real git runs
 def test_gitattributes_in_the_commit_change_no_byte(repo: Path, marks: Path, tmp_path: Path) -> None:
     """A commit carrying a .gitattributes (filter, textconv, eol, ident) with
     the drivers in the repo's config: read and applied byte for byte."""

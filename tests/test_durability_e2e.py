@@ -7,10 +7,13 @@ import json
 import os
 import signal
 
+import pytest
 from support import Hive, async_wait_for, pid_alive, wait_for
 
 from hyperhive.client import AsyncClient
 from hyperhive.errors import HiveError
+
+pytestmark = pytest.mark.e2e  # every test here starts a daemon
 
 
 async def test_acked_sends_survive_kill9_and_are_delivered_once(hive: Hive) -> None:

@@ -19,6 +19,8 @@ from support import Hive, wait_for
 from hyperhive.client import AsyncClient
 from hyperhive.errors import HiveError
 
+pytestmark = pytest.mark.e2e  # every test here starts a daemon
+
 
 def cli(hive: Hive, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

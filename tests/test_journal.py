@@ -154,6 +154,7 @@ async def run_cli(argv: list[str]) -> tuple[int, str, str]:
     return proc.returncode, out.decode(), err.decode()
 
 
+@pytest.mark.e2e  # an in-process daemon (its m1nd harness a subprocess) and the CLI
 async def test_hive_logs_through_the_journal_op(daemon: Daemon, tmp_path: Path) -> None:
     log = daemon.paths.harness_log(AgentName("m1nd"))
     await async_wait_for(lambda: log.exists() and log.stat().st_size > 0, what="m1nd's harness log")

@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from support import Hive, wait_for
 
+pytestmark = pytest.mark.e2e  # every test here starts a daemon
+
 
 def cli(hive: Hive, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -78,7 +80,7 @@ def test_destroy_keeps_state_purge_removes_it_and_revive_brings_it_back(hive: Hi
     assert cli(hive, "destroy", "keep").stdout.strip() == "keep: destroyed (state kept)"
     assert "keep" not in hive.ls()
     assert (hive.paths.agent("keep") / "state" / "notes.md").read_text() == "remember this"  # type: ignore[arg-type]
-    stones = json.loads(cli(hive, "tombstones", "--json").stdout)
+    stones = json.loads(cli(hive, "tombstones", "--json").stdout)["tombstones"]
     assert [t["name"] for t in stones] == ["keep"]
     assert stones[0]["size_bytes"] > 0 and stones[0]["credentials_kept"] is False
 
@@ -97,7 +99,7 @@ def test_destroy_keeps_state_purge_removes_it_and_revive_brings_it_back(hive: Hi
     cli(hive, "destroy", "keep")
     assert "purged" in cli(hive, "purge", "keep").stdout
     assert not hive.paths.agent("keep").exists()  # type: ignore[arg-type]
-    assert json.loads(cli(hive, "tombstones", "--json").stdout) == []
+    assert json.loads(cli(hive, "tombstones", "--json").stdout)["tombstones"] == []
 
 
 BAD = ["..", ".", "a/../..", "m1nd/..", "/etc", "/tmp/x", "a\x00b", "", "A", "../state"]

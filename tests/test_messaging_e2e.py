@@ -10,10 +10,13 @@ import sys
 import time
 from typing import Any
 
+import pytest
 from mcp_support import mcp_session, tool_json
 from support import Hive, async_wait_for
 
 from hyperhive.client import AsyncClient
+
+pytestmark = pytest.mark.e2e  # every test here starts a daemon
 
 
 def parked_tool(hive: Hive, name: str) -> int:
@@ -108,7 +111,7 @@ def test_operator_send_and_inbox_through_the_cli(hive: Hive) -> None:
     assert hive_cli("send", "a", "hello", "there").startswith("sent #")
 
     def inbox() -> list[dict[str, Any]]:
-        return json.loads(hive_cli("inbox", "--json"))
+        return json.loads(hive_cli("inbox", "--json"))["messages"]
 
     from support import wait_for
     rows = wait_for(inbox, what="a's builtin reply in the operator inbox")

@@ -27,10 +27,13 @@ SECRETS = {"ANTHROPIC_API_KEY": "sk-ant-FAKE-eval-1", "ANTHROPIC_AUTH_TOKEN": "F
            "CLAUDE_CODE_OAUTH_TOKEN": "FAKE-eval-3", "GITHUB_TOKEN": "ghp_FAKEeval4",
            "AWS_SECRET_ACCESS_KEY": "FAKE-eval-5"}
 
-pytestmark = pytest.mark.skipif(
-    shutil.which("nix-instantiate") is None,
-    reason="nix-instantiate is absent: apt-get install nix-bin (.ci/run does)",
-)
+pytestmark = [
+    pytest.mark.e2e,  # the real nix-instantiate
+    pytest.mark.skipif(
+        shutil.which("nix-instantiate") is None,
+        reason="nix-instantiate is absent: apt-get install nix-bin (.ci/run does)",
+    ),
+]
 
 # Only what module.nix and harness-base.nix use, with the same meaning for the
 # values they produce (options are returned as declared, mkIf false is marked).

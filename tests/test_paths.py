@@ -128,6 +128,9 @@ def test_layout(tmp_path: Path) -> None:
     assert p.harness_log("a") == root / "agents" / "a" / "harness.log"  # type: ignore[arg-type]  # the daemon's
     assert p.workspace("a") == root / "agents" / "a" / "work"  # type: ignore[arg-type]
     assert p.web_socket("a") == root / "agents" / "a" / "state" / "web.sock"  # type: ignore[arg-type]
+    assert p.run("a") == root / "agents" / "a" / "run"  # type: ignore[arg-type]
+    assert p.api_socket("a") == root / "agents" / "a" / "run" / "api.sock"  # type: ignore[arg-type]
+    assert p.proxy_socket("a") == root / "agents" / "a" / "run" / "proxy.sock"  # type: ignore[arg-type]
 
 
 @pytest.mark.parametrize(

@@ -86,6 +86,7 @@ def listener(tmp_path: Path) -> Iterator[Listener]:
         lst.close()
 
 
+@pytest.mark.e2e  # starts a daemon
 def test_daemon_notifies_ready_after_binding_then_pings_the_watchdog(tmp_path: Path, listener: Listener) -> None:
     h = Hive(tmp_path / "state", env={"NOTIFY_SOCKET": str(tmp_path / "notify.sock"), "WATCHDOG_USEC": "400000"})
     h.start()
@@ -106,6 +107,7 @@ def test_daemon_notifies_ready_after_binding_then_pings_the_watchdog(tmp_path: P
     assert [e["watchdog_seconds"] for e in ready] == [0.2]
 
 
+@pytest.mark.e2e  # starts a daemon
 def test_daemon_without_notify_socket_does_not_notify(tmp_path: Path) -> None:
     h = Hive(tmp_path / "state", env={"NOTIFY_SOCKET": "", "WATCHDOG_USEC": "400000"})
     h.start()

@@ -20,6 +20,8 @@ from agent_harness import HarnessProc, claude_env, take_over
 from fake_anthropic import FakeAnthropic, Reply, text, tool_use
 from support import Hive, wait_for
 
+pytestmark = pytest.mark.e2e  # a daemon, a harness subprocess, a browser
+
 
 def _listening_addresses(port: int) -> set[str]:
     """Local addresses with a LISTEN socket on ``port`` (from /proc/net/tcp{,6})."""

@@ -18,7 +18,10 @@ from agent_harness import HarnessProc, claude_env, take_over
 from fake_anthropic import FakeAnthropic, Reply, text, tool_use
 from support import Hive, pid_alive, wait_for
 
-pytestmark = pytest.mark.skipif(shutil.which("claude") is None, reason="needs the Claude Code CLI (.ci/run)")
+pytestmark = [
+    pytest.mark.e2e,  # a daemon, harnesses and the real claude CLI
+    pytest.mark.skipif(shutil.which("claude") is None, reason="needs the Claude Code CLI (.ci/run)"),
+]
 
 
 @pytest.fixture

@@ -8,6 +8,7 @@ import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
+import pytest
 from agent_harness import take_over
 from support import Hive, async_wait_for
 
@@ -15,6 +16,8 @@ from hyperhive.client import AsyncClient
 from hyperhive.harness.builtin import BuiltinDriver
 from hyperhive.harness.bus import Bus
 from hyperhive.harness.turns import TurnLoop
+
+pytestmark = pytest.mark.e2e  # a daemon and a harness
 
 
 async def test_turns_wait_for_their_slot_and_cancel_drops_a_queued_one(hive: Hive) -> None:

@@ -14,6 +14,8 @@ from support import Hive
 
 from hyperhive.wire import MAX_LINE
 
+pytestmark = pytest.mark.e2e  # one daemon for the module
+
 
 class Raw:
     """A raw connection: write bytes, read one response line."""

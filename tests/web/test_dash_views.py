@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from hyperhive.actors.snapshots import ContainerSnapshot
-from hyperhive.errors import BadName, BadRequest
+from hyperhive.errors import BadName, BadRequest, BadTokenFile
 from hyperhive.tombstones import Tombstone
 from hyperhive.web.dashboard.access import is_loopback, load_token
 from hyperhive.web.dashboard.actions import spawn_request_config
@@ -214,20 +214,18 @@ def test_is_loopback(host: str, loop: bool) -> None:
 def test_load_token(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("HYPERHIVE_TOKEN_FILE", raising=False)
     assert load_token("127.0.0.1", "") is None
-    with pytest.raises(BadRequest, match="not loopback"):
+    with pytest.raises(BadTokenFile, match="not loopback"):
         load_token("0.0.0.0", "")
-    with pytest.raises(BadRequest, match="cannot read"):
+    with pytest.raises(BadTokenFile, match="cannot read"):
         load_token("0.0.0.0", str(tmp_path / "missing"))
     short = tmp_path / "short"
     short.write_text("abc\n")
-    with pytest.raises(BadRequest, match="shorter"):
+    with pytest.raises(BadTokenFile, match="shorter"):
         load_token("0.0.0.0", str(short))
     good = tmp_path / "token"
     good.write_text("s3cret-operator-token\n")
     assert load_token("0.0.0.0", str(good)) == "s3cret-operator-token"
-    monkeypatch.setenv("HYPERHIVE_TOKEN_FILE", str(good))  # as the NixOS module hands it over
-    assert load_token("0.0.0.0", "") == "s3cret-operator-token"
-    assert load_token("127.0.0.1", "", tmp_path / "run") == "s3cret-operator-token"  # a given file wins
+    assert load_token("127.0.0.1", str(good), tmp_path / "run") == "s3cret-operator-token"  # a given file wins
     assert not (tmp_path / "run").exists()
 
 

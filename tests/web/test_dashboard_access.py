@@ -16,6 +16,8 @@ from typing import Any
 import pytest
 from support import Hive, fetch, wait_for
 
+pytestmark = pytest.mark.e2e  # every test here starts a daemon
+
 TOKEN = "operator-token-for-tests-0123456789"
 
 

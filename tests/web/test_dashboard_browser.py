@@ -16,7 +16,7 @@ from support import Hive, wait_for
 
 from hyperhive import client
 
-pytestmark = pytest.mark.filterwarnings("ignore::ResourceWarning")
+pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::ResourceWarning")]  # a daemon and a browser
 
 
 @pytest.fixture(scope="module")
@@ -302,7 +302,10 @@ def test_metrics_parse_and_count_the_messages_sent(dash: Hive) -> None:
     # alice's harness waits parked on its recv: sends to her wake it (F45's wake latency histogram).
     assert after["hyperhive_wake_latency_seconds_count{}"] > before.get("hyperhive_wake_latency_seconds_count{}", 0)
     assert after["hyperhive_wake_latency_seconds_sum{}"] / after["hyperhive_wake_latency_seconds_count{}"] < 1.0
-    assert 'hyperhive_vacuum_removed_total{"what": "messages"}' in after  # the sweep at start reported
+    # The sweep at start reports when it has run: on a fresh daemon that may come after
+    # the scrapes above, so wait for it rather than assume the order.
+    wait_for(lambda: 'hyperhive_vacuum_removed_total{"what": "messages"}' in scrape(dash), timeout=30,
+             what="the sweep at start in /metrics")
 
 
 @pytest.mark.parametrize(("path", "status", "code"), [

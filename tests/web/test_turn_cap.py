@@ -48,6 +48,7 @@ def _hive(tmp_path: Path) -> Hive:
     return Hive(tmp_path / "state", ["--max-active-turns", "1", "--heartbeat-seconds", "0.5"]).start()
 
 
+@pytest.mark.e2e  # starts a daemon
 def test_a_waiting_agent_shows_queued_and_gets_the_slot_when_it_frees(tmp_path: Path) -> None:
     hive = _hive(tmp_path)
     try:
@@ -96,6 +97,7 @@ def _turns(state: Path) -> list[tuple[float, float]]:
     return out
 
 
+@pytest.mark.e2e  # a daemon and real harnesses
 @pytest.mark.skipif(sys.platform != "linux", reason="real harnesses")
 def test_with_one_slot_two_busy_agents_never_overlap(tmp_path: Path) -> None:
     hive = _hive(tmp_path)
