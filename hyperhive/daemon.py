@@ -40,9 +40,10 @@ from hyperhive.actors.notifier import Notifier
 from hyperhive.actors.ports import PortAllocator
 from hyperhive.actors.questions import Questions
 from hyperhive.actors.vacuum import DAY, VacuumSweeper
+from hyperhive.backends.base import Backend
 from hyperhive.backends.local import LocalBackend
 from hyperhive.backends.nixos import NixosBackend
-from hyperhive.errors import BackendFailed, BadSetting, HiveError, SandboxUnavailable, StateDirBusy
+from hyperhive.errors import BadSetting, HiveError, StateDirBusy
 from hyperhive.names import AgentName
 from hyperhive.paths import Limits, StatePaths
 from hyperhive.sandbox.allowlist import parse_resolve
@@ -83,7 +84,7 @@ class Daemon:
     coordinator: Any = None
     sockets: AgentSockets | None = None
     endpoints: AgentEndpoints | None = None
-    backend: Any = None
+    backend: Backend[Any] | None = None
     admin: JsonLineServer | None = None
     dashboard: Dashboard | None = None
     heartbeats: Heartbeats | None = None
@@ -172,10 +173,9 @@ async def _bring_up(d: Daemon, token: str) -> None:
         return {**ops, **extra}
 
     d.sockets = AgentSockets(io_loop, paths, ops_for)
-    owner = getattr(backend, "account", None)
     d.endpoints = AgentEndpoints(
         io_loop, paths, gateway, parse_resolve(settings.proxy_resolve), d.hub,
-        owner_uid=(lambda name: owner(name).uid) if owner is not None else (lambda name: None),
+        owner_uid=lambda name: None if (account := backend.account(name)) is None else account.uid,
         access=Access(token))  # the agents' web UIs take the operator's session too
     d.coordinator = Coordinator.start(
         settings, paths, backend, d.broker, clock, d.hub, _Servers(d.sockets, d.endpoints), d.ports
@@ -203,17 +203,12 @@ async def _bring_up(d: Daemon, token: str) -> None:
     d.notifier = sdnotify.ready()  # READY=1 only now: sockets bound, containers booted
 
 
-def _backend(settings: Settings, paths: StatePaths, gateway_key: bool) -> Any:
+def _backend(settings: Settings, paths: StatePaths, gateway_key: bool) -> Backend[Any]:
     limits = Limits(settings.agent_memory_mb, settings.agent_pids)
     if settings.backend == "nixos":
         return NixosBackend.from_env(paths, limits=limits)
-    try:
-        return LocalBackend(paths, settings.sandbox, limits=limits, uid_base=settings.agent_uid_base,
-                            gateway_key=gateway_key)
-    except BackendFailed as exc:  # the one refusal at construction: --sandbox on without a sandbox
-        if settings.sandbox != "on":
-            raise
-        raise SandboxUnavailable(exc.message) from None
+    return LocalBackend(paths, settings.sandbox, limits=limits, uid_base=settings.agent_uid_base,
+                        gateway_key=gateway_key)  # SandboxUnavailable: --sandbox on without a sandbox
 
 
 _ACTOR = "actor"  # a pykka proxy: stop its actor

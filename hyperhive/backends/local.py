@@ -26,7 +26,7 @@ from typing import Any
 import hyperhive.logs as logs
 from hyperhive.actors.ports import read_port_file
 from hyperhive.backends.base import ExitCallback
-from hyperhive.errors import BackendFailed
+from hyperhive.errors import SandboxUnavailable
 from hyperhive.journal import check_unit_and_lines, tail_lines
 from hyperhive.names import AgentName
 from hyperhive.paths import Limits, StatePaths
@@ -179,7 +179,7 @@ class LocalBackend:
         else:
             self.unsandboxed_reason = probe_sandbox(paths, uid_base + 65535 if self.root else None)
         if sandbox == "on" and self.unsandboxed_reason:
-            raise BackendFailed(f"--sandbox on, but the sandbox cannot be had: {self.unsandboxed_reason}")
+            raise SandboxUnavailable(f"--sandbox on, but the sandbox cannot be had: {self.unsandboxed_reason}")
         self.sandboxed = self.unsandboxed_reason is None
         if not self.sandboxed:
             _log.warning("backend.unsandboxed", reason=self.unsandboxed_reason)

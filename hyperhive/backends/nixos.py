@@ -83,11 +83,11 @@ from hyperhive.backends.nix_flake import (
 from hyperhive.errors import BackendFailed, Conflict
 from hyperhive.names import AgentName
 from hyperhive.paths import Limits, StatePaths
+from hyperhive.settings import AGENT_TEMPLATE, NIXOS_CONF_DIR, NIXOS_FLAKE, NIXOS_POLL_SECONDS
 
 __all__ = ["DEFAULT_LIMITS", "ExitCallback", "NixosBackend", "NixosHandle", "NixosOptions", "run_command"]
 
 _log = logs.get("hyperhive.backend.nixos")
-_REPO_NIX = Path(__file__).resolve().parents[2] / "nix"
 BUILD_SECONDS = 3600.0  # create/update build a NixOS system
 LIFECYCLE_SECONDS = 300.0
 QUERY_SECONDS = 30.0
@@ -124,17 +124,16 @@ class NixosOptions:
 
     @classmethod
     def from_env(cls, env: Mapping[str, str]) -> NixosOptions:
-        flake = env.get("HYPERHIVE_FLAKE") or (
-            f"path:{_REPO_NIX.parent}?dir=nix" if (_REPO_NIX / "flake.nix").exists() else "")
+        flake = NIXOS_FLAKE.read(env)
         if not flake:
             raise BackendFailed("HYPERHIVE_FLAKE is not set (the hyperhive flake ref for agent flakes)")
-        poll = float(env.get("HYPERHIVE_NIXOS_POLL_SECONDS") or 2.0)
+        poll = NIXOS_POLL_SECONDS.read(env)
         if not poll > 0:
             raise BackendFailed(f"HYPERHIVE_NIXOS_POLL_SECONDS must be > 0, got {poll}")
         return cls(
             hyperhive_flake=flake,
-            agent_template=Path(env.get("HYPERHIVE_AGENT_TEMPLATE") or _REPO_NIX / "agent.nix"),
-            conf_dir=Path(env.get("HYPERHIVE_NIXOS_CONF_DIR") or "/etc/nixos-containers"),
+            agent_template=AGENT_TEMPLATE.read(env),
+            conf_dir=NIXOS_CONF_DIR.read(env),
             poll_seconds=poll,
             system={"aarch64": "aarch64-linux", "arm64": "aarch64-linux"}.get(
                 platform.machine(), "x86_64-linux"),

@@ -23,6 +23,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 
 import hyperhive.logs as logs
 from hyperhive.actors.events import Hub
+from hyperhive.backends.base import Backend
 from hyperhive.errors import Unavailable
 from hyperhive.net import bind_with_retry_async
 from hyperhive.paths import StatePaths
@@ -43,7 +44,6 @@ from hyperhive.web.dashboard.handlers import (
 from hyperhive.web.dashboard.metrics import Metrics
 from hyperhive.web.dashboard.push import Pusher, PushSocket
 from hyperhive.web.dashboard.state import StateSource
-from hyperhive.web.rpc.journal_ops import JournalSource
 from hyperhive.web.rpc.jsonlines import BackoffHTTPServer
 from hyperhive.web.tables.heartbeats import Heartbeats
 from hyperhive.web.tables.sends import SendBatcher
@@ -148,13 +148,13 @@ async def bind_dashboard(settings: Settings) -> list[socket.socket]:
 async def start_dashboard(
     settings: Settings, paths: StatePaths, hub: Hub, token: str, sockets: list[socket.socket], *,
     coordinator: Any, broker: Any,
-    questions: Any, approvals: Any, backend: JournalSource, sends: SendBatcher, heartbeats: Heartbeats | None = None,
+    questions: Any, approvals: Any, backend: Backend[Any], sends: SendBatcher, heartbeats: Heartbeats | None = None,
     slots: TurnSlots | None = None, web_port: Callable[[str], int | None] | None = None,
 ) -> Dashboard:
     io_loop = IOLoop.current()
     # The backend's cgroup figures (memory, pids) per agent; a backend without cgroups has none.
     source = LinkedSource(paths, coordinator, broker, questions, approvals, heartbeats, slots,
-                          usage_of=getattr(backend, "usage", None), web_port=web_port)
+                          usage_of=backend.usage, web_port=web_port)
     metrics = Metrics()
     pusher = Pusher(io_loop, source, on_event=metrics.on_event)
     unsubscribe = hub.subscribe(pusher.on_event)
