@@ -33,7 +33,7 @@ from pathlib import Path
 from typing import Any, TypeVar
 
 from hyperhive import client
-from hyperhive.errors import Unavailable
+from hyperhive.errors import ConnectFailed, Unavailable
 from hyperhive.paths import StatePaths
 
 T = TypeVar("T")
@@ -200,7 +200,7 @@ class Hive:
         try:
             self.admin("ping")
             return True
-        except Unavailable:
+        except (ConnectFailed, Unavailable):  # not listening yet (or, briefly, not serving)
             return False
 
     @property
