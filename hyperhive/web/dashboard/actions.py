@@ -1,38 +1,56 @@
-"""Dashboard POST handlers: parse the form, call the actor, write the result.
+"""Dashboard POST handlers: parse the form, call the operator service
+(``hyperhive.web.operator``), write its reply. The checks and the reply
+shapes are the service's, the same as the admin socket's.
 The gate (`dash_handlers.gate_request`) has checked the session and its XSRF
 token (or a Bearer token) before any of these runs (F46, issue 12)."""
 
 from __future__ import annotations
 
+import json
 from typing import Any
 
-from hyperhive.actors.bridge import call
-from hyperhive.errors import BadRequest
-from hyperhive.names import OPERATOR, validate_name, validate_recipient
+import tornado.web
+
+from hyperhive.names import OPERATOR
 from hyperhive.paths import AgentConfig
 from hyperhive.web.dashboard.handlers import Base
-from hyperhive.web.lifecycle import LIFECYCLE_TIMEOUT, lifecycle_action
-from hyperhive.web.rpc.gate_ops import spawn_config
+from hyperhive.web.operator import agents, gate, messages
+from hyperhive.web.operator.checks import spawn_config
+from hyperhive.web.operator.lifecycle import lifecycle_action
 
 __all__ = ["ROUTES", "spawn_request_config"]
 
-MAX_BODY = 64 * 1024
-APPROVE_TIMEOUT = LIFECYCLE_TIMEOUT  # an approval spawns or rebuilds a container
 
-
-def _int_id(raw: str) -> int:
-    if not raw.isdigit():
-        raise BadRequest(f"not an id: {raw!r}")
-    return int(raw)
+def _allowed_list(allowed: str) -> list[str] | None:
+    """The spawn form's comma-separated allow list; empty is "anyone"."""
+    names = [n.strip() for n in allowed.split(",") if n.strip()]
+    return names or None
 
 
 def spawn_request_config(driver: str, allowed: str) -> AgentConfig:
     """The spawn form's config: an optional driver and a comma-separated allow list (pure)."""
-    names = [n.strip() for n in allowed.split(",") if n.strip()]
-    return spawn_config(names or None, driver or None)
+    return spawn_config(_allowed_list(allowed), driver or None)
 
 
-class Lifecycle(Base):
+class _Action(Base):
+    """A dashboard POST. A path segment that is not UTF-8 (a lone surrogate's
+    bytes) fails in tornado before ``post`` runs: answered with the same
+    ``bad_request`` code as every other bad input, not ``http_400``."""
+
+    def form(self, name: str) -> str:
+        return self.get_body_argument(name, "") or ""
+
+    def write_error(self, status_code: int, **kwargs: Any) -> None:
+        exc = kwargs.get("exc_info", (None, None))[1]
+        if status_code == 400 and isinstance(exc, tornado.web.HTTPError):  # never a gate refusal (401/403/421)
+            self.set_header("Content-Type", "application/json")
+            self.finish(json.dumps({"ok": False, "error": {"code": "bad_request",
+                                                           "message": exc.log_message or self._reason}}))
+            return
+        super().write_error(status_code, **kwargs)
+
+
+class Lifecycle(_Action):
     """``POST /start|stop|restart|rebuild|kill/{name}``, all through lifecycle_action."""
 
     def initialize(self, deps: Any, verb: str) -> None:  # type: ignore[override]
@@ -40,110 +58,87 @@ class Lifecycle(Base):
         self.verb = verb
 
     async def post(self, name: str) -> None:
-        async def run() -> dict[str, Any]:
-            return {"container": await lifecycle_action(self.deps.coordinator, self.verb, name, OPERATOR)}  # type: ignore[arg-type]
-        await self.reply(run())
+        await self.reply(lifecycle_action(self.deps.coordinator, self.verb, name, OPERATOR))
 
 
-class Destroy(Base):
+class Destroy(_Action):
     """``POST /destroy/{name}`` (``purge=1`` also removes its kept state)."""
 
     async def post(self, name: str) -> None:
         async def run() -> dict[str, Any]:
-            agent = validate_name(name)
-            purge = self.get_body_argument("purge", "0") in ("1", "true", "on")
-            out = await call(self.deps.coordinator.destroy_agent, agent, purge, timeout=LIFECYCLE_TIMEOUT)
-            return {"destroyed": agent, "purged": purge, "result": out}
+            purge = self.form("purge") in ("1", "true", "on")
+            return await agents.destroy(self.deps.coordinator, name, purge)
         await self.reply(run())
 
 
-class Revive(Base):
+class Revive(_Action):
     async def post(self, name: str) -> None:
-        async def run() -> dict[str, Any]:
-            agent = validate_name(name)
-            return {"approval_id": await call(self.deps.approvals.request_revive, OPERATOR, agent)}
-        await self.reply(run())
+        await self.reply(agents.revive(self.deps.approvals, name))
 
 
-class PurgeTombstone(Base):
+class PurgeTombstone(_Action):
     async def post(self, name: str) -> None:
-        async def run() -> dict[str, Any]:
-            agent = validate_name(name)
-            out = await call(self.deps.coordinator.purge_tombstone, agent, timeout=LIFECYCLE_TIMEOUT)
-            return {"purged": agent, "result": out}
-        await self.reply(run())
+        await self.reply(agents.purge(self.deps.coordinator, name))
 
 
-class RequestSpawn(Base):
+class RequestSpawn(_Action):
     async def post(self) -> None:
         async def run() -> dict[str, Any]:
-            name = self.get_body_argument("name", "").strip()
-            prompt = self.get_body_argument("prompt", "").strip() or None
-            cfg = spawn_request_config(self.get_body_argument("driver", "").strip(),
-                                       self.get_body_argument("allowed_recipients", ""))
-            return {"approval_id": await call(self.deps.approvals.request_spawn, OPERATOR, name, cfg, prompt)}
+            return await gate.request_spawn(
+                self.deps.approvals, OPERATOR, self.form("name").strip(),
+                _allowed_list(self.form("allowed_recipients")), self.form("driver").strip() or None,
+                self.form("prompt").strip() or None)
         await self.reply(run())
 
 
-class Approve(Base):
+class Approve(_Action):
+    async def post(self, raw: str) -> None:
+        await self.reply(gate.approve(self.deps.approvals, raw))
+
+
+class Deny(_Action):
     async def post(self, raw: str) -> None:
         async def run() -> dict[str, Any]:
-            return {"approval": await call(self.deps.approvals.approve, _int_id(raw), timeout=APPROVE_TIMEOUT)}
+            return await gate.deny(self.deps.approvals, raw, self.form("reason"))
         await self.reply(run())
 
 
-class Deny(Base):
-    async def post(self, raw: str) -> None:
-        async def run() -> dict[str, Any]:
-            reason = self.get_body_argument("reason", "").strip() or None
-            return {"approval": await call(self.deps.approvals.deny, _int_id(raw), reason)}
-        await self.reply(run())
-
-
-class AnswerQuestion(Base):
+class AnswerQuestion(_Action):
     """F8: the checked options and the free text; the Questions actor merges them."""
 
     async def post(self, raw: str) -> None:
         async def run() -> dict[str, Any]:
-            chosen = self.get_body_arguments("chosen")
-            text = self.get_body_argument("text", "")
-            return {"question": await call(self.deps.questions.answer, _int_id(raw), chosen, text)}
+            return await gate.answer(self.deps.questions, raw, self.get_body_arguments("chosen"), self.form("text"))
         await self.reply(run())
 
 
-class CancelQuestion(Base):
+class CancelQuestion(_Action):
     async def post(self, raw: str) -> None:
-        async def run() -> dict[str, Any]:
-            return {"question": await call(self.deps.questions.cancel, _int_id(raw))}
-        await self.reply(run())
+        await self.reply(gate.cancel_question(self.deps.questions, raw))
 
 
-class Send(Base):
+class Send(_Action):
     """F5: the operator may message any agent."""
 
     async def post(self) -> None:
         async def run() -> dict[str, Any]:
-            to = validate_recipient(self.get_body_argument("to", "").strip())
-            body = self.get_body_argument("body", "")
-            if not body.strip():
-                raise BadRequest("the message is empty")
-            if len(body) > MAX_BODY:
-                raise BadRequest(f"the message is over {MAX_BODY} characters")
-            return {"message_id": await self.deps.sends.send(OPERATOR, to, body)}
+            return await messages.send(self.deps.sends, self.form("to").strip(), self.form("body"))
         await self.reply(run())
 
 
-class MarkRead(Base):
+class MarkRead(_Action):
     async def post(self) -> None:
         async def run() -> dict[str, Any]:
-            marked = await call(self.deps.broker.mark_read, OPERATOR)
+            out = await messages.mark_read(self.deps.broker)
             self.deps.touch("inbox")
-            return {"marked": marked}
+            return out
         await self.reply(run())
 
 
-_NAME = r"([^/]+)"  # any segment: validate_name gives the clear error
+_NAME = r"([^/]+)"  # any segment: the service's name check gives the clear error
 _ID = r"([0-9]+)"
+_BY_ID: tuple[tuple[str, type[Base]], ...] = (
+    ("approve", Approve), ("deny", Deny), ("answer-question", AnswerQuestion), ("cancel-question", CancelQuestion))
 
 ROUTES: list[tuple[str, type[Base], dict[str, Any]]] = [
     *((rf"/{verb}/{_NAME}", Lifecycle, {"verb": verb}) for verb in ("start", "stop", "restart", "rebuild", "kill")),
@@ -151,10 +146,10 @@ ROUTES: list[tuple[str, type[Base], dict[str, Any]]] = [
     (rf"/revive/{_NAME}", Revive, {}),
     (rf"/purge-tombstone/{_NAME}", PurgeTombstone, {}),
     (r"/request-spawn", RequestSpawn, {}),
-    (rf"/approve/{_ID}", Approve, {}),
-    (rf"/deny/{_ID}", Deny, {}),
-    (rf"/answer-question/{_ID}", AnswerQuestion, {}),
-    (rf"/cancel-question/{_ID}", CancelQuestion, {}),
+    *((rf"/{verb}/{_ID}", cls, {}) for verb, cls in _BY_ID),
+    # Anything else where an id goes reaches the same handler, so the service
+    # refuses it (bad_request) as the admin socket does, rather than a 404.
+    *((rf"/{verb}/{_NAME}", cls, {}) for verb, cls in _BY_ID),
     (r"/send", Send, {}),
     (r"/inbox/read", MarkRead, {}),
 ]

@@ -1,0 +1,107 @@
+"""The operator's verbs on agents as a whole: spawn, destroy (with purge),
+revive, purge a tombstone, the tombstones, ``ls`` and a container's journal."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Collection
+from typing import Any, Protocol
+
+import pykka
+
+from hyperhive.actors.approvals import Approvals
+from hyperhive.actors.bridge import Handle
+from hyperhive.actors.broker import Broker
+from hyperhive.actors.coordinator import Coordinator
+from hyperhive.badges import agent_badges, env_login
+from hyperhive.journal import check_journal_request
+from hyperhive.names import OPERATOR, AgentName, validate_name
+from hyperhive.paths import StatePaths
+from hyperhive.web.dashboard.state import read_usage
+from hyperhive.web.operator.checks import check_destroyable, check_spawnable, spawn_config, wire_snapshot
+from hyperhive.web.operator.lifecycle import LIFECYCLE_TIMEOUT
+from hyperhive.web.rpc.ls_view import build_container_list
+from hyperhive.web.tables.heartbeats import Heartbeats
+
+__all__ = ["JournalSource", "destroy", "journal", "ls", "observe_ls", "purge", "revive", "spawn", "tombstones"]
+
+
+class JournalSource(Protocol):
+    """What a backend offers: LocalBackend reads harness.log, NixosBackend runs journalctl."""
+
+    def journal(self, name: AgentName, unit: str, lines: int) -> str: ...
+
+
+async def spawn(coordinator: pykka.ActorProxy[Coordinator], name: object,
+                allowed_recipients: list[str] | None = None) -> dict[str, Any]:
+    """Create an agent and start it, no approval (the CLI's spawn): ``{"container"}``."""
+    agent = check_spawnable(name)
+    cfg = spawn_config(allowed_recipients)
+    snap = await Handle(coordinator).within(LIFECYCLE_TIMEOUT).ask(Coordinator.spawn, agent, cfg)
+    return {"container": wire_snapshot(snap)}
+
+
+async def destroy(coordinator: pykka.ActorProxy[Coordinator], name: object, purge: bool = False) -> dict[str, Any]:
+    """Destroy a container, its dirs kept (a tombstone) unless ``purge``:
+    ``{"container": {"name", "state": "destroyed", "purged": [paths]}, "destroyed": name, "purged": bool}``."""
+    agent = check_destroyable(name)
+    out = await Handle(coordinator).within(LIFECYCLE_TIMEOUT).ask(Coordinator.destroy_agent, agent, purge)
+    return {"container": out, "destroyed": agent, "purged": purge}
+
+
+async def revive(approvals: pykka.ActorProxy[Approvals], name: object) -> dict[str, Any]:
+    """F18: a spawn approval that brings a tombstone back: ``{"approval_id"}``."""
+    return {"approval_id": await Handle(approvals).ask(Approvals.request_revive, OPERATOR, check_spawnable(name))}
+
+
+async def purge(coordinator: pykka.ActorProxy[Coordinator], name: object) -> dict[str, Any]:
+    """Wipe a tombstone's state and applied dirs: ``{"name", "purged": [paths]}``."""
+    agent = validate_name(name)
+    out = await Handle(coordinator).within(LIFECYCLE_TIMEOUT).ask(Coordinator.purge_tombstone, agent)
+    return dict(out)
+
+
+async def tombstones(coordinator: pykka.ActorProxy[Coordinator]) -> dict[str, Any]:
+    """Kept state dirs with no live container, all of them: ``{"tombstones", "more": 0}``."""
+    return {"tombstones": await Handle(coordinator).ask(Coordinator.tombstones), "more": 0}
+
+
+def observe_ls(snaps: list[dict[str, Any]], paths: StatePaths | None, backend: Any = None) -> list[dict[str, Any]]:
+    """Each snapshot with its cgroup ``usage`` (``{memory_bytes, memory_peak_bytes,
+    pids}``, or None when not running or without a cgroup) and, given ``paths``,
+    its ``badges``. File reads: run it off the IOLoop."""
+    usage = read_usage(getattr(backend, "usage", None), snaps)
+    login = env_login() if paths is not None else False
+    out = []
+    for s in snaps:
+        extra: dict[str, Any] = {"usage": usage.get(s["name"])}
+        if paths is not None:
+            extra["badges"] = agent_badges(paths, AgentName(s["name"]), str(s.get("driver") or ""),
+                                           sandboxed=bool(s.get("sandboxed", True)), logged_in_by_env=login)
+        out.append({**s, **extra})
+    return out
+
+
+async def ls(coordinator: pykka.ActorProxy[Coordinator], broker: pykka.ActorProxy[Broker],
+             beats: Heartbeats | None = None, queued: Collection[str] = (), paths: StatePaths | None = None,
+             backend: Any = None) -> dict[str, Any]:
+    """Every container, manager first, with usage, badges, inbox figures and
+    activity: ``{"containers", "more": 0}``."""
+    snaps = [wire_snapshot(s) for s in await Handle(coordinator).ask(Coordinator.ls)]
+    # Badges and cgroup usage in one executor job: file reads, off the loop.
+    seen = await asyncio.get_running_loop().run_in_executor(None, observe_ls, snaps, paths, backend)
+    stats = await Handle(broker).ask(Broker.stats)
+    return {"containers": build_container_list(seen, stats, beats, queued), "more": 0}
+
+
+async def journal(coordinator: pykka.ActorProxy[Coordinator], backend: JournalSource, name: object,
+                  unit: object = "harness", lines: object = 200) -> dict[str, Any]:
+    """F23: a live container's log; the name is checked against the live
+    containers before anything runs: ``{"name", "unit", "lines", "text"}``."""
+    agent = validate_name(name)
+    live = {agent} if await Handle(coordinator).ask(Coordinator.has_agent, agent) else set()
+    agent, checked, count = check_journal_request(agent, unit, lines, live)
+    # A file read or a journalctl run: off the IOLoop.
+    text = await asyncio.get_running_loop().run_in_executor(None, backend.journal, agent, checked, count)
+    return {"name": agent, "unit": checked, "lines": count, "text": text}
+

@@ -1,0 +1,101 @@
+"""The operator's gate (F7–F13): questions and their answers, approvals and
+their decisions, spawn requests; and the manager's own requests (ask the
+operator, request a spawn, a config commit, propose a config)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pykka
+
+from hyperhive.actors.approvals import Approvals
+from hyperhive.actors.bridge import Handle
+from hyperhive.actors.questions import Questions
+from hyperhive.names import validate_name
+from hyperhive.web.operator import counts
+from hyperhive.web.operator.checks import (
+    check_id,
+    check_prompt,
+    check_reason,
+    check_spawnable,
+    check_text_field,
+    more_of,
+    spawn_config,
+)
+from hyperhive.web.operator.lifecycle import LIFECYCLE_TIMEOUT
+
+__all__ = ["answer", "approvals", "approve", "ask_operator", "cancel_question", "deny", "propose_config",
+           "questions", "request_apply_commit", "request_spawn"]
+
+APPROVE_TIMEOUT = LIFECYCLE_TIMEOUT  # an approval spawns or rebuilds a container
+
+
+# --- questions --------------------------------------------------------------
+
+async def questions(q: pykka.ActorProxy[Questions]) -> dict[str, Any]:
+    """Every pending question and the latest resolved: ``{"pending", "resolved",
+    "more"}``, ``more`` counting the resolved ones left out."""
+    lists = await Handle(q).ask(Questions.list)
+    return {**lists, "more": more_of(await counts.resolved_questions(), len(lists["resolved"]))}
+
+
+async def answer(q: pykka.ActorProxy[Questions], question_id: object, chosen: list[str],
+                 text: str) -> dict[str, Any]:
+    """F8: the checked options and the free text, merged by the Questions actor."""
+    qid = check_id(question_id, "question id")
+    picked = [check_text_field(c, "a chosen option") for c in chosen]
+    return {"question": await Handle(q).ask(Questions.answer, qid, picked, check_text_field(text, "the answer"))}
+
+
+async def cancel_question(q: pykka.ActorProxy[Questions], question_id: object) -> dict[str, Any]:
+    return {"question": await Handle(q).ask(Questions.cancel, check_id(question_id, "question id"))}
+
+
+async def ask_operator(q: pykka.ActorProxy[Questions], by: str, question: str, options: list[str],
+                       multi: bool = False, ttl_seconds: float | None = None,
+                       default: str | None = None) -> dict[str, Any]:
+    """The manager's question (its rules: questions_core.validate_ask): ``{"question_id"}`` at once."""
+    return {"question_id": await Handle(q).ask(Questions.ask, by, question, options, multi, ttl_seconds, default)}
+
+
+# --- approvals --------------------------------------------------------------
+
+async def approvals(a: pykka.ActorProxy[Approvals]) -> dict[str, Any]:
+    """Every pending approval and the latest decided: ``{"pending", "decided",
+    "more"}``, ``more`` counting the decided ones left out."""
+    lists = await Handle(a).ask(Approvals.list)
+    return {**lists, "more": more_of(await counts.decided_approvals(), len(lists["decided"]))}
+
+
+async def approve(a: pykka.ActorProxy[Approvals], approval_id: object) -> dict[str, Any]:
+    aid = check_id(approval_id, "approval id")
+    return {"approval": await Handle(a).within(APPROVE_TIMEOUT).ask(Approvals.approve, aid)}
+
+
+async def deny(a: pykka.ActorProxy[Approvals], approval_id: object, reason: object = None) -> dict[str, Any]:
+    aid = check_id(approval_id, "approval id")
+    return {"approval": await Handle(a).ask(Approvals.deny, aid, check_reason(reason))}
+
+
+async def request_spawn(a: pykka.ActorProxy[Approvals], by: str, name: object,
+                        allowed_recipients: list[str] | None = None, driver: str | None = None,
+                        prompt: object = None) -> dict[str, Any]:
+    """Queue a spawn for the operator's approval: ``{"approval_id"}``."""
+    agent = check_spawnable(name)
+    cfg = spawn_config(allowed_recipients, driver)
+    return {"approval_id": await Handle(a).ask(Approvals.request_spawn, by, agent, cfg, check_prompt(prompt))}
+
+
+async def request_apply_commit(a: pykka.ActorProxy[Approvals], by: str, agent: object,
+                               commit: str) -> dict[str, Any]:
+    name = validate_name(agent)
+    return {"approval_id": await Handle(a).ask(Approvals.request_apply_commit, by, name,
+                                               check_text_field(commit, "the commit"))}
+
+
+async def propose_config(a: pykka.ActorProxy[Approvals], by: str, agent: object, message: str,
+                         prompt: str | None = None, agent_json: str | None = None) -> dict[str, Any]:
+    """Commit a new prompt and/or agent.json and queue its apply: ``{"commit", "approval_id"}``."""
+    name = validate_name(agent)
+    out = await Handle(a).ask(Approvals.propose_config, by, name, message, prompt, agent_json)
+    return dict(out)

@@ -1,0 +1,38 @@
+"""`lifecycle_action`: the one path every lifecycle verb takes, whichever
+surface asked (CLI, dashboard, the manager's tools). The ContainerActor shows
+the transient kind while the verb runs and kicks the agent after a start,
+restart or rebuild (F6, F16)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pykka
+
+from hyperhive.actors.bridge import Handle
+from hyperhive.actors.coordinator import Coordinator
+from hyperhive.web.operator.checks import Verb, check_lifecycle, wire_snapshot
+
+__all__ = ["LIFECYCLE_TIMEOUT", "Verb", "lifecycle_action"]
+
+# A first nixos start builds a whole system: minutes, not seconds. A local
+# verb takes milliseconds; the bound only guards a verb that never ends.
+LIFECYCLE_TIMEOUT = 900.0
+
+
+async def lifecycle_action(coordinator: pykka.ActorProxy[Coordinator], verb: str, name: object,
+                           by: str) -> dict[str, Any]:
+    """Run ``verb`` on agent ``name`` for caller ``by``: ``{"container": snapshot}``."""
+    agent = check_lifecycle(verb, name, by)
+    c = Handle(coordinator).within(LIFECYCLE_TIMEOUT)
+    if verb == "start":
+        snap = await c.ask(Coordinator.start_agent, agent)
+    elif verb == "stop":
+        snap = await c.ask(Coordinator.stop_agent, agent)
+    elif verb == "restart":
+        snap = await c.ask(Coordinator.restart_agent, agent)
+    elif verb == "rebuild":
+        snap = await c.ask(Coordinator.rebuild_agent, agent)
+    else:
+        snap = await c.ask(Coordinator.kill_agent, agent, by)
+    return {"container": wire_snapshot(snap)}
