@@ -29,7 +29,7 @@ bench: $(STAMP)
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hyperhive tests bench
-	$(VENV)/bin/mypy hyperhive
+	$(VENV)/bin/mypy --strict hyperhive
 
 clean:
 	rm -rf $(VENV) build *.egg-info

@@ -11,7 +11,6 @@ nothing of the hive and changes nothing.
 
 from __future__ import annotations
 
-import asyncio
 import json
 from collections.abc import Awaitable
 from dataclasses import dataclass, field
@@ -21,10 +20,8 @@ from typing import Any
 import tornado.web
 
 import hyperhive.logs as logs
-from hyperhive.actors.bridge import call
 from hyperhive.errors import BadRequest, HiveError
-from hyperhive.journal import JOURNAL_DEFAULT_LINES, check_journal_request
-from hyperhive.names import validate_name
+from hyperhive.journal import JOURNAL_DEFAULT_LINES
 from hyperhive.paths import StatePaths
 from hyperhive.web.dashboard.access import (
     Access,
@@ -36,6 +33,7 @@ from hyperhive.web.dashboard.access import (
 )
 from hyperhive.web.dashboard.metrics import Metrics
 from hyperhive.web.dashboard.state import StateSource
+from hyperhive.web.operator import agents
 from hyperhive.web.rpc.journal_ops import JournalSource
 from hyperhive.web.tables.sends import SendBatcher
 
@@ -266,12 +264,7 @@ class JournalHandler(Base):
         if not raw.isdigit():
             raise BadRequest(f"lines must be a positive integer, got {raw!r}")
         unit = self.get_query_argument("unit", "harness")
-        agent = validate_name(name)
-        live = {agent} if await call(self.deps.coordinator.has_agent, agent) else set()
-        agent, checked, lines = check_journal_request(agent, unit, int(raw), live)
-        text = await asyncio.get_running_loop().run_in_executor(
-            None, self.deps.backend.journal, agent, checked, lines)
-        return {"name": agent, "unit": checked, "lines": lines, "text": text}
+        return await agents.journal(self.deps.coordinator, self.deps.backend, name, unit, int(raw))
 
 
 class MetricsHandler(Base):
