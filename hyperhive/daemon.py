@@ -31,7 +31,7 @@ from tornado.ioloop import IOLoop
 import hyperhive.logs as logs
 from hyperhive import sdnotify
 from hyperhive.actors.approvals import Approvals
-from hyperhive.actors.bridge import call
+from hyperhive.actors.bridge import Handle
 from hyperhive.actors.broker import Broker
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.coordinator import Coordinator
@@ -39,6 +39,15 @@ from hyperhive.actors.events import ContainerActivity, ContainerRemoved, Contain
 from hyperhive.actors.notifier import Notifier
 from hyperhive.actors.ports import PortAllocator
 from hyperhive.actors.questions import Questions
+from hyperhive.actors.refs import (
+    ApprovalsRef,
+    BrokerRef,
+    CoordinatorRef,
+    NotifierRef,
+    PortsRef,
+    QuestionsRef,
+    VacuumRef,
+)
 from hyperhive.actors.vacuum import DAY, VacuumSweeper
 from hyperhive.backends.base import Backend
 from hyperhive.backends.local import LocalBackend
@@ -75,13 +84,13 @@ class Daemon:
     lock: IO[str]
     db: Any = None
     hub: Hub = field(default_factory=Hub)
-    broker: Any = None
-    ports: Any = None
-    vacuum: Any = None
-    notifier_actor: Any = None
-    questions: Any = None
-    approvals: Any = None
-    coordinator: Any = None
+    broker: BrokerRef | None = None
+    ports: PortsRef | None = None
+    vacuum: VacuumRef | None = None
+    notifier_actor: NotifierRef | None = None
+    questions: QuestionsRef | None = None
+    approvals: ApprovalsRef | None = None
+    coordinator: CoordinatorRef | None = None
     sockets: AgentSockets | None = None
     endpoints: AgentEndpoints | None = None
     backend: Backend[Any] | None = None
@@ -140,7 +149,7 @@ async def _bring_up(d: Daemon, token: str) -> None:
         raise BadSetting(f"ANTHROPIC_BASE_URL: {exc}") from None
     gateway = ApiGateway(upstream, on_usage=lambda agent, usage: d.hub.publish(GatewayUsage(agent, usage)))
     d.backend = backend = _backend(settings, paths, gateway.upstream.holds_credential)
-    d.broker = Broker.start(
+    d.broker = broker = Broker.start(
         d.db, clock, d.hub, settings.recv_default_seconds, settings.recv_cap_seconds
     ).proxy()
     d.ports = PortAllocator.start(paths, settings.agent_port_base).proxy()
@@ -168,8 +177,13 @@ async def _bring_up(d: Daemon, token: str) -> None:
     d.hub.subscribe(forget_gone)
 
     def ops_for(name: AgentName, manager: bool) -> dict[str, Any]:
-        ops = agent_ops(name, d.broker, sends, settings.recv_cap_seconds, manager, d.heartbeats, d.hub, slots)
-        extra = manager_ops(d.coordinator, d.questions, d.approvals) if manager else refused_manager_ops()
+        ops = agent_ops(name, broker, sends, settings.recv_cap_seconds, manager, d.heartbeats, d.hub, slots)
+        if not manager:
+            return {**ops, **refused_manager_ops()}
+        # m1nd's socket opens at boot, once the Coordinator and Approvals are up.
+        if d.coordinator is None or d.questions is None or d.approvals is None:
+            raise HiveError("the manager's socket opened before the gate's actors started")
+        extra = manager_ops(d.coordinator, d.questions, d.approvals)
         return {**ops, **extra}
 
     d.sockets = AgentSockets(io_loop, paths, ops_for)
@@ -194,8 +208,9 @@ async def _bring_up(d: Daemon, token: str) -> None:
     # After the dashboard subscribed: the sweep at start is counted in /metrics too.
     d.vacuum = VacuumSweeper.start(paths, d.broker, clock, settings.vacuum_interval_seconds,
                                    message_max_age=settings.message_retention_days * DAY, hub=d.hub).proxy()
-    started = await call(d.coordinator.boot, timeout=settings.boot_timeout_seconds)  # nixos containers are slow
-    await call(d.questions.rearm)  # after boot: the askers are registered again
+    # nixos containers start slowly: boot has its own deadline
+    started = await Handle(d.coordinator).within(settings.boot_timeout_seconds).ask(Coordinator.boot)
+    await Handle(d.questions).ask(Questions.rearm)  # after boot: the askers are registered again
     # Last: a CLI that reaches the admin socket finds every kept container booted.
     d.admin.add_socket(bind_socket(paths.admin_socket))
     _log.info("daemon.ready", url=url, agents=len(started), started=started, state_dir=str(paths.root),

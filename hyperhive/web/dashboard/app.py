@@ -23,6 +23,7 @@ from tornado.ioloop import IOLoop, PeriodicCallback
 
 import hyperhive.logs as logs
 from hyperhive.actors.events import Hub
+from hyperhive.actors.refs import ApprovalsRef, BrokerRef, CoordinatorRef, QuestionsRef
 from hyperhive.backends.base import Backend
 from hyperhive.errors import Unavailable
 from hyperhive.net import bind_with_retry_async
@@ -147,8 +148,8 @@ async def bind_dashboard(settings: Settings) -> list[socket.socket]:
 
 async def start_dashboard(
     settings: Settings, paths: StatePaths, hub: Hub, token: str, sockets: list[socket.socket], *,
-    coordinator: Any, broker: Any,
-    questions: Any, approvals: Any, backend: Backend[Any], sends: SendBatcher, heartbeats: Heartbeats | None = None,
+    coordinator: CoordinatorRef, broker: BrokerRef, questions: QuestionsRef, approvals: ApprovalsRef,
+    backend: Backend[Any], sends: SendBatcher, heartbeats: Heartbeats | None = None,
     slots: TurnSlots | None = None, web_port: Callable[[str], int | None] | None = None,
 ) -> Dashboard:
     io_loop = IOLoop.current()

@@ -20,6 +20,7 @@ from typing import Any
 import tornado.web
 
 import hyperhive.logs as logs
+from hyperhive.actors.refs import ApprovalsRef, BrokerRef, CoordinatorRef, QuestionsRef
 from hyperhive.errors import BadRequest, HiveError
 from hyperhive.journal import JOURNAL_DEFAULT_LINES
 from hyperhive.paths import StatePaths
@@ -119,10 +120,10 @@ class DashDeps:
     """Everything the dashboard's handlers use, injected by the app factory."""
 
     paths: StatePaths
-    coordinator: Any
-    broker: Any
-    questions: Any
-    approvals: Any
+    coordinator: CoordinatorRef
+    broker: BrokerRef
+    questions: QuestionsRef
+    approvals: ApprovalsRef
     backend: JournalSource
     sends: SendBatcher
     source: StateSource

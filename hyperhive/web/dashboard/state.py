@@ -13,8 +13,13 @@ from dataclasses import dataclass
 from typing import Any
 
 import hyperhive.logs as logs
-from hyperhive.actors.bridge import call
+from hyperhive.actors.approvals import Approvals
+from hyperhive.actors.bridge import Handle
+from hyperhive.actors.broker import Broker
+from hyperhive.actors.coordinator import Coordinator
 from hyperhive.actors.ports import PORT_FILE, read_port_file
+from hyperhive.actors.questions import Questions
+from hyperhive.actors.refs import ApprovalsRef, BrokerRef, CoordinatorRef, QuestionsRef
 from hyperhive.actors.snapshots import ContainerSnapshot, SnapshotLike, as_snapshot
 from hyperhive.badges import agent_badges, env_login
 from hyperhive.names import OPERATOR, AgentName
@@ -137,7 +142,8 @@ def merge_snapshots(
 class StateSource:
     """Builds sections on the IOLoop; keeps the message flow from hub events."""
 
-    def __init__(self, paths: StatePaths, coordinator: Any, broker: Any, questions: Any, approvals: Any,
+    def __init__(self, paths: StatePaths, coordinator: CoordinatorRef, broker: BrokerRef, questions: QuestionsRef,
+                 approvals: ApprovalsRef,
                  heartbeats: Heartbeats | None = None, slots: TurnSlots | None = None,
                  usage_of: UsageOf | None = None) -> None:
         self.paths = paths
@@ -215,7 +221,7 @@ class StateSource:
         if self._snaps is None or self._snaps_stale:
             self._snaps_stale = False
             asked = self._seq
-            snaps = await call(self.coordinator.ls)
+            snaps = await Handle(self.coordinator).ask(Coordinator.ls)
             self._snaps = merge_snapshots(snaps, self._latest, asked)
         return list(self._snaps.values())
 
@@ -262,13 +268,13 @@ class StateSource:
         jobs: dict[str, Any] = {}
         if want & {"containers", "tombstones"}:
             jobs["ls"] = self.snapshots()
-            jobs["stats"] = call(self.broker.stats)
+            jobs["stats"] = Handle(self.broker).ask(Broker.stats)
         if "questions" in want:
-            jobs["questions"] = call(self.questions.list)
+            jobs["questions"] = Handle(self.questions).ask(Questions.list)
         if "approvals" in want:
-            jobs["approvals"] = call(self.approvals.list)
+            jobs["approvals"] = Handle(self.approvals).ask(Approvals.list)
         if "inbox" in want:
-            jobs["inbox"] = call(self.broker.recent, OPERATOR, views.INBOX_LIMIT)
+            jobs["inbox"] = Handle(self.broker).ask(Broker.recent, OPERATOR, views.INBOX_LIMIT)
         results = dict(zip(jobs, await asyncio.gather(*jobs.values()), strict=True))
         now = time.time()
         if "ls" in results:
@@ -297,7 +303,7 @@ class StateSource:
         """Rows for just these containers (a state change), not the whole list.
         ``snaps``: the push's, wire dicts (or snapshots)."""
         snapshots = [as_snapshot(s) for s in snaps]
-        stats = await call(self.broker.stats)
+        stats = await Handle(self.broker).ask(Broker.stats)
         obs = await self._observe(snapshots, with_tombstones=False, cached=False)
         now = time.time()
         activity = self.activity(snapshots)

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hyperhive.actors.refs import ApprovalsRef, BrokerRef, CoordinatorRef, QuestionsRef
 from hyperhive.names import OPERATOR
 from hyperhive.paths import StatePaths
 from hyperhive.web.operator import agents, messages
@@ -24,7 +25,8 @@ __all__ = ["admin_ops", "observe_ls"]
 
 
 def admin_ops(
-    coordinator: Any, broker: Any, sends: SendBatcher, questions: Any, approvals: Any,
+    coordinator: CoordinatorRef, broker: BrokerRef, sends: SendBatcher, questions: QuestionsRef,
+    approvals: ApprovalsRef,
     beats: Heartbeats | None = None, slots: TurnSlots | None = None, paths: StatePaths | None = None,
     backend: Any = None,
 ) -> dict[str, Op]:

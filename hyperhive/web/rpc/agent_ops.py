@@ -5,8 +5,10 @@ from __future__ import annotations
 
 from typing import Any
 
-from hyperhive.actors.bridge import call
+from hyperhive.actors.bridge import Handle
+from hyperhive.actors.broker import Broker
 from hyperhive.actors.events import ContainerActivity, Hub
+from hyperhive.actors.refs import BrokerRef
 from hyperhive.errors import BadRequest
 from hyperhive.names import AgentName, validate_recipient
 from hyperhive.web.rpc.jsonlines import Op
@@ -25,7 +27,7 @@ def rows_out(rows: list[InboxRow]) -> list[dict[str, Any]]:
 
 
 def agent_ops(
-    agent: AgentName, broker: Any, sends: SendBatcher, recv_cap: float, manager: bool = False,
+    agent: AgentName, broker: BrokerRef, sends: SendBatcher, recv_cap: float, manager: bool = False,
     beats: Heartbeats | None = None, hub: Hub | None = None, slots: TurnSlots | None = None,
 ) -> dict[str, Op]:
     beats = beats or Heartbeats(5.0)
@@ -36,14 +38,14 @@ def agent_ops(
 
     def requeue(rows: list[InboxRow]) -> None:
         if rows:
-            broker.requeue.defer([r.id for r in rows])
+            Handle(broker).tell(Broker.requeue, [r.id for r in rows])
 
     async def recv(req: Recv) -> dict[str, Any]:
         wait = req.wait_seconds
         if wait is not None and wait < 0:
             raise BadRequest(f"wait_seconds must be >= 0, got {wait}")
         timeout = min(recv_cap, wait if wait is not None else recv_cap) + REPLY_SLACK
-        rows = await call(broker.recv, agent, wait, req.system, timeout=timeout, on_orphan=requeue)
+        rows = await Handle(broker).within(timeout, on_orphan=requeue).ask(Broker.recv, agent, wait, req.system)
         return {"messages": rows_out(rows)}
 
     def recv_unsent(response: dict[str, Any]) -> None:
@@ -53,7 +55,7 @@ def agent_ops(
         if req.limit < 1:
             raise BadRequest(f"limit must be >= 1, got {req.limit}")
         # At most about 1 MiB: the oldest rows are left out, and the reply says so.
-        rows, truncated = await call(broker.recent_page, agent, req.limit)
+        rows, truncated = await Handle(broker).ask(Broker.recent_page, agent, req.limit)
         return {"messages": rows_out(rows), "truncated": truncated}
 
     async def heartbeat(req: Heartbeat) -> dict[str, Any]:
@@ -74,7 +76,8 @@ def agent_ops(
         return {"released": True}
 
     async def ping(req: Ping) -> dict[str, Any]:
-        return {"agent": agent, "role": "manager" if manager else "agent"}
+        # The recv cap goes with it: `hive mcp` tells the model the longest wait it may ask for.
+        return {"agent": agent, "role": "manager" if manager else "agent", "recv_cap_seconds": recv_cap}
 
     return {
         "send": Op(send),

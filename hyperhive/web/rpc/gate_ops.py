@@ -7,6 +7,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hyperhive.actors.refs import ApprovalsRef, CoordinatorRef, QuestionsRef
 from hyperhive.errors import Forbidden
 from hyperhive.names import MANAGER, OPERATOR
 from hyperhive.web.operator import agents, gate
@@ -39,19 +40,19 @@ __all__ = ["MANAGER_OPS", "manager_ops", "operator_gate_ops", "refused_manager_o
 MANAGER_OPS = ("ask_operator", "request_spawn", "request_apply_commit", "propose_config", "start", "restart", "kill")
 
 
-def _request_spawn(approvals: Any, by: str) -> Op:
+def _request_spawn(approvals: ApprovalsRef, by: str) -> Op:
     async def run(req: RequestSpawn) -> dict[str, Any]:
         return await gate.request_spawn(approvals, by, req.name, req.allowed_recipients, req.driver, req.prompt)
     return Op(run)
 
 
-def _verb(coordinator: Any, verb: str, by: str) -> Op:
+def _verb(coordinator: CoordinatorRef, verb: str, by: str) -> Op:
     async def run(req: Start | Restart | Rebuild | Kill) -> dict[str, Any]:
         return await lifecycle_action(coordinator, verb, req.name, by)
     return Op(run)
 
 
-def manager_ops(coordinator: Any, questions: Any, approvals: Any) -> dict[str, Op]:
+def manager_ops(coordinator: CoordinatorRef, questions: QuestionsRef, approvals: ApprovalsRef) -> dict[str, Op]:
     async def ask_operator(req: AskOperator) -> dict[str, Any]:
         return await gate.ask_operator(questions, MANAGER, req.question, req.options, req.multi, req.ttl_seconds,
                                        req.default)
@@ -80,7 +81,7 @@ def refused_manager_ops() -> dict[str, Op]:
     return {op: refuse(op) for op in MANAGER_OPS}
 
 
-def operator_gate_ops(coordinator: Any, questions: Any, approvals: Any) -> dict[str, Op]:
+def operator_gate_ops(coordinator: CoordinatorRef, questions: QuestionsRef, approvals: ApprovalsRef) -> dict[str, Op]:
     async def list_questions(req: Questions) -> dict[str, Any]:
         return await gate.questions(questions)
 

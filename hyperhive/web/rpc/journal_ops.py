@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from hyperhive.actors.refs import CoordinatorRef
 from hyperhive.web.operator import agents
 from hyperhive.web.operator.agents import JournalSource
 from hyperhive.web.rpc.jsonlines import Op
@@ -14,7 +15,7 @@ from hyperhive.wire import Journal
 __all__ = ["JournalSource", "journal_ops"]
 
 
-def journal_ops(coordinator: Any, backend: JournalSource) -> dict[str, Op]:
+def journal_ops(coordinator: CoordinatorRef, backend: JournalSource) -> dict[str, Op]:
     async def journal(req: Journal) -> dict[str, Any]:
         return await agents.journal(coordinator, backend, req.name, req.unit, req.lines)
 
