@@ -119,7 +119,7 @@ def _log_request(handler: tornado.web.RequestHandler) -> None:
 class Dashboard:
     server: tornado.httpserver.HTTPServer
     port: int
-    unsubscribe: Any
+    unsubscribe: Callable[[], None]
     pusher: Pusher
     port_file: Path
     badge_refresh: PeriodicCallback

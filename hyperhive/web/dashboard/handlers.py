@@ -12,7 +12,7 @@ nothing of the hive and changes nothing.
 from __future__ import annotations
 
 import json
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -129,7 +129,7 @@ class DashDeps:
     source: StateSource
     metrics: Metrics
     gate: Gate
-    touch: Any = None  # Pusher.touch: push sections after a change no actor publishes
+    touch: Callable[..., None] | None = None  # Pusher.touch(*sections): push sections after a change no actor publishes
 
 
 class Base(tornado.web.RequestHandler):

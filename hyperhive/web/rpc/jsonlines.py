@@ -146,7 +146,7 @@ class _Conn:
         else:
             fut.add_done_callback(self._written)
 
-    def _written(self, fut: Any) -> None:
+    def _written(self, fut: asyncio.Future[None]) -> None:
         if fut.cancelled() or fut.exception() is not None:
             self._lost()
             return
