@@ -29,7 +29,7 @@ from collections.abc import Mapping
 from pathlib import Path
 
 from hyperhive.errors import BadName
-from hyperhive.harness.claude import _CREDENTIAL_ENV
+from hyperhive.harness.claude_cmdline import CREDENTIAL_ENV
 from hyperhive.names import is_valid_name
 from hyperhive.paths import StatePaths
 from hyperhive.tombstones import credentials_stored
@@ -70,7 +70,7 @@ def env_login(env: Mapping[str, str] | None = None) -> bool:
     """A credential key in the environment (the daemon's by default) counts as a
     login: the same keys the claude driver's ``has_credentials`` honours."""
     env = os.environ if env is None else env
-    return any(env.get(k) for k in _CREDENTIAL_ENV)
+    return any(env.get(k) for k in CREDENTIAL_ENV)
 
 
 def newest_file_mtime(directory: Path) -> float | None:

@@ -24,29 +24,42 @@ refs, a lying commit-graph. So:
   bytes under a commit's name;
 - an approval keeps the bytes it showed (``commit_files`` at queue time) and
   ``write_applied`` writes exactly those: the repo is never read again.
+
+The git runner and the checked object reads are `config_git`; the diff the
+operator reviews is `config_diff`; commits and the applied dir are here.
 """
 
 from __future__ import annotations
 
-import difflib
-import hashlib
-import html
 import os
 import re
 import shutil
-import stat
-import subprocess
 import tempfile
-from collections.abc import Mapping, Sequence
+from collections.abc import Mapping
 from pathlib import Path
 
 import hyperhive.logs as logs
-from hyperhive.errors import BadRequest, Internal
+from hyperhive.config_diff import diff_html
+from hyperhive.config_git import (
+    DEFAULT_PATH,
+    FULL_ID,
+    GIT_CONFIG,
+    checked_repo,
+    git_command,
+    git_env,
+    read_objects,
+    run_git,
+    tree_entries,
+    tree_of,
+)
+from hyperhive.errors import BadRequest
 from hyperhive.paths import CONFIG_FILE
 from hyperhive.sandbox.safefs import read_nofollow
 
 __all__ = [
     "APPLIED_MARK",
+    "CONFIG_FILE",
+    "DEFAULT_PATH",
     "GIT_CONFIG",
     "PROMPT_FILE",
     "applied_files",
@@ -71,137 +84,12 @@ MAX_FILE = 1 << 20
 MAX_FILES = 64
 MAX_DEPTH = 8
 _COMMIT_RE = re.compile(r"[0-9a-fA-F]{4,64}|HEAD(~[0-9]{1,4})?")
-_FULL_ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 DEFAULT_PROMPT = "You are {name}, an agent of this hive. Your notes live in your state dir.\n"
-DEFAULT_PATH = "/run/current-system/sw/bin:/usr/local/bin:/usr/bin:/bin"
 _HYPERHIVE = ("hyperhive", "hyperhive@localhost")
 _KINDS = {"40000": "tree", "160000": "commit"}  # tree entry mode → object type (else blob)
 
-# Given with -c on every call: command-line settings win over the repo's own
-# .git/config (and its includes), so none of these can be switched back on.
-GIT_CONFIG: tuple[tuple[str, str], ...] = (
-    ("core.hooksPath", "/dev/null"),  # no hook of any kind (pre-commit, reference-transaction, ...)
-    ("core.fsmonitor", "false"),  # an fsmonitor is a command git runs
-    ("core.untrackedCache", "false"),
-    ("protocol.allow", "never"),  # no transport at all: nothing to fetch, no ssh, no helpers
-    ("protocol.file.allow", "never"),
-    ("core.sshCommand", "false"),
-    ("credential.helper", ""),
-    ("core.attributesFile", "/dev/null"),
-    ("core.useReplaceRefs", "false"),  # as GIT_NO_REPLACE_OBJECTS
-    ("core.commitGraph", "false"),  # a planted commit-graph could name another tree for a commit
-    ("core.pager", "cat"),
-    ("gc.auto", "0"),  # no auto gc (and so no pre-auto-gc hook)
-    ("maintenance.auto", "false"),
-    ("commit.gpgSign", "false"),  # gpg.program would be a command
-)
-_ENV: tuple[tuple[str, str], ...] = (
-    ("GIT_NO_REPLACE_OBJECTS", "1"),
-    ("GIT_CONFIG_GLOBAL", "/dev/null"),
-    ("GIT_CONFIG_SYSTEM", "/dev/null"),
-    ("GIT_CONFIG_NOSYSTEM", "1"),
-    ("GIT_TERMINAL_PROMPT", "0"),
-    ("GIT_ATTR_NOSYSTEM", "1"),
-    ("HOME", "/nonexistent"),  # no ~/.gitconfig, no XDG config or attributes
-    ("LC_ALL", "C"),
-)
 
-
-def git_env(path: str | None = None, identity: tuple[str, str] | None = None) -> dict[str, str]:
-    """The whole environment of a git call (pure): ``path`` is the daemon's
-    PATH (only to find git), ``identity`` (name, email) the author and
-    committer of a commit. Nothing else of the daemon's environment passes."""
-    env = {"PATH": path or DEFAULT_PATH, **dict(_ENV)}
-    if identity is not None:
-        name, email = identity
-        env |= {"GIT_AUTHOR_NAME": name, "GIT_AUTHOR_EMAIL": email,
-                "GIT_COMMITTER_NAME": name, "GIT_COMMITTER_EMAIL": email}
-    return env
-
-
-def git_command(repo: Path, args: Sequence[str], *, path: str | None = None,
-                identity: tuple[str, str] | None = None) -> tuple[list[str], dict[str, str]]:
-    """argv and environment of one git call in the repo at ``repo`` (pure).
-
-    The git dir and work tree are named, never discovered (no walk up to a
-    parent repo, no ``core.worktree`` of the repo's), and every ``GIT_CONFIG``
-    setting comes before the subcommand."""
-    argv = ["git", "--no-pager", f"--git-dir={repo / '.git'}", f"--work-tree={repo}"]
-    for key, value in GIT_CONFIG:
-        argv += ["-c", f"{key}={value}"]
-    return [*argv, *args], git_env(path, identity)
-
-
-def _git(repo: Path, *args: str, input: bytes | None = None, check: bool = True,
-         identity: tuple[str, str] | None = None) -> subprocess.CompletedProcess[bytes]:
-    argv, env = git_command(repo.absolute(), args, path=os.environ.get("PATH"), identity=identity)
-    r = subprocess.run(argv, input=input, capture_output=True, env=env, cwd="/", timeout=60,
-                       stdin=None if input is not None else subprocess.DEVNULL)
-    if check and r.returncode != 0:
-        raise Internal(f"git {' '.join(args[:2])} failed in {repo}: {r.stderr.decode(errors='replace').strip()}")
-    return r
-
-
-def _repo(config_dir: Path) -> Path:
-    """``config_dir`` if it is a repo whose ``.git`` is a real directory (not a
-    link or a gitfile sending git elsewhere)."""
-    try:
-        ok = stat.S_ISDIR(os.lstat(config_dir).st_mode) and stat.S_ISDIR(os.lstat(config_dir / ".git").st_mode)
-    except OSError:
-        ok = False
-    if not ok:
-        raise BadRequest(f"{config_dir} is not a git repository")
-    return config_dir
-
-
-# --- reading objects, each checked against its id -----------------------------------
-
-def _object_id(kind: str, data: bytes, hexlen: int) -> str:
-    h = hashlib.sha1 if hexlen == 40 else hashlib.sha256  # git's object ids (sha1 or sha256 repos)
-    return h(f"{kind} {len(data)}\0".encode() + data).hexdigest()
-
-
-def _read_objects(repo: Path, oids: Sequence[str], kind: str) -> dict[str, bytes]:
-    """The raw bytes of each of ``oids``, which must all be objects of ``kind``
-    whose bytes hash to their ids."""
-    if not oids:
-        return {}
-    out = _git(repo, "cat-file", "--batch", input="".join(f"{o}\n" for o in oids).encode()).stdout
-    got: dict[str, bytes] = {}
-    pos = 0
-    for oid in oids:
-        end = out.find(b"\n", pos)
-        header = out[pos:end].decode(errors="replace").split() if end >= 0 else []
-        if len(header) != 3 or header[0] != oid or not header[2].isdigit():
-            raise BadRequest(f"object {oid[:12]} is missing from the config repository")
-        size = int(header[2])
-        data = out[end + 1:end + 1 + size]
-        pos = end + 2 + size
-        if header[1] != kind or len(data) != size or _object_id(kind, data, len(oid)) != oid:
-            raise BadRequest(f"object {oid[:12]} in the config repository is not the {kind} it claims to be")
-        got[oid] = data
-    return got
-
-
-def _tree_entries(data: bytes, hexlen: int) -> list[tuple[str, str, str]]:
-    """(mode, name, oid) of a raw tree object."""
-    width = hexlen // 2
-    entries: list[tuple[str, str, str]] = []
-    pos = 0
-    try:
-        while pos < len(data):
-            sp = data.index(b" ", pos)
-            nul = data.index(b"\0", sp)
-            mode = data[pos:sp].decode("ascii")
-            name = data[sp + 1:nul].decode("utf-8")
-            if nul + 1 + width > len(data):
-                raise ValueError("truncated entry")
-            entries.append((mode, name, data[nul + 1:nul + 1 + width].hex()))
-            pos = nul + 1 + width
-    except ValueError:  # UnicodeDecodeError included
-        raise BadRequest("a tree in the config repository is malformed (or names a file in other than UTF-8)") from None
-    return entries
-
+# --- reading a commit ------------------------------------------------------------------
 
 def _check_name(name: str) -> None:
     """A config file's path: relative, plain components, nothing git or the
@@ -213,27 +101,20 @@ def _check_name(name: str) -> None:
         raise BadRequest(f"the config cannot hold a file named {name!r}")
 
 
-def _tree_of(commit_data: bytes) -> str:
-    first = commit_data.split(b"\n", 1)[0].decode(errors="replace")
-    if not first.startswith("tree ") or not _FULL_ID.fullmatch(first[5:]):
-        raise BadRequest("a commit in the config repository has no tree")
-    return first[5:]
-
-
 def read_commit(config_dir: Path, commit: str) -> dict[str, bytes]:
     """Every file of ``commit``'s tree (path → bytes), each object checked
     against its id. Only regular files; no links, no submodules."""
-    repo = _repo(config_dir)
-    if not _FULL_ID.fullmatch(commit):
+    repo = checked_repo(config_dir)
+    if not FULL_ID.fullmatch(commit):
         raise BadRequest(f"not a full commit id: {commit!r}")
     hexlen = len(commit)
     blobs: dict[str, str] = {}  # path → oid
-    level = [("", _tree_of(_read_objects(repo, [commit], "commit")[commit]))]
+    level = [("", tree_of(read_objects(repo, [commit], "commit")[commit]))]
     for _depth in range(MAX_DEPTH):
-        trees = _read_objects(repo, list(dict.fromkeys(oid for _, oid in level)), "tree")
+        trees = read_objects(repo, list(dict.fromkeys(oid for _, oid in level)), "tree")
         nxt: list[tuple[str, str]] = []
         for prefix, oid in level:
-            for mode, name, child in _tree_entries(trees[oid], hexlen):
+            for mode, name, child in tree_entries(trees[oid], hexlen):
                 path = prefix + name
                 _check_name(path)
                 if mode == "40000":
@@ -249,7 +130,7 @@ def read_commit(config_dir: Path, commit: str) -> dict[str, bytes]:
         level = nxt
     else:
         raise BadRequest(f"{commit[:12]} nests directories over {MAX_DEPTH} deep")
-    data = _read_objects(repo, list(dict.fromkeys(blobs.values())), "blob")
+    data = read_objects(repo, list(dict.fromkeys(blobs.values())), "blob")
     out = {path: data[oid] for path, oid in sorted(blobs.items())}
     for path, raw in out.items():
         if len(raw) > MAX_FILE:
@@ -275,10 +156,10 @@ def resolve_commit(config_dir: Path, commit: str) -> str:
     """The full id of ``commit`` in the agent's config repo, or a clear BadRequest."""
     if not isinstance(commit, str) or not _COMMIT_RE.fullmatch(commit):
         raise BadRequest(f"commit must be a commit id (4 to 64 hex digits) or HEAD, got {commit!r}")
-    repo = _repo(config_dir)
-    r = _git(repo, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}", check=False)
+    repo = checked_repo(config_dir)
+    r = run_git(repo, "rev-parse", "--verify", "--quiet", f"{commit}^{{commit}}", check=False)
     full = r.stdout.decode(errors="replace").strip()
-    if r.returncode != 0 or not _FULL_ID.fullmatch(full):
+    if r.returncode != 0 or not FULL_ID.fullmatch(full):
         raise BadRequest(f"no commit {commit!r} in {config_dir.parent.name}'s config repository")
     return full
 
@@ -305,23 +186,23 @@ def _commit(repo: Path, entries: Mapping[str, tuple[str, str, str]], blobs: Mapp
     merged = dict(entries)
     oids: dict[str, str] = {}
     for name, data in blobs.items():
-        oid = _git(repo, "hash-object", "-w", "--no-filters", "--stdin", input=data).stdout.decode().strip()
+        oid = run_git(repo, "hash-object", "-w", "--no-filters", "--stdin", input=data).stdout.decode().strip()
         merged[name] = ("100644", "blob", oid)
         oids[name] = oid
     listing = "".join(f"{mode} {kind} {oid}\t{name}\0" for name, (mode, kind, oid) in sorted(merged.items()))
-    tree = _git(repo, "mktree", "-z", input=listing.encode()).stdout.decode().strip()
+    tree = run_git(repo, "mktree", "-z", input=listing.encode()).stdout.decode().strip()
     text = message if message.endswith("\n") else message + "\n"
     args = ["commit-tree", "--no-gpg-sign", *(("-p", parent) if parent else ()), tree]
-    commit = _git(repo, *args, input=text.encode(), identity=identity).stdout.decode().strip()
+    commit = run_git(repo, *args, input=text.encode(), identity=identity).stdout.decode().strip()
     return commit, tree, oids
 
 
 def _advance(repo: Path, new: str, old: str | None, oids: Mapping[str, str], why: str) -> None:
     """Move HEAD's branch from ``old`` (None: unborn) to ``new`` (compare and
     swap), then the index entries of the files written (``oids``)."""
-    _git(repo, "update-ref", "-m", why, "HEAD", new, old or "")
+    run_git(repo, "update-ref", "-m", why, "HEAD", new, old or "")
     for name, oid in sorted(oids.items()):
-        r = _git(repo, "update-index", "--add", "--cacheinfo", f"100644,{oid},{name}", check=False)
+        r = run_git(repo, "update-index", "--add", "--cacheinfo", f"100644,{oid},{name}", check=False)
         if r.returncode != 0:  # the commit stands; only a human's `git status` would notice
             _log.warning("config_repo.index_not_updated", repo=str(repo), error=r.stderr.decode(errors="replace"))
 
@@ -343,7 +224,7 @@ def init_repo(config_dir: Path, name: str, prompt: str | None = None) -> str:
             if len(data) > MAX_FILE:
                 raise BadRequest(f"{config_dir / f} is over {MAX_FILE} bytes")
             blobs[f] = data
-    _git(config_dir, "init", "-q", "-b", "main", "--template=")
+    run_git(config_dir, "init", "-q", "-b", "main", "--template=")
     commit, _, oids = _commit(config_dir, {}, blobs, None, f"initial config of {name}", _HYPERHIVE)
     _advance(config_dir, commit, None, oids, "hyperhive: initial config")
     return commit
@@ -361,11 +242,11 @@ def commit_change(config_dir: Path, files: dict[str, str], message: str, author:
     for name in files:
         if name not in (CONFIG_FILE, PROMPT_FILE):
             raise BadRequest(f"only {CONFIG_FILE} and {PROMPT_FILE} can be changed, not {name!r}")
-    repo = _repo(config_dir)
+    repo = checked_repo(config_dir)
     head = resolve_commit(repo, "HEAD")
-    head_tree = _tree_of(_read_objects(repo, [head], "commit")[head])
+    head_tree = tree_of(read_objects(repo, [head], "commit")[head])
     entries = {name: (mode, _KINDS.get(mode, "blob"), oid) for mode, name, oid
-               in _tree_entries(_read_objects(repo, [head_tree], "tree")[head_tree], len(head))}
+               in tree_entries(read_objects(repo, [head_tree], "tree")[head_tree], len(head))}
     blobs = {name: text.encode() for name, text in files.items()}
     commit, tree, oids = _commit(repo, entries, blobs, head, message, (author, f"{author}@hyperhive"))
     if tree == head_tree:
@@ -426,24 +307,3 @@ def materialize(config_dir: Path, commit: str, applied_dir: Path) -> None:
     """Make ``applied_dir`` hold exactly ``commit``'s files, read now (for the
     daemon's own commits: a spawn's first config)."""
     write_applied(commit_files(config_dir, commit), commit, applied_dir)
-
-
-def diff_html(old: dict[str, str], new: dict[str, str]) -> str:
-    """A unified diff of two file sets as escaped HTML, one span per line (pure)."""
-    chunks: list[str] = []
-    for name in sorted(set(old) | set(new)):
-        a, b = old.get(name), new.get(name)
-        if a == b:
-            continue
-        lines = difflib.unified_diff(
-            (a or "").splitlines(), (b or "").splitlines(),
-            fromfile=f"a/{name}" if a is not None else "/dev/null",
-            tofile=f"b/{name}" if b is not None else "/dev/null", lineterm="",
-        )
-        for line in lines:
-            cls = ("file" if line.startswith(("---", "+++")) else "hunk" if line.startswith("@@")
-                   else "add" if line.startswith("+") else "del" if line.startswith("-") else "ctx")
-            chunks.append(f'<span class="diff-{cls}">{html.escape(line)}</span>')
-    if not chunks:
-        return '<pre class="diff"><span class="diff-ctx">(no changes)</span></pre>'
-    return '<pre class="diff">' + "\n".join(chunks) + "</pre>"

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import json
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -129,6 +130,15 @@ class AgentConfig:
         return json.dumps(out, indent=2) + "\n"
 
 
+def _below(parent: Callable[[StatePaths, AgentName], Path], leaf: str) -> Callable[[StatePaths, AgentName], Path]:
+    """A `StatePaths` method: ``leaf`` below what ``parent`` gives for the agent."""
+
+    def path(self: StatePaths, name: AgentName) -> Path:
+        return parent(self, name) / leaf
+
+    return path
+
+
 @dataclass(frozen=True)
 class StatePaths:
     root: Path
@@ -152,37 +162,20 @@ class StatePaths:
     def agent(self, name: AgentName) -> Path:
         return agent_dir(self.agents, name)
 
-    def config_dir(self, name: AgentName) -> Path:
-        return self.agent(name) / "config"
-
-    def state(self, name: AgentName) -> Path:
-        return self.agent(name) / "state"
-
-    def run(self, name: AgentName) -> Path:
-        return self.agent(name) / "run"
-
-    def workspace(self, name: AgentName) -> Path:
-        return self.agent(name) / "work"
-
-    def api_socket(self, name: AgentName) -> Path:
-        return self.run(name) / "api.sock"
-
-    def proxy_socket(self, name: AgentName) -> Path:
-        return self.run(name) / "proxy.sock"
-
-    def web_socket(self, name: AgentName) -> Path:
-        """Bound by the harness in the agent's own dir: never trusted, reached without links."""
-        return self.state(name) / WEB_SOCKET
-
-    def socket(self, name: AgentName) -> Path:
-        return self.run(name) / "hive.sock"
+    # An agent's dirs and files, each below another: (the method it is below, its name there).
+    config_dir = _below(agent, "config")
+    state = _below(agent, "state")  # the agent's HOME, its own uid's
+    run = _below(agent, "run")
+    workspace = _below(agent, "work")  # the agent's own uid's
+    api_socket = _below(run, "api.sock")
+    proxy_socket = _below(run, "proxy.sock")
+    socket = _below(run, "hive.sock")
+    # Bound by the harness in the agent's own dir: never trusted, reached without links.
+    web_socket = _below(state, WEB_SOCKET)
+    harness_log = _below(agent, "harness.log")  # daemon-owned, outside anything the agent can write
 
     def applied(self, name: AgentName) -> Path:
         return agent_dir(self.applied_root, name)
-
-    def harness_log(self, name: AgentName) -> Path:
-        """Daemon-owned, outside anything the agent can write."""
-        return self.agent(name) / "harness.log"
 
     def create_agent(self, name: AgentName, config: AgentConfig) -> None:
         """Lay out a new agent's dirs; an existing config (a revived agent) is kept."""

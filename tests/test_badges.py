@@ -19,7 +19,7 @@ from hyperhive.badges import (
     newest_file_mtime,
 )
 from hyperhive.errors import BadName
-from hyperhive.harness.claude import _CREDENTIAL_ENV
+from hyperhive.harness.claude_cmdline import CREDENTIAL_ENV
 from hyperhive.names import AgentName
 from hyperhive.paths import AgentConfig, StatePaths
 
@@ -27,7 +27,7 @@ from hyperhive.paths import AgentConfig, StatePaths
 @pytest.fixture(autouse=True)
 def _no_key_in_env(monkeypatch: pytest.MonkeyPatch) -> None:
     """A key in the test runner's own environment would count as a login."""
-    for k in _CREDENTIAL_ENV:
+    for k in CREDENTIAL_ENV:
         monkeypatch.delenv(k, raising=False)
 
 

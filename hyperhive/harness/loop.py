@@ -16,7 +16,6 @@ import signal
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
 from tornado.httpserver import HTTPServer
 
@@ -25,7 +24,9 @@ from hyperhive.client import AsyncClient
 from hyperhive.errors import HiveError
 from hyperhive.harness.builtin import BuiltinDriver
 from hyperhive.harness.bus import Bus
-from hyperhive.harness.claude import DEFAULT_ALLOWED_TOOLS, ClaudeDriver
+from hyperhive.harness.claude import ClaudeDriver
+from hyperhive.harness.claude_cmdline import DEFAULT_ALLOWED_TOOLS
+from hyperhive.harness.driver import Driver
 from hyperhive.harness.heartbeat import beat_forever
 from hyperhive.harness.slots import daemon_slot
 from hyperhive.harness.turns import Slot, TurnLoop, no_slot
@@ -100,7 +101,7 @@ def agent_config(name: str, state_dir: Path) -> AgentConfig:
 
 
 def make_driver(name: str, driver: str, socket_path: str, state_dir: Path, config: AgentConfig,
-                options: HarnessOptions | None = None) -> Any:
+                options: HarnessOptions | None = None) -> Driver:
     options = options or HarnessOptions()
     if driver == "builtin":
         return BuiltinDriver(name, socket_path, workspace=options.workspace, shell_allowed=options.sandboxed)
@@ -177,7 +178,7 @@ async def run_harness(name: str, socket_path: str, state_dir: Path, driver_name:
     events = EventLog.in_state_dir(state_dir)
     bus = Bus(events)
     client = AsyncClient(socket_path)
-    driver: Any = None
+    driver: Driver | None = None
     ui: asyncio.Task[HTTPServer | None] | None = None
     unix_ui: HTTPServer | None = None
     bridges: list[asyncio.Server] = []

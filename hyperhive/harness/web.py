@@ -42,6 +42,7 @@ import hyperhive.logs as logs
 from hyperhive import wire
 from hyperhive.errors import BadRequest, HiveError
 from hyperhive.harness.bus import Bus, turn_open
+from hyperhive.harness.driver import Driver
 from hyperhive.harness.turns import TurnLoop
 from hyperhive.net import bind_with_retry_async
 from hyperhive.store.events_db import EventRow
@@ -60,7 +61,7 @@ INBOX_TIMEOUT = 2.0
 @dataclass
 class AgentUI:
     name: str
-    driver: Any
+    driver: Driver
     bus: Bus
     turns: TurnLoop
     client: Any
@@ -83,8 +84,8 @@ class AgentUI:
             "driver": self.driver.name,
             "state": self.bus.state,
             "turn_open": turn_open(e.kind for e in history),
-            "needs_login": bool(getattr(self.driver, "needs_login", False)),
-            "can_compact": hasattr(self.driver, "compact_refusal"),
+            "needs_login": self.driver.needs_login,
+            "can_compact": self.driver.can_compact,
             "last_event_id": history[-1].id if history else 0,
             "inbox": inbox,
             "inbox_error": inbox_error,

@@ -28,10 +28,10 @@ import ipaddress
 import re
 import socket
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
 
 import hyperhive.logs as logs
 from hyperhive.sandbox.allowlist import Allowlist, normalize_host
+from hyperhive.sandbox.http_head import HEAD_LIMIT, Refusal, bad_request, parse_head, read_head
 from hyperhive.sandbox.relay import capped_handler, register_server, splice
 
 __all__ = ["HEAD_LIMIT", "Refused", "is_public_address", "start_proxy"]
@@ -40,14 +40,11 @@ _log = logs.get("hyperhive.proxy")
 
 Refused = Callable[[str, str, int, str], None]  # (agent, host, port, reason)
 
-HEAD_LIMIT = 16 * 1024
 MAX_CONNECTIONS = 32  # per agent: parallel downloads need a few
 HEAD_TIMEOUT = 60.0
 LINGER_SECONDS = 2.0  # after a refusal, how long the rest of a request is read and dropped
 LINGER_BYTES = 1 << 20
 
-_REQUEST_LINE = re.compile(r"([!#$%&'*+.^_`|~0-9A-Za-z-]+) (\S+) HTTP/1\.([01])")
-_TOKEN = re.compile(rb"[!#$%&'*+.^_`|~0-9A-Za-z-]+")
 _PORT = re.compile(r"[0-9]{1,5}")
 # Hop-by-hop headers of the client's request; Host is rewritten from the URL.
 _DROP = frozenset({"connection", "keep-alive", "te", "trailer", "upgrade", "host"})
@@ -71,26 +68,8 @@ def is_public_address(ip: ipaddress.IPv4Address | ipaddress.IPv6Address) -> bool
                                       or ip.is_loopback or ip.is_link_local or ip.is_private))
 
 
-class _Refusal(Exception):
-    def __init__(self, status: int, reason: str, host: str = "", port: int = 0, text: str = "") -> None:
-        super().__init__(reason)
-        self.status = status
-        self.reason = reason
-        self.host = host
-        self.port = port
-        self.text = text
-
-
 class _Failure(Exception):
     """Not a refusal: we tried and could not (502)."""
-
-
-@dataclass(frozen=True)
-class _Request:
-    method: str
-    target: str
-    minor: str
-    headers: list[tuple[str, str]]
 
 
 _REASONS = {400: "Bad Request", 403: "Forbidden", 408: "Request Timeout",
@@ -118,50 +97,13 @@ async def _respond(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, s
         pass
 
 
-async def _read_head(reader: asyncio.StreamReader) -> tuple[bytes, bytes] | None:
-    """(head without its blank line, bytes after it); None on EOF first."""
-    buf = b""
-    while True:
-        end = buf.find(b"\r\n\r\n")
-        if end >= 0:
-            if end > HEAD_LIMIT:
-                break
-            return buf[:end], buf[end + 4:]
-        if len(buf) > HEAD_LIMIT:
-            break
-        data = await reader.read(1 << 16)
-        if not data:
-            return None
-        buf += data
-    raise _Refusal(431, f"request head over {HEAD_LIMIT // 1024} KiB",
-                   text=f"hyperhive proxy: the request head is over {HEAD_LIMIT // 1024} KiB\n")
-
-
-def _bad(reason: str) -> _Refusal:
-    return _Refusal(400, reason, text=f"hyperhive proxy: bad request ({reason})\n")
-
-
-def _parse(head: bytes) -> _Request:
-    lines = head.split(b"\r\n")
-    m = _REQUEST_LINE.fullmatch(lines[0].decode("latin-1"))
-    if m is None:
-        raise _bad("not an HTTP/1.x request line")
-    headers: list[tuple[str, str]] = []
-    for line in lines[1:]:
-        name, sep, value = line.partition(b":")
-        if not sep or not _TOKEN.fullmatch(name) or b"\0" in value or b"\r" in value or b"\n" in value:
-            raise _bad("malformed header line")
-        headers.append((name.decode("latin-1"), value.strip(b" \t").decode("latin-1")))
-    return _Request(m.group(1), m.group(2), m.group(3), headers)
-
-
 def _authority(text: str, default_port: int | None) -> tuple[str, int]:
     """``host[:port]`` (IPv6 in brackets) → (normalized host, port)."""
     if text.startswith("["):
         end = text.find("]")
         host_text, rest = text[: end + 1], text[end + 1:]
         if end < 0 or (rest and not rest.startswith(":")):
-            raise _bad("malformed host")
+            raise bad_request("malformed host")
         port_text = rest[1:] if rest else None
     else:
         host_text, sep, port_text_ = text.rpartition(":")
@@ -171,15 +113,15 @@ def _authority(text: str, default_port: int | None) -> tuple[str, int]:
             port_text = port_text_
     if port_text is None:
         if default_port is None:
-            raise _bad("CONNECT needs host:port")
+            raise bad_request("CONNECT needs host:port")
         port = default_port
     else:
         if not _PORT.fullmatch(port_text) or not 1 <= int(port_text) <= 65535:
-            raise _bad("bad port")
+            raise bad_request("bad port")
         port = int(port_text)
     host = normalize_host(host_text)
     if host is None:
-        raise _bad("not a host name or IP address")
+        raise bad_request("not a host name or IP address")
     return host, port
 
 
@@ -187,19 +129,19 @@ def _absolute(target: str) -> tuple[str, int, str]:
     """``http://host[:port]/path?q`` → (host, port, origin-form target)."""
     scheme, sep, rest = target.partition("://")
     if not sep or not scheme:
-        raise _bad("not a proxy request: use an absolute http:// URL or CONNECT host:port")
+        raise bad_request("not a proxy request: use an absolute http:// URL or CONNECT host:port")
     if scheme.lower() == "https":
-        raise _Refusal(400, "https:// must use CONNECT",
-                       text="hyperhive proxy: https:// goes through CONNECT (set HTTPS_PROXY), "
-                            "not as a plain request\n")
+        raise Refusal(400, "https:// must use CONNECT",
+                      text="hyperhive proxy: https:// goes through CONNECT (set HTTPS_PROXY), "
+                           "not as a plain request\n")
     if scheme.lower() != "http":
-        raise _bad(f"scheme {scheme[:20]!r} is not served")
+        raise bad_request(f"scheme {scheme[:20]!r} is not served")
     cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
     authority, path = rest[:cut], rest[cut:]
     if "@" in authority:
-        raise _bad("userinfo in the URL")
+        raise bad_request("userinfo in the URL")
     if "#" in target:
-        raise _bad("a fragment in the request target")
+        raise bad_request("a fragment in the request target")
     host, port = _authority(authority, 80)
     if not path.startswith("/"):
         path = "/" + path
@@ -241,11 +183,11 @@ async def start_proxy(agent: str, sock: socket.socket, allow: Callable[[], Allow
         else:
             how = (f'To allow it, add it to agent.json: "network": {{"allow": ["{host}"]}} '
                    f'(or "{host}:{port}" for that port only, "*.example.com" for subdomains)')
-        raise _Refusal(403, "not on the allowlist", host, port,
-                       f"hyperhive proxy: {host}:{port} is not on {agent}'s allowlist.\n{how}.\n")
+        raise Refusal(403, "not on the allowlist", host, port,
+                      f"hyperhive proxy: {host}:{port} is not on {agent}'s allowlist.\n{how}.\n")
 
-    def not_public(host: str, port: int, address: str) -> _Refusal:
-        return _Refusal(403, f"not a public address ({address})", host, port, (
+    def not_public(host: str, port: int, address: str) -> Refusal:
+        return Refusal(403, f"not a public address ({address})", host, port, (
             f"hyperhive proxy: {host}:{port} is {address}, not a public address; agents reach only "
             f"globally routable hosts (an operator may map a name with the proxy's resolve setting).\n"))
 
@@ -253,7 +195,7 @@ async def start_proxy(agent: str, sock: socket.socket, allow: Callable[[], Allow
         if f"{host}:{port}" in mapping:
             return [mapping[f"{host}:{port}"]]
         if host in mapped_names:  # declared for other ports only: never any other port of its address
-            raise _Refusal(403, "port not mapped", host, port, (
+            raise Refusal(403, "port not mapped", host, port, (
                 f"hyperhive proxy: {host} is mapped by the operator for other ports, not {port}.\n"))
         try:
             ip = ipaddress.ip_address(host)
@@ -295,14 +237,14 @@ async def start_proxy(agent: str, sock: socket.socket, allow: Callable[[], Allow
         try:
             try:
                 async with asyncio.timeout(HEAD_TIMEOUT):
-                    got = await _read_head(reader)
+                    got = await read_head(reader)
             except TimeoutError:
                 await _respond(reader, writer, 408, "hyperhive proxy: no request head in time\n")
                 return
             if got is None:
                 return
             head, rest = got
-            req = _parse(head)
+            req = parse_head(head)
             if req.method == "CONNECT":
                 host, port = _authority(req.target, None)
                 check_allowed(host, port)
@@ -323,7 +265,7 @@ async def start_proxy(agent: str, sock: socket.socket, allow: Callable[[], Allow
                 out.append("Connection: close")
                 up_writer.write(("\r\n".join(out) + "\r\n\r\n").encode("latin-1") + rest)
             await splice(reader, writer, up_reader, up_writer)
-        except _Refusal as r:
+        except Refusal as r:
             refused(r.host or host, r.port or port, r.reason)
             await _respond(reader, writer, r.status, r.text or f"hyperhive proxy: refused ({r.reason})\n")
         except _Failure as f:

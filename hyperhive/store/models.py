@@ -11,6 +11,7 @@ from peewee import (
     DatabaseProxy,
     FloatField,
     Model,
+    SqliteDatabase,
     TextField,
 )
 
@@ -106,7 +107,8 @@ class Approval(_Base):
 MODELS = (Message, Container, Question, Approval)
 
 
-def open_hive_db(path: Path):  # type: ignore[no-untyped-def]
+def open_hive_db(path: Path) -> SqliteDatabase:
+    """The daemon's hive.sqlite, bound to the models, its schema brought up to date."""
     db = open_database(path)
     database.initialize(db)
     ensure_schema(db, MODELS)

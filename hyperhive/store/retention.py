@@ -7,6 +7,8 @@ a harness appending events) wait milliseconds, not the whole sweep.
 
 from __future__ import annotations
 
+import sqlite3
+
 from peewee import Database
 
 from hyperhive.store.models import Message
@@ -36,4 +38,5 @@ def incremental_vacuum(db: Database) -> None:
     Through ``executescript``: ``execute_sql("PRAGMA incremental_vacuum")``
     steps the pragma once and frees a single page (LIBRARY-NOTES §4).
     """
-    db.connection().executescript("PRAGMA incremental_vacuum;")
+    conn: sqlite3.Connection = db.connection()  # type: ignore[no-untyped-call]  # unannotated in peewee-stubs
+    conn.executescript("PRAGMA incremental_vacuum;")

@@ -6,14 +6,8 @@ from __future__ import annotations
 
 import pytest
 
-from hyperhive.harness.builtin import (
-    OUTPUT_MAX,
-    TRUNCATED,
-    Action,
-    RunResult,
-    plan,
-    run_reply,
-)
+from hyperhive.harness.builtin import Action, plan, run_reply
+from hyperhive.harness.builtin_shell import OUTPUT_MAX, TRUNCATED, RunResult
 from hyperhive.names import MANAGER, OPERATOR, SYSTEM
 from hyperhive.wire import InboxRow
 

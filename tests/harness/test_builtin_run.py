@@ -25,14 +25,15 @@ from mcp_support import mcp_session
 from support import Hive, async_wait_for, wait_for
 
 from hyperhive.client import AsyncClient
-from hyperhive.harness.builtin import TRUNCATED, BuiltinDriver
+from hyperhive.harness.builtin import BuiltinDriver
+from hyperhive.harness.builtin_shell import TRUNCATED
 from hyperhive.harness.bus import Bus
 from hyperhive.harness.turns import TurnLoop
 from hyperhive.names import MANAGER, OPERATOR
 from hyperhive.wire import InboxRow
 
 MARK = "[builtin reply from a]"
-pytestmark = pytest.mark.asyncio(loop_scope="module")
+pytestmark = [pytest.mark.e2e, pytest.mark.asyncio(loop_scope="module")]  # one daemon for the module
 
 
 @pytest.fixture(scope="module")

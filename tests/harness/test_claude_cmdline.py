@@ -6,16 +6,15 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
-from hyperhive.harness.claude import (
+from hyperhive.harness.claude import ClaudeDriver
+from hyperhive.harness.claude_cmdline import (
     DEFAULT_ALLOWED_TOOLS,
-    ClaudeDriver,
     claude_argv,
     claude_env,
-    format_prompt,
     has_credentials,
     mcp_config,
-    system_prompt,
 )
+from hyperhive.harness.claude_prompt import format_prompt, system_prompt
 from hyperhive.harness.loop import agent_config, make_driver
 from hyperhive.harness.turns import Note
 from hyperhive.paths import AgentConfig, StatePaths

@@ -12,7 +12,7 @@ from support import async_wait_for
 
 from hyperhive.errors import BadRequest
 from hyperhive.harness.bus import Bus
-from hyperhive.harness.claude import format_prompt
+from hyperhive.harness.claude_prompt import format_prompt
 from hyperhive.harness.turns import NOTE_MAX, Note, TurnLoop
 from hyperhive.wire import InboxRow
 

@@ -21,7 +21,7 @@ from pathlib import Path
 
 import pytest
 
-from hyperhive.sandbox import cgroups as cgroups_mod
+from hyperhive.sandbox import cgroupfs, oom_watch
 from hyperhive.sandbox.cgroups import AgentCgroup, Cgroups, Limits
 from hyperhive.sandbox.launch import launch_argv
 
@@ -257,13 +257,13 @@ def fake_v2(tmp_path: Path, own_rel: str = "/system.slice/hive.service", procs: 
 def writes(monkeypatch: pytest.MonkeyPatch) -> list[tuple[str, str]]:
     """Every cgroup file write, in order, as (path, value); the writes still happen."""
     seen: list[tuple[str, str]] = []
-    real_write = cgroups_mod._write
+    real_write = cgroupfs.write
 
     def recording(path: Path, value: str) -> None:
         seen.append((str(path), value))
         real_write(path, value)
 
-    monkeypatch.setattr(cgroups_mod, "_write", recording)
+    monkeypatch.setattr(cgroupfs, "write", recording)
     return seen
 
 
@@ -356,7 +356,7 @@ def test_v2_usage_and_oom_kills_tolerate_removal(tmp_path: Path) -> None:
 
 def test_v2_watch_reports_a_new_oom_kill(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """On the fake tree no poll(2) notification comes: the periodic re-read finds the change."""
-    monkeypatch.setattr(cgroups_mod, "V2_RECHECK_SECONDS", 0.02)
+    monkeypatch.setattr(oom_watch, "V2_RECHECK_SECONDS", 0.02)
     own = fake_v2(tmp_path)
     cg = Cgroups.detect("hyperhive-ns", root=tmp_path / "cgroup", self_cgroup=tmp_path / "self")
     assert cg is not None
@@ -396,7 +396,7 @@ def fake_v1_memory(tmp_path: Path, memsw: bool) -> tuple[Path, Path]:
 @pytest.fixture
 def kernel_rule(monkeypatch: pytest.MonkeyPatch) -> None:
     """The v1 rule the kernel enforces (seen here: EINVAL): memsw.limit >= limit at every step."""
-    real_write = cgroups_mod._write
+    real_write = cgroupfs.write
 
     def checked(path: Path, value: str) -> None:
         limit = path.parent / "memory.limit_in_bytes"
@@ -408,7 +408,7 @@ def kernel_rule(monkeypatch: pytest.MonkeyPatch) -> None:
                 raise OSError(22, "Invalid argument")
         real_write(path, value)
 
-    monkeypatch.setattr(cgroups_mod, "_write", checked)
+    monkeypatch.setattr(cgroupfs, "write", checked)
 
 
 @pytest.mark.parametrize("memsw", [True, False])
@@ -416,7 +416,7 @@ def kernel_rule(monkeypatch: pytest.MonkeyPatch) -> None:
 def test_v1_limits_raise_and_lower(tmp_path: Path, memsw: bool) -> None:
     memory, pids = fake_v1_memory(tmp_path, memsw)
     for mb in (64, 128, 32, 32, 4096):
-        cgroups_mod._write_v1_limits(memory, pids, Limits(memory_mb=mb, pids=20))
+        cgroupfs.write_v1_limits(memory, pids, Limits(memory_mb=mb, pids=20))
         assert read(memory / "memory.limit_in_bytes") == str(mb * MB)
         if memsw:
             assert read(memory / "memory.memsw.limit_in_bytes") == str(mb * MB)
@@ -512,7 +512,7 @@ def test_v1_pids_max_stops_a_fork_loop(real: Cgroups, runner: Runner, tmp_path: 
 
     wait_for(refused, what="the shell to report a fork failure")
     assert 0 < most <= 20
-    events = cgroups_mod._parse_keyed((cg.dirs["pids"] / "pids.events").read_text())
+    events = cgroupfs.parse_keyed((cg.dirs["pids"] / "pids.events").read_text())
     assert events.get("max", 0) >= 1
     assert (cg.usage()["pids"] or 0) <= 20
     assert cg.kill_all()

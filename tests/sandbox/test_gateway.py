@@ -25,8 +25,10 @@ from fake_anthropic import FakeAnthropic, Reply, _Messages, text
 from structlog.testing import capture_logs
 from support import async_wait_for
 
-from hyperhive.sandbox.gateway import BODY_LIMIT, ApiGateway, Upstream, upstream_from_env, upstream_url
+from hyperhive.sandbox.gateway import ApiGateway
+from hyperhive.sandbox.gateway_forward import BODY_LIMIT
 from hyperhive.sandbox.relay import bound_port, start_tcp_relay, stop_server, unix_connector
+from hyperhive.sandbox.upstream import Upstream, upstream_from_env, upstream_url
 
 DAEMON_KEY = "sk-daemon-test"
 
@@ -428,6 +430,7 @@ async def test_close_stops_serving_that_agent(tmp_path: Path, fake: HeaderFake) 
 # --- the real Claude Code CLI ------------------------------------------------------------
 
 
+@pytest.mark.e2e  # the real claude CLI
 @pytest.mark.skipif(shutil.which("claude") is None, reason="needs the Claude Code CLI")
 async def test_claude_cli_through_relay_and_gateway_uses_the_daemon_key(
         tmp_path: Path, gw: Gw, fake: HeaderFake) -> None:
@@ -464,7 +467,7 @@ async def test_claude_cli_through_relay_and_gateway_uses_the_daemon_key(
 
 
 async def test_stalled_uploads_hold_no_memory_once_gone_and_the_budget_refuses_past_it(gw: Gw) -> None:
-    from hyperhive.sandbox.gateway import AGENT_BODY_BUDGET
+    from hyperhive.sandbox.gateway_forward import AGENT_BODY_BUDGET
 
     chunk = 1 << 20
     writers = []
