@@ -39,32 +39,17 @@ from pathlib import Path
 
 import hyperhive.logs as logs
 from hyperhive.errors import Conflict
-from hyperhive.harness.claude_cmdline import (
-    CREDENTIAL_ENV,
-    DEFAULT_ALLOWED_TOOLS,
-    claude_argv,
-    claude_env,
-    has_credentials,
-    mcp_config,
-)
-from hyperhive.harness.claude_prompt import (
-    NOTE_UNVERIFIED,
-    UNVERIFIED_SENDER,
-    escape_attr,
-    format_prompt,
-    system_prompt,
-)
+from hyperhive.harness.claude_cmdline import DEFAULT_ALLOWED_TOOLS, claude_argv, claude_env, has_credentials, mcp_config
+from hyperhive.harness.claude_prompt import format_prompt, system_prompt
 from hyperhive.harness.driver import Emit
 from hyperhive.harness.stream_json import MalformedLine, parse_line
+from hyperhive.settings import CLAUDE_BINARY, CLAUDE_SILENCE_SECONDS
 from hyperhive.wire import InboxRow
 
-# Besides the driver, re-exported for tests/security/test_framing.py and tests/web/test_observe.py
-# (``_CREDENTIAL_ENV``, the old private name); their home is claude_prompt and claude_cmdline.
-__all__ = ["NOTE_UNVERIFIED", "UNVERIFIED_SENDER", "ClaudeDriver", "escape_attr", "format_prompt", "system_prompt"]
+__all__ = ["ClaudeDriver"]
 
 _log = logs.get("hyperhive.harness.claude")
 
-_CREDENTIAL_ENV = CREDENTIAL_ENV
 
 SESSION_FILE = "claude-session"
 MCP_CONFIG_FILE = "claude-mcp.json"
@@ -73,7 +58,7 @@ STDERR_KEEP = 4000
 STOP_GRACE = 1.0  # SIGTERM → SIGKILL; cancel must finish within 2 s
 # A CLI that prints nothing for this long is hung: its own tools time out well
 # before (Bash: 10 min at most), so the turn is stopped with an error event.
-SILENCE_SECONDS = 1200.0
+SILENCE_SECONDS = CLAUDE_SILENCE_SECONDS.default
 LOST_SESSION = "No conversation found"
 
 
@@ -100,11 +85,11 @@ class ClaudeDriver:
         self.home = state_dir
         self.allowed_tools = tuple(allowed_tools)
         parent = os.environ if env is None else env
-        self.binary = parent.get("HYPERHIVE_CLAUDE") or "claude"
+        self.binary = CLAUDE_BINARY.read(parent)
         self.env = claude_env(parent, state_dir)
         self.session_file = state_dir / SESSION_FILE
         self.mcp_config_path = state_dir / MCP_CONFIG_FILE
-        self.silence = float(parent.get("HYPERHIVE_CLAUDE_SILENCE_SECONDS") or SILENCE_SECONDS)
+        self.silence = CLAUDE_SILENCE_SECONDS.read(parent)
         self._proc: asyncio.subprocess.Process | None = None
         self._cancelled = False
 

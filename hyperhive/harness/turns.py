@@ -21,7 +21,7 @@ can post one (a local process, the agent's own tools), so a note is
 unverified unless its caller vouches that the operator wrote it
 (``note(body, verified=True)``, once the daemon authenticates the operator).
 Its ``from_`` is always the operator: whom a reply goes to, not who wrote it;
-the drivers frame a note by ``verified`` (see `claude.format_prompt`).
+the drivers frame a note by ``verified`` (see `claude_prompt.format_prompt`).
 """
 
 from __future__ import annotations
@@ -37,6 +37,7 @@ from typing import Any
 import hyperhive.logs as logs
 from hyperhive.errors import BadRequest, Conflict, ConnectFailed, ConnectionLost, HiveError
 from hyperhive.harness.bus import Bus
+from hyperhive.harness.driver import Driver
 from hyperhive.names import OPERATOR
 from hyperhive.wire import InboxRow
 
@@ -74,7 +75,7 @@ def _preview(m: InboxRow) -> dict[str, Any]:
 
 
 class TurnLoop:
-    def __init__(self, name: str, client: Any, driver: Any, bus: Bus, slot: Slot = no_slot) -> None:
+    def __init__(self, name: str, client: Any, driver: Driver, bus: Bus, slot: Slot = no_slot) -> None:
         self.name = name
         self.client = client
         self.driver = driver
@@ -104,10 +105,7 @@ class TurnLoop:
         self._wake.set()
 
     def request_compact(self) -> None:
-        refusal = getattr(self.driver, "compact_refusal", None)
-        if refusal is None:
-            raise Conflict(f"the {self.driver.name} driver keeps no conversation to compact")
-        reason = refusal()
+        reason = self.driver.compact_refusal()
         if reason:
             raise Conflict(reason)
         if not self._compact:
@@ -121,8 +119,7 @@ class TurnLoop:
         if task is None or task.done():
             return False
         self.bus.publish("cancel_requested")
-        stop = getattr(self.driver, "cancel", None)
-        if stop is not None and await stop():  # the driver ends its own turn cleanly
+        if await self.driver.cancel():  # the driver ends its own turn cleanly
             await asyncio.wait({task}, timeout=CANCEL_GRACE)
         if not task.done():  # no driver cancel, still waiting for a slot, or stuck
             task.cancel()

@@ -27,6 +27,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from hyperhive.settings import CLAUDE_BINARY, CLAUDE_SILENCE_SECONDS
+
 __all__ = [
     "AGENT_GID",
     "AGENT_UID",
@@ -60,7 +62,7 @@ ETC_FILES = (
 )
 
 # The environment inside: these names pass from the daemon's, when set…
-_PASS_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", "HYPERHIVE_CLAUDE", "HYPERHIVE_CLAUDE_SILENCE_SECONDS",
+_PASS_ENV = ("LANG", "LC_ALL", "LC_CTYPE", "TZ", "TERM", CLAUDE_BINARY.env, CLAUDE_SILENCE_SECONDS.env,
              "ANTHROPIC_MODEL", "ANTHROPIC_SMALL_FAST_MODEL", "ANTHROPIC_DEFAULT_OPUS_MODEL",
              "ANTHROPIC_DEFAULT_SONNET_MODEL", "ANTHROPIC_DEFAULT_HAIKU_MODEL")
 # … and CLAUDE_CODE_* settings, unless the name says it holds a secret.
@@ -123,7 +125,7 @@ def runtime_dirs(system: Iterable[str] = SYSTEM_DIRS, extra: Iterable[str] = ())
 
 def claude_dir(env: Mapping[str, str]) -> str | None:
     """The directory of the Claude Code CLI the claude driver will run."""
-    binary = env.get("HYPERHIVE_CLAUDE") or shutil.which("claude", path=env.get("PATH"))
+    binary = env.get(CLAUDE_BINARY.env) or shutil.which(CLAUDE_BINARY.default, path=env.get("PATH"))
     if not binary:
         return None
     real = os.path.realpath(binary)

@@ -26,13 +26,32 @@ class _ParkedClient:
 
 
 class _Recorder:
+    """A Driver that records its turns (no conversation, no cancel of its own)."""
+
     name = "recorder"
+    needs_login = False
+    can_compact = False
 
     def __init__(self) -> None:
         self.turns: list[list[InboxRow]] = []
 
+    async def open(self) -> None:
+        pass
+
+    async def close(self) -> None:
+        pass
+
     async def turn(self, messages: list[InboxRow], emit: Any) -> None:
         self.turns.append(messages)
+
+    def compact_refusal(self) -> str | None:
+        return "the recorder keeps no conversation"
+
+    async def compact(self, emit: Any) -> None:
+        raise AssertionError("never asked: compact_refusal refuses")
+
+    async def cancel(self) -> bool:
+        return False
 
 
 def test_a_note_is_an_unverified_inbox_row_unless_vouched_for() -> None:

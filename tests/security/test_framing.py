@@ -28,7 +28,13 @@ from fake_anthropic import FakeAnthropic, Reply, text
 from support import Hive
 
 from hyperhive import client
-from hyperhive.harness.claude import NOTE_UNVERIFIED, UNVERIFIED_SENDER, escape_attr, format_prompt, system_prompt
+from hyperhive.harness.claude_prompt import (
+    NOTE_UNVERIFIED,
+    UNVERIFIED_SENDER,
+    escape_attr,
+    format_prompt,
+    system_prompt,
+)
 from hyperhive.harness.turns import Note
 from hyperhive.wire import InboxRow
 

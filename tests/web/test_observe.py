@@ -15,7 +15,7 @@ import pytest
 from prometheus_client.parser import text_string_to_metric_families
 
 from hyperhive.cli_ls import format_ls
-from hyperhive.harness.claude import _CREDENTIAL_ENV
+from hyperhive.harness.claude_cmdline import CREDENTIAL_ENV as _CREDENTIAL_ENV
 from hyperhive.names import AgentName
 from hyperhive.paths import AgentConfig, StatePaths
 from hyperhive.web.dashboard.metrics import Metrics
