@@ -7,6 +7,10 @@ address not on this host, fd exhaustion) fails at once: waiting cannot fix it.
 
 The result is a list of bound, listening sockets for Tornado's
 ``HTTPServer.add_sockets``.
+
+Accepting survives fd exhaustion too: `add_accept_handler` (every JSON-lines
+server) and `BackoffHTTPServer` (the dashboard, the gateway, the agent UIs)
+pause a socket whose accept fails (EMFILE) instead of spinning the loop.
 """
 
 from __future__ import annotations
@@ -15,14 +19,17 @@ import asyncio
 import errno
 import socket
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
+from typing import Any
 
+from tornado.httpserver import HTTPServer
+from tornado.ioloop import IOLoop
 from tornado.netutil import bind_sockets
 
 import hyperhive.logs as logs
 
-__all__ = ["FIRST_DELAY", "MAX_DELAY", "TRIES", "bind_once", "bind_with_retry", "bind_with_retry_async",
-           "retry_delays"]
+__all__ = ["ACCEPT_BACKOFF", "FIRST_DELAY", "MAX_DELAY", "TRIES", "BackoffHTTPServer", "add_accept_handler",
+           "bind_once", "bind_with_retry", "bind_with_retry_async", "retry_delays"]
 
 _log = logs.get("hyperhive.bind")
 
@@ -113,3 +120,95 @@ def _give_up_or_log(exc: OSError, port: int, address: str | None, attempt: int, 
         return False
     _log.warning("bind.retry", address=where, attempt=attempt + 1, delay=waits[attempt], error=str(exc))
     return True
+
+
+# --- accepting ----------------------------------------------------------------
+
+ACCEPT_BACKOFF = (0.02, 0.5)  # first and longest pause after a failed accept (seconds)
+_ACCEPT_LOG_EVERY = 1.0
+_accept_log_to = logs.get("hyperhive.socket")
+
+
+class BackoffHTTPServer(HTTPServer):
+    """Tornado's HTTPServer with `add_accept_handler`'s EMFILE back-off (the
+    dashboard, the gateway, the agent UIs): out of descriptors, it pauses
+    accepting instead of spinning the loop and logging a traceback per turn."""
+
+    accept_context: dict[str, Any] = {}
+
+    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
+        for sock in sockets:
+            self._sockets[sock.fileno()] = sock
+            self._handlers[sock.fileno()] = add_accept_handler(sock, self._handle_connection, self.accept_context)
+
+
+def add_accept_handler(
+    sock: socket.socket, callback: Callable[[socket.socket, Any], None], context: dict[str, Any] | None = None,
+) -> Callable[[], None]:
+    """``tornado.netutil.add_accept_handler`` that survives a failing accept.
+
+    Tornado lets the OSError of ``accept`` (EMFILE when the daemon is out of
+    file descriptors) escape; the listening socket stays readable, so the loop
+    calls the handler again at once: 100% CPU and a traceback per turn. Here
+    the socket stops being watched for a pause (doubling from
+    ``ACCEPT_BACKOFF[0]`` to ``[1]``, reset by the next accept that works) and
+    the failure is logged at most once a second for the whole process.
+    Returns the remover, as tornado's does.
+    """
+    io_loop = IOLoop.current()
+    ctx = context or {}
+    state: dict[str, Any] = {"removed": False, "watching": True, "timer": None, "delay": ACCEPT_BACKOFF[0]}
+
+    def handler(fd: Any, events: int) -> None:
+        for _ in range(128):  # tornado's _DEFAULT_BACKLOG: fairness to other work
+            if state["removed"]:
+                return
+            try:
+                connection, address = sock.accept()
+            except BlockingIOError:
+                return
+            except ConnectionAbortedError:
+                continue
+            except OSError as exc:
+                _accept_failed(exc, state["delay"], ctx)
+                io_loop.remove_handler(sock)
+                state["watching"] = False
+                state["timer"] = io_loop.call_later(state["delay"], resume)
+                state["delay"] = min(state["delay"] * 2, ACCEPT_BACKOFF[1])
+                return
+            state["delay"] = ACCEPT_BACKOFF[0]
+            callback(connection, address)
+
+    def resume() -> None:
+        state["timer"] = None
+        if state["removed"]:
+            return
+        io_loop.add_handler(sock, handler, IOLoop.READ)
+        state["watching"] = True
+
+    def remove() -> None:
+        if state["removed"]:
+            return
+        state["removed"] = True
+        if state["timer"] is not None:
+            io_loop.remove_timeout(state["timer"])
+        if state["watching"]:
+            io_loop.remove_handler(sock)
+
+    io_loop.add_handler(sock, handler, IOLoop.READ)
+    return remove
+
+
+_accept_log = {"at": 0.0, "failed": 0}
+
+
+def _accept_failed(exc: OSError, pause: float, context: dict[str, Any]) -> None:
+    """Count the failure; log (with the count since the last line) at most once a second."""
+    _accept_log["failed"] += 1
+    now = time.monotonic()
+    if now - _accept_log["at"] < _ACCEPT_LOG_EVERY:
+        return
+    _accept_log["at"] = now
+    failed, _accept_log["failed"] = _accept_log["failed"], 0
+    code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
+    _accept_log_to.warning("socket.accept_failed", errno=code, error=str(exc), pause=pause, failed=failed, **context)

@@ -44,9 +44,8 @@ from hyperhive.errors import BadRequest, HiveError
 from hyperhive.harness.bus import Bus, turn_open
 from hyperhive.harness.driver import Driver
 from hyperhive.harness.turns import TurnLoop
-from hyperhive.net import bind_with_retry_async
+from hyperhive.net import BackoffHTTPServer, bind_with_retry_async
 from hyperhive.store.events_db import EventRow
-from hyperhive.web.rpc.jsonlines import BackoffHTTPServer
 
 __all__ = ["AgentUI", "PORT_FILE", "build_app", "serve_ui", "serve_ui_unix"]
 

@@ -33,9 +33,9 @@ import tornado.web
 from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
 import hyperhive.logs as logs
+from hyperhive.net import BackoffHTTPServer
 from hyperhive.sandbox.gateway_forward import AGENT_BODY_BUDGET, Forward, describe
 from hyperhive.sandbox.upstream import Upstream, upstream_from_env
-from hyperhive.web.rpc.jsonlines import BackoffHTTPServer
 
 # Upstream and upstream_from_env are re-exported for daemon.py and bench/gateway.py.
 __all__ = ["MAX_CONNECTIONS", "ApiGateway", "OnUsage", "Upstream", "upstream_from_env"]

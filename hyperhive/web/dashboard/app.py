@@ -26,7 +26,7 @@ from hyperhive.actors.events import Hub
 from hyperhive.actors.refs import ApprovalsRef, BrokerRef, CoordinatorRef, QuestionsRef
 from hyperhive.backends.base import Backend
 from hyperhive.errors import Unavailable
-from hyperhive.net import bind_with_retry_async
+from hyperhive.net import BackoffHTTPServer, bind_with_retry_async
 from hyperhive.paths import StatePaths
 from hyperhive.settings import Settings
 from hyperhive.web.dashboard import actions as dash_actions
@@ -45,7 +45,6 @@ from hyperhive.web.dashboard.handlers import (
 from hyperhive.web.dashboard.metrics import Metrics
 from hyperhive.web.dashboard.push import Pusher, PushSocket
 from hyperhive.web.dashboard.state import StateSource
-from hyperhive.web.rpc.jsonlines import BackoffHTTPServer
 from hyperhive.web.tables.heartbeats import Heartbeats
 from hyperhive.web.tables.sends import SendBatcher
 from hyperhive.web.tables.turn_slots import TurnSlots

@@ -13,18 +13,15 @@ taken yet are queued per connection up to ``MAX_UNFLUSHED`` bytes; a peer that
 does not read past that is disconnected, and the results it never got that
 must not be lost (a recv's messages) are put back by their ``Op.unsent``.
 An accept that fails (EMFILE: the daemon is out of file descriptors) pauses
-that socket's accepting with a back-off instead of spinning the loop, and is
-logged at most once a second.
+that socket's accepting with a back-off (`net.add_accept_handler`).
 """
 
 from __future__ import annotations
 
 import asyncio
-import errno
 import functools
 import os
 import socket
-import time
 from collections import deque
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -32,28 +29,22 @@ from pathlib import Path
 from typing import Any
 
 import structlog
-from tornado.httpserver import HTTPServer
-from tornado.ioloop import IOLoop
 from tornado.iostream import IOStream, StreamClosedError
 from tornado.netutil import bind_unix_socket
 from tornado.tcpserver import TCPServer
 
 import hyperhive.logs as logs
 from hyperhive.errors import HiveError, Internal
+from hyperhive.net import add_accept_handler
 from hyperhive.wire import LineSplitter, decode_request, encode, error_response, ok_response
 
-__all__ = [
-    "MAX_IN_FLIGHT", "MAX_IN_FLIGHT_BYTES", "MAX_UNFLUSHED",
-    "BackoffHTTPServer", "JsonLineServer", "Op", "add_accept_handler", "bind_socket",
-]
+__all__ = ["MAX_IN_FLIGHT", "MAX_IN_FLIGHT_BYTES", "MAX_UNFLUSHED", "JsonLineServer", "Op", "bind_socket"]
 
 _log = logs.get("hyperhive.socket")
 
 MAX_IN_FLIGHT = 64  # requests served at once per connection
 MAX_IN_FLIGHT_BYTES = 8 << 20  # their request lines, together
 MAX_UNFLUSHED = 4 << 20  # response bytes the peer has not taken yet; past it the peer is cut off
-ACCEPT_BACKOFF = (0.02, 0.5)  # first and longest pause after a failed accept (seconds)
-_ACCEPT_LOG_EVERY = 1.0
 _REFUSALS_LOGGED = 10  # per connection; then only the 2^n-th
 
 
@@ -274,91 +265,6 @@ class JsonLineServer(TCPServer):
 def _settle(fut: asyncio.Future[None]) -> None:
     if not fut.done():
         fut.set_result(None)
-
-
-class BackoffHTTPServer(HTTPServer):
-    """Tornado's HTTPServer with `add_accept_handler`'s EMFILE back-off (the
-    dashboard, the gateway, the agent UIs): out of descriptors, it pauses
-    accepting instead of spinning the loop and logging a traceback per turn."""
-
-    accept_context: dict[str, Any] = {}
-
-    def add_sockets(self, sockets: Iterable[socket.socket]) -> None:
-        for sock in sockets:
-            self._sockets[sock.fileno()] = sock
-            self._handlers[sock.fileno()] = add_accept_handler(sock, self._handle_connection, self.accept_context)
-
-
-def add_accept_handler(
-    sock: socket.socket, callback: Callable[[socket.socket, Any], None], context: dict[str, Any] | None = None,
-) -> Callable[[], None]:
-    """``tornado.netutil.add_accept_handler`` that survives a failing accept.
-
-    Tornado lets the OSError of ``accept`` (EMFILE when the daemon is out of
-    file descriptors) escape; the listening socket stays readable, so the loop
-    calls the handler again at once: 100% CPU and a traceback per turn. Here
-    the socket stops being watched for a pause (doubling from
-    ``ACCEPT_BACKOFF[0]`` to ``[1]``, reset by the next accept that works) and
-    the failure is logged at most once a second for the whole process.
-    Returns the remover, as tornado's does.
-    """
-    io_loop = IOLoop.current()
-    ctx = context or {}
-    state: dict[str, Any] = {"removed": False, "watching": True, "timer": None, "delay": ACCEPT_BACKOFF[0]}
-
-    def handler(fd: Any, events: int) -> None:
-        for _ in range(128):  # tornado's _DEFAULT_BACKLOG: fairness to other work
-            if state["removed"]:
-                return
-            try:
-                connection, address = sock.accept()
-            except BlockingIOError:
-                return
-            except ConnectionAbortedError:
-                continue
-            except OSError as exc:
-                _accept_failed(exc, state["delay"], ctx)
-                io_loop.remove_handler(sock)
-                state["watching"] = False
-                state["timer"] = io_loop.call_later(state["delay"], resume)
-                state["delay"] = min(state["delay"] * 2, ACCEPT_BACKOFF[1])
-                return
-            state["delay"] = ACCEPT_BACKOFF[0]
-            callback(connection, address)
-
-    def resume() -> None:
-        state["timer"] = None
-        if state["removed"]:
-            return
-        io_loop.add_handler(sock, handler, IOLoop.READ)
-        state["watching"] = True
-
-    def remove() -> None:
-        if state["removed"]:
-            return
-        state["removed"] = True
-        if state["timer"] is not None:
-            io_loop.remove_timeout(state["timer"])
-        if state["watching"]:
-            io_loop.remove_handler(sock)
-
-    io_loop.add_handler(sock, handler, IOLoop.READ)
-    return remove
-
-
-_accept_log = {"at": 0.0, "failed": 0}
-
-
-def _accept_failed(exc: OSError, pause: float, context: dict[str, Any]) -> None:
-    """Count the failure; log (with the count since the last line) at most once a second."""
-    _accept_log["failed"] += 1
-    now = time.monotonic()
-    if now - _accept_log["at"] < _ACCEPT_LOG_EVERY:
-        return
-    _accept_log["at"] = now
-    failed, _accept_log["failed"] = _accept_log["failed"], 0
-    code = errno.errorcode.get(exc.errno or 0, str(exc.errno))
-    _log.warning("socket.accept_failed", errno=code, error=str(exc), pause=pause, failed=failed, **context)
 
 
 def bind_socket(path: Path) -> Any:
