@@ -18,8 +18,10 @@ from pathlib import Path
 from typing import Any
 
 from hyperhive import cli_gate, client, settings
+from hyperhive.cli_gate import say
 from hyperhive.cli_ls import format_ls
 from hyperhive.errors import HiveError, StartupError
+from hyperhive.logs import terminal_safe
 from hyperhive.paths import StatePaths
 
 __all__ = ["main"]
@@ -112,13 +114,13 @@ def main(argv: list[str] | None = None) -> int:
     try:
         return _run(settings.fill_globals(ns))
     except StartupError as exc:  # `hive serve` cannot start as configured: say what, no traceback
-        print(f"hive: {exc.message}", file=sys.stderr)
+        print(terminal_safe(f"hive: {exc.message}"), file=sys.stderr)
         return 1
     except HiveError as exc:
-        print(f"hive: {exc.code}: {exc.message}", file=sys.stderr)
+        print(terminal_safe(f"hive: {exc.code}: {exc.message}"), file=sys.stderr)
         return 2
     except ValueError as exc:
-        print(f"hive: {exc}", file=sys.stderr)
+        print(terminal_safe(f"hive: {exc}"), file=sys.stderr)
         return 2
 
 
@@ -152,34 +154,34 @@ def _run(ns: argparse.Namespace) -> int:
         if ns.json:
             print(json.dumps(containers, indent=2))
         else:
-            print(format_ls(containers))
+            say(format_ls(containers))
         return 0
     if ns.cmd in ("spawn", "start", "stop"):
         extra = {"allowed_recipients": ns.allow} if ns.cmd == "spawn" and ns.allow else {}
         c = _admin(ns, ns.cmd, name=ns.name, **extra)["container"]
-        print(f"{c['name']}: {c['state']}")
+        say(f"{c['name']}: {c['state']}")
         return 0
     if ns.cmd == "send":
         resp = _admin(ns, "send", to=ns.name, body=" ".join(ns.text))
-        print(f"sent #{resp['message_id']} to {ns.name}")
+        say(f"sent #{resp['message_id']} to {ns.name}")
         return 0
     if ns.cmd in cli_gate.VERBS:
         return cli_gate.run(ns, lambda op, **f: _admin(ns, op, **f))
     if ns.cmd == "inbox":
         return cli_gate.show_list(_admin(ns, "inbox", limit=ns.limit), ns, "messages", "(inbox empty)",
-                                  lambda m: print(f"#{m['id']} {_fmt_time(m['sent_at'])} {m['from']}: {m['body']}"))
+                                  lambda m: say(f"#{m['id']} {_fmt_time(m['sent_at'])} {m['from']}: {m['body']}"))
     if ns.cmd == "url":
         from hyperhive.web.dashboard.access import URL_FILE
         f = Path(ns.state_dir).absolute() / "run" / URL_FILE
         try:
-            print(f.read_text().strip())
+            say(f.read_text().strip())
         except FileNotFoundError:
-            print(f"hive: no {f}: is the daemon running?", file=sys.stderr)
+            print(terminal_safe(f"hive: no {f}: is the daemon running?"), file=sys.stderr)
             return 2
         return 0
     if ns.cmd == "logs":
         resp = _admin(ns, "journal", name=ns.name, unit="" if ns.unit == "machine" else "harness",
                       lines=ns.lines)
-        sys.stdout.write(resp["text"])
+        sys.stdout.write(terminal_safe(resp["text"], keep="\n\t"))  # an agent writes its own log lines
         return 0
     raise AssertionError(ns.cmd)

@@ -18,6 +18,7 @@ from typing import Any
 
 from hyperhive.actors.questions_core import countdown_chip
 from hyperhive.cli_ls import more_count, more_note
+from hyperhive.logs import terminal_safe
 
 __all__ = ["VERBS", "add_parsers", "run", "show_list"]
 
@@ -62,6 +63,13 @@ def add_parsers(sub: Any) -> None:
     sub.add_parser("purge", help="wipe a tombstone's state and applied dirs").add_argument("name")
 
 
+def say(text: str) -> None:
+    """Print for a person: control and bidi characters (an agent may have put
+    them in a body, a question, a name it chose) come out escaped, never raw
+    into the terminal; line breaks stay."""
+    print(terminal_safe(text, keep="\n"))  # noqa: T201 - the CLI's output
+
+
 def show_list(reply: dict[str, Any], ns: argparse.Namespace, key: str, empty: str,
               row: Callable[[dict[str, Any]], None], cut: bool = True) -> int:
     """A listing verb's answer: with ``--json`` the reply itself, ``more``
@@ -70,14 +78,14 @@ def show_list(reply: dict[str, Any], ns: argparse.Namespace, key: str, empty: st
     counts rows of ``key``) and the daemon left some out."""
     out = {**reply, "more": more_count(reply)}
     if ns.json:
-        print(json.dumps(out, indent=2, ensure_ascii=False))
+        print(json.dumps(out, indent=2))  # ASCII: C1 and bidi characters escaped too
         return 0
     if not out[key]:
-        print(empty)
+        say(empty)
     for item in out[key]:
         row(item)
     if cut and out["more"]:
-        print(more_note(out))
+        say(more_note(out))
     return 0
 
 
@@ -88,26 +96,26 @@ def _when(ts: float | None) -> str:
 def _print_question(q: dict[str, Any], now: float) -> None:
     chip = "" if q["deadline_at"] is None else "  " + countdown_chip(q["deadline_at"] - now)
     kind = " (several)" if q["multi"] else ""
-    print(f"#{q['id']} {_when(q['asked_at'])} {q['asker']}{chip}: {q['question']}")
+    say(f"#{q['id']} {_when(q['asked_at'])} {q['asker']}{chip}: {q['question']}")
     if q["options"]:
-        print(f"    options{kind}: " + " | ".join(q["options"]))
+        say(f"    options{kind}: " + " | ".join(q["options"]))
     if q["default"] is not None:
-        print(f"    on expiry: {q['default']}")
+        say(f"    on expiry: {q['default']}")
 
 
 def _print_approval(a: dict[str, Any], diff: bool) -> None:
     what = f"spawn {a['agent']}" if a["kind"] == "spawn" else f"apply {a['commit'][:12]} to {a['agent']}"
-    print(f"#{a['id']} {_when(a['requested_at'])} {a['requested_by']}: {what} [{a['status']}]")
+    say(f"#{a['id']} {_when(a['requested_at'])} {a['requested_by']}: {what} [{a['status']}]")
     if diff and a["diff_html"]:
         import html
         import re
-        print(html.unescape(re.sub(r"<[^>]+>", "", a["diff_html"])))
+        say(html.unescape(re.sub(r"<[^>]+>", "", a["diff_html"])))
 
 
 def _print_tombstone(t: dict[str, Any]) -> None:
     creds = "credentials kept" if t["credentials_kept"] else "no credentials"
     age = t["age_seconds"] / 3600
-    print(f"{t['name']}  {t['size_bytes'] / 1024:.0f} KiB  modified {age:.1f} h ago  {creds}")
+    say(f"{t['name']}  {t['size_bytes'] / 1024:.0f} KiB  modified {age:.1f} h ago  {creds}")
 
 
 def run(ns: argparse.Namespace, admin: Admin) -> int:
@@ -121,7 +129,7 @@ def run(ns: argparse.Namespace, admin: Admin) -> int:
             q = admin("answer", question_id=ns.id, chosen=ns.choose, text=" ".join(ns.text))["question"]
         else:
             q = admin("cancel_question", question_id=ns.id)["question"]
-        print(f"#{q['id']} {q['how']}: {q['answer']}")
+        say(f"#{q['id']} {q['how']}: {q['answer']}")
         return 0
     if cmd == "approvals":
         return show_list(admin("approvals"), ns, "pending", "(no pending approvals)",
@@ -131,7 +139,7 @@ def run(ns: argparse.Namespace, admin: Admin) -> int:
         if cmd == "deny" and ns.reason:
             fields["reason"] = ns.reason
         a = admin(cmd, **fields)["approval"]
-        print(f"#{a['id']} {a['status']}" + (f": {a['reason']}" if a.get("reason") else ""))
+        say(f"#{a['id']} {a['status']}" + (f": {a['reason']}" if a.get("reason") else ""))
         return 0
     if cmd == "request-spawn":
         extra: dict[str, Any] = {}
@@ -139,24 +147,24 @@ def run(ns: argparse.Namespace, admin: Admin) -> int:
             extra["allowed_recipients"] = ns.allow
         if ns.prompt is not None:
             extra["prompt"] = ns.prompt
-        print(f"approval #{admin('request_spawn', name=ns.name, **extra)['approval_id']} queued")
+        say(f"approval #{admin('request_spawn', name=ns.name, **extra)['approval_id']} queued")
         return 0
     if cmd in ("restart", "rebuild", "kill"):
         c = admin(cmd, name=ns.name)["container"]
-        print(f"{c['name']}: {c['state']}")
+        say(f"{c['name']}: {c['state']}")
         return 0
     if cmd == "destroy":
         c = admin("destroy", name=ns.name, purge=ns.purge)["container"]
-        print(f"{c['name']}: destroyed" + (" and purged" if c["purged"] else " (state kept)"))
+        say(f"{c['name']}: destroyed" + (" and purged" if c["purged"] else " (state kept)"))
         return 0
     if cmd == "tombstones":
         return show_list(admin("tombstones"), ns, "tombstones", "(no kept state)", _print_tombstone,
                          cut=False)  # every one, no --limit
     if cmd == "revive":
-        print(f"approval #{admin('revive', name=ns.name)['approval_id']} queued (revive {ns.name})")
+        say(f"approval #{admin('revive', name=ns.name)['approval_id']} queued (revive {ns.name})")
         return 0
     if cmd == "purge":
         out = admin("purge", name=ns.name)
-        print(f"{out['name']}: purged " + ", ".join(out["purged"]))
+        say(f"{out['name']}: purged " + ", ".join(out["purged"]))
         return 0
     raise AssertionError(cmd)

@@ -13,15 +13,17 @@ log goes to a file or pipe (`choose_format`).
 
 from __future__ import annotations
 
+import io
 import logging
 import os
+import re
 import sys
 from collections.abc import Mapping
 from typing import IO, Any
 
 import structlog
 
-__all__ = ["FORMATS", "bind_thread", "choose_format", "configure", "get"]
+__all__ = ["FORMATS", "bind_thread", "choose_format", "configure", "get", "terminal_safe"]
 
 FORMATS = ("auto", "console", "json")
 _SYSTEMD_VARS = ("JOURNAL_STREAM", "INVOCATION_ID")  # set by systemd for a service's process
@@ -52,11 +54,35 @@ def _shared(fmt: str) -> list[Any]:
     ]
 
 
+# What must never reach a terminal raw: C0/C1 controls (ESC starts OSC 52 clipboard
+# writes, title changes, cursor moves that erase or forge lines) and the format
+# characters that reorder text. Log values carry agent-chosen strings (a refused
+# request's id, a name): JSON escapes them; the console renderer would not.
+_UNSAFE = re.compile("[\x00-\x1f\x7f-\x9f\u2028\u2029\u200e\u200f\u202a-\u202e\u2066-\u2069]")
+
+
+def terminal_safe(text: str, keep: str = "") -> str:
+    """``text`` with every control and bidi character as its escape (``\\x1b``), but those in ``keep``."""
+    return _UNSAFE.sub(lambda m: m.group() if m.group() in keep else m.group().encode("unicode_escape").decode(), text)
+
+
+def _escape_for_terminal(_: Any, __: str, event: dict[str, Any]) -> dict[str, Any]:
+    return {k: terminal_safe(v) if isinstance(v, str) else v for k, v in event.items()}
+
+
+def _safe_traceback(sio: IO[str], exc_info: Any) -> None:
+    buf = io.StringIO()
+    structlog.dev.plain_traceback(buf, exc_info)
+    sio.write(terminal_safe(buf.getvalue(), keep="\n"))
+
+
 def _renderers(fmt: str, stream: IO[str]) -> list[Any]:
     if fmt == "console":  # renders exc_info itself, as a readable traceback
         isatty = getattr(stream, "isatty", None)
         # Keys in the order the event gives them: `daemon.ready url=… agents=N`.
-        return [structlog.dev.ConsoleRenderer(colors=bool(isatty and isatty()), sort_keys=False)]
+        return [_escape_for_terminal,
+                structlog.dev.ConsoleRenderer(colors=bool(isatty and isatty()), sort_keys=False,
+                                              exception_formatter=_safe_traceback)]
     return [
         structlog.processors.ExceptionRenderer(structlog.tracebacks.ExceptionDictTransformer(show_locals=False)),
         structlog.processors.JSONRenderer(),
