@@ -30,7 +30,10 @@ DRIVERS = ("builtin", "claude")
 # A Claude Code permission rule: a tool name, optionally with a (specifier) and no comma
 # (the list is passed comma-joined to --allowedTools).
 _TOOL_RULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\([^,\x00-\x1f]*\))?")
-_KEYS = frozenset({"driver", "allowed_recipients", "allowed_tools", "limits", "network"})
+_KEYS = frozenset({"driver", "allowed_recipients", "allowed_tools", "limits", "network", "repo", "permissions"})
+# How the claude driver treats tool calls (issue 14): "sandbox", every tool (the sandbox is the limit);
+# "ask", each call not yet allowed goes to the operator as a question; "allowlist", `allowed_tools` only.
+PERMISSIONS = ("sandbox", "ask", "allowlist")
 MEMORY_MB_RANGE = (64, 1 << 20)  # the harness and its MCP server alone take ~110 MB
 PIDS_RANGE = (16, 1 << 22)
 
@@ -41,6 +44,11 @@ class Limits:
 
     memory_mb: int
     pids: int
+
+
+def _clean_path(path: str) -> bool:
+    """No NUL, no line break, no ``..`` component: a path a person meant."""
+    return not any(c in path for c in "\x00\n\r") and ".." not in path.split("/") and len(path) <= 4096
 
 
 def _parse_limits(raw: Any, where: str) -> tuple[int | None, int | None]:
@@ -79,6 +87,8 @@ class AgentConfig:
     memory_mb: int | None = None  # None: the daemon's --agent-memory-mb
     pids: int | None = None  # None: the daemon's --agent-pids
     network_allow: tuple[str, ...] = ()  # hosts the egress proxy lets through (the model API always)
+    repo: str | None = None  # the operator's repository the agent works on a clone of (absolute path)
+    permissions: str | None = None  # one of PERMISSIONS; None: "sandbox" when sandboxed, else "allowlist"
 
     @classmethod
     def from_json(cls, text: str, where: str = "agent config") -> AgentConfig:
@@ -107,8 +117,14 @@ class AgentConfig:
             tools = tuple(tools)
         memory_mb, pids = _parse_limits(raw["limits"], where) if "limits" in raw else (None, None)
         allow = _parse_network(raw["network"], where) if "network" in raw else ()
+        repo = raw.get("repo")
+        if repo is not None and not (isinstance(repo, str) and repo.startswith("/") and _clean_path(repo)):
+            raise BadRequest(f"{where}: repo must be an absolute path (no NUL, line breaks or '..')")
+        permissions = raw.get("permissions")
+        if permissions is not None and permissions not in PERMISSIONS:
+            raise BadRequest(f"{where}: permissions must be one of {', '.join(PERMISSIONS)}")
         return cls(driver=driver, allowed_recipients=allowed, allowed_tools=tools, memory_mb=memory_mb,
-                   pids=pids, network_allow=allow)
+                   pids=pids, network_allow=allow, repo=repo, permissions=permissions)
 
     def limits(self, memory_mb: int, pids: int) -> Limits:
         """This agent's limits, the daemon's defaults where it sets none."""
@@ -118,6 +134,10 @@ class AgentConfig:
         out: dict[str, Any] = {}
         if self.driver is not None:
             out["driver"] = self.driver
+        if self.repo is not None:
+            out["repo"] = self.repo
+        if self.permissions is not None:
+            out["permissions"] = self.permissions
         if self.allowed_recipients is not None:
             out["allowed_recipients"] = list(self.allowed_recipients)
         if self.allowed_tools is not None:

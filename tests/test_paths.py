@@ -221,3 +221,24 @@ def test_a_revived_agents_linked_config_is_not_copied_into_its_applied_dir(tmp_p
     p.create_agent(a, AgentConfig())
     assert (p.applied(a) / "agent.json").read_text() == AgentConfig().to_json()
     assert not (p.applied(a) / "agent.json").is_symlink()
+
+
+@pytest.mark.parametrize(("text", "repo", "permissions"), [
+    ('{"repo": "/srv/project", "permissions": "ask"}', "/srv/project", "ask"),
+    ('{"permissions": "sandbox"}', None, "sandbox"),
+    ('{"permissions": "allowlist"}', None, "allowlist"),
+    ("{}", None, None),
+])
+def test_agent_json_repo_and_permissions(text: str, repo: str | None, permissions: str | None) -> None:
+    c = AgentConfig.from_json(text)
+    assert (c.repo, c.permissions) == (repo, permissions)
+    assert AgentConfig.from_json(c.to_json()) == c
+
+
+@pytest.mark.parametrize("text", [
+    '{"repo": "relative/path"}', '{"repo": "/a/../b"}', '{"repo": "/a\\u0000b"}', '{"repo": "/a\\nb"}',
+    '{"repo": 3}', '{"repo": ""}', '{"permissions": "yes"}', '{"permissions": null, "repo": ["/a"]}',
+])
+def test_agent_json_bad_repo_or_permissions_are_refused(text: str) -> None:
+    with pytest.raises(BadRequest):
+        AgentConfig.from_json(text)
