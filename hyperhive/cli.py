@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import time
 from pathlib import Path
@@ -81,6 +82,11 @@ def _parser() -> argparse.ArgumentParser:
         if verb == "spawn":
             sp.add_argument("--allow", action="append", metavar="NAME",
                             help="restrict whom the agent may message (repeatable; default: anyone)")
+            sp.add_argument("--repo", metavar="PATH",
+                            help="give the agent its own clone of this git repository, on branch hive/NAME")
+    pl = sub.add_parser("pull", help="fetch an agent's branch hive/NAME into the operator's repository now")
+    pl.add_argument("name")
+    pl.add_argument("--json", action="store_true")
     snd = sub.add_parser("send", help="send a message as the operator")
     snd.add_argument("name")
     snd.add_argument("text", nargs="+")
@@ -157,9 +163,20 @@ def _run(ns: argparse.Namespace) -> int:
             say(format_ls(containers))
         return 0
     if ns.cmd in ("spawn", "start", "stop"):
-        extra = {"allowed_recipients": ns.allow} if ns.cmd == "spawn" and ns.allow else {}
+        extra: dict[str, Any] = {"allowed_recipients": ns.allow} if ns.cmd == "spawn" and ns.allow else {}
+        if ns.cmd == "spawn" and ns.repo:  # the daemon's cwd is not the operator's: an absolute path
+            extra["repo"] = os.path.abspath(ns.repo)
         c = _admin(ns, ns.cmd, name=ns.name, **extra)["container"]
         say(f"{c['name']}: {c['state']}")
+        return 0
+    if ns.cmd == "pull":
+        r = _admin(ns, "pull", name=ns.name)
+        if ns.json:
+            print(json.dumps({k: r.get(k) for k in ("name", "branch", "commit", "ahead")}, indent=2))
+        elif r["commit"] is None:
+            say(f"{r['name']}: {r['branch']} has no commit yet")
+        else:
+            say(f"{r['name']}: {r['branch']} at {r['commit'][:12]}, {r['ahead']} ahead of HEAD")
         return 0
     if ns.cmd == "send":
         resp = _admin(ns, "send", to=ns.name, body=" ".join(ns.text))

@@ -57,10 +57,15 @@ def add_parsers(sub: Any) -> None:
     d = sub.add_parser("destroy", help="destroy a container; its state is kept unless --purge")
     d.add_argument("name")
     d.add_argument("--purge", action="store_true", help="also remove agents/<name> and applied/<name>")
+    d.add_argument("--force", action="store_true",
+                   help="with --purge: purge even commits the operator's repo lacks and uncommitted changes")
     t = sub.add_parser("tombstones", help="kept state dirs with no live container")
     t.add_argument("--json", action="store_true")
     sub.add_parser("revive", help="queue a spawn approval that brings kept state back").add_argument("name")
-    sub.add_parser("purge", help="wipe a tombstone's state and applied dirs").add_argument("name")
+    p = sub.add_parser("purge", help="wipe a tombstone's state and applied dirs (refused while its workspace "
+                                     "holds work the operator's repo lacks, unless --force)")
+    p.add_argument("name")
+    p.add_argument("--force", action="store_true", help="purge even unpulled commits and uncommitted changes")
 
 
 def say(text: str) -> None:
@@ -154,7 +159,9 @@ def run(ns: argparse.Namespace, admin: Admin) -> int:
         say(f"{c['name']}: {c['state']}")
         return 0
     if cmd == "destroy":
-        c = admin("destroy", name=ns.name, purge=ns.purge)["container"]
+        if ns.force and not ns.purge:
+            raise SystemExit("hive destroy: --force goes with --purge")
+        c = admin("destroy", name=ns.name, purge=ns.purge, **({"force": True} if ns.force else {}))["container"]
         say(f"{c['name']}: destroyed" + (" and purged" if c["purged"] else " (state kept)"))
         return 0
     if cmd == "tombstones":
@@ -164,7 +171,7 @@ def run(ns: argparse.Namespace, admin: Admin) -> int:
         say(f"approval #{admin('revive', name=ns.name)['approval_id']} queued (revive {ns.name})")
         return 0
     if cmd == "purge":
-        out = admin("purge", name=ns.name)
+        out = admin("purge", name=ns.name, **({"force": True} if ns.force else {}))
         say(f"{out['name']}: purged " + ", ".join(out["purged"]))
         return 0
     raise AssertionError(cmd)

@@ -10,12 +10,14 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
-from hyperhive.web.dashboard.views import memory_text
+from hyperhive.web.dashboard.views import memory_text, workspace_text
 
-__all__ = ["LS_COLUMNS", "format_ls", "more_count", "more_note"]
+__all__ = ["LS_COLUMNS", "WORKSPACE_COLUMN", "format_ls", "more_count", "more_note"]
 
 LS_COLUMNS = ("NAME", "ROLE", "STATE", "ACTIVITY", "BEAT", "PID", "RESTARTS", "PARKED", "UNDELIVERED",
               "LAST EXIT", "MEM", "PIDS", "BADGES")
+# Before BADGES when any container has a workspace (issue 14): `hive/a +3 *` (see views.workspace_text).
+WORKSPACE_COLUMN = "WORKSPACE"
 
 
 def _row(c: Mapping[str, Any]) -> tuple[str, ...]:
@@ -37,7 +39,10 @@ def format_ls(containers: Sequence[Mapping[str, Any]]) -> str:
     """The table, columns padded to their widest cell, lines right-stripped, no
     trailing newline (``print`` it)."""
     rows = [LS_COLUMNS, *(_row(c) for c in containers)]
-    widths = [max(len(r[i]) for r in rows) for i in range(len(LS_COLUMNS))]
+    if any(c.get("workspace") for c in containers):
+        cells = [WORKSPACE_COLUMN, *(workspace_text(c.get("workspace")) or "-" for c in containers)]
+        rows = [(*r[:-1], cell, r[-1]) for r, cell in zip(rows, cells, strict=True)]
+    widths = [max(len(r[i]) for r in rows) for i in range(len(rows[0]))]
     return "\n".join("  ".join(v.ljust(w) for v, w in zip(r, widths, strict=True)).rstrip() for r in rows)
 
 

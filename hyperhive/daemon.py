@@ -36,6 +36,7 @@ from hyperhive.actors.broker import Broker
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.coordinator import Coordinator
 from hyperhive.actors.events import ContainerActivity, ContainerRemoved, ContainerState, Event, GatewayUsage, Hub
+from hyperhive.actors.grants import GrantStore
 from hyperhive.actors.notifier import Notifier
 from hyperhive.actors.ports import PortAllocator
 from hyperhive.actors.questions import Questions
@@ -71,6 +72,7 @@ from hyperhive.web.rpc.sockets import AgentSockets
 from hyperhive.web.tables.heartbeats import Heartbeats
 from hyperhive.web.tables.sends import SendBatcher
 from hyperhive.web.tables.turn_slots import TurnSlots
+from hyperhive.workspace_pulls import Pulls
 
 __all__ = ["Daemon", "serve", "start", "stop"]
 
@@ -98,6 +100,7 @@ class Daemon:
     dashboard: Dashboard | None = None
     heartbeats: Heartbeats | None = None
     turn_slots: TurnSlots | None = None
+    pulls: Pulls | None = None
     notifier: sdnotify.Notifier | None = None
 
 
@@ -156,7 +159,7 @@ async def _bring_up(d: Daemon, token: str) -> None:
 
     if settings.notify:
         d.notifier_actor = Notifier.start(settings.notify, d.hub).proxy()
-    d.questions = Questions.start(d.broker, clock, d.hub).proxy()
+    d.questions = Questions.start(d.broker, clock, d.hub, GrantStore(paths)).proxy()
 
     sends = SendBatcher(d.broker)
 
@@ -167,6 +170,8 @@ async def _bring_up(d: Daemon, token: str) -> None:
     )
 
     beats = d.heartbeats
+    # Each agent's branch back into the operator's repo after its turns (issue 14), read as the agent's uid.
+    d.pulls = pulls = Pulls(paths, backend.account)
 
     def forget_gone(event: Event) -> None:  # on an actor thread: hand over
         if isinstance(event, ContainerState) and not event.snapshot.running:
@@ -177,7 +182,8 @@ async def _bring_up(d: Daemon, token: str) -> None:
     d.hub.subscribe(forget_gone)
 
     def ops_for(name: AgentName, manager: bool) -> dict[str, Any]:
-        ops = agent_ops(name, broker, sends, settings.recv_cap_seconds, manager, d.heartbeats, d.hub, slots)
+        ops = agent_ops(name, broker, sends, settings.recv_cap_seconds, manager, d.heartbeats, d.hub, slots,
+                        questions=d.questions, permission_ttl=settings.permission_ttl_seconds, pulls=pulls)
         if not manager:
             return {**ops, **refused_manager_ops()}
         # m1nd's socket opens at boot, once the Coordinator and Approvals are up.
@@ -197,7 +203,7 @@ async def _bring_up(d: Daemon, token: str) -> None:
     d.approvals = Approvals.start(paths, d.coordinator, d.broker, d.hub).proxy()
     d.admin = JsonLineServer(
         {**admin_ops(d.coordinator, d.broker, sends, d.questions, d.approvals, d.heartbeats, slots, paths,
-                   backend=backend),
+                   backend=backend, pulls=pulls),
          **journal_ops(d.coordinator, backend)},
         {"socket": "admin"},
     )
@@ -231,8 +237,8 @@ _ACTOR = "actor"  # a pykka proxy: stop its actor
 # take work from them, the backend (harnesses), and the actors under them.
 _STOP_ORDER: tuple[tuple[str, str], ...] = (
     ("dashboard", "stop"), ("admin", "stop"), ("approvals", _ACTOR), ("coordinator", _ACTOR),
-    ("sockets", "close_all"), ("endpoints", "close_all"), ("backend", "close"), ("questions", _ACTOR),
-    ("notifier_actor", _ACTOR), ("vacuum", _ACTOR), ("ports", _ACTOR), ("broker", _ACTOR),
+    ("sockets", "close_all"), ("endpoints", "close_all"), ("pulls", "close"), ("backend", "close"),
+    ("questions", _ACTOR), ("notifier_actor", _ACTOR), ("vacuum", _ACTOR), ("ports", _ACTOR), ("broker", _ACTOR),
 )
 
 

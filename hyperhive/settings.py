@@ -135,6 +135,9 @@ class Settings:
         5.0, "how often harnesses report their state; three missed beats make an agent unresponsive")
     max_active_turns: int = setting(0, "most agents' turns running at once; the rest wait in order (0: no cap)",
                                     bounds=(0, math.inf))
+    permission_ttl_seconds: float = setting(
+        600.0, "how long a tool permission question (\"permissions\": \"ask\") waits for the operator before "
+        "it is denied", bounds=(1, 7 * 24 * 3600))
     notify: str = setting("", "command run with each event that waits for the operator (a question, an "
                           "approval, a crash) as JSON on stdin; empty: none")
     agent_memory_mb: int = setting(4096, "memory limit of each agent's whole process tree, in MB, where its "

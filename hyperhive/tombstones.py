@@ -13,6 +13,12 @@ followed: the credentials check walks with ``O_NOFOLLOW`` (``sandbox.safefs``),
 the size walk goes by directory fds (``os.fwalk``, which refuses a directory
 swapped for a link while it walks), and the removal is ``shutil.rmtree``'s
 fd-based one (refused where the platform has none).
+
+Work-preserving (issue 14): unless forced, a purge first asks
+``workspace_status`` what removing the agent's clone would lose (commits the
+operator's repo does not keep, uncommitted changes) and refuses with a
+Conflict that says so; a clone whose state cannot be determined counts as
+work to keep. This is the one path of both ``purge`` and ``destroy --purge``.
 """
 
 from __future__ import annotations
@@ -30,12 +36,14 @@ from hyperhive.errors import BadName, Conflict, Unavailable, UnknownAgent
 from hyperhive.names import AgentName, is_valid_name, validate_name
 from hyperhive.paths import StatePaths
 from hyperhive.sandbox.safefs import is_regular_nofollow
+from hyperhive.workspace_status import cached_status, forget, lost_work, work_status
 
-__all__ = ["CREDENTIALS", "Tombstone", "credentials_stored", "dir_usage", "list_tombstones", "purge"]
+__all__ = ["CREDENTIALS", "Tombstone", "check_work", "credentials_stored", "dir_usage", "list_tombstones", "purge"]
 
 _log = logs.get("hyperhive.tombstones")
 
 CREDENTIALS = (".claude", ".credentials.json")  # the claude driver's login, under the agent's state/
+_TOMB_STATUS_SECONDS = 30.0  # nothing runs in a tombstone: its clone changes only by a pull or a purge
 
 
 @dataclass(frozen=True)
@@ -45,10 +53,12 @@ class Tombstone:
     modified_at: float
     age_seconds: float
     credentials_kept: bool
+    workspace: dict[str, Any] | None = None  # workspace_status's wire form (None: no workspace)
 
     def to_wire(self) -> dict[str, Any]:
         return {"name": self.name, "size_bytes": self.size_bytes, "modified_at": self.modified_at,
-                "age_seconds": self.age_seconds, "credentials_kept": self.credentials_kept}
+                "age_seconds": self.age_seconds, "credentials_kept": self.credentials_kept,
+                "workspace": self.workspace}
 
 
 def credentials_stored(agents: Path, name: str) -> bool:
@@ -79,8 +89,10 @@ def dir_usage(path: Path) -> tuple[int, float]:
     return size, newest
 
 
-def list_tombstones(paths: StatePaths, live_names: Collection[str], now: float) -> list[Tombstone]:
-    """Every agent dir without a live container, oldest-named first."""
+def list_tombstones(paths: StatePaths, live_names: Collection[str], now: float,
+                    workspaces: bool = False) -> list[Tombstone]:
+    """Every agent dir without a live container, oldest-named first; with each
+    one's workspace status when ``workspaces`` (git runs: never on an actor thread)."""
     root = paths.agents
     if not root.is_dir():
         return []
@@ -91,7 +103,9 @@ def list_tombstones(paths: StatePaths, live_names: Collection[str], now: float) 
             continue
         agent = AgentName(name)
         size, newest = dir_usage(entry)
-        out.append(Tombstone(agent, size, newest, max(0.0, now - newest), credentials_stored(root, agent)))
+        ws = cached_status(paths, agent, max_age=_TOMB_STATUS_SECONDS) if workspaces else None
+        out.append(Tombstone(agent, size, newest, max(0.0, now - newest), credentials_stored(root, agent),
+                             ws.to_wire() if ws is not None and ws.present else None))
     return out
 
 
@@ -110,9 +124,20 @@ def _contained(paths: StatePaths, parent: Path, name: AgentName) -> Path:
     return real
 
 
-def purge(paths: StatePaths, name: object, live_names: Collection[str]) -> list[Path]:
+def check_work(paths: StatePaths, agent: AgentName) -> None:
+    """Conflict when removing the agent's dirs would lose work (commits the
+    operator's repo does not keep, uncommitted changes, or a clone that cannot
+    be checked), naming it. Git runs: see ``workspace_status`` for the cost."""
+    lost = lost_work(work_status(paths, agent))
+    if lost is not None:
+        _log.info("tombstone.purge_refused", agent=agent, lost=lost)
+        raise Conflict(f"{agent}: purge refused, it would lose {lost}; its state is kept (--force purges anyway)")
+
+
+def purge(paths: StatePaths, name: object, live_names: Collection[str], force: bool = False) -> list[Path]:
     """Remove ``agents/<name>`` and ``applied/<name>`` of an agent with no live
-    container; returns what was removed. Every check runs before any removal."""
+    container; returns what was removed. Every check runs before any removal,
+    the work check last (unless ``force``): Conflict naming what would be lost."""
     agent = validate_name(name)
     if agent in live_names:
         raise Conflict(f"{agent!r} has a live container; destroy it before purging its state")
@@ -125,7 +150,10 @@ def purge(paths: StatePaths, name: object, live_names: Collection[str]) -> list[
             raise BadName(f"{t} is not a directory; refusing to remove it")
     if not shutil.rmtree.avoids_symlink_attacks:  # the agent's links inside must be removed, not followed
         raise Unavailable("this platform has no symlink-safe rmtree; refusing to purge")
+    if not force:
+        check_work(paths, agent)
     for t in present:
         shutil.rmtree(t)
-    _log.info("tombstone.purged", agent=agent, removed=[str(t) for t in present])
+    forget(paths, agent)
+    _log.info("tombstone.purged", agent=agent, removed=[str(t) for t in present], forced=force)
     return present

@@ -35,13 +35,16 @@ __all__ = [
     "CancelQuestion",
     "Deny",
     "Destroy",
+    "Grants",
     "Heartbeat",
     "Inbox",
     "Journal",
     "Kill",
     "Ls",
+    "Permission",
     "Ping",
     "ProposeConfig",
+    "Pull",
     "Purge",
     "Questions",
     "Rebuild",
@@ -125,15 +128,37 @@ class Ping(Request, op="ping"): ...
 class TurnDone(Request, op="turn_done"): ...
 
 
+class Permission(Request, op="permission"):
+    """The CLI asks whether a tool call may run ("permissions": "ask", issue 14);
+    parks until the operator decides. ``input_json``: the tool's input object."""
+
+    tool_name: str
+    input_json: str
+    tool_use_id: str = ""
+
+
+class Grants(Request, op="grants"): ...  # the tools this agent was granted "from now on"
+
+
 # --- lifecycle (admin socket; start/restart/kill also the manager's) ------------
 
 class Spawn(ByName, op="spawn"):
     # Initial config; None lets the agent message anyone.
     allowed_recipients: list[str] | None = None
+    repo: str | None = None  # the operator's repository the agent gets a clone of (issue 14)
+
+
+class Pull(ByName, op="pull"):
+    """Fetch the agent's branch hive/<name> into the operator's repository now."""
 
 
 class Destroy(ByName, op="destroy"):
     purge: bool = False
+    force: bool = False  # purge even what the operator's repo does not keep (issue 14)
+
+
+class Purge(ByName, op="purge"):
+    force: bool = False  # likewise
 
 
 class Journal(ByName, op="journal"):
@@ -150,7 +175,6 @@ class Restart(ByName, op="restart"): ...
 class Rebuild(ByName, op="rebuild"): ...
 class Kill(ByName, op="kill"): ...
 class Revive(ByName, op="revive"): ...
-class Purge(ByName, op="purge"): ...
 class Ls(Request, op="ls"): ...
 class Tombstones(Request, op="tombstones"): ...
 
@@ -169,6 +193,7 @@ class RequestSpawn(ByName, op="request_spawn"):
     allowed_recipients: list[str] | None = None
     driver: str | None = None
     prompt: str | None = None
+    repo: str | None = None
 
 
 class RequestApplyCommit(Request, op="request_apply_commit"):

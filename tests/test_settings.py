@@ -25,6 +25,7 @@ SAMPLE = {
     "sandbox": ("off", "off"),
     "recv_default_seconds": ("12.5", 12.5),
     "recv_cap_seconds": ("60", 60.0),
+    "permission_ttl_seconds": ("120", 120.0),
     "restart_backoff_seconds": ("0.25", 0.25),
     "restart_backoff_max_seconds": ("90", 90.0),
     "agent_port_base": ("9000", 9000),

@@ -19,7 +19,7 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 import pykka
 
 import hyperhive.logs as logs
-from hyperhive import config_repo, tombstones
+from hyperhive import config_repo, tombstones, workspace
 from hyperhive.actors.bridge import Answering, Handle, Reply, answers, claim, fail, parks, resolve
 from hyperhive.actors.broker import Broker
 from hyperhive.actors.clock import LoopClock
@@ -212,12 +212,16 @@ class Coordinator(pykka.ThreadingActor):
         return name in self._registry
 
     @parks
-    def destroy_agent(self, reply: Reply[dict[str, Any]] | None, name: str, purge: bool = False) -> None:
-        """Destroy the container; its dirs are kept (a tombstone) unless ``purge``."""
+    def destroy_agent(self, reply: Reply[dict[str, Any]] | None, name: str, purge: bool = False,
+                      force: bool = False) -> None:
+        """Destroy the container; its dirs are kept (a tombstone) unless ``purge``
+        (which refuses to lose unmerged work unless ``force``)."""
         try:
             agent = self._registry.check_destroy(name)
             actor = self._registry.get(agent)
             assert actor is not None
+            if purge and not force:  # refused before anything is destroyed (and checked again once stopped)
+                tombstones.check_work(self._paths, agent)
         except HiveError as exc:
             if claim(reply):
                 fail(reply, exc)
@@ -225,10 +229,10 @@ class Coordinator(pykka.ThreadingActor):
         me = self._me
         done = Handle(actor).future(ContainerActor.destroy_agent)
         if me is not None:
-            done.add_done_callback(lambda f: me.tell(Coordinator.finish_destroy, agent, purge, f, reply))
+            done.add_done_callback(lambda f: me.tell(Coordinator.finish_destroy, agent, purge, f, reply, force))
 
     def finish_destroy(self, agent: AgentName, purge: bool, done: cf.Future[Snapshot],
-                       reply: Reply[dict[str, Any]] | None) -> None:
+                       reply: Reply[dict[str, Any]] | None, force: bool = False) -> None:
         try:
             exc = done.exception()
             if exc is not None:  # the container is still there, in its last state
@@ -242,7 +246,7 @@ class Coordinator(pykka.ThreadingActor):
             self._sockets.close(agent)
             self._hub.publish(ContainerRemoved(agent))
             live = set(self._registry.names())
-            removed = [str(p) for p in tombstones.purge(self._paths, agent, live)] if purge else []
+            removed = [str(p) for p in tombstones.purge(self._paths, agent, live, force=force)] if purge else []
             _log.info("container.destroyed", agent=agent, purged=removed)
             if claim(reply):
                 resolve(reply, {"name": agent, "state": "destroyed", "purged": removed})
@@ -252,11 +256,12 @@ class Coordinator(pykka.ThreadingActor):
                 fail(reply, exc)
 
     @answers
-    def purge_tombstone(self, name: str) -> dict[str, Any]:
-        """Wipe a kept state dir; refused while a container of that name lives.
-        On this thread, so no spawn of the name can slip in between."""
+    def purge_tombstone(self, name: str, force: bool = False) -> dict[str, Any]:
+        """Wipe a kept state dir; refused while a container of that name lives
+        (and, unless ``force``, while its clone holds unmerged work). On this
+        thread, so no spawn of the name can slip in between."""
         live = set(self._registry.names())
-        return {"name": name, "purged": [str(p) for p in tombstones.purge(self._paths, name, live)]}
+        return {"name": name, "purged": [str(p) for p in tombstones.purge(self._paths, name, live, force=force)]}
 
     @answers
     def tombstones(self) -> list[dict[str, Any]]:
@@ -300,12 +305,31 @@ class Coordinator(pykka.ThreadingActor):
     # --- internals ------------------------------------------------------------
     def _create(self, agent: AgentName, config: AgentConfig | None = None, prompt: str | None = None) -> None:
         fresh = config_is_fresh(self._paths.applied(agent).exists())
+        repo = (config or AgentConfig()).repo
+        if repo is not None and workspace.read_workspace(self._paths, agent) is None:
+            workspace.check_repo(self._paths, repo)  # a bad repo refused before anything is made
         self._paths.create_agent(agent, config or AgentConfig())
         head = config_repo.init_repo(self._paths.config_dir(agent), agent, prompt)
         if fresh:  # a revived agent keeps the config it last ran with
             config_repo.materialize(self._paths.config_dir(agent), head, self._paths.applied(agent))
+        self._workspace(agent, repo, fresh)
         Container.insert(name=agent, desired="running", created_at=time.time()).on_conflict_replace().execute()
         self._attach(agent)
+
+    def _workspace(self, agent: AgentName, repo: str | None, fresh: bool) -> None:
+        """The agent's workspace, before it ever runs (issue 14): a clone of
+        ``repo`` on ``hive/<name>``, else an empty repo; a revived agent's is
+        kept. On this thread: a clone is a bundle of HEAD and a checkout, local
+        and bounded (workspace.CLONE_TIMEOUT); a spawn that fails here leaves
+        nothing of a fresh agent behind."""
+        account = self._backend.account(agent)
+        owner = (account.uid, account.gid) if account is not None and account.switch else None
+        try:
+            workspace.create_workspace(self._paths, agent, repo, owner)
+        except Exception:
+            if fresh:
+                tombstones.purge(self._paths, agent, set(self._registry.names()), force=True)
+            raise
 
     def _attach(self, agent: AgentName) -> None:
         """Register an existing agent: broker policy, socket, actor."""

@@ -6,6 +6,15 @@ still pending: the first one wins, the later ones change nothing and send no
 second event. The winner puts ``OperatorAnswered`` in the asker's inbox.
 Timers are re-armed from ``deadline_at`` when the daemon starts; a deadline
 that passed while it was down expires at once.
+
+Permission questions (``kind`` "permission", issue 14; rules in
+`permission_core`) are asked by an agent's CLI through the ``permission`` op,
+which parks on ``ask_permission`` until the question resolves: the winner
+resolves that waiter with the CLI's answer (allow / deny) instead of writing
+to the asker's inbox. A waiter that gives up (its connection closed, the turn
+was cancelled) cancels its question; one left from before a restart is
+cancelled at boot. The actor also keeps the tools granted "from now on"
+(`grants.GrantStore`): a granted tool is allowed at once, with no question.
 """
 
 from __future__ import annotations
@@ -17,10 +26,21 @@ from typing import Any
 import pykka
 
 import hyperhive.logs as logs
-from hyperhive.actors.bridge import Handle, answers
+from hyperhive.actors.bridge import Handle, Reply, answers, claim, fail, parks, resolve
 from hyperhive.actors.broker import Broker
 from hyperhive.actors.clock import LoopClock
-from hyperhive.actors.events import Hub, QuestionAsked, QuestionResolved
+from hyperhive.actors.events import ContainerRemoved, Event, Hub, QuestionAsked, QuestionResolved
+from hyperhive.actors.grants import GrantStore
+from hyperhive.actors.permission_core import (
+    DENY,
+    KIND,
+    MAX_INPUT,
+    behavior,
+    check_tool_name,
+    options_for,
+    question_text,
+    render,
+)
 from hyperhive.actors.questions_core import (
     CANCELLED,
     How,
@@ -30,7 +50,7 @@ from hyperhive.actors.questions_core import (
     options_of,
     validate_ask,
 )
-from hyperhive.errors import UnknownId
+from hyperhive.errors import BadRequest, Conflict, HiveError, UnknownId
 from hyperhive.names import SYSTEM
 from hyperhive.store.models import Question
 
@@ -38,14 +58,52 @@ __all__ = ["Questions", "TtlTimer", "question_view"]
 
 _log = logs.get("hyperhive.questions")
 RECENT_RESOLVED = 20
+MAX_PENDING_PERMISSIONS = 16  # per agent; the CLI asks about one call at a time (a few, for parallel calls)
 
 
 def question_view(q: Any) -> dict[str, Any]:
-    return {
+    view = {
         "id": q.id, "asker": q.asker, "question": q.question, "options": options_of(q.options),
         "multi": bool(q.multi), "asked_at": q.asked_at, "deadline_at": q.deadline_at,
         "default": q.default_answer, "answer": q.answer, "answered_at": q.answered_at, "how": q.how,
+        "kind": q.kind or "question",
     }
+    if q.kind == KIND:
+        tool, _, use_id = _detail(q)
+        view["permission"] = {"tool_name": tool, "tool_use_id": use_id, "shown": _shown(q)}
+    return view
+
+
+STORED_INPUT = 16 << 10  # a tool input up to this is kept whole with its question; a bigger one as shown
+
+
+def _detail_json(tool: str, inp: dict[str, Any], raw: str, tool_use_id: str) -> str:
+    """What the row keeps: the tool, what the operator is shown (capped), and the
+    input itself when small. The parked op holds the whole input in memory; the
+    listings never parse a big one."""
+    d: dict[str, Any] = {"tool_name": tool, "tool_use_id": tool_use_id, "shown": render(tool, inp)}
+    if len(raw) <= STORED_INPUT:
+        d["input"] = inp
+    return json.dumps(d, ensure_ascii=False)
+
+
+def _detail(q: Any) -> tuple[str, dict[str, Any], str]:
+    """A permission question's tool, stored input ({} when it was too big) and tool_use_id."""
+    try:
+        d = json.loads(q.detail or "{}")
+    except ValueError:
+        d = {}
+    inp = d.get("input")
+    return str(d.get("tool_name", "")), inp if isinstance(inp, dict) else {}, str(d.get("tool_use_id", ""))
+
+
+def _shown(q: Any) -> dict[str, Any]:
+    try:
+        d = json.loads(q.detail or "{}")
+    except ValueError:
+        d = {}
+    shown = d.get("shown")
+    return shown if isinstance(shown, dict) else {"kind": "json", "text": ""}
 
 
 class TtlTimer(pykka.ThreadingActor):
@@ -68,17 +126,28 @@ class TtlTimer(pykka.ThreadingActor):
 
 
 class Questions(pykka.ThreadingActor):
-    def __init__(self, broker: pykka.ActorProxy[Broker], clock: LoopClock, hub: Hub) -> None:
+    def __init__(self, broker: pykka.ActorProxy[Broker], clock: LoopClock, hub: Hub,
+                 grants: GrantStore | None = None) -> None:
         super().__init__()
         self._broker = Handle(broker)
         self._clock = clock
         self._hub = hub
         self._timers: dict[int, pykka.ActorRef[TtlTimer]] = {}
         self._me: Handle[Questions] | None = None
+        self._grants = grants or GrantStore()
+        # permission question id → the parked op and the tool's whole input (the row keeps a small one only)
+        self._waiters: dict[int, tuple[Reply[dict[str, Any]], dict[str, Any]]] = {}
+        self._unsubscribe: Any = None
 
     def on_start(self) -> None:
-        self._me = Handle(self.actor_ref.proxy())
+        me = self._me = Handle(self.actor_ref.proxy())
         logs.bind_thread(actor="questions")
+
+        def removed(event: Event) -> None:  # on the publisher's thread: hand over
+            if isinstance(event, ContainerRemoved):
+                me.tell(Questions.forget_grants, event.agent)
+
+        self._unsubscribe = self._hub.subscribe(removed)
 
     @answers
     def rearm(self) -> int:
@@ -89,7 +158,9 @@ class Questions(pykka.ThreadingActor):
         expired = 0
         for q in Question.select().where(Question.how.is_null() & Question.deadline_at.is_null(False)):
             deadline: float = q.deadline_at  # type: ignore[assignment]  # not NULL by the query
-            if deadline <= now:
+            if q.kind == KIND and q.id not in self._waiters:  # its CLI is gone with the old daemon
+                self._resolve(q, "[cancelled: the daemon restarted]", "cancelled")
+            elif deadline <= now:
                 self._expire(q.id)
                 expired += 1
             elif q.id not in self._timers:
@@ -98,6 +169,8 @@ class Questions(pykka.ThreadingActor):
         return len(self._timers)
 
     def on_stop(self) -> None:
+        if self._unsubscribe is not None:
+            self._unsubscribe()
         for ref in self._timers.values():
             ref.stop(block=False)
         self._timers.clear()
@@ -141,12 +214,81 @@ class Questions(pykka.ThreadingActor):
             _log.exception("question.expire_failed", question_id=qid)
 
     @answers
-    def list(self) -> dict[str, list[dict[str, Any]]]:
-        """Pending questions (oldest first) and the latest resolved ones."""
+    def list(self) -> dict[str, Any]:
+        """Pending questions (oldest first), the latest resolved ones, and every
+        agent's granted tools (``grants``: for the dashboard; `gate.questions`
+        leaves them out of the operator verb's reply)."""
         pending = Question.select().where(Question.how.is_null()).order_by(Question.id)
         done = (Question.select().where(Question.how.is_null(False))
                 .order_by(Question.id.desc()).limit(RECENT_RESOLVED))
-        return {"pending": [question_view(q) for q in pending], "resolved": [question_view(q) for q in done]}
+        return {"pending": [question_view(q) for q in pending], "resolved": [question_view(q) for q in done],
+                "grants": self._grants.all()}
+
+    # --- tool permissions (issue 14) -------------------------------------------
+    @parks
+    def ask_permission(self, reply: Reply[dict[str, Any]] | None, agent: str, tool_name: str,
+                       input_json: str, tool_use_id: str, ttl_seconds: float) -> None:
+        """Park ``reply`` until the operator decides on this tool call (at once
+        for a granted tool): ``{"decision": {"behavior", …}, "question_id"}``."""
+        try:
+            tool = check_tool_name(tool_name)
+            if len(input_json) > MAX_INPUT:
+                raise BadRequest(f"the tool input is over {MAX_INPUT} bytes")
+            inp = json.loads(input_json)
+            if not isinstance(inp, dict):
+                raise BadRequest("the tool input must be a JSON object")
+            if tool in self._grants.of(agent):
+                if claim(reply):
+                    resolve(reply, {"decision": {"behavior": "allow", "updatedInput": inp}, "question_id": None})
+                return
+            validate_ask("permission", [], False, ttl_seconds, None)
+            waiting = Question.select().where((Question.asker == agent) & (Question.kind == KIND)
+                                              & Question.how.is_null()).count()
+            if waiting >= MAX_PENDING_PERMISSIONS:  # an agent cannot bury the operator in questions
+                raise Conflict(f"{agent} already has {waiting} tool calls waiting for the operator")
+            now = time.time()
+            q = Question.create(
+                asker=agent, question=question_text(agent, tool, inp), asked_at=now,
+                options=json.dumps(options_for(tool)), multi=False, deadline_at=now + ttl_seconds,
+                default_answer=DENY, kind=KIND,
+                detail=_detail_json(tool, inp, input_json, tool_use_id),
+            )
+        except (HiveError, ValueError) as exc:
+            if claim(reply):
+                fail(reply, exc if isinstance(exc, HiveError) else BadRequest(f"the tool input is not JSON: {exc}"))
+            return
+        qid = int(q.id)
+        self._arm(qid, now + ttl_seconds)
+        if reply is not None:
+            self._waiters[qid] = (reply, inp)
+            me = self._me
+            assert me is not None
+            # A caller that gives up (connection closed, timeout) leaves nobody to run the tool for.
+            reply.add_done_callback(lambda f: me.tell(Questions.abandon, qid) if f.cancelled() else None)
+        _log.info("question.permission_asked", question_id=qid, agent=agent, tool=tool)
+        self._hub.publish(QuestionAsked(question_view(q)))
+
+    def abandon(self, qid: int) -> None:
+        """The parked permission op went away: its question is cancelled."""
+        try:
+            q = Question.get_or_none(Question.id == qid)
+            if q is not None and q.how is None:
+                self._resolve(q, "[cancelled: the agent stopped waiting]", "cancelled")
+        except Exception:  # noqa: BLE001 - a tell must never kill the actor
+            _log.exception("question.abandon_failed", question_id=qid)
+
+    @answers
+    def grants_of(self, agent: str) -> tuple[str, ...]:
+        return self._grants.of(agent)
+
+    @answers
+    def revoke_tool(self, agent: str, tool: str) -> dict[str, Any]:
+        """Take back a tool granted "from now on": ``{"agent", "tool", "revoked", "tools"}``."""
+        revoked = self._grants.revoke(agent, check_tool_name(tool))
+        return {"agent": agent, "tool": tool, "revoked": revoked, "tools": list(self._grants.of(agent))}
+
+    def forget_grants(self, agent: str) -> None:
+        self._grants.forget(agent)
 
     # --- internals -----------------------------------------------------------
     def _get(self, qid: int) -> Any:
@@ -175,9 +317,24 @@ class Questions(pykka.ThreadingActor):
         if not won:
             return
         event = operator_answered(q.id, q.question, text, how)
+        if q.kind == KIND:  # the answer goes back as the tool's reply, not to the inbox
+            self._permission_resolved(q, text, how)
+            self._hub.publish(QuestionResolved(event, q.asker))
+            return
         _log.info("question.resolved", question_id=q.id, how=how)
         self._broker.tell(Broker.send, SYSTEM, q.asker, json.dumps(event, ensure_ascii=False))
         self._hub.publish(QuestionResolved(event, q.asker))
+
+    def _permission_resolved(self, q: Any, text: str, how: How) -> None:
+        tool, stored, _ = _detail(q)
+        waiter = self._waiters.pop(q.id, None)
+        decision, grant = behavior(tool, waiter[1] if waiter is not None else stored, text, how)
+        if grant:
+            self._grants.grant(q.asker, tool)
+        _log.info("question.permission_resolved", question_id=q.id, how=how, behavior=decision["behavior"],
+                  granted=grant)
+        if waiter is not None and claim(waiter[0]):
+            resolve(waiter[0], {"decision": decision, "question_id": q.id})
 
     def _arm(self, qid: int, deadline_at: float) -> None:
         assert self._me is not None

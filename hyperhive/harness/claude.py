@@ -17,8 +17,16 @@ The price is the CLI's start-up per turn: measured ~0.8 s bare, ~1.8 s with
 the MCP server, small beside a model's own latency.
 
 The session id lives in ``<state>/claude-session``; HOME is the state dir,
-so the CLI's transcripts and credentials (``.claude/``) live there too, and
-the working dir is the state dir so ``--resume`` finds the transcript.
+so the CLI's transcripts and credentials (``.claude/``) live there too. The
+working dir is the agent's workspace when it has one (else the state dir),
+the same for every turn so ``--resume`` finds the transcript.
+
+Permissions (issue 14): the mode comes from agent.json's ``permissions`` and
+whether the harness is sandboxed (`claude_cmdline.permission_mode`: never
+every tool unsandboxed). In "ask" mode each turn first asks the daemon which
+tools the operator granted "from now on" (the ``grants`` op) and passes them
+as allowed tools; one granted mid-turn is allowed by the daemon's
+``permission`` op itself, so no restart is needed.
 The binary is ``$HYPERHIVE_CLAUDE`` or ``claude`` on PATH.
 
 The pure pieces are apart: the command line, environment and MCP config in
@@ -33,20 +41,31 @@ import contextlib
 import json
 import os
 import signal
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import hyperhive.logs as logs
 from hyperhive.errors import Conflict
-from hyperhive.harness.claude_cmdline import DEFAULT_ALLOWED_TOOLS, claude_argv, claude_env, has_credentials, mcp_config
-from hyperhive.harness.claude_prompt import format_prompt, system_prompt
+from hyperhive.harness.claude_cmdline import (
+    DEFAULT_ALLOWED_TOOLS,
+    claude_argv,
+    claude_env,
+    has_credentials,
+    mcp_config,
+    permission_args,
+)
+from hyperhive.harness.claude_prompt import Whereabouts, format_prompt, system_prompt
 from hyperhive.harness.driver import Emit
 from hyperhive.harness.stream_json import MalformedLine, parse_line
 from hyperhive.settings import CLAUDE_BINARY, CLAUDE_SILENCE_SECONDS
 from hyperhive.wire import InboxRow
 
-__all__ = ["ClaudeDriver"]
+__all__ = ["ClaudeDriver", "Grants"]
+
+# The daemon's ``grants`` op, asked at turn start in "ask" mode: ``{"tools": [...], "ttl_seconds": n}``
+# (the tools granted "from now on"; how long a permission question may wait for the operator).
+Grants = Callable[[], Awaitable[Mapping[str, object]]]
 
 _log = logs.get("hyperhive.harness.claude")
 
@@ -60,6 +79,8 @@ STOP_GRACE = 1.0  # SIGTERM → SIGKILL; cancel must finish within 2 s
 # before (Bash: 10 min at most), so the turn is stopped with an error event.
 SILENCE_SECONDS = CLAUDE_SILENCE_SECONDS.default
 LOST_SESSION = "No conversation found"
+QUESTION_SLACK = 60.0  # past the permission TTL before a silent CLI counts as hung
+ASK_TOOL_TIMEOUT_MS = 8 * 86400 * 1000  # past the longest permission TTL: the daemon's answer always comes first
 
 
 @dataclass
@@ -79,14 +100,23 @@ class ClaudeDriver:
 
     def __init__(self, me: str, socket_path: str, state_dir: Path,
                  allowed_tools: Sequence[str] = DEFAULT_ALLOWED_TOOLS,
-                 env: Mapping[str, str] | None = None) -> None:
+                 env: Mapping[str, str] | None = None, where: Whereabouts | None = None,
+                 grants: Grants | None = None) -> None:
         self.me = me
         self.socket_path = socket_path
         self.home = state_dir
         self.allowed_tools = tuple(allowed_tools)
+        # The mode is decided (claude_cmdline.permission_mode) by whoever built `where`.
+        self.where = where or Whereabouts(tools=self.allowed_tools)
+        self.mode = self.where.mode
+        self.cwd = self.where.workspace or state_dir
+        self._grants = grants
+        self.granted: tuple[str, ...] = ()
         parent = os.environ if env is None else env
         self.binary = CLAUDE_BINARY.read(parent)
-        self.env = claude_env(parent, state_dir)
+        self.env = claude_env(parent, state_dir, sandboxed=self.where.sandboxed and self.mode == "sandbox")
+        if self.mode == "ask":  # the prompt tool waits for the operator: up to the daemon's TTL (7 days at most)
+            self.env["MCP_TOOL_TIMEOUT"] = str(ASK_TOOL_TIMEOUT_MS)
         self.session_file = state_dir / SESSION_FILE
         self.mcp_config_path = state_dir / MCP_CONFIG_FILE
         self.silence = CLAUDE_SILENCE_SECONDS.read(parent)
@@ -116,7 +146,11 @@ class ClaudeDriver:
 
     async def open(self) -> None:
         self.home.mkdir(parents=True, exist_ok=True)
-        self.mcp_config_path.write_text(json.dumps(mcp_config(self.socket_path), indent=2) + "\n")
+        if not self.cwd.is_dir():
+            _log.warning("claude.no_workspace", workspace=str(self.cwd))
+            self.cwd = self.home
+        config = mcp_config(self.socket_path, permission_tool=self.mode == "ask")
+        self.mcp_config_path.write_text(json.dumps(config, indent=2) + "\n")
 
     async def close(self) -> None:
         await self.cancel()
@@ -134,7 +168,29 @@ class ClaudeDriver:
             raise Conflict(reason)
         await self._turn("/compact", emit)
 
+    async def _refresh_grants(self) -> None:
+        if self.mode != "ask" or self._grants is None:
+            return
+        try:
+            got = await self._grants()
+        except Exception as exc:  # noqa: BLE001 - the permission op still allows granted tools
+            _log.warning("claude.grants_unavailable", error=str(exc))
+            return
+        tools = got.get("tools")
+        self.granted = tuple(t for t in tools if isinstance(t, str)) if isinstance(tools, list) else ()
+        ttl = got.get("ttl_seconds")
+        if isinstance(ttl, int | float):  # the CLI says nothing while a question waits: not a hang
+            self.silence = max(self.silence, float(ttl) + QUESTION_SLACK)
+
+    def argv(self) -> list[str]:
+        """This turn's command line (the mode, the tools granted so far)."""
+        tools = permission_args(self.mode, self.allowed_tools, self.granted)
+        where = replace(self.where, tools=tuple(tools[-1].split(",")) if "--allowedTools" in tools else ())
+        return claude_argv(self.binary, self.mcp_config_path, self.allowed_tools, self.session_id,
+                           system_prompt(self.me, self.home, where), mode=self.mode, granted=self.granted)
+
     async def _turn(self, prompt: str, emit: Emit) -> None:
+        await self._refresh_grants()
         resumed = self.session_id
         run = await self._run(prompt, emit)
         if resumed and not run.cancelled and run.returncode != 0 and LOST_SESSION in run.stderr:
@@ -152,18 +208,17 @@ class ClaudeDriver:
 
     async def _run(self, prompt: str, emit: Emit) -> _Run:
         self._cancelled = False
-        argv = claude_argv(self.binary, self.mcp_config_path, self.allowed_tools, self.session_id,
-                           system_prompt(self.me, self.home))
+        argv = self.argv()
         try:
             proc = await asyncio.create_subprocess_exec(
                 *argv, stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE,
-                stderr=asyncio.subprocess.PIPE, cwd=self.home, env=self.env,
+                stderr=asyncio.subprocess.PIPE, cwd=self.cwd, env=self.env,
                 start_new_session=True, limit=LINE_LIMIT,
             )
         except OSError as exc:
             return _Run(127, None, False, f"cannot run {self.binary}: {exc}")
         self._proc = proc
-        _log.info("claude.start", pid=proc.pid, resume=self.session_id)
+        _log.info("claude.start", pid=proc.pid, resume=self.session_id, mode=self.mode)
         assert proc.stdin and proc.stdout and proc.stderr
         stderr = asyncio.create_task(_tail(proc.stderr))
         with contextlib.suppress(ConnectionError):

@@ -2,6 +2,18 @@
 environment (small and explicit, with the switches that keep the CLI off the
 network except for its API), the ``--mcp-config`` document that wires in
 `hive mcp`, and whether the CLI can log in.
+
+Permission modes (agent.json ``permissions``, issue 14), `permission_mode`
+decides which one a harness really runs:
+- ``sandbox``: ``--permission-mode bypassPermissions``, every Claude Code tool;
+  the sandbox is the limit. Only ever when the harness runs sandboxed: asked
+  for unsandboxed, it falls back to ``allowlist`` (and the harness logs it).
+- ``ask``: ``--permission-prompt-tool mcp__hyperhive__permission``: each call
+  not allowed already goes to the operator as a question (the daemon's
+  ``permission`` op); the hyperhive tools, ``allowed_tools`` and the tools the
+  operator granted "from now on" are passed as ``--allowedTools``.
+- ``allowlist``: ``--allowedTools`` from ``allowed_tools`` only (default: the
+  hyperhive tools); anything else is refused by the CLI.
 """
 
 from __future__ import annotations
@@ -15,13 +27,19 @@ __all__ = [
     "CREDENTIAL_ENV",
     "DEFAULT_ALLOWED_TOOLS",
     "FORCED_ENV",
+    "PERMISSION_TOOL",
+    "PERMISSION_TOOL_ENV",
     "claude_argv",
     "claude_env",
     "has_credentials",
     "mcp_config",
+    "permission_args",
+    "permission_mode",
 ]
 
 DEFAULT_ALLOWED_TOOLS = ("mcp__hyperhive",)  # every hyperhive tool, nothing else
+PERMISSION_TOOL = "mcp__hyperhive__permission"  # `hive mcp`'s tool the CLI asks in "ask" mode
+PERMISSION_TOOL_ENV = "HYPERHIVE_MCP_PERMISSION_TOOL"  # set: `hive mcp` serves that tool (only then)
 FORCED_ENV = {
     "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1",
     "DISABLE_TELEMETRY": "1",
@@ -34,15 +52,39 @@ _PASS_PREFIXES = ("ANTHROPIC_", "CLAUDE_CODE_")
 CREDENTIAL_ENV = ("ANTHROPIC_API_KEY", "ANTHROPIC_AUTH_TOKEN", "CLAUDE_CODE_OAUTH_TOKEN")
 
 
-def mcp_config(socket_path: str, python: str = sys.executable) -> dict[str, Any]:
-    """The ``--mcp-config`` document: one stdio server, `hive mcp` on the agent's socket."""
-    return {"mcpServers": {"hyperhive": {
+def mcp_config(socket_path: str, python: str = sys.executable, permission_tool: bool = False) -> dict[str, Any]:
+    """The ``--mcp-config`` document: one stdio server, `hive mcp` on the agent's socket.
+    ``permission_tool`` ("ask" mode): it also serves the CLI's prompt tool."""
+    server: dict[str, Any] = {
         "type": "stdio", "command": python, "args": ["-m", "hyperhive", "mcp", "--socket", socket_path],
-    }}}
+    }
+    if permission_tool:
+        server["env"] = {PERMISSION_TOOL_ENV: "1"}
+    return {"mcpServers": {"hyperhive": server}}
+
+
+def permission_mode(configured: str | None, sandboxed: bool) -> tuple[str, str | None]:
+    """The mode a harness runs (see the module docstring) and, when it is not the
+    one configured, why. Never ``sandbox`` (every tool) without a sandbox."""
+    mode = configured or ("sandbox" if sandboxed else "allowlist")
+    if mode == "sandbox" and not sandboxed:
+        return "allowlist", "permissions 'sandbox' allows every tool only inside a sandbox; unsandboxed: allowlist"
+    return mode, None
+
+
+def permission_args(mode: str, allowed_tools: Sequence[str], granted: Sequence[str] = ()) -> list[str]:
+    """The CLI's permission flags for ``mode`` (already decided by `permission_mode`)."""
+    if mode == "sandbox":
+        return ["--permission-mode", "bypassPermissions"]
+    if mode == "ask":
+        tools = list(dict.fromkeys([*DEFAULT_ALLOWED_TOOLS, *allowed_tools, *granted]))
+        return ["--permission-prompt-tool", PERMISSION_TOOL, "--allowedTools", ",".join(tools)]
+    return ["--allowedTools", ",".join(allowed_tools)] if allowed_tools else []
 
 
 def claude_argv(binary: str, mcp_config_path: Path, allowed_tools: Sequence[str],
-                session_id: str | None, append_system: str | None = None) -> list[str]:
+                session_id: str | None, append_system: str | None = None,
+                mode: str = "allowlist", granted: Sequence[str] = ()) -> list[str]:
     """The CLI command line for one turn; the prompt goes on stdin."""
     argv = [
         binary, "-p",
@@ -51,20 +93,22 @@ def claude_argv(binary: str, mcp_config_path: Path, allowed_tools: Sequence[str]
     ]
     if append_system:
         argv += ["--append-system-prompt", append_system]
-    if allowed_tools:
-        argv += ["--allowedTools", ",".join(allowed_tools)]
+    argv += permission_args(mode, allowed_tools, granted)
     if session_id:
         argv += ["--resume", session_id]
     return argv
 
 
-def claude_env(parent: Mapping[str, str], home: Path) -> dict[str, str]:
+def claude_env(parent: Mapping[str, str], home: Path, sandboxed: bool = False) -> dict[str, str]:
     """A small, explicit environment: locale, PATH, proxies, the ANTHROPIC_* and
     CLAUDE_CODE_* settings (API URL, key, unix socket), HOME, and the switches
-    that keep the CLI off the network except for its API."""
+    that keep the CLI off the network except for its API. ``sandboxed``: the CLI
+    is told so (``IS_SANDBOX=1``; it refuses to bypass permissions as root otherwise)."""
     env = {k: v for k, v in parent.items() if k in _PASS_KEYS or k.startswith(_PASS_PREFIXES)}
     env.update(FORCED_ENV)
     env["HOME"] = str(home)
+    if sandboxed:
+        env["IS_SANDBOX"] = "1"
     return env
 
 

@@ -14,8 +14,10 @@ import ctypes
 import os
 import signal
 import time
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from tornado.httpserver import HTTPServer
 
@@ -25,7 +27,8 @@ from hyperhive.errors import HiveError
 from hyperhive.harness.builtin import BuiltinDriver
 from hyperhive.harness.bus import Bus
 from hyperhive.harness.claude import ClaudeDriver
-from hyperhive.harness.claude_cmdline import DEFAULT_ALLOWED_TOOLS
+from hyperhive.harness.claude_cmdline import DEFAULT_ALLOWED_TOOLS, permission_mode
+from hyperhive.harness.claude_prompt import Whereabouts
 from hyperhive.harness.driver import Driver
 from hyperhive.harness.heartbeat import beat_forever
 from hyperhive.harness.slots import daemon_slot
@@ -101,14 +104,30 @@ def agent_config(name: str, state_dir: Path) -> AgentConfig:
 
 
 def make_driver(name: str, driver: str, socket_path: str, state_dir: Path, config: AgentConfig,
-                options: HarnessOptions | None = None) -> Driver:
+                options: HarnessOptions | None = None, client: AsyncClient | None = None) -> Driver:
     options = options or HarnessOptions()
     if driver == "builtin":
         return BuiltinDriver(name, socket_path, workspace=options.workspace, shell_allowed=options.sandboxed)
     if driver == "claude":
         tools = DEFAULT_ALLOWED_TOOLS if config.allowed_tools is None else config.allowed_tools
-        return ClaudeDriver(name, socket_path, state_dir, allowed_tools=tools)
+        mode, why = permission_mode(config.permissions, options.sandboxed)
+        if why:
+            _log.warning("harness.permissions_fallback", configured=config.permissions, mode=mode, reason=why)
+        where = Whereabouts(
+            workspace=options.workspace, branch=f"hive/{name}" if options.workspace else None, mode=mode,
+            tools=tuple(tools), sandboxed=options.sandboxed, network_allow=config.network_allow,
+            memory_mb=config.memory_mb, pids=config.pids)
+        grants = None if client is None else _grants_of(client)
+        return ClaudeDriver(name, socket_path, state_dir, allowed_tools=tools, where=where, grants=grants)
     raise ValueError(f"unknown driver {driver!r}")
+
+
+def _grants_of(client: AsyncClient) -> Callable[[], Awaitable[dict[str, Any]]]:
+    """The daemon's ``grants`` op: the tools the operator allowed this agent "from now on"
+    and the permission questions' TTL."""
+    async def grants() -> dict[str, Any]:
+        return await client.request("grants")
+    return grants
 
 
 async def _web_ui(ui: AgentUI, port: int, state_dir: Path, bus: Bus) -> HTTPServer | None:
@@ -186,7 +205,8 @@ async def run_harness(name: str, socket_path: str, state_dir: Path, driver_name:
     try:
         bridges = await _bridges(options)
         await client.connect(deadline=60)
-        driver = make_driver(name, driver_name, socket_path, state_dir, agent_config(name, state_dir), options)
+        driver = make_driver(name, driver_name, socket_path, state_dir, agent_config(name, state_dir), options,
+                             client)
         await driver.open()
         turns = TurnLoop(name, client, driver, bus, daemon_slot(client) if slot is no_slot else slot)
         bus.publish("ready", driver=driver_name, pid=os.getpid())

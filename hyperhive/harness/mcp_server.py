@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import inspect
 import json
+import os
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
@@ -26,6 +27,7 @@ from pydantic import Field
 from hyperhive import client
 from hyperhive.client import AsyncClient
 from hyperhive.errors import HiveError
+from hyperhive.harness.claude_cmdline import PERMISSION_TOOL_ENV
 from hyperhive.settings import Settings
 
 __all__ = ["build_server", "run"]
@@ -83,7 +85,7 @@ def _add_str_tools(server: MCPServer, rpc: Rpc, manager: bool) -> None:
 
 
 def build_server(socket_path: str, manager: bool = False,
-                 recv_cap: float = Settings.recv_cap_seconds) -> MCPServer:
+                 recv_cap: float = Settings.recv_cap_seconds, permission_tool: bool = False) -> MCPServer:
     client = AsyncClient(socket_path)
     cap = f"{recv_cap:g}"
     server = MCPServer(
@@ -129,9 +131,31 @@ def build_server(socket_path: str, manager: bool = False,
         return json.dumps({"messages": resp["messages"], "truncated": bool(resp.get("truncated", False))},
                           ensure_ascii=False)
 
+    if permission_tool:  # only for a CLI in "ask" mode: the model of any other never sees it
+        _permission_tool(server, rpc)
     if manager:
         _manager_tools(server, rpc)
     return server
+
+
+def _permission_tool(server: MCPServer, rpc: Rpc) -> None:
+    """The CLI's ``--permission-prompt-tool`` in "permissions": "ask" mode (issue 14)."""
+
+    @server.tool(structured_output=False)
+    async def permission(
+        tool_name: Annotated[str, Field(description="the tool the CLI wants to run")],
+        input: Annotated[dict[str, Any], Field(description="its input")],  # noqa: A002 - the CLI's name
+        tool_use_id: Annotated[str, Field(description="the tool_use block's id")] = "",
+    ) -> str:
+        """Claude Code asks this before a tool call it may not run by itself: the
+        operator decides (allow, allow from now on, deny). Not for the model to call."""
+        try:
+            resp = await rpc("permission", tool_name=tool_name, input_json=json.dumps(input, ensure_ascii=False),
+                             tool_use_id=tool_use_id)
+            decision = resp["decision"]
+        except ToolError as exc:  # no answer to be had: the call does not run
+            decision = {"behavior": "deny", "message": f"hyperhive could not ask the operator: {exc}"}
+        return json.dumps(decision, ensure_ascii=False)
 
 
 def _manager_tools(server: MCPServer, rpc: Rpc) -> None:
@@ -185,8 +209,10 @@ def _manager_tools(server: MCPServer, rpc: Rpc) -> None:
 
 
 def run(socket_path: str) -> None:
-    """Ask the daemon who this socket is (the manager gets more tools) and its recv cap; serve on stdio."""
+    """Ask the daemon who this socket is (the manager gets more tools) and its recv cap; serve on stdio.
+    The claude driver's MCP config sets ``$HYPERHIVE_MCP_PERMISSION_TOOL`` in "ask" mode."""
     info = client.request(Path(socket_path), "ping", timeout=30)
     cap = info.get("recv_cap_seconds")
     build_server(socket_path, manager=info.get("role") == "manager",
-                 recv_cap=float(cap) if isinstance(cap, int | float) else Settings.recv_cap_seconds).run()
+                 recv_cap=float(cap) if isinstance(cap, int | float) else Settings.recv_cap_seconds,
+                 permission_tool=os.environ.get(PERMISSION_TOOL_ENV) == "1").run()

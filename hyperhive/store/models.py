@@ -58,7 +58,10 @@ class Question(_Base):
     """An operator question (F7–F10, F43). Pending while ``how`` is NULL.
 
     ``options``, ``multi``, ``deadline_at`` and ``default`` came after the first
-    schema: they are added by migration, old rows get the defaults.
+    schema: they are added by migration, old rows get the defaults. So did
+    ``kind`` (NULL: a question someone asked; ``permission``: a tool call waiting
+    for the operator, issue 14) and ``detail`` (a permission's
+    ``{tool_name, input, tool_use_id}`` as JSON).
     """
 
     id = AutoField()
@@ -72,6 +75,8 @@ class Question(_Base):
     deadline_at = FloatField(null=True)
     default_answer = TextField(null=True, column_name="default")
     how = CharField(max_length=16, null=True)  # answered | cancelled | expired
+    kind = CharField(max_length=16, null=True)  # None | permission
+    detail = TextField(null=True)  # permission: {"tool_name", "input", "tool_use_id"} (JSON)
 
     class Meta:
         table_name = "operator_questions"

@@ -14,7 +14,7 @@ import tornado.web
 from hyperhive.names import OPERATOR
 from hyperhive.paths import AgentConfig
 from hyperhive.web.dashboard.handlers import Base, DashDeps
-from hyperhive.web.operator import agents, gate, messages
+from hyperhive.web.operator import agents, gate, messages, permissions
 from hyperhive.web.operator.checks import spawn_config
 from hyperhive.web.operator.lifecycle import lifecycle_action
 
@@ -61,13 +61,17 @@ class Lifecycle(_Action):
         await self.reply(lifecycle_action(self.deps.coordinator, self.verb, name, OPERATOR))
 
 
+_YES = ("1", "true", "on")
+
+
 class Destroy(_Action):
-    """``POST /destroy/{name}`` (``purge=1`` also removes its kept state)."""
+    """``POST /destroy/{name}`` (``purge=1`` also removes its kept state; ``force=1``
+    even work its clone holds that the operator's repo does not, issue 14)."""
 
     async def post(self, name: str) -> None:
         async def run() -> dict[str, Any]:
-            purge = self.form("purge") in ("1", "true", "on")
-            return await agents.destroy(self.deps.coordinator, name, purge)
+            purge = self.form("purge") in _YES
+            return await agents.destroy(self.deps.coordinator, name, purge, purge and self.form("force") in _YES)
         await self.reply(run())
 
 
@@ -77,8 +81,10 @@ class Revive(_Action):
 
 
 class PurgeTombstone(_Action):
+    """``POST /purge-tombstone/{name}`` (``force=1``: even work the operator's repo does not keep)."""
+
     async def post(self, name: str) -> None:
-        await self.reply(agents.purge(self.deps.coordinator, name))
+        await self.reply(agents.purge(self.deps.coordinator, name, self.form("force") in _YES))
 
 
 class RequestSpawn(_Action):
@@ -87,7 +93,7 @@ class RequestSpawn(_Action):
             return await gate.request_spawn(
                 self.deps.approvals, OPERATOR, self.form("name").strip(),
                 _allowed_list(self.form("allowed_recipients")), self.form("driver").strip() or None,
-                self.form("prompt").strip() or None)
+                self.form("prompt").strip() or None, repo=self.form("repo").strip() or None)
         await self.reply(run())
 
 
@@ -115,6 +121,19 @@ class AnswerQuestion(_Action):
 class CancelQuestion(_Action):
     async def post(self, raw: str) -> None:
         await self.reply(gate.cancel_question(self.deps.questions, raw))
+
+
+class RevokeTool(_Action):
+    """``POST /revoke-tool/{name}`` (``tool``): a tool granted "from now on" asks again (issue 14)."""
+
+    async def post(self, name: str) -> None:
+        async def run() -> dict[str, Any]:
+            # The tool in the form or the query string (the row's button posts to /revoke-tool/NAME?tool=T).
+            out = await permissions.revoke_tool(self.deps.questions, name, self.get_argument("tool", ""))
+            if self.deps.touch is not None:
+                self.deps.touch("questions")  # the grants are shown in the questions section
+            return out
+        await self.reply(run())
 
 
 class Send(_Action):
@@ -146,6 +165,7 @@ ROUTES: list[tuple[str, type[Base], dict[str, Any]]] = [
     (rf"/destroy/{_NAME}", Destroy, {}),
     (rf"/revive/{_NAME}", Revive, {}),
     (rf"/purge-tombstone/{_NAME}", PurgeTombstone, {}),
+    (rf"/revoke-tool/{_NAME}", RevokeTool, {}),
     (r"/request-spawn", RequestSpawn, {}),
     *((rf"/{verb}/{_ID}", cls, {}) for verb, cls in _BY_ID),
     # Anything else where an id goes reaches the same handler, so the service

@@ -9,7 +9,7 @@ import asyncio
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import hyperhive.logs as logs
@@ -30,6 +30,7 @@ from hyperhive.web.dashboard import views
 from hyperhive.web.tables.heartbeats import Heartbeats
 from hyperhive.web.tables.turn_slots import TurnSlots
 from hyperhive.wire import InboxRow
+from hyperhive.workspace_status import observe_workspaces
 
 __all__ = [
     "SECTIONS",
@@ -90,14 +91,18 @@ class Observed:
     ports: dict[str, int | None]
     tombstones: list[Tombstone]
     usage: dict[str, Usage | None]  # running containers only
+    workspaces: dict[str, dict[str, Any] | None] = field(default_factory=dict)  # issue 14: each clone's status
 
 
 def observe_agents(paths: StatePaths, snaps: Iterable[SnapshotLike], now: float,
                    with_tombstones: bool = True, known: Mapping[str, list[str]] | None = None,
                    usage_of: UsageOf | None = None,
-                   known_usage: Mapping[str, Usage | None] | None = None) -> Observed:
+                   known_usage: Mapping[str, Usage | None] | None = None,
+                   known_workspaces: Mapping[str, dict[str, Any] | None] | None = None) -> Observed:
     """File reads for the given containers (run off the IOLoop); badges in
-    ``known`` and usage in ``known_usage`` are taken as they are."""
+    ``known``, usage in ``known_usage`` and workspaces in ``known_workspaces``
+    are taken as they are (the others' workspaces: a budgeted round of
+    ``observe_workspaces``, sandboxed git)."""
     snapshots = [as_snapshot(s) for s in snaps]
     badges: dict[str, list[str]] = {}
     ports: dict[str, int | None] = {}
@@ -115,8 +120,11 @@ def observe_agents(paths: StatePaths, snaps: Iterable[SnapshotLike], now: float,
     missing = [s for s in snapshots if s.name not in usage]
     usage.update(read_usage(usage_of, missing))
     usage = {s.name: usage[s.name] for s in snapshots if s.running and s.name in usage}
-    tombs = list_tombstones(paths, live, now) if with_tombstones else []
-    return Observed(badges, ports, tombs, usage)
+    tombs = list_tombstones(paths, live, now, workspaces=True) if with_tombstones else []
+    known_ws = known_workspaces or {}
+    workspaces = {n: known_ws[n] for n in known_ws if n in live}
+    workspaces.update(observe_workspaces(paths, [AgentName(s.name) for s in snapshots if s.name not in workspaces]))
+    return Observed(badges, ports, tombs, usage, workspaces)
 
 
 def _latest_messages(limit: int) -> list[InboxRow]:
@@ -162,6 +170,9 @@ class StateSource:
         # same cycle: read when an agent starts, then every refresh.
         self.usage_of = usage_of
         self.usage: dict[str, Usage | None] = {}
+        # Each agent's clone (issue 14: branch, ahead, dirty), on the same cycle:
+        # sandboxed git, budgeted per round (workspace_status.observe_workspaces).
+        self.workspaces: dict[str, dict[str, Any] | None] = {}
         # A mirror of the Coordinator's snapshots, kept by container.state
         # events, so a state request crosses to no actor for them. ``ls`` is
         # asked again when a container comes or goes, and on each resync.
@@ -241,8 +252,9 @@ class StateSource:
         now = time.time()
         obs = await asyncio.get_running_loop().run_in_executor(
             None, observe_agents, self.paths, snaps, now, with_tombstones, self.badges if cached else None,
-            self.usage_of, None if fresh_usage else self.usage)
+            self.usage_of, None if fresh_usage else self.usage, self.workspaces if cached else None)
         self.badges.update(obs.badges)
+        self.workspaces.update(obs.workspaces)
         for s in snaps:  # a stopped agent leaves the cache: its next start reads afresh
             if s.name in obs.usage:
                 self.usage[s.name] = obs.usage[s.name]
@@ -256,6 +268,7 @@ class StateSource:
         obs = await self._observe(await self.snapshots(), with_tombstones=False, cached=False, fresh_usage=True)
         self.badges = dict(obs.badges)
         self.usage = dict(obs.usage)
+        self.workspaces = dict(obs.workspaces)
 
     async def read_usage(self, snaps: Iterable[SnapshotLike]) -> dict[str, Usage | None]:
         """Fresh cgroup figures of the running ones among ``snaps`` (for a scrape), off the loop."""
@@ -282,7 +295,7 @@ class StateSource:
             if "containers" in want:
                 out["containers"] = views.build_container_views(
                     results["ls"], results["stats"], obs.badges, obs.ports, now, self.activity(results["ls"]),
-                    obs.usage)
+                    obs.usage, obs.workspaces)
             if "tombstones" in want:
                 out["tombstones"] = views.build_tombstone_views(obs.tombstones)
         if "questions" in want:
@@ -308,4 +321,5 @@ class StateSource:
         now = time.time()
         activity = self.activity(snapshots)
         return [views.container_row(s, stats, obs.badges.get(s.name, []), obs.ports.get(s.name), now,
-                                    activity.get(s.name), obs.usage.get(s.name)) for s in snapshots]
+                                    activity.get(s.name), obs.usage.get(s.name), obs.workspaces.get(s.name))
+                for s in snapshots]

@@ -30,6 +30,7 @@ __all__ = [
     "pids_text",
     "pill_text",
     "short_size",
+    "workspace_text",
 ]
 
 FLOW_LIMIT = 60
@@ -94,9 +95,28 @@ def pill_text(state: str, transient: str | None) -> str:
     return _PILLS.get(state, state)
 
 
+def workspace_text(ws: Mapping[str, Any] | None) -> str | None:
+    """An agent's clone in a few characters (issue 14): ``hive/a +3 *`` is branch
+    hive/a, 3 commits ahead of the operator's HEAD, uncommitted changes; ``^2``:
+    2 commits not pulled yet; ``?``: something could not be checked. None: no workspace."""
+    if not ws:
+        return None
+    parts = [str(ws.get("branch") or "(detached)")]
+    if ws.get("ahead"):
+        parts.append(f"+{ws['ahead']}")
+    if ws.get("dirty"):
+        parts.append("*")
+    if ws.get("unpulled"):
+        parts.append(f"^{ws['unpulled']}")
+    if ws.get("reason"):
+        parts.append("?")
+    return " ".join(parts)
+
+
 def container_row(
     snap: ContainerSnapshot, stats: Mapping[str, Any], badges: list[str], port: int | None, now: float,
     activity: str | None = None, usage: Mapping[str, Any] | None = None,
+    workspace: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One container row: identity + meta on the first line, actions on the second.
     ``port`` is the daemon's sticky port (``agents/<name>/port``); the link and
@@ -125,6 +145,8 @@ def container_row(
         "pids": pids_text(usage) if running else None,
         "undelivered": int(stats.get("undelivered", {}).get(name, 0)),
         "parked": dict(parked),
+        "workspace": dict(workspace) if workspace else None,  # workspace_status's wire form
+        "workspace_text": workspace_text(workspace),
     }
 
 
@@ -132,27 +154,50 @@ def build_container_views(
     snapshots: Iterable[ContainerSnapshot], stats: Mapping[str, Any],
     badges: Mapping[str, list[str]], ports: Mapping[str, int | None], now: float,
     activity: Mapping[str, str | None] | None = None, usage: Mapping[str, Mapping[str, Any] | None] | None = None,
+    workspaces: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> list[dict[str, Any]]:
     """The containers section: the manager first, then by name."""
     ordered = sorted(snapshots, key=lambda s: (s.role != "manager", s.name))
     act = activity or {}
     use = usage or {}
+    work = workspaces or {}
     return [container_row(s, stats, badges.get(s.name, []), ports.get(s.name), now, act.get(s.name),
-                          use.get(s.name))
+                          use.get(s.name), work.get(s.name))
             for s in ordered]
 
 
 def build_tombstone_views(tombstones: Iterable[Tombstone]) -> list[dict[str, Any]]:
-    """Kept state (F18): size, last-modified age, whether credentials are kept."""
+    """Kept state (F18): size, last-modified age, whether credentials are kept,
+    and what a purge would lose of its workspace (issue 14; ``lost`` None: nothing)."""
     return [{
         **t.to_wire(),
         "size": human_size(t.size_bytes),
         "age": human_age(t.age_seconds),
+        "workspace_text": workspace_text(t.workspace),
+        "lost": (t.workspace or {}).get("lost"),
     } for t in tombstones]
 
 
-def build_question_views(listing: Mapping[str, list[Mapping[str, Any]]], now: float) -> dict[str, Any]:
-    """Pending questions with their input kind and countdown chip; recent resolved ones."""
+_PERMISSION_VERB = {"command": "run", "diff": "edit", "content": "write", "json": "use"}
+
+
+def _permission_view(q: Mapping[str, Any]) -> dict[str, Any] | None:
+    """A permission question's tool and what it would do (issue 14), for rendering:
+    ``shown.kind`` command (monospace), diff (+/- lines), content (a file's text), json."""
+    p = q.get("permission")
+    if q.get("kind") != "permission" or not isinstance(p, Mapping):
+        return None
+    shown = dict(p.get("shown") or {})
+    kind = str(shown.get("kind", "json"))
+    target = shown.get("file") or p.get("tool_name")
+    return {"tool_name": p.get("tool_name"), "shown": shown,
+            "title": f"{q['asker']} wants to {_PERMISSION_VERB.get(kind, 'use')} {target}"
+            + (f" ({p.get('tool_name')})" if shown.get("file") else "")}
+
+
+def build_question_views(listing: Mapping[str, Any], now: float) -> dict[str, Any]:
+    """Pending questions with their input kind and countdown chip; recent resolved
+    ones; each agent's tools granted "from now on" (``grants``, with a revoke button)."""
     pending = []
     for q in listing.get("pending", []):
         deadline = q.get("deadline_at")
@@ -163,12 +208,16 @@ def build_question_views(listing: Mapping[str, list[Mapping[str, Any]]], now: fl
             "asked_at": q.get("asked_at"), "deadline_at": deadline,
             "chip": countdown_chip(deadline - now) if deadline is not None else None,
             "default": q.get("default"),
+            "kind": q.get("kind") or "question", "permission": _permission_view(q),
         })
     resolved = [{
         "id": q["id"], "asker": q["asker"], "question": q["question"], "answer": q.get("answer"),
         "how": q.get("how"), "answered_at": q.get("answered_at"),
+        "kind": q.get("kind") or "question", "permission": _permission_view(q),
     } for q in listing.get("resolved", [])[:10]]
-    return {"pending": pending, "resolved": resolved}
+    grants = [{"agent": agent, "tools": list(tools)}
+              for agent, tools in sorted((listing.get("grants") or {}).items()) if tools]
+    return {"pending": pending, "resolved": resolved, "grants": grants}
 
 
 def _approval(a: Mapping[str, Any]) -> dict[str, Any]:

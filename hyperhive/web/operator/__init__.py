@@ -14,7 +14,8 @@ frontends all call one ``core``.
 - ``messages``: send, inbox, mark read;
 - ``gate``: questions, answers, approvals, spawn requests, the manager's requests;
 - ``agents``: spawn, destroy, revive, purge, tombstones, ls, journal;
-- ``counts``: how many rows a listing left out (its ``more``).
+- ``counts``: how many rows a listing left out (its ``more``);
+- ``permissions``: tool permissions (the permission op, grants, revoke_tool).
 
 Each function takes the actors it uses (typed proxies) and returns the reply
 body, ``ok`` aside. Every listing carries ``more``: how many rows it left
@@ -23,6 +24,6 @@ out, 0 when none.
 
 from __future__ import annotations
 
-from hyperhive.web.operator import agents, checks, gate, lifecycle, messages
+from hyperhive.web.operator import agents, checks, gate, lifecycle, messages, permissions
 
-__all__ = ["agents", "checks", "gate", "lifecycle", "messages"]
+__all__ = ["agents", "checks", "gate", "lifecycle", "messages", "permissions"]

@@ -22,8 +22,12 @@ from hyperhive.web.operator.checks import check_destroyable, check_spawnable, sp
 from hyperhive.web.operator.lifecycle import LIFECYCLE_TIMEOUT
 from hyperhive.web.rpc.ls_view import build_container_list
 from hyperhive.web.tables.heartbeats import Heartbeats
+from hyperhive.workspace import check_repo, with_repo
+from hyperhive.workspace_pulls import Pulls
+from hyperhive.workspace_status import observe_workspaces
 
-__all__ = ["JournalSource", "destroy", "journal", "ls", "observe_ls", "purge", "revive", "spawn", "tombstones"]
+__all__ = ["JournalSource", "destroy", "journal", "ls", "observe_ls", "pull", "purge", "revive", "spawn",
+           "tombstones"]
 
 
 class JournalSource(Protocol):
@@ -33,19 +37,35 @@ class JournalSource(Protocol):
 
 
 async def spawn(coordinator: pykka.ActorProxy[Coordinator], name: object,
-                allowed_recipients: list[str] | None = None) -> dict[str, Any]:
-    """Create an agent and start it, no approval (the CLI's spawn): ``{"container"}``."""
+                allowed_recipients: list[str] | None = None, repo: object = None,
+                paths: StatePaths | None = None) -> dict[str, Any]:
+    """Create an agent and start it, no approval (the CLI's spawn): ``{"container"}``.
+    With ``repo``, its workspace is a clone of that repository (issue 14),
+    checked here first (off the loop) when ``paths`` is given."""
     agent = check_spawnable(name)
-    cfg = spawn_config(allowed_recipients)
+    cfg = with_repo(spawn_config(allowed_recipients), repo)
+    if cfg.repo is not None and paths is not None:
+        await asyncio.get_running_loop().run_in_executor(None, check_repo, paths, cfg.repo)
     snap = await Handle(coordinator).within(LIFECYCLE_TIMEOUT).ask(Coordinator.spawn, agent, cfg)
     return {"container": wire_snapshot(snap)}
 
 
-async def destroy(coordinator: pykka.ActorProxy[Coordinator], name: object, purge: bool = False) -> dict[str, Any]:
-    """Destroy a container, its dirs kept (a tombstone) unless ``purge``:
+async def pull(pulls: Pulls, name: object) -> dict[str, Any]:
+    """Fetch the agent's branch into the operator's repository now (also for a
+    stopped agent, or a destroyed one whose state is kept): ``{"name",
+    "branch", "commit", "ahead"}``. One pull at a time per agent: this one
+    runs after any that is running."""
+    return (await pulls.pull(validate_name(name))).to_wire()
+
+
+async def destroy(coordinator: pykka.ActorProxy[Coordinator], name: object, purge: bool = False,
+                  force: bool = False) -> dict[str, Any]:
+    """Destroy a container, its dirs kept (a tombstone) unless ``purge``
+    (refused while its clone holds work the operator's repo does not keep,
+    unless ``force``; issue 14):
     ``{"container": {"name", "state": "destroyed", "purged": [paths]}, "destroyed": name, "purged": bool}``."""
     agent = check_destroyable(name)
-    out = await Handle(coordinator).within(LIFECYCLE_TIMEOUT).ask(Coordinator.destroy_agent, agent, purge)
+    out = await Handle(coordinator).within(LIFECYCLE_TIMEOUT).ask(Coordinator.destroy_agent, agent, purge, force)
     return {"container": out, "destroyed": agent, "purged": purge}
 
 
@@ -54,10 +74,11 @@ async def revive(approvals: pykka.ActorProxy[Approvals], name: object) -> dict[s
     return {"approval_id": await Handle(approvals).ask(Approvals.request_revive, OPERATOR, check_spawnable(name))}
 
 
-async def purge(coordinator: pykka.ActorProxy[Coordinator], name: object) -> dict[str, Any]:
-    """Wipe a tombstone's state and applied dirs: ``{"name", "purged": [paths]}``."""
+async def purge(coordinator: pykka.ActorProxy[Coordinator], name: object, force: bool = False) -> dict[str, Any]:
+    """Wipe a tombstone's state and applied dirs: ``{"name", "purged": [paths]}``;
+    refused while its clone holds work the operator's repo does not keep, unless ``force``."""
     agent = validate_name(name)
-    out = await Handle(coordinator).within(LIFECYCLE_TIMEOUT).ask(Coordinator.purge_tombstone, agent)
+    out = await Handle(coordinator).within(LIFECYCLE_TIMEOUT).ask(Coordinator.purge_tombstone, agent, force)
     return dict(out)
 
 
@@ -69,15 +90,19 @@ async def tombstones(coordinator: pykka.ActorProxy[Coordinator]) -> dict[str, An
 def observe_ls(snaps: list[dict[str, Any]], paths: StatePaths | None, backend: Any = None) -> list[dict[str, Any]]:
     """Each snapshot with its cgroup ``usage`` (``{memory_bytes, memory_peak_bytes,
     pids}``, or None when not running or without a cgroup) and, given ``paths``,
-    its ``badges``. File reads: run it off the IOLoop."""
+    its ``badges`` and ``workspace`` (its clone: branch, ahead, dirty; cached a
+    few seconds). File reads and sandboxed git: run it off the IOLoop."""
     usage = read_usage(getattr(backend, "usage", None), snaps)
     login = env_login() if paths is not None else False
+    # Each clone's status (issue 14): cached, and at most a few seconds of sandboxed git per call.
+    work = observe_workspaces(paths, [AgentName(s["name"]) for s in snaps]) if paths is not None else {}
     out = []
     for s in snaps:
         extra: dict[str, Any] = {"usage": usage.get(s["name"])}
         if paths is not None:
             extra["badges"] = agent_badges(paths, AgentName(s["name"]), str(s.get("driver") or ""),
                                            sandboxed=bool(s.get("sandboxed", True)), logged_in_by_env=login)
+            extra["workspace"] = work.get(s["name"])
         out.append({**s, **extra})
     return out
 

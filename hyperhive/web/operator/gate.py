@@ -23,6 +23,7 @@ from hyperhive.web.operator.checks import (
     spawn_config,
 )
 from hyperhive.web.operator.lifecycle import LIFECYCLE_TIMEOUT
+from hyperhive.workspace import with_repo
 
 __all__ = ["answer", "approvals", "approve", "ask_operator", "cancel_question", "deny", "propose_config",
            "questions", "request_apply_commit", "request_spawn"]
@@ -36,6 +37,7 @@ async def questions(q: pykka.ActorProxy[Questions]) -> dict[str, Any]:
     """Every pending question and the latest resolved: ``{"pending", "resolved",
     "more"}``, ``more`` counting the resolved ones left out."""
     lists = await Handle(q).ask(Questions.list)
+    lists.pop("grants", None)  # the dashboard's (granted tools); `operator.permissions.grants` for one agent
     return {**lists, "more": more_of(await counts.resolved_questions(), len(lists["resolved"]))}
 
 
@@ -79,10 +81,12 @@ async def deny(a: pykka.ActorProxy[Approvals], approval_id: object, reason: obje
 
 async def request_spawn(a: pykka.ActorProxy[Approvals], by: str, name: object,
                         allowed_recipients: list[str] | None = None, driver: str | None = None,
-                        prompt: object = None) -> dict[str, Any]:
-    """Queue a spawn for the operator's approval: ``{"approval_id"}``."""
+                        prompt: object = None, repo: object = None) -> dict[str, Any]:
+    """Queue a spawn for the operator's approval: ``{"approval_id"}``. A
+    ``repo`` is shown in the approval's config; whether it is a work tree is
+    checked when the approved spawn runs, before anything is made."""
     agent = check_spawnable(name)
-    cfg = spawn_config(allowed_recipients, driver)
+    cfg = with_repo(spawn_config(allowed_recipients, driver), repo)
     return {"approval_id": await Handle(a).ask(Approvals.request_spawn, by, agent, cfg, check_prompt(prompt))}
 
 

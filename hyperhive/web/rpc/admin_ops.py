@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from hyperhive.actors.refs import ApprovalsRef, BrokerRef, CoordinatorRef, QuestionsRef
+from hyperhive.errors import Unavailable
 from hyperhive.names import OPERATOR
 from hyperhive.paths import StatePaths
 from hyperhive.web.operator import agents, messages
@@ -19,7 +20,8 @@ from hyperhive.web.rpc.jsonlines import Op
 from hyperhive.web.tables.heartbeats import Heartbeats
 from hyperhive.web.tables.sends import SendBatcher
 from hyperhive.web.tables.turn_slots import TurnSlots
-from hyperhive.wire import Inbox, Ls, Ping, Send, Spawn, Start, Stop
+from hyperhive.wire import Inbox, Ls, Ping, Pull, Send, Spawn, Start, Stop
+from hyperhive.workspace_pulls import Pulls
 
 __all__ = ["admin_ops", "observe_ls"]
 
@@ -28,13 +30,18 @@ def admin_ops(
     coordinator: CoordinatorRef, broker: BrokerRef, sends: SendBatcher, questions: QuestionsRef,
     approvals: ApprovalsRef,
     beats: Heartbeats | None = None, slots: TurnSlots | None = None, paths: StatePaths | None = None,
-    backend: Any = None,
+    backend: Any = None, pulls: Pulls | None = None,
 ) -> dict[str, Op]:
     async def ls(req: Ls) -> dict[str, Any]:
         return await agents.ls(coordinator, broker, beats, slots.queued if slots else (), paths, backend)
 
     async def spawn(req: Spawn) -> dict[str, Any]:
-        return await agents.spawn(coordinator, req.name, req.allowed_recipients)
+        return await agents.spawn(coordinator, req.name, req.allowed_recipients, req.repo, paths)
+
+    async def pull(req: Pull) -> dict[str, Any]:
+        if pulls is None:
+            raise Unavailable("this daemon pulls no workspaces")
+        return await agents.pull(pulls, req.name)
 
     async def start(req: Start) -> dict[str, Any]:
         return await lifecycle_action(coordinator, "start", req.name, OPERATOR)
@@ -53,6 +60,6 @@ def admin_ops(
 
     return {
         "ls": Op(ls), "spawn": Op(spawn), "start": Op(start), "stop": Op(stop),
-        "send": Op(send), "inbox": Op(inbox), "ping": Op(ping),
+        "send": Op(send), "inbox": Op(inbox), "ping": Op(ping), "pull": Op(pull),
         **operator_gate_ops(coordinator, questions, approvals),
     }

@@ -8,14 +8,16 @@ from typing import Any
 from hyperhive.actors.bridge import Handle
 from hyperhive.actors.broker import Broker
 from hyperhive.actors.events import ContainerActivity, Hub
-from hyperhive.actors.refs import BrokerRef
-from hyperhive.errors import BadRequest
+from hyperhive.actors.refs import BrokerRef, QuestionsRef
+from hyperhive.errors import BadRequest, Unavailable
 from hyperhive.names import AgentName, validate_recipient
+from hyperhive.web.operator import permissions
 from hyperhive.web.rpc.jsonlines import Op
 from hyperhive.web.tables.heartbeats import REPORTED, Heartbeats
 from hyperhive.web.tables.sends import SendBatcher
 from hyperhive.web.tables.turn_slots import TurnSlots
-from hyperhive.wire import Heartbeat, InboxRow, Ping, Recent, Recv, Send, TurnDone, TurnSlot
+from hyperhive.wire import Grants, Heartbeat, InboxRow, Permission, Ping, Recent, Recv, Send, TurnDone, TurnSlot
+from hyperhive.workspace_pulls import Pulls
 
 __all__ = ["agent_ops", "rows_out"]
 
@@ -29,6 +31,7 @@ def rows_out(rows: list[InboxRow]) -> list[dict[str, Any]]:
 def agent_ops(
     agent: AgentName, broker: BrokerRef, sends: SendBatcher, recv_cap: float, manager: bool = False,
     beats: Heartbeats | None = None, hub: Hub | None = None, slots: TurnSlots | None = None,
+    questions: QuestionsRef | None = None, permission_ttl: float = 600.0, pulls: Pulls | None = None,
 ) -> dict[str, Op]:
     beats = beats or Heartbeats(5.0)
     slots = slots or TurnSlots(0)
@@ -73,13 +76,31 @@ def agent_ops(
 
     async def turn_done(req: TurnDone) -> dict[str, Any]:
         slots.release(agent)
+        if pulls is not None:  # a turn's end: its branch back into the operator's repo (issue 14), off the loop
+            pulls.after_turn(agent)
         return {"released": True}
 
     async def ping(req: Ping) -> dict[str, Any]:
         # The recv cap goes with it: `hive mcp` tells the model the longest wait it may ask for.
         return {"agent": agent, "role": "manager" if manager else "agent", "recv_cap_seconds": recv_cap}
 
+    # --- tool permissions (issue 14): the CLI's prompt tool, and the grants it starts a turn with
+    async def permission(req: Permission) -> dict[str, Any]:
+        if questions is None:
+            raise Unavailable("this daemon asks no permission questions")
+        # Parks until the operator decides (at most the TTL, then `deny`); a closed
+        # connection cancels the request, and with it the question.
+        return await permissions.permission(questions, agent, req.tool_name, req.input_json, req.tool_use_id,
+                                            permission_ttl)
+
+    async def grants(req: Grants) -> dict[str, Any]:
+        # The TTL goes with them: the harness waits that long for a CLI silent on a question.
+        out = {"agent": agent, "tools": []} if questions is None else await permissions.grants(questions, agent)
+        return {**out, "ttl_seconds": permission_ttl}
+
     return {
+        "permission": Op(permission),
+        "grants": Op(grants),
         "send": Op(send),
         "recv": Op(recv, unsent=recv_unsent),
         "recent": Op(recent, serial=True),  # one reply of up to 1 MiB built at a time per connection

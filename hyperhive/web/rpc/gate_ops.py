@@ -42,7 +42,8 @@ MANAGER_OPS = ("ask_operator", "request_spawn", "request_apply_commit", "propose
 
 def _request_spawn(approvals: ApprovalsRef, by: str) -> Op:
     async def run(req: RequestSpawn) -> dict[str, Any]:
-        return await gate.request_spawn(approvals, by, req.name, req.allowed_recipients, req.driver, req.prompt)
+        return await gate.request_spawn(approvals, by, req.name, req.allowed_recipients, req.driver, req.prompt,
+                                        repo=req.repo)
     return Op(run)
 
 
@@ -101,7 +102,7 @@ def operator_gate_ops(coordinator: CoordinatorRef, questions: QuestionsRef, appr
         return await gate.deny(approvals, req.approval_id, req.reason)
 
     async def destroy(req: Destroy) -> dict[str, Any]:
-        return await agents.destroy(coordinator, req.name, req.purge)
+        return await agents.destroy(coordinator, req.name, req.purge, req.force)
 
     async def tombstones(req: Tombstones) -> dict[str, Any]:
         return await agents.tombstones(coordinator)
@@ -110,7 +111,7 @@ def operator_gate_ops(coordinator: CoordinatorRef, questions: QuestionsRef, appr
         return await agents.revive(approvals, req.name)
 
     async def purge(req: Purge) -> dict[str, Any]:
-        return await agents.purge(coordinator, req.name)
+        return await agents.purge(coordinator, req.name, req.force)
 
     return {
         "destroy": Op(destroy), "tombstones": Op(tombstones), "revive": Op(revive), "purge": Op(purge),

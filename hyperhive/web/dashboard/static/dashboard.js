@@ -181,6 +181,29 @@ function badgeChip(b) {
     text: (warn ? "⚠ " : "") + b.replace("-", " ") });
 }
 
+// Issue 14: the agent's clone, e.g. "hive/a +3 *" (3 commits ahead of the repo's HEAD,
+// uncommitted changes); "^2" commits not pulled yet; "?" could not be checked.
+function workspaceChip(ws, text) {
+  if (!ws || !text) return null;
+  const cls = ["chip", "workspace", ws.dirty ? "dirty" : null, ws.unpulled ? "unpulled" : null,
+    ws.reason ? "unknown" : null].filter(Boolean).join(" ");
+  const title = [ws.repo ? `clone of ${ws.repo}` : "workspace with no repository",
+    ws.ahead != null ? `${ws.ahead} commit(s) ahead of the repo's HEAD` : null,
+    ws.lost ? `a purge would lose: ${ws.lost}` : "nothing a purge would lose"].filter(Boolean).join("\n");
+  return el("span", { class: cls, title, text: `⎇ ${text}` });
+}
+
+// The facts a purge would destroy, and a "force" box to purge them anyway.
+function lostWarning(lost) {
+  return lost ? `\n\nIts workspace holds work the operator's repo does not keep: ${lost}.\n`
+    + `Without "force" the purge is refused.` : "";
+}
+
+function forceBox(lost) {
+  return lost ? el("label", { class: "opt force", title: `purge even: ${lost}` },
+    el("input", { type: "checkbox", name: "force", value: "1" }), "force") : null;
+}
+
 function containerLine1(c) {
   const kids = [
     el("span", { class: "name", text: c.name }),
@@ -188,6 +211,7 @@ function containerLine1(c) {
     el("span", { class: `pill ${c.busy ? "pending" : c.state}`, text: c.pill }),
     c.activity ? el("span", { class: `chip activity ${c.activity}`, text: c.activity }) : null,
     ...c.badges.map(badgeChip),
+    workspaceChip(c.workspace, c.workspace_text),
   ];
   const meta = [c.driver, c.pid ? `pid ${c.pid}` : null, c.uptime ? `up ${c.uptime}` : null,
     c.restarts ? `${c.restarts} restarts` : null, c.last_exit && c.state !== "running" ? c.last_exit : null,
@@ -211,8 +235,10 @@ function containerLine2(c) {
   const n = c.name;
   const destroy = c.role === "manager" ? [] : [
     el("label", { class: "opt" }, el("input", { type: "checkbox", name: "purge", value: "1" }), "purge"),
+    forceBox(c.workspace && c.workspace.lost),
     verbButton(n, "destroy", { danger: true,
-      confirm: `Destroy ${n}? With "purge" its state and applied config are wiped too.` })];
+      confirm: `Destroy ${n}? With "purge" its state and applied config are wiped too.`
+        + lostWarning(c.workspace && c.workspace.lost) })];
   return el("div", { class: "line2 actions" },
     c.state === "running" ? verbButton(n, "stop") : verbButton(n, "start"),
     verbButton(n, "restart"), verbButton(n, "rebuild"),
@@ -287,32 +313,75 @@ function renderTombstones(list) {
     el("div", { class: "line1" }, el("span", { class: "name", text: t.name }),
       el("span", { class: "meta", text: `${t.size} · modified ${t.age} ago` }),
       t.credentials_kept ? el("span", { class: "chip", text: "credentials kept" })
-        : el("span", { class: "chip badge", text: "no credentials" })),
+        : el("span", { class: "chip badge", text: "no credentials" }),
+      workspaceChip(t.workspace, t.workspace_text),
+      t.lost ? el("span", { class: "meta lost", text: `would lose: ${t.lost}` }) : null),
     el("div", { class: "line2" },
       postButton(`/revive/${t.name}`, "revive", `revive ${t.name}`),
+      forceBox(t.lost),
       postButton(`/purge-tombstone/${t.name}`, "purge", `purge ${t.name}`, { danger: true,
-        confirm: `Purge ${t.name}? Its state and applied config are deleted for good.` }))));
+        confirm: `Purge ${t.name}? Its state and applied config are deleted for good.` + lostWarning(t.lost) }))));
   empty(box, list, "no kept state");
   setCount("tombstones", list.length);
 }
 
 // --- questions ----------------------------------------------------------------
+// A permission question's tool input (issue 14): a command in monospace, an edit
+// as a diff (+/- lines coloured), a file's content, any other input as JSON.
+// Always as text nodes: what an agent put there is never markup.
+function permissionBlock(p) {
+  const shown = p.shown || {};
+  if (shown.kind === "command") {
+    return el("div", { class: "perm" }, el("pre", { class: "perm-command", text: shown.text || "" }),
+      shown.description ? el("div", { class: "when", text: shown.description }) : null);
+  }
+  if (shown.kind === "diff") {
+    const lines = (shown.text || "").split("\n").map((l) => el("span", {
+      class: l.startsWith("+++") || l.startsWith("---") ? "diff-file" : l.startsWith("+") ? "diff-add"
+        : l.startsWith("-") ? "diff-del" : l.startsWith("@@") ? "diff-hunk" : null, text: l + "\n" }));
+    return el("div", { class: "perm" }, el("pre", { class: "diff perm-diff" }, ...lines));
+  }
+  return el("div", { class: "perm" }, el("pre", { class: "perm-" + (shown.kind === "content" ? "content" : "json"),
+    text: shown.text || "" }));
+}
+
+function questionText(q) {
+  if (!q.permission) return el("div", { class: "qtext", text: q.question });
+  return el("div", { class: "qtext permission" }, el("span", { class: "chip perm-chip", text: "permission" }),
+    el("span", { text: " " + q.permission.title }), permissionBlock(q.permission));
+}
+
 function buildQuestion(q) {
   const options = q.options.map((o) => el("label", { class: "opt" },
     el("input", { type: q.input, name: "chosen", value: o }), o));
   const countdown = q.deadline_at ? el("span", { class: "chip countdown", "data-deadline": q.deadline_at,
     text: chip(q.deadline_at - (Date.now() / 1000 + hive.skew)) }) : null;
-  return el("div", { class: "row question" },
+  return el("div", { class: "row question" + (q.permission ? " permission" : "") },
     el("div", { class: "line1" }, el("span", { class: "name", text: q.asker }), el("span", { class: "when", text: `#${q.id} · ${clock(q.asked_at)}` }),
       countdown, q.default ? el("span", { class: "chip", text: `default on expiry: ${q.default}` }) : null),
-    el("div", { class: "qtext", text: q.question }),
+    questionText(q),
     el("div", { class: "line2" },
       el("form", { class: "answer", "data-action": `/answer-question/${q.id}` }, options,
-        el("input", { name: "text", placeholder: "free text", autocomplete: "off" }),
+        el("input", { name: "text", placeholder: q.permission ? "reason (optional)" : "free text", autocomplete: "off" }),
         el("button", { type: "submit", text: "answer", "data-done": `answer #${q.id}` })),
       el("form", { class: "cancel", "data-action": `/cancel-question/${q.id}`,
         "data-confirm": `Cancel question #${q.id}? ${q.asker} will see the answer "[cancelled]".` },
       el("button", { type: "submit", class: "danger", text: "cancel", "data-done": `cancel #${q.id}` }))));
+}
+
+// Tools granted "from now on", each with its revoke button.
+function renderGrants(grants) {
+  const section = document.getElementById("questions");
+  let box = section.querySelector(".grants");
+  if (!box) {
+    box = el("div", { class: "grants" });
+    section.querySelector("details.older").before(box);
+  }
+  box.replaceChildren(...(grants || []).map((g) => el("div", { class: "row grant", "data-agent": g.agent },
+    el("span", { class: "name", text: g.agent }), el("span", { class: "when", text: "may run without asking:" }),
+    ...g.tools.map((t) => el("span", { class: "chip tool" }, el("span", { class: "mono", text: t + " " }),
+      el("button", { type: "button", class: "danger small", text: "revoke", "data-post": `/revoke-tool/${g.agent}?tool=${encodeURIComponent(t)}`,
+        "data-done": `revoke ${t} from ${g.agent}`, "data-confirm": `Revoke ${t} from ${g.agent}? Its next ${t} call asks again.` }))))));
 }
 
 function renderQuestions(qs) {
@@ -320,12 +389,14 @@ function renderQuestions(qs) {
   renderRows(box, qs.pending, (q) => q.id, buildQuestion);
   empty(box, qs.pending, "no pending questions");
   setCount("questions", qs.pending.length);
+  renderGrants(qs.grants);
   const section = document.getElementById("questions");
   if (qs.pending.length === 0) section.classList.remove("pulsing");
   else if (!hive.initial && qs.pending.some((q) => !hive.seenQuestions.has(q.id))) section.classList.add("pulsing");
   qs.pending.forEach((q) => hive.seenQuestions.add(q.id));
   renderRows(document.querySelector("#questions .resolved"), qs.resolved, (q) => q.id, (q) => el("div", { class: "row" },
-    el("div", { class: "line1" }, el("span", { class: "name", text: q.asker }), el("span", { class: "qtext", text: q.question }),
+    el("div", { class: "line1" }, el("span", { class: "name", text: q.asker }),
+      el("span", { class: "qtext", text: q.permission ? q.permission.title : q.question }),
       el("span", { class: "chip", text: q.how }), el("span", { class: "when", text: clock(q.answered_at) })),
     el("div", { class: "body", text: q.answer || "" })));
 }
