@@ -48,7 +48,7 @@ def harness_argv(paths: StatePaths, name: AgentName, driver: str, sandboxed: boo
     """The harness command line; its web UI goes on a unix socket in its state
     dir, which the daemon relays from the agent's sticky port."""
     argv = [
-        sys.executable, "-m", "hyperhive", "harness",
+        sys.executable, "-I", "-m", "hyperhive", "harness",  # -I: never a hyperhive/ in the cwd or PYTHONPATH
         "--name", name,
         "--socket", str(paths.socket(name)),
         "--state-dir", str(paths.state(name)),
@@ -212,7 +212,7 @@ class LocalBackend:
         # take the harness's stdout (pidfd_getfd) and truncate or rewrite the log.
         proc = subprocess.Popen(
             argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            cwd="/" if self.sandboxed else self.paths.state(name), env=env,
+            cwd="/", env=env,  # never a dir the agent writes: python -m would import from it
             start_new_session=True, close_fds=True,
         )
         handle = LocalHandle(name, proc, cgroup)

@@ -152,7 +152,7 @@ class BuiltinDriver:
 
     async def open(self) -> None:
         params = StdioServerParameters(
-            command=sys.executable, args=["-m", "hyperhive", "mcp", "--socket", self.socket_path],
+            command=sys.executable, args=["-I", "-m", "hyperhive", "mcp", "--socket", self.socket_path],
         )
         read, write = await self._stack.enter_async_context(stdio_client(params))
         self.session = await self._stack.enter_async_context(ClientSession(read, write))

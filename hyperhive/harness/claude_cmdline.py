@@ -56,7 +56,7 @@ def mcp_config(socket_path: str, python: str = sys.executable, permission_tool: 
     """The ``--mcp-config`` document: one stdio server, `hive mcp` on the agent's socket.
     ``permission_tool`` ("ask" mode): it also serves the CLI's prompt tool."""
     server: dict[str, Any] = {
-        "type": "stdio", "command": python, "args": ["-m", "hyperhive", "mcp", "--socket", socket_path],
+        "type": "stdio", "command": python, "args": ["-I", "-m", "hyperhive", "mcp", "--socket", socket_path],
     }
     if permission_tool:
         server["env"] = {PERMISSION_TOOL_ENV: "1"}

@@ -48,7 +48,7 @@ def _harness(pid: int) -> int | None:
     """The harness itself: `python -m hyperhive harness`, below the launcher/bwrap at ``pid``."""
     for p in _tree(pid)[1:]:
         try:
-            if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[1:4] == [b"-m", b"hyperhive", b"harness"]:
+            if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[1:5] == [b"-I", b"-m", b"hyperhive", b"harness"]:
                 return p
         except FileNotFoundError:
             continue
@@ -61,7 +61,8 @@ def _status(pid: int) -> dict[str, str]:
 
 def test_harness_argv_puts_the_web_ui_on_a_socket_and_the_bridges_on_fixed_ports(paths: StatePaths) -> None:
     argv = harness_argv(paths, AgentName("a"), "builtin", sandboxed=True)
-    flags = dict(zip(argv[4::2], argv[5::2], strict=False))
+    assert argv[1:5] == ["-I", "-m", "hyperhive", "harness"]
+    flags = dict(zip(argv[5::2], argv[6::2], strict=False))
     assert flags["--web-socket"] == str(paths.web_socket(AgentName("a")))
     assert flags["--api-socket"] == str(paths.api_socket(AgentName("a")))
     assert flags["--bridge-ports"] == "fixed" and argv[-1] == "--sandboxed"

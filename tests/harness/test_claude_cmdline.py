@@ -47,7 +47,7 @@ def test_system_prompt_names_the_agent_and_its_home_and_explains_the_frame() -> 
 def test_mcp_config_points_at_the_agent_socket() -> None:
     assert mcp_config("/h/agents/a/run/hive.sock", python="/venv/python") == {"mcpServers": {"hyperhive": {
         "type": "stdio", "command": "/venv/python",
-        "args": ["-m", "hyperhive", "mcp", "--socket", "/h/agents/a/run/hive.sock"],
+        "args": ["-I", "-m", "hyperhive", "mcp", "--socket", "/h/agents/a/run/hive.sock"],
     }}}
 
 

@@ -159,7 +159,7 @@ def harness_pid(h: Hive, agent: str) -> int:
     todo = children(top)
     while todo:
         pid = todo.pop()
-        if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:4] == [b"-m", b"hyperhive", b"harness"]:
+        if Path(f"/proc/{pid}/cmdline").read_bytes().split(b"\0")[1:5] == [b"-I", b"-m", b"hyperhive", b"harness"]:
             return pid
         todo += children(pid)
     raise AssertionError(f"no harness under pid {top}")
