@@ -26,6 +26,7 @@ bench: $(STAMP)
 	$(PY) bench/throughput.py
 	$(PY) bench/dashboard.py
 	$(PY) bench/gateway.py
+	$(PY) bench/turn_start.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hyperhive tests bench

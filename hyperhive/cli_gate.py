@@ -1,6 +1,7 @@
 """`hive` verbs of the operator's gate and the lifecycle beyond start/stop:
 questions, answer, cancel-question, approvals, approve, deny, request-spawn,
-restart, rebuild, kill. Each is one request on the admin socket (F24).
+restart, rebuild, kill, destroy, tombstones, revive, purge, and the tools an
+agent was granted "from now on" (grants, revoke-tool). Each is one request on the admin socket (F24).
 
 The listings carry the reply's ``more`` (rows the daemon left out; 0 when
 it does not say) in their ``--json``; as text, a listing whose shown rows
@@ -12,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from collections.abc import Callable
 from typing import Any
@@ -23,7 +25,7 @@ from hyperhive.logs import terminal_safe
 __all__ = ["VERBS", "add_parsers", "run", "show_list"]
 
 VERBS = ("questions", "answer", "cancel-question", "approvals", "approve", "deny", "request-spawn",
-         "restart", "rebuild", "kill", "destroy", "tombstones", "revive", "purge")
+         "restart", "rebuild", "kill", "destroy", "tombstones", "revive", "purge", "grants", "revoke-tool")
 
 Admin = Callable[..., dict[str, Any]]
 
@@ -50,6 +52,8 @@ def add_parsers(sub: Any) -> None:
     rs.add_argument("name")
     rs.add_argument("--allow", action="append", metavar="NAME", help="whom it may message (repeatable)")
     rs.add_argument("--prompt", help="its initial prompt")
+    rs.add_argument("--repo", metavar="PATH",
+                    help="give the agent its own clone of this git repository, on branch hive/NAME")
     for verb, text in (("restart", "restart a container (then kick the agent)"),
                        ("rebuild", "rebuild a container from its applied config (then kick)"),
                        ("kill", "kill a container at once; it stays stopped")):
@@ -66,6 +70,12 @@ def add_parsers(sub: Any) -> None:
                                      "holds work the operator's repo lacks, unless --force)")
     p.add_argument("name")
     p.add_argument("--force", action="store_true", help="purge even unpulled commits and uncommitted changes")
+    g = sub.add_parser("grants", help='the tools an agent was granted "from now on" (permissions: ask)')
+    g.add_argument("name")
+    g.add_argument("--json", action="store_true")
+    rv = sub.add_parser("revoke-tool", help='take back a tool granted "from now on": its next call asks again')
+    rv.add_argument("name")
+    rv.add_argument("tool")
 
 
 def say(text: str) -> None:
@@ -152,6 +162,8 @@ def run(ns: argparse.Namespace, admin: Admin) -> int:
             extra["allowed_recipients"] = ns.allow
         if ns.prompt is not None:
             extra["prompt"] = ns.prompt
+        if ns.repo:  # the daemon's cwd is not the operator's: an absolute path
+            extra["repo"] = os.path.abspath(ns.repo)
         say(f"approval #{admin('request_spawn', name=ns.name, **extra)['approval_id']} queued")
         return 0
     if cmd in ("restart", "rebuild", "kill"):
@@ -173,5 +185,17 @@ def run(ns: argparse.Namespace, admin: Admin) -> int:
     if cmd == "purge":
         out = admin("purge", name=ns.name, **({"force": True} if ns.force else {}))
         say(f"{out['name']}: purged " + ", ".join(out["purged"]))
+        return 0
+    if cmd == "grants":
+        g = admin("grants", name=ns.name)
+        if ns.json:
+            print(json.dumps({"agent": g["agent"], "tools": g["tools"]}, indent=2))
+        else:
+            say(f"{g['agent']}: " + (", ".join(g["tools"]) if g["tools"] else "(no tools granted)"))
+        return 0
+    if cmd == "revoke-tool":
+        r = admin("revoke_tool", name=ns.name, tool=ns.tool)
+        left = ", ".join(r["tools"]) if r["tools"] else "none"
+        say(f"{r['agent']}: {r['tool']} " + ("revoked" if r["revoked"] else "was not granted") + f" (granted: {left})")
         return 0
     raise AssertionError(cmd)

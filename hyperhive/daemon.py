@@ -73,6 +73,8 @@ from hyperhive.web.tables.heartbeats import Heartbeats
 from hyperhive.web.tables.sends import SendBatcher
 from hyperhive.web.tables.turn_slots import TurnSlots
 from hyperhive.workspace_pulls import Pulls
+from hyperhive.workspace_status_probe import ProbeCgroups
+from hyperhive.workspace_status_probe import use_cgroups as use_probe_cgroups
 
 __all__ = ["Daemon", "serve", "start", "stop"]
 
@@ -171,7 +173,13 @@ async def _bring_up(d: Daemon, token: str) -> None:
 
     beats = d.heartbeats
     # Each agent's branch back into the operator's repo after its turns (issue 14), read as the agent's uid.
-    d.pulls = pulls = Pulls(paths, backend.account)
+    d.pulls = pulls = Pulls(paths, backend.account, max_bytes=settings.pull_max_bundle_bytes,
+                              timeout=settings.pull_timeout_seconds)
+    # The git that looks inside a clone (workspace status) runs inside its agent's limits (issue 14).
+    if isinstance(backend, LocalBackend) and backend.cgroups is not None:
+        lim = backend.default_limits
+        use_probe_cgroups(ProbeCgroups.of(backend.cgroups, lambda n: paths.load_applied(AgentName(n)).limits(
+            lim.memory_mb, lim.pids)))
 
     def forget_gone(event: Event) -> None:  # on an actor thread: hand over
         if isinstance(event, ContainerState) and not event.snapshot.running:

@@ -138,6 +138,12 @@ class Settings:
     permission_ttl_seconds: float = setting(
         600.0, "how long a tool permission question (\"permissions\": \"ask\") waits for the operator before "
         "it is denied", bounds=(1, 7 * 24 * 3600))
+    pull_max_bundle_bytes: int = setting(
+        1 << 30, "most bytes one pull of an agent's branch into the operator's repository may carry (its "
+        "bundle); a bigger one is refused", bounds=(1 << 20, 1 << 40))
+    pull_timeout_seconds: float = setting(
+        300.0, "longest one pull of an agent's branch may take writing its bundle (and as long again "
+        "reading it into the operator's repository)", bounds=(1, 24 * 3600))
     notify: str = setting("", "command run with each event that waits for the operator (a question, an "
                           "approval, a crash) as JSON on stdin; empty: none")
     agent_memory_mb: int = setting(4096, "memory limit of each agent's whole process tree, in MB, where its "

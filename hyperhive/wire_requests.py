@@ -55,6 +55,7 @@ __all__ = [
     "RequestSpawn",
     "Restart",
     "Revive",
+    "RevokeTool",
     "Send",
     "Spawn",
     "Start",
@@ -137,7 +138,17 @@ class Permission(Request, op="permission"):
     tool_use_id: str = ""
 
 
-class Grants(Request, op="grants"): ...  # the tools this agent was granted "from now on"
+class Grants(Request, op="grants"):
+    """The tools an agent was granted "from now on". On an agent's socket: its
+    own (no name); on the admin socket: the named agent's (``name`` required)."""
+
+    name: str | None = None
+
+
+class RevokeTool(ByName, op="revoke_tool"):
+    """The operator takes back a tool granted "from now on" (admin socket)."""
+
+    tool: str
 
 
 # --- lifecycle (admin socket; start/restart/kill also the manager's) ------------

@@ -12,6 +12,16 @@ sockets is in view). Whatever the clone makes git run, it runs with less
 than the agent already has. Git's own steering settings are still switched
 off on the command line (hooks, fsmonitor, …) so the answer does not hang on them.
 
+The probe's processes are bounded by the agent's limits (`ProbeCgroups`,
+set by the backend with `use_cgroups`): they start through the harness's own
+launcher (`sandbox.launch`), which joins a cgroup before anything else runs.
+While the agent runs, that is its own cgroup, so whatever the clone makes git
+run (a filter that forks or eats memory) counts against what the agent may
+use at all, as if the agent had run it. An agent that does not run has no
+cgroup: its probe gets one of its own with the agent's limits, in a sibling
+namespace, removed (everything in it killed) after. Without cgroups (none
+usable on the host) the probe runs as before: sandboxed, timed, capped.
+
 The answer is the agent's to shape (it could lie about its own clone), so
 it is parsed strictly, capped (4 MiB of output, 15 s), and used only to keep
 work: a lie can block a purge (``--force`` overrides), never widen anything.
@@ -19,21 +29,30 @@ work: a lie can block a purge (``--force`` overrides), never widen anything.
 
 from __future__ import annotations
 
+import contextlib
+import itertools
 import os
 import selectors
 import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Iterator, Sequence
 from pathlib import Path
 
+import hyperhive.logs as logs
 from hyperhive.config_git import GIT_CONFIG
+from hyperhive.paths import Limits
 from hyperhive.sandbox import view as sv
+from hyperhive.sandbox.cgroups import Cgroups
 from hyperhive.sandbox.launch import launch_argv
 
-__all__ = ["INSIDE", "ProbeFailed", "probe_argv", "run_probe", "status_count", "unpulled_log"]
+__all__ = ["INSIDE", "ProbeCgroups", "ProbeFailed", "probe_argv", "run_probe", "status_count", "unpulled_log",
+           "use_cgroups"]
+
+_log = logs.get("hyperhive.workspace")
 
 INSIDE = "/work"
 TIMEOUT = 15.0
@@ -45,6 +64,73 @@ _ENV = (("PATH", "/usr/bin:/bin"), ("HOME", "/nonexistent"), ("LC_ALL", "C"), ("
 
 class ProbeFailed(Exception):
     """The sandboxed git gave no usable answer (the message says why)."""
+
+
+class ProbeCgroups:
+    """Where an agent's probes run: its own cgroup while it has one (it runs),
+    else a cgroup of the probe's own with the agent's limits (``limits_of``),
+    in ``spare`` (a sibling namespace), removed after the probe."""
+
+    def __init__(self, cgroups: Cgroups, limits_of: Callable[[str], Limits], spare: Cgroups | None) -> None:
+        self.cgroups = cgroups
+        self.limits_of = limits_of
+        self.spare = spare
+        self._ids = itertools.count(1)  # a cgroup per probe: probes of one agent at once never share one
+        self._lock = threading.Lock()
+        self._active = 0  # probes in a spare cgroup now: the spare namespace exists only while some run
+
+    @classmethod
+    def of(cls, cgroups: Cgroups, limits_of: Callable[[str], Limits]) -> ProbeCgroups:
+        """The agents' ``cgroups`` and a spare namespace beside theirs (``<namespace>-probe``)."""
+        spare = Cgroups.detect(cgroups.namespace + "-probe")
+        if spare is not None:
+            spare.discard_namespace()  # made again by the first probe that needs it
+        return cls(cgroups, limits_of, spare)
+
+    @contextlib.contextmanager
+    def joined(self, agent: str) -> Iterator[tuple[Path, ...]]:
+        """The cgroup.procs files a probe of ``agent`` joins, for the probe's length."""
+        try:
+            own = self.cgroups.agent(agent)
+        except ValueError:
+            raise ProbeFailed(f"no cgroup can be named for {agent!r}") from None
+        if all(d.is_dir() for d in own.dirs.values()):
+            yield own.procs_files  # it runs: the probe counts against its own limits
+            return
+        spare = self.spare
+        if spare is None:
+            raise ProbeFailed("no cgroup to bound the look inside the clone with")
+        with self._lock:
+            self._active += 1
+        try:
+            try:
+                cg = spare.prepare(f"{agent}-{next(self._ids)}", self.limits_of(agent))
+            except (OSError, ValueError, RuntimeError) as exc:
+                _log.warning("workspace.probe_no_cgroup", agent=agent, error=str(exc))
+                raise ProbeFailed(f"no cgroup for the look inside the clone: {exc}") from None
+            try:
+                yield cg.procs_files
+            finally:
+                spare.forget(cg.agent)  # kills what is left in it, then removes it
+        finally:
+            with self._lock:
+                self._active -= 1
+                if self._active == 0:  # no probe cgroup left behind the daemon, nor its namespace
+                    spare.discard_namespace()
+
+    def close(self) -> None:
+        """Remove the spare namespace, should a probe have left it (a probe's end removes it already)."""
+        if self.spare is not None:
+            self.spare.discard_namespace()
+
+
+_cgroups: ProbeCgroups | None = None
+
+
+def use_cgroups(cgroups: ProbeCgroups | None) -> None:
+    """The backend's: bound every probe from now on by its agent's cgroup (None: no more)."""
+    global _cgroups
+    _cgroups = cgroups
 
 
 def git_inside(args: Sequence[str]) -> list[str]:
@@ -84,20 +170,34 @@ def _owner(work: Path) -> tuple[int, int] | None:
     return (st.st_uid, st.st_gid) if os.geteuid() == 0 and st.st_uid != 0 else None
 
 
-def run_probe(work: Path, args: Sequence[str], stdin: bytes = b"") -> bytes:
-    """stdout of ``git args`` run in the clone at ``work``, sandboxed; ProbeFailed
-    on a non-zero exit, a timeout, too much output, or no sandbox."""
+def run_probe(work: Path, args: Sequence[str], stdin: bytes = b"", deadline: float | None = None) -> bytes:
+    """stdout of ``git args`` run in the clone at ``work`` (``agents/<name>/work``),
+    sandboxed, in the agent's cgroup when there are cgroups, for ``TIMEOUT``
+    seconds at most (less when ``deadline``, a `time.monotonic` value, comes
+    first); ProbeFailed on a non-zero exit, a timeout, too much output, or no sandbox."""
     if shutil.which("bwrap") is None:
         raise ProbeFailed("no bubblewrap on this host to look inside the clone with")
+    limit = TIMEOUT if deadline is None else min(TIMEOUT, deadline - time.monotonic())
+    if limit <= 0:
+        raise ProbeFailed("no time was left to look inside the clone")
+    bound = _cgroups
+    if bound is None:
+        return _run(work, args, stdin, (), limit)
+    with bound.joined(work.parent.name) as procs:
+        return _run(work, args, stdin, procs, limit)
+
+
+def _run(work: Path, args: Sequence[str], stdin: bytes, procs: Sequence[Path], limit: float) -> bytes:
     argv = probe_argv(str(work), git_inside(args))
     ids = _owner(work)
-    if ids is not None:
-        argv = launch_argv(sys.executable, (), ids[0], ids[1], argv)
+    if ids is not None or procs:
+        argv = launch_argv(sys.executable, procs, None if ids is None else ids[0], None if ids is None else ids[1],
+                           argv)
     proc = subprocess.Popen(argv, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL,
                             cwd="/", env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
                             start_new_session=True, close_fds=True)
     try:
-        out = _collect(proc, stdin)
+        out = _collect(proc, stdin, limit)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -109,14 +209,14 @@ def run_probe(work: Path, args: Sequence[str], stdin: bytes = b"") -> bytes:
     return out
 
 
-def _collect(proc: subprocess.Popen[bytes], stdin: bytes) -> bytes:
+def _collect(proc: subprocess.Popen[bytes], stdin: bytes, limit: float) -> bytes:
     assert proc.stdin is not None and proc.stdout is not None
     try:
         proc.stdin.write(stdin)  # a few KiB at most: fits the pipe
         proc.stdin.close()
     except BrokenPipeError:
         pass
-    deadline = time.monotonic() + TIMEOUT
+    deadline = time.monotonic() + limit
     chunks: list[bytes] = []
     size = 0
     with selectors.DefaultSelector() as sel:
@@ -124,7 +224,7 @@ def _collect(proc: subprocess.Popen[bytes], stdin: bytes) -> bytes:
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ProbeFailed(f"git in the clone took more than {TIMEOUT:.0f} s")
+                raise ProbeFailed(f"git in the clone took more than {limit:.0f} s")
             if not sel.select(left):
                 continue
             chunk = os.read(proc.stdout.fileno(), 1 << 16)
@@ -138,23 +238,26 @@ def _collect(proc: subprocess.Popen[bytes], stdin: bytes) -> bytes:
     try:
         proc.wait(left)
     except subprocess.TimeoutExpired:
-        raise ProbeFailed(f"git in the clone took more than {TIMEOUT:.0f} s") from None
+        raise ProbeFailed(f"git in the clone took more than {limit:.0f} s") from None
     return b"".join(chunks)
 
 
-def status_count(work: Path) -> int:
-    """How many paths ``git status`` lists (changed, staged, untracked; ignored ones not)."""
+def status_count(work: Path, deadline: float | None = None) -> int:
+    """How many paths ``git status`` lists (changed, staged, untracked; ignored ones not).
+    ``deadline`` (`time.monotonic`): the probe ends by then at the latest."""
     out = run_probe(work, ["status", "--porcelain=v1", "-z", "--no-renames", "--untracked-files=all",
-                           "--ignore-submodules=none"])
+                           "--ignore-submodules=none"], deadline=deadline)
     return sum(1 for entry in out.split(b"\0") if len(entry) > 3)
 
 
-def unpulled_log(work: Path, tips: Sequence[str], known: Sequence[str], limit: int = 20) -> tuple[int, list[str]]:
+def unpulled_log(work: Path, tips: Sequence[str], known: Sequence[str], limit: int = 20,
+                 deadline: float | None = None) -> tuple[int, list[str]]:
     """(how many commits reachable from ``tips`` are not reachable from ``known``,
     the first ``limit`` of them as raw ``id NUL subject`` lines), by the clone's git;
-    ids git does not have are skipped (``--ignore-missing``)."""
+    ids git does not have are skipped (``--ignore-missing``). Both probes end by
+    ``deadline`` (`time.monotonic`) at the latest."""
     feed = "".join(f"{t}\n" for t in tips) + "".join(f"^{k}\n" for k in known)
-    count = run_probe(work, ["rev-list", "--count", "--ignore-missing", "--stdin"], feed.encode())
+    count = run_probe(work, ["rev-list", "--count", "--ignore-missing", "--stdin"], feed.encode(), deadline)
     try:
         n = int(count.strip() or b"-1")
     except ValueError:
@@ -162,5 +265,5 @@ def unpulled_log(work: Path, tips: Sequence[str], known: Sequence[str], limit: i
     if n < 0:
         raise ProbeFailed("git rev-list in the clone gave no count")
     log = run_probe(work, ["rev-list", "--ignore-missing", "--stdin", f"--max-count={limit}",
-                           "--format=%H%x00%s", "--no-commit-header"], feed.encode())
+                           "--format=%H%x00%s", "--no-commit-header"], feed.encode(), deadline)
     return n, log.decode("utf-8", errors="replace").splitlines()

@@ -9,10 +9,10 @@ from __future__ import annotations
 from typing import Any
 
 from hyperhive.actors.refs import ApprovalsRef, BrokerRef, CoordinatorRef, QuestionsRef
-from hyperhive.errors import Unavailable
+from hyperhive.errors import BadRequest, Unavailable
 from hyperhive.names import OPERATOR
 from hyperhive.paths import StatePaths
-from hyperhive.web.operator import agents, messages
+from hyperhive.web.operator import agents, messages, permissions
 from hyperhive.web.operator.agents import observe_ls
 from hyperhive.web.operator.lifecycle import lifecycle_action
 from hyperhive.web.rpc.gate_ops import operator_gate_ops
@@ -20,7 +20,7 @@ from hyperhive.web.rpc.jsonlines import Op
 from hyperhive.web.tables.heartbeats import Heartbeats
 from hyperhive.web.tables.sends import SendBatcher
 from hyperhive.web.tables.turn_slots import TurnSlots
-from hyperhive.wire import Inbox, Ls, Ping, Pull, Send, Spawn, Start, Stop
+from hyperhive.wire import Grants, Inbox, Ls, Ping, Pull, RevokeTool, Send, Spawn, Start, Stop
 from hyperhive.workspace_pulls import Pulls
 
 __all__ = ["admin_ops", "observe_ls"]
@@ -58,8 +58,18 @@ def admin_ops(
     async def ping(req: Ping) -> dict[str, Any]:
         return {"agent": OPERATOR}
 
+    # Tool permissions (issue 14): the tools an agent was granted "from now on", and taking one back.
+    async def grants(req: Grants) -> dict[str, Any]:
+        if req.name is None:
+            raise BadRequest("grants on the admin socket needs the agent's name")
+        return await permissions.grants(questions, req.name)
+
+    async def revoke_tool(req: RevokeTool) -> dict[str, Any]:
+        return await permissions.revoke_tool(questions, req.name, req.tool)
+
     return {
         "ls": Op(ls), "spawn": Op(spawn), "start": Op(start), "stop": Op(stop),
         "send": Op(send), "inbox": Op(inbox), "ping": Op(ping), "pull": Op(pull),
+        "grants": Op(grants), "revoke_tool": Op(revoke_tool),
         **operator_gate_ops(coordinator, questions, approvals),
     }

@@ -9,7 +9,7 @@ from hyperhive.actors.bridge import Handle
 from hyperhive.actors.broker import Broker
 from hyperhive.actors.events import ContainerActivity, Hub
 from hyperhive.actors.refs import BrokerRef, QuestionsRef
-from hyperhive.errors import BadRequest, Unavailable
+from hyperhive.errors import BadRequest, Forbidden, Unavailable
 from hyperhive.names import AgentName, validate_recipient
 from hyperhive.web.operator import permissions
 from hyperhive.web.rpc.jsonlines import Op
@@ -94,6 +94,8 @@ def agent_ops(
                                             permission_ttl)
 
     async def grants(req: Grants) -> dict[str, Any]:
+        if req.name is not None and req.name != agent:  # the socket is the identity: only its own
+            raise Forbidden(f"{agent} may see only its own grants")
         # The TTL goes with them: the harness waits that long for a CLI silent on a question.
         out = {"agent": agent, "tools": []} if questions is None else await permissions.grants(questions, agent)
         return {**out, "ttl_seconds": permission_ttl}
