@@ -207,12 +207,16 @@ async def test_an_agent_cannot_bury_the_operator_in_questions(world: World) -> N
         t.cancel()
 
 
-async def test_a_big_input_comes_back_whole_but_the_row_keeps_only_what_is_shown(world: World) -> None:
+async def test_a_big_input_is_denied_unasked_and_one_that_fits_is_shown_whole(world: World) -> None:
+    # Review 14: the operator never allows a call they could not read whole.
     inp = {"file_path": "/w/big.txt", "content": "x" * 200_000}
+    out = await asyncio.wait_for(_ask(world, tool="Write", inp=inp), 5)
+    assert out["question_id"] is None and out["decision"]["behavior"] == "deny"
+    assert "too long to show the operator whole" in out["decision"]["message"]
+    assert Question.select().count() == 0
+    inp = {"file_path": "/w/fits.txt", "content": "x" * 6000}
     task = _ask(world, tool="Write", inp=inp)
     q = await _one_pending(world)
-    assert q["permission"]["shown"]["kind"] == "content" and len(q["permission"]["shown"]["text"]) <= 6000
-    row = json.loads(Question.get_by_id(q["id"]).detail)
-    assert "input" not in row and len(Question.get_by_id(q["id"]).detail) < 10_000
+    assert q["permission"]["shown"] == {"kind": "content", "file": "/w/fits.txt", "text": "x" * 6000}
     await gate.answer(world.questions, q["id"], ["allow"], "")
     assert (await task)["decision"] == {"behavior": "allow", "updatedInput": inp}

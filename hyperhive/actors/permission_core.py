@@ -13,7 +13,13 @@ options, and its resolution into the CLI's answer:
 
 The question names the agent and shows what the call would do: a Bash command,
 an Edit as a diff, a Write's file and content, any other tool's input as JSON.
-`render` is the same for the dashboard (a command in monospace, a diff).
+`render` is the same for the dashboard (a command in monospace, a diff). What
+is shown is what runs: every control, bidi and invisible character escaped
+(`safe`), every input key shown (``replace_all``, ``run_in_background``…), and
+a call that would not fit whole is denied, never asked (`unshowable`).
+
+An agent cannot flood the operator (`admit`): at most `RATE_LIMIT` questions
+per agent in `RATE_WINDOW` seconds; past it a call is denied at once.
 """
 
 from __future__ import annotations
@@ -21,7 +27,8 @@ from __future__ import annotations
 import difflib
 import json
 import re
-from collections.abc import Mapping
+import unicodedata
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hyperhive.actors.questions_core import MAX_QUESTION
@@ -29,6 +36,11 @@ from hyperhive.errors import BadRequest
 
 __all__ = [
     "ALLOW",
+    "ANNOUNCE_GRACE",
+    "KEEP_RESOLVED",
+    "RATE_LIMIT",
+    "RATE_WINDOW",
+    "admit",
     "DENY",
     "KIND",
     "behavior",
@@ -37,6 +49,9 @@ __all__ = [
     "options_for",
     "question_text",
     "render",
+    "safe",
+    "throttled_message",
+    "unshowable",
 ]
 
 KIND = "permission"
@@ -44,9 +59,18 @@ ALLOW = "allow"
 DENY = "deny"
 MAX_INPUT = 1 << 20  # a tool input's JSON, as the daemon keeps it with the question
 MAX_SHOWN = 6000  # of a command, a diff or a content in the question text
+RATE_LIMIT = 30  # permission questions per agent in RATE_WINDOW seconds; past it, denied at once
+RATE_WINDOW = 60.0
+ANNOUNCE_GRACE = 0.5  # a question is published once pending this long (the dashboard: within 1 s)
+KEEP_RESOLVED = 200  # resolved permission questions kept per agent; older ones are deleted
 # A Claude Code tool name (Bash, Edit, mcp__server__tool): also a valid --allowedTools rule.
 _TOOL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _EDITS = ("Edit", "MultiEdit")
+_EDIT_KEYS = ("file_path", "old_string", "new_string")
+# Shown escaped: controls (C0, C1), formats (bidi, zero-width, tags), separators, surrogates, private use.
+_HIDDEN = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+_MULTILINE = "\n\t"  # kept in a command, a diff, a content: a person reads lines and tabs
+_LIMITS = {"text": MAX_SHOWN, "description": 1000, "file": 1000}  # of each shown string
 
 
 def check_tool_name(name: object) -> str:
@@ -67,48 +91,109 @@ def _cut(text: str, limit: int = MAX_SHOWN) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def safe(text: str, keep: str = "") -> str:
+    """``text`` with every control, format (bidi, zero-width, tag) and line/paragraph
+    separator character as its escape (``\\x1b``, ``\\u202e``), but those in ``keep``:
+    the operator reads the characters that run, in the order they run. A superset
+    of `logs.terminal_safe` (also U+061C, U+200B…, U+FEFF, the tag characters)."""
+    return "".join(c if c in keep or unicodedata.category(c) not in _HIDDEN
+                   else c.encode("unicode_escape").decode() for c in text)
+
+
 def _str(inp: Mapping[str, Any], key: str) -> str:
     v = inp.get(key)
     return v if isinstance(v, str) else ""
 
 
+def _value(v: Any) -> str:
+    return safe(json.dumps(v, ensure_ascii=False, sort_keys=True))
+
+
+def _extras(inp: Mapping[str, Any], rendered: tuple[str, ...], prefix: str = "") -> list[str]:
+    """``key: value`` for every key not shown otherwise (a shown key is one of
+    ``rendered`` with a string value): ``replace_all``, ``run_in_background``, …"""
+    return [f"{prefix}{safe(str(k))}: {_value(v)}" for k, v in sorted(inp.items(), key=lambda kv: str(kv[0]))
+            if not (k in rendered and isinstance(v, str))]
+
+
 def _diff(path: str, old: str, new: str) -> list[str]:
-    return list(difflib.unified_diff(old.splitlines(), new.splitlines(), f"a{path}" if path.startswith("/")
-                                     else f"a/{path}", f"b{path}" if path.startswith("/") else f"b/{path}",
-                                     lineterm="", n=2))
+    # split on "\n" only: splitlines also splits on \r, \f, \x1c…, U+2028, which would vanish from the view
+    a, b = (f"a{path}", f"b{path}") if path.startswith("/") else (f"a/{path}", f"b/{path}")
+    return [safe(line, _MULTILINE) for line in
+            difflib.unified_diff(old.split("\n"), new.split("\n"), a, b, lineterm="", n=2)]
 
 
-def render(tool: str, inp: Mapping[str, Any]) -> dict[str, Any]:
-    """What the call would do, for a person: ``{"kind": "command"|"diff"|"content"|"json", …}``."""
+def _whole(tool: str, inp: Mapping[str, Any]) -> dict[str, Any]:
+    """`render` before any cut (every string already escaped)."""
     if tool == "Bash" and _str(inp, "command"):
-        return {"kind": "command", "text": _cut(_str(inp, "command")),
-                "description": _cut(_str(inp, "description"), 500)}
+        also = "; ".join(_extras(inp, ("command", "description")))
+        desc = safe(_str(inp, "description"))
+        return {"kind": "command", "text": safe(_str(inp, "command"), _MULTILINE),
+                "description": " · ".join(p for p in (f"[{also}]" if also else "", desc) if p)}
     if tool in _EDITS and _str(inp, "file_path"):
         path = _str(inp, "file_path")
         edits = inp.get("edits") if tool == "MultiEdit" else [inp]
+        listed = tool == "MultiEdit" and isinstance(edits, list)  # then each edit is shown, below
+        notes = _extras({k: v for k, v in inp.items() if not (listed and k == "edits")},
+                        ("file_path",) if tool == "MultiEdit" else _EDIT_KEYS)
         lines: list[str] = []
-        for e in edits if isinstance(edits, list) else []:
-            if isinstance(e, Mapping):
-                lines += _diff(path, _str(e, "old_string"), _str(e, "new_string"))
-        return {"kind": "diff", "file": path, "text": _cut("\n".join(lines))}
+        if listed and isinstance(edits, list):
+            for i, e in enumerate(edits):
+                if isinstance(e, Mapping):
+                    notes += _extras(e, ("old_string", "new_string"), f"edits[{i}].")
+                    lines += _diff(path, _str(e, "old_string"), _str(e, "new_string"))
+                else:
+                    notes.append(f"edits[{i}]: {_value(e)}")
+        elif tool == "Edit":
+            lines = _diff(path, _str(inp, "old_string"), _str(inp, "new_string"))
+        return {"kind": "diff", "file": safe(path), "text": "\n".join([*notes, *lines])}
     if tool == "Write" and _str(inp, "file_path"):
-        return {"kind": "content", "file": _str(inp, "file_path"), "text": _cut(_str(inp, "content"))}
-    return {"kind": "json", "text": _cut(json.dumps(dict(inp), indent=2, ensure_ascii=False, sort_keys=True))}
+        notes = _extras(inp, ("file_path", "content"))
+        return {"kind": "content", "file": safe(_str(inp, "file_path")),
+                "text": "\n".join([*notes, safe(_str(inp, "content"), _MULTILINE)])}
+    return {"kind": "json", "text": safe(json.dumps(dict(inp), indent=2, ensure_ascii=False, sort_keys=True),
+                                         _MULTILINE)}
+
+
+def render(tool: str, inp: Mapping[str, Any]) -> dict[str, Any]:
+    """What the call would do, for a person: ``{"kind": "command"|"diff"|"content"|"json", …}``,
+    every string escaped (`safe`) and every input key shown (the ones a kind does
+    not render as ``key: value`` lines, in the command's description). Cut only
+    where `unshowable` says the call is refused anyway."""
+    return {k: _cut(v, _LIMITS.get(k, MAX_SHOWN)) if isinstance(v, str) else v for k, v in _whole(tool, inp).items()}
+
+
+def _question(agent: str, tool: str, shown: Mapping[str, Any]) -> str:
+    if shown["kind"] == "command":
+        head = f"`{agent}` wants to run Bash: `{shown['text']}`"
+        return head + (f"\n({shown['description']})" if shown["description"] else "")
+    if shown["kind"] == "diff":
+        return f"`{agent}` wants to edit {shown['file']} ({tool}):\n{shown['text']}"
+    if shown["kind"] == "content":
+        return f"`{agent}` wants to write {shown['file']} (Write):\n{shown['text']}"
+    return f"`{agent}` wants to use {tool}:\n{shown['text']}"
 
 
 def question_text(agent: str, tool: str, inp: Mapping[str, Any]) -> str:
     """The operator's question: who wants to run what, with what it would do."""
-    shown = render(tool, inp)
-    if shown["kind"] == "command":
-        head = f"`{agent}` wants to run Bash: `{shown['text']}`"
-        text = head + (f"\n({shown['description']})" if shown["description"] else "")
-    elif shown["kind"] == "diff":
-        text = f"`{agent}` wants to edit {shown['file']} ({tool}):\n{shown['text']}"
-    elif shown["kind"] == "content":
-        text = f"`{agent}` wants to write {shown['file']} (Write):\n{shown['text']}"
-    else:
-        text = f"`{agent}` wants to use {tool}:\n{shown['text']}"
-    return _cut(text, MAX_QUESTION)
+    return _cut(_question(agent, tool, render(tool, inp)), MAX_QUESTION)
+
+
+def unshowable(tool: str, inp: Mapping[str, Any], agent: str = "a" * 64) -> str | None:
+    """Why this call cannot be shown whole (then it is denied, never asked), or None.
+
+    The operator allows what they read: a command, a diff, a file's content, a
+    path or a description past what the dashboard and the question text hold
+    would be cut, and the part cut off would run unseen."""
+    whole = _whole(tool, inp)
+    for key, value in whole.items():
+        limit = _LIMITS.get(key, MAX_SHOWN)
+        if isinstance(value, str) and len(value) > limit:
+            return (f"this {tool} call is too long to show the operator whole ({key}: {len(value)} characters "
+                    f"shown, at most {limit}); it is denied: make it smaller (a script file, smaller edits)")
+    if len(_question(agent, tool, whole)) > MAX_QUESTION:
+        return f"this {tool} call is too long to show the operator whole; it is denied: make it smaller"
+    return None
 
 
 def _reason(answer: str, option: str) -> str:
@@ -123,6 +208,9 @@ def behavior(tool: str, inp: Mapping[str, Any], answer: str, how: str) -> tuple[
     choice and text (``"deny, too risky"``); an expiry answers the default ``deny``.
     """
     if how == "answered":
+        hidden = unshowable(tool, inp)
+        if hidden is not None:  # never allow what the operator could not read whole
+            return {"behavior": "deny", "message": hidden}, False
         for option, grant in ((forever_option(tool), True), (ALLOW, False)):
             if answer == option or answer.startswith(option + ", "):
                 return {"behavior": "allow", "updatedInput": dict(inp)}, grant
@@ -133,3 +221,19 @@ def behavior(tool: str, inp: Mapping[str, Any], answer: str, how: str) -> tuple[
     else:
         message = f"the question about this {tool} call was cancelled; it is denied"
     return {"behavior": "deny", "message": message}, False
+
+
+def admit(recent: Sequence[float], now: float, limit: int = RATE_LIMIT,
+          window: float = RATE_WINDOW) -> tuple[list[float], bool]:
+    """The sliding window of one agent's questions: the times still in it (with
+    ``now`` when admitted) and whether a new question may be asked. A refused
+    call does not count: the window empties by itself."""
+    kept = [t for t in recent if now - t < window]
+    if len(kept) >= limit:
+        return kept, False
+    return [*kept, now], True
+
+
+def throttled_message(tool: str, limit: int = RATE_LIMIT, window: float = RATE_WINDOW) -> str:
+    return (f"too many tool questions: at most {limit} in {window:g} s per agent; this {tool} call is denied "
+            "without asking the operator (wait, or ask for fewer calls)")

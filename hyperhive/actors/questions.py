@@ -15,6 +15,12 @@ to the asker's inbox. A waiter that gives up (its connection closed, the turn
 was cancelled) cancels its question; one left from before a restart is
 cancelled at boot. The actor also keeps the tools granted "from now on"
 (`grants.GrantStore`): a granted tool is allowed at once, with no question.
+Review 14: an agent asks at most `RATE_LIMIT` in `RATE_WINDOW` seconds (past
+it, and for a call too long to show whole, the answer is deny at once, no
+row); a permission question is published (``question.asked``: the notify
+command, the dashboard) only once pending `ANNOUNCE_GRACE` (or when resolved
+first, unless its caller just went away); each agent keeps its newest
+`KEEP_RESOLVED` resolved permission rows.
 """
 
 from __future__ import annotations
@@ -32,15 +38,22 @@ from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.events import ContainerRemoved, Event, Hub, QuestionAsked, QuestionResolved
 from hyperhive.actors.grants import GrantStore
 from hyperhive.actors.permission_core import (
+    ANNOUNCE_GRACE,
     DENY,
+    KEEP_RESOLVED,
     KIND,
     MAX_INPUT,
+    RATE_LIMIT,
+    RATE_WINDOW,
+    admit,
     behavior,
     check_tool_name,
     options_for,
     question_text,
-    render,
+    throttled_message,
+    unshowable,
 )
+from hyperhive.actors.question_rows import detail, detail_json, question_view
 from hyperhive.actors.questions_core import (
     CANCELLED,
     How,
@@ -59,51 +72,6 @@ __all__ = ["Questions", "TtlTimer", "question_view"]
 _log = logs.get("hyperhive.questions")
 RECENT_RESOLVED = 20
 MAX_PENDING_PERMISSIONS = 16  # per agent; the CLI asks about one call at a time (a few, for parallel calls)
-
-
-def question_view(q: Any) -> dict[str, Any]:
-    view = {
-        "id": q.id, "asker": q.asker, "question": q.question, "options": options_of(q.options),
-        "multi": bool(q.multi), "asked_at": q.asked_at, "deadline_at": q.deadline_at,
-        "default": q.default_answer, "answer": q.answer, "answered_at": q.answered_at, "how": q.how,
-        "kind": q.kind or "question",
-    }
-    if q.kind == KIND:
-        tool, _, use_id = _detail(q)
-        view["permission"] = {"tool_name": tool, "tool_use_id": use_id, "shown": _shown(q)}
-    return view
-
-
-STORED_INPUT = 16 << 10  # a tool input up to this is kept whole with its question; a bigger one as shown
-
-
-def _detail_json(tool: str, inp: dict[str, Any], raw: str, tool_use_id: str) -> str:
-    """What the row keeps: the tool, what the operator is shown (capped), and the
-    input itself when small. The parked op holds the whole input in memory; the
-    listings never parse a big one."""
-    d: dict[str, Any] = {"tool_name": tool, "tool_use_id": tool_use_id, "shown": render(tool, inp)}
-    if len(raw) <= STORED_INPUT:
-        d["input"] = inp
-    return json.dumps(d, ensure_ascii=False)
-
-
-def _detail(q: Any) -> tuple[str, dict[str, Any], str]:
-    """A permission question's tool, stored input ({} when it was too big) and tool_use_id."""
-    try:
-        d = json.loads(q.detail or "{}")
-    except ValueError:
-        d = {}
-    inp = d.get("input")
-    return str(d.get("tool_name", "")), inp if isinstance(inp, dict) else {}, str(d.get("tool_use_id", ""))
-
-
-def _shown(q: Any) -> dict[str, Any]:
-    try:
-        d = json.loads(q.detail or "{}")
-    except ValueError:
-        d = {}
-    shown = d.get("shown")
-    return shown if isinstance(shown, dict) else {"kind": "json", "text": ""}
 
 
 class TtlTimer(pykka.ThreadingActor):
@@ -138,6 +106,9 @@ class Questions(pykka.ThreadingActor):
         # permission question id → the parked op and the tool's whole input (the row keeps a small one only)
         self._waiters: dict[int, tuple[Reply[dict[str, Any]], dict[str, Any]]] = {}
         self._unsubscribe: Any = None
+        self._asked: dict[str, list[float]] = {}  # agent → monotonic times of its recent permission questions
+        self._throttled: set[str] = set()  # agents refused since their last admitted question (logged once)
+        self._unannounced: set[int] = set()  # permission questions not yet published (ANNOUNCE_GRACE)
 
     def on_start(self) -> None:
         me = self._me = Handle(self.actor_ref.proxy())
@@ -246,12 +217,17 @@ class Questions(pykka.ThreadingActor):
                                               & Question.how.is_null()).count()
             if waiting >= MAX_PENDING_PERMISSIONS:  # an agent cannot bury the operator in questions
                 raise Conflict(f"{agent} already has {waiting} tool calls waiting for the operator")
+            refusal = self._refusal(agent, tool, inp)
+            if refusal is not None:
+                if claim(reply):
+                    resolve(reply, {"decision": {"behavior": "deny", "message": refusal}, "question_id": None})
+                return
             now = time.time()
             q = Question.create(
                 asker=agent, question=question_text(agent, tool, inp), asked_at=now,
                 options=json.dumps(options_for(tool)), multi=False, deadline_at=now + ttl_seconds,
                 default_answer=DENY, kind=KIND,
-                detail=_detail_json(tool, inp, input_json, tool_use_id),
+                detail=detail_json(tool, inp, input_json, tool_use_id),
             )
         except (HiveError, ValueError) as exc:
             if claim(reply):
@@ -266,14 +242,46 @@ class Questions(pykka.ThreadingActor):
             # A caller that gives up (connection closed, timeout) leaves nobody to run the tool for.
             reply.add_done_callback(lambda f: me.tell(Questions.abandon, qid) if f.cancelled() else None)
         _log.info("question.permission_asked", question_id=qid, agent=agent, tool=tool)
-        self._hub.publish(QuestionAsked(question_view(q)))
+        # Announced (the notify command, the dashboard) only if still pending after a beat:
+        # a caller that asks and drops its connection at once makes no notification.
+        self._unannounced.add(qid)
+        assert self._me is not None
+        self._clock.call_later(ANNOUNCE_GRACE, self._me.tell, Questions.announce, qid)
+
+    def _refusal(self, agent: str, tool: str, inp: dict[str, Any]) -> str | None:
+        """Why this call is denied without asking: past the agent's rate (logged
+        once per run of refusals), or too long to show whole."""
+        recent, admitted = admit(self._asked.get(agent, ()), time.monotonic())
+        self._asked[agent] = recent
+        if not admitted:
+            if agent not in self._throttled:
+                self._throttled.add(agent)
+                _log.warning("question.permission_throttled", agent=agent, limit=RATE_LIMIT, window=RATE_WINDOW)
+            return throttled_message(tool)
+        self._throttled.discard(agent)
+        hidden = unshowable(tool, inp, agent)
+        if hidden is not None:
+            _log.info("question.permission_unshowable", agent=agent, tool=tool)
+        return hidden
+
+    def announce(self, qid: int) -> None:
+        """ANNOUNCE_GRACE after a permission question was asked: publish it if still pending."""
+        try:
+            if qid in self._unannounced:
+                self._unannounced.discard(qid)
+                q = Question.get_or_none(Question.id == qid)
+                if q is not None and q.how is None:
+                    self._hub.publish(QuestionAsked(question_view(q)))
+        except Exception:  # noqa: BLE001 - a tell must never kill the actor
+            _log.exception("question.announce_failed", question_id=qid)
 
     def abandon(self, qid: int) -> None:
-        """The parked permission op went away: its question is cancelled."""
+        """The parked permission op went away: its question is cancelled (and,
+        gone before it was announced, never announced)."""
         try:
             q = Question.get_or_none(Question.id == qid)
             if q is not None and q.how is None:
-                self._resolve(q, "[cancelled: the agent stopped waiting]", "cancelled")
+                self._resolve(q, "[cancelled: the agent stopped waiting]", "cancelled", announce=False)
         except Exception:  # noqa: BLE001 - a tell must never kill the actor
             _log.exception("question.abandon_failed", question_id=qid)
 
@@ -289,6 +297,8 @@ class Questions(pykka.ThreadingActor):
 
     def forget_grants(self, agent: str) -> None:
         self._grants.forget(agent)
+        self._asked.pop(agent, None)
+        self._throttled.discard(agent)
 
     # --- internals -----------------------------------------------------------
     def _get(self, qid: int) -> Any:
@@ -305,7 +315,7 @@ class Questions(pykka.ThreadingActor):
         if q is not None and q.how is None:
             self._resolve(q, expiry_answer(q.default_answer), "expired")
 
-    def _resolve(self, q: Any, text: str, how: How) -> None:
+    def _resolve(self, q: Any, text: str, how: How, announce: bool = True) -> None:
         now = time.time()
         # Conditional on still pending: the row, not this actor's memory, decides the winner.
         won = Question.update(answer=text, answered_at=now, how=how).where(
@@ -318,6 +328,10 @@ class Questions(pykka.ThreadingActor):
             return
         event = operator_answered(q.id, q.question, text, how)
         if q.kind == KIND:  # the answer goes back as the tool's reply, not to the inbox
+            if q.id in self._unannounced:  # resolved within the grace: asked first (but not if abandoned)
+                self._unannounced.discard(q.id)
+                if announce:
+                    self._hub.publish(QuestionAsked(question_view(q)))
             self._permission_resolved(q, text, how)
             self._hub.publish(QuestionResolved(event, q.asker))
             return
@@ -326,7 +340,7 @@ class Questions(pykka.ThreadingActor):
         self._hub.publish(QuestionResolved(event, q.asker))
 
     def _permission_resolved(self, q: Any, text: str, how: How) -> None:
-        tool, stored, _ = _detail(q)
+        tool, stored, _ = detail(q)
         waiter = self._waiters.pop(q.id, None)
         decision, grant = behavior(tool, waiter[1] if waiter is not None else stored, text, how)
         if grant:
@@ -335,6 +349,16 @@ class Questions(pykka.ThreadingActor):
                   granted=grant)
         if waiter is not None and claim(waiter[0]):
             resolve(waiter[0], {"decision": decision, "question_id": q.id})
+        self._prune(q.asker)
+
+    def _prune(self, agent: str) -> None:
+        """Keep an agent's newest KEEP_RESOLVED resolved permission questions, no more."""
+        mine = (Question.asker == agent) & (Question.kind == KIND) & Question.how.is_null(False)
+        edge = Question.select(Question.id).where(mine).order_by(Question.id.desc()).offset(KEEP_RESOLVED).limit(1)
+        last = edge.scalar()
+        if last is not None:
+            gone = Question.delete().where(mine & (Question.id <= last)).execute()
+            _log.debug("question.permissions_pruned", agent=agent, deleted=gone)
 
     def _arm(self, qid: int, deadline_at: float) -> None:
         assert self._me is not None

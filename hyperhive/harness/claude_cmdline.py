@@ -18,6 +18,7 @@ decides which one a harness really runs:
 
 from __future__ import annotations
 
+import json
 import sys
 from collections.abc import Mapping, Sequence
 from pathlib import Path
@@ -35,6 +36,7 @@ __all__ = [
     "mcp_config",
     "permission_args",
     "permission_mode",
+    "settings_args",
 ]
 
 DEFAULT_ALLOWED_TOOLS = ("mcp__hyperhive",)  # every hyperhive tool, nothing else
@@ -82,6 +84,27 @@ def permission_args(mode: str, allowed_tools: Sequence[str], granted: Sequence[s
     return ["--allowedTools", ",".join(allowed_tools)] if allowed_tools else []
 
 
+def settings_args(mode: str) -> list[str]:
+    """The flags that make the harness's choice the only settings the CLI reads.
+
+    HOME is the agent's state dir and the cwd its workspace, both the agent's
+    to write: with its default sources the CLI would load
+    ``$HOME/.claude/settings.json`` and ``<cwd>/.claude/settings{,.local}.json``
+    (hooks it runs before any permission check, ``permissions.allow``,
+    ``defaultMode``, ``env``, ``apiKeyHelper``). ``--setting-sources ""`` loads
+    none of them (admin-managed policy files, root's, still apply); the inline
+    ``--settings`` JSON (never a file, so nothing the agent could swap) turns
+    every hook off and pins the permission mode the harness chose (outside
+    ``sandbox`` mode, bypassing permissions cannot be switched on at all). A
+    settings JSON the CLI finds invalid is silently ignored in ``-p`` mode:
+    tests/security/test_review14_claude_settings.py runs the real CLI on it.
+    """
+    permissions = ({"defaultMode": "bypassPermissions"} if mode == "sandbox"
+                   else {"defaultMode": "default", "disableBypassPermissionsMode": "disable"})
+    pinned = {"disableAllHooks": True, "permissions": permissions}
+    return ["--setting-sources", "", "--settings", json.dumps(pinned, separators=(",", ":"), sort_keys=True)]
+
+
 def claude_argv(binary: str, mcp_config_path: Path, allowed_tools: Sequence[str],
                 session_id: str | None, append_system: str | None = None,
                 mode: str = "allowlist", granted: Sequence[str] = ()) -> list[str]:
@@ -90,6 +113,7 @@ def claude_argv(binary: str, mcp_config_path: Path, allowed_tools: Sequence[str]
         binary, "-p",
         "--output-format", "stream-json", "--verbose",
         "--mcp-config", str(mcp_config_path), "--strict-mcp-config",
+        *settings_args(mode),
     ]
     if append_system:
         argv += ["--append-system-prompt", append_system]

@@ -13,6 +13,7 @@ from hyperhive.harness.claude_cmdline import (
     claude_env,
     has_credentials,
     mcp_config,
+    settings_args,
 )
 from hyperhive.harness.claude_prompt import format_prompt, system_prompt
 from hyperhive.harness.loop import agent_config, make_driver
@@ -25,10 +26,11 @@ def test_argv_first_turn_and_resumed() -> None:
     cfg = Path("/s/claude-mcp.json")
     assert claude_argv("claude", cfg, DEFAULT_ALLOWED_TOOLS, None) == [
         "claude", "-p", "--output-format", "stream-json", "--verbose",
-        "--mcp-config", "/s/claude-mcp.json", "--strict-mcp-config", "--allowedTools", "mcp__hyperhive",
+        "--mcp-config", "/s/claude-mcp.json", "--strict-mcp-config", *settings_args("allowlist"),
+        "--allowedTools", "mcp__hyperhive",
     ]
     argv = claude_argv("/bin/c", cfg, ("mcp__hyperhive__send", "Bash(git log:*)"), "sid-1", "be brief")
-    assert argv[8:] == ["--append-system-prompt", "be brief", "--allowedTools", "mcp__hyperhive__send,Bash(git log:*)",
+    assert argv[12:] == ["--append-system-prompt", "be brief", "--allowedTools", "mcp__hyperhive__send,Bash(git log:*)",
                         "--resume", "sid-1"]
     assert "--dangerously-skip-permissions" not in argv
     assert "--allowedTools" not in claude_argv("claude", cfg, (), None)
