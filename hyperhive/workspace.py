@@ -18,6 +18,11 @@ The design, and why it is not ``git clone``:
   (daemon-owned, beside ``work/`` and ``state/``, where the agent cannot write):
   ``{"repo": "/abs/operator/repo" | null, "branch": "hive/<name>",
   "base": "<commit the clone started from>" | null}``. `read_workspace` reads it.
+  Beside it ``workspace-pulled`` names the commit the last pull left on
+  ``hive/<name>`` (`record_pull`): the branch that agent may move.
+- A spawn is refused while the operator's repo has a ``hive/<name>`` its HEAD
+  does not hold (`check_branch_free`): an earlier agent's unmerged work is
+  never taken over, and overwritten, by a new agent of that name.
 - Neither the operator's repo nor its ``.git`` is ever bound into a sandbox.
 """
 
@@ -35,17 +40,19 @@ from pathlib import Path
 import hyperhive.logs as logs
 from hyperhive import workspace_git as wg
 from hyperhive.config_git import FULL_ID
-from hyperhive.errors import BadRequest
+from hyperhive.errors import BadRequest, Conflict
 from hyperhive.names import AgentName
 from hyperhive.paths import AgentConfig, StatePaths
 from hyperhive.sandbox.safefs import read_nofollow
 
-__all__ = ["RECORD_FILE", "WorkspaceRecord", "branch_of", "check_repo", "create_workspace",
-           "operator_git_dir", "operator_runner", "parse_bundle_header", "read_workspace", "with_repo"]
+__all__ = ["PULLED_FILE", "RECORD_FILE", "WorkspaceRecord", "branch_of", "check_branch_free", "check_repo",
+           "create_workspace", "last_pull", "operator_git_dir", "operator_runner", "parse_bundle_header",
+           "read_workspace", "record_pull", "with_repo"]
 
 _log = logs.get("hyperhive.workspace")
 
 RECORD_FILE = "workspace.json"
+PULLED_FILE = "workspace-pulled"  # agents/<n>/: the commit its last pull left on hive/<name> (the daemon's)
 CLONE_TIMEOUT = 600.0  # seconds for the bundle of the operator's HEAD and its fetch
 HEADER_MAX = 1 << 16
 
@@ -83,13 +90,29 @@ def read_workspace(paths: StatePaths, name: AgentName) -> WorkspaceRecord | None
     return WorkspaceRecord(repo, branch, base)
 
 
-def _write_record(paths: StatePaths, name: AgentName, record: WorkspaceRecord) -> None:
-    f = paths.agent(name) / RECORD_FILE
-    tmp = f.with_name(RECORD_FILE + ".tmp")
+def _write_daemon_file(paths: StatePaths, name: AgentName, file: str, text: str) -> None:
+    f = paths.agent(name) / file
+    tmp = f.with_name(file + ".tmp")
     tmp.unlink(missing_ok=True)
-    tmp.write_text(record.to_json())
+    tmp.write_text(text)
     os.chmod(tmp, 0o644)
     tmp.replace(f)
+
+
+def _write_record(paths: StatePaths, name: AgentName, record: WorkspaceRecord) -> None:
+    _write_daemon_file(paths, name, RECORD_FILE, record.to_json())
+
+
+def record_pull(paths: StatePaths, name: AgentName, commit: str) -> None:
+    """Note the commit a pull left on the agent's ``hive/<name>`` (its own, to move later)."""
+    _write_daemon_file(paths, name, PULLED_FILE, commit + "\n")
+
+
+def last_pull(paths: StatePaths, name: AgentName) -> str | None:
+    """The commit the agent's last pull left on ``hive/<name>``, None before its first."""
+    raw = read_nofollow(paths.agents, name, PULLED_FILE, limit=256)
+    text = None if raw is None else raw.decode(errors="replace").strip()
+    return text if text is not None and FULL_ID.fullmatch(text) else None
 
 
 # --- the operator's repository -------------------------------------------------------------
@@ -140,6 +163,34 @@ def check_repo(paths: StatePaths, repo: object) -> Path:
     if r.returncode != 0 or r.stdout.strip() != b"false":
         raise BadRequest(f"repo {repo} is not a git work tree: {r.stderr or 'a bare repository'}")
     return top
+
+
+def check_branch_free(top: Path, name: AgentName) -> None:
+    """Conflict when the operator's repo at ``top`` already has ``hive/<name>`` with
+    work its HEAD does not hold (an earlier agent of that name, purged before the
+    operator merged it, or the operator's own branch): a new agent's pulls would
+    overwrite it. A branch merged into HEAD is free to reuse."""
+    git_dir = operator_git_dir(top)
+    runner = operator_runner(git_dir)
+    branch = branch_of(name)
+
+    def oid(rev: str) -> str | None:
+        r = wg.run(str(git_dir), "rev-parse", "--verify", "-q", rev, runner=runner, check=False, timeout=30)
+        text = r.stdout.decode(errors="replace").strip()
+        return text if r.returncode == 0 and FULL_ID.fullmatch(text) else None
+
+    tip = oid(f"refs/heads/{branch}^{{commit}}")
+    if tip is None:
+        return
+    head = oid("HEAD^{commit}")
+    if head is not None and wg.run(str(git_dir), "merge-base", "--is-ancestor", tip, head, runner=runner,
+                                   check=False, timeout=30).returncode == 0:
+        return
+    subject = wg.run(str(git_dir), "log", "-1", "--format=%s", tip, runner=runner, check=False,
+                     timeout=30).stdout.decode(errors="replace").strip()[:100]
+    raise Conflict(f"{top} already has a branch {branch} at {tip[:12]} ({subject!r}) that its HEAD does not "
+                   f"hold (an earlier {name}'s work?): merge, rename or delete it before spawning {name} "
+                   f"with this repository")
 
 
 def with_repo(config: AgentConfig, repo: object) -> AgentConfig:
@@ -236,12 +287,15 @@ def create_workspace(paths: StatePaths, name: AgentName, repo: str | None,
 
     A workspace already made (a revived agent) is kept as it is: its record is
     returned; a ``work/`` with files but no record (made before workspaces) is
-    left alone (None). Bad input (``check_repo``) changes nothing; a failure
-    half-way empties ``work/`` again."""
+    left alone (None). Bad input (``check_repo``; a ``hive/<name>`` there with
+    work HEAD lacks, `check_branch_free`) changes nothing; a failure half-way
+    empties ``work/`` again."""
     kept = read_workspace(paths, name)
     if kept is not None:
         return kept
     top = check_repo(paths, repo) if repo is not None else None
+    if top is not None:
+        check_branch_free(top, name)
     work = paths.workspace(name)
     if not _fresh_dir(work):
         _log.warning("workspace.not_fresh", agent=name, work=str(work))

@@ -22,11 +22,12 @@ its agents are its own uid already).
 from __future__ import annotations
 
 import os
+import resource
 import selectors
 import signal
 import subprocess
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import IO
 
@@ -95,21 +96,34 @@ def git_argv(git_dir: str, args: Sequence[str], extra: Sequence[tuple[str, str]]
     return [*argv, *args]
 
 
-def _env() -> dict[str, str]:
-    return git_env(os.environ.get("PATH"), ("hyperhive", "hyperhive@localhost"))
+def _env(more: Mapping[str, str] = {}) -> dict[str, str]:
+    return {**git_env(os.environ.get("PATH"), ("hyperhive", "hyperhive@localhost")), **more}
+
+
+def _limit_as(max_as: int | None) -> Callable[[], None] | None:
+    """A child's hook (after fork, before exec) capping its address space, or None."""
+    if max_as is None:
+        return None
+
+    def cap() -> None:
+        resource.setrlimit(resource.RLIMIT_AS, (max_as, max_as))
+    return cap
 
 
 def run(git_dir: str, *args: str, runner: Runner = Runner(), extra: Sequence[tuple[str, str]] = (),
         work_tree: str | None = None, timeout: float = 60.0, check: bool = True,
-        input: bytes | None = None, stdin: IO[bytes] | None = None) -> GitResult:
+        input: bytes | None = None, stdin: IO[bytes] | None = None,
+        env: Mapping[str, str] = {}, max_as: int | None = None) -> GitResult:
     """One git call, its output in memory (small outputs only); ``stdin`` an
-    open file it reads from where it stands. Internal on failure when
-    ``check``, BadRequest when it takes longer than ``timeout``."""
+    open file it reads from where it stands; ``env`` on top of `config_git`'s
+    environment (``GIT_ALLOC_LIMIT``…); ``max_as`` bytes of address space at
+    most (RLIMIT_AS). Internal on failure when ``check``, BadRequest when it
+    takes longer than ``timeout``."""
     argv = git_argv(git_dir, args, extra, work_tree)
     try:
-        r = subprocess.run(argv, input=input, capture_output=True, env=_env(), cwd="/", timeout=timeout,
+        r = subprocess.run(argv, input=input, capture_output=True, env=_env(env), cwd="/", timeout=timeout,
                            stdin=stdin if stdin is not None else None if input is not None else subprocess.DEVNULL,
-                           process_group=0,
+                           process_group=0, preexec_fn=_limit_as(max_as),
                            **runner.kwargs())  # type: ignore[call-overload]
     except subprocess.TimeoutExpired:
         raise BadRequest(f"git {args[0]} took longer than {timeout:g} s in {git_dir}") from None

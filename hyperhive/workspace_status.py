@@ -59,6 +59,7 @@ _log = logs.get("hyperhive.workspace_status")
 WORKSPACE_FILE = "workspace.json"
 LIST_LIMIT = 20  # commits named in a status; the count says how many in all
 CACHE_SECONDS = 5.0
+MIN_PROBE = 0.5  # seconds a clone's probes get in a listing whose budget is spent (a changed, young entry)
 SUBJECT_LIMIT = 200
 GIT_TIMEOUT = 20.0  # each git call in the operator's repo
 
@@ -193,8 +194,10 @@ def _empty_dir(work: Path) -> bool:
         return False
 
 
-def work_status(paths: StatePaths, name: AgentName, now: float | None = None) -> WorkStatus:
-    """The clone's state, computed now (see the module's design)."""
+def work_status(paths: StatePaths, name: AgentName, now: float | None = None,
+                deadline: float | None = None) -> WorkStatus:
+    """The clone's state, computed now (see the module's design); its probes end by
+    ``deadline`` (`time.monotonic`) at the latest (past it: unknown, with the reason)."""
     at = time.time() if now is None else now
     try:
         ws = read_workspace(paths, name)
@@ -215,13 +218,13 @@ def work_status(paths: StatePaths, name: AgentName, now: float | None = None) ->
             return WorkStatus(False, at=at)
         return WorkStatus(True, repo=repo, reason=str(exc), at=at)
     try:
-        return _status(work, ws, refs, at)
+        return _status(work, ws, refs, at, deadline)
     except (ProbeFailed, HiveError, OSError, ValueError) as exc:
         _log.info("workspace.status_unknown", agent=name, reason=str(exc))
         return WorkStatus(True, branch=refs.branch, head=refs.head, repo=repo, reason=str(exc), at=at)
 
 
-def _status(work: Path, ws: Workspace | None, refs: CloneRefs, at: float) -> WorkStatus:
+def _status(work: Path, ws: Workspace | None, refs: CloneRefs, at: float, deadline: float | None) -> WorkStatus:
     tips = sorted(set(refs.tips.values()))
     repo = None if ws is None or ws.repo is None else _Repo(Path(ws.repo))
     kept_not: list[Commit] = []
@@ -239,14 +242,14 @@ def _status(work: Path, ws: Workspace | None, refs: CloneRefs, at: float) -> Wor
     unpulled = 0
     not_pulled: list[Commit] = []
     if absent:
-        unpulled, lines = unpulled_log(work, absent, known, LIST_LIMIT)
+        unpulled, lines = unpulled_log(work, absent, known, LIST_LIMIT, deadline=deadline)
         unpulled = max(unpulled, 1)  # a tip the repo lacks is one commit at least, whatever the clone says
         not_pulled = _commits(lines, pulled=False)
         if ahead is not None and refs.head in absent:
             ahead += unpulled
     unmerged = [*not_pulled, *kept_not]
     count = len(kept_not) + unpulled
-    dirty_files = status_count(work)
+    dirty_files = status_count(work, deadline)
     return WorkStatus(True, branch=refs.branch, head=refs.head, ahead=ahead, dirty=dirty_files > 0,
                       dirty_files=dirty_files, unmerged=tuple(unmerged[:LIST_LIMIT]), unmerged_count=count,
                       unpulled=unpulled, repo=None if ws is None else ws.repo, at=at)
@@ -298,9 +301,11 @@ def _fingerprint(paths: StatePaths, name: AgentName) -> tuple[Any, ...]:
     return tuple(out)
 
 
-def cached_status(paths: StatePaths, name: AgentName, max_age: float = CACHE_SECONDS) -> WorkStatus:
+def cached_status(paths: StatePaths, name: AgentName, max_age: float = CACHE_SECONDS,
+                  deadline: float | None = None) -> WorkStatus:
     """``work_status``, reused for ``max_age`` seconds while none of the clone's
-    telltale files changed (ls, the dashboard, the kept-state rows)."""
+    telltale files changed (ls, the dashboard, the kept-state rows); computed by
+    ``deadline`` (`time.monotonic`) at the latest."""
     key = (str(paths.root), name)
     now = time.time()
     mark = _fingerprint(paths, name)
@@ -308,17 +313,18 @@ def cached_status(paths: StatePaths, name: AgentName, max_age: float = CACHE_SEC
         hit = _CACHE.get(key)
     if hit is not None and now - hit[0].at < max_age and hit[1] == mark:
         return hit[0]
-    st = work_status(paths, name, now)
+    st = work_status(paths, name, now, deadline)
     with _LOCK:
         _CACHE[key] = (st, mark)
     return st
 
 
-def workspace_wire(paths: StatePaths, name: AgentName, max_age: float = CACHE_SECONDS) -> dict[str, Any] | None:
-    """What ``ls`` and the dashboard show of an agent's clone (cached), None without one.
-    Never raises: a failure is a status with its reason."""
+def workspace_wire(paths: StatePaths, name: AgentName, max_age: float = CACHE_SECONDS,
+                   deadline: float | None = None) -> dict[str, Any] | None:
+    """What ``ls`` and the dashboard show of an agent's clone (cached), None without one;
+    computed by ``deadline`` at the latest. Never raises: a failure is a status with its reason."""
     try:
-        st = cached_status(paths, name, max_age)
+        st = cached_status(paths, name, max_age, deadline)
     except Exception as exc:  # noqa: BLE001 - one agent's clone never breaks a listing
         _log.warning("workspace.status_failed", agent=name, error=str(exc))
         st = WorkStatus(True, reason=f"the workspace cannot be checked ({type(exc).__name__})")
@@ -330,7 +336,8 @@ def observe_workspaces(paths: StatePaths, names: list[AgentName], budget: float 
     """``workspace_wire`` of each of ``names``, computing afresh (stalest first)
     only for ``budget`` seconds; the rest come from the cache as they are, and
     one never computed is left out (a later round gets to it). So one round
-    over a thousand clones costs ``budget``, not a thousand sandboxed gits."""
+    over a thousand clones costs ``budget``, not a thousand sandboxed gits; and
+    a clone's probes end with the budget (one slow clone is unknown, not a stall)."""
     key = str(paths.root)
     with _LOCK:
         ages = {n: _CACHE[(key, n)][0].at if (key, n) in _CACHE else 0.0 for n in names}
@@ -339,7 +346,7 @@ def observe_workspaces(paths: StatePaths, names: list[AgentName], budget: float 
     now = time.time()
     for n in sorted(names, key=lambda n: ages[n]):
         if now - ages[n] < max_age or time.monotonic() < deadline:
-            out[n] = workspace_wire(paths, n, max_age)
+            out[n] = workspace_wire(paths, n, max_age, max(deadline, time.monotonic() + MIN_PROBE))
         else:
             with _LOCK:
                 hit = _CACHE.get((key, n))

@@ -27,11 +27,12 @@ from pathlib import Path
 
 from hyperhive.sandbox.safefs import open_dir_nofollow
 
-__all__ = ["MAX_REFS", "CloneRefs", "RefsUnreadable", "read_clone_refs", "valid_ref_name"]
+__all__ = ["MAX_REFS", "CloneRefs", "RefsUnreadable", "read_branch_tip", "read_clone_refs", "valid_ref_name"]
 
 MAX_REFS = 200
 REF_LIMIT = 4096
 PACKED_LIMIT = 1 << 20
+CONFIG_LIMIT = 1 << 20
 _ID = re.compile(r"[0-9a-f]{40}|[0-9a-f]{64}")
 _COMPONENT = re.compile(r"[A-Za-z0-9_][A-Za-z0-9._+@-]{0,99}")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
@@ -223,6 +224,49 @@ def read_clone_refs(work: Path) -> CloneRefs:
             if len(tips) > MAX_REFS:
                 raise RefsUnreadable(f"more than {MAX_REFS} branches")
             return CloneRefs(branch, head, tips)
+    except FileNotFoundError:
+        raise RefsUnreadable("the clone has no .git directory") from None
+    except NotADirectoryError:
+        raise RefsUnreadable("the clone's .git is not a directory (a gitdir file?)") from None
+    except OSError as exc:
+        raise RefsUnreadable(f"the clone's .git cannot be opened safely ({exc.strerror})") from None
+
+
+def _check_regular(dirfd: int, name: str, owner: int, limit: int) -> None:
+    """``name`` in ``dirfd`` is absent or a regular file of ``owner`` of at most ``limit``
+    bytes (never read: a FIFO there is opened without blocking, and refused)."""
+    try:
+        fd = os.open(name, os.O_RDONLY | os.O_NOFOLLOW | os.O_CLOEXEC | os.O_NONBLOCK | os.O_NOCTTY, dir_fd=dirfd)
+    except FileNotFoundError:
+        return
+    except OSError as exc:
+        raise RefsUnreadable(f"{name} cannot be opened safely ({exc.strerror})") from None
+    try:
+        st = os.fstat(fd)
+    finally:
+        os.close(fd)
+    if not stat.S_ISREG(st.st_mode) or st.st_uid != owner or st.st_size > limit:
+        raise RefsUnreadable(f"{name} is not a regular file of the clone's owner (of at most {limit} bytes)")
+
+
+def read_branch_tip(work: Path, ref: str) -> str | None:
+    """Where the clone's ``ref`` (``refs/heads/…``) points, read link-proof, None when
+    it is unborn; RefsUnreadable unless ``.git`` is a real directory and what git would
+    open first there (``config``, ``HEAD``, the ref, ``packed-refs``) is absent or a
+    regular file of the clone's owner (a FIFO would hold git's ``open`` for ever)."""
+    if not valid_ref_name(ref) or not ref.startswith("refs/heads/"):
+        raise RefsUnreadable(f"{ref!r} is not a branch name")
+    try:
+        owner = os.lstat(work).st_uid
+        with open_dir_nofollow(work, [".git"]) as gitfd:
+            _check_regular(gitfd, "config", owner, CONFIG_LIMIT)
+            head_raw = _read_owned(gitfd, "HEAD", owner, REF_LIMIT)
+            if head_raw is None:
+                raise RefsUnreadable("the clone has no HEAD")
+            _parse_value(head_raw, "HEAD")
+            reader = _Reader(gitfd, owner)
+            reader.packed()
+            return reader.resolve(ref)
     except FileNotFoundError:
         raise RefsUnreadable("the clone has no .git directory") from None
     except NotADirectoryError:

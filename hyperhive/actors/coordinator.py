@@ -307,7 +307,8 @@ class Coordinator(pykka.ThreadingActor):
         fresh = config_is_fresh(self._paths.applied(agent).exists())
         repo = (config or AgentConfig()).repo
         if repo is not None and workspace.read_workspace(self._paths, agent) is None:
-            workspace.check_repo(self._paths, repo)  # a bad repo refused before anything is made
+            # A bad repo, or an unmerged hive/<name> there, refused before anything is made.
+            workspace.check_branch_free(workspace.check_repo(self._paths, repo), agent)
         self._paths.create_agent(agent, config or AgentConfig())
         head = config_repo.init_repo(self._paths.config_dir(agent), agent, prompt)
         if fresh:  # a revived agent keeps the config it last ran with
