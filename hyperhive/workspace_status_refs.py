@@ -19,9 +19,11 @@ the clone's state as unknown, never as clean.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import stat
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -195,41 +197,49 @@ class _Reader:
             os.close(dfd)
 
 
-def read_clone_refs(work: Path) -> CloneRefs:
-    """HEAD, its branch and every branch tip (and the stash) of the clone at ``work``."""
+@contextlib.contextmanager
+def _git_dir(work: Path) -> Iterator[tuple[int, int]]:
+    """The clone's ``.git`` opened link-proof, with the clone's owner; any OSError
+    (here or in the body) becomes RefsUnreadable saying what was wrong."""
     try:
         owner = os.lstat(work).st_uid
         with open_dir_nofollow(work, [".git"]) as gitfd:
-            reader = _Reader(gitfd, owner)
-            head_raw = _read_owned(gitfd, "HEAD", owner, REF_LIMIT)
-            if head_raw is None:
-                raise RefsUnreadable("the clone has no HEAD")
-            kind, value = _parse_value(head_raw, "HEAD")
-            branch = None
-            head = value if kind == "id" else reader.resolve(value)
-            if kind == "ref":
-                if not value.startswith("refs/heads/"):
-                    raise RefsUnreadable("HEAD points outside refs/heads")
-                branch = value[len("refs/heads/"):]
-            tips: dict[str, str] = {}
-            reader.walk("refs/heads", tips)
-            for name, oid in reader.packed().items():
-                if name.startswith("refs/heads/") and name not in tips and reader.loose(name) is None:
-                    tips[name] = oid
-            stash = reader.resolve("refs/stash")
-            if stash is not None:
-                tips["refs/stash"] = stash
-            if head is not None and branch is None:
-                tips["HEAD"] = head
-            if len(tips) > MAX_REFS:
-                raise RefsUnreadable(f"more than {MAX_REFS} branches")
-            return CloneRefs(branch, head, tips)
+            yield gitfd, owner
     except FileNotFoundError:
         raise RefsUnreadable("the clone has no .git directory") from None
     except NotADirectoryError:
         raise RefsUnreadable("the clone's .git is not a directory (a gitdir file?)") from None
     except OSError as exc:
         raise RefsUnreadable(f"the clone's .git cannot be opened safely ({exc.strerror})") from None
+
+
+def read_clone_refs(work: Path) -> CloneRefs:
+    """HEAD, its branch and every branch tip (and the stash) of the clone at ``work``."""
+    with _git_dir(work) as (gitfd, owner):
+        reader = _Reader(gitfd, owner)
+        head_raw = _read_owned(gitfd, "HEAD", owner, REF_LIMIT)
+        if head_raw is None:
+            raise RefsUnreadable("the clone has no HEAD")
+        kind, value = _parse_value(head_raw, "HEAD")
+        branch = None
+        head = value if kind == "id" else reader.resolve(value)
+        if kind == "ref":
+            if not value.startswith("refs/heads/"):
+                raise RefsUnreadable("HEAD points outside refs/heads")
+            branch = value[len("refs/heads/"):]
+        tips: dict[str, str] = {}
+        reader.walk("refs/heads", tips)
+        for name, oid in reader.packed().items():
+            if name.startswith("refs/heads/") and name not in tips and reader.loose(name) is None:
+                tips[name] = oid
+        stash = reader.resolve("refs/stash")
+        if stash is not None:
+            tips["refs/stash"] = stash
+        if head is not None and branch is None:
+            tips["HEAD"] = head
+        if len(tips) > MAX_REFS:
+            raise RefsUnreadable(f"more than {MAX_REFS} branches")
+        return CloneRefs(branch, head, tips)
 
 
 def _check_regular(dirfd: int, name: str, owner: int, limit: int) -> None:
@@ -256,20 +266,12 @@ def read_branch_tip(work: Path, ref: str) -> str | None:
     regular file of the clone's owner (a FIFO would hold git's ``open`` for ever)."""
     if not valid_ref_name(ref) or not ref.startswith("refs/heads/"):
         raise RefsUnreadable(f"{ref!r} is not a branch name")
-    try:
-        owner = os.lstat(work).st_uid
-        with open_dir_nofollow(work, [".git"]) as gitfd:
-            _check_regular(gitfd, "config", owner, CONFIG_LIMIT)
-            head_raw = _read_owned(gitfd, "HEAD", owner, REF_LIMIT)
-            if head_raw is None:
-                raise RefsUnreadable("the clone has no HEAD")
-            _parse_value(head_raw, "HEAD")
-            reader = _Reader(gitfd, owner)
-            reader.packed()
-            return reader.resolve(ref)
-    except FileNotFoundError:
-        raise RefsUnreadable("the clone has no .git directory") from None
-    except NotADirectoryError:
-        raise RefsUnreadable("the clone's .git is not a directory (a gitdir file?)") from None
-    except OSError as exc:
-        raise RefsUnreadable(f"the clone's .git cannot be opened safely ({exc.strerror})") from None
+    with _git_dir(work) as (gitfd, owner):
+        _check_regular(gitfd, "config", owner, CONFIG_LIMIT)
+        head_raw = _read_owned(gitfd, "HEAD", owner, REF_LIMIT)
+        if head_raw is None:
+            raise RefsUnreadable("the clone has no HEAD")
+        _parse_value(head_raw, "HEAD")
+        reader = _Reader(gitfd, owner)
+        reader.packed()
+        return reader.resolve(ref)
