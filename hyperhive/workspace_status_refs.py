@@ -197,6 +197,9 @@ class _Reader:
             os.close(dfd)
 
 
+_INCLUDE = re.compile(rb"^\s*\[\s*include(if)?\b", re.IGNORECASE | re.MULTILINE)
+
+
 @contextlib.contextmanager
 def _git_dir(work: Path) -> Iterator[tuple[int, int]]:
     """The clone's ``.git`` opened link-proof, with the clone's owner; any OSError
@@ -267,7 +270,12 @@ def read_branch_tip(work: Path, ref: str) -> str | None:
     if not valid_ref_name(ref) or not ref.startswith("refs/heads/"):
         raise RefsUnreadable(f"{ref!r} is not a branch name")
     with _git_dir(work) as (gitfd, owner):
-        _check_regular(gitfd, "config", owner, CONFIG_LIMIT)
+        config = _read_owned(gitfd, "config", owner, CONFIG_LIMIT)
+        if config is not None and _INCLUDE.search(config):
+            # git opens an included file wherever it points (a FIFO holds it for ever)
+            raise RefsUnreadable("the clone's config includes other files; refused")
+        for name in ("shallow", "info/grafts"):  # also opened by the pull's git
+            _check_regular(gitfd, name, owner, CONFIG_LIMIT)
         head_raw = _read_owned(gitfd, "HEAD", owner, REF_LIMIT)
         if head_raw is None:
             raise RefsUnreadable("the clone has no HEAD")

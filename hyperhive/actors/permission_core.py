@@ -100,6 +100,28 @@ def safe(text: str, keep: str = "") -> str:
                    else c.encode("unicode_escape").decode() for c in text)
 
 
+_SPACE_RUN = re.compile(r"[ \t]{8,}")
+
+
+def _visible(text: str) -> str:
+    """Whitespace that would push what follows out of sight, shown as its count:
+    a run of 8 or more spaces or tabs as ``␠×N``, two or more blank lines as one
+    ``⏎×N`` line (``ls`` + 200 newlines + ``curl … | sh`` must not read ``ls``)."""
+    out: list[str] = []
+    blank = 0
+    for line in _SPACE_RUN.sub(lambda m: f"␠×{len(m.group())}", text).split("\n"):
+        if not line.strip():
+            blank += 1
+            continue
+        if blank:
+            out.append(f"⏎×{blank}" if blank > 1 else "")
+            blank = 0
+        out.append(line)
+    if blank:
+        out.append(f"⏎×{blank}" if blank > 1 else "")
+    return "\n".join(out)
+
+
 def _str(inp: Mapping[str, Any], key: str) -> str:
     v = inp.get(key)
     return v if isinstance(v, str) else ""
@@ -128,7 +150,7 @@ def _whole(tool: str, inp: Mapping[str, Any]) -> dict[str, Any]:
     if tool == "Bash" and _str(inp, "command"):
         also = "; ".join(_extras(inp, ("command", "description")))
         desc = safe(_str(inp, "description"))
-        return {"kind": "command", "text": safe(_str(inp, "command"), _MULTILINE),
+        return {"kind": "command", "text": _visible(safe(_str(inp, "command"), _MULTILINE)),
                 "description": " · ".join(p for p in (f"[{also}]" if also else "", desc) if p)}
     if tool in _EDITS and _str(inp, "file_path"):
         path = _str(inp, "file_path")
@@ -150,7 +172,7 @@ def _whole(tool: str, inp: Mapping[str, Any]) -> dict[str, Any]:
     if tool == "Write" and _str(inp, "file_path"):
         notes = _extras(inp, ("file_path", "content"))
         return {"kind": "content", "file": safe(_str(inp, "file_path")),
-                "text": "\n".join([*notes, safe(_str(inp, "content"), _MULTILINE)])}
+                "text": "\n".join([*notes, _visible(safe(_str(inp, "content"), _MULTILINE))])}
     return {"kind": "json", "text": safe(json.dumps(dict(inp), indent=2, ensure_ascii=False, sort_keys=True),
                                          _MULTILINE)}
 

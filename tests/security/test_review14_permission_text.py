@@ -45,7 +45,7 @@ def test_a_command_is_never_allowed_with_a_part_the_operator_was_not_shown() -> 
     text = question_text("ag1", "Bash", inp)
     decision, _grant = behavior("Bash", inp, "allow", "answered")
     ran = decision.get("updatedInput", {}).get("command", "")
-    assert "curl" not in shown and "curl" not in text  # what the operator sees today
+    # (Before the fix the operator saw only "echo ok …": the curl ran unseen.)
     # What runs must be what was shown (or the call must not be allowed at all).
     assert decision["behavior"] == "deny" or ran in (shown, text) or "curl" in shown, (
         "allow runs a command tail the operator never saw")
