@@ -88,6 +88,13 @@ def test_config_hooks_and_aliases_run_nothing(paths: StatePaths, op: Path, marks
         as_agent(paths, "ag1", "config", key, value)
     assert not marks.exists()
     before = snapshot(op)
+    # A config that includes other files is refused outright (git opens an included
+    # file wherever it points: a FIFO would hold the pull), and nothing runs.
+    with pytest.raises(HiveError, match="includes other files"):
+        pull(paths, A, account("ag1"))
+    assert not marks.exists(), marks.read_text()
+    assert snapshot(op) == before
+    cfg.write_text(cfg.read_text().replace(f"[include]\n\tpath = {inc}\n", ""))
     res = pull(paths, A, account("ag1"))
     assert res.commit == commit and plain_git(op, "rev-parse", "hive/ag1") == commit
     assert not marks.exists(), marks.read_text()
