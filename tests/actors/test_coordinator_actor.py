@@ -7,13 +7,12 @@ from __future__ import annotations
 
 import json
 import subprocess
-import threading
 from collections.abc import AsyncIterator
-from dataclasses import dataclass, field
 from pathlib import Path
 
 import pykka
 import pytest
+from sleep_backend import NoSockets, SleepBackend, Sleeper
 from support import async_wait_for
 from tornado.ioloop import IOLoop
 
@@ -23,76 +22,11 @@ from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.coordinator import Coordinator
 from hyperhive.actors.events import ContainerCrash, ContainerKilled, ContainerRemoved, ContainerState, Event, Hub
 from hyperhive.actors.snapshots import ContainerSnapshot
-from hyperhive.backends.base import Backend, ExitCallback, Usage
-from hyperhive.names import MANAGER, AgentName
+from hyperhive.backends.base import Backend
+from hyperhive.names import MANAGER
 from hyperhive.paths import StatePaths
 from hyperhive.settings import Settings
 from hyperhive.store.models import Container, Message, open_hive_db
-
-
-@dataclass
-class Sleeper:
-    name: AgentName
-    proc: subprocess.Popen[bytes]
-    asked: threading.Event = field(default_factory=threading.Event)
-    watcher: threading.Thread | None = None
-
-    @property
-    def pid(self) -> int | None:
-        return self.proc.pid
-
-
-class SleepBackend:
-    kind = "local"
-    sandboxed = False
-
-    def __init__(self) -> None:
-        self.started: list[str] = []
-        self.destroyed: list[str] = []
-
-    def start(self, name: AgentName, driver: str, on_exit: ExitCallback) -> Sleeper:
-        h = Sleeper(name, subprocess.Popen(["sleep", "300"]))
-
-        def watch() -> None:
-            rc = h.proc.wait()
-            if not h.asked.is_set():
-                on_exit(rc, None)
-
-        h.watcher = threading.Thread(target=watch, daemon=True)
-        h.watcher.start()
-        self.started.append(name)
-        return h
-
-    def stop(self, handle: Sleeper, timeout: float = 5.0) -> int:
-        handle.asked.set()
-        handle.proc.terminate() if timeout > 0 else handle.proc.kill()
-        rc = handle.proc.wait()
-        if handle.watcher is not None:
-            handle.watcher.join(5)
-        return rc
-
-    def destroy(self, name: AgentName) -> None:
-        self.destroyed.append(name)
-
-    def close(self) -> None:
-        pass
-
-    def usage(self, name: AgentName) -> Usage | None:
-        return None
-
-    def account(self, name: AgentName) -> None:
-        return None
-
-    def journal(self, name: AgentName, unit: str, lines: int) -> str:
-        return ""
-
-
-class NoSockets:
-    def open(self, name: AgentName, manager: bool) -> None:
-        pass
-
-    def close(self, name: AgentName) -> None:
-        pass
 
 
 class World:
