@@ -31,18 +31,15 @@ daemon's back. Instead the harness unit inside has OOMPolicy=stop, so an OOM
 kill of the harness or of anything it runs ends the harness, which records
 ``oom-kill`` and powers the machine off.
 
-Crash supervision: a watcher thread per started container polls
-``machinectl show <c> --property=State --property=Leader`` every
-``poll_seconds``. When machined no longer knows the machine and nobody asked
-for a stop, ``on_exit(returncode, reason)`` runs, as with the local backend.
-The returncode comes from ``<state>/harness.exit``, written by the unit's
+Crash supervision (nixos_watch.py): a watcher thread per started container
+polls machinectl; when the machine is gone and nobody asked for a stop,
+``on_exit(returncode, reason)`` runs, as with the local backend. The
+returncode comes from ``<state>/harness.exit``, written by the unit's
 ExecStopPost; if it is missing (the machine was stopped from outside, e.g.
 ``machinectl terminate``), the exit is reported as killed by SIGTERM (SIGKILL
 after an OOM kill) and logged as ``container.exit_unknown``. ``reason`` is
 "out of memory" when that record or the container unit's ``Result=`` (one
-``systemctl show``) says ``oom-kill``, else None. Any other machinectl failure
-is logged once per streak and polling goes on: an unreachable machined is not
-a crash.
+``systemctl show``) says ``oom-kill``, else None.
 
 Every failing command raises BackendFailed carrying its stderr, and is logged.
 
@@ -61,9 +58,8 @@ import platform
 import shutil
 import signal
 import subprocess
-import threading
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import hyperhive.logs as logs
@@ -80,6 +76,7 @@ from hyperhive.backends.nix_flake import (
     exit_reason,
     parse_exit_record,
 )
+from hyperhive.backends.nixos_watch import NixosHandle, Watchers
 from hyperhive.errors import BackendFailed, Conflict
 from hyperhive.names import AgentName
 from hyperhive.paths import Limits, StatePaths
@@ -140,15 +137,6 @@ class NixosOptions:
         )
 
 
-@dataclass
-class NixosHandle:
-    name: AgentName
-    container: str
-    on_exit: ExitCallback
-    stopped: threading.Event = field(default_factory=threading.Event)
-    pid: int | None = None  # the container's leader, once the watcher has seen it
-
-
 class NixosBackend(NoHostResources):
     kind = "nixos"
     sandboxed = True  # the container is the isolation
@@ -161,6 +149,7 @@ class NixosBackend(NoHostResources):
         self.options = options
         self._run = run
         self.default_limits = limits
+        self._watchers = Watchers(options.poll_seconds, QUERY_SECONDS, self._how_it_ended)
 
     @classmethod
     def from_env(cls, paths: StatePaths, env: Mapping[str, str] | None = None, *,
@@ -290,7 +279,7 @@ class NixosBackend(NoHostResources):
         self._clear_exit_record(name)
         self._run(argv.start_argv(name), LIFECYCLE_SECONDS)
         handle = NixosHandle(name, container_name(name), on_exit)
-        self._watch(handle)
+        self._watchers.watch(handle)
         _log.info("container.start", agent=name, container=handle.container, memory_mb=limits.memory_mb,
                   pids=limits.pids)
         return handle
@@ -314,7 +303,7 @@ class NixosBackend(NoHostResources):
         self._clear_exit_record(handle.name)
         self._run(argv.restart_argv(handle.name), 2 * LIFECYCLE_SECONDS)
         new = NixosHandle(handle.name, handle.container, handle.on_exit)
-        self._watch(new)
+        self._watchers.watch(new)
         _log.info("container.restarted", agent=handle.name)
         return new
 
@@ -355,41 +344,10 @@ class NixosBackend(NoHostResources):
         # The harness logs to the container's journal; see journal().
         return self.paths.harness_log(name)
 
+    def close(self) -> None:
+        """At daemon stop: stop watching. The containers run on; they are systemd's."""
+        self._watchers.close()
+
     def web_port(self, name: AgentName) -> int | None:
         """The agent's sticky port (F20), which the daemon relays to ``<state>/web.sock``."""
         return read_port_file(self.paths.agent(name) / "port")
-
-    # --- supervision ------------------------------------------------------------
-    def _watch(self, handle: NixosHandle) -> None:
-        threading.Thread(target=self._watch_loop, args=(handle,), name=f"watch-{handle.name}",
-                         daemon=True).start()
-
-    def _watch_loop(self, handle: NixosHandle) -> None:
-        failing = False
-        cmd = argv.show_argv(handle.name)
-        while not handle.stopped.wait(self.options.poll_seconds):
-            try:
-                r = subprocess.run(cmd, capture_output=True, text=True, timeout=QUERY_SECONDS,
-                                   stdin=subprocess.DEVNULL, env=argv.command_env(os.environ))
-            except (OSError, subprocess.TimeoutExpired) as exc:
-                r = subprocess.CompletedProcess(cmd, -1, "", str(exc))
-            if r.returncode == 0:
-                leader = argv.parse_show(r.stdout).get("Leader", "")
-                handle.pid = int(leader) if leader.isdigit() else handle.pid
-                failing = False
-                continue
-            if "No machine" in r.stderr:
-                if handle.stopped.is_set():
-                    return  # a stop we asked for raced the poll
-                handle.stopped.set()
-                rc, reason = self._how_it_ended(handle.name)
-                if rc is None:
-                    _log.warning("container.exit_unknown", agent=handle.name, container=handle.container)
-                    rc = -signal.SIGKILL if reason else -signal.SIGTERM
-                _log.info("container.exited", agent=handle.name, returncode=rc, reason=reason)
-                handle.on_exit(rc, reason)
-                return
-            if not failing:
-                _log.warning("container.watch_failed", agent=handle.name, returncode=r.returncode,
-                             stderr=r.stderr.strip())
-                failing = True

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 import threading
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -213,12 +214,15 @@ def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fakes:
 
 
 @pytest.fixture
-def backend(tmp_path: Path, fakes: Fakes) -> NixosBackend:
+def backend(tmp_path: Path, fakes: Fakes) -> Iterator[NixosBackend]:
     paths = StatePaths(tmp_path / "state")
     paths.create_agent(A, AgentConfig())
     b = NixosBackend.from_env(paths)
     assert b.options.conf_dir == fakes.conf_dir and b.options.poll_seconds == 0.1
-    return b
+    yield b
+    # A watcher left polling would read the next test's fakes (its environment)
+    # and report that test's stop as this test's container ending.
+    b.close()
 
 
 def limits_call(name: AgentName = A, memory_mb: int = 4096, pids: int = 512) -> list[str]:
@@ -448,3 +452,16 @@ def test_machined_failing_is_not_a_crash(backend: NixosBackend, fakes: Fakes) ->
     wait_for(lambda: h.pid == 4242, timeout=5, what="polling to recover")
     backend.stop(h)
     assert exits == []
+
+
+def test_close_stops_every_watcher_and_leaves_the_machines_running(backend: NixosBackend, fakes: Fakes) -> None:
+    exits: list[tuple[int, str | None]] = []
+    backend.start(A, "builtin", lambda rc, reason: exits.append((rc, reason)))
+    watchers = [t for t in threading.enumerate() if t.name == "watch-alice"]
+    assert watchers
+    backend.close()
+    for t in watchers:
+        t.join(timeout=10)
+        assert not t.is_alive()
+    fakes.vanish("hh-alice")  # no watcher is left to call it an exit
+    assert exits == [] and [c[1] for c in fakes.calls()][-1] == "start"
