@@ -13,7 +13,10 @@ decides which one a harness really runs:
   ``permission`` op); the hyperhive tools, ``allowed_tools`` and the tools the
   operator granted "from now on" are passed as ``--allowedTools``.
 - ``allowlist``: ``--allowedTools`` from ``allowed_tools`` only (default: the
-  hyperhive tools); anything else is refused by the CLI.
+  hyperhive tools); anything else is refused by the CLI. The built-in tools
+  the CLI offers at all are the ones ``allowed_tools`` names (``--tools``,
+  `builtin_tools`): else its own rules would still run read-only commands and
+  reads in the working dir with no approval.
 """
 
 from __future__ import annotations
@@ -30,6 +33,7 @@ __all__ = [
     "FORCED_ENV",
     "PERMISSION_TOOL",
     "PERMISSION_TOOL_ENV",
+    "builtin_tools",
     "claude_argv",
     "claude_env",
     "has_credentials",
@@ -74,6 +78,12 @@ def permission_mode(configured: str | None, sandboxed: bool) -> tuple[str, str |
     return mode, None
 
 
+def builtin_tools(allowed_tools: Sequence[str]) -> list[str]:
+    """The built-in tools an allowlist names: ``Bash(git *)`` names Bash; MCP tools are not built in."""
+    names = (t.split("(", 1)[0].strip() for t in allowed_tools if not t.startswith("mcp__"))
+    return list(dict.fromkeys(n for n in names if n))
+
+
 def permission_args(mode: str, allowed_tools: Sequence[str], granted: Sequence[str] = ()) -> list[str]:
     """The CLI's permission flags for ``mode`` (already decided by `permission_mode`)."""
     if mode == "sandbox":
@@ -81,7 +91,8 @@ def permission_args(mode: str, allowed_tools: Sequence[str], granted: Sequence[s
     if mode == "ask":
         tools = list(dict.fromkeys([*DEFAULT_ALLOWED_TOOLS, *allowed_tools, *granted]))
         return ["--permission-prompt-tool", PERMISSION_TOOL, "--allowedTools", ",".join(tools)]
-    return ["--allowedTools", ",".join(allowed_tools)] if allowed_tools else []
+    offered = ["--tools", ",".join(builtin_tools(allowed_tools))]  # "": no built-in tool at all
+    return [*offered, "--allowedTools", ",".join(allowed_tools)] if allowed_tools else offered
 
 
 def settings_args(mode: str) -> list[str]:

@@ -27,11 +27,11 @@ def test_argv_first_turn_and_resumed() -> None:
     assert claude_argv("claude", cfg, DEFAULT_ALLOWED_TOOLS, None) == [
         "claude", "-p", "--output-format", "stream-json", "--verbose",
         "--mcp-config", "/s/claude-mcp.json", "--strict-mcp-config", *settings_args("allowlist"),
-        "--allowedTools", "mcp__hyperhive",
+        "--tools", "", "--allowedTools", "mcp__hyperhive",
     ]
     argv = claude_argv("/bin/c", cfg, ("mcp__hyperhive__send", "Bash(git log:*)"), "sid-1", "be brief")
-    assert argv[12:] == ["--append-system-prompt", "be brief", "--allowedTools", "mcp__hyperhive__send,Bash(git log:*)",
-                        "--resume", "sid-1"]
+    assert argv[12:] == ["--append-system-prompt", "be brief", "--tools", "Bash",
+                         "--allowedTools", "mcp__hyperhive__send,Bash(git log:*)", "--resume", "sid-1"]
     assert "--dangerously-skip-permissions" not in argv
     assert "--allowedTools" not in claude_argv("claude", cfg, (), None)
 

@@ -10,7 +10,14 @@ from pathlib import Path
 import pytest
 
 from hyperhive.harness.claude import ClaudeDriver
-from hyperhive.harness.claude_cmdline import PERMISSION_TOOL, claude_argv, claude_env, permission_args, permission_mode
+from hyperhive.harness.claude_cmdline import (
+    PERMISSION_TOOL,
+    builtin_tools,
+    claude_argv,
+    claude_env,
+    permission_args,
+    permission_mode,
+)
 from hyperhive.harness.claude_prompt import Whereabouts, system_prompt
 from hyperhive.harness.loop import HarnessOptions, make_driver
 from hyperhive.paths import AgentConfig
@@ -33,9 +40,12 @@ def test_mode_per_config_and_sandbox(configured: str | None, sandboxed: bool, mo
 
 def test_permission_flags_per_mode() -> None:
     assert permission_args("sandbox", ("mcp__hyperhive",)) == ["--permission-mode", "bypassPermissions"]
+    # allowlist: the built-in tools offered are the ones the list names, no others.
     assert permission_args("allowlist", ("mcp__hyperhive", "Bash(git log:*)")) == [
-        "--allowedTools", "mcp__hyperhive,Bash(git log:*)"]
-    assert permission_args("allowlist", ()) == []
+        "--tools", "Bash", "--allowedTools", "mcp__hyperhive,Bash(git log:*)"]
+    assert permission_args("allowlist", ("mcp__hyperhive",)) == ["--tools", "", "--allowedTools", "mcp__hyperhive"]
+    assert permission_args("allowlist", ()) == ["--tools", ""]
+    assert builtin_tools(("Read", "Bash(git *)", "mcp__x__y", "Bash(ls)", " (odd")) == ["Read", "Bash"]
     # ask: the prompt tool, the hyperhive tools always, allowed_tools and the grants (once each).
     assert permission_args("ask", ("Read",), ("Bash", "Read")) == [
         "--permission-prompt-tool", PERMISSION_TOOL, "--allowedTools", "mcp__hyperhive,Read,Bash"]

@@ -183,7 +183,7 @@ def test_unsandboxed_agent_bash_is_refused_by_default(tmp_path: Path, fake: Fake
                             if "You are a," in json.dumps(r.body.get("system"))).conversation_text()
         assert not marker.exists()
         assert hive.admin("questions")["pending"] == []
-        assert "requires approval" in conversation or "permission" in conversation.lower(), conversation
+        assert "No such tool available: Bash" in conversation, conversation  # not offered at all (--tools)
     finally:
         hive.stop()
     assert not marker.exists()
@@ -214,3 +214,27 @@ def test_sandboxed_default_runs_bash_with_no_question_in_the_workspace(tmp_path:
     assert str(work) in mine[-1].conversation_text()  # pwd: the workspace is its working dir
     assert f"Your workspace is {work}" in system and "hive/a" in system
     assert "Tools (sandbox mode)" in system and "You run in a sandbox" in system
+
+
+def test_allowlist_mode_offers_the_model_no_builtin_tool_it_was_not_given(tmp_path: Path, fake: FakeAnthropic,
+                                                                          script: Script) -> None:
+    """Allowlist mode means the allowlist: the CLI's own read-only rules (``cat``,
+    ``ls`` in the working dir run with no approval) do not apply, because the
+    built-in tools it offers are only the ones named in ``allowed_tools``
+    (``--tools``). Unsandboxed, the default names none: no Bash, no Read."""
+    hive = Hive(tmp_path / "state", ["--sandbox", "off", "--driver", "claude"], env=fake.env()).start()
+    try:
+        hive.spawn("a")
+        work = hive.paths.workspace("a")  # type: ignore[arg-type]
+        (work / "private.txt").write_text("the-secret-is-7f3a\n")
+        script.add(Reply([tool_use("Bash", {"command": "cat private.txt"})]),
+                   Reply([tool_use("Read", {"file_path": str(work / "private.txt")})]),
+                   Reply([text("turn over")]))
+        hive.admin("send", to="a", body="read it")
+        wait_for(lambda: not script.replies, timeout=60, what="the turn's last request")
+        mine = [r for r in fake.main_requests() if "You are a," in json.dumps(r.body.get("system"))]
+    finally:
+        hive.stop()
+    offered = {t.get("name") for t in mine[0].body.get("tools") or []}
+    assert offered and all(str(n).startswith("mcp__hyperhive__") for n in offered), sorted(map(str, offered))
+    assert "the-secret-is-7f3a" not in mine[-1].conversation_text()
