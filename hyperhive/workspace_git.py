@@ -21,6 +21,7 @@ its agents are its own uid already).
 
 from __future__ import annotations
 
+import math
 import os
 import resource
 import selectors
@@ -134,27 +135,34 @@ def run(git_dir: str, *args: str, runner: Runner = Runner(), extra: Sequence[tup
 
 
 def stream_to(out: IO[bytes], git_dir: str, *args: str, runner: Runner = Runner(),
-              extra: Sequence[tuple[str, str]] = (), timeout: float = 120.0, max_bytes: int | None = None) -> int:
+              extra: Sequence[tuple[str, str]] = (), timeout: float = 120.0, max_bytes: int | None = None,
+              idle: float | None = None) -> int:
     """Run one git call with its stdout copied into ``out``, at most
-    ``max_bytes`` of it and for ``timeout`` seconds at most (its whole process
-    group is killed past either): the bytes written. Internal when git fails,
-    BadRequest past a bound."""
+    ``max_bytes`` of it, for ``timeout`` seconds at most, and with no more than
+    ``idle`` seconds between two reads of its output (a git stuck on a FIFO
+    writes nothing: it is not given the whole ``timeout``). Its whole process
+    group is killed past any bound. The bytes written; Internal when git
+    fails, BadRequest past a bound."""
     argv = git_argv(git_dir, args, extra)
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=_env(), cwd="/", process_group=0, **runner.kwargs())  # type: ignore[call-overload]
     assert proc.stdout is not None and proc.stderr is not None
     deadline = time.monotonic() + timeout
+    quiet_until = math.inf if idle is None else time.monotonic() + idle
     written, err, over = 0, b"", ""
     with selectors.DefaultSelector() as sel:
         sel.register(proc.stdout, selectors.EVENT_READ, "out")
         sel.register(proc.stderr, selectors.EVENT_READ, "err")
         open_pipes = 2
         while open_pipes and not over:
-            left = deadline - time.monotonic()
-            if left <= 0:
+            now = time.monotonic()
+            if now >= deadline:
                 over = f"git {args[0]} took longer than {timeout:g} s in {git_dir}"
                 break
-            for key, _ in sel.select(timeout=left):
+            if now >= quiet_until:
+                over = f"git {args[0]} wrote nothing for {idle:g} s in {git_dir}"
+                break
+            for key, _ in sel.select(timeout=min(deadline, quiet_until) - now):
                 chunk = os.read(key.fd, 1 << 16)
                 if not chunk:
                     sel.unregister(key.fileobj)
@@ -163,6 +171,8 @@ def stream_to(out: IO[bytes], git_dir: str, *args: str, runner: Runner = Runner(
                     err = (err + chunk)[-STDERR_KEEP:]
                 else:
                     written += len(chunk)
+                    if idle is not None:
+                        quiet_until = time.monotonic() + idle
                     if max_bytes is not None and written > max_bytes:
                         over = f"git {args[0]} in {git_dir} gave more than {max_bytes} bytes"
                         break

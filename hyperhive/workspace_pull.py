@@ -14,7 +14,8 @@ clone, its config included, is the agent's. So:
    repo's (no hooks, fsmonitor, transport; `workspace_git.AGENT_CONFIG`), git
    writes a bundle of ``refs/heads/hive/<name>`` to a pipe, less what the
    operator's repo already has; the daemon copies it into a temp file of its
-   own, at most ``max_bytes`` and ``timeout`` seconds;
+   own, at most ``max_bytes``, ``timeout`` seconds, and ``idle`` seconds with
+   no output (a FIFO swapped in after the checks holds git silent);
 3. the bundle's header must name that one ref and nothing else, and start
    only from commits the operator's repo has;
 4. in the operator's repo, as its owner: the bundle's pack goes to
@@ -68,7 +69,7 @@ from hyperhive.workspace import (
 )
 from hyperhive.workspace_status_refs import RefsUnreadable, read_branch_tip
 
-__all__ = ["MAX_BUNDLE_BYTES", "PULL_TIMEOUT", "PullResult", "agent_runner", "pull"]
+__all__ = ["MAX_BUNDLE_BYTES", "PULL_IDLE", "PULL_TIMEOUT", "PullResult", "agent_runner", "pull"]
 
 _log = logs.get("hyperhive.workspace")
 
@@ -87,6 +88,9 @@ INDEX_CONFIG: tuple[tuple[str, str], ...] = (
     ("core.packedGitLimit", "256m"),
 )
 PULL_TIMEOUT = 300.0  # seconds for one pull's bundle (and as long again for its fetch)
+# Seconds the agent's ``bundle create`` may go without writing: a git held on a FIFO the agent
+# swapped in after the checks writes nothing, and is not given the whole PULL_TIMEOUT.
+PULL_IDLE = 60.0
 
 
 @dataclass(frozen=True)
@@ -96,6 +100,7 @@ class PullResult:
     commit: str | None  # hive/<name> in the operator's repo now; None when the agent has no commit yet
     ahead: int | None  # its commits not in the operator's HEAD
     rewritten: bool = False  # the agent's branch no longer contains what the operator had of it
+    carried: int = 0  # bytes of the agent's bundle brought over (0: nothing new)
 
     def to_wire(self) -> dict[str, Any]:
         return {"name": self.name, "branch": self.branch, "commit": self.commit, "ahead": self.ahead}
@@ -153,7 +158,7 @@ def _refuse_checked_out(op_git: Path, op_runner: wg.Runner, ref: str) -> None:
 
 
 def pull(paths: StatePaths, name: AgentName, account: Any = None, *, max_bytes: int = MAX_BUNDLE_BYTES,
-         timeout: float = PULL_TIMEOUT) -> PullResult:
+         timeout: float = PULL_TIMEOUT, idle: float = PULL_IDLE) -> PullResult:
     """Fetch the agent's ``hive/<name>`` into the operator's repo (see the
     module's doc). BadRequest or Conflict, with the reason, when it cannot."""
     record = read_workspace(paths, name)
@@ -177,8 +182,10 @@ def pull(paths: StatePaths, name: AgentName, account: Any = None, *, max_bytes: 
         return PullResult(name, record.branch, old, _ahead(op_git, op_runner, ref) if old else None)
     _refuse_checked_out(op_git, op_runner, ref)
     own = old is None or _own(old, (last_pull(paths, name), record.base, "HEAD"), op_git, op_runner)
+    carried = 0
     if _op(op_git, op_runner, "cat-file", "-t", commit).stdout.strip() != b"commit":
-        commit = _carry(name, ref, (old, record.base), runner, git_dir, op_git, op_runner, max_bytes, timeout)
+        commit, carried = _carry(name, ref, (old, record.base), runner, git_dir, op_git, op_runner, max_bytes,
+                                 timeout, idle)
     if old is not None and not own and not _own(old, (commit,), op_git, op_runner):
         raise Conflict(f"{ref} in the operator's repository is at {old[:12]}, which {name} did not pull there "
                        f"and which neither its HEAD nor {name}'s branch holds: it is not overwritten (merge, "
@@ -194,7 +201,7 @@ def pull(paths: StatePaths, name: AgentName, account: Any = None, *, max_bytes: 
         _log.warning("workspace.pull_rewrote", agent=name, branch=record.branch, was=old, now=commit)
     ahead = _ahead(op_git, op_runner, ref)
     _log.info("workspace.pulled", agent=name, branch=record.branch, commit=commit, ahead=ahead, repo=str(top))
-    return PullResult(name, record.branch, commit, ahead, rewritten)
+    return PullResult(name, record.branch, commit, ahead, rewritten, carried)
 
 
 def _own(old: str, holders: tuple[str | None, ...], op_git: Path, op_runner: wg.Runner) -> bool:
@@ -220,14 +227,14 @@ def _drop_reflog(op_git: Path, op_runner: wg.Runner, ref: str) -> None:
 
 
 def _carry(name: AgentName, ref: str, have: tuple[str | None, str | None], runner: wg.Runner, git_dir: Path,
-           op_git: Path, op_runner: wg.Runner, max_bytes: int, timeout: float) -> str:
+           op_git: Path, op_runner: wg.Runner, max_bytes: int, timeout: float, idle: float) -> tuple[str, int]:
     """Bring the objects of the agent's ``ref`` into the operator's repo: a
     bundle written as the agent, its pack indexed with ``--strict`` (every
     object checked) into a quarantine (``objects/tmp_objdir-hive-pull-*``, the
     repo's own objects as its alternate), checked for connectivity there, and
     only then moved into ``objects/pack``. A refused pack leaves nothing behind
     (a quarantine a crash left is a ``tmp_*`` that ``git prune`` removes). The
-    commit carried."""
+    commit carried, and the bundle's size."""
     tmp = Path(tempfile.mkdtemp(prefix="hive-pull-"))
     objects = _objects_dir(op_git, op_runner)
     quarantine = _quarantine(objects, op_runner)
@@ -235,9 +242,9 @@ def _carry(name: AgentName, ref: str, have: tuple[str | None, str | None], runne
         bundle = tmp / "branch.bundle"
         with open(bundle, "wb") as out:
             nots = [h for h in have if h]
-            wg.stream_to(out, str(git_dir), "bundle", "create", "--quiet", "-", ref,
-                         *(["--ignore-missing", "--not", *nots] if nots else []),
-                         runner=runner, extra=wg.AGENT_CONFIG, timeout=timeout, max_bytes=max_bytes)
+            size = wg.stream_to(out, str(git_dir), "bundle", "create", "--quiet", "-", ref,
+                                *(["--ignore-missing", "--not", *nots] if nots else []), runner=runner,
+                                extra=wg.AGENT_CONFIG, timeout=timeout, max_bytes=max_bytes, idle=idle)
         head = read_header(bundle)
         prereqs, refs = parse_bundle_header(head)
         if set(refs) != {ref}:
@@ -262,7 +269,7 @@ def _carry(name: AgentName, ref: str, have: tuple[str | None, str | None], runne
         if r.stdout.strip() != b"commit":
             raise Conflict(f"{name}'s {ref[len('refs/heads/'):]} does not point at a commit")
         _migrate(quarantine / "pack", objects / "pack")
-        return tip
+        return tip, size
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(quarantine, ignore_errors=True)

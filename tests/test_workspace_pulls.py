@@ -28,10 +28,10 @@ class Gated(Pulls):
         self.go = threading.Event()
         self.runs = 0
 
-    def _job(self, name: AgentName) -> PullResult | None:
+    def _job(self, name: AgentName, room: int) -> PullResult | None:
         self.runs += 1
         self.go.wait(10)
-        return super()._job(name)
+        return super()._job(name, room)
 
 
 def test_requests_while_one_runs_share_one_more(tmp_path: Path) -> None:

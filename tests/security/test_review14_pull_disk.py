@@ -100,9 +100,9 @@ class _Timed(Pulls):
         super().__init__(*args, **kwargs)  # type: ignore[arg-type]
         self.starts: list[float] = []
 
-    def _job(self, name: AgentName) -> PullResult | None:
+    def _job(self, name: AgentName, room: int) -> PullResult | None:
         self.starts.append(time.monotonic())
-        return super()._job(name)
+        return super()._job(name, room)
 
 
 async def wait_until(cond: Callable[[], bool], timeout: float = 10.0) -> None:
