@@ -84,6 +84,14 @@ def _parser() -> argparse.ArgumentParser:
                             help="restrict whom the agent may message (repeatable; default: anyone)")
             sp.add_argument("--repo", metavar="PATH",
                             help="give the agent its own clone of this git repository, on branch hive/NAME")
+            sp.add_argument("--permissions", choices=("sandbox", "ask", "allowlist"),
+                            help="claude driver: every tool inside the sandbox (sandbox), each tool call asked "
+                            "of the operator (ask), or allowed_tools only (allowlist)")
+            sp.add_argument("--budget-usd", type=float, metavar="USD",
+                            help="the agent's budget in dollars: past it, it starts no turn until the operator "
+                            "raises it")
+            sp.add_argument("--budget-per", choices=("day", "week", "total"), help="the budget's window "
+                            "(default: day)")
     pl = sub.add_parser("pull", help="fetch an agent's branch hive/NAME into the operator's repository now")
     pl.add_argument("name")
     pl.add_argument("--json", action="store_true")
@@ -166,6 +174,9 @@ def _run(ns: argparse.Namespace) -> int:
         extra: dict[str, Any] = {"allowed_recipients": ns.allow} if ns.cmd == "spawn" and ns.allow else {}
         if ns.cmd == "spawn" and ns.repo:  # the daemon's cwd is not the operator's: an absolute path
             extra["repo"] = os.path.abspath(ns.repo)
+        if ns.cmd == "spawn":
+            extra.update({k: v for k, v in (("permissions", ns.permissions), ("budget_usd", ns.budget_usd),
+                                            ("budget_per", ns.budget_per)) if v is not None})
         c = _admin(ns, ns.cmd, name=ns.name, **extra)["container"]
         say(f"{c['name']}: {c['state']}")
         return 0

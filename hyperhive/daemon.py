@@ -53,6 +53,7 @@ from hyperhive.actors.vacuum import DAY, VacuumSweeper
 from hyperhive.backends.base import Backend
 from hyperhive.backends.local import LocalBackend
 from hyperhive.backends.nixos import NixosBackend
+from hyperhive.costs import Costs, start_costs
 from hyperhive.errors import BadSetting, HiveError, StateDirBusy
 from hyperhive.names import AgentName
 from hyperhive.paths import Limits, StatePaths
@@ -63,6 +64,7 @@ from hyperhive.settings import Settings
 from hyperhive.store.models import open_hive_db
 from hyperhive.web.dashboard.access import Access, load_token, login_url
 from hyperhive.web.dashboard.app import Dashboard, bind_dashboard, start_dashboard
+from hyperhive.web.operator.lifecycle import lifecycle_action
 from hyperhive.web.rpc.admin_ops import admin_ops
 from hyperhive.web.rpc.agent_ops import agent_ops
 from hyperhive.web.rpc.gate_ops import manager_ops, refused_manager_ops
@@ -103,6 +105,7 @@ class Daemon:
     heartbeats: Heartbeats | None = None
     turn_slots: TurnSlots | None = None
     pulls: Pulls | None = None
+    costs: Costs | None = None
     notifier: sdnotify.Notifier | None = None
 
 
@@ -152,7 +155,12 @@ async def _bring_up(d: Daemon, token: str) -> None:
         upstream = upstream_from_env(os.environ)
     except ValueError as exc:
         raise BadSetting(f"ANTHROPIC_BASE_URL: {exc}") from None
-    gateway = ApiGateway(upstream, on_usage=lambda agent, usage: d.hub.publish(GatewayUsage(agent, usage)))
+    def on_usage(agent: str, usage: dict[str, Any]) -> None:
+        d.hub.publish(GatewayUsage(agent, usage))
+        if d.costs is not None:
+            d.costs.on_call(agent, usage)
+
+    gateway = ApiGateway(upstream, on_usage=on_usage)
     d.backend = backend = _backend(settings, paths, gateway.upstream.holds_credential)
     d.broker = broker = Broker.start(
         d.db, clock, d.hub, settings.recv_default_seconds, settings.recv_cap_seconds
@@ -164,6 +172,15 @@ async def _bring_up(d: Daemon, token: str) -> None:
     d.questions = Questions.start(d.broker, clock, d.hub, GrantStore(paths)).proxy()
 
     sends = SendBatcher(d.broker)
+
+    async def stop_agent(name: str) -> Any:  # a budget's "stop" (issue 15)
+        if d.coordinator is not None:
+            return await lifecycle_action(d.coordinator, "stop", name, "operator")
+        return None
+
+    d.costs = costs = await start_costs(settings, paths, d.db, d.hub, d.questions, d.broker, stop_agent,
+                                        io_loop.add_callback)
+    gateway.guard = costs.spend
 
     d.heartbeats = Heartbeats(settings.heartbeat_seconds)
     d.turn_slots = slots = TurnSlots(
@@ -191,7 +208,8 @@ async def _bring_up(d: Daemon, token: str) -> None:
 
     def ops_for(name: AgentName, manager: bool) -> dict[str, Any]:
         ops = agent_ops(name, broker, sends, settings.recv_cap_seconds, manager, d.heartbeats, d.hub, slots,
-                        questions=d.questions, permission_ttl=settings.permission_ttl_seconds, pulls=pulls)
+                        questions=d.questions, permission_ttl=settings.permission_ttl_seconds, pulls=pulls,
+                        spend=costs.spend)
         if not manager:
             return {**ops, **refused_manager_ops()}
         # m1nd's socket opens at boot, once the Coordinator and Approvals are up.
@@ -221,7 +239,8 @@ async def _bring_up(d: Daemon, token: str) -> None:
         web_port=d.endpoints.web_port)
     # After the dashboard subscribed: the sweep at start is counted in /metrics too.
     d.vacuum = VacuumSweeper.start(paths, d.broker, clock, settings.vacuum_interval_seconds,
-                                   message_max_age=settings.message_retention_days * DAY, hub=d.hub).proxy()
+                                   message_max_age=settings.message_retention_days * DAY, hub=d.hub,
+                                   ledger=costs.ledger, usage_max_age=settings.usage_retention_days * DAY).proxy()
     # nixos containers start slowly: boot has its own deadline
     started = await Handle(d.coordinator).within(settings.boot_timeout_seconds).ask(Coordinator.boot)
     await Handle(d.questions).ask(Questions.rearm)  # after boot: the askers are registered again
@@ -246,6 +265,7 @@ _ACTOR = "actor"  # a pykka proxy: stop its actor
 _STOP_ORDER: tuple[tuple[str, str], ...] = (
     ("dashboard", "stop"), ("admin", "stop"), ("approvals", _ACTOR), ("coordinator", _ACTOR),
     ("sockets", "close_all"), ("endpoints", "close_all"), ("pulls", "close"), ("backend", "close"),
+    ("costs", "close"),
     ("questions", _ACTOR), ("notifier_actor", _ACTOR), ("vacuum", _ACTOR), ("ports", _ACTOR), ("broker", _ACTOR),
 )
 

@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from hyperhive.budgets import Budget, parse_budget
 from hyperhive.errors import BadRequest
 from hyperhive.names import AgentName, agent_dir, is_valid_name, validate_name
 
@@ -30,7 +31,8 @@ DRIVERS = ("builtin", "claude")
 # A Claude Code permission rule: a tool name, optionally with a (specifier) and no comma
 # (the list is passed comma-joined to --allowedTools).
 _TOOL_RULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\([^,\x00-\x1f]*\))?")
-_KEYS = frozenset({"driver", "allowed_recipients", "allowed_tools", "limits", "network", "repo", "permissions"})
+_KEYS = frozenset({"driver", "allowed_recipients", "allowed_tools", "limits", "network", "repo", "permissions",
+                   "budget"})
 # How the claude driver treats tool calls (issue 14): "sandbox", every tool (the sandbox is the limit);
 # "ask", each call not yet allowed goes to the operator as a question; "allowlist", `allowed_tools` only.
 PERMISSIONS = ("sandbox", "ask", "allowlist")
@@ -89,6 +91,7 @@ class AgentConfig:
     network_allow: tuple[str, ...] = ()  # hosts the egress proxy lets through (the model API always)
     repo: str | None = None  # the operator's repository the agent works on a clone of (absolute path)
     permissions: str | None = None  # one of PERMISSIONS; None: "sandbox" when sandboxed, else "allowlist"
+    budget: Budget | None = None  # {"usd": 5, "per": "day"|"week"|"total"} (issue 15); None: no budget
 
     @classmethod
     def from_json(cls, text: str, where: str = "agent config") -> AgentConfig:
@@ -123,8 +126,9 @@ class AgentConfig:
         permissions = raw.get("permissions")
         if permissions is not None and permissions not in PERMISSIONS:
             raise BadRequest(f"{where}: permissions must be one of {', '.join(PERMISSIONS)}")
+        budget = parse_budget(raw["budget"], f"{where}: budget") if "budget" in raw else None
         return cls(driver=driver, allowed_recipients=allowed, allowed_tools=tools, memory_mb=memory_mb,
-                   pids=pids, network_allow=allow, repo=repo, permissions=permissions)
+                   pids=pids, network_allow=allow, repo=repo, permissions=permissions, budget=budget)
 
     def limits(self, memory_mb: int, pids: int) -> Limits:
         """This agent's limits, the daemon's defaults where it sets none."""
@@ -147,6 +151,8 @@ class AgentConfig:
             out["limits"] = limits
         if self.network_allow:
             out["network"] = {"allow": list(self.network_allow)}
+        if self.budget is not None:
+            out["budget"] = self.budget.to_wire()
         return json.dumps(out, indent=2) + "\n"
 
 

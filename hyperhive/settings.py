@@ -144,6 +144,22 @@ class Settings:
     pull_timeout_seconds: float = setting(
         300.0, "longest one pull of an agent's branch may take writing its bundle (and as long again "
         "reading it into the operator's repository)", bounds=(1, 24 * 3600))
+    prices: str = setting(
+        "", "JSON file of model prices in dollars per million tokens, {model: {input, output, cache_read, "
+        "cache_write}}, over the built-in table of Claude models; empty: the built-in table")
+    usage_retention_days: float = setting(
+        90.0, "model calls (their tokens and cost) older than this are folded into per-agent totals by the "
+        "retention sweep", bounds=(1, 100 * 365))
+    fleet_budget_usd: float = setting(
+        0.0, "the whole fleet's budget in dollars per --fleet-budget-per; past it no agent starts a turn "
+        "(0: none)", bounds=(0, 1e6))
+    fleet_budget_per: str = setting("day", "the fleet budget's window", choices=("day", "week", "total"))
+    budget_question_ttl_seconds: float = setting(
+        3600.0, "how long the question an agent's crossed budget asks waits for the operator before its "
+        "default (stop the agent) applies", bounds=(1, 7 * 24 * 3600))
+    hard_cap_factor: float = setting(
+        1.5, "a running turn is cancelled once its agent (or the fleet) has spent this many times its budget",
+        bounds=(1, 100))
     notify: str = setting("", "command run with each event that waits for the operator (a question, an "
                           "approval, a crash) as JSON on stdin; empty: none")
     agent_memory_mb: int = setting(4096, "memory limit of each agent's whole process tree, in MB, where its "

@@ -126,7 +126,8 @@ class Heartbeat(Request, op="heartbeat"):
 
 
 class Ping(Request, op="ping"): ...
-class TurnDone(Request, op="turn_done"): ...
+class TurnDone(Request, op="turn_done"):
+    cost_usd: float | None = None  # the CLI's own total_cost_usd for the turn: a cross-check (issue 15)
 
 
 class Permission(Request, op="permission"):
@@ -157,6 +158,9 @@ class Spawn(ByName, op="spawn"):
     # Initial config; None lets the agent message anyone.
     allowed_recipients: list[str] | None = None
     repo: str | None = None  # the operator's repository the agent gets a clone of (issue 14)
+    permissions: str | None = None  # sandbox | ask | allowlist (issue 14)
+    budget_usd: float | None = None  # its budget (issue 15), per budget_per (default day)
+    budget_per: str | None = None
 
 
 class Pull(ByName, op="pull"):

@@ -18,7 +18,8 @@ import hyperhive.logs as logs
 from hyperhive.actors.snapshots import ContainerSnapshot
 
 __all__ = [
-    "ApprovalQueued", "ApprovalResolved", "ContainerActivity", "ContainerAdded", "ContainerCrash",
+    "ApprovalQueued", "ApprovalResolved", "BudgetExceeded", "BudgetRaised", "BudgetWarning", "ContainerActivity",
+    "ContainerAdded", "ContainerCrash",
     "ContainerKilled", "ContainerRemoved", "ContainerState", "Event", "EventName", "GatewayUsage", "Hub",
     "Listener", "MessageSent", "MessageWoke", "ProxyRefused", "QuestionAsked", "QuestionResolved",
     "VacuumSwept",
@@ -40,6 +41,9 @@ EventName = Literal[
     "vacuum.swept",
     "proxy.refused",
     "gateway.usage",
+    "budget.warning",
+    "budget.exceeded",
+    "budget.raised",
 ]
 
 
@@ -198,6 +202,46 @@ class GatewayUsage(Event):
 
     def payload(self) -> dict[str, Any]:
         return {"agent": self.agent, **self.usage}
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetWarning(Event):
+    """An agent (``agent`` "" : the fleet) passed 80 % of its budget (issue 15)."""
+    name: ClassVar[EventName] = "budget.warning"
+    agent: str
+    spent_usd: float
+    budget_usd: float
+    per: str
+
+    def payload(self) -> dict[str, Any]:
+        return {"event": "BudgetWarning", **asdict(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetExceeded(Event):
+    """An agent (or the fleet) reached its budget: it starts no turn until the operator says."""
+    name: ClassVar[EventName] = "budget.exceeded"
+    agent: str
+    spent_usd: float
+    budget_usd: float
+    per: str
+    question_id: int | None = None
+
+    def payload(self) -> dict[str, Any]:
+        return {"event": "BudgetExceeded", **asdict(self)}
+
+
+@dataclass(frozen=True, slots=True)
+class BudgetRaised(Event):
+    """The operator raised an agent's (or the fleet's) budget to ``budget_usd``."""
+    name: ClassVar[EventName] = "budget.raised"
+    agent: str
+    budget_usd: float
+    per: str
+    was_usd: float
+
+    def payload(self) -> dict[str, Any]:
+        return {"event": "BudgetRaised", **asdict(self)}
 
 
 Listener = Callable[[Event], None]

@@ -149,13 +149,18 @@ class Questions(pykka.ThreadingActor):
     # --- verbs -------------------------------------------------------------
     @answers
     def ask(self, asker: str, question: str, options: list[str], multi: bool = False,
-            ttl_seconds: float | None = None, default: str | None = None) -> int:
+            ttl_seconds: float | None = None, default: str | None = None, kind: str | None = None,
+            detail: dict[str, Any] | None = None) -> int:
+        """``kind`` "budget" (the daemon's own question, issue 15): its answer goes
+        to whoever listens for ``question.resolved`` (the budget service, by
+        ``detail``), not to the asker's inbox."""
         validate_ask(question, options, multi, ttl_seconds, default)
         now = time.time()
         deadline = None if ttl_seconds is None else now + ttl_seconds
         q = Question.create(
             asker=asker, question=question, asked_at=now, options=json.dumps(options),
-            multi=multi, deadline_at=deadline, default_answer=default,
+            multi=multi, deadline_at=deadline, default_answer=default, kind=kind,
+            detail=None if detail is None else json.dumps(detail),
         )
         if deadline is not None:
             self._arm(q.id, deadline)
@@ -336,8 +341,10 @@ class Questions(pykka.ThreadingActor):
             self._hub.publish(QuestionResolved(event, q.asker))
             return
         _log.info("question.resolved", question_id=q.id, how=how)
-        self._broker.tell(Broker.send, SYSTEM, q.asker, json.dumps(event, ensure_ascii=False))
-        self._hub.publish(QuestionResolved(event, q.asker))
+        if q.kind is None:  # someone asked: the answer is theirs to read
+            self._broker.tell(Broker.send, SYSTEM, q.asker, json.dumps(event, ensure_ascii=False))
+        self._hub.publish(QuestionResolved({**event, "kind": q.kind or "question", "detail": q.detail},
+                                           q.asker))
 
     def _permission_resolved(self, q: Any, text: str, how: How) -> None:
         tool, stored, _ = detail(q)

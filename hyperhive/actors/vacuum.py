@@ -2,7 +2,8 @@
 
 Once at start, then every ``interval`` seconds on the IOLoop clock, the
 Broker drops messages delivered more than 30 days ago (never undelivered
-ones); a non-zero count is logged (``vacuum.messages``).
+ones); a non-zero count is logged (``vacuum.messages``). The Ledger folds
+model calls older than ``usage_max_age`` (90 days) into per-agent totals.
 
 Each agent's events db is trimmed by its own harness (7 days, then the newest
 2000: `hyperhive.harness.loop`), never by the daemon: it lives in the agent's
@@ -23,6 +24,7 @@ from hyperhive.actors.bridge import Handle, Reply, claim, parks, resolve
 from hyperhive.actors.broker import Broker
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.events import Hub, VacuumSwept
+from hyperhive.actors.ledger import Ledger
 from hyperhive.errors import Unavailable
 from hyperhive.paths import StatePaths
 
@@ -34,12 +36,14 @@ _log = logs.get("hyperhive.vacuum")
 
 DAY = 86400.0
 MESSAGE_MAX_AGE = 30 * DAY
+USAGE_MAX_AGE = 90 * DAY
 
 
 class VacuumSweeper(pykka.ThreadingActor):
     def __init__(
         self, paths: StatePaths, broker: pykka.ActorProxy[Broker], clock: LoopClock, interval: float,
         message_max_age: float = MESSAGE_MAX_AGE, now: Callable[[], float] = time.time, hub: Hub | None = None,
+        ledger: pykka.ActorProxy[Ledger] | None = None, usage_max_age: float = USAGE_MAX_AGE,
     ) -> None:
         super().__init__()
         self._paths = paths
@@ -49,6 +53,8 @@ class VacuumSweeper(pykka.ThreadingActor):
         self._message_max_age = message_max_age
         self._now = now
         self._hub = hub
+        self._ledger = None if ledger is None else Handle(ledger)
+        self._usage_max_age = usage_max_age
         self.sweeps = 0  # completed sweeps, for `ls`-style reporting and tests
         self._me: Handle[VacuumSweeper] | None = None
 
@@ -71,6 +77,8 @@ class VacuumSweeper(pykka.ThreadingActor):
             return
         me = self._me
         assert me is not None
+        if self._ledger is not None:  # model calls past their retention: folded into per-agent totals
+            self._ledger.tell(Ledger.sweep, self._now() - self._usage_max_age)
         done = self._broker.future(Broker.vacuum, self._now(), self._message_max_age)
         # Runs on the Broker's thread (or here, when it is already gone): hand back.
         done.add_done_callback(lambda f: me.tell(VacuumSweeper.finish, f, reply))

@@ -189,10 +189,18 @@ class TurnLoop:
 
         async def body() -> None:
             nonlocal started
-            async with self.slot(start.removesuffix("_start")):
+            async with self.slot(start.removesuffix("_start")) as report:
                 started = True
                 self.bus.publish(start, **start_data)
-                await work(self.bus.publish)
+
+                def emit(kind: str, **data: Any) -> None:
+                    if kind == "result" and isinstance(report, dict):  # the CLI's cost, for turn_done
+                        cost = data.get("total_cost_usd")
+                        if isinstance(cost, int | float) and not isinstance(cost, bool):
+                            report["cost_usd"] = report.get("cost_usd", 0.0) + float(cost)
+                    self.bus.publish(kind, **data)
+
+                await work(emit)
 
         task = asyncio.create_task(body())
         self._current = task

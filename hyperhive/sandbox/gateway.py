@@ -24,8 +24,8 @@ from __future__ import annotations
 
 import asyncio
 import socket
-from collections.abc import Callable
-from typing import Any
+from collections.abc import Callable, Mapping
+from typing import Any, Protocol
 
 import tornado.httpserver
 import tornado.iostream
@@ -38,7 +38,7 @@ from hyperhive.sandbox.gateway_forward import AGENT_BODY_BUDGET, Forward, descri
 from hyperhive.sandbox.upstream import Upstream, upstream_from_env
 
 # Upstream and upstream_from_env are re-exported for daemon.py and bench/gateway.py.
-__all__ = ["MAX_CONNECTIONS", "ApiGateway", "OnUsage", "Upstream", "upstream_from_env"]
+__all__ = ["MAX_CONNECTIONS", "ApiGateway", "Guard", "OnUsage", "Upstream", "upstream_from_env"]
 
 _log = logs.get("hyperhive.gateway")
 
@@ -48,6 +48,16 @@ IDLE_TIMEOUT = 300.0  # a keep-alive connection with no request
 BODY_TIMEOUT = 120.0  # between the head and the last byte of a request body
 
 OnUsage = Callable[[str, dict[str, Any]], None]  # (agent, usage + status, path, ms)
+
+
+class Guard(Protocol):
+    """The budget gate at the gateway (issue 15; `web.tables.spend.Spend`)."""
+
+    def refusal(self, agent: str) -> str | None:
+        """Why ``agent`` may make no model call now (None: it may)."""
+
+    def cut(self, agent: str, usage: Mapping[str, Any]) -> str | None:
+        """Why the call streaming ``usage`` so far must stop now (None: it goes on)."""
 
 
 class _CappedServer(BackoffHTTPServer):
@@ -65,9 +75,10 @@ class ApiGateway:
     """One HTTP server per agent, all forwarding to one `Upstream`. Every
     method runs on the IOLoop thread."""
 
-    def __init__(self, upstream: Upstream, on_usage: OnUsage | None = None) -> None:
+    def __init__(self, upstream: Upstream, on_usage: OnUsage | None = None, guard: Guard | None = None) -> None:
         self.upstream = upstream
         self._on_usage = on_usage
+        self.guard = guard
         self._servers: dict[str, tornado.httpserver.HTTPServer] = {}
         self._buffered: dict[str, int] = {}
         self._client: SimpleAsyncHTTPClient | None = None

@@ -64,8 +64,12 @@ class _AgentGone(tornado.httputil.HTTPInputError):
         super().__init__("the agent went away")
 
 
-def _api_error(message: str) -> dict[str, Any]:
-    return {"type": "error", "error": {"type": "api_error", "message": f"hyperhive gateway: {message}"}}
+def _api_error(message: str, kind: str = "api_error") -> dict[str, Any]:
+    return {"type": "error", "error": {"type": kind, "message": f"hyperhive gateway: {message}"}}
+
+
+class _Cut(tornado.httputil.HTTPInputError):
+    """Raised into tornado's client to end a response the budget's hard cap stops."""
 
 
 @tornado.web.stream_request_body
@@ -86,6 +90,7 @@ class Forward(tornado.web.RequestHandler):
         self._reason = ""
         self._resp_headers: list[tuple[str, str]] = []
         self._sse: UsageScanner | None = None
+        self._checked = 0  # the scanner's updates the guard has seen
         self._json: bytearray | None = None
 
     def compute_etag(self) -> str | None:
@@ -101,6 +106,14 @@ class Forward(tornado.web.RequestHandler):
             self._rejected = True
             self.set_status(403)
             self.finish(_api_error(f"{line} is not forwarded (only the Messages API and the model list)"))
+            self._report()
+            return
+        guard = self.gateway.guard
+        if guard is not None and line == "POST /v1/messages" and (why := guard.refusal(self.agent)) is not None:
+            # A 400, which the CLI does not retry: the turn ends here (a 429 or 5xx would be retried).
+            self._rejected = True
+            self.set_status(400)
+            self.finish(_api_error(why, "invalid_request_error"))
             self._report()
             return
         length = self.request.headers.get("Content-Length")
@@ -198,6 +211,12 @@ class Forward(tornado.web.RequestHandler):
             raise _AgentGone()
         if self._sse is not None:
             self._sse.feed(chunk)
+            if self._sse.updates != self._checked and self.gateway.guard is not None:
+                self._checked = self._sse.updates
+                why = self.gateway.guard.cut(self.agent, self._sse.so_far())
+                if why is not None:
+                    _log.warning("gateway.cut", agent=self.agent, reason=why)
+                    raise _Cut(why)
         elif self._json is not None:
             if len(self._json) + len(chunk) <= _JSON_SCAN_LIMIT:
                 self._json += chunk

@@ -52,6 +52,7 @@ class UsageScanner:
         self._data_size = 0
         self._usage = _empty()
         self._seen = False
+        self.updates = 0  # usage events merged so far (the gateway checks the hard cap on each)
 
     def feed(self, data: bytes) -> None:
         start = 0
@@ -113,9 +114,17 @@ class UsageScanner:
             msg = obj["message"]
             if isinstance(msg.get("model"), str):
                 self._usage["model"] = msg["model"]
-            self._seen |= _merge(self._usage, msg.get("usage"))
+            merged = _merge(self._usage, msg.get("usage"))
         elif obj.get("type") == "message_delta":
-            self._seen |= _merge(self._usage, obj.get("usage"))
+            merged = _merge(self._usage, obj.get("usage"))
+        else:
+            return
+        self._seen |= merged
+        self.updates += merged
+
+    def so_far(self) -> dict[str, Any]:
+        """The usage the events seen so far carried (the stream goes on)."""
+        return dict(self._usage)
 
     def result(self) -> dict[str, Any] | None:
         """``{model, input_tokens, output_tokens, cache_read_input_tokens,

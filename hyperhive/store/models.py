@@ -6,10 +6,12 @@ from pathlib import Path
 
 from peewee import (
     AutoField,
+    BigIntegerField,
     BooleanField,
     CharField,
     DatabaseProxy,
     FloatField,
+    IntegerField,
     Model,
     SqliteDatabase,
     TextField,
@@ -18,7 +20,8 @@ from peewee import (
 from hyperhive.store.db import open_database
 from hyperhive.store.migrate import ensure_schema
 
-__all__ = ["MODELS", "Approval", "Container", "Message", "Question", "database", "open_hive_db"]
+__all__ = ["MODELS", "Approval", "Container", "Message", "ModelCall", "Question", "TurnRecord", "UsageArchive",
+           "database", "open_hive_db"]
 
 database = DatabaseProxy()
 
@@ -109,7 +112,68 @@ class Approval(_Base):
         indexes = ((("status", "id"), False),)
 
 
-MODELS = (Message, Container, Question, Approval)
+class ModelCall(_Base):
+    """One model API call through an agent's gateway (issue 15): the tokens the
+    API returned, counted at the gateway (the agent cannot under-report), and
+    what they cost. ``cost_usd`` is NULL for a model the price table lacks until
+    its turn's end brings the CLI's reported cost (``cost_source`` "reported");
+    priced calls say "priced". ``turn`` is the `TurnRecord` it ran in (NULL:
+    outside any turn)."""
+
+    id = AutoField()
+    agent = CharField(max_length=64)
+    at = FloatField()
+    model = CharField(max_length=128, null=True)
+    input_tokens = BigIntegerField(default=0)
+    output_tokens = BigIntegerField(default=0)
+    cache_read_tokens = BigIntegerField(default=0)
+    cache_write_tokens = BigIntegerField(default=0)
+    cost_usd = FloatField(null=True)
+    cost_source = CharField(max_length=16, null=True)  # priced | reported
+    turn = IntegerField(null=True)
+    status = IntegerField(default=0)
+
+    class Meta:
+        table_name = "model_calls"
+        indexes = ((("agent", "at"), False), (("at",), False), (("turn",), False))
+
+
+class TurnRecord(_Base):
+    """One turn an agent ran (a turn slot granted, then given back); the CLI's
+    own ``total_cost_usd`` for it, as reported (a cross-check, and the cost of
+    calls to a model the price table lacks)."""
+
+    id = AutoField()
+    agent = CharField(max_length=64)
+    started_at = FloatField()
+    ended_at = FloatField(null=True)
+    reported_cost_usd = FloatField(null=True)
+
+    class Meta:
+        table_name = "turns"
+        indexes = ((("agent", "started_at"), False),)
+
+
+class UsageArchive(_Base):
+    """What the retention sweep folded away: per agent, the sums of the calls
+    and turns it deleted (so "total" budgets and ``hive usage --since all``
+    still count them)."""
+
+    agent = CharField(max_length=64, primary_key=True)
+    calls = BigIntegerField(default=0)
+    turns = BigIntegerField(default=0)
+    input_tokens = BigIntegerField(default=0)
+    output_tokens = BigIntegerField(default=0)
+    cache_read_tokens = BigIntegerField(default=0)
+    cache_write_tokens = BigIntegerField(default=0)
+    cost_usd = FloatField(default=0.0)
+    until = FloatField(default=0.0)  # the newest call folded in
+
+    class Meta:
+        table_name = "usage_archive"
+
+
+MODELS = (Message, Container, Question, Approval, ModelCall, TurnRecord, UsageArchive)
 
 
 def open_hive_db(path: Path) -> SqliteDatabase:

@@ -38,12 +38,13 @@ class JournalSource(Protocol):
 
 async def spawn(coordinator: pykka.ActorProxy[Coordinator], name: object,
                 allowed_recipients: list[str] | None = None, repo: object = None,
-                paths: StatePaths | None = None) -> dict[str, Any]:
+                paths: StatePaths | None = None, permissions: str | None = None,
+                budget_usd: float | None = None, budget_per: str | None = None) -> dict[str, Any]:
     """Create an agent and start it, no approval (the CLI's spawn): ``{"container"}``.
     With ``repo``, its workspace is a clone of that repository (issue 14),
     checked here first (off the loop) when ``paths`` is given."""
     agent = check_spawnable(name)
-    cfg = with_repo(spawn_config(allowed_recipients), repo)
+    cfg = with_repo(spawn_config(allowed_recipients, None, permissions, budget_usd, budget_per), repo)
     if cfg.repo is not None and paths is not None:
         await asyncio.get_running_loop().run_in_executor(None, check_repo, paths, cfg.repo)
     snap = await Handle(coordinator).within(LIFECYCLE_TIMEOUT).ask(Coordinator.spawn, agent, cfg)

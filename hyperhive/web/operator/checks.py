@@ -86,7 +86,9 @@ def check_prompt(prompt: object) -> str | None:
     return text if text.strip() else None
 
 
-def spawn_config(allowed_recipients: list[str] | None = None, driver: str | None = None) -> AgentConfig:
+def spawn_config(allowed_recipients: list[str] | None = None, driver: str | None = None,
+                 permissions: str | None = None, budget_usd: float | None = None,
+                 budget_per: str | None = None) -> AgentConfig:
     """A new agent's config as every spawn surface asks for it (CLI, manager,
     dashboard form), checked by the same rules as agent.json."""
     raw: dict[str, Any] = {}
@@ -94,6 +96,10 @@ def spawn_config(allowed_recipients: list[str] | None = None, driver: str | None
         raw["allowed_recipients"] = [check_recipient(a) for a in allowed_recipients]
     if driver is not None:
         raw["driver"] = driver
+    if permissions is not None:
+        raw["permissions"] = permissions
+    if budget_usd is not None or budget_per is not None:
+        raw["budget"] = {"usd": budget_usd, "per": budget_per or "day"}
     return AgentConfig.from_json(json.dumps(raw), where="the requested config")
 
 

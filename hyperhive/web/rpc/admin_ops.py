@@ -36,7 +36,8 @@ def admin_ops(
         return await agents.ls(coordinator, broker, beats, slots.queued if slots else (), paths, backend)
 
     async def spawn(req: Spawn) -> dict[str, Any]:
-        return await agents.spawn(coordinator, req.name, req.allowed_recipients, req.repo, paths)
+        return await agents.spawn(coordinator, req.name, req.allowed_recipients, req.repo, paths, req.permissions,
+                                  req.budget_usd, req.budget_per)
 
     async def pull(req: Pull) -> dict[str, Any]:
         if pulls is None:

@@ -15,6 +15,7 @@ from hyperhive.web.operator import permissions
 from hyperhive.web.rpc.jsonlines import Op
 from hyperhive.web.tables.heartbeats import REPORTED, Heartbeats
 from hyperhive.web.tables.sends import SendBatcher
+from hyperhive.web.tables.spend import Spend
 from hyperhive.web.tables.turn_slots import TurnSlots
 from hyperhive.wire import Grants, Heartbeat, InboxRow, Permission, Ping, Recent, Recv, Send, TurnDone, TurnSlot
 from hyperhive.workspace_pulls import Pulls
@@ -32,9 +33,15 @@ def agent_ops(
     agent: AgentName, broker: BrokerRef, sends: SendBatcher, recv_cap: float, manager: bool = False,
     beats: Heartbeats | None = None, hub: Hub | None = None, slots: TurnSlots | None = None,
     questions: QuestionsRef | None = None, permission_ttl: float = 600.0, pulls: Pulls | None = None,
+    spend: Spend | None = None,
 ) -> dict[str, Op]:
     beats = beats or Heartbeats(5.0)
     slots = slots or TurnSlots(0)
+
+    def give_back(reported: float | None = None) -> None:
+        slots.release(agent)
+        if spend is not None:
+            spend.turn_ended(agent, reported)
     async def send(req: Send) -> dict[str, Any]:
         to = validate_recipient(req.to)
         return {"message_id": await sends.send(agent, to, req.body)}
@@ -48,6 +55,8 @@ def agent_ops(
         if wait is not None and wait < 0:
             raise BadRequest(f"wait_seconds must be >= 0, got {wait}")
         timeout = min(recv_cap, wait if wait is not None else recv_cap) + REPLY_SLACK
+        if req.system and spend is not None:  # over budget: the harness takes no message (issue 15)
+            await spend.wait_admitted(agent)
         rows = await Handle(broker).within(timeout, on_orphan=requeue).ask(Broker.recv, agent, wait, req.system)
         return {"messages": rows_out(rows)}
 
@@ -71,11 +80,19 @@ def agent_ops(
     async def turn_slot(req: TurnSlot) -> dict[str, Any]:
         if req.kind not in ("turn", "compact"):
             raise BadRequest(f"kind must be turn or compact, got {req.kind!r}")
+        if spend is not None:  # over budget (the agent's or the fleet's): no turn starts (issue 15)
+            await spend.wait_admitted(agent)
         await slots.acquire(agent)
+        if spend is not None and not spend.in_turn(agent):
+            spend.turn_started(agent)
         return {"granted": True}
 
     async def turn_done(req: TurnDone) -> dict[str, Any]:
-        slots.release(agent)
+        cost = req.cost_usd
+        if cost is not None and not (isinstance(cost, int | float) and 0 <= cost <= 1e6):
+            give_back()  # the slot goes back whatever the report says
+            raise BadRequest(f"cost_usd must be a number of dollars in 0..1000000, got {cost!r}")
+        give_back(cost)
         if pulls is not None:  # a turn's end: its branch back into the operator's repo (issue 14), off the loop
             pulls.after_turn(agent)
         return {"released": True}
@@ -109,6 +126,6 @@ def agent_ops(
         "ping": Op(ping),
         "heartbeat": Op(heartbeat),
         # A grant the harness never heard of is given back at once.
-        "turn_slot": Op(turn_slot, unsent=lambda _resp: slots.release(agent)),
+        "turn_slot": Op(turn_slot, unsent=lambda _resp: give_back()),
         "turn_done": Op(turn_done),
     }

@@ -1,0 +1,275 @@
+"""The spend table (issue 15): what each agent and the fleet have spent, and
+the budget gate, on the IOLoop thread.
+
+Counted where it cannot be faked: every model call's usage comes from the
+API gateway (`record`, at the end of each call), priced with the table of
+`pricing`; a call to a model the table lacks counts when its turn ends, at
+the CLI's reported cost (`turn_ended`). The Ledger actor gets each row (a
+tell); the sums stay here, so the checks below cost additions.
+
+The gate:
+- `wait_admitted` (the agent socket's ``turn_slot``, and its harness's system
+  ``recv``, so no message is taken while it waits): returns once neither the
+  agent nor the fleet is over budget;
+- `refusal` (the gateway, before a model call): an agent past its hard cap is
+  refused always; one over budget is refused outside a turn (its harness
+  asks for no slot: it gets no model either);
+- `cut` (the gateway, as a response streams): a call that takes the agent
+  past its hard cap is cut, so a running turn ends there.
+
+Each rise in standing (`budgets.standing`: warn, over, capped), per agent or
+for the fleet and per window, is reported once to ``on_standing`` (the
+budget service: the operator's question, the events, the notify command).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import math
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+import hyperhive.logs as logs
+from hyperhive.budgets import Budget, Standing, standing
+from hyperhive.pricing import Price, cost_usd, price_for
+from hyperhive.spend_core import KEEP_SECONDS, Account, Windows
+from hyperhive.store.usage import TOKEN_COLUMNS, CallRow, Loaded
+
+__all__ = ["FLEET", "Spend"]
+
+_log = logs.get("hyperhive.spend")
+
+FLEET = ""  # the fleet's account key
+_LEVEL = {"ok": 0, "warn": 1, "over": 2, "capped": 3}
+OnStanding = Callable[[str, Standing, float, Budget], None]  # (agent or FLEET, standing, spent, limit)
+
+
+class Spend:
+    def __init__(self, prices: Mapping[str, Price], limit_of: Callable[[str], Budget | None],
+                 fleet: Budget | None = None, *, hard_cap_factor: float = 1.5, warn_at: float = 0.8,
+                 record: Callable[[CallRow], None] | None = None,
+                 turns: Callable[[str, int, str, float, float | None], None] | None = None,
+                 now: Callable[[], float] = time.time) -> None:
+        """``limit_of(agent)``: its budget as it stands (raised or not), None for
+        none; ``record``/``turns``: the Ledger's tells (a call row; ("start" |
+        "end", turn, agent, at, reported))."""
+        self.prices = prices
+        self._limit_of = limit_of
+        self.fleet = fleet
+        self.hard_cap_factor = hard_cap_factor
+        self.warn_at = warn_at
+        self._record = record
+        self._turns = turns
+        self._now = now
+        self._accounts: dict[str, Account] = {FLEET: Account()}
+        self._windows = Windows()
+        self._turn: dict[str, tuple[int, float, int]] = {}  # agent → (turn id, priced cost so far, unpriced calls)
+        self._next_turn = 1
+        self._levels: dict[str, tuple[float, int]] = {}  # who → (window start, highest level reported)
+        self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self.on_standing: OnStanding | None = None
+
+    def load(self, loaded: Loaded) -> None:
+        """Start from the Ledger's record (at boot)."""
+        fleet_calls: list[tuple[float, float]] = []
+        for agent in {*loaded.calls, *loaded.before}:
+            calls = loaded.calls.get(agent, [])
+            self._accounts[agent] = Account.of(calls, loaded.before.get(agent, 0.0))
+            fleet_calls += calls
+        self._accounts[FLEET] = Account.of(sorted(fleet_calls), sum(loaded.before.values()))
+        self._next_turn = loaded.last_turn + 1
+        now = self._now()
+        for who in list(self._accounts):
+            self._levels[who] = (self._window_of(who, now), _LEVEL[self.standing(who)])
+
+    # --- reads ---------------------------------------------------------------------------
+    def limit(self, who: str) -> Budget | None:
+        return self.fleet if who == FLEET else self._limit_of(who)
+
+    def spent(self, who: str, per: str = "day") -> float:
+        account = self._accounts.get(who)
+        if account is None:
+            return 0.0
+        return account.spent(per, self._windows.at(self._now()))  # type: ignore[arg-type]
+
+    def standing(self, who: str) -> Standing:
+        limit = self.limit(who)
+        if limit is None:
+            return "ok"
+        return standing(self.spent(who, limit.per), limit, self.hard_cap_factor, self.warn_at)
+
+    def blocked(self, agent: str) -> str | None:
+        """Why ``agent`` may start no turn now (None: it may)."""
+        for who in (agent, FLEET):
+            if _LEVEL[self.standing(who)] >= _LEVEL["over"]:
+                limit = self.limit(who)
+                assert limit is not None
+                name = "the fleet" if who == FLEET else agent
+                return f"{name} is over its budget ({limit.text()}): ${self.spent(who, limit.per):.2f} spent"
+        return None
+
+    def in_turn(self, agent: str) -> bool:
+        return agent in self._turn
+
+    def view(self, agent: str) -> dict[str, Any]:
+        """For `hive ls` and the dashboard row."""
+        limit = self.limit(agent)
+        out: dict[str, Any] = {"today_usd": round(self.spent(agent, "day"), 6), "standing": self.standing(agent)}
+        if limit is not None:
+            out["budget"] = {**limit.to_wire(), "spent_usd": round(self.spent(agent, limit.per), 6)}
+        out["over_budget"] = self.blocked(agent) is not None
+        return out
+
+    # --- the gateway ----------------------------------------------------------------------
+    def refusal(self, agent: str) -> str | None:
+        for who in (agent, FLEET):
+            s = self.standing(who)
+            if s == "capped" or (s == "over" and agent not in self._turn):
+                why = self.blocked(agent) or "over budget"
+                return f"{why}; no model call until the operator raises it"
+        return None
+
+    def cut(self, agent: str, usage: Mapping[str, Any]) -> str | None:
+        """A call streaming ``usage`` so far: why it must stop (the hard cap), or None."""
+        price = price_for(usage.get("model"), self.prices)
+        if price is None:
+            return None
+        extra = cost_usd(usage, price)
+        for who in (agent, FLEET):
+            limit = self.limit(who)
+            if limit is not None and self.spent(who, limit.per) + extra >= limit.usd * self.hard_cap_factor:
+                return f"{'the fleet' if who == FLEET else agent} reached its hard cap " \
+                       f"(${limit.usd * self.hard_cap_factor:.2f}, {self.hard_cap_factor:g} x {limit.text()})"
+        return None
+
+    def record(self, agent: str, usage: Mapping[str, Any]) -> None:
+        """One call's usage, from the gateway (at the end of the call)."""
+        now = self._now()
+        tokens = {col: int(usage.get(key) or 0) for key, col in TOKEN_COLUMNS.items()}
+        price = price_for(usage.get("model"), self.prices)
+        cost = None if price is None else cost_usd(usage, price)
+        turn = self._turn.get(agent)
+        if self._record is not None and (any(tokens.values()) or cost):
+            self._record(CallRow(agent, now, usage.get("model"), tokens, cost, turn[0] if turn else None,
+                                 int(usage.get("status") or 0)))
+        if cost is None:
+            if any(tokens.values()):
+                _log.warning("spend.unpriced_model", agent=agent, model=usage.get("model"))
+                if turn is not None:
+                    self._turn[agent] = (turn[0], turn[1], turn[2] + 1)
+            return
+        if turn is not None:
+            self._turn[agent] = (turn[0], turn[1] + cost, turn[2])
+        self._add(agent, now, cost)
+
+    # --- turns (the agent socket) -------------------------------------------------------------
+    async def wait_admitted(self, agent: str) -> None:
+        while self.blocked(agent) is not None:
+            fut = asyncio.get_running_loop().create_future()
+            self._waiters.setdefault(agent, []).append(fut)
+            self._arm_midnight()
+            try:
+                await fut
+            finally:
+                waiting = self._waiters.get(agent, [])
+                if fut in waiting:
+                    waiting.remove(fut)
+
+    def waiting(self, agent: str) -> bool:
+        return bool(self._waiters.get(agent))
+
+    def turn_started(self, agent: str) -> int:
+        turn = self._next_turn
+        self._next_turn += 1
+        self._turn[agent] = (turn, 0.0, 0)
+        if self._turns is not None:
+            self._turns("start", turn, agent, self._now(), None)
+        return turn
+
+    def turn_ended(self, agent: str, reported: float | None = None) -> None:
+        turn = self._turn.pop(agent, None)
+        if turn is None:
+            return
+        if self._turns is not None:
+            self._turns("end", turn[0], agent, self._now(), reported)
+        if turn[2] and reported is not None and math.isfinite(reported):
+            self._add(agent, self._now(), max(0.0, reported - turn[1]))
+
+    # --- changes from the operator ------------------------------------------------------------
+    def changed(self, who: str | None = None) -> None:
+        """A limit changed (raised, a new agent.json, a new day): standings are read
+        again (a lower one is taken as is, a higher one reported), waiters re-checked."""
+        now = self._now()
+        for w in ([who] if who is not None else list(self._accounts)):
+            level, window = _LEVEL[self.standing(w)], self._window_of(w, now)
+            seen_window, seen = self._levels.get(w, (window, 0))
+            if seen_window == window and level <= seen:
+                self._levels[w] = (window, level)
+            else:
+                self._check(w, now)
+        self._wake()
+
+    def forget(self, agent: str) -> None:
+        self._turn.pop(agent, None)
+        for fut in self._waiters.pop(agent, []):
+            if not fut.done():
+                fut.cancel()
+
+    # --- internals ----------------------------------------------------------------------------
+    def _add(self, agent: str, at: float, cost: float) -> None:
+        for who in (agent, FLEET):
+            self._accounts.setdefault(who, Account()).add(at, cost, at)
+        for who in (agent, FLEET):
+            self._check(who, at)
+
+    def _window_of(self, who: str, now: float) -> float:
+        limit = self.limit(who)
+        return self._windows.at(now).start(limit.per) if limit is not None else 0.0
+
+    def _check(self, who: str, now: float) -> None:
+        limit = self.limit(who)
+        if limit is None:
+            return
+        s = self.standing(who)
+        window = self._window_of(who, now)
+        seen_window, seen = self._levels.get(who, (window, 0))
+        if seen_window != window:
+            seen = 0
+        if _LEVEL[s] > seen:
+            self._levels[who] = (window, _LEVEL[s])
+            _log.info("spend.standing", who=who or "fleet", standing=s, spent=round(self.spent(who, limit.per), 6),
+                      budget=limit.usd, per=limit.per)
+            if self.on_standing is not None:
+                try:
+                    self.on_standing(who, s, self.spent(who, limit.per), limit)
+                except Exception:  # noqa: BLE001 - a listener never breaks the count
+                    _log.exception("spend.listener_failed")
+
+    def _wake(self) -> None:
+        for agent, futs in list(self._waiters.items()):
+            if self.blocked(agent) is None:
+                for fut in futs:
+                    if not fut.done():
+                        fut.set_result(None)
+
+    def _arm_midnight(self) -> None:
+        """While turns wait, wake them at the next local midnight (a new day's or week's budget)."""
+        if self._timer is not None:
+            return
+        now = self._now()
+        left = max(1.0, self._windows.at(now).until - now)
+
+        def fire() -> None:
+            self._timer = None
+            self.changed()
+            if any(self._waiters.values()):
+                self._arm_midnight()
+
+        self._timer = asyncio.get_running_loop().call_later(min(left, KEEP_SECONDS), fire)
+
+    def close(self) -> None:
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
