@@ -1,6 +1,8 @@
 """Coordinator: the registry of ContainerActors and the containers table.
 
-It creates agents (spawn), routes lifecycle verbs to each agent's actor
+It creates agents (spawn: the name reserved here, the files and the clone of
+the operator's repo made on a thread of their own, `spawn_clone`, then
+registered here), routes lifecycle verbs to each agent's actor
 (passing the caller's reply future along, so it never waits on them), and
 keeps the latest snapshot each actor reports for `ls`. The rules (who may be
 spawned, destroyed or routed to, the desired state a verb leaves, whom a boot
@@ -19,7 +21,8 @@ from typing import Any, ParamSpec, Protocol, TypeVar
 import pykka
 
 import hyperhive.logs as logs
-from hyperhive import config_repo, tombstones, workspace
+from hyperhive import config_repo, tombstones
+from hyperhive.actors import spawn_clone
 from hyperhive.actors.bridge import Answering, Handle, Reply, answers, claim, fail, parks, resolve
 from hyperhive.actors.broker import Broker
 from hyperhive.actors.clock import LoopClock
@@ -31,14 +34,14 @@ from hyperhive.actors.coordinator_core import (
     Registry,
     RouteVerb,
     boot_plan,
-    config_is_fresh,
     needs_manager,
 )
 from hyperhive.actors.events import ContainerAdded, ContainerRemoved, Hub
 from hyperhive.actors.ports import PortAllocator
 from hyperhive.actors.snapshots import ContainerSnapshot
+from hyperhive.actors.spawn_clone import Spawning
 from hyperhive.backends.base import Backend
-from hyperhive.errors import HiveError, Unavailable
+from hyperhive.errors import Conflict, HiveError, Unavailable
 from hyperhive.names import MANAGER, AgentName
 from hyperhive.paths import AgentConfig, StatePaths
 from hyperhive.settings import Settings
@@ -85,6 +88,7 @@ class Coordinator(pykka.ThreadingActor):
         self._sockets = sockets
         self._ports = None if ports is None else Handle(ports)  # F20; None in tests without one
         self._registry: Registry[ContainerProxy] = Registry()
+        self._spawning: dict[AgentName, Spawning] = {}  # names reserved while their files are made
         self._me: Handle[Coordinator] | None = None
 
     def on_start(self) -> None:
@@ -92,6 +96,9 @@ class Coordinator(pykka.ThreadingActor):
         logs.bind_thread(actor="coordinator")
 
     def on_stop(self) -> None:
+        for job in self._spawning.values():  # never waited for: see spawn_clone
+            spawn_clone.abandon(self._paths, job)
+        self._spawning.clear()
         # Reverse order of creation; each stop terminates that harness.
         for name in reversed(self._registry.names()):
             try:
@@ -111,8 +118,9 @@ class Coordinator(pykka.ThreadingActor):
         """
         try:
             rows = list(Container.select().order_by(Container.created_at))
-            if needs_manager(r.name for r in rows):
-                self._create(MANAGER)
+            if needs_manager(r.name for r in rows):  # no repo: made here, at once
+                spawn_clone.make_files(self._paths, self._backend, Spawning(MANAGER))
+                self._register(MANAGER)
                 rows = list(Container.select().order_by(Container.created_at))
             starts: dict[str, cf.Future[Snapshot]] = {}
             for step in boot_plan(((r.name, r.desired) for r in rows), self._registry.names()):
@@ -158,20 +166,42 @@ class Coordinator(pykka.ThreadingActor):
         self, reply: Reply[Snapshot] | None, name: str, config: AgentConfig | None = None,
         prompt: str | None = None, kick: str | None = None,
     ) -> None:
-        """Create an agent and start its container; replies with its snapshot."""
+        """Create an agent and start its container; replies with its snapshot.
+        The name is reserved here; its checks, dirs and workspace (a clone, which
+        may take minutes) are made off this thread, then `finish_spawn` runs."""
+        me = self._me
         try:
-            agent = self._registry.check_spawn(name)
-            self._create(agent, config, prompt)
-            actor = self._registry.get(agent)
-            assert actor is not None  # _create registered it
+            agent = self._registry.check_spawn(name, self._spawning)
+            assert me is not None  # set in on_start
         except Exception as exc:  # noqa: BLE001 - the caller hears of it; the actor lives
-            if not isinstance(exc, HiveError):
-                _log.exception("coordinator.spawn_failed", agent=name)
             if claim(reply):
                 fail(reply, exc)
             return
-        _log.info("container.spawn", agent=agent)
-        _forward(actor, ContainerActor.start_agent, reply, kick=kick, transient="spawning")
+        job = self._spawning[agent] = Spawning(agent, config, prompt, kick, reply)
+        _log.info("container.spawning", agent=agent, repo=None if config is None else config.repo)
+        spawn_clone.start(self._paths, self._backend, job, lambda error: me.tell(Coordinator.finish_spawn, job, error))
+
+    def finish_spawn(self, job: Spawning, error: Exception | None) -> None:
+        """A spawn's files are made (or ``error``): register and start the
+        container, or tell the caller why not (a fresh agent's files are gone)."""
+        if self._spawning.get(job.agent) is not job:
+            return  # abandoned
+        try:
+            if error is not None:
+                raise error
+            self._register(job.agent)
+            actor = self._registry.get(job.agent)
+            assert actor is not None  # _register registered it
+        except Exception as exc:  # noqa: BLE001 - the caller hears of it; a tell must never kill the coordinator
+            if not isinstance(exc, HiveError):
+                _log.exception("coordinator.spawn_failed", agent=job.agent)
+            if claim(job.reply):
+                fail(job.reply, exc)
+            return
+        finally:
+            del self._spawning[job.agent]
+        _log.info("container.spawn", agent=job.agent)
+        _forward(actor, ContainerActor.start_agent, job.reply, kick=job.kick, transient="spawning")
 
     @parks
     def start_agent(self, reply: Reply[Snapshot] | None, name: str) -> None:
@@ -259,13 +289,15 @@ class Coordinator(pykka.ThreadingActor):
     def purge_tombstone(self, name: str, force: bool = False) -> dict[str, Any]:
         """Wipe a kept state dir; refused while a container of that name lives
         (and, unless ``force``, while its clone holds unmerged work). On this
-        thread, so no spawn of the name can slip in between."""
-        live = set(self._registry.names())
+        thread, so no spawn of the name can slip in between; refused while one runs."""
+        if name in self._spawning:
+            raise Conflict(f"agent {name} is being spawned")
+        live = self._held()
         return {"name": name, "purged": [str(p) for p in tombstones.purge(self._paths, name, live, force=force)]}
 
     @answers
     def tombstones(self) -> list[dict[str, Any]]:
-        live = set(self._registry.names())
+        live = self._held()
         return [t.to_wire() for t in tombstones.list_tombstones(self._paths, live, time.time())]
 
     def _routed(
@@ -303,34 +335,14 @@ class Coordinator(pykka.ThreadingActor):
         return self._registry.snapshots()
 
     # --- internals ------------------------------------------------------------
-    def _create(self, agent: AgentName, config: AgentConfig | None = None, prompt: str | None = None) -> None:
-        fresh = config_is_fresh(self._paths.applied(agent).exists())
-        repo = (config or AgentConfig()).repo
-        if repo is not None and workspace.read_workspace(self._paths, agent) is None:
-            # A bad repo, or an unmerged hive/<name> there, refused before anything is made.
-            workspace.check_branch_free(workspace.check_repo(self._paths, repo), agent)
-        self._paths.create_agent(agent, config or AgentConfig())
-        head = config_repo.init_repo(self._paths.config_dir(agent), agent, prompt)
-        if fresh:  # a revived agent keeps the config it last ran with
-            config_repo.materialize(self._paths.config_dir(agent), head, self._paths.applied(agent))
-        self._workspace(agent, repo, fresh)
+    def _held(self) -> set[str]:
+        """Names whose dirs are no tombstone: the registered and the being spawned."""
+        return {*self._registry.names(), *self._spawning}
+
+    def _register(self, agent: AgentName) -> None:
+        """A made agent's row (desired running) and its container, registered."""
         Container.insert(name=agent, desired="running", created_at=time.time()).on_conflict_replace().execute()
         self._attach(agent)
-
-    def _workspace(self, agent: AgentName, repo: str | None, fresh: bool) -> None:
-        """The agent's workspace, before it ever runs (issue 14): a clone of
-        ``repo`` on ``hive/<name>``, else an empty repo; a revived agent's is
-        kept. On this thread: a clone is a bundle of HEAD and a checkout, local
-        and bounded (workspace.CLONE_TIMEOUT); a spawn that fails here leaves
-        nothing of a fresh agent behind."""
-        account = self._backend.account(agent)
-        owner = (account.uid, account.gid) if account is not None and account.switch else None
-        try:
-            workspace.create_workspace(self._paths, agent, repo, owner)
-        except Exception:
-            if fresh:
-                tombstones.purge(self._paths, agent, set(self._registry.names()), force=True)
-            raise
 
     def _attach(self, agent: AgentName) -> None:
         """Register an existing agent: broker policy, socket, actor."""

@@ -6,7 +6,7 @@ registered under the name is dropped)."""
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Collection, Iterable
 from dataclasses import dataclass, field
 from typing import Generic, Literal, TypeVar
 
@@ -90,10 +90,13 @@ class Registry(Generic[T]):
         return self._entries.pop(name).actor
 
     # --- preconditions: each returns the checked name or raises -------------
-    def check_spawn(self, name: str) -> AgentName:
+    def check_spawn(self, name: str, spawning: Collection[str] = ()) -> AgentName:
+        """A new agent: not registered, nor being spawned (its files being made)."""
         agent = validate_spawnable(name)
         if agent in self._entries:
             raise Conflict(f"agent {agent} already exists")
+        if agent in spawning:
+            raise Conflict(f"agent {agent} is being spawned")
         return agent
 
     def check_known(self, name: str) -> AgentName:
