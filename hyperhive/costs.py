@@ -73,11 +73,11 @@ async def start_costs(settings: Settings, paths: StatePaths, db: Database, hub: 
     def record(row: CallRow) -> None:
         book.tell(Ledger.record_call, row)
 
-    def turns(what: str, turn: int, agent: str, at: float, reported: float | None) -> None:
+    def turns(what: str, turn: int, agent: str, at: float, reported: float | None, extra: float) -> None:
         if what == "start":
             book.tell(Ledger.turn_started, turn, agent, at)
         else:
-            book.tell(Ledger.turn_ended, turn, at, reported)
+            book.tell(Ledger.turn_ended, turn, at, reported, extra)
 
     fleet = fleet_budget(settings)
     budgets: BudgetService | None = None

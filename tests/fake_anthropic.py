@@ -52,6 +52,15 @@ class Reply:
     status: int = 200
     input_tokens: int = 11
     output_tokens: int = 7
+    cache_read_tokens: int = 0
+    cache_write_tokens: int = 0
+    model: str | None = None  # the response's model (default: the request's)
+
+    def usage(self, output_tokens: int | None = None) -> dict[str, int]:
+        return {"input_tokens": self.input_tokens,
+                "output_tokens": self.output_tokens if output_tokens is None else output_tokens,
+                "cache_read_input_tokens": self.cache_read_tokens,
+                "cache_creation_input_tokens": self.cache_write_tokens}
 
     @property
     def stop_reason(self) -> str:
@@ -142,12 +151,13 @@ class _Messages(tornado.web.RequestHandler):
             self.write({"type": "error", "error": {"type": "api_error", "message": "scripted failure"}})
             return
         msg_id = f"msg_{next(_ids):06d}"
-        model = body.get("model", "claude-test")
+        model = reply.model or body.get("model", "claude-test")
+        self.fake._returned(body, {"model": model, **reply.usage()})
         if not body.get("stream"):
             self.write({
                 "id": msg_id, "type": "message", "role": "assistant", "model": model,
                 "content": reply.blocks, "stop_reason": reply.stop_reason, "stop_sequence": None,
-                "usage": {"input_tokens": reply.input_tokens, "output_tokens": reply.output_tokens},
+                "usage": reply.usage(),
             })
             return
         self.set_header("Content-Type", "text/event-stream")
@@ -155,7 +165,7 @@ class _Messages(tornado.web.RequestHandler):
         self.write(_sse("message_start", {"type": "message_start", "message": {
             "id": msg_id, "type": "message", "role": "assistant", "model": model, "content": [],
             "stop_reason": None, "stop_sequence": None,
-            "usage": {"input_tokens": reply.input_tokens, "output_tokens": 1},
+            "usage": reply.usage(output_tokens=1),
         }}))
         await self.flush()
         for i, block in enumerate(reply.blocks):
@@ -189,6 +199,7 @@ class FakeAnthropic:
         self.script: Script = script if script is not None else []
         self.unix_socket = unix_socket
         self.requests: list[Recorded] = []
+        self.usages: list[tuple[Any, dict[str, Any]]] = []  # (request body, the usage answered), in order
         self.default = Reply([text("(script exhausted)")])
         self.port = 0
         self._lock = threading.Lock()
@@ -213,6 +224,21 @@ class FakeAnthropic:
     def main_requests(self) -> list[Recorded]:
         with self._lock:
             return [r for r in self.requests if r.is_main]
+
+    def _returned(self, body: Any, usage: dict[str, Any]) -> None:
+        with self._lock:
+            self.usages.append((body, usage))
+
+    def usage_of(self, agent: str) -> dict[str, int]:
+        """The tokens answered to ``agent``'s requests (its system prompt names it), summed by kind."""
+        out = dict.fromkeys(("input_tokens", "output_tokens", "cache_read_input_tokens",
+                             "cache_creation_input_tokens"), 0)
+        with self._lock:
+            for body, usage in self.usages:
+                if f"You are {agent}," in json.dumps(body.get("system") if isinstance(body, dict) else None):
+                    for k in out:
+                        out[k] += int(usage.get(k, 0))
+        return out
 
     def _record(self, method: str, path: str, body: Any, headers: dict[str, str] | None = None) -> None:
         with self._lock:

@@ -45,9 +45,10 @@ class Ledger(pykka.ThreadingActor):
         except Exception:  # noqa: BLE001
             _log.exception("ledger.turn_start_failed", agent=agent, turn=turn)
 
-    def turn_ended(self, turn: int, at: float, reported: float | None) -> None:
+    def turn_ended(self, turn: int, at: float, reported: float | None, extra: float = 0.0) -> None:
+        """``extra``: what the spend table counted for the turn's unpriced calls."""
         try:
-            extra = store.end_turn(self._db, turn, at, reported)
+            store.end_turn(self._db, turn, at, reported, extra)
             if extra:
                 _log.info("ledger.reported_cost", turn=turn, usd=round(extra, 6))
         except Exception:  # noqa: BLE001

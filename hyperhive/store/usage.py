@@ -48,24 +48,20 @@ def start_turn(db: Database, turn: int, agent: str, at: float) -> None:
         TurnRecord.insert(id=turn, agent=agent, started_at=at).on_conflict_ignore().execute()
 
 
-def end_turn(db: Database, turn: int, at: float, reported: float | None) -> float:
-    """Close the turn with the CLI's reported cost; its calls to models the
-    price table lacks get what the report says beyond the priced ones (shared
-    out evenly, "reported"). The dollars so added."""
+def end_turn(db: Database, turn: int, at: float, reported: float | None, extra: float = 0.0) -> None:
+    """Close the turn with the CLI's reported cost; ``extra`` (what the spend
+    table counted for the turn's calls to models the price table lacks: the
+    report beyond the priced calls, bounded) is shared out evenly over those
+    calls ("reported")."""
     with db.atomic():
         TurnRecord.update(ended_at=at, reported_cost_usd=reported).where(TurnRecord.id == turn).execute()
         if reported is None:
-            return 0.0
+            return
         unpriced = [c.id for c in ModelCall.select(ModelCall.id).where(
             (ModelCall.turn == turn) & ModelCall.cost_usd.is_null())]
-        if not unpriced:
-            return 0.0
-        priced = ModelCall.select(fn.COALESCE(fn.SUM(ModelCall.cost_usd), 0.0)).where(
-            (ModelCall.turn == turn) & ModelCall.cost_usd.is_null(False)).scalar() or 0.0
-        extra = max(0.0, reported - float(priced))
-        ModelCall.update(cost_usd=extra / len(unpriced), cost_source="reported").where(
-            ModelCall.id.in_(unpriced)).execute()
-    return extra
+        if unpriced:
+            ModelCall.update(cost_usd=max(0.0, extra) / len(unpriced), cost_source="reported").where(
+                ModelCall.id.in_(unpriced)).execute()
 
 
 def _sums(rows: Iterable[Any]) -> dict[str, dict[str, Any]]:
@@ -133,7 +129,7 @@ class _Zero:
 
 def series(db: Database, since: float, bucket: float, buckets: int) -> dict[str, list[float]]:
     """Per agent, the cost of each ``bucket``-second slice from ``since`` (oldest first)."""
-    slot = fn.CAST((ModelCall.at - since) / bucket, "INTEGER")
+    slot = ((ModelCall.at - since) / bucket).cast("INTEGER")  # fn.CAST(x, "INTEGER") is no SQL
     q = (ModelCall.select(ModelCall.agent, slot.alias("slot"), fn.SUM(ModelCall.cost_usd).alias("cost"))
          .where(ModelCall.at >= since).group_by(ModelCall.agent, slot))
     out: dict[str, list[float]] = {}

@@ -151,6 +151,8 @@ class BudgetService:
             self._publish(BudgetWarning(who, round(spent, 6), limit.usd, limit.per))
         elif standing == "over":
             self._spawn(self._exceeded(who, spent, limit))
+        if standing in ("over", "capped"):
+            self._spawn(self._hold_recvs(who))
         if who != FLEET:
             self._hub.publish(ContainerActivity(who))  # repaint its row: over budget, capped
 
@@ -166,6 +168,17 @@ class BudgetService:
         _log.warning("budget.exceeded", who=who or "fleet", spent=round(spent, 6), budget=limit.usd,
                      per=limit.per, question_id=qid)
         self._publish(BudgetExceeded(who, round(spent, 6), limit.usd, limit.per, qid), tell_manager=True)
+
+    async def _hold_recvs(self, who: str) -> None:
+        """A harness parked on its system recv would be handed the next message, then
+        wait with it for a turn: its recv is released instead, and its next one waits
+        in the gate before taking anything."""
+        if self._broker is None:
+            return
+        broker = Handle(self._broker)
+        names = [who] if who != FLEET else list((await broker.ask(Broker.stats)).get("parked", {}))
+        for name in names:
+            broker.tell(Broker.drop_system_waiters, name)
 
     async def _resolved(self, answered: dict[str, Any]) -> None:
         try:

@@ -42,6 +42,11 @@ def agent_ops(
         slots.release(agent)
         if spend is not None:
             spend.turn_ended(agent, reported)
+
+    # The ids the harness's last system recv took, until a turn is granted: a harness that
+    # goes away while its turn waits (a budget, the F44 queue) gives them back undelivered.
+    untaken: list[int] = []
+
     async def send(req: Send) -> dict[str, Any]:
         to = validate_recipient(req.to)
         return {"message_id": await sends.send(agent, to, req.body)}
@@ -58,6 +63,8 @@ def agent_ops(
         if req.system and spend is not None:  # over budget: the harness takes no message (issue 15)
             await spend.wait_admitted(agent)
         rows = await Handle(broker).within(timeout, on_orphan=requeue).ask(Broker.recv, agent, wait, req.system)
+        if req.system:
+            untaken[:] = [r.id for r in rows]
         return {"messages": rows_out(rows)}
 
     def recv_unsent(response: dict[str, Any]) -> None:
@@ -80,9 +87,17 @@ def agent_ops(
     async def turn_slot(req: TurnSlot) -> dict[str, Any]:
         if req.kind not in ("turn", "compact"):
             raise BadRequest(f"kind must be turn or compact, got {req.kind!r}")
-        if spend is not None:  # over budget (the agent's or the fleet's): no turn starts (issue 15)
-            await spend.wait_admitted(agent)
-        await slots.acquire(agent)
+        try:
+            if spend is not None:  # over budget (the agent's or the fleet's): no turn starts (issue 15)
+                await spend.wait_admitted(agent)
+            await slots.acquire(agent)
+        except BaseException:  # the harness went away while its turn waited
+            if untaken:
+                Handle(broker).tell(Broker.requeue, list(untaken))
+                untaken.clear()
+            raise
+        if req.kind == "turn":
+            untaken.clear()
         if spend is not None and not spend.in_turn(agent):
             spend.turn_started(agent)
         return {"granted": True}

@@ -32,7 +32,7 @@ from typing import Any
 
 import hyperhive.logs as logs
 from hyperhive.budgets import Budget, Standing, standing
-from hyperhive.pricing import Price, cost_usd, price_for
+from hyperhive.pricing import KINDS, Price, cost_usd, price_for
 from hyperhive.spend_core import KEEP_SECONDS, Account, Windows
 from hyperhive.store.usage import TOKEN_COLUMNS, CallRow, Loaded
 
@@ -49,11 +49,11 @@ class Spend:
     def __init__(self, prices: Mapping[str, Price], limit_of: Callable[[str], Budget | None],
                  fleet: Budget | None = None, *, hard_cap_factor: float = 1.5, warn_at: float = 0.8,
                  record: Callable[[CallRow], None] | None = None,
-                 turns: Callable[[str, int, str, float, float | None], None] | None = None,
+                 turns: Callable[[str, int, str, float, float | None, float], None] | None = None,
                  now: Callable[[], float] = time.time) -> None:
         """``limit_of(agent)``: its budget as it stands (raised or not), None for
         none; ``record``/``turns``: the Ledger's tells (a call row; ("start" |
-        "end", turn, agent, at, reported))."""
+        "end", turn, agent, at, reported, the dollars counted for its unpriced calls))."""
         self.prices = prices
         self._limit_of = limit_of
         self.fleet = fleet
@@ -64,7 +64,9 @@ class Spend:
         self._now = now
         self._accounts: dict[str, Account] = {FLEET: Account()}
         self._windows = Windows()
-        self._turn: dict[str, tuple[int, float, int]] = {}  # agent → (turn id, priced cost so far, unpriced calls)
+        # agent → (turn id, priced cost so far, its unpriced calls at the dearest known price)
+        self._turn: dict[str, tuple[int, float, float]] = {}
+        self._dearest = Price(*(max((getattr(p, k) for p in prices.values()), default=0.0) for k in KINDS))
         self._next_turn = 1
         self._levels: dict[str, tuple[float, int]] = {}  # who → (window start, highest level reported)
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
@@ -110,6 +112,10 @@ class Spend:
                 return f"{name} is over its budget ({limit.text()}): ${self.spent(who, limit.per):.2f} spent"
         return None
 
+    def agents(self) -> list[str]:
+        """Every agent the table has an account of (the fleet's aside)."""
+        return sorted(a for a in self._accounts if a != FLEET)
+
     def in_turn(self, agent: str) -> bool:
         return agent in self._turn
 
@@ -120,6 +126,7 @@ class Spend:
         if limit is not None:
             out["budget"] = {**limit.to_wire(), "spent_usd": round(self.spent(agent, limit.per), 6)}
         out["over_budget"] = self.blocked(agent) is not None
+        out["waiting"] = self.waiting(agent)  # its harness waits for the budget to start a turn
         return out
 
     # --- the gateway ----------------------------------------------------------------------
@@ -158,7 +165,7 @@ class Spend:
             if any(tokens.values()):
                 _log.warning("spend.unpriced_model", agent=agent, model=usage.get("model"))
                 if turn is not None:
-                    self._turn[agent] = (turn[0], turn[1], turn[2] + 1)
+                    self._turn[agent] = (turn[0], turn[1], turn[2] + cost_usd(usage, self._dearest))
             return
         if turn is not None:
             self._turn[agent] = (turn[0], turn[1] + cost, turn[2])
@@ -166,7 +173,9 @@ class Spend:
 
     # --- turns (the agent socket) -------------------------------------------------------------
     async def wait_admitted(self, agent: str) -> None:
-        while self.blocked(agent) is not None:
+        while (why := self.blocked(agent)) is not None:
+            if not self._waiters.get(agent):
+                _log.info("spend.held", agent=agent, reason=why)
             fut = asyncio.get_running_loop().create_future()
             self._waiters.setdefault(agent, []).append(fut)
             self._arm_midnight()
@@ -183,19 +192,24 @@ class Spend:
     def turn_started(self, agent: str) -> int:
         turn = self._next_turn
         self._next_turn += 1
-        self._turn[agent] = (turn, 0.0, 0)
+        self._turn[agent] = (turn, 0.0, 0.0)
         if self._turns is not None:
-            self._turns("start", turn, agent, self._now(), None)
+            self._turns("start", turn, agent, self._now(), None, 0.0)
         return turn
 
     def turn_ended(self, agent: str, reported: float | None = None) -> None:
         turn = self._turn.pop(agent, None)
         if turn is None:
             return
-        if self._turns is not None:
-            self._turns("end", turn[0], agent, self._now(), reported)
+        # The calls to a model the table lacks cost what the CLI reports beyond the priced ones, but
+        # never more than at the dearest price known: an agent cannot drain the fleet's budget by lying.
+        extra = 0.0
         if turn[2] and reported is not None and math.isfinite(reported):
-            self._add(agent, self._now(), max(0.0, reported - turn[1]))
+            extra = min(max(0.0, reported - turn[1]), turn[2])
+        if self._turns is not None:
+            self._turns("end", turn[0], agent, self._now(), reported, extra)
+        if extra:
+            self._add(agent, self._now(), extra)
 
     # --- changes from the operator ------------------------------------------------------------
     def changed(self, who: str | None = None) -> None:

@@ -1,0 +1,194 @@
+"""Budgets end to end (issue 15, acceptance 2–4): the real Claude Code CLI in
+its sandbox on a real daemon, the scripted API server returning known usage
+at a known price (``--prices``), the operator answering on the admin socket.
+Every check is made on what the daemon and the server saw: the server's
+requests, the daemon's questions, its log, the broker's counts."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import threading
+import time
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from fake_anthropic import FakeAnthropic, Reply, text
+from support import Hive, wait_for
+
+pytestmark = [
+    pytest.mark.e2e,  # a daemon, harnesses and the real claude CLI
+    pytest.mark.skipif(shutil.which("claude") is None, reason="needs the Claude Code CLI (.ci/run)"),
+]
+
+PRICED = "claude-budget-test"  # the model the scripted answers name: $1 per 1000 tokens of any kind
+
+
+class Script:
+    """Per agent, its answers in order (others, m1nd's included, get a plain cheap one)."""
+
+    def __init__(self) -> None:
+        self.replies: dict[str, list[Reply]] = {}
+        self.served: dict[str, int] = {}
+        self.lock = threading.Lock()
+
+    def add(self, agent: str, *replies: Reply) -> None:
+        with self.lock:
+            self.replies.setdefault(agent, []).extend(replies)
+
+    def __call__(self, body: dict[str, Any]) -> Reply:
+        system = json.dumps(body.get("system"))
+        with self.lock:
+            for agent, queue in self.replies.items():
+                if body.get("tools") and f"You are {agent}," in system:
+                    self.served[agent] = self.served.get(agent, 0) + 1
+                    return queue.pop(0) if queue else Reply([text("(script exhausted)")], input_tokens=1,
+                                                            output_tokens=1, model=PRICED)
+        return Reply([text("ok")], input_tokens=1, output_tokens=1, model=PRICED)
+
+    def left(self, agent: str) -> int:
+        with self.lock:
+            return len(self.replies.get(agent, []))
+
+
+def dollars(usd: float) -> Reply:
+    """One answer costing ``usd`` (input tokens only)."""
+    return Reply([text(f"that cost ${usd:.2f}")], input_tokens=round(usd * 1000), output_tokens=0, model=PRICED)
+
+
+@pytest.fixture
+def script() -> Script:
+    return Script()
+
+
+@pytest.fixture
+def fake(script: Script) -> Iterator[FakeAnthropic]:
+    with FakeAnthropic(script) as f:
+        yield f
+
+
+def _hive(tmp_path: Path, fake: FakeAnthropic, *extra: str) -> Hive:
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({PRICED: {"input": 1000, "output": 1000, "cache_read": 1000, "cache_write": 1000}}))
+    return Hive(tmp_path / "state", ["--driver", "claude", "--prices", str(prices), *extra], env=fake.env()).start()
+
+
+def _budget_questions(hive: Hive) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
+    qs = hive.admin("questions")
+    return ([q for q in qs["pending"] if q["kind"] == "budget"],
+            [q for q in qs["resolved"] if q["kind"] == "budget"])
+
+
+def _held(hive: Hive, agent: str, after: int = 0) -> bool:
+    """The daemon logged that ``agent``'s harness waits for its budget (no message taken)."""
+    return any(e.get("event") == "spend.held" and e.get("agent") == agent for e in hive.log_events()[after:])
+
+
+def _to_manager(fake: FakeAnthropic, event: str) -> bool:
+    return any(event in r.conversation_text() for r in fake.main_requests()
+               if "You are m1nd," in json.dumps(r.body.get("system")))
+
+
+def test_a_tiny_budget_holds_the_next_turn_asks_once_and_a_raise_runs_it(tmp_path: Path, fake: FakeAnthropic,
+                                                                         script: Script) -> None:
+    hive = _hive(tmp_path, fake)
+    try:
+        hive.spawn("a", budget_usd=1.0, budget_per="day")
+        # 1. Its first turn runs, and crosses the budget ($1.20 of $1.00; the hard cap is $1.50).
+        script.add("a", dollars(1.20))
+        hive.admin("send", to="a", body="first")
+        [q] = wait_for(lambda: _budget_questions(hive)[0], timeout=60, what="the budget question")
+        assert q["question"] == "a has spent $1.20 of its $1.00 budget per day"
+        assert q["options"] == ["raise to $2.00", "raise by $1.00", "stop a"] and q["default"] == "stop a"
+        assert q["deadline_at"] - q["asked_at"] == pytest.approx(3600, abs=5)
+        assert script.served["a"] == 1
+        # 2. Its next message starts no turn: the harness waits, the message stays undelivered.
+        mark = len(hive.log_events())
+        script.add("a", dollars(0.10))
+        hive.admin("send", to="a", body="second")
+        wait_for(lambda: _held(hive, "a", mark) or None, timeout=30, what="a's harness held by its budget")
+        assert hive.ls()["a"]["undelivered"] == 1 and script.served["a"] == 1
+        # 3. The question was asked once.
+        assert len(_budget_questions(hive)[0]) == 1 and _budget_questions(hive)[1] == []
+        wait_for(lambda: _to_manager(fake, "BudgetExceeded") or None, timeout=60, what="m1nd told")
+        # 4. A raise lets the waiting message's turn run.
+        hive.admin("answer", question_id=q["id"], chosen=["raise to $2.00"])
+        wait_for(lambda: script.left("a") == 0 or None, timeout=60, what="the waiting turn")
+        wait_for(lambda: hive.ls()["a"]["undelivered"] == 0 or None, timeout=30, what="the message taken")
+        assert json.loads((hive.paths.agent("a") / "budget.json").read_text())["usd"] == 2.0  # type: ignore[arg-type]
+        wait_for(lambda: _to_manager(fake, "BudgetRaised") or None, timeout=60, what="m1nd told of the raise")
+        assert len(_budget_questions(hive)[1]) == 1 and _budget_questions(hive)[0] == []
+    finally:
+        hive.stop()
+
+
+def test_stop_and_expiry_stop_the_agent_and_its_messages_stay(tmp_path: Path, fake: FakeAnthropic,
+                                                              script: Script) -> None:
+    hive = _hive(tmp_path, fake, "--budget-question-ttl-seconds", "6")
+    try:
+        hive.spawn("b", budget_usd=1.0)
+        hive.spawn("c", budget_usd=1.0)
+        for agent in ("b", "c"):
+            script.add(agent, dollars(1.10))
+            hive.admin("send", to=agent, body="spend it")
+        wait_for(lambda: len(_budget_questions(hive)[0]) == 2 or None, timeout=60, what="both questions")
+        for agent in ("b", "c"):
+            hive.admin("send", to=agent, body=f"later, {agent}")
+        qb = next(q for q in _budget_questions(hive)[0] if q["asker"] == "b")
+        hive.admin("answer", question_id=qb["id"], chosen=["stop b"])  # b: stopped by the operator
+        wait_for(lambda: hive.ls()["b"]["state"] == "stopped" or None, timeout=60, what="b stopped")
+        # c: nobody answers; the TTL's default is the stop.
+        wait_for(lambda: hive.ls()["c"]["state"] == "stopped" or None, timeout=60, what="c stopped on expiry")
+        resolved = {q["asker"]: q for q in _budget_questions(hive)[1]}
+        assert resolved["b"]["how"] == "answered" and resolved["c"]["how"] == "expired"
+        ls = hive.ls()
+        assert ls["b"]["undelivered"] == 1 and ls["c"]["undelivered"] == 1  # nothing lost
+        assert script.served == {"b": 1, "c": 1}
+    finally:
+        hive.stop()
+
+
+def test_a_fleet_budget_holds_every_agent(tmp_path: Path, fake: FakeAnthropic, script: Script) -> None:
+    hive = _hive(tmp_path, fake, "--fleet-budget-usd", "1")
+    try:
+        hive.spawn("d")
+        hive.spawn("e")  # no budget of its own
+        script.add("d", dollars(1.20))
+        hive.admin("send", to="d", body="spend the fleet's")
+        [q] = wait_for(lambda: _budget_questions(hive)[0], timeout=60, what="the fleet's question")
+        assert q["question"].startswith("the fleet has spent $1.2") and q["options"][-1] == "hold every turn"
+        # e's harness was parked for its next message: released at the crossing, it waits in the gate now.
+        wait_for(lambda: _held(hive, "e") or None, timeout=30, what="e held by the fleet's budget")
+        script.add("e", dollars(0.01))
+        hive.admin("send", to="e", body="anything")
+        assert hive.ls()["e"]["undelivered"] == 1 and "e" not in script.served
+        hive.admin("answer", question_id=q["id"], text="5")  # free text: the new limit in dollars
+        wait_for(lambda: script.served.get("e") == 1 or None, timeout=60, what="e's turn after the raise")
+        assert json.loads((hive.paths.root / "fleet-budget.json").read_text())["usd"] == 5.0
+    finally:
+        hive.stop()
+
+
+def test_the_hard_cap_cancels_a_running_turn(tmp_path: Path, fake: FakeAnthropic, script: Script) -> None:
+    hive = _hive(tmp_path, fake)
+    held = threading.Event()
+    try:
+        hive.spawn("f", budget_usd=1.0)
+        # The answer's start says $2 of input (past the $1.50 cap), then the server holds the rest.
+        script.add("f", Reply([text("never finished")], input_tokens=2000, output_tokens=0, model=PRICED,
+                              hold=held))
+        hive.admin("send", to="f", body="run long")
+        wait_for(lambda: any(e.get("event") == "gateway.cut" and e.get("agent") == "f" for e in hive.log_events())
+                 or None, timeout=60, what="the gateway cutting the call at the cap")
+        # The CLI's retry is refused (a 400 it does not retry): the turn ends while the server still holds.
+        wait_for(lambda: hive.ls()["f"]["parked"]["system"] == 0 and _held(hive, "f") or None, timeout=90,
+                 what="f's turn over and its harness held")
+        assert not held.is_set()
+        refused = [e for e in hive.log_events() if e.get("event") == "gateway.request" and e.get("agent") == "f"
+                   and e.get("status") == 400]
+        assert refused, "the call after the cap was not refused"
+    finally:
+        held.set()
+        hive.stop()
