@@ -20,13 +20,13 @@ import pykka
 
 import hyperhive.logs as logs
 from hyperhive.actors.bridge import Handle
-from hyperhive.actors.events import ApprovalQueued, ContainerCrash, Event, Hub, QuestionAsked
+from hyperhive.actors.events import ApprovalQueued, BudgetWarning, ContainerCrash, Event, Hub, QuestionAsked
 
 __all__ = ["NOTIFY_EVENTS", "Notifier", "notification"]
 
 _log = logs.get("hyperhive.notify")
 # The events that wait for the operator.
-NOTIFY_EVENTS: tuple[type[Event], ...] = (QuestionAsked, ApprovalQueued, ContainerCrash)
+NOTIFY_EVENTS: tuple[type[Event], ...] = (QuestionAsked, ApprovalQueued, ContainerCrash, BudgetWarning)
 TIMEOUT = 30.0
 
 

@@ -17,6 +17,7 @@ from support import wait_for
 from hyperhive.actors.events import (
     ApprovalQueued,
     ApprovalResolved,
+    BudgetWarning,
     ContainerCrash,
     ContainerKilled,
     Hub,
@@ -58,13 +59,16 @@ def test_the_command_reads_each_operator_event_as_one_json_object(tmp_path: Path
     hub.publish(ApprovalResolved({"id": 2, "status": "approved"}))
     hub.publish(ContainerKilled("alice", "operator", True))
     hub.publish(ContainerCrash("alice", "exit 1", "crashed", 1.0))
-    wait_for(lambda: len(lines(got)) == 3, what="three notifications")
+    hub.publish(BudgetWarning("alice", 4.0, 5.0, "day"))  # 80 % of a budget (issue 15)
+    wait_for(lambda: len(lines(got)) == 4, what="four notifications")
     out = lines(got)
     assert [(n["event"], n["payload"]) for n in out] == [
         ("question.asked", question),
         ("approval.queued", approval),
         ("container.crash", {"event": "ContainerCrash", "agent": "alice", "exit": "exit 1", "reason": "crashed",
                              "restart_in_seconds": 1.0}),
+        ("budget.warning", {"event": "BudgetWarning", "agent": "alice", "spent_usd": 4.0, "budget_usd": 5.0,
+                            "per": "day"}),
     ]
     assert all(before <= n["at"] <= time.time() for n in out)
 
@@ -93,8 +97,9 @@ def test_a_missing_command_is_logged(tmp_path: Path, hub: Hub) -> None:
 
 
 def test_the_events_and_their_shape() -> None:
-    assert (QuestionAsked, ApprovalQueued, ContainerCrash) == NOTIFY_EVENTS
-    assert {e.name for e in NOTIFY_EVENTS} == {"question.asked", "approval.queued", "container.crash"}
+    assert (QuestionAsked, ApprovalQueued, ContainerCrash, BudgetWarning) == NOTIFY_EVENTS
+    assert {e.name for e in NOTIFY_EVENTS} == {"question.asked", "approval.queued", "container.crash",
+                                               "budget.warning"}
     assert notification("question.asked", {"id": 1}, 5.0) == {"event": "question.asked", "at": 5.0,
                                                               "payload": {"id": 1}}
 
