@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) bench/dashboard.py
 	$(PY) bench/gateway.py
 	$(PY) bench/turn_start.py
+	$(PY) bench/usage_cost.py
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hyperhive tests bench

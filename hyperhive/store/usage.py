@@ -14,7 +14,8 @@ from peewee import JOIN, Database, fn
 from hyperhive.store.models import ModelCall, TurnRecord, UsageArchive
 
 __all__ = [
-    "TOKEN_COLUMNS", "CallRow", "Loaded", "archive_batch", "end_turn", "insert_call", "load", "series",
+    "TOKEN_COLUMNS", "CallRow", "Loaded", "archive_batch", "end_turn", "insert_call", "insert_calls", "load",
+    "series",
     "start_turn", "summary",
 ]
 
@@ -41,6 +42,16 @@ def insert_call(db: Database, row: CallRow) -> int:
             agent=row.agent, at=row.at, model=row.model, cost_usd=row.cost_usd, turn=row.turn, status=row.status,
             cost_source=None if row.cost_usd is None else "priced", **{k: row.tokens.get(k, 0) for k in KINDS})
     return int(call.id)
+
+
+def insert_calls(db: Database, rows: Iterable[CallRow]) -> int:
+    """Many calls in one statement (the Ledger's batch; call it inside its transaction)."""
+    values = [{"agent": r.agent, "at": r.at, "model": r.model, "cost_usd": r.cost_usd, "turn": r.turn,
+               "status": r.status, "cost_source": None if r.cost_usd is None else "priced",
+               **{k: r.tokens.get(k, 0) for k in KINDS}} for r in rows]
+    for i in range(0, len(values), 200):  # well under sqlite's bound variables per statement
+        ModelCall.insert_many(values[i:i + 200]).execute()
+    return len(values)
 
 
 def start_turn(db: Database, turn: int, agent: str, at: float) -> None:
@@ -93,6 +104,8 @@ def summary(db: Database, since: float | None) -> dict[str, dict[str, Any]]:
         for a in UsageArchive.select():
             s = out.setdefault(a.agent, _sums([_Zero(a.agent)])[a.agent])
             s["calls"] += int(a.calls)
+            s["reported_calls"] += int(a.reported_calls)
+            s["unpriced_calls"] += int(a.unpriced_calls)
             s["turns"] = s.get("turns", 0) + int(a.turns)
             s["cost_usd"] += float(a.cost_usd)
             for k in KINDS:
@@ -129,6 +142,8 @@ class _Zero:
 
 def series(db: Database, since: float, bucket: float, buckets: int) -> dict[str, list[float]]:
     """Per agent, the cost of each ``bucket``-second slice from ``since`` (oldest first)."""
+    if not bucket > 0 or buckets < 0:  # sqlite divides by 0 into NULL: no slot at all
+        raise ValueError(f"series: bucket must be > 0 seconds and buckets >= 0, got {bucket!r}, {buckets!r}")
     slot = ((ModelCall.at - since) / bucket).cast("INTEGER")  # fn.CAST(x, "INTEGER") is no SQL
     q = (ModelCall.select(ModelCall.agent, slot.alias("slot"), fn.SUM(ModelCall.cost_usd).alias("cost"))
          .where(ModelCall.at >= since).group_by(ModelCall.agent, slot))
@@ -161,8 +176,16 @@ def load(db: Database, cutoff: float) -> Loaded:
         out.before[r["agent"]] = out.before.get(r["agent"], 0.0) + float(r["cost"] or 0.0)
     for a in UsageArchive.select():
         out.before[a.agent] = out.before.get(a.agent, 0.0) + float(a.cost_usd)
-    out.last_turn = int(TurnRecord.select(fn.MAX(TurnRecord.id)).scalar() or 0)
+    # The calls' turn ids too: a turn row that never made it (or was archived) must not be reused
+    # while calls name it (its end would price them).
+    out.last_turn = max(int(TurnRecord.select(fn.MAX(TurnRecord.id)).scalar() or 0),
+                        int(ModelCall.select(fn.MAX(ModelCall.turn)).scalar() or 0))
     return out
+
+
+def _folded() -> dict[str, float]:
+    return {"calls": 0, "reported_calls": 0, "unpriced_calls": 0, "cost_usd": 0.0, "until": 0.0,
+            **dict.fromkeys(KINDS, 0)}
 
 
 def archive_batch(db: Database, cutoff: float, batch: int = 2000) -> tuple[int, bool]:
@@ -172,8 +195,10 @@ def archive_batch(db: Database, cutoff: float, batch: int = 2000) -> tuple[int, 
         rows = list(ModelCall.select().where(ModelCall.at < cutoff).order_by(ModelCall.id).limit(batch))
         per: dict[str, dict[str, float]] = {}
         for r in rows:
-            s = per.setdefault(r.agent, {"calls": 0, "cost_usd": 0.0, "until": 0.0, **dict.fromkeys(KINDS, 0)})
+            s = per.setdefault(r.agent, _folded())
             s["calls"] += 1
+            s["reported_calls"] += r.cost_source == "reported"
+            s["unpriced_calls"] += r.cost_usd is None
             s["cost_usd"] += float(r.cost_usd or 0.0)
             s["until"] = max(s["until"], float(r.at))
             for k in KINDS:
@@ -182,11 +207,13 @@ def archive_batch(db: Database, cutoff: float, batch: int = 2000) -> tuple[int, 
             ModelCall, JOIN.LEFT_OUTER, on=(ModelCall.turn == TurnRecord.id) & (ModelCall.at >= cutoff))
             .where((TurnRecord.started_at < cutoff) & ModelCall.id.is_null()).limit(batch))
         for t in turns:
-            per.setdefault(t.agent, {"calls": 0, "cost_usd": 0.0, "until": 0.0, **dict.fromkeys(KINDS, 0)})
+            per.setdefault(t.agent, _folded())
             per[t.agent]["turns"] = per[t.agent].get("turns", 0) + 1
         for agent, s in per.items():
             a = UsageArchive.get_or_none(UsageArchive.agent == agent) or UsageArchive.create(agent=agent)
             a.calls += int(s["calls"])
+            a.reported_calls += int(s["reported_calls"])
+            a.unpriced_calls += int(s["unpriced_calls"])
             a.turns += int(s.get("turns", 0))
             a.cost_usd += s["cost_usd"]
             a.until = max(a.until, s["until"])
