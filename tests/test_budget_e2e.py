@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import json
 import shutil
+import subprocess
+import sys
 import threading
 from collections.abc import Iterator
 from pathlib import Path
@@ -190,4 +192,46 @@ def test_the_hard_cap_cancels_a_running_turn(tmp_path: Path, fake: FakeAnthropic
         assert refused, "the call after the cap was not refused"
     finally:
         held.set()
+        hive.stop()
+
+
+def test_hive_usage_shows_exactly_what_the_server_returned_to_a_real_cli(tmp_path: Path, fake: FakeAnthropic,
+                                                                          script: Script) -> None:
+    """Acceptance 1 with the real CLI: the daemon's default driver is builtin (m1nd makes no model
+    call), so every request the server answers is the claude agent's."""
+    prices = tmp_path / "prices.json"
+    prices.write_text(json.dumps({PRICED: {"input": 3, "output": 15, "cache_read": 0.3, "cache_write": 3.75}}))
+    hive = Hive(tmp_path / "state", ["--prices", str(prices)], env=fake.env()).start()
+    try:
+        aid = hive.admin("request_spawn", name="cc", driver="claude")["approval_id"]
+        hive.admin("approve", approval_id=aid)
+        wait_for(lambda: hive.ls().get("cc", {}).get("parked", {}).get("system", 0) >= 1 or None, timeout=60,
+                 what="cc's harness")
+        script.add("cc", Reply([text("counted")], input_tokens=1234, output_tokens=56, cache_read_tokens=700,
+                               cache_write_tokens=90, model=PRICED))
+        hive.admin("send", to="cc", body="count me")
+        wait_for(lambda: script.left("cc") == 0 or None, timeout=60, what="cc's turn")
+
+        def mine() -> dict[str, Any] | None:
+            reply = json.loads(subprocess.run(
+                [sys.executable, "-m", "hyperhive", "--state-dir", str(hive.state_dir), "usage", "--json"],
+                capture_output=True, text=True, timeout=60, check=True).stdout)
+            cc = next((a for a in reply["agents"] if a["name"] == "cc"), None)
+            sent = sum(1 for r in fake.requests if r.method == "POST")
+            return cc if cc is not None and cc["calls"] == sent and cc["turns"] >= 1 else None
+
+        cc = wait_for(mine, timeout=30, what="every call in the ledger")
+        returned = [u for _body, u in fake.usages]
+        want = {kind: sum(u[key] for u in returned) for kind, key in (
+            ("input", "input_tokens"), ("output", "output_tokens"), ("cache_read", "cache_read_input_tokens"),
+            ("cache_write", "cache_creation_input_tokens"))}
+        assert cc["tokens"] == want and cc["calls"] == len(returned)
+        assert cc["cost_usd"] == pytest.approx(sum(
+            (u["input_tokens"] * 3 + u["output_tokens"] * 15 + u["cache_read_input_tokens"] * 0.3
+             + u["cache_creation_input_tokens"] * 3.75) / 1e6 for u in returned), abs=1e-6)
+        assert cc["unpriced_calls"] == 0
+        metrics = hive.get("/metrics")[1].decode()
+        assert f'hyperhive_tokens_total{{agent="cc",kind="cache_read",model="{PRICED}"}}' in metrics
+        assert 'hyperhive_cost_usd_total{agent="cc"}' in metrics
+    finally:
         hive.stop()
