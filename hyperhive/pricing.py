@@ -35,6 +35,7 @@ USAGE_KEYS = {"input": "input_tokens", "output": "output_tokens", "cache_read": 
               "cache_write": "cache_creation_input_tokens"}
 MAX_PRICE = 10_000.0  # USD per million tokens: anything above is a typo
 MAX_ROWS = 1000
+MAX_TOKENS = 2**63 - 1  # what one call's count of a kind is taken as at most (sqlite's INTEGER)
 
 
 @dataclass(frozen=True)
@@ -69,7 +70,7 @@ DEFAULT_PRICES: Mapping[str, Price] = {
 
 def price_for(model: str | None, table: Mapping[str, Price]) -> Price | None:
     """The row for ``model``: its own, else the longest name it starts with at a ``-`` boundary."""
-    if not model:
+    if not model or not isinstance(model, str):
         return None
     if model in table:
         return table[model]
@@ -86,13 +87,15 @@ def cost_usd(usage: Mapping[str, Any], price: Price) -> float:
     for kind in KINDS:
         n = usage.get(USAGE_KEYS[kind]) or 0
         if isinstance(n, int) and not isinstance(n, bool) and n > 0:
-            total += n * getattr(price, kind)
+            # A count is a response body's integer: one past a float's range would raise OverflowError.
+            total += min(n, MAX_TOKENS) * getattr(price, kind)
     return total / 1_000_000
 
 
 def _number(value: Any, where: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value) \
-            or not 0 <= value <= MAX_PRICE:
+    # The range first: math.isfinite raises OverflowError on an int past a float's range.
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= MAX_PRICE \
+            or not math.isfinite(value):
         raise BadSetting(f"{where} must be a number of dollars per million tokens in 0..{MAX_PRICE:g}, "
                          f"got {value!r}")
     return float(value)
@@ -128,12 +131,12 @@ def load_prices(path: str) -> dict[str, Price]:
     if not path:
         return table
     try:
-        text = Path(path).read_text(encoding="utf-8")
+        text = Path(path).read_text(encoding="utf-8-sig")  # an editor's byte-order mark is no error
     except (OSError, UnicodeDecodeError) as exc:
         raise BadSetting(f"prices: cannot read {path}: {exc}") from None
     try:
         doc = json.loads(text)
-    except ValueError as exc:
-        raise BadSetting(f"prices: {path} is not JSON: {exc}") from None
+    except (ValueError, RecursionError) as exc:  # RecursionError: nested deeper than the parser goes
+        raise BadSetting(f"prices: {path} is not JSON: {exc or 'nested too deep'}") from None
     table.update(parse_prices(doc, f"prices ({path})"))
     return table

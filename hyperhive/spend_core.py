@@ -9,11 +9,10 @@ check per call is a few additions, not a calendar computation.
 
 from __future__ import annotations
 
-import time
 from collections import deque
 from dataclasses import dataclass, field
 
-from hyperhive.budgets import Per, window_start
+from hyperhive.budgets import Per, next_midnight, window_start
 
 __all__ = ["KEEP_SECONDS", "Account", "Windows"]
 
@@ -32,8 +31,7 @@ class Windows:
         if now >= self.until or now < self.day:
             self.day = window_start("day", now)
             self.week = window_start("week", now)
-            t = time.localtime(now)
-            self.until = time.mktime((t.tm_year, t.tm_mon, t.tm_mday + 1, 0, 0, 0, 0, 0, -1))
+            self.until = next_midnight(now)
         return self
 
     def start(self, per: Per) -> float:

@@ -168,6 +168,8 @@ class UsageArchive(_Base):
     cache_write_tokens = BigIntegerField(default=0)
     cost_usd = FloatField(default=0.0)
     until = FloatField(default=0.0)  # the newest call folded in
+    reported_calls = BigIntegerField(default=0)  # of ``calls``: priced at the CLI's reported cost
+    unpriced_calls = BigIntegerField(default=0)  # of ``calls``: never priced
 
     class Meta:
         table_name = "usage_archive"

@@ -31,7 +31,7 @@ from collections.abc import Callable, Mapping
 from typing import Any
 
 import hyperhive.logs as logs
-from hyperhive.budgets import Budget, Standing, standing
+from hyperhive.budgets import Budget, Standing, money, standing
 from hyperhive.pricing import KINDS, Price, cost_usd, price_for
 from hyperhive.spend_core import KEEP_SECONDS, Account, Windows
 from hyperhive.store.usage import TOKEN_COLUMNS, CallRow, Loaded
@@ -42,6 +42,7 @@ _log = logs.get("hyperhive.spend")
 
 FLEET = ""  # the fleet's account key
 _LEVEL = {"ok": 0, "warn": 1, "over": 2, "capped": 3}
+_ORDER: tuple[Standing, ...] = ("ok", "warn", "over", "capped")
 OnStanding = Callable[[str, Standing, float, Budget], None]  # (agent or FLEET, standing, spent, limit)
 
 
@@ -68,7 +69,8 @@ class Spend:
         self._turn: dict[str, tuple[int, float, float]] = {}
         self._dearest = Price(*(max((getattr(p, k) for p in prices.values()), default=0.0) for k in KINDS))
         self._next_turn = 1
-        self._levels: dict[str, tuple[float, int]] = {}  # who → (window start, highest level reported)
+        # who → (window start, highest level reported, the limit in dollars it was reported against)
+        self._levels: dict[str, tuple[float, int, float | None]] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
         self._timer: asyncio.TimerHandle | None = None
         self.on_standing: OnStanding | None = None
@@ -84,7 +86,7 @@ class Spend:
         self._next_turn = loaded.last_turn + 1
         now = self._now()
         for who in list(self._accounts):
-            self._levels[who] = (self._window_of(who, now), _LEVEL[self.standing(who)])
+            self._levels[who] = (self._window_of(who, now), _LEVEL[self.standing(who)], self._usd(who))
 
     # --- reads ---------------------------------------------------------------------------
     def limit(self, who: str) -> Budget | None:
@@ -109,7 +111,7 @@ class Spend:
                 limit = self.limit(who)
                 assert limit is not None
                 name = "the fleet" if who == FLEET else agent
-                return f"{name} is over its budget ({limit.text()}): ${self.spent(who, limit.per):.2f} spent"
+                return f"{name} is over its budget ({limit.text()}): {money(self.spent(who, limit.per))} spent"
         return None
 
     def agents(self) -> list[str]:
@@ -148,7 +150,7 @@ class Spend:
             limit = self.limit(who)
             if limit is not None and self.spent(who, limit.per) + extra >= limit.usd * self.hard_cap_factor:
                 return f"{'the fleet' if who == FLEET else agent} reached its hard cap " \
-                       f"(${limit.usd * self.hard_cap_factor:.2f}, {self.hard_cap_factor:g} x {limit.text()})"
+                       f"({money(limit.usd * self.hard_cap_factor)}, {self.hard_cap_factor:g} x {limit.text()})"
         return None
 
     def record(self, agent: str, usage: Mapping[str, Any]) -> None:
@@ -214,13 +216,18 @@ class Spend:
     # --- changes from the operator ------------------------------------------------------------
     def changed(self, who: str | None = None) -> None:
         """A limit changed (raised, a new agent.json, a new day): standings are read
-        again (a lower one is taken as is, a higher one reported), waiters re-checked."""
+        again (a lower one is taken as is, a higher one reported), waiters re-checked.
+        A new limit the spend is still over is reported again: its question is
+        asked at the new limit (else its turns would wait with nobody asked)."""
         now = self._now()
         for w in ([who] if who is not None else list(self._accounts)):
-            level, window = _LEVEL[self.standing(w)], self._window_of(w, now)
-            seen_window, seen = self._levels.get(w, (window, 0))
-            if seen_window == window and level <= seen:
-                self._levels[w] = (window, level)
+            level, window, usd = _LEVEL[self.standing(w)], self._window_of(w, now), self._usd(w)
+            seen_window, seen, seen_usd = self._levels.get(w, (window, 0, usd))
+            if seen_window == window and level >= _LEVEL["over"] and seen_usd not in (None, usd):
+                self._levels[w] = (window, _LEVEL["over"] - 1, usd)
+                self._check(w, now)
+            elif seen_window == window and level <= seen:
+                self._levels[w] = (window, level, usd)
             else:
                 self._check(w, now)
         self._wake()
@@ -238,6 +245,10 @@ class Spend:
         for who in (agent, FLEET):
             self._check(who, at)
 
+    def _usd(self, who: str) -> float | None:
+        limit = self.limit(who)
+        return None if limit is None else limit.usd
+
     def _window_of(self, who: str, now: float) -> float:
         limit = self.limit(who)
         return self._windows.at(now).start(limit.per) if limit is not None else 0.0
@@ -248,18 +259,20 @@ class Spend:
             return
         s = self.standing(who)
         window = self._window_of(who, now)
-        seen_window, seen = self._levels.get(who, (window, 0))
+        seen_window, seen, _ = self._levels.get(who, (window, 0, limit.usd))
         if seen_window != window:
             seen = 0
         if _LEVEL[s] > seen:
-            self._levels[who] = (window, _LEVEL[s])
-            _log.info("spend.standing", who=who or "fleet", standing=s, spent=round(self.spent(who, limit.per), 6),
-                      budget=limit.usd, per=limit.per)
-            if self.on_standing is not None:
-                try:
-                    self.on_standing(who, s, self.spent(who, limit.per), limit)
-                except Exception:  # noqa: BLE001 - a listener never breaks the count
-                    _log.exception("spend.listener_failed")
+            self._levels[who] = (window, _LEVEL[s], limit.usd)
+            spent = self.spent(who, limit.per)
+            for level in _ORDER[seen + 1:_LEVEL[s] + 1]:  # each level crossed, in order: one call can pass them all
+                _log.info("spend.standing", who=who or "fleet", standing=level, spent=round(spent, 6),
+                          budget=limit.usd, per=limit.per)
+                if self.on_standing is not None:
+                    try:
+                        self.on_standing(who, level, spent, limit)
+                    except Exception:  # noqa: BLE001 - a listener never breaks the count
+                        _log.exception("spend.listener_failed")
 
     def _wake(self) -> None:
         for agent, futs in list(self._waiters.items()):
