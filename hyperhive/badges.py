@@ -14,6 +14,10 @@
   applied.
 - ``unsandboxed``: the backend could not sandbox the agent (``--sandbox off``,
   bwrap missing): it runs with the daemon's own view of the host.
+- ``over-budget`` (issue 15): the agent, or the fleet, is over its budget: it
+  starts no turn (its messages wait) until the operator raises it. Not a file
+  fact: it comes from the spend table's view, on the IOLoop (`spend_badges`),
+  so it is added where the rows are built, never cached with the others.
 
 One rule for every surface (the dashboard's cache, ``hive ls``):
 ``agent_badges`` joins the paths of a name without resolving them (resolving
@@ -27,6 +31,7 @@ from __future__ import annotations
 import os
 from collections.abc import Mapping
 from pathlib import Path
+from typing import Any
 
 from hyperhive.errors import BadName
 from hyperhive.harness.claude_cmdline import CREDENTIAL_ENV
@@ -38,16 +43,19 @@ __all__ = [
     "LOGIN_DRIVERS",
     "NEEDS_LOGIN",
     "NEEDS_UPDATE",
+    "OVER_BUDGET",
     "UNSANDBOXED",
     "agent_badges",
     "compute_badges",
     "env_login",
     "newest_file_mtime",
+    "spend_badges",
 ]
 
 NEEDS_LOGIN = "needs-login"
 NEEDS_UPDATE = "needs-update"
 UNSANDBOXED = "unsandboxed"
+OVER_BUDGET = "over-budget"
 LOGIN_DRIVERS = frozenset({"claude"})
 
 
@@ -64,6 +72,12 @@ def compute_badges(
     if not sandboxed:
         out.append(UNSANDBOXED)
     return out
+
+
+def spend_badges(view: Mapping[str, Any] | None) -> list[str]:
+    """``over-budget`` when the spend table's view of the agent says it may start
+    no turn (its budget or the fleet's, ``Spend.view``'s ``over_budget``)."""
+    return [OVER_BUDGET] if view and view.get("over_budget") else []
 
 
 def env_login(env: Mapping[str, str] | None = None) -> bool:

@@ -1,5 +1,5 @@
 """`hive`: the daemon, the harness, the MCP server, and every operator verb
-(each a request on the admin socket, F24).
+(each a request on the admin socket, F24), `usage` included (issue 15).
 
 The global flags (`--state-dir`) come from the declared settings and work
 before the verb and after it (`hive --state-dir X ls`, `hive ls --state-dir X`),
@@ -21,6 +21,7 @@ from typing import Any
 from hyperhive import cli_gate, client, settings
 from hyperhive.cli_gate import say
 from hyperhive.cli_ls import format_ls
+from hyperhive.cli_usage import format_usage
 from hyperhive.errors import HiveError, StartupError
 from hyperhive.logs import terminal_safe
 from hyperhive.paths import StatePaths
@@ -75,6 +76,10 @@ def _parser() -> argparse.ArgumentParser:
 
     ls = sub.add_parser("ls", help="list containers")
     ls.add_argument("--json", action="store_true")
+    us = sub.add_parser("usage", help="tokens, cost, calls and turns per agent, and the fleet's total")
+    us.add_argument("--since", default="24h", metavar="WINDOW",
+                    help="24h, 7d (a whole number of hours or days), or all (default: 24h)")
+    us.add_argument("--json", action="store_true")
     for verb, helptext in (("spawn", "create an agent and start it"), ("start", "start a container"),
                            ("stop", "stop a container")):
         sp = sub.add_parser(verb, help=helptext)
@@ -169,6 +174,13 @@ def _run(ns: argparse.Namespace) -> int:
             print(json.dumps(containers, indent=2))
         else:
             say(format_ls(containers))
+        return 0
+    if ns.cmd == "usage":
+        reply = {k: v for k, v in _admin(ns, "usage", since=ns.since).items() if k not in ("id", "ok")}
+        if ns.json:
+            print(json.dumps(reply, indent=2))
+        else:
+            say(format_usage(reply))
         return 0
     if ns.cmd in ("spawn", "start", "stop"):
         extra: dict[str, Any] = {"allowed_recipients": ns.allow} if ns.cmd == "spawn" and ns.allow else {}

@@ -10,14 +10,22 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from typing import Any
 
+from hyperhive.web.dashboard.cost_views import usd_text
 from hyperhive.web.dashboard.views import memory_text, workspace_text
 
-__all__ = ["LS_COLUMNS", "WORKSPACE_COLUMN", "format_ls", "more_count", "more_note"]
+__all__ = ["LS_COLUMNS", "TODAY_COLUMN", "WORKSPACE_COLUMN", "format_ls", "more_count", "more_note"]
 
 LS_COLUMNS = ("NAME", "ROLE", "STATE", "ACTIVITY", "BEAT", "PID", "RESTARTS", "PARKED", "UNDELIVERED",
               "LAST EXIT", "MEM", "PIDS", "BADGES")
 # Before BADGES when any container has a workspace (issue 14): `hive/a +3 *` (see views.workspace_text).
 WORKSPACE_COLUMN = "WORKSPACE"
+# Before those when the daemon counts costs (issue 15): what the agent spent today (from local
+# midnight), `$0.42`; one over its budget (or the fleet's) has the over-budget badge.
+TODAY_COLUMN = "TODAY"
+
+
+def _today(cost: Mapping[str, Any] | None) -> str:
+    return usd_text(cost.get("today_usd", 0.0)) if cost else "-"
 
 
 def _row(c: Mapping[str, Any]) -> tuple[str, ...]:
@@ -39,6 +47,9 @@ def format_ls(containers: Sequence[Mapping[str, Any]]) -> str:
     """The table, columns padded to their widest cell, lines right-stripped, no
     trailing newline (``print`` it)."""
     rows = [LS_COLUMNS, *(_row(c) for c in containers)]
+    if any("cost" in c for c in containers):
+        cells = [TODAY_COLUMN, *(_today(c.get("cost")) for c in containers)]
+        rows = [(*r[:-1], cell, r[-1]) for r, cell in zip(rows, cells, strict=True)]
     if any(c.get("workspace") for c in containers):
         cells = [WORKSPACE_COLUMN, *(workspace_text(c.get("workspace")) or "-" for c in containers)]
         rows = [(*r[:-1], cell, r[-1]) for r, cell in zip(rows, cells, strict=True)]

@@ -215,7 +215,7 @@ async def _bring_up(d: Daemon, token: str) -> None:
         # m1nd's socket opens at boot, once the Coordinator and Approvals are up.
         if d.coordinator is None or d.questions is None or d.approvals is None:
             raise HiveError("the manager's socket opened before the gate's actors started")
-        extra = manager_ops(d.coordinator, d.questions, d.approvals)
+        extra = manager_ops(d.coordinator, d.questions, d.approvals, costs)
         return {**ops, **extra}
 
     d.sockets = AgentSockets(io_loop, paths, ops_for)
@@ -229,14 +229,14 @@ async def _bring_up(d: Daemon, token: str) -> None:
     d.approvals = Approvals.start(paths, d.coordinator, d.broker, d.hub).proxy()
     d.admin = JsonLineServer(
         {**admin_ops(d.coordinator, d.broker, sends, d.questions, d.approvals, d.heartbeats, slots, paths,
-                   backend=backend, pulls=pulls),
+                   backend=backend, pulls=pulls, costs=costs),
          **journal_ops(d.coordinator, backend)},
         {"socket": "admin"},
     )
     d.dashboard = await start_dashboard(
         settings, paths, d.hub, token, listeners, coordinator=d.coordinator, broker=d.broker, questions=d.questions,
         approvals=d.approvals, backend=backend, sends=sends, heartbeats=d.heartbeats, slots=slots,
-        web_port=d.endpoints.web_port)
+        web_port=d.endpoints.web_port, prices=costs.spend.prices, costs=d.costs)
     # After the dashboard subscribed: the sweep at start is counted in /metrics too.
     d.vacuum = VacuumSweeper.start(paths, d.broker, clock, settings.vacuum_interval_seconds,
                                    message_max_age=settings.message_retention_days * DAY, hub=d.hub,

@@ -149,7 +149,7 @@ class Settings:
         "cache_write}}, over the built-in table of Claude models; empty: the built-in table")
     usage_retention_days: float = setting(
         90.0, "model calls (their tokens and cost) older than this are folded into per-agent totals by the "
-        "retention sweep", bounds=(1, 100 * 365))
+        "retention sweep (at least 8: a week's budget is counted from them)", bounds=(8, 100 * 365))
     fleet_budget_usd: float = setting(
         0.0, "the whole fleet's budget in dollars per --fleet-budget-per; past it no agent starts a turn "
         "(0: none)", bounds=(0, 1e6))

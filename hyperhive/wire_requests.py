@@ -63,6 +63,7 @@ __all__ = [
     "Tombstones",
     "TurnDone",
     "TurnSlot",
+    "Usage",
     "build",
     "schema",
 ]
@@ -244,6 +245,13 @@ class Deny(Request, op="deny"):
 
 class Questions(Request, op="questions"): ...
 class Approvals(Request, op="approvals"): ...
+
+
+class Usage(Request, op="usage"):
+    """Tokens, cost, calls and turns per agent and for the fleet (issue 15): the
+    admin socket's and the manager's. ``since``: "all", or N followed by h or d."""
+
+    since: str = "24h"
 
 
 # --- building a request from its JSON object -------------------------------------

@@ -138,12 +138,19 @@ def test_stop_and_expiry_stop_the_agent_and_its_messages_stay(tmp_path: Path, fa
         for agent in ("b", "c"):
             hive.admin("send", to=agent, body=f"later, {agent}")
         qb = next(q for q in _budget_questions(hive)[0] if q["asker"] == "b")
+        qc = next(q for q in _budget_questions(hive)[0] if q["asker"] == "c")
         hive.admin("answer", question_id=qb["id"], chosen=["stop b"])  # b: stopped by the operator
         wait_for(lambda: hive.ls()["b"]["state"] == "stopped" or None, timeout=60, what="b stopped")
-        # c: nobody answers; the TTL's default is the stop.
+        # c: an answer that is neither a raise nor the stop stops nothing: the question is asked again.
+        hive.admin("answer", question_id=qc["id"], text="hmm, not sure")
+        again = wait_for(lambda: [q for q in _budget_questions(hive)[0] if q["asker"] == "c"], timeout=30,
+                         what="c's question asked again")
+        assert "'hmm, not sure' was neither a raise nor 'stop c'" in again[0]["question"]
+        assert hive.ls()["c"]["state"] == "running"
+        # Then nobody answers; the TTL's default is the stop.
         wait_for(lambda: hive.ls()["c"]["state"] == "stopped" or None, timeout=60, what="c stopped on expiry")
-        resolved = {q["asker"]: q for q in _budget_questions(hive)[1]}
-        assert resolved["b"]["how"] == "answered" and resolved["c"]["how"] == "expired"
+        resolved = {q["id"]: q for q in _budget_questions(hive)[1]}
+        assert resolved[qb["id"]]["how"] == "answered" and resolved[again[0]["id"]]["how"] == "expired"
         ls = hive.ls()
         assert ls["b"]["undelivered"] == 1 and ls["c"]["undelivered"] == 1  # nothing lost
         assert script.served == {"b": 1, "c": 1}

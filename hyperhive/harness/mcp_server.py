@@ -205,6 +205,17 @@ def _manager_tools(server: MCPServer, rpc: Rpc) -> None:
                          agent_json=None if agent_json is None else json.dumps(agent_json))
         return json.dumps({"commit": resp["commit"], "approval_id": resp["approval_id"], "status": "pending"})
 
+    @server.tool(structured_output=False)
+    async def usage(
+        since: Annotated[str, Field(description="the window: a whole number of hours or days (24h, 7d), "
+                                    "or all")] = "24h",
+    ) -> str:
+        """Your agents' model usage over a window: per agent its calls, turns, tokens
+        (input, output, cache_read, cache_write), cost in US dollars, today's spend and
+        its budget; and the fleet's total. Read only: budgets are the operator's."""
+        resp = await rpc("usage", since=since)
+        return json.dumps({k: resp[k] for k in ("since", "agents", "fleet")}, ensure_ascii=False)
+
     _add_str_tools(server, rpc, manager=True)
 
 

@@ -14,7 +14,7 @@ from hyperhive.settings import Settings
 
 AGENT_TOOLS = {"send", "recv", "recent"}
 MANAGER_TOOLS = AGENT_TOOLS | {"ask_operator", "request_spawn", "request_apply_commit", "propose_config",
-                               "start", "restart", "kill"}
+                               "start", "restart", "kill", "usage"}
 
 
 def tools(manager: bool, **kw: Any) -> dict[str, Any]:

@@ -315,7 +315,8 @@ async def test_json_usage_and_the_log_line(gw: Gw, fake: HeaderFake) -> None:
     with capture_logs() as logs:
         status, headers, body, _ = await raw(gw.path, messages_request(stream=False))
     assert status == 200 and headers["content-type"].startswith("application/json")
-    assert json.loads(body)["usage"] == {"input_tokens": 5, "output_tokens": 6}
+    assert json.loads(body)["usage"] == {"input_tokens": 5, "output_tokens": 6, "cache_read_input_tokens": 0,
+                                         "cache_creation_input_tokens": 0}
     [(_, rec)] = gw.usage
     assert (rec["input_tokens"], rec["output_tokens"], rec["status"], rec["path"]) == (5, 6, 200, "/v1/messages")
     [line] = [r for r in logs if r["event"] == "gateway.request"]

@@ -12,10 +12,10 @@ from __future__ import annotations
 
 import itertools
 import socket
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import tornado.httpserver
 import tornado.web
@@ -28,6 +28,7 @@ from hyperhive.backends.base import Backend
 from hyperhive.errors import Unavailable
 from hyperhive.net import BackoffHTTPServer, bind_with_retry_async
 from hyperhive.paths import StatePaths
+from hyperhive.pricing import DEFAULT_PRICES, Price
 from hyperhive.settings import Settings
 from hyperhive.web.dashboard import actions as dash_actions
 from hyperhive.web.dashboard.access import URL_FILE, Access, allowed_hosts, login_url, write_private
@@ -48,6 +49,9 @@ from hyperhive.web.dashboard.state import StateSource
 from hyperhive.web.tables.heartbeats import Heartbeats
 from hyperhive.web.tables.sends import SendBatcher
 from hyperhive.web.tables.turn_slots import TurnSlots
+
+if TYPE_CHECKING:
+    from hyperhive.costs import Costs
 
 __all__ = ["Dashboard", "LinkedSource", "bind_dashboard", "make_app", "start_dashboard"]
 
@@ -104,8 +108,8 @@ class LinkedSource(StateSource):
             self._relink(out["containers"])
         return out
 
-    async def container_rows(self, snaps: list[dict[str, Any]]) -> list[dict[str, Any]]:
-        return self._relink(await super().container_rows(snaps))
+    async def container_rows(self, snaps: list[dict[str, Any]], cached: bool = False) -> list[dict[str, Any]]:
+        return self._relink(await super().container_rows(snaps, cached))
 
 
 def _log_request(handler: tornado.web.RequestHandler) -> None:
@@ -127,6 +131,7 @@ class Dashboard:
     def stop(self) -> None:
         self.badge_refresh.stop()
         self.unsubscribe()
+        self.pusher.close()
         self.server.stop()
         for client in list(self.pusher.clients):
             client.close()
@@ -150,12 +155,14 @@ async def start_dashboard(
     coordinator: CoordinatorRef, broker: BrokerRef, questions: QuestionsRef, approvals: ApprovalsRef,
     backend: Backend[Any], sends: SendBatcher, heartbeats: Heartbeats | None = None,
     slots: TurnSlots | None = None, web_port: Callable[[str], int | None] | None = None,
+    prices: Mapping[str, Price] = DEFAULT_PRICES, costs: Costs | None = None,
 ) -> Dashboard:
+    """``costs`` (issue 15): each row's cost today, budget and sparkline, and the fleet's; None: no cost cells."""
     io_loop = IOLoop.current()
     # The backend's cgroup figures (memory, pids) per agent; a backend without cgroups has none.
     source = LinkedSource(paths, coordinator, broker, questions, approvals, heartbeats, slots,
-                          usage_of=backend.usage, web_port=web_port)
-    metrics = Metrics()
+                          usage_of=backend.usage, web_port=web_port, costs=costs)
+    metrics = Metrics(prices)  # /metrics prices each call's tokens as the spend table does
     pusher = Pusher(io_loop, source, on_event=metrics.on_event)
     unsubscribe = hub.subscribe(pusher.on_event)
     await source.seed_flow()

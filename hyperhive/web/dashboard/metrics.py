@@ -5,6 +5,12 @@ Counters move with hub events (on the IOLoop thread, handed over by the
 Pusher); gauges are read from the actors at scrape time, and each running
 agent's cgroup figures (memory now and at peak, processes) from the backend,
 read off the IOLoop at scrape time too.
+
+Usage (issue 15): ``hyperhive_tokens_total{agent,kind,model}`` counts the
+tokens of each call the API gateway saw (kind: input, output, cache_read,
+cache_write), and ``hyperhive_cost_usd_total{agent}`` what they cost at the
+daemon's price table. A call to a model the table lacks adds tokens but no
+cost here (`hive usage` counts its turn's reported cost instead).
 """
 
 from __future__ import annotations
@@ -35,12 +41,24 @@ from hyperhive.actors.events import (
 )
 from hyperhive.actors.questions import Questions
 from hyperhive.names import OPERATOR
+from hyperhive.pricing import DEFAULT_PRICES, USAGE_KEYS, Price, cost_usd, price_for
 
 __all__ = ["Metrics"]
 
 
+MODEL_LABEL_MAX = 64  # a model name longer than this is cut (it comes from the upstream's reply)
+TOKENS_MAX = 2**63 - 1  # one call's count of a kind is taken as at most this (a float holds it)
+
+
+def _model_label(model: Any) -> str:
+    if not isinstance(model, str) or not model:
+        return "unknown"
+    return "".join(c if c.isprintable() else "?" for c in model[:MODEL_LABEL_MAX])
+
+
 class Metrics:
-    def __init__(self) -> None:
+    def __init__(self, prices: Mapping[str, Price] = DEFAULT_PRICES) -> None:
+        self.prices = prices
         r = self.registry = CollectorRegistry(auto_describe=True)
         self.sent = Counter("hyperhive_messages_sent", "messages committed by the broker", registry=r)
         self.to_operator = Counter("hyperhive_messages_to_operator", "messages addressed to the operator",
@@ -64,6 +82,10 @@ class Metrics:
                                      ["agent"], registry=r)
         self.gateway_requests = Counter("hyperhive_gateway_requests", "model API requests through the gateway",
                                         ["agent", "status"], registry=r)
+        self.tokens = Counter("hyperhive_tokens", "model tokens through the gateway, by kind and model",
+                              ["agent", "kind", "model"], registry=r)
+        self.cost = Counter("hyperhive_cost_usd", "US dollars of the gateway's model calls at the price table",
+                            ["agent"], registry=r)
         self.memory = Gauge("hyperhive_agent_memory_bytes", "memory of each agent's cgroup", ["agent", "kind"],
                             registry=r)
         self.pids = Gauge("hyperhive_agent_pids", "processes in each agent's cgroup", ["agent"], registry=r)
@@ -90,6 +112,7 @@ class Metrics:
                 self.proxy_refused.labels(agent=agent).inc()
             case GatewayUsage(agent=agent, usage=usage):
                 self.gateway_requests.labels(agent=agent, status=str(usage.get("status"))).inc()
+                self._count_usage(agent, usage)
             case ContainerCrash():
                 self.crashes.inc()
             case ContainerKilled():
@@ -102,6 +125,18 @@ class Metrics:
                 self.approvals_queued.labels(kind=str(view.get("kind"))).inc()
             case ApprovalResolved(view=view):
                 self.approvals_resolved.labels(outcome=str(view.get("status"))).inc()
+
+    def _count_usage(self, agent: str, usage: Mapping[str, Any]) -> None:
+        model = _model_label(usage.get("model"))
+        for kind, key in USAGE_KEYS.items():
+            n = usage.get(key)
+            if isinstance(n, int) and not isinstance(n, bool) and n > 0:
+                self.tokens.labels(agent=agent, kind=kind, model=model).inc(min(n, TOKENS_MAX))
+        price = price_for(usage.get("model"), self.prices)
+        if price is not None:
+            cost = cost_usd(usage, price)
+            if cost > 0:
+                self.cost.labels(agent=agent).inc(cost)
 
     async def scrape(self, containers: Callable[[], Awaitable[list[dict[str, Any]]]],
                      broker: pykka.ActorProxy[Broker], questions: pykka.ActorProxy[Questions],

@@ -5,6 +5,13 @@ the event to the IOLoop (``add_callback``). Events gathered in one loop turn
 become one patch: container state changes as single rows, the other
 sections rebuilt whole. A patch carries ``at``, the time the first of its
 events was published, so a client can measure push latency.
+
+Costs (issue 15) change with every model call (a gateway.usage event each):
+those repaint the calling agents' rows and the fleet's total at most once
+per ``cost_interval`` seconds (the first at once, then the calls since
+together), so a busy agent does not flood the websockets. A budget event
+repaints its agent's row, or every row when it is the fleet's (each agent's
+``over budget`` follows the fleet's).
 """
 
 from __future__ import annotations
@@ -19,14 +26,25 @@ import tornado.websocket
 from tornado.ioloop import IOLoop
 
 import hyperhive.logs as logs
-from hyperhive.actors.events import ContainerActivity, ContainerState, Event, MessageSent
+from hyperhive.actors.events import (
+    BudgetExceeded,
+    BudgetRaised,
+    BudgetWarning,
+    ContainerActivity,
+    ContainerState,
+    Event,
+    GatewayUsage,
+    MessageSent,
+)
 from hyperhive.names import OPERATOR
 from hyperhive.web.dashboard.handlers import Gate, gate_request, security_headers, write_refusal
 from hyperhive.web.dashboard.state import StateSource
 
-__all__ = ["PushSocket", "Pusher", "sections_for"]
+__all__ = ["COST_INTERVAL", "PushSocket", "Pusher", "cost_delay", "sections_for"]
 
 _log = logs.get("hyperhive.push")
+
+COST_INTERVAL = 2.0  # seconds between two repaints of the cost cells
 
 # Which sections an event makes stale (container.state is sent as a row).
 _SECTIONS: dict[str, tuple[str, ...]] = {
@@ -46,11 +64,16 @@ def sections_for(name: str, payload: dict[str, Any]) -> tuple[str, ...]:
     return _SECTIONS.get(name, ())
 
 
+def cost_delay(last: float | None, now: float, interval: float) -> float:
+    """How long a cost repaint waits (pure): none after a quiet ``interval``, else until it has passed."""
+    return 0.0 if last is None else max(0.0, last + interval - now)
+
+
 class Pusher:
     """Lives on the IOLoop thread except ``on_event``, which any thread may call."""
 
     def __init__(self, io_loop: IOLoop, source: StateSource,
-                 on_event: Callable[[Event], None] | None = None) -> None:
+                 on_event: Callable[[Event], None] | None = None, cost_interval: float = COST_INTERVAL) -> None:
         self._io_loop = io_loop
         self._source = source
         self._extra = on_event
@@ -62,6 +85,11 @@ class Pusher:
         self._first_at: float | None = None
         self._scheduled = False
         self._running = False
+        self.cost_interval = cost_interval
+        self._cost_agents: dict[str, float] = {}  # agent → when its first call since the last repaint came
+        self._cost_rows: dict[str, dict[str, Any]] = {}  # rows to repaint for their cost only (files not re-read)
+        self._cost_timer: object | None = None
+        self._cost_last: float | None = None  # the last cost repaint (loop time)
 
     def on_event(self, event: Event) -> None:
         """Hub listener: runs on an actor thread, so it only hands over. A burst
@@ -91,8 +119,42 @@ class Pusher:
                 row = self._source.snapshot_of(agent)
                 if row is not None:
                     self._rows[agent] = row
+            case GatewayUsage(agent=agent):
+                self._cost_call(agent, at)
+            case BudgetWarning(agent=who) | BudgetExceeded(agent=who) | BudgetRaised(agent=who):
+                if who:
+                    row = self._source.snapshot_of(who)
+                    if row is not None:
+                        self._rows[who] = row
+                self._mark(("fleet",) if who else ("fleet", "containers"), at)
         self._source.note_container(event.name, payload)
         self._mark(sections_for(event.name, payload), at)
+
+    def _cost_call(self, agent: str, at: float) -> None:
+        """A model call was counted: its row and the fleet's total repaint soon (throttled)."""
+        if self._source.costs is None:
+            return
+        self._cost_agents.setdefault(agent, at)
+        if self._cost_timer is None:
+            delay = cost_delay(self._cost_last, self._io_loop.time(), self.cost_interval)
+            self._cost_timer = self._io_loop.call_later(delay, self._cost_due)
+
+    def _cost_due(self) -> None:
+        self._cost_timer = None
+        self._cost_last = self._io_loop.time()
+        agents, self._cost_agents = self._cost_agents, {}
+        for agent in agents:
+            row = self._source.snapshot_of(agent)
+            if row is not None:
+                self._cost_rows[agent] = row
+        if agents:
+            self._mark(("fleet",), min(agents.values()))
+
+    def close(self) -> None:
+        """At the dashboard's stop: no cost repaint left pending."""
+        if self._cost_timer is not None:
+            self._io_loop.remove_timeout(self._cost_timer)
+            self._cost_timer = None
 
     def touch(self, *sections: str) -> None:
         """A change no actor publishes (the operator read the inbox): push these sections."""
@@ -113,20 +175,24 @@ class Pusher:
     async def _flush(self) -> None:
         self._scheduled = False
         stale, rows, at = self._stale, self._rows, self._first_at
-        self._stale, self._rows, self._first_at = set(), {}, None
-        if not self.clients or (not stale and not rows):
+        # A row that changed state is rebuilt whole; one whose costs alone changed keeps its observed files.
+        costs = {n: r for n, r in self._cost_rows.items() if n not in rows}
+        self._stale, self._rows, self._cost_rows, self._first_at = set(), {}, {}, None
+        if not self.clients or (not stale and not rows and not costs):
             return
         self._running = True
         try:
             patch: dict[str, Any] = {"type": "patch", "at": at, "sections": await self._source.sections(stale)}
-            if rows and "containers" not in stale:
-                patch["rows"] = await self._source.container_rows(list(rows.values()))
+            if (rows or costs) and "containers" not in stale:
+                patch["rows"] = [*(await self._source.container_rows(list(rows.values())) if rows else []),
+                                 *(await self._source.container_rows(list(costs.values()), cached=True)
+                                   if costs else [])]
             self.broadcast(patch)
         except Exception:  # noqa: BLE001 - the heartbeat refetch covers a missed patch
             _log.exception("push.flush_failed", sections=sorted(stale))
         finally:
             self._running = False
-            if self._stale or self._rows:
+            if self._stale or self._rows or self._cost_rows:
                 self._schedule()
 
     def broadcast(self, message: dict[str, Any]) -> None:

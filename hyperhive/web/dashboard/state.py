@@ -10,7 +10,7 @@ import time
 from collections import deque
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import hyperhive.logs as logs
 from hyperhive.actors.approvals import Approvals
@@ -21,16 +21,20 @@ from hyperhive.actors.ports import PORT_FILE, read_port_file
 from hyperhive.actors.questions import Questions
 from hyperhive.actors.refs import ApprovalsRef, BrokerRef, CoordinatorRef, QuestionsRef
 from hyperhive.actors.snapshots import ContainerSnapshot, SnapshotLike, as_snapshot
-from hyperhive.badges import agent_badges, env_login
+from hyperhive.badges import agent_badges, env_login, spend_badges
 from hyperhive.names import OPERATOR, AgentName
 from hyperhive.paths import StatePaths
 from hyperhive.store.models import Message
 from hyperhive.tombstones import Tombstone, list_tombstones
 from hyperhive.web.dashboard import views
+from hyperhive.web.dashboard.cost_source import CostSource
 from hyperhive.web.tables.heartbeats import Heartbeats
 from hyperhive.web.tables.turn_slots import TurnSlots
 from hyperhive.wire import InboxRow
 from hyperhive.workspace_status import observe_workspaces
+
+if TYPE_CHECKING:
+    from hyperhive.costs import Costs
 
 __all__ = [
     "SECTIONS",
@@ -47,7 +51,8 @@ __all__ = [
 
 _log = logs.get("hyperhive.dashboard")
 
-SECTIONS = ("containers", "tombstones", "questions", "inbox", "approvals", "flow")
+# "fleet": the fleet's cost today and its sparkline (issue 15; None without the cost parts)
+SECTIONS = ("containers", "tombstones", "questions", "inbox", "approvals", "flow", "fleet")
 USAGE_KEYS = ("memory_bytes", "memory_peak_bytes", "pids")
 Usage = dict[str, int | None]
 # The backend's ``usage(name)``: an agent's cgroup figures, None without a cgroup.
@@ -153,7 +158,7 @@ class StateSource:
     def __init__(self, paths: StatePaths, coordinator: CoordinatorRef, broker: BrokerRef, questions: QuestionsRef,
                  approvals: ApprovalsRef,
                  heartbeats: Heartbeats | None = None, slots: TurnSlots | None = None,
-                 usage_of: UsageOf | None = None) -> None:
+                 usage_of: UsageOf | None = None, costs: Costs | None = None) -> None:
         self.paths = paths
         self.coordinator = coordinator
         self.broker = broker
@@ -161,6 +166,8 @@ class StateSource:
         self.approvals = approvals
         self.heartbeats = heartbeats  # F41, read on the IOLoop thread (its owner)
         self.slots = slots  # F44, likewise
+        # Issue 15: each row's cost today, budget and 24 h sparkline; the fleet's (None: no cost parts).
+        self.costs = CostSource(costs) if costs is not None else None
         self.flow: deque[InboxRow] = deque(maxlen=views.FLOW_LIMIT)
         # Badges cost ~13 stats per agent (~80 ms at 1000 agents): a state
         # request takes them from here; refresh_badges renews them off the
@@ -288,14 +295,17 @@ class StateSource:
             jobs["approvals"] = Handle(self.approvals).ask(Approvals.list)
         if "inbox" in want:
             jobs["inbox"] = Handle(self.broker).ask(Broker.recent, OPERATOR, views.INBOX_LIMIT)
+        if want & {"containers", "fleet"} and self.costs is not None:
+            jobs["series"] = self.costs.refresh()
         results = dict(zip(jobs, await asyncio.gather(*jobs.values()), strict=True))
         now = time.time()
         if "ls" in results:
             obs = await self._observe(results["ls"], "tombstones" in want)
             if "containers" in want:
+                cells = self.cost_cells(results["ls"])
                 out["containers"] = views.build_container_views(
-                    results["ls"], results["stats"], obs.badges, obs.ports, now, self.activity(results["ls"]),
-                    obs.usage, obs.workspaces)
+                    results["ls"], results["stats"], _with_spend(obs.badges, cells), obs.ports, now,
+                    self.activity(results["ls"]), obs.usage, obs.workspaces, cells)
             if "tombstones" in want:
                 out["tombstones"] = views.build_tombstone_views(obs.tombstones)
         if "questions" in want:
@@ -306,20 +316,40 @@ class StateSource:
             out["inbox"] = views.build_inbox_views(results["inbox"])
         if "flow" in want:
             out["flow"] = views.build_flow_views(self.flow)
+        if "fleet" in want:
+            out["fleet"] = self.costs.fleet() if self.costs is not None else None
         return out
+
+    def cost_cells(self, snaps: Iterable[ContainerSnapshot]) -> dict[str, dict[str, Any]]:
+        """Each agent's cost cell (issue 15), read now from the spend table; none without the cost parts."""
+        return self.costs.cells(s.name for s in snaps) if self.costs is not None else {}
 
     async def snapshot(self) -> dict[str, Any]:
         state = await self.sections(SECTIONS)
         return {**state, "now": time.time()}
 
-    async def container_rows(self, snaps: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    async def container_rows(self, snaps: list[dict[str, Any]], cached: bool = False) -> list[dict[str, Any]]:
         """Rows for just these containers (a state change), not the whole list.
-        ``snaps``: the push's, wire dicts (or snapshots)."""
+        ``snaps``: the push's, wire dicts (or snapshots). ``cached``: the files as
+        last observed (a repaint for costs alone; issue 15), not read again."""
         snapshots = [as_snapshot(s) for s in snaps]
-        stats = await Handle(self.broker).ask(Broker.stats)
-        obs = await self._observe(snapshots, with_tombstones=False, cached=False)
+        if self.costs is not None:
+            stats, _ = await asyncio.gather(Handle(self.broker).ask(Broker.stats), self.costs.refresh())
+        else:
+            stats = await Handle(self.broker).ask(Broker.stats)
+        obs = await self._observe(snapshots, with_tombstones=False, cached=cached)
         now = time.time()
         activity = self.activity(snapshots)
-        return [views.container_row(s, stats, obs.badges.get(s.name, []), obs.ports.get(s.name), now,
-                                    activity.get(s.name), obs.usage.get(s.name), obs.workspaces.get(s.name))
+        cells = self.cost_cells(snapshots)
+        badges = _with_spend(obs.badges, cells)
+        return [views.container_row(s, stats, badges.get(s.name, []), obs.ports.get(s.name), now,
+                                    activity.get(s.name), obs.usage.get(s.name), obs.workspaces.get(s.name),
+                                    cells.get(s.name))
                 for s in snapshots]
+
+
+def _with_spend(badges: Mapping[str, list[str]], cells: Mapping[str, Mapping[str, Any]]) -> dict[str, list[str]]:
+    """The observed badges, with ``over-budget`` where the spend table says so (issue 15)."""
+    if not cells:
+        return dict(badges)
+    return {n: [*badges.get(n, []), *spend_badges(cells.get(n))] for n in {*badges, *cells}}

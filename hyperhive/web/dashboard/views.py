@@ -116,11 +116,12 @@ def workspace_text(ws: Mapping[str, Any] | None) -> str | None:
 def container_row(
     snap: ContainerSnapshot, stats: Mapping[str, Any], badges: list[str], port: int | None, now: float,
     activity: str | None = None, usage: Mapping[str, Any] | None = None,
-    workspace: Mapping[str, Any] | None = None,
+    workspace: Mapping[str, Any] | None = None, cost: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One container row: identity + meta on the first line, actions on the second.
     ``port`` is the daemon's sticky port (``agents/<name>/port``); the link and
-    the cgroup figures (``usage``) show only while the container runs."""
+    the cgroup figures (``usage``) show only while the container runs. ``cost``:
+    its cost cell (issue 15, `cost_views.cost_cell`; None without the cost parts)."""
     name = snap.name
     started = snap.started_at
     parked = stats.get("parked", {}).get(name, {"tool": 0, "system": 0})
@@ -147,6 +148,7 @@ def container_row(
         "parked": dict(parked),
         "workspace": dict(workspace) if workspace else None,  # workspace_status's wire form
         "workspace_text": workspace_text(workspace),
+        "cost": dict(cost) if cost is not None else None,
     }
 
 
@@ -155,14 +157,16 @@ def build_container_views(
     badges: Mapping[str, list[str]], ports: Mapping[str, int | None], now: float,
     activity: Mapping[str, str | None] | None = None, usage: Mapping[str, Mapping[str, Any] | None] | None = None,
     workspaces: Mapping[str, Mapping[str, Any] | None] | None = None,
+    costs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """The containers section: the manager first, then by name."""
     ordered = sorted(snapshots, key=lambda s: (s.role != "manager", s.name))
     act = activity or {}
     use = usage or {}
     work = workspaces or {}
+    cost = costs or {}
     return [container_row(s, stats, badges.get(s.name, []), ports.get(s.name), now, act.get(s.name),
-                          use.get(s.name), work.get(s.name))
+                          use.get(s.name), work.get(s.name), cost.get(s.name))
             for s in ordered]
 
 

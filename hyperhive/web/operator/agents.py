@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Collection
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
 
 import pykka
 
@@ -25,6 +25,9 @@ from hyperhive.web.tables.heartbeats import Heartbeats
 from hyperhive.workspace import check_repo, with_repo
 from hyperhive.workspace_pulls import Pulls
 from hyperhive.workspace_status import observe_workspaces
+
+if TYPE_CHECKING:
+    from hyperhive.web.tables.spend import Spend
 
 __all__ = ["JournalSource", "destroy", "journal", "ls", "observe_ls", "pull", "purge", "revive", "spawn",
            "tombstones"]
@@ -110,14 +113,17 @@ def observe_ls(snaps: list[dict[str, Any]], paths: StatePaths | None, backend: A
 
 async def ls(coordinator: pykka.ActorProxy[Coordinator], broker: pykka.ActorProxy[Broker],
              beats: Heartbeats | None = None, queued: Collection[str] = (), paths: StatePaths | None = None,
-             backend: Any = None) -> dict[str, Any]:
+             backend: Any = None, spend: Spend | None = None) -> dict[str, Any]:
     """Every container, manager first, with usage, badges, inbox figures and
-    activity: ``{"containers", "more": 0}``."""
+    activity, and with ``spend`` (issue 15) each one's ``cost`` (today, budget,
+    standing) and the ``over-budget`` badge: ``{"containers", "more": 0}``."""
     snaps = [wire_snapshot(s) for s in await Handle(coordinator).ask(Coordinator.ls)]
     # Badges and cgroup usage in one executor job: file reads, off the loop.
     seen = await asyncio.get_running_loop().run_in_executor(None, observe_ls, snaps, paths, backend)
     stats = await Handle(broker).ask(Broker.stats)
-    return {"containers": build_container_list(seen, stats, beats, queued), "more": 0}
+    # The spend table lives on the IOLoop, where this runs: read it now, not on the executor.
+    costs = {s["name"]: spend.view(s["name"]) for s in seen} if spend is not None else None
+    return {"containers": build_container_list(seen, stats, beats, queued, costs), "more": 0}
 
 
 async def journal(coordinator: pykka.ActorProxy[Coordinator], backend: JournalSource, name: object,

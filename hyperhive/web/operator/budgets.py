@@ -156,18 +156,23 @@ class BudgetService:
         if who != FLEET:
             self._hub.publish(ContainerActivity(who))  # repaint its row: over budget, capped
 
-    async def _exceeded(self, who: str, spent: float, limit: Budget) -> None:
+    async def _exceeded(self, who: str, spent: float, limit: Budget, unread: str | None = None) -> None:
+        """Ask the operator; ``unread``: the answer to the last question, which said
+        neither a raise nor the stop (asked again, with no second BudgetExceeded)."""
         name = "the fleet" if who == FLEET else who
         base = self.configured(who) or limit
         text, options = budget_question(name, spent, limit, base.usd)
+        if unread is not None:
+            text = f"{text} (the answer {unread[:200]!r} was neither a raise nor '{options[2]}': asked again)"
         qid: int | None = None
         if self._questions is not None:
             qid = await Handle(self._questions).ask(
                 Questions.ask, who or SYSTEM, text, options, False, self._ttl, options[2], KIND,
                 {"agent": who, "usd": limit.usd, "per": limit.per, "base_usd": base.usd})
         _log.warning("budget.exceeded", who=who or "fleet", spent=round(spent, 6), budget=limit.usd,
-                     per=limit.per, question_id=qid)
-        self._publish(BudgetExceeded(who, round(spent, 6), limit.usd, limit.per, qid), tell_manager=True)
+                     per=limit.per, question_id=qid, asked_again=unread is not None)
+        if unread is None:
+            self._publish(BudgetExceeded(who, round(spent, 6), limit.usd, limit.per, qid), tell_manager=True)
 
     async def _hold_recvs(self, who: str) -> None:
         """A harness parked on its system recv would be handed the next message, then
@@ -192,9 +197,13 @@ class BudgetService:
         how, text = answered.get("how"), str(answered.get("answer") or "")
         if how == "cancelled":
             return  # the turns keep waiting: a raise (or the next window) lets them run
-        usd = None if how == "expired" else raise_answer(text, limit, base_usd, self.spend.spent(who, limit.per))
+        spent = self.spend.spent(who, limit.per)
+        usd = None if how == "expired" else raise_answer(text, limit, base_usd, spent)
+        stop = budget_question("the fleet" if who == FLEET else who, spent, limit, base_usd)[1][2]
         if usd is not None:
             self.set_limit(who, usd)
+        elif how == "answered" and not text.strip().casefold().startswith(stop.casefold()):
+            self._spawn(self._exceeded(who, spent, limit, unread=text))  # a typo stops nothing: asked again
         elif who != FLEET and self._stop_agent is not None:
             _log.info("budget.stopping", agent=who, how=how)
             await self._stop_agent(who)

@@ -6,7 +6,7 @@ by ``wire``) in, the operator service's reply out (``hyperhive.web.operator``).
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hyperhive.actors.refs import ApprovalsRef, BrokerRef, CoordinatorRef, QuestionsRef
 from hyperhive.errors import BadRequest, Unavailable
@@ -15,13 +15,16 @@ from hyperhive.paths import StatePaths
 from hyperhive.web.operator import agents, messages, permissions
 from hyperhive.web.operator.agents import observe_ls
 from hyperhive.web.operator.lifecycle import lifecycle_action
-from hyperhive.web.rpc.gate_ops import operator_gate_ops
+from hyperhive.web.rpc.gate_ops import operator_gate_ops, usage_op
 from hyperhive.web.rpc.jsonlines import Op
 from hyperhive.web.tables.heartbeats import Heartbeats
 from hyperhive.web.tables.sends import SendBatcher
 from hyperhive.web.tables.turn_slots import TurnSlots
 from hyperhive.wire import Grants, Inbox, Ls, Ping, Pull, RevokeTool, Send, Spawn, Start, Stop
 from hyperhive.workspace_pulls import Pulls
+
+if TYPE_CHECKING:
+    from hyperhive.costs import Costs
 
 __all__ = ["admin_ops", "observe_ls"]
 
@@ -30,10 +33,11 @@ def admin_ops(
     coordinator: CoordinatorRef, broker: BrokerRef, sends: SendBatcher, questions: QuestionsRef,
     approvals: ApprovalsRef,
     beats: Heartbeats | None = None, slots: TurnSlots | None = None, paths: StatePaths | None = None,
-    backend: Any = None, pulls: Pulls | None = None,
+    backend: Any = None, pulls: Pulls | None = None, costs: Costs | None = None,
 ) -> dict[str, Op]:
     async def ls(req: Ls) -> dict[str, Any]:
-        return await agents.ls(coordinator, broker, beats, slots.queued if slots else (), paths, backend)
+        return await agents.ls(coordinator, broker, beats, slots.queued if slots else (), paths, backend,
+                               costs.spend if costs is not None else None)
 
     async def spawn(req: Spawn) -> dict[str, Any]:
         return await agents.spawn(coordinator, req.name, req.allowed_recipients, req.repo, paths, req.permissions,
@@ -71,6 +75,6 @@ def admin_ops(
     return {
         "ls": Op(ls), "spawn": Op(spawn), "start": Op(start), "stop": Op(stop),
         "send": Op(send), "inbox": Op(inbox), "ping": Op(ping), "pull": Op(pull),
-        "grants": Op(grants), "revoke_tool": Op(revoke_tool),
+        "grants": Op(grants), "revoke_tool": Op(revoke_tool), "usage": usage_op(costs),
         **operator_gate_ops(coordinator, questions, approvals),
     }

@@ -5,12 +5,13 @@ on the admin socket. Adapters over the operator service
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from hyperhive.actors.refs import ApprovalsRef, CoordinatorRef, QuestionsRef
-from hyperhive.errors import Forbidden
+from hyperhive.errors import Forbidden, Unavailable
 from hyperhive.names import MANAGER, OPERATOR
 from hyperhive.web.operator import agents, gate
+from hyperhive.web.operator import usage as usage_service
 from hyperhive.web.operator.checks import spawn_config
 from hyperhive.web.operator.lifecycle import lifecycle_action
 from hyperhive.web.rpc.jsonlines import Op
@@ -33,11 +34,16 @@ from hyperhive.wire import (
     Revive,
     Start,
     Tombstones,
+    Usage,
 )
 
-__all__ = ["MANAGER_OPS", "manager_ops", "operator_gate_ops", "refused_manager_ops", "spawn_config"]
+if TYPE_CHECKING:
+    from hyperhive.costs import Costs
 
-MANAGER_OPS = ("ask_operator", "request_spawn", "request_apply_commit", "propose_config", "start", "restart", "kill")
+__all__ = ["MANAGER_OPS", "manager_ops", "operator_gate_ops", "refused_manager_ops", "spawn_config", "usage_op"]
+
+MANAGER_OPS = ("ask_operator", "request_spawn", "request_apply_commit", "propose_config", "start", "restart", "kill",
+               "usage")
 
 
 def _request_spawn(approvals: ApprovalsRef, by: str) -> Op:
@@ -53,7 +59,17 @@ def _verb(coordinator: CoordinatorRef, verb: str, by: str) -> Op:
     return Op(run)
 
 
-def manager_ops(coordinator: CoordinatorRef, questions: QuestionsRef, approvals: ApprovalsRef) -> dict[str, Op]:
+def usage_op(costs: Costs | None) -> Op:
+    """``usage{since}`` (issue 15): the operator's, and the manager's to read (it sets no budget)."""
+    async def run(req: Usage) -> dict[str, Any]:
+        if costs is None:
+            raise Unavailable("this daemon counts no usage")
+        return await usage_service.usage(costs, req.since)
+    return Op(run)
+
+
+def manager_ops(coordinator: CoordinatorRef, questions: QuestionsRef, approvals: ApprovalsRef,
+                costs: Costs | None = None) -> dict[str, Op]:
     async def ask_operator(req: AskOperator) -> dict[str, Any]:
         return await gate.ask_operator(questions, MANAGER, req.question, req.options, req.multi, req.ttl_seconds,
                                        req.default)
@@ -69,6 +85,7 @@ def manager_ops(coordinator: CoordinatorRef, questions: QuestionsRef, approvals:
         "propose_config": Op(propose_config),
         "request_spawn": _request_spawn(approvals, MANAGER),
         "request_apply_commit": Op(request_apply_commit),
+        "usage": usage_op(costs),
         **{verb: _verb(coordinator, verb, MANAGER) for verb in ("start", "restart", "kill")},
     }
 

@@ -6,6 +6,7 @@ from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
 from hyperhive.actors.snapshots import SnapshotLike, as_snapshot
+from hyperhive.badges import spend_badges
 from hyperhive.web.tables.heartbeats import Heartbeats
 
 __all__ = ["build_container_list"]
@@ -13,21 +14,30 @@ __all__ = ["build_container_list"]
 
 def build_container_list(
     snapshots: Iterable[SnapshotLike], stats: dict[str, Any], beats: Heartbeats | None = None,
-    queued: Collection[str] = (),
+    queued: Collection[str] = (), costs: Mapping[str, Mapping[str, Any]] | None = None,
 ) -> list[dict[str, Any]]:
     """Containers for `hive ls`: manager first, then by name, with inbox figures
     and what each is doing (F41). A snapshot given as a dict keeps the keys an
-    observation added to it (badges, usage)."""
+    observation added to it (badges, usage). ``costs``: each agent's spend
+    view (issue 15, `Spend.view`: today's cost, budget, standing), as its
+    ``cost``, and the ``over-budget`` badge where it says so."""
     parked = stats.get("parked", {})
     undelivered = stats.get("undelivered", {})
     rows = [(as_snapshot(s), dict(s) if isinstance(s, Mapping) else s.to_wire()) for s in snapshots]
     out = []
     for snap, wire in sorted(rows, key=lambda r: (r[0].role != "manager", r[0].name)):
         name = snap.name
-        out.append({
+        row = {
             **wire,
             "parked": parked.get(name, {"tool": 0, "system": 0}),
             "undelivered": int(undelivered.get(name, 0)),
             **(beats.view(name, snap.running, name in queued) if beats is not None else {}),
-        })
+        }
+        if costs is not None:
+            cost = costs.get(name)
+            row["cost"] = dict(cost) if cost is not None else None
+            extra = spend_badges(cost)
+            if extra:
+                row["badges"] = [*(row.get("badges") or []), *extra]
+        out.append(row)
     return out

@@ -173,6 +173,8 @@ const BADGE_TITLES = {
   "needs-update": "its config changed after the container was built: rebuild to apply",
   unsandboxed: "the backend could not sandbox this agent (--sandbox off, or bwrap missing): "
     + "it runs with the daemon's view of the host",
+  "over-budget": "over its budget (or the fleet's): it starts no turn and its messages wait "
+    + "until the operator raises the budget (see its question)",
 };
 
 function badgeChip(b) {
@@ -204,6 +206,32 @@ function forceBox(lost) {
     el("input", { type: "checkbox", name: "force", value: "1" }), "force") : null;
 }
 
+// Issue 15: what it spent today, its budget as spent/limit (amber past 80 %, red
+// over it) and the last 24 hours, one bar an hour. The SVG comes from the server's
+// sparkline.py: built from numbers and an escaped title only, so it is inserted as is.
+function costCell(cost, who) {
+  if (!cost) return null;
+  const spark = el("span", { class: "sparkwrap" });
+  spark.innerHTML = cost.spark;
+  const budget = cost.budget_text ? el("span", { class: `budget standing-${cost.standing}`,
+    title: `${who}'s budget: ${cost.budget_text} spent (${cost.standing})`, text: cost.budget_text }) : null;
+  return el("span", { class: `cost standing-${cost.standing}` },
+    el("span", { class: "today", text: cost.today + (cost.reported ? " (reported)" : ""),
+      title: `${who} spent ${cost.today} today (from local midnight)`
+        + (cost.reported ? "; partly the CLI's reported cost (a model the price table lacks)" : "") }),
+    spark, budget);
+}
+
+function renderFleet(f) {
+  const box = document.getElementById("fleet");
+  box.hidden = !f;
+  if (!f) return;
+  box.replaceChildren(...[el("span", { class: "label", text: "fleet today" }), costCell(f, "the fleet"),
+    f.over_budget ? el("span", { class: "chip badge over-budget", text: "over budget",
+      title: "the fleet is over its budget: no agent starts a turn until the operator raises it" }) : null,
+  ].filter(Boolean));
+}
+
 function containerLine1(c) {
   const kids = [
     el("span", { class: "name", text: c.name }),
@@ -223,6 +251,7 @@ function containerLine1(c) {
     kids.push(el("span", { class: "meta usage", text: usage,
       title: "memory now/peak · tasks in its cgroup (processes and threads, as its pids limit counts them)" }));
   }
+  if (c.cost) kids.push(costCell(c.cost, c.name));
   // The daemon relays the agent's UI on its sticky port (agents/<name>/port), shown only while it runs.
   if (c.port) {
     kids.push(el("a", { class: "web", href: `${location.protocol}//${location.hostname}:${c.port}/`,
@@ -460,7 +489,7 @@ function renderFlow(flow) {
 }
 
 const RENDER = { containers: renderContainers, tombstones: renderTombstones, questions: renderQuestions,
-  inbox: renderInbox, approvals: renderApprovals, flow: renderFlow };
+  inbox: renderInbox, approvals: renderApprovals, flow: renderFlow, fleet: renderFleet };
 
 hive.last = {};
 
