@@ -15,12 +15,14 @@ token; a test about access uses `bare_opener()`, which never does.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import http.cookiejar
 import json
 import os
 import random
 import re
 import signal
+import socket
 import subprocess
 import sys
 import time
@@ -28,7 +30,7 @@ import urllib.error
 import urllib.parse
 import urllib.request
 import weakref
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -329,3 +331,43 @@ def pid_alive(pid: int) -> bool:
     except ProcessLookupError:
         return False
     return True
+
+
+@contextlib.contextmanager
+def local_time_zone(name: str | None = None) -> Iterator[Callable[[str], None]]:
+    """The process's local time zone set to ``name`` (and to any other the body
+    passes to the callable it gets), restored after."""
+    was = os.environ.get("TZ")
+
+    def use(zone: str) -> None:
+        assert os.path.exists(f"/usr/share/zoneinfo/{zone}"), f"no tzdata for {zone}"
+        os.environ["TZ"] = zone
+        time.tzset()
+
+    try:
+        if name is not None:
+            use(name)
+        yield use
+    finally:
+        if was is None:
+            os.environ.pop("TZ", None)
+        else:
+            os.environ["TZ"] = was
+        time.tzset()
+
+
+def gateway_call(path: Path, model: str, stream: bool = False, max_tokens: int = 16) -> bytes:
+    """One Messages API call on an agent's gateway socket (``agents/<n>/run/api.sock``), as
+    its CLI makes it (with tools: a main request); the raw HTTP response."""
+    body = json.dumps({"model": model, "stream": stream, "max_tokens": max_tokens, "tools": [{"name": "t"}],
+                       "messages": [{"role": "user", "content": "hi"}]}).encode()
+    head = (f"POST /v1/messages?beta=true HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
+            f"x-api-key: placeholder\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
+    with socket.socket(socket.AF_UNIX) as s:
+        s.settimeout(30)
+        s.connect(str(path))
+        s.sendall(head + body)
+        out = b""
+        while chunk := s.recv(65536):
+            out += chunk
+    return out

@@ -4,12 +4,12 @@ where a spend stands, and the operator's question and how its answers read."""
 
 from __future__ import annotations
 
-import os
 import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support import local_time_zone
 
 from hyperhive.budgets import (
     Budget,
@@ -81,21 +81,8 @@ def test_the_error_names_where_the_budget_came_from() -> None:
 @pytest.fixture
 def tz() -> Iterator[Any]:
     """Set the process's local time zone for the test (``tz("Europe/Berlin")``); restored after."""
-    was = os.environ.get("TZ")
-
-    def use(name: str) -> None:
-        assert os.path.exists(f"/usr/share/zoneinfo/{name}"), f"no tzdata for {name}"
-        os.environ["TZ"] = name
-        time.tzset()
-
-    try:
+    with local_time_zone() as use:
         yield use
-    finally:
-        if was is None:
-            os.environ.pop("TZ", None)
-        else:
-            os.environ["TZ"] = was
-        time.tzset()
 
 
 def local(*fields: int, dst: int = -1) -> float:

@@ -9,7 +9,6 @@ in the header shows it too; `hive ls` has it in its TODAY column."""
 from __future__ import annotations
 
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,28 +17,12 @@ from typing import Any
 
 import pytest
 from fake_anthropic import FakeAnthropic, Reply, text
-from support import Hive
+from support import Hive, gateway_call
 
 pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::ResourceWarning")]  # a daemon and a browser
 
 MODEL = "claude-dash-e2e"  # the scripted server answers with the request's model
 PRICES = {MODEL: {"input": 1000.0, "output": 0.0}}  # $0.001 a token: the reply's 420 input tokens are $0.42
-
-
-def model_call(path: Path) -> bytes:
-    """One Messages API call on an agent's gateway socket, as its CLI makes it."""
-    body = json.dumps({"model": MODEL, "max_tokens": 16, "tools": [{"name": "t"}],  # a main request: scripted
-                       "messages": [{"role": "user", "content": "hi"}]}).encode()
-    head = (f"POST /v1/messages HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
-            f"x-api-key: placeholder\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(30)
-        s.connect(str(path))
-        s.sendall(head + body)
-        out = b""
-        while chunk := s.recv(65536):
-            out += chunk
-    return out
 
 
 @pytest.fixture
@@ -75,7 +58,7 @@ def test_a_model_call_shows_in_the_row_the_sparkline_and_the_fleet_total(
     assert alice.locator("svg.spark rect.bar").count() == 0
     assert fleet.locator(".cost .today").inner_text() == "$0.00"
 
-    reply = model_call(hive.paths.api_socket("alice"))  # type: ignore[arg-type]
+    reply = gateway_call(hive.paths.api_socket("alice"), MODEL)  # type: ignore[arg-type]
     assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
     assert [r.body["model"] for r in fake.requests if r.method == "POST"] == [MODEL]
 

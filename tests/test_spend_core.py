@@ -4,12 +4,12 @@ DST change, and the trimming of calls past eight days (the total stays)."""
 
 from __future__ import annotations
 
-import os
 import random
 import time
 from collections.abc import Iterator
 
 import pytest
+from support import local_time_zone
 
 from hyperhive.budgets import window_start
 from hyperhive.spend_core import KEEP_SECONDS, Account, Windows
@@ -21,17 +21,8 @@ DAY = 86400.0
 @pytest.fixture(autouse=True)
 def berlin() -> Iterator[None]:
     """Every test here runs in Europe/Berlin local time (restored after)."""
-    was = os.environ.get("TZ")
-    os.environ["TZ"] = "Europe/Berlin"
-    time.tzset()
-    try:
+    with local_time_zone("Europe/Berlin"):
         yield
-    finally:
-        if was is None:
-            os.environ.pop("TZ", None)
-        else:
-            os.environ["TZ"] = was
-        time.tzset()
 
 
 def local(y: int, mo: int, d: int, h: int = 0, mi: int = 0) -> float:

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,7 +17,7 @@ import pytest
 from fake_anthropic import FakeAnthropic, Reply, text
 from mcp_support import mcp_session, tool_json
 from prometheus_client.parser import text_string_to_metric_families
-from support import Hive, wait_for
+from support import Hive, gateway_call, wait_for
 
 from hyperhive.client import AsyncClient
 from hyperhive.errors import Forbidden
@@ -34,22 +33,6 @@ REPLIES = [Reply([text("one")], input_tokens=1234, output_tokens=56),
 def cli(hive: Hive, *args: str, check: bool = True) -> subprocess.CompletedProcess[str]:
     return subprocess.run([sys.executable, "-m", "hyperhive", "--state-dir", str(hive.state_dir), *args],
                           capture_output=True, text=True, timeout=60, check=check)
-
-
-def model_call(path: Path, stream: bool) -> bytes:
-    """One Messages API call on an agent's gateway socket, as its CLI makes it."""
-    body = json.dumps({"model": SONNET, "stream": stream, "max_tokens": 64, "tools": [{"name": "t"}],
-                       "messages": [{"role": "user", "content": "hi"}]}).encode()
-    head = (f"POST /v1/messages?beta=true HTTP/1.1\r\nHost: api\r\nContent-Type: application/json\r\n"
-            f"x-api-key: placeholder\r\nContent-Length: {len(body)}\r\nConnection: close\r\n\r\n").encode()
-    with socket.socket(socket.AF_UNIX) as s:
-        s.settimeout(30)
-        s.connect(str(path))
-        s.sendall(head + body)
-        out = b""
-        while chunk := s.recv(65536):
-            out += chunk
-    return out
 
 
 async def on_socket(path: Path, op: str, **fields: Any) -> dict[str, Any]:
@@ -73,7 +56,7 @@ def hive(tmp_path_factory: pytest.TempPathFactory, fake: FakeAnthropic) -> Itera
         h.spawn("alice", budget_usd=5.0, budget_per="day")
         h.spawn("bob")
         for stream in (True, False):
-            reply = model_call(h.paths.api_socket("alice"), stream)  # type: ignore[arg-type]
+            reply = gateway_call(h.paths.api_socket("alice"), SONNET, stream, max_tokens=64)  # type: ignore[arg-type]
             assert reply.startswith(b"HTTP/1.1 200"), reply[:300]
         yield h
     finally:

@@ -7,12 +7,11 @@ a restart from the Ledger's record."""
 from __future__ import annotations
 
 import asyncio
-import os
-import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from support import local_time_zone
 
 from hyperhive.budgets import Budget
 from hyperhive.pricing import Price
@@ -26,17 +25,8 @@ HOUR = 3600.0
 
 @pytest.fixture(autouse=True)
 def utc() -> Iterator[None]:
-    was = os.environ.get("TZ")
-    os.environ["TZ"] = "UTC"
-    time.tzset()
-    try:
+    with local_time_zone("UTC"):
         yield
-    finally:
-        if was is None:
-            os.environ.pop("TZ", None)
-        else:
-            os.environ["TZ"] = was
-        time.tzset()
 
 
 class Clock:
