@@ -10,9 +10,18 @@ have wiped the whole state dir.
 `agents/<name>` is the daemon's; `agents/<name>/state/**` is the agent's, and
 anything there may be a link planted to a host file. Nothing under it is
 followed: the credentials check walks with ``O_NOFOLLOW`` (``sandbox.safefs``),
-the size walk goes by directory fds (``os.fwalk``, which refuses a directory
-swapped for a link while it walks), and the removal is ``shutil.rmtree``'s
+the size walk goes by directory fds opened ``O_NOFOLLOW`` (a directory swapped
+for a link while it walks is skipped), and the removal is ``shutil.rmtree``'s
 fd-based one (refused where the platform has none).
+
+Review 14c: the agent shapes the tree, and both used to recurse once per
+level (``os.fwalk``, ``shutil.rmtree`` before Python 3.13): a directory chain
+a thousand deep in its state made every tombstone listing (``hive
+tombstones``, the dashboard's whole state) raise RecursionError, and its purge
+impossible, ``--force`` or not. The size walk is now a loop with a budget
+(`WALK_ENTRIES` entries, `WALK_DEPTH` levels: past it the size is a lower
+bound, the time is bounded), and a removal ``rmtree`` cannot finish for that
+reason is finished by ``rm -rf`` (coreutils walks any depth, links unfollowed).
 
 Work-preserving (issue 14): unless forced, a purge first asks
 ``workspace_status`` what removing the agent's clone would lose (commits the
@@ -26,6 +35,7 @@ from __future__ import annotations
 import os
 import shutil
 import stat
+import subprocess
 from collections.abc import Collection
 from dataclasses import dataclass
 from pathlib import Path
@@ -36,7 +46,7 @@ from hyperhive.errors import BadName, Conflict, Unavailable, UnknownAgent
 from hyperhive.names import AgentName, is_valid_name, validate_name
 from hyperhive.paths import StatePaths
 from hyperhive.sandbox.safefs import is_regular_nofollow
-from hyperhive.workspace_status import cached_status, forget, lost_work, work_status
+from hyperhive.workspace_status import forget, lost_work, observe_workspaces, work_status
 
 __all__ = ["CREDENTIALS", "Tombstone", "check_work", "credentials_stored", "dir_usage", "list_tombstones", "purge"]
 
@@ -44,6 +54,10 @@ _log = logs.get("hyperhive.tombstones")
 
 CREDENTIALS = (".claude", ".credentials.json")  # the claude driver's login, under the agent's state/
 _TOMB_STATUS_SECONDS = 30.0  # nothing runs in a tombstone: its clone changes only by a pull or a purge
+_TOMB_BUDGET = 2.0  # seconds of sandboxed git one listing spends on the tombstones' clones
+WALK_ENTRIES = 200_000  # entries one size walk looks at, at most (then its size is a lower bound)
+WALK_DEPTH = 64  # directory levels it descends
+_DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC
 
 
 @dataclass(frozen=True)
@@ -71,21 +85,53 @@ def credentials_stored(agents: Path, name: str) -> bool:
         return False
 
 
-def dir_usage(path: Path) -> tuple[int, float]:
+def dir_usage(path: Path, max_entries: int = WALK_ENTRIES, max_depth: int = WALK_DEPTH) -> tuple[int, float]:
     """Bytes in regular files under ``path`` and the newest mtime of anything
     there (the dir included). Symlinks are counted as themselves, never followed,
-    not even one swapped in for a directory while the walk runs."""
+    not even one swapped in for a directory while the walk runs. No recursion:
+    at most ``max_entries`` entries and ``max_depth`` levels (then the figures
+    are of what was seen), and one open fd per level."""
     size = 0
     newest = path.lstat().st_mtime
-    for _top, dirs, files, dirfd in os.fwalk(path, follow_symlinks=False):
-        for entry in (*dirs, *files):
+    seen = 0
+    pending: dict[int, int] = {}  # an open dir's fd → its subdirs not walked yet
+    todo: list[tuple[int | None, str, int]] = [(None, str(path), 0)]  # (parent fd, name, depth)
+    try:
+        while todo and seen < max_entries:
+            parent, name, depth = todo.pop()
             try:
-                st = os.stat(entry, dir_fd=dirfd, follow_symlinks=False)
-            except FileNotFoundError:  # removed while we walked
+                fd = os.open(name, _DIR_FLAGS, dir_fd=parent)
+            except OSError:  # removed, or swapped for a link (ELOOP/ENOTDIR): not followed
+                fd = -1
+            if parent is not None:
+                pending[parent] -= 1
+                if not pending[parent]:
+                    os.close(parent)
+                    del pending[parent]
+            if fd < 0:
                 continue
-            newest = max(newest, st.st_mtime)
-            if stat.S_ISREG(st.st_mode):
-                size += st.st_size
+            pending[fd] = 0
+            with os.scandir(fd) as entries:
+                for e in entries:
+                    seen += 1
+                    if seen > max_entries:
+                        break
+                    try:
+                        st = e.stat(follow_symlinks=False)
+                    except FileNotFoundError:  # removed while we walked
+                        continue
+                    newest = max(newest, st.st_mtime)
+                    if stat.S_ISREG(st.st_mode):
+                        size += st.st_size
+                    elif stat.S_ISDIR(st.st_mode) and depth < max_depth:
+                        todo.append((fd, e.name, depth + 1))
+                        pending[fd] += 1
+            if not pending[fd]:
+                os.close(fd)
+                del pending[fd]
+    finally:
+        for fd in pending:
+            os.close(fd)
     return size, newest
 
 
@@ -96,16 +142,16 @@ def list_tombstones(paths: StatePaths, live_names: Collection[str], now: float,
     root = paths.agents
     if not root.is_dir():
         return []
+    found = [AgentName(e.name) for e in sorted(root.iterdir()) if e.name not in live_names
+             and is_valid_name(e.name) and not e.is_symlink() and e.is_dir()]
+    # Budgeted as the live agents' round is (review 14c): a clone whose probes stall does not
+    # hold the listing (the dashboard's page); one not reached in time comes in a later round.
+    ws = observe_workspaces(paths, found, budget=_TOMB_BUDGET, max_age=_TOMB_STATUS_SECONDS) if workspaces else {}
     out: list[Tombstone] = []
-    for entry in sorted(root.iterdir()):
-        name = entry.name
-        if name in live_names or not is_valid_name(name) or entry.is_symlink() or not entry.is_dir():
-            continue
-        agent = AgentName(name)
-        size, newest = dir_usage(entry)
-        ws = cached_status(paths, agent, max_age=_TOMB_STATUS_SECONDS) if workspaces else None
+    for agent in found:
+        size, newest = dir_usage(root / agent)
         out.append(Tombstone(agent, size, newest, max(0.0, now - newest), credentials_stored(root, agent),
-                             ws.to_wire() if ws is not None and ws.present else None))
+                             ws.get(agent)))
     return out
 
 
@@ -122,6 +168,17 @@ def _contained(paths: StatePaths, parent: Path, name: AgentName) -> Path:
     if real.parent != parent_real or real == root or not real.is_relative_to(root):
         raise BadName(f"agent name {name!r} escapes {parent_real}")
     return real
+
+
+def _remove_tree(target: Path) -> None:
+    """``shutil.rmtree`` (fd-based); a tree too deep for its recursion is finished by
+    coreutils' ``rm -rf`` (any depth, no link followed, this filesystem only)."""
+    try:
+        shutil.rmtree(target)
+    except RecursionError:
+        _log.warning("tombstone.deep_tree", path=str(target))
+        subprocess.run(["rm", "-rf", "--one-file-system", "--", str(target)], check=True, stdin=subprocess.DEVNULL,
+                       capture_output=True, timeout=3600)
 
 
 def check_work(paths: StatePaths, agent: AgentName) -> None:
@@ -153,7 +210,7 @@ def purge(paths: StatePaths, name: object, live_names: Collection[str], force: b
     if not force:
         check_work(paths, agent)
     for t in present:
-        shutil.rmtree(t)
+        _remove_tree(t)
     forget(paths, agent)
     _log.info("tombstone.purged", agent=agent, removed=[str(t) for t in present], forced=force)
     return present

@@ -142,7 +142,7 @@ def stream_to(out: IO[bytes], git_dir: str, *args: str, runner: Runner = Runner(
     ``idle`` seconds between two reads of its output (a git stuck on a FIFO
     writes nothing: it is not given the whole ``timeout``). Its whole process
     group is killed past any bound. The bytes written; Internal when git
-    fails, BadRequest past a bound."""
+    fails, BadRequest past a bound (its ``carried``: the bytes read from git)."""
     argv = git_argv(git_dir, args, extra)
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                             env=_env(), cwd="/", process_group=0, **runner.kwargs())  # type: ignore[call-overload]
@@ -186,7 +186,9 @@ def stream_to(out: IO[bytes], git_dir: str, *args: str, runner: Runner = Runner(
     proc.stdout.close()
     proc.stderr.close()
     if over:
-        raise BadRequest(over)
+        refused = BadRequest(over)
+        refused.carried = written  # type: ignore[attr-defined]  # what the caller still paid for
+        raise refused
     if rc != 0:
         raise Internal(f"git {args[0]} failed in {git_dir}: {err.decode(errors='replace').strip()}")
     out.flush()

@@ -69,7 +69,7 @@ from hyperhive.workspace import (
 )
 from hyperhive.workspace_status_refs import RefsUnreadable, read_branch_tip
 
-__all__ = ["MAX_BUNDLE_BYTES", "PULL_IDLE", "PULL_TIMEOUT", "PullResult", "agent_runner", "pull"]
+__all__ = ["MAX_BUNDLE_BYTES", "PULL_IDLE", "PULL_TIMEOUT", "PullResult", "agent_runner", "carried_by", "pull"]
 
 _log = logs.get("hyperhive.workspace")
 
@@ -135,6 +135,13 @@ def agent_runner(paths: StatePaths, name: AgentName, account: Any) -> tuple[wg.R
 def _oid(r: wg.GitResult) -> str | None:
     text = r.stdout.decode(errors="replace").strip()
     return text if r.returncode == 0 and FULL_ID.fullmatch(text) else None
+
+
+def carried_by(exc: BaseException) -> int:
+    """Bytes of the agent's bundle a refused pull brought into the daemon's temp file
+    and the operator's quarantine before it was refused (0: none)."""
+    n = getattr(exc, "carried", 0)
+    return n if isinstance(n, int) else 0
 
 
 def _op(git_dir: Path, runner: wg.Runner, *args: str, check: bool = False,
@@ -234,7 +241,8 @@ def _carry(name: AgentName, ref: str, have: tuple[str | None, str | None], runne
     repo's own objects as its alternate), checked for connectivity there, and
     only then moved into ``objects/pack``. A refused pack leaves nothing behind
     (a quarantine a crash left is a ``tmp_*`` that ``git prune`` removes). The
-    commit carried, and the bundle's size."""
+    commit carried, and the bundle's size; a refusal says its size too
+    (`carried_by`: the bytes count against the agent's hour all the same)."""
     tmp = Path(tempfile.mkdtemp(prefix="hive-pull-"))
     objects = _objects_dir(op_git, op_runner)
     quarantine = _quarantine(objects, op_runner)
@@ -270,9 +278,19 @@ def _carry(name: AgentName, ref: str, have: tuple[str | None, str | None], runne
             raise Conflict(f"{name}'s {ref[len('refs/heads/'):]} does not point at a commit")
         _migrate(quarantine / "pack", objects / "pack")
         return tip, size
+    except Exception as exc:
+        exc.carried = max(carried_by(exc), _size(tmp / "branch.bundle"))  # type: ignore[attr-defined]
+        raise
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
         shutil.rmtree(quarantine, ignore_errors=True)
+
+
+def _size(f: Path) -> int:
+    try:
+        return os.stat(f).st_size
+    except OSError:
+        return 0
 
 
 def _objects_dir(op_git: Path, op_runner: wg.Runner) -> Path:

@@ -12,13 +12,18 @@ loop-thread table, like `web.tables.turn_slots`.
 
 A hostile agent cannot take the pulls from the others:
 - a pull of an agent whose last pull failed (a bound hit, a refusal) runs on
-  a lane of its own, one worker: the agents in good standing keep theirs;
+  a lane of its own, one worker: the agents in good standing keep theirs; and
+  it stays there for ``SUSPECT_SECONDS`` after its last failure, whatever
+  went through meanwhile (review 14c: else a held pull, a good one, a held
+  one… would keep coming back to the shared lane);
 - its next automatic pull waits ``interval`` × 2 per failure in a row (at most
   ``MAX_BACKOFF`` seconds); a pull that goes through resets both;
 - what it brings over is bounded per agent: ``hourly_bytes`` of bundles in
   the last hour (a branch rewritten over and over would fill the operator's
   disk with garbage otherwise); past it, pulls are refused until the hour
-  has room again.
+  has room again. A refused pull's bundle counts too (review 14c: a branch
+  that points at a tree, say, is streamed, indexed and only then refused, a
+  gigabyte of the operator's disk each time).
 """
 
 from __future__ import annotations
@@ -37,7 +42,7 @@ from hyperhive.errors import BadRequest, Conflict, HiveError
 from hyperhive.names import AgentName
 from hyperhive.paths import StatePaths
 from hyperhive.workspace import read_workspace
-from hyperhive.workspace_pull import MAX_BUNDLE_BYTES, PULL_IDLE, PULL_TIMEOUT, PullResult, pull
+from hyperhive.workspace_pull import MAX_BUNDLE_BYTES, PULL_IDLE, PULL_TIMEOUT, PullResult, carried_by, pull
 
 __all__ = ["Pulls"]
 
@@ -47,6 +52,7 @@ WORKERS = 2  # pulls at once, host-wide (git is mostly I/O; the machine has othe
 INTERVAL = 2.0  # seconds from one agent's pull to the next one a turn_done starts
 MAX_BACKOFF = 600.0  # seconds at most between the automatic pulls of an agent whose pulls fail
 HOURLY_BYTES = 4 << 30  # bundle bytes one agent may bring over in an hour
+SUSPECT_SECONDS = 600.0  # an agent's pulls stay on the suspect lane this long after its last failure
 
 
 @dataclass
@@ -74,6 +80,7 @@ class Pulls:
         self._executor = cf.ThreadPoolExecutor(max_workers=workers, thread_name_prefix="pull")
         self._suspects = cf.ThreadPoolExecutor(max_workers=1, thread_name_prefix="pull-suspect")
         self._failures: dict[str, int] = {}  # failed pulls in a row, per agent (loop thread)
+        self._failed_at: dict[str, float] = {}  # clock of each agent's last failed pull
         self._carried: dict[str, deque[tuple[float, int]]] = {}  # (clock, bytes) of each pull in the hour
         self._running: dict[str, asyncio.Future[PullResult | None]] = {}
         self._pending: dict[str, _Pending] = {}
@@ -144,7 +151,8 @@ class Pulls:
         loop = asyncio.get_running_loop()
         self._running[name] = out
         self._last[name] = loop.time()
-        lane = self._suspects if self._failures.get(name) else self._executor
+        suspect = self._failures.get(name) or self._clock() - self._failed_at.get(name, -math.inf) < SUSPECT_SECONDS
+        lane = self._suspects if suspect else self._executor
         try:
             job = loop.run_in_executor(lane, self._job, name, self._room(name))
         except RuntimeError as exc:  # the executor is shut down: the daemon is stopping
@@ -181,6 +189,9 @@ class Pulls:
         exc = job.exception()
         if exc is not None:
             self._failures[name] = self._failures.get(name, 0) + 1
+            self._failed_at[name] = self._clock()
+            if carried_by(exc):
+                self._carried.setdefault(name, deque()).append((self._clock(), carried_by(exc)))
             return
         self._failures.pop(name, None)
         result = job.result()

@@ -12,7 +12,10 @@ loose refs under ``refs/heads``, ``refs/stash``, ``packed-refs``) itself:
   link to someone else's file is refused), and small (a ref is at most 4 KiB,
   ``packed-refs`` at most 1 MiB; bigger is refused, never read in part);
 - values are parsed strictly: a full hex object id, or ``ref: refs/…`` with a
-  plain ref name; at most 5 symbolic hops and 200 branches.
+  plain ref name; at most 5 symbolic hops and 200 branches;
+- the walk of ``refs/heads`` looks at ``MAX_ENTRIES`` directory entries at
+  most (dirs and ``*.lock`` files included): a million planted entries would
+  otherwise cost every status, listing and purge check seconds (review 14c).
 Anything else makes the whole read fail (``RefsUnreadable``): the caller treats
 the clone's state as unknown, never as clean.
 """
@@ -32,6 +35,7 @@ from hyperhive.sandbox.safefs import open_dir_nofollow
 __all__ = ["MAX_REFS", "CloneRefs", "RefsUnreadable", "read_branch_tip", "read_clone_refs", "valid_ref_name"]
 
 MAX_REFS = 200
+MAX_ENTRIES = MAX_REFS * 5  # directory entries one walk of the clone's refs reads at most
 REF_LIMIT = 4096
 PACKED_LIMIT = 1 << 20
 CONFIG_LIMIT = 1 << 20
@@ -124,6 +128,7 @@ class _Reader:
         self.gitfd = gitfd
         self.owner = owner
         self._packed: dict[str, str] | None = None
+        self.entries = 0  # directory entries the walk has read so far
 
     def packed(self) -> dict[str, str]:
         if self._packed is None:
@@ -177,11 +182,9 @@ class _Reader:
         except OSError as exc:
             raise RefsUnreadable(f"{prefix}: {exc.strerror}") from None
         try:
-            names = sorted(os.listdir(dfd))
-            for entry in names:
-                st = os.stat(entry, dir_fd=dfd, follow_symlinks=False)
+            for entry, is_dir in self._entries(dfd, prefix):
                 ref = f"{prefix}/{entry}"
-                if stat.S_ISDIR(st.st_mode):
+                if is_dir:
                     self.walk(ref, out, depth + 1)
                 elif entry.endswith(".lock"):
                     continue  # a ref being written: its old value is the loose file's or packed
@@ -195,6 +198,18 @@ class _Reader:
                     raise RefsUnreadable(f"more than {MAX_REFS} branches")
         finally:
             os.close(dfd)
+
+    def _entries(self, dfd: int, prefix: str) -> list[tuple[str, bool]]:
+        """The (name, is a real directory) of ``dfd``'s entries, sorted; RefsUnreadable once the
+        walk has read more than MAX_ENTRIES (read lazily: a huge dir costs no more than that)."""
+        found: list[tuple[str, bool]] = []
+        with os.scandir(dfd) as it:
+            for e in it:
+                self.entries += 1
+                if self.entries > MAX_ENTRIES:
+                    raise RefsUnreadable(f"more than {MAX_ENTRIES} entries under {prefix}")
+                found.append((e.name, e.is_dir(follow_symlinks=False)))
+        return sorted(found)
 
 
 _INCLUDE = re.compile(rb"^\s*\[\s*include(if)?\b", re.IGNORECASE | re.MULTILINE)

@@ -15,8 +15,13 @@ The question names the agent and shows what the call would do: a Bash command,
 an Edit as a diff, a Write's file and content, any other tool's input as JSON.
 `render` is the same for the dashboard (a command in monospace, a diff). What
 is shown is what runs: every control, bidi and invisible character escaped
-(`safe`), every input key shown (``replace_all``, ``run_in_background``…), and
-a call that would not fit whole is denied, never asked (`unshowable`).
+(`safe`: also the blank-looking ones, variation selectors and other spaces than
+U+0020), every input key shown (``replace_all``, ``run_in_background``…), and
+a call that would not fit whole is denied, never asked (`unshowable`). Review
+14c: an input nested deeper than `MAX_DEPTH`, or an edit of more than
+`MAX_DIFF_LINES` lines, is denied before anything renders it (the rendering
+recurses with the nesting, and a diff costs the square of its lines, on the
+Questions actor's one thread).
 
 An agent cannot flood the operator (`admit`): at most `RATE_LIMIT` questions
 per agent in `RATE_WINDOW` seconds; past it a call is denied at once.
@@ -38,6 +43,8 @@ __all__ = [
     "ALLOW",
     "ANNOUNCE_GRACE",
     "KEEP_RESOLVED",
+    "MAX_DEPTH",
+    "MAX_DIFF_LINES",
     "RATE_LIMIT",
     "RATE_WINDOW",
     "admit",
@@ -63,12 +70,19 @@ RATE_LIMIT = 30  # permission questions per agent in RATE_WINDOW seconds; past i
 RATE_WINDOW = 60.0
 ANNOUNCE_GRACE = 0.5  # a question is published once pending this long (the dashboard: within 1 s)
 KEEP_RESOLVED = 200  # resolved permission questions kept per agent; older ones are deleted
+MAX_DEPTH = 32  # nesting of a tool input (objects and arrays); deeper is denied unrendered
+MAX_DIFF_LINES = 5000  # lines of an Edit's (all of a MultiEdit's) old and new strings; more is denied undiffed
 # A Claude Code tool name (Bash, Edit, mcp__server__tool): also a valid --allowedTools rule.
 _TOOL_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,127}")
 _EDITS = ("Edit", "MultiEdit")
 _EDIT_KEYS = ("file_path", "old_string", "new_string")
 # Shown escaped: controls (C0, C1), formats (bidi, zero-width, tags), separators, surrogates, private use.
 _HIDDEN = frozenset({"Cc", "Cf", "Cs", "Co", "Zl", "Zp"})
+# Also escaped: what renders as nothing, or as a blank, though its category is a visible one
+# (default-ignorable marks and letters, variation selectors that can carry a payload
+# invisibly, the braille blank); and every space but U+0020 (Zs, below).
+_BLANK = frozenset({0x034F, 0x115F, 0x1160, 0x17B4, 0x17B5, 0x2800, 0x3164, 0xFFA0,
+                    *range(0x180B, 0x1810), *range(0xFE00, 0xFE10), *range(0xE0100, 0xE01F0)})
 _MULTILINE = "\n\t"  # kept in a command, a diff, a content: a person reads lines and tabs
 _LIMITS = {"text": MAX_SHOWN, "description": 1000, "file": 1000}  # of each shown string
 
@@ -96,11 +110,18 @@ def safe(text: str, keep: str = "") -> str:
     separator character as its escape (``\\x1b``, ``\\u202e``), but those in ``keep``:
     the operator reads the characters that run, in the order they run. A superset
     of `logs.terminal_safe` (also U+061C, U+200B…, U+FEFF, the tag characters)."""
-    return "".join(c if c in keep or unicodedata.category(c) not in _HIDDEN
-                   else c.encode("unicode_escape").decode() for c in text)
+    return "".join(c if c in keep or not _hidden(c) else c.encode("unicode_escape").decode() for c in text)
+
+
+def _hidden(c: str) -> bool:
+    if " " <= c <= "~":
+        return False
+    cat = unicodedata.category(c)
+    return cat in _HIDDEN or (cat == "Zs" and c != " ") or ord(c) in _BLANK
 
 
 _SPACE_RUN = re.compile(r"[ \t]{8,}")
+_LONG_RUN = re.compile(r"[ \t]{32,}")  # in a diff line: code is indented, padding is long
 
 
 def _visible(text: str) -> str:
@@ -139,10 +160,24 @@ def _extras(inp: Mapping[str, Any], rendered: tuple[str, ...], prefix: str = "")
 
 
 def _diff(path: str, old: str, new: str) -> list[str]:
+    """The unified diff, every line escaped; a long run of spaces as ``␠×N`` and three or
+    more blank lines of one kind in a row as one ``+⏎×N`` line (padding never pushes the
+    rest of an edit out of sight)."""
     # split on "\n" only: splitlines also splits on \r, \f, \x1c…, U+2028, which would vanish from the view
     a, b = (f"a{path}", f"b{path}") if path.startswith("/") else (f"a/{path}", f"b/{path}")
-    return [safe(line, _MULTILINE) for line in
-            difflib.unified_diff(old.split("\n"), new.split("\n"), a, b, lineterm="", n=2)]
+    out: list[str] = []
+    run: list[str] = []  # blank lines of one kind (" ", "+", "-") in a row
+    for raw in difflib.unified_diff(old.split("\n"), new.split("\n"), a, b, lineterm="", n=2):
+        line = _LONG_RUN.sub(lambda m: f"␠×{len(m.group())}", safe(raw, _MULTILINE))
+        if run and (line[:1] != run[0][:1] or line[1:].strip()):
+            out.extend(run if len(run) < 3 else [f"{run[0][:1]}⏎×{len(run)}"])
+            run = []
+        if line[:1] in (" ", "+", "-") and not line[1:].strip():
+            run.append(line)
+        else:
+            out.append(line)
+    out.extend(run if len(run) < 3 else [f"{run[0][:1]}⏎×{len(run)}"])
+    return out
 
 
 def _whole(tool: str, inp: Mapping[str, Any]) -> dict[str, Any]:
@@ -206,7 +241,14 @@ def unshowable(tool: str, inp: Mapping[str, Any], agent: str = "a" * 64) -> str 
 
     The operator allows what they read: a command, a diff, a file's content, a
     path or a description past what the dashboard and the question text hold
-    would be cut, and the part cut off would run unseen."""
+    would be cut, and the part cut off would run unseen. Checked first, before
+    anything renders the input: its nesting, and the size of an edit's diff."""
+    if _deeper_than(inp, MAX_DEPTH):
+        return (f"this {tool} call's input nests deeper than {MAX_DEPTH} levels: it cannot be shown, and is "
+                "denied")
+    if tool in _EDITS and _diff_lines(inp) > MAX_DIFF_LINES:
+        return (f"this {tool} call edits more than {MAX_DIFF_LINES} lines: too long to show the operator whole; "
+                "it is denied: make it smaller (smaller edits, or a Write)")
     whole = _whole(tool, inp)
     for key, value in whole.items():
         limit = _LIMITS.get(key, MAX_SHOWN)
@@ -216,6 +258,25 @@ def unshowable(tool: str, inp: Mapping[str, Any], agent: str = "a" * 64) -> str 
     if len(_question(agent, tool, whole)) > MAX_QUESTION:
         return f"this {tool} call is too long to show the operator whole; it is denied: make it smaller"
     return None
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether ``value`` nests objects/arrays more than ``limit`` deep (no recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        v, depth = stack.pop()
+        if isinstance(v, Mapping | list):
+            if depth > limit:
+                return True
+            stack.extend((x, depth + 1) for x in (v.values() if isinstance(v, Mapping) else v))
+    return False
+
+
+def _diff_lines(inp: Mapping[str, Any]) -> int:
+    """Lines an Edit's (or all of a MultiEdit's) old and new strings hold: what the diff compares."""
+    edits = inp.get("edits")
+    parts = [inp, *(e for e in edits if isinstance(e, Mapping))] if isinstance(edits, list) else [inp]
+    return sum(_str(e, k).count("\n") + 1 for e in parts for k in ("old_string", "new_string"))
 
 
 def _reason(answer: str, option: str) -> str:

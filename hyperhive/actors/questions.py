@@ -63,7 +63,7 @@ from hyperhive.actors.questions_core import (
     options_of,
     validate_ask,
 )
-from hyperhive.errors import BadRequest, Conflict, HiveError, UnknownId
+from hyperhive.errors import BadRequest, Conflict, HiveError, Internal, UnknownId
 from hyperhive.names import SYSTEM
 from hyperhive.store.models import Question
 
@@ -234,9 +234,13 @@ class Questions(pykka.ThreadingActor):
                 default_answer=DENY, kind=KIND,
                 detail=detail_json(tool, inp, input_json, tool_use_id),
             )
-        except (HiveError, ValueError) as exc:
+        except Exception as exc:  # noqa: BLE001 - any other would stop this actor: every question with it
+            if not isinstance(exc, HiveError | ValueError):
+                _log.exception("question.permission_failed", agent=agent)
             if claim(reply):
-                fail(reply, exc if isinstance(exc, HiveError) else BadRequest(f"the tool input is not JSON: {exc}"))
+                fail(reply, exc if isinstance(exc, HiveError) else BadRequest(f"the tool input is not JSON: {exc}")
+                     if isinstance(exc, ValueError) else Internal(f"the permission question failed: "
+                                                                  f"{type(exc).__name__}"))
             return
         qid = int(q.id)
         self._arm(qid, now + ttl_seconds)

@@ -24,9 +24,11 @@ the same for every turn so ``--resume`` finds the transcript.
 Permissions (issue 14): the mode comes from agent.json's ``permissions`` and
 whether the harness is sandboxed (`claude_cmdline.permission_mode`: never
 every tool unsandboxed). In "ask" mode each turn first asks the daemon which
-tools the operator granted "from now on" (the ``grants`` op) and passes them
-as allowed tools; one granted mid-turn is allowed by the daemon's
-``permission`` op itself, so no restart is needed.
+tools the operator granted "from now on" (the ``grants`` op) for the system
+prompt; they are not passed as allowed tools: every call not in
+``allowed_tools`` goes to the daemon's ``permission`` op, which allows a
+granted tool at once, so a grant or a revoke holds from the next call, even
+mid-turn.
 The binary is ``$HYPERHIVE_CLAUDE`` or ``claude`` on PATH.
 
 The pure pieces are apart: the command line, environment and MCP config in

@@ -9,9 +9,12 @@ decides which one a harness really runs:
   the sandbox is the limit. Only ever when the harness runs sandboxed: asked
   for unsandboxed, it falls back to ``allowlist`` (and the harness logs it).
 - ``ask``: ``--permission-prompt-tool mcp__hyperhive__permission``: each call
-  not allowed already goes to the operator as a question (the daemon's
-  ``permission`` op); the hyperhive tools, ``allowed_tools`` and the tools the
-  operator granted "from now on" are passed as ``--allowedTools``.
+  not allowed already goes to the daemon's ``permission`` op, which allows a
+  tool the operator granted "from now on" at once and asks the operator about
+  any other; the hyperhive tools and ``allowed_tools`` are passed as
+  ``--allowedTools``. The grants are not (review 14c): a tool on that list is
+  never asked about again in the turn, so a revoke would wait for the turn's
+  end, and a turn lasts as long as the model likes.
 - ``allowlist``: ``--allowedTools`` from ``allowed_tools`` only (default: the
   hyperhive tools); anything else is refused by the CLI. The built-in tools
   the CLI offers at all are the ones ``allowed_tools`` names (``--tools``,
@@ -85,11 +88,15 @@ def builtin_tools(allowed_tools: Sequence[str]) -> list[str]:
 
 
 def permission_args(mode: str, allowed_tools: Sequence[str], granted: Sequence[str] = ()) -> list[str]:
-    """The CLI's permission flags for ``mode`` (already decided by `permission_mode`)."""
+    """The CLI's permission flags for ``mode`` (already decided by `permission_mode`).
+    ``granted`` (the tools granted "from now on") is deliberately left off
+    ``--allowedTools``: the ``permission`` op allows them call by call, so a
+    revoke holds from the next call on (see the module's doc)."""
+    del granted  # decided per call by the daemon, never fixed for a whole turn
     if mode == "sandbox":
         return ["--permission-mode", "bypassPermissions"]
     if mode == "ask":
-        tools = list(dict.fromkeys([*DEFAULT_ALLOWED_TOOLS, *allowed_tools, *granted]))
+        tools = list(dict.fromkeys([*DEFAULT_ALLOWED_TOOLS, *allowed_tools]))
         return ["--permission-prompt-tool", PERMISSION_TOOL, "--allowedTools", ",".join(tools)]
     offered = ["--tools", ",".join(builtin_tools(allowed_tools))]  # "": no built-in tool at all
     return [*offered, "--allowedTools", ",".join(allowed_tools)] if allowed_tools else offered

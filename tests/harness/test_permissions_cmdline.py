@@ -46,9 +46,10 @@ def test_permission_flags_per_mode() -> None:
     assert permission_args("allowlist", ("mcp__hyperhive",)) == ["--tools", "", "--allowedTools", "mcp__hyperhive"]
     assert permission_args("allowlist", ()) == ["--tools", ""]
     assert builtin_tools(("Read", "Bash(git *)", "mcp__x__y", "Bash(ls)", " (odd")) == ["Read", "Bash"]
-    # ask: the prompt tool, the hyperhive tools always, allowed_tools and the grants (once each).
-    assert permission_args("ask", ("Read",), ("Bash", "Read")) == [
-        "--permission-prompt-tool", PERMISSION_TOOL, "--allowedTools", "mcp__hyperhive,Read,Bash"]
+    # ask: the prompt tool, the hyperhive tools always and allowed_tools (once each); never the
+    # grants, which the permission op allows call by call (a revoke holds mid-turn: review 14c).
+    assert permission_args("ask", ("Read", "mcp__hyperhive"), ("Bash", "Read")) == [
+        "--permission-prompt-tool", PERMISSION_TOOL, "--allowedTools", "mcp__hyperhive,Read"]
 
 
 def _driver(cfg: AgentConfig, sandboxed: bool, tmp_path: Path, workspace: Path | None = None) -> ClaudeDriver:
@@ -88,10 +89,11 @@ async def test_ask_mode_passes_the_grants_asked_at_turn_start(tmp_path: Path) ->
     d = ClaudeDriver("alice", "/s", tmp_path, where=Whereabouts(mode="ask"), grants=grants)
     await d._refresh_grants()
     argv = d.argv()
-    assert asked and argv[argv.index("--allowedTools") + 1] == "mcp__hyperhive,Bash"
+    # The grants are asked (for the TTL), but not passed: the permission op allows them per call.
+    assert asked and argv[argv.index("--allowedTools") + 1] == "mcp__hyperhive"
     assert d.silence == 3060  # a CLI waiting on the operator is not a hung one
     assert int(d.env["MCP_TOOL_TIMEOUT"]) > 7 * 86400 * 1000
-    assert "- Allowed tools: mcp__hyperhive, Bash." in argv[argv.index("--append-system-prompt") + 1]
+    assert "- Allowed tools: mcp__hyperhive." in argv[argv.index("--append-system-prompt") + 1]
 
     async def broken() -> Mapping[str, object]:
         raise ConnectionError("daemon gone")
