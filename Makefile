@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) bench/gateway.py
 	$(PY) bench/turn_start.py
 	$(PY) bench/usage_cost.py
+	$(PY) bench/faults.py --wire-lines 200000 --http-requests 20000 --churn 20000
 
 lint: $(STAMP)
 	$(VENV)/bin/ruff check hyperhive tests bench

@@ -200,6 +200,13 @@ class _Live(tornado.websocket.WebSocketHandler):
             self._unsubscribe = None
 
 
+class _Static(tornado.web.StaticFileHandler):
+    def validate_absolute_path(self, root: str, absolute_path: str) -> str | None:
+        if "\x00" in absolute_path:  # os.path.realpath would raise ValueError: a 500
+            raise tornado.web.HTTPError(400, "NUL in the path")
+        return super().validate_absolute_path(root, absolute_path)
+
+
 def build_app(ui: AgentUI) -> tornado.web.Application:
     deps = {"ui": ui}
     return tornado.web.Application(
@@ -213,6 +220,7 @@ def build_app(ui: AgentUI) -> tornado.web.Application:
             (r"/compact", _Compact, deps),
         ],
         static_path=str(STATIC),
+        static_handler_class=_Static,
         log_function=_log_request,
     )
 

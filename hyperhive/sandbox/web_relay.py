@@ -96,7 +96,7 @@ def judge_web_request(method: str, target: str, minor: str, headers: list[tuple[
     if "transfer-encoding" in seen:
         raise WebRefused(400, "a chunked (Transfer-Encoding) request body")
     raw_length = seen.get("content-length", "0").strip()
-    if not raw_length.isdigit():
+    if not (raw_length.isascii() and raw_length.isdigit()):  # isdigit() takes "²" (a Latin-1 byte), int() not
         raise WebRefused(400, "a malformed Content-Length")
     length = int(raw_length)
     if length > WEB_MAX_BODY:

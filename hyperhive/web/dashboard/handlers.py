@@ -262,7 +262,7 @@ class JournalHandler(Base):
 
     async def _journal(self, name: str) -> dict[str, Any]:
         raw = self.get_query_argument("lines", str(JOURNAL_DEFAULT_LINES))
-        if not raw.isdigit():
+        if not (raw.isascii() and raw.isdigit()):  # str.isdigit() takes "²", which int() refuses
             raise BadRequest(f"lines must be a positive integer, got {raw!r}")
         unit = self.get_query_argument("unit", "harness")
         return await agents.journal(self.deps.coordinator, self.deps.backend, name, unit, int(raw))
