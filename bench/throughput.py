@@ -1,15 +1,20 @@
 #!/usr/bin/env python
 """Durable sends per second through a real daemon and real unix sockets.
 
-Starts `hive serve` on a temp state dir, spawns sender agents and sink agents
-and stops all their harnesses (nobody reads the sinks' inboxes). For each
-concurrency (1, 10, 100) a load generator in a separate process opens one
-connection per sender on the sender agents' sockets (round-robin); each sender
-sends, awaits the ack (the message is committed), and repeats. After a warmup,
-acks completed inside a fixed window are counted.
+Starts two `hive serve`s on temp state dirs, one with `--db-synchronous
+normal` and one with `--db-synchronous full` (the default: every acknowledged
+send survives power loss), spawns sender agents and sink agents on each and
+stops all their harnesses (nobody reads the sinks' inboxes). For each
+concurrency (1, 10, 100), NORMAL then FULL, a load generator in a separate
+process opens one connection per sender on the sender agents' sockets
+(round-robin); each sender sends, awaits the ack (the message is committed),
+and repeats. After a warmup, acks completed inside a fixed window are
+counted. The two modes are measured level by level in the same run, so host
+load drifts hit both alike; the end is a side-by-side table and the ratio.
 
-Reference, on a temp file before the daemon starts: raw sqlite3, one row per
-commit (BEGIN IMMEDIATE / INSERT / COMMIT, WAL, synchronous=NORMAL).
+Reference, on a temp file before the daemons start: raw sqlite3, one row per
+commit (BEGIN IMMEDIATE / INSERT / COMMIT, WAL), with synchronous=NORMAL and
+with synchronous=FULL.
 
 Run from the repo root:  .venv/bin/python bench/throughput.py
 """
@@ -65,11 +70,11 @@ def thread_cpu(pid: int) -> dict[str, float]:
 
 # --- reference: raw sqlite ------------------------------------------------------------
 
-def sqlite_reference(path: Path, seconds: float) -> float:
+def sqlite_reference(path: Path, seconds: float, synchronous: str) -> float:
     con = sqlite3.connect(path, isolation_level=None)
     try:
         con.execute("PRAGMA journal_mode=wal")
-        con.execute("PRAGMA synchronous=normal")
+        con.execute(f"PRAGMA synchronous={synchronous}")
         con.execute(
             "CREATE TABLE messages (id INTEGER PRIMARY KEY AUTOINCREMENT, sender VARCHAR(64) NOT NULL, "
             "recipient VARCHAR(64) NOT NULL, body TEXT NOT NULL, sent_at REAL NOT NULL, delivered_at REAL)"
@@ -91,6 +96,22 @@ def sqlite_reference(path: Path, seconds: float) -> float:
                 return n / (now - t0)
     finally:
         con.close()
+
+
+def sync_latency(path: Path, seconds: float) -> list[float]:
+    """Sorted seconds of fdatasync after a 4 KiB append: what each FULL commit waits for at least."""
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    lat: list[float] = []
+    try:
+        end = time.perf_counter() + seconds
+        while time.perf_counter() < end:
+            os.write(fd, b"x" * 4096)
+            t0 = time.perf_counter()
+            os.fdatasync(fd)
+            lat.append(time.perf_counter() - t0)
+    finally:
+        os.close(fd)
+    return sorted(lat)
 
 
 # --- the load generator (runs in its own process) ----------------------------------
@@ -200,69 +221,128 @@ def run_level(d: DaemonProc, concurrency: int, senders: list[str], sinks: list[s
     }
 
 
+# --- the two daemons and the report ---------------------------------------------------
+
+MODES = ("normal", "full")
+
+
+class SyncDaemon(DaemonProc):
+    """`hive serve --db-synchronous MODE`."""
+
+    def __init__(self, state_dir: Path, synchronous: str) -> None:
+        super().__init__(state_dir)
+        self.synchronous = synchronous
+
+    def argv(self) -> list[str]:
+        return [*super().argv(), "--db-synchronous", self.synchronous]
+
+    def opened_as(self) -> str:
+        """What the daemon's own connection reads back (its `store.opened` log line)."""
+        for line in self.log_path.read_text().splitlines():
+            if '"store.opened"' in line:
+                return str(json.loads(line).get("synchronous"))
+        return "?"
+
+
+def bring_up(d: SyncDaemon, senders: list[str], sinks: list[str]) -> None:
+    d.start()
+    for name in senders + sinks:
+        d.spawn_stopped(name)
+    for name in sinks:
+        c = LineConn(d.agent_socket(name))
+        drain(c)
+        c.close()
+    print(f"daemon {d.synchronous}: pid {d.pid}, hive.sqlite opened synchronous={d.opened_as()}, "
+          f"{len(senders)} sender agents, {len(sinks)} sinks, harnesses stopped", flush=True)
+
+
+def report_level(mode: str, r: dict[str, Any]) -> None:
+    lat = r["lat"]
+    busiest = sorted(r["daemon_threads"].values(), reverse=True)[:3]
+    threads = "busiest threads " + " / ".join(f"{v:.0%}" for v in busiest)
+    daemon_cpu = sum(r["daemon_threads"].values())
+    per_send = daemon_cpu / r["rate"] * 1e6 if r["rate"] else float("nan")
+    print(f"sends_per_s c={r['concurrency']} {mode}: {r['rate']:.0f}", flush=True)
+    print(f"  daemon cpu per send {per_send:.0f} us (about {1e6 / per_send:.0f} sends/s "
+          f"at 100% of one core)", flush=True)
+    print(f"  ack latency ms p50 {percentile(lat, .5) * 1e3:.2f} p99 {percentile(lat, .99) * 1e3:.2f}"
+          f" max {lat[-1] * 1e3:.2f}; errors {r['errors']}; cpu: daemon "
+          f"{daemon_cpu:.0%} ({threads}), load generator "
+          f"{r['client_cpu']:.0%} in {r['procs']} proc(s), host busy {r['host_busy']:.0%}",
+          flush=True)
+
+
+def ratio(a: float, b: float) -> str:
+    return f"{a / b:.2f}" if b else "n/a"
+
+
 def main() -> int:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     ap.add_argument("--concurrency", default="1,10,100", help="comma-separated sender counts")
-    ap.add_argument("--duration", type=float, default=8.0, help="measured seconds per concurrency")
+    ap.add_argument("--modes", default=",".join(MODES), help="comma-separated --db-synchronous values")
+    ap.add_argument("--duration", type=float, default=8.0, help="measured seconds per concurrency and mode")
     ap.add_argument("--warmup", type=float, default=1.0, help="unmeasured seconds first")
     ap.add_argument("--sender-agents", type=int, default=4)
     ap.add_argument("--sink-agents", type=int, default=4)
     ap.add_argument("--procs", type=int, default=1, help="load generator processes (at most one per sender)")
-    ap.add_argument("--sqlite-seconds", type=float, default=3.0)
-    ap.add_argument("--keep", action="store_true", help="keep the temp state dir (daemon.log)")
+    ap.add_argument("--sqlite-seconds", type=float, default=3.0, help="per mode")
+    ap.add_argument("--keep", action="store_true", help="keep the temp state dirs (daemon.log)")
     args = ap.parse_args()
     levels = [int(c) for c in args.concurrency.split(",")]
+    modes = [m for m in args.modes.split(",") if m]
+    if not modes or set(modes) - set(MODES):
+        ap.error(f"--modes takes {', '.join(MODES)}")
 
     base = Path(tempfile.mkdtemp(prefix="hive-bench-tp-"))
     print(host_load_note(), flush=True)
-    d = DaemonProc(base / "hive")
-    total_acks = 0
-    out: dict[int, float] = {}
+    daemons = {m: SyncDaemon(base / f"hive-{m}", m) for m in modes}
+    total_acks = dict.fromkeys(modes, 0)
+    out: dict[str, dict[int, float]] = {m: {} for m in modes}
+    raw: dict[str, float] = {}
+    senders = [f"snd{i}" for i in range(args.sender_agents)]
+    sinks = [f"sink{i}" for i in range(args.sink_agents)]
     try:
-        raw = sqlite_reference(base / "raw.sqlite", args.sqlite_seconds)
-        print(f"sqlite_single_commit_inserts_per_s {raw:.0f}  (raw sqlite3, 1 row/commit, WAL, "
-              f"synchronous=NORMAL, {os.cpu_count()} CPUs)", flush=True)
-        d.start()
-        senders = [f"snd{i}" for i in range(args.sender_agents)]
-        sinks = [f"sink{i}" for i in range(args.sink_agents)]
-        for name in senders + sinks:
-            d.spawn_stopped(name)
-        for name in sinks:
-            c = LineConn(d.agent_socket(name))
-            drain(c)
-            c.close()
-        print(f"daemon pid {d.pid}, {len(senders)} sender agents, {len(sinks)} sinks, harnesses stopped",
-              flush=True)
+        for m in modes:
+            raw[m] = sqlite_reference(base / f"raw-{m}.sqlite", args.sqlite_seconds, m)
+            print(f"sqlite_single_commit_inserts_per_s {m} {raw[m]:.0f}  (raw sqlite3, 1 row/commit, WAL, "
+                  f"synchronous={m.upper()}, {os.cpu_count()} CPUs)", flush=True)
+        sync = sync_latency(base / "sync.probe", 1.0)
+        print(f"disk sync (fdatasync of a 4 KiB append) ms p50 {percentile(sync, .5) * 1e3:.2f} "
+              f"p90 {percentile(sync, .9) * 1e3:.2f} p99 {percentile(sync, .99) * 1e3:.2f}", flush=True)
+        for d in daemons.values():
+            bring_up(d, senders, sinks)
         for c in levels:
-            r = run_level(d, c, senders, sinks, args.procs, args.warmup, args.duration)
-            total_acks += r["acks"]
-            out[c] = r["rate"]
-            lat = r["lat"]
-            busiest = sorted(r["daemon_threads"].values(), reverse=True)[:3]
-            threads = "busiest threads " + " / ".join(f"{v:.0%}" for v in busiest)
-            daemon_cpu = sum(r["daemon_threads"].values())
-            per_send = daemon_cpu / r["rate"] * 1e6 if r["rate"] else float("nan")
-            print(f"sends_per_s c={c}: {r['rate']:.0f}", flush=True)
-            print(f"  daemon cpu per send {per_send:.0f} us (about {1e6 / per_send:.0f} sends/s "
-                  f"at 100% of one core)", flush=True)
-            print(f"  ack latency ms p50 {percentile(lat, .5) * 1e3:.2f} p99 {percentile(lat, .99) * 1e3:.2f}"
-                  f" max {lat[-1] * 1e3:.2f}; errors {r['errors']}; cpu: daemon "
-                  f"{daemon_cpu:.0%} ({threads}), load generator "
-                  f"{r['client_cpu']:.0%} in {r['procs']} proc(s), host busy {r['host_busy']:.0%}",
-                  flush=True)
+            for m, d in daemons.items():  # level by level: both modes see the same host
+                r = run_level(d, c, senders, sinks, args.procs, args.warmup, args.duration)
+                total_acks[m] += r["acks"]
+                out[m][c] = r["rate"]
+                report_level(m, r)
         # Every ack means a committed row: the sinks' undelivered counts must add up.
-        stored = sum(c["undelivered"] for c in d.admin("ls")["containers"] if c["name"] in sinks)
-        print(f"stored check: {stored} undelivered rows in the sinks' inboxes >= {total_acks} acks counted: "
-              f"{'ok' if stored >= total_acks else 'MISMATCH'}")
+        for m, d in daemons.items():
+            stored = sum(c["undelivered"] for c in d.admin("ls")["containers"] if c["name"] in sinks)
+            print(f"stored check {m}: {stored} undelivered rows in the sinks' inboxes >= {total_acks[m]} acks "
+                  f"counted: {'ok' if stored >= total_acks[m] else 'MISMATCH'}")
     finally:
-        d.stop()
+        for d in daemons.values():
+            d.stop()
         if not args.keep:
             shutil.rmtree(base, ignore_errors=True)
+        else:
+            print(f"kept {base}")
 
-    if 100 in out:
-        print(f"sends_per_s_100 {out[100]:.0f}")
-        met = out[100] >= TARGET_SENDS_PER_S
-        print(f"target sends_per_s_100 >= {TARGET_SENDS_PER_S}: {'MET' if met else 'NOT MET'}")
+    both = len(modes) == 2
+    print("side by side, sends/s:" + "".join(f"  {m.upper():>8}" for m in modes)
+          + ("  FULL/NORMAL" if both else ""))
+    rows = [("sqlite 1 row/commit", raw)] + [(f"c={c}", {m: out[m][c] for m in modes}) for c in levels]
+    for label, vals in rows:
+        print(f"  {label:<20}" + "".join(f"  {vals[m]:>8.0f}" for m in modes)
+              + (f"  {ratio(vals['full'], vals['normal']):>11}" if both else ""))
+    if 100 in levels:
+        for m in modes:
+            print(f"sends_per_s_100_{m} {out[m][100]:.0f}")
+        if "full" in modes:
+            met = out["full"][100] >= TARGET_SENDS_PER_S
+            print(f"target sends_per_s_100_full >= {TARGET_SENDS_PER_S}: {'MET' if met else 'NOT MET'}")
     return 0
 
 

@@ -18,6 +18,8 @@ from __future__ import annotations
 
 import dataclasses
 import functools
+import secrets
+import time
 import types
 import typing
 from dataclasses import dataclass, field
@@ -65,6 +67,7 @@ __all__ = [
     "TurnSlot",
     "Usage",
     "build",
+    "new_idempotency_key",
     "schema",
 ]
 
@@ -99,8 +102,22 @@ class ByName(Request):
 # --- messaging and the agent socket ---------------------------------------------
 
 class Send(Request, op="send"):
+    """On an agent's socket and (as the operator) on the admin socket.
+    ``idempotency_key`` (issue 16): 1..128 printable ASCII characters naming
+    the send; a retry with the same key from the same sender stores nothing and
+    is answered with the original ``message_id`` and ``duplicate: true``."""
+
     to: str
     body: str
+    idempotency_key: str | None = None
+
+
+def new_idempotency_key(prefix: str) -> str:
+    """A fresh key for one send (``hive mcp``: per tool call, ``hive send``: per
+    invocation): the time first, so each sender's keys grow and the unique index
+    takes them at its end (random keys cost a page write each), then 64 random
+    bits."""
+    return f"{prefix}-{time.time_ns():016x}-{secrets.token_hex(8)}"
 
 
 class Recv(Request, op="recv"):

@@ -10,12 +10,21 @@ savepoint of one transaction): the row at fault fails alone, with its own
 error, and the others are stored and acked. Replies are bounded: a recv takes
 at most ``RECV_BATCH`` messages and about ``RECV_BYTES``, ``recent`` at most
 ``RECENT_BYTES`` of wire bytes (the oldest rows are left out, and it says so).
+
+Exactly once across retries (issue 16): a send may carry an idempotency key,
+unique per sender. A retry (same sender, same key) stores nothing and is
+answered with the original id as a ``Duplicate``: at once when the original
+was committed before (the key is in sqlite, so also after a restart), with the
+original's outcome when both are in the same group commit. The key names the
+send: a retry's recipient and body are not compared (NATS JetStream's
+``Nats-Msg-Id`` does the same and flags the ack a duplicate).
 """
 
 from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Sequence
 from typing import Any
 
 import pykka
@@ -23,8 +32,15 @@ from peewee import Database, fn
 
 import hyperhive.logs as logs
 from hyperhive.actors.bridge import Handle, Reply, answers, claim, fail, parks, resolve
-from hyperhive.actors.broker_commit import Batch, Pending, body_bytes, insert_rows
-from hyperhive.actors.broker_core import RECV_BATCH, RECV_BYTES, BrokerCore, Waiter, clamp_wait
+from hyperhive.actors.broker_commit import Batch, Duplicate, Pending, Row, body_bytes, insert_rows, stored_keys
+from hyperhive.actors.broker_core import (
+    RECV_BATCH,
+    RECV_BYTES,
+    BrokerCore,
+    Waiter,
+    check_idempotency_key,
+    clamp_wait,
+)
 from hyperhive.actors.broker_reads import RECENT_BYTES, RECENT_CAP, mark_delivered, peek, recent_page, sql
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.events import Hub, MessageSent, MessageWoke
@@ -33,11 +49,13 @@ from hyperhive.store.models import Message
 from hyperhive.store.retention import delete_delivered_batch, incremental_vacuum
 from hyperhive.wire import InboxRow
 
-__all__ = ["MAX_ROW_BYTES", "RECENT_BYTES", "RECENT_CAP", "Broker"]
+__all__ = ["MAX_ROW_BYTES", "RECENT_BYTES", "RECENT_CAP", "Broker", "Duplicate", "SendItem"]
 
 _log = logs.get("hyperhive.broker")
 
 MAX_ROW_BYTES = 8 << 20  # sqlite's SQLITE_LIMIT_LENGTH on the Broker's connection: no message is bigger
+# (sender, to, body) or (sender, to, body, idempotency_key)
+SendItem = tuple[str, str, str] | tuple[str, str, str, str | None]
 
 
 def _check_body(body: object) -> None:
@@ -88,34 +106,40 @@ class Broker(pykka.ThreadingActor):
 
     # --- send --------------------------------------------------------------
     @parks
-    def send(self, reply: Reply[int] | None, sender: str, to: str, body: str) -> None:
-        """Queue a message; its reply (the new id) comes after the commit."""
+    def send(self, reply: Reply[int] | None, sender: str, to: str, body: str, key: str | None = None) -> None:
+        """Queue a message; its reply (the new id, or the ``Duplicate`` id of
+        the one its ``key`` names) comes after the commit."""
         try:
             _check_body(body)
+            check_idempotency_key(key)
             self.core.check_send(sender, to)
         except HiveError as exc:
             if claim(reply):
                 fail(reply, exc)
             return
-        self._queue(Pending(sender, to, body, reply))
+        self._queue(Pending(sender, to, body, reply, key=key))
 
     @parks
-    def send_many(self, reply: Reply[list[int | HiveError]] | None, items: list[tuple[str, str, str]]) -> None:
-        """Queue several ``(sender, to, body)`` sends; ``reply`` gets one result
-        per item, in order: the new message id, or the HiveError refusing it."""
+    def send_many(self, reply: Reply[list[int | HiveError]] | None, items: Sequence[SendItem]) -> None:
+        """Queue several ``(sender, to, body[, idempotency_key])`` sends; ``reply``
+        gets one result per item, in order: the new message id (a ``Duplicate``
+        for a retry), or the HiveError refusing it."""
         if not claim(reply):
             return
         batch = Batch(len(items), reply)
         if not items:
             resolve(reply, [])
-        for i, (sender, to, body) in enumerate(items):
+        for i, item in enumerate(items):
+            sender, to, body = item[0], item[1], item[2]
+            key = item[3] if len(item) > 3 else None
             try:
                 _check_body(body)
+                check_idempotency_key(key)
                 self.core.check_send(sender, to)
             except HiveError as exc:
                 batch.set(i, exc)
                 continue
-            self._queue(Pending(sender, to, body, None, (batch, i)))
+            self._queue(Pending(sender, to, body, None, (batch, i), key=key))
 
     def _queue(self, p: Pending) -> None:
         self._pending.append(p)
@@ -133,6 +157,7 @@ class Broker(pykka.ThreadingActor):
     def _flush(self) -> None:
         batch = [p for p in self._pending if claim(p.reply)]
         self._pending = []
+        batch = self._retries_answered(batch)
         if not batch:
             return
         now = time.time()
@@ -143,7 +168,7 @@ class Broker(pykka.ThreadingActor):
         # Rows for an agent with a parked recv are stored delivered, as many as
         # one recv takes; the rest wait undelivered for its next recv.
         taken: dict[str, list[int]] = {}
-        params: list[tuple[str, str, str, float, float | None]] = []
+        params: list[Row] = []
         for p in batch:
             delivered = None
             if waiters[p.to] is not None:
@@ -153,11 +178,11 @@ class Broker(pykka.ThreadingActor):
                     t[0] += 1
                     t[1] += size
                     delivered = now
-            params.append((p.sender, p.to, p.body, now, delivered))
+            params.append((p.sender, p.to, p.body, now, delivered, p.key))
         results = insert_rows(self._db, params)
         delivered_rows: dict[str, list[InboxRow]] = {}
         for p, prm, result in zip(batch, params, results, strict=True):
-            if isinstance(result, HiveError):
+            if isinstance(result, HiveError | Duplicate):  # refused, or its key was taken meanwhile
                 p.done(result)
                 continue
             row = InboxRow(result, p.sender, p.to, p.body, now, prm[4])
@@ -175,9 +200,39 @@ class Broker(pykka.ThreadingActor):
             else:  # every message for it was refused: it waits on
                 self.core.repark(w)
         for p, prm, result in zip(batch, params, results, strict=True):
-            if prm[4] is not None and not isinstance(result, HiveError):  # from the send's arrival to its recv
+            if prm[4] is not None and not isinstance(result, HiveError | Duplicate):  # from arrival to its recv
                 self._hub.publish(MessageWoke(p.to, woke_at - p.queued))
         _log.debug("broker.send", count=len(batch), woke=len(delivered_rows))
+
+    def _retries_answered(self, batch: list[Pending]) -> list[Pending]:
+        """The sends of ``batch`` to store. A retry of a send committed before is
+        answered now (``Duplicate``), a retry of one in this batch waits for its
+        outcome; the first with a key is stored."""
+        keyed = {(p.sender, p.key) for p in batch if p.key is not None}
+        if not keyed:
+            return batch
+        try:
+            stored = stored_keys(self._db, keyed)
+        except Exception:  # noqa: BLE001 - the unique index still refuses a second row
+            _log.exception("broker.key_lookup_failed", count=len(keyed))
+            stored = {}
+        out: list[Pending] = []
+        first: dict[tuple[str, str], Pending] = {}
+        for p in batch:
+            if p.key is None:
+                out.append(p)
+                continue
+            k = (p.sender, p.key)
+            if k in stored:
+                p.done(Duplicate(stored[k]))
+            elif k in first:
+                first[k].retries.append(p)
+            else:
+                first[k] = p
+                out.append(p)
+        if len(out) < len(batch):
+            _log.debug("broker.retries", count=len(batch) - len(out))
+        return out
 
     # --- recv --------------------------------------------------------------
     @parks

@@ -1,7 +1,10 @@
 """The Broker's group commit: the sends waiting for the next commit, the
 batch one ``send_many`` answers together, and the insert that stores a batch
 in one transaction, retried row by row (a savepoint each) when the store
-refuses it, so one bad send fails only itself."""
+refuses it, so one bad send fails only itself.
+
+A send with an idempotency key that was stored before (same sender, same key)
+is not stored again: it is answered ``Duplicate(original id)``, an int."""
 
 from __future__ import annotations
 
@@ -9,22 +12,29 @@ import sqlite3
 import time
 from dataclasses import dataclass, field
 
-from peewee import Database, DataError
+from peewee import Database, DataError, IntegrityError
 
 import hyperhive.logs as logs
 from hyperhive.actors.bridge import Reply, fail, resolve
 from hyperhive.actors.broker_reads import sql
 from hyperhive.errors import BadRequest, HiveError, Internal
 
-__all__ = ["Batch", "Pending", "body_bytes", "insert_rows", "store_error"]
+__all__ = ["Batch", "Duplicate", "Pending", "body_bytes", "insert_rows", "stored_keys", "store_error"]
 
 _log = logs.get("hyperhive.broker")
 
 _INSERT = (
-    "INSERT INTO messages (sender, recipient, body, sent_at, delivered_at) "
-    "VALUES (?, ?, ?, ?, ?)"
+    "INSERT INTO messages (sender, recipient, body, sent_at, delivered_at, idempotency_key) "
+    "VALUES (?, ?, ?, ?, ?, ?)"
 )
-Row = tuple[str, str, str, float, float | None]  # sender, recipient, body, sent_at, delivered_at
+Row = tuple[str, str, str, float, float | None, str | None]  # sender, recipient, body, sent_at, delivered_at, key
+Key = tuple[str, str]  # sender, idempotency_key
+_IN_CHUNK = 500  # keys per lookup (sqlite binds at most 32766 parameters)
+
+
+class Duplicate(int):
+    """The reply to a retried send: the id of the message its key already names
+    (nothing was stored). An int, so every caller of an id takes it as one."""
 
 
 class Batch:
@@ -50,9 +60,14 @@ class Pending:
     body: str
     reply: Reply[int] | None
     slot: tuple[Batch, int] | None = None
+    key: str | None = None  # its idempotency key
     queued: float = field(default_factory=time.monotonic)  # for the wake latency (F45)
+    # Retries of this send in the same batch (same sender and key): they get its outcome.
+    retries: list[Pending] = field(default_factory=list)
 
     def done(self, value: int | HiveError) -> None:
+        for r in self.retries:
+            r.done(value if isinstance(value, HiveError) else Duplicate(value))
         if self.slot is not None:
             self.slot[0].set(self.slot[1], value)
         elif isinstance(value, HiveError):
@@ -65,9 +80,28 @@ def body_bytes(body: str) -> int:
     return len(body) if body.isascii() else len(body.encode("utf-8", "surrogatepass"))
 
 
+def stored_keys(db: Database, keys: set[Key]) -> dict[Key, int]:
+    """The ids of the messages already stored under ``keys``: one indexed
+    lookup per sender and chunk of keys."""
+    by_sender: dict[str, list[str]] = {}
+    for sender, key in keys:
+        by_sender.setdefault(sender, []).append(key)
+    out: dict[Key, int] = {}
+    for sender, ks in by_sender.items():
+        for i in range(0, len(ks), _IN_CHUNK):
+            chunk = ks[i:i + _IN_CHUNK]
+            cur = sql(db).execute_sql(
+                f"SELECT idempotency_key, id FROM messages WHERE sender = ? AND idempotency_key IN "  # noqa: S608
+                f"({', '.join('?' * len(chunk))})", (sender, *chunk))
+            out.update({(sender, str(k)): int(mid) for k, mid in cur.fetchall()})
+    return out
+
+
 def insert_rows(db: Database, params: list[Row]) -> list[int | HiveError]:
     """Store the rows in one transaction; the new ids, in order. When the
-    store refuses the batch, row by row: each refused row gets its error."""
+    store refuses the batch, row by row: each refused row gets its error, and a
+    keyed row whose key is taken (stored meanwhile by another writer) the
+    original's id as a ``Duplicate``."""
     try:
         with db.atomic():
             cur = sql(db).cursor()
@@ -75,6 +109,9 @@ def insert_rows(db: Database, params: list[Row]) -> list[int | HiveError]:
             last = sql(db).execute_sql("SELECT last_insert_rowid()").fetchone()[0]
     except Exception as exc:  # noqa: BLE001 - every sender hears of it
         if len(params) == 1:
+            dup = _taken(db, params[0], exc)
+            if dup is not None:
+                return [dup]
             _log.warning("broker.send_refused", error=f"{type(exc).__name__}: {exc}")
             return [store_error(exc)]
         _log.warning("broker.batch_refused", count=len(params), error=f"{type(exc).__name__}: {exc}")
@@ -94,6 +131,10 @@ def _insert_each(db: Database, params: list[Row]) -> list[int | HiveError]:
                         cur.execute(_INSERT, prm)
                     out.append(int(cur.lastrowid))
                 except Exception as exc:  # noqa: BLE001 - this row's sender hears of it
+                    dup = _taken(db, prm, exc)
+                    if dup is not None:
+                        out.append(dup)
+                        continue
                     _log.warning("broker.send_refused", error=f"{type(exc).__name__}: {exc}")
                     out.append(store_error(exc))
     except Exception as exc:  # noqa: BLE001 - the transaction itself failed: nothing is stored
@@ -101,6 +142,19 @@ def _insert_each(db: Database, params: list[Row]) -> list[int | HiveError]:
         err = store_error(exc)
         return [err] * len(params)
     return out
+
+
+def _taken(db: Database, prm: Row, exc: BaseException) -> Duplicate | None:
+    """The original's id when ``exc`` is the unique index refusing a keyed row."""
+    if prm[5] is None or not isinstance(exc, (sqlite3.IntegrityError, IntegrityError)):
+        return None
+    key = (prm[0], prm[5])
+    try:
+        original = stored_keys(db, {key}).get(key)
+    except Exception:  # noqa: BLE001 - then the row is refused with its own error
+        _log.exception("broker.key_lookup_failed", count=1)
+        return None
+    return None if original is None else Duplicate(original)
 
 
 def store_error(exc: BaseException) -> HiveError:

@@ -1,6 +1,6 @@
 """The Broker's decisions, with no threads, sockets or database in sight:
 who may send to whom, how long a recv waits, and which parked recv a new
-message wakes."""
+message wakes, and what an idempotency key may be."""
 
 from __future__ import annotations
 
@@ -14,10 +14,28 @@ from hyperhive.errors import BadRequest, NotAllowed, UnknownAgent
 from hyperhive.names import OPERATOR, SYSTEM
 from hyperhive.wire import InboxRow
 
-__all__ = ["BrokerCore", "Waiter", "clamp_wait"]
+__all__ = ["MAX_KEY_LEN", "BrokerCore", "Waiter", "check_idempotency_key", "clamp_wait"]
 
 RECV_BATCH = 100  # messages one recv takes at most
 RECV_BYTES = 1 << 20  # and about this many bytes of them (always at least one message)
+MAX_KEY_LEN = 128  # an idempotency key: 1..128 printable ASCII characters (space to ~)
+
+
+def check_idempotency_key(key: object) -> str | None:
+    """A send's ``idempotency_key`` (None: the send has none), or BadRequest.
+
+    The key names the send, per sender: a retry with the same key is the same
+    send, whatever its recipient and body (as NATS JetStream's ``Nats-Msg-Id``).
+    """
+    if key is None:
+        return None
+    if not isinstance(key, str):
+        raise BadRequest(f"idempotency_key must be a string, got {type(key).__name__}")
+    if not 1 <= len(key) <= MAX_KEY_LEN or not (key.isascii() and key.isprintable()):  # ASCII printable: " ".."~"
+        shown = key[:40] + ("..." if len(key) > 40 else "")
+        raise BadRequest(f"idempotency_key must be 1 to {MAX_KEY_LEN} printable ASCII characters "
+                         f"(space to ~), got {len(key)} character(s): {shown!r}")
+    return key
 
 
 def clamp_wait(wait_seconds: float | None, default: float, cap: float) -> float:

@@ -32,7 +32,14 @@ class _Base(Model):
 
 
 class Message(_Base):
-    """A durable message (F1). Undelivered while delivered_at is NULL."""
+    """A durable message (F1). Undelivered while delivered_at is NULL.
+
+    ``idempotency_key`` (issue 16, added by migration; NULL: the send had none)
+    names the send per sender: a retry with the same key is answered with this
+    row's id and stores nothing. Unique per sender through a partial index (only
+    keyed rows are in it, so a send without a key pays nothing for it); the key
+    goes when the retention sweep deletes its row.
+    """
 
     id = AutoField()
     sender = CharField(max_length=64)
@@ -40,10 +47,15 @@ class Message(_Base):
     body = TextField()
     sent_at = FloatField()
     delivered_at = FloatField(null=True)
+    idempotency_key = CharField(max_length=128, null=True)
 
     class Meta:
         table_name = "messages"
         indexes = ((("recipient", "delivered_at", "id"), False),)
+
+
+Message.add_index(Message.sender, Message.idempotency_key, unique=True, name="messages_sender_idempotency_key",
+                  where=Message.idempotency_key.is_null(False))
 
 
 class Container(_Base):
@@ -178,9 +190,13 @@ class UsageArchive(_Base):
 MODELS = (Message, Container, Question, Approval, ModelCall, TurnRecord, UsageArchive)
 
 
-def open_hive_db(path: Path) -> SqliteDatabase:
-    """The daemon's hive.sqlite, bound to the models, its schema brought up to date."""
-    db = open_database(path)
+def open_hive_db(path: Path, synchronous: str = "full") -> SqliteDatabase:
+    """The daemon's hive.sqlite, bound to the models, its schema brought up to date.
+
+    ``full`` (the default) makes every acknowledged commit survive power loss;
+    ``normal`` only a process crash (`hyperhive.store.db.SYNCHRONOUS`).
+    """
+    db = open_database(path, synchronous)
     database.initialize(db)
     ensure_schema(db, MODELS)
     return db

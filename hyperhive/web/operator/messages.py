@@ -8,19 +8,22 @@ import pykka
 
 from hyperhive.actors.bridge import Handle
 from hyperhive.actors.broker import Broker
+from hyperhive.actors.broker_core import check_idempotency_key
 from hyperhive.names import OPERATOR
 from hyperhive.web.operator import counts
 from hyperhive.web.operator.checks import check_body, check_limit, check_recipient, more_of
-from hyperhive.web.tables.sends import SendBatcher
+from hyperhive.web.tables.sends import SendBatcher, sent_reply
 
 __all__ = ["inbox", "mark_read", "send"]
 
 
-async def send(sends: SendBatcher, to: object, body: object) -> dict[str, Any]:
-    """``{"message_id"}`` once the message is committed."""
+async def send(sends: SendBatcher, to: object, body: object, idempotency_key: object = None) -> dict[str, Any]:
+    """``{"message_id"}`` once the message is committed; a retry with the same
+    ``idempotency_key`` gets the original's id and ``"duplicate": true``."""
     recipient = check_recipient(to)
     text = check_body(body)
-    return {"message_id": await sends.send(OPERATOR, recipient, text)}
+    key = check_idempotency_key(idempotency_key)
+    return sent_reply(await sends.send(OPERATOR, recipient, text, key))
 
 
 async def inbox(broker: pykka.ActorProxy[Broker], limit: object = 50) -> dict[str, Any]:

@@ -55,7 +55,7 @@ def admin_ops(
         return await lifecycle_action(coordinator, "stop", req.name, OPERATOR)
 
     async def send(req: Send) -> dict[str, Any]:
-        return await messages.send(sends, req.to, req.body)
+        return await messages.send(sends, req.to, req.body, req.idempotency_key)
 
     async def inbox(req: Inbox) -> dict[str, Any]:
         return await messages.inbox(broker, req.limit)

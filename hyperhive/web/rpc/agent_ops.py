@@ -14,7 +14,7 @@ from hyperhive.names import AgentName, validate_recipient
 from hyperhive.web.operator import permissions
 from hyperhive.web.rpc.jsonlines import Op
 from hyperhive.web.tables.heartbeats import REPORTED, Heartbeats
-from hyperhive.web.tables.sends import SendBatcher
+from hyperhive.web.tables.sends import SendBatcher, sent_reply
 from hyperhive.web.tables.spend import Spend
 from hyperhive.web.tables.turn_slots import TurnSlots
 from hyperhive.wire import Grants, Heartbeat, InboxRow, Permission, Ping, Recent, Recv, Send, TurnDone, TurnSlot
@@ -49,7 +49,7 @@ def agent_ops(
 
     async def send(req: Send) -> dict[str, Any]:
         to = validate_recipient(req.to)
-        return {"message_id": await sends.send(agent, to, req.body)}
+        return sent_reply(await sends.send(agent, to, req.body, req.idempotency_key))
 
     def requeue(rows: list[InboxRow]) -> None:
         if rows:
