@@ -9,11 +9,20 @@ row by exact name, else by the longest row name it starts with at a ``-``
 boundary (``claude-sonnet-4-5-20250929`` → ``claude-sonnet-4-5``). A model no
 row names is not priced here: its cost is the one the CLI reports.
 
+What else the API bills by the usage it answers: the part of the cache writes
+made for an hour (``cache_creation.ephemeral_1h_input_tokens``, kept by
+`sse_usage` as ``cache_creation_1h_input_tokens``) at ``cache_write_1h`` (2×
+input unless given); server-side web searches
+(``server_tool_use.web_search_requests``) at ``WEB_SEARCH_USD`` each; and, on
+a row with ``long_context`` (Sonnet 4 with the 1M context), a prompt over that
+many input tokens (cache reads and writes included) at the long-context
+rates: the input side 2×, the output 1.5×.
+
 The defaults are Anthropic's list prices for the Claude models; the operator
 overrides or adds rows with ``--prices FILE`` (a JSON object ``{model:
-{"input": …, "output": …, "cache_read": …, "cache_write": …}}``, missing
-kinds derived from ``input`` as Anthropic does: cache reads at 0.1×, cache
-writes at 1.25×).
+{"input": …, "output": …, "cache_read": …, "cache_write": …, "cache_write_1h": …,
+"long_context_above": …}}``, missing kinds derived from ``input`` as Anthropic
+does: cache reads at 0.1×, cache writes at 1.25×, hour-long ones at 2×).
 """
 
 from __future__ import annotations
@@ -21,13 +30,14 @@ from __future__ import annotations
 import json
 import math
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 from typing import Any
 
 from hyperhive.errors import BadSetting
 
-__all__ = ["DEFAULT_PRICES", "KINDS", "USAGE_KEYS", "Price", "cost_usd", "load_prices", "parse_prices", "price_for"]
+__all__ = ["CACHE_1H_KEY", "DEFAULT_PRICES", "KINDS", "SEARCHES_KEY", "USAGE_KEYS", "WEB_SEARCH_USD", "Price",
+           "cost_usd", "load_prices", "parse_prices", "price_for"]
 
 KINDS = ("input", "output", "cache_read", "cache_write")
 # The Messages API's usage field for each kind.
@@ -36,6 +46,10 @@ USAGE_KEYS = {"input": "input_tokens", "output": "output_tokens", "cache_read": 
 MAX_PRICE = 10_000.0  # USD per million tokens: anything above is a typo
 MAX_ROWS = 1000
 MAX_TOKENS = 2**63 - 1  # what one call's count of a kind is taken as at most (sqlite's INTEGER)
+CACHE_1H_KEY = "cache_creation_1h_input_tokens"  # of the cache writes, those made for an hour (sse_usage)
+SEARCHES_KEY = "web_search_requests"  # server-side web searches (sse_usage)
+WEB_SEARCH_USD = 0.01  # $10 per 1000 searches
+LONG_INPUT, LONG_OUTPUT = 2.0, 1.5  # the long-context rates, times the row's
 
 
 @dataclass(frozen=True)
@@ -45,11 +59,17 @@ class Price:
     input: float
     output: float
     cache_read: float
-    cache_write: float
+    cache_write: float  # the 5-minute cache
+    cache_write_1h: float | None = None  # the hour-long cache (None: 2 x input)
+    long_context: int = 0  # input tokens over which the long-context rates apply (0: none)
 
     @classmethod
     def of(cls, input: float, output: float) -> Price:  # noqa: A002 - the kind's name
         return cls(input, output, round(input * 0.1, 6), round(input * 1.25, 6))
+
+    @property
+    def write_1h(self) -> float:
+        return self.input * 2 if self.cache_write_1h is None else self.cache_write_1h
 
     def to_wire(self) -> dict[str, float]:
         return {k: getattr(self, k) for k in KINDS}
@@ -58,7 +78,7 @@ class Price:
 DEFAULT_PRICES: Mapping[str, Price] = {
     "claude-opus-4-5": Price.of(5.0, 25.0),
     "claude-opus-4": Price.of(15.0, 75.0),  # 4 and 4.1
-    "claude-sonnet-4": Price.of(3.0, 15.0),  # 4 and 4.5 (prompts up to 200k tokens)
+    "claude-sonnet-4": replace(Price.of(3.0, 15.0), long_context=200_000),  # 4 and 4.5; past 200k: 2x, 1.5x
     "claude-haiku-4-5": Price.of(1.0, 5.0),
     "claude-3-7-sonnet": Price.of(3.0, 15.0),
     "claude-3-5-sonnet": Price.of(3.0, 15.0),
@@ -81,15 +101,21 @@ def price_for(model: str | None, table: Mapping[str, Price]) -> Price | None:
     return None if best is None else table[best]
 
 
+def _count(n: Any) -> int:
+    # A count is a response body's integer: one past a float's range would raise OverflowError.
+    return min(n, MAX_TOKENS) if isinstance(n, int) and not isinstance(n, bool) and n > 0 else 0
+
+
 def cost_usd(usage: Mapping[str, Any], price: Price) -> float:
-    """The cost of one call's tokens (``usage`` has the Messages API's keys)."""
-    total = 0.0
-    for kind in KINDS:
-        n = usage.get(USAGE_KEYS[kind]) or 0
-        if isinstance(n, int) and not isinstance(n, bool) and n > 0:
-            # A count is a response body's integer: one past a float's range would raise OverflowError.
-            total += min(n, MAX_TOKENS) * getattr(price, kind)
-    return total / 1_000_000
+    """The cost of one call (``usage`` has the Messages API's keys, and `sse_usage`'s
+    CACHE_1H_KEY and SEARCHES_KEY)."""
+    n = {kind: _count(usage.get(USAGE_KEYS[kind])) for kind in KINDS}
+    input_side = n["input"] * price.input + n["cache_read"] * price.cache_read + n["cache_write"] * price.cache_write
+    input_side += min(_count(usage.get(CACHE_1H_KEY)), n["cache_write"]) * (price.write_1h - price.cache_write)
+    output = n["output"] * price.output
+    if price.long_context and n["input"] + n["cache_read"] + n["cache_write"] > price.long_context:
+        input_side, output = input_side * LONG_INPUT, output * LONG_OUTPUT
+    return (input_side + output) / 1_000_000 + _count(usage.get(SEARCHES_KEY)) * WEB_SEARCH_USD
 
 
 def _number(value: Any, where: str) -> float:
@@ -112,16 +138,21 @@ def parse_prices(doc: Any, where: str = "prices") -> dict[str, Price]:
             raise BadSetting(f"{where}: {model!r} is not a model name")
         if not isinstance(row, dict):
             raise BadSetting(f"{where}: {model} must be an object like {{\"input\": 3, \"output\": 15}}")
-        unknown = set(row) - set(KINDS)
+        unknown = set(row) - {*KINDS, "cache_write_1h", "long_context_above"}
         if unknown:
             raise BadSetting(f"{where}: {model} has unknown key(s): {', '.join(sorted(map(str, unknown)))}")
         if "input" not in row or "output" not in row:
             raise BadSetting(f"{where}: {model} needs at least input and output")
         base = Price.of(_number(row["input"], f"{where}: {model}.input"),
                         _number(row["output"], f"{where}: {model}.output"))
+        long = row.get("long_context_above", 0)
+        if isinstance(long, bool) or not isinstance(long, int) or not 0 <= long <= MAX_TOKENS:
+            raise BadSetting(f"{where}: {model}.long_context_above must be a whole number of tokens, got {long!r}")
         out[model] = Price(base.input, base.output,
                            _number(row.get("cache_read", base.cache_read), f"{where}: {model}.cache_read"),
-                           _number(row.get("cache_write", base.cache_write), f"{where}: {model}.cache_write"))
+                           _number(row.get("cache_write", base.cache_write), f"{where}: {model}.cache_write"),
+                           None if "cache_write_1h" not in row else
+                           _number(row["cache_write_1h"], f"{where}: {model}.cache_write_1h"), long)
     return out
 
 

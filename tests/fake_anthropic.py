@@ -44,7 +44,8 @@ def tool_use(name: str, input: dict[str, Any], id: str | None = None) -> dict[st
 @dataclass
 class Reply:
     """One model answer. ``hold``: stream the first block's start, then stall
-    until the event is set (a turn that is visibly mid-way). ``status`` other
+    until the event is set (a turn that is visibly mid-way); a non-streamed
+    answer stalls before it is written. ``status`` other
     than 200 answers with an Anthropic-style error body instead."""
 
     blocks: list[dict[str, Any]] = field(default_factory=lambda: [text("ok")])
@@ -56,11 +57,15 @@ class Reply:
     cache_write_tokens: int = 0
     model: str | None = None  # the response's model (default: the request's)
 
-    def usage(self, output_tokens: int | None = None) -> dict[str, int]:
+    def usage(self, output_tokens: int | None = None) -> dict[str, Any]:
         return {"input_tokens": self.input_tokens,
                 "output_tokens": self.output_tokens if output_tokens is None else output_tokens,
                 "cache_read_input_tokens": self.cache_read_tokens,
                 "cache_creation_input_tokens": self.cache_write_tokens}
+
+    def delta_usage(self) -> dict[str, Any]:
+        """The final ``message_delta``'s usage (a subclass may answer the API's other shapes)."""
+        return {"output_tokens": self.output_tokens}
 
     @property
     def stop_reason(self) -> str:
@@ -154,6 +159,8 @@ class _Messages(tornado.web.RequestHandler):
         model = reply.model or body.get("model", "claude-test")
         self.fake._returned(body, {"model": model, **reply.usage()})
         if not body.get("stream"):
+            if reply.hold is not None:  # a long answer still being generated
+                await self._hold(reply.hold)
             self.write({
                 "id": msg_id, "type": "message", "role": "assistant", "model": model,
                 "content": reply.blocks, "stop_reason": reply.stop_reason, "stop_sequence": None,
@@ -181,7 +188,7 @@ class _Messages(tornado.web.RequestHandler):
         self.write(_sse("message_delta", {
             "type": "message_delta",
             "delta": {"stop_reason": reply.stop_reason, "stop_sequence": None},
-            "usage": {"output_tokens": reply.output_tokens},
+            "usage": reply.delta_usage(),
         }))
         self.write(_sse("message_stop", {"type": "message_stop"}))
 

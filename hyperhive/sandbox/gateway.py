@@ -34,7 +34,7 @@ from tornado.simple_httpclient import SimpleAsyncHTTPClient
 
 import hyperhive.logs as logs
 from hyperhive.net import BackoffHTTPServer
-from hyperhive.sandbox.gateway_forward import AGENT_BODY_BUDGET, Forward, describe
+from hyperhive.sandbox.gateway_forward import AGENT_BODY_BUDGET, MAX_IN_FLIGHT, Forward, describe
 from hyperhive.sandbox.upstream import Upstream, upstream_from_env
 
 # Upstream and upstream_from_env are re-exported for daemon.py and bench/gateway.py.
@@ -56,8 +56,12 @@ class Guard(Protocol):
     def refusal(self, agent: str) -> str | None:
         """Why ``agent`` may make no model call now (None: it may)."""
 
-    def cut(self, agent: str, usage: Mapping[str, Any]) -> str | None:
-        """Why the call streaming ``usage`` so far must stop now (None: it goes on)."""
+    def cut(self, agent: str, usage: Mapping[str, Any], call: object = None) -> str | None:
+        """Why the call streaming ``usage`` so far must stop now (None: it goes on); ``call``
+        (the request) counts in flight with that usage until `done`."""
+
+    def done(self, agent: str, call: object) -> None:
+        """The request ``call`` has ended (its usage is reported next)."""
 
 
 class _CappedServer(BackoffHTTPServer):
@@ -81,6 +85,7 @@ class ApiGateway:
         self.guard = guard
         self._servers: dict[str, tornado.httpserver.HTTPServer] = {}
         self._buffered: dict[str, int] = {}
+        self._in_flight: dict[str, int] = {}
         self._client: SimpleAsyncHTTPClient | None = None
         self._closing: set[asyncio.Future[None]] = set()
 
@@ -142,6 +147,21 @@ class ApiGateway:
 
     def buffered(self, agent: str) -> int:
         return self._buffered.get(agent, 0)
+
+    def enter(self, agent: str) -> bool:
+        """One more upstream request of ``agent``'s (until `leave`); False past MAX_IN_FLIGHT."""
+        n = self._in_flight.get(agent, 0)
+        if n >= MAX_IN_FLIGHT:
+            return False
+        self._in_flight[agent] = n + 1
+        return True
+
+    def leave(self, agent: str) -> None:
+        n = self._in_flight.get(agent, 0) - 1
+        if n > 0:
+            self._in_flight[agent] = n
+        else:
+            self._in_flight.pop(agent, None)
 
     def report(self, agent: str, record: dict[str, Any]) -> None:
         if self._on_usage is None:

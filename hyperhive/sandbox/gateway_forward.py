@@ -6,8 +6,11 @@ are forwarded; the agent's ``x-api-key``/``Authorization`` are replaced by
 the daemon's (they pass through when the daemon holds no credential). Bodies
 are buffered against the agent's budget (``ApiGateway.reserve``), responses
 stream back as they arrive, at the agent's pace, and their usage is read on
-the way (`sse_usage`) for ``gateway.request`` and ``on_usage``. Neither
-bodies nor credentials are ever logged.
+the way (`sse_usage`) for ``gateway.request`` and ``on_usage``. An agent that
+hangs up mid-answer stops only what it is sent: the answer is still read to
+its end and counted (the API bills it); the requests an agent has upstream,
+left ones included, are capped (`ApiGateway.enter`). Neither bodies nor
+credentials are ever logged.
 """
 
 from __future__ import annotations
@@ -22,24 +25,24 @@ import tornado.iostream
 import tornado.web
 
 import hyperhive.logs as logs
-from hyperhive.sandbox.sse_usage import UsageScanner, usage_from_json
+from hyperhive.sandbox.sse_usage import JsonUsage, UsageScanner
 from hyperhive.sandbox.upstream import upstream_url
 
 if TYPE_CHECKING:
     from hyperhive.sandbox.gateway import ApiGateway
 
-__all__ = ["AGENT_BODY_BUDGET", "BODY_LIMIT", "Forward", "describe"]
+__all__ = ["AGENT_BODY_BUDGET", "BODY_LIMIT", "MAX_IN_FLIGHT", "Forward", "describe"]
 
 _log = logs.get("hyperhive.gateway")
 
 BODY_LIMIT = 64 * 1024 * 1024
 AGENT_BODY_BUDGET = 2 * BODY_LIMIT  # request bodies one agent may have buffered here at once
+MAX_IN_FLIGHT = 16  # upstream requests per agent at once, those it hung up on included
 CONNECT_TIMEOUT = 30.0
 REQUEST_TIMEOUT = 1800.0  # a stream may last many minutes
 # What the key is used for: the Messages API (and its token count) and the model
 # list; the CLI also probes `HEAD /`. Nothing else (files, batches, admin) is forwarded.
 _FORWARDED = re.compile(r"(POST /v1/messages(/count_tokens)?|GET /v1/models(/[A-Za-z0-9._-]+)?|HEAD /)")
-_JSON_SCAN_LIMIT = 8 * 1024 * 1024  # a non-streamed body is kept for its usage only up to this
 
 _HOP = frozenset({"connection", "keep-alive", "proxy-connection", "proxy-authenticate", "proxy-authorization",
                   "te", "trailer", "trailers", "transfer-encoding", "upgrade"})
@@ -84,6 +87,7 @@ class Forward(tornado.web.RequestHandler):
         self._held = 0  # bytes of this body counted in the agent's budget
         self._size = 0
         self._rejected = False
+        self._guarded = False  # a model call: the budget is asked before it goes
         self._gone = False
         self._head_sent = False
         self._status = 0
@@ -91,7 +95,7 @@ class Forward(tornado.web.RequestHandler):
         self._resp_headers: list[tuple[str, str]] = []
         self._sse: UsageScanner | None = None
         self._checked = 0  # the scanner's updates the guard has seen
-        self._json: bytearray | None = None
+        self._json: JsonUsage | None = None
 
     def compute_etag(self) -> str | None:
         return None
@@ -108,17 +112,24 @@ class Forward(tornado.web.RequestHandler):
             self.finish(_api_error(f"{line} is not forwarded (only the Messages API and the model list)"))
             self._report()
             return
-        guard = self.gateway.guard
-        if guard is not None and line == "POST /v1/messages" and (why := guard.refusal(self.agent)) is not None:
-            # A 400, which the CLI does not retry: the turn ends here (a 429 or 5xx would be retried).
-            self._rejected = True
-            self.set_status(400)
-            self.finish(_api_error(why, "invalid_request_error"))
-            self._report()
+        self._guarded = line == "POST /v1/messages"
+        if self._refused():
             return
         length = self.request.headers.get("Content-Length")
         if length is not None and length.strip().isdigit() and int(length) > BODY_LIMIT:
             self._too_large()
+
+    def _refused(self) -> bool:
+        """A model call the budget refuses (asked at its head, and again once its body has come)."""
+        guard = self.gateway.guard
+        if guard is None or not self._guarded or (why := guard.refusal(self.agent)) is None:
+            return False
+        # A 400, which the CLI does not retry: the turn ends here (a 429 or 5xx would be retried).
+        self._rejected = True
+        self.set_status(400)
+        self.finish(_api_error(why, "invalid_request_error"))
+        self._report()
+        return True
 
     def data_received(self, chunk: bytes) -> None:
         if self._rejected:
@@ -174,13 +185,22 @@ class Forward(tornado.web.RequestHandler):
         elif line in ("\r\n", "\n"):
             if 100 <= self._status < 200:
                 return  # an interim response; the real one follows
+            self._scan_setup()
             self._start_response()
         else:
             name, _, value = line.partition(":")
             self._resp_headers.append((name.strip(), value.strip()))
 
+    def _scan_setup(self) -> None:
+        """The body's usage is read whether or not the agent is still there to be sent it."""
+        ctype = next((v for k, v in self._resp_headers if k.lower() == "content-type"), "").lower()
+        if ctype.startswith("text/event-stream"):
+            self._sse = UsageScanner()
+        elif ctype.startswith("application/json"):
+            self._json = JsonUsage()
+
     def _start_response(self) -> None:
-        if self._gone:
+        if self._gone or self._head_sent:
             return
         self.set_status(self._status, self._reason or None)
         self.clear_header("Content-Type")
@@ -198,32 +218,26 @@ class Forward(tornado.web.RequestHandler):
                     seen.add(low)
             except ValueError:
                 continue  # a header tornado will not write (control characters)
-        ctype = next((v for k, v in self._resp_headers if k.lower() == "content-type"), "").lower()
-        if ctype.startswith("text/event-stream"):
-            self._sse = UsageScanner()
-        elif ctype.startswith("application/json"):
-            self._json = bytearray()
         self._head_sent = True
         self.flush()
 
     def _on_chunk(self, chunk: bytes) -> Any:
-        if self._gone:
-            raise _AgentGone()
+        if self._gone and self._sse is None and self._json is None:
+            raise _AgentGone()  # nothing in it to count: the upstream read ends here
         if self._sse is not None:
             self._sse.feed(chunk)
             if self._sse.updates != self._checked and self.gateway.guard is not None:
                 self._checked = self._sse.updates
-                why = self.gateway.guard.cut(self.agent, self._sse.so_far())
+                why = self.gateway.guard.cut(self.agent, self._sse.so_far(), self)
                 if why is not None:
                     _log.warning("gateway.cut", agent=self.agent, reason=why)
                     raise _Cut(why)
         elif self._json is not None:
-            if len(self._json) + len(chunk) <= _JSON_SCAN_LIMIT:
-                self._json += chunk
-            else:
-                self._json = None
-        if not self._head_sent:
-            self._start_response()
+            self._json.feed(chunk)
+        if self._gone:
+            # The agent hung up: the rest is read (the API bills it) and counted, never sent.
+            return None
+        self._start_response()
         self.write(chunk)
         return self._flushed()  # awaited by the client: the agent's pace is the upstream's
 
@@ -231,8 +245,7 @@ class Forward(tornado.web.RequestHandler):
         try:
             await self.flush()
         except tornado.iostream.StreamClosedError:
-            self._gone = True
-            raise _AgentGone() from None
+            self._gone = True  # the next chunks are still read, for their usage
 
     # --- the request ---------------------------------------------------------
 
@@ -260,6 +273,14 @@ class Forward(tornado.web.RequestHandler):
         method = self.request.method or "GET"
         body = b"".join(self._chunks)
         self._drop_body()
+        if self._refused():  # the spend may have moved while the body came
+            return
+        if not gw.enter(self.agent):
+            # Left requests are still read to their end: this bounds what one agent holds upstream.
+            self.set_status(503)
+            self.finish(_api_error(f"this agent has {MAX_IN_FLIGHT} model API requests in flight", "overloaded_error"))
+            self._report()
+            return
         request = tornado.httpclient.HTTPRequest(
             url, method=method, headers=headers,
             body=body if body or method in ("POST", "PUT", "PATCH") else None,
@@ -282,6 +303,8 @@ class Forward(tornado.web.RequestHandler):
                 # Mid-stream: never end the response cleanly, the agent must see it was cut.
                 _log.info("gateway.upstream_cut", agent=self.agent, path=self._path(), error=describe(err))
                 self.request.connection.close()  # type: ignore[union-attr]
+        finally:
+            gw.leave(self.agent)
         self._report()
 
     def _path(self) -> str:
@@ -295,11 +318,13 @@ class Forward(tornado.web.RequestHandler):
         if self._sse is not None:
             usage = self._sse.result()
         elif self._json is not None:
-            usage = usage_from_json(bytes(self._json))
+            usage = self._json.result()
         status = self.get_status()
         record = {"model": None, "input_tokens": 0, "output_tokens": 0, "cache_read_input_tokens": 0,
                   "cache_creation_input_tokens": 0, **(usage or {}), "status": status, "path": path, "ms": ms}
         _log.info("gateway.request", agent=self.agent, method=self.request.method, path=path, status=status,
                   ms=ms, model=record["model"], input_tokens=record["input_tokens"],
                   output_tokens=record["output_tokens"])
+        if self.gateway.guard is not None:
+            self.gateway.guard.done(self.agent, self)  # its partial usage is replaced by the record below
         self.gateway.report(self.agent, record)

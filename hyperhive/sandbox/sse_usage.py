@@ -5,8 +5,10 @@ A streamed response (SSE) carries it in two places: ``message_start`` has the
 model and the input side (``input_tokens``, ``cache_read_input_tokens``,
 ``cache_creation_input_tokens``, an early ``output_tokens``), and each
 ``message_delta`` has the cumulative ``output_tokens`` (and may repeat the
-input fields); the last value seen wins. A plain JSON response has a
-``usage`` object beside ``model``.
+input fields, and has the ``server_tool_use`` counts); the last value seen
+wins. A plain JSON response has a ``usage`` object beside ``model``. Of the
+nested figures, the hour-long cache writes and the web searches are kept
+(flat: `pricing.CACHE_1H_KEY`, `pricing.SEARCHES_KEY`): the API bills them.
 
 `UsageScanner` takes the stream in whatever chunks the network gives, keeps
 at most one event (≤ 1 MiB) in memory, and JSON-decodes only the events that
@@ -16,14 +18,28 @@ can carry usage: the text deltas in between are never parsed.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from typing import Any
 
-__all__ = ["MAX_LINE", "UsageScanner", "usage_from_json", "usage_from_sse"]
+from hyperhive.pricing import CACHE_1H_KEY, SEARCHES_KEY
+
+__all__ = ["JSON_KEEP", "JSON_LIMIT", "MAX_LINE", "JsonUsage", "UsageScanner", "usage_from_json", "usage_from_sse"]
 
 MAX_LINE = 1 << 20
+JSON_LIMIT = 8 << 20  # a non-streamed answer is kept whole for its usage up to this
+JSON_KEEP = 64 << 10  # past it, this much of its head (the model) and of its tail (the usage)
 
 _FIELDS = ("input_tokens", "output_tokens", "cache_read_input_tokens", "cache_creation_input_tokens")
+
+
+# Figures nested in the usage the API bills by (`pricing.cost_usd`): (object, key) → the flat key kept.
+_NESTED = {("cache_creation", "ephemeral_1h_input_tokens"): CACHE_1H_KEY,
+           ("server_tool_use", "web_search_requests"): SEARCHES_KEY}
+
+
+def _count(v: object) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool) and v >= 0
 
 
 def _merge(into: dict[str, Any], usage: object) -> bool:
@@ -32,14 +48,19 @@ def _merge(into: dict[str, Any], usage: object) -> bool:
     seen = False
     for k in _FIELDS:
         v = usage.get(k)
-        if isinstance(v, int) and not isinstance(v, bool) and v >= 0:
+        if _count(v):
             into[k] = v
+            seen = True
+    for (outer, inner), key in _NESTED.items():
+        part = usage.get(outer)
+        if isinstance(part, dict) and _count(v := part.get(inner)):
+            into[key] = v
             seen = True
     return seen
 
 
 def _empty() -> dict[str, Any]:
-    return {"model": None, **dict.fromkeys(_FIELDS, 0)}
+    return {"model": None, **dict.fromkeys(_FIELDS, 0)}  # the nested figures only when the API gave them
 
 
 class UsageScanner:
@@ -159,4 +180,63 @@ def usage_from_json(body: bytes) -> dict[str, Any] | None:
         return None
     if isinstance(obj.get("model"), str):
         usage["model"] = obj["model"]
+    return usage
+
+
+class JsonUsage:
+    """A non-streamed answer fed as it arrives: kept whole up to JSON_LIMIT, past it only
+    its ends (the Messages API writes ``model`` before ``content`` and ``usage`` after it)."""
+
+    def __init__(self, limit: int = JSON_LIMIT, keep: int = JSON_KEEP) -> None:
+        self._limit, self._keep = limit, keep
+        self._body = bytearray()
+        self._head: bytes | None = None
+        self._tail = bytearray()
+
+    def feed(self, data: bytes) -> None:
+        if self._head is None:
+            if len(self._body) + len(data) <= self._limit:
+                self._body += data
+                return
+            self._body += data
+            self._head = bytes(self._body[:self._keep])
+            self._tail, self._body = bytearray(self._body[-self._keep:]), bytearray()
+            return
+        self._tail += data
+        if len(self._tail) > 2 * self._keep:
+            del self._tail[:-self._keep]
+
+    def result(self) -> dict[str, Any] | None:
+        if self._head is None:
+            return usage_from_json(bytes(self._body))
+        return _usage_from_ends(self._head, bytes(self._tail))
+
+
+_MODEL = re.compile(r'"model"\s*:\s*("(?:[^"\\]|\\.){0,256}")')
+_USAGE_KEY = re.compile(r'"usage"\s*:\s*')
+
+
+def _usage_from_ends(head: bytes, tail: bytes) -> dict[str, Any] | None:
+    """The usage of an answer too big to keep, from its ends: the last ``"usage":`` object
+    of the tail (a tool's input inside ``content`` comes before the answer's own)."""
+    text = tail.decode("utf-8", "replace")
+    if not text.rstrip().endswith("}"):
+        return None  # cut short (its own usage never came): what is in it is the model's text
+    found = list(_USAGE_KEY.finditer(text))
+    usage = _empty()
+    for m in reversed(found):
+        try:
+            obj, _ = json.JSONDecoder().raw_decode(text, m.end())
+        except ValueError:
+            continue
+        if _merge(usage, obj):
+            break
+    else:
+        return None
+    model = _MODEL.search(head.decode("utf-8", "replace"))
+    if model is not None:
+        try:
+            usage["model"] = json.loads(model.group(1))
+        except ValueError:
+            pass
     return usage

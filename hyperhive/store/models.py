@@ -141,7 +141,7 @@ class ModelCall(_Base):
     cache_read_tokens = BigIntegerField(default=0)
     cache_write_tokens = BigIntegerField(default=0)
     cost_usd = FloatField(null=True)
-    cost_source = CharField(max_length=16, null=True)  # priced | reported
+    cost_source = CharField(max_length=16, null=True)  # priced | reported | dearest (a model the table lacks)
     turn = IntegerField(null=True)
     status = IntegerField(default=0)
 

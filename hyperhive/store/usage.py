@@ -23,6 +23,7 @@ __all__ = [
 TOKEN_COLUMNS = {"input_tokens": "input_tokens", "output_tokens": "output_tokens",
                  "cache_read_input_tokens": "cache_read_tokens", "cache_creation_input_tokens": "cache_write_tokens"}
 KINDS = ("input_tokens", "output_tokens", "cache_read_tokens", "cache_write_tokens")
+NOT_PRICED = ("reported", "dearest")  # costs not from the price table (summary's reported_calls)
 
 
 @dataclass(frozen=True)
@@ -34,20 +35,25 @@ class CallRow:
     cost_usd: float | None
     turn: int | None
     status: int
+    source: str | None = None  # how the cost was had: "priced" (the table; the default), "dearest" (unpriced)
+
+
+def _source(row: CallRow) -> str | None:
+    return None if row.cost_usd is None else row.source or "priced"
 
 
 def insert_call(db: Database, row: CallRow) -> int:
     with db.atomic():
         call = ModelCall.create(
             agent=row.agent, at=row.at, model=row.model, cost_usd=row.cost_usd, turn=row.turn, status=row.status,
-            cost_source=None if row.cost_usd is None else "priced", **{k: row.tokens.get(k, 0) for k in KINDS})
+            cost_source=_source(row), **{k: row.tokens.get(k, 0) for k in KINDS})
     return int(call.id)
 
 
 def insert_calls(db: Database, rows: Iterable[CallRow]) -> int:
     """Many calls in one statement (the Ledger's batch; call it inside its transaction)."""
     values = [{"agent": r.agent, "at": r.at, "model": r.model, "cost_usd": r.cost_usd, "turn": r.turn,
-               "status": r.status, "cost_source": None if r.cost_usd is None else "priced",
+               "status": r.status, "cost_source": _source(r),
                **{k: r.tokens.get(k, 0) for k in KINDS}} for r in rows]
     for i in range(0, len(values), 200):  # well under sqlite's bound variables per statement
         ModelCall.insert_many(values[i:i + 200]).execute()
@@ -62,16 +68,17 @@ def start_turn(db: Database, turn: int, agent: str, at: float) -> None:
 def end_turn(db: Database, turn: int, at: float, reported: float | None, extra: float = 0.0) -> None:
     """Close the turn with the CLI's reported cost; ``extra`` (what the spend
     table counted for the turn's calls to models the price table lacks: the
-    report beyond the priced calls, bounded) is shared out evenly over those
-    calls ("reported")."""
+    report beyond the priced calls, bounded; with no report, the dearest
+    price) is shared out evenly over those calls ("reported", "dearest")."""
     with db.atomic():
         TurnRecord.update(ended_at=at, reported_cost_usd=reported).where(TurnRecord.id == turn).execute()
-        if reported is None:
+        if reported is None and not extra:
             return
         unpriced = [c.id for c in ModelCall.select(ModelCall.id).where(
             (ModelCall.turn == turn) & ModelCall.cost_usd.is_null())]
         if unpriced:
-            ModelCall.update(cost_usd=max(0.0, extra) / len(unpriced), cost_source="reported").where(
+            ModelCall.update(cost_usd=max(0.0, extra) / len(unpriced),
+                             cost_source="reported" if reported is not None else "dearest").where(
                 ModelCall.id.in_(unpriced)).execute()
 
 
@@ -89,7 +96,7 @@ def summary(db: Database, since: float | None) -> dict[str, dict[str, Any]]:
     the archive included)."""
     q = ModelCall.select(
         ModelCall.agent, fn.COUNT(ModelCall.id).alias("calls"), fn.SUM(ModelCall.cost_usd).alias("cost"),
-        fn.SUM(ModelCall.cost_source == "reported").alias("reported"),
+        fn.SUM(ModelCall.cost_source.in_(NOT_PRICED)).alias("reported"),
         fn.SUM(ModelCall.cost_usd.is_null()).alias("unpriced"),
         *(fn.SUM(getattr(ModelCall, k)).alias(k) for k in KINDS))
     if since is not None:
@@ -197,7 +204,7 @@ def archive_batch(db: Database, cutoff: float, batch: int = 2000) -> tuple[int, 
         for r in rows:
             s = per.setdefault(r.agent, _folded())
             s["calls"] += 1
-            s["reported_calls"] += r.cost_source == "reported"
+            s["reported_calls"] += r.cost_source in NOT_PRICED
             s["unpriced_calls"] += r.cost_usd is None
             s["cost_usd"] += float(r.cost_usd or 0.0)
             s["until"] = max(s["until"], float(r.at))

@@ -115,8 +115,9 @@ def test_an_unpriced_model_counts_only_at_its_turns_end_with_what_the_report_say
 
 
 @pytest.mark.parametrize(("reported", "adds"), [
-    (None, 0.0), (0.5, 0.0), (1.0, 0.0), (float("nan"), 0.0), (float("inf"), 0.0), (-3.0, 0.0), (2.5, 1.5),
+    (None, 2.0), (0.5, 0.0), (1.0, 0.0), (float("nan"), 0.0), (float("inf"), 0.0), (-3.0, 0.0), (2.5, 1.5),
     (3.0, 2.0), (4.0, 2.0), (1e6, 2.0),  # at most the unpriced tokens at the dearest price known ($2 here)
+    # None: no report (a harness gone mid-turn, a CLI that said nothing): at the dearest price (review 15)
 ])
 def test_what_a_turns_report_adds_for_its_unpriced_calls(reported: float | None, adds: float) -> None:
     w = World()
@@ -130,12 +131,13 @@ def test_what_a_turns_report_adds_for_its_unpriced_calls(reported: float | None,
 
 def test_a_report_adds_nothing_to_a_turn_without_unpriced_calls_or_outside_any_turn() -> None:
     w = World()
-    w.call("a", 1000, model="other-model")  # outside any turn: never counted
+    w.call("a", 1000, model="other-model")  # outside any turn no report comes: at the dearest price, $1
+    assert w.rows[-1].cost_usd == pytest.approx(1.0) and w.rows[-1].source == "dearest"
     w.spend.turn_started("a")
     w.call("a", 1000)
     w.spend.turn_ended("a", 9.0)  # no unpriced call in the turn: the gateway's count stands
     w.spend.turn_ended("a", 9.0)  # no turn at all
-    assert w.spend.spent("a") == pytest.approx(1.0)
+    assert w.spend.spent("a") == pytest.approx(2.0)
     assert [t[0] for t in w.turns] == ["start", "end"]
 
 
@@ -281,13 +283,15 @@ def test_a_streaming_call_is_cut_when_it_would_take_the_agent_past_its_hard_cap(
         assert why == "a reached its hard cap ($1.50, 1.5 x $1.00 per day)"
 
 
-def test_cut_follows_the_fleet_and_never_cuts_an_unpriced_or_unbudgeted_call() -> None:
+def test_cut_follows_the_fleet_counts_an_unpriced_call_at_the_dearest_price_and_never_cuts_an_unbudgeted_one(
+        ) -> None:
     w = World(fleet=Budget(2.0, "day"))
     w.call("a", 2000)
     assert w.spend.cut("b", {"model": "m", "input_tokens": 999}) is None
     assert w.spend.cut("b", {"model": "m", "input_tokens": 1000}) == \
         "the fleet reached its hard cap ($3.00, 1.5 x $2.00 per day)"
-    assert w.spend.cut("b", {"model": "other", "input_tokens": 10**9}) is None
+    assert w.spend.cut("b", {"model": "other", "input_tokens": 999}) is None
+    assert w.spend.cut("b", {"model": "other", "input_tokens": 1000}) is not None
     assert World().spend.cut("a", {"model": "m", "input_tokens": 10**9}) is None
 
 

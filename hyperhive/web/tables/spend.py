@@ -3,9 +3,12 @@ the budget gate, on the IOLoop thread.
 
 Counted where it cannot be faked: every model call's usage comes from the
 API gateway (`record`, at the end of each call), priced with the table of
-`pricing`; a call to a model the table lacks counts when its turn ends, at
-the CLI's reported cost (`turn_ended`). The Ledger actor gets each row (a
-tell); the sums stay here, so the checks below cost additions.
+`pricing`. A call to a model the table lacks is priced at the dearest price
+the table knows: outside a turn at once (no report will come), in a turn
+when it ends, at the CLI's reported cost if it reported one (never more than
+the dearest price; meanwhile the gate counts it at the dearest). The Ledger
+actor gets each row (a tell); the sums stay here, so the checks below cost
+additions.
 
 The gate:
 - `wait_admitted` (the agent socket's ``turn_slot``, and its harness's system
@@ -15,7 +18,9 @@ The gate:
   refused always; one over budget is refused outside a turn (its harness
   asks for no slot: it gets no model either);
 - `cut` (the gateway, as a response streams): a call that takes the agent
-  past its hard cap is cut, so a running turn ends there.
+  past its hard cap is cut, so a running turn ends there. The calls still in
+  flight count with what their usage says so far (`cut` with the call, until
+  `done`): many streams at once cannot each take the whole headroom.
 
 Each rise in standing (`budgets.standing`: warn, over, capped), per agent or
 for the fleet and per window, is reported once to ``on_standing`` (the
@@ -67,11 +72,13 @@ class Spend:
         self._windows = Windows()
         # agent → (turn id, priced cost so far, its unpriced calls at the dearest known price)
         self._turn: dict[str, tuple[int, float, float]] = {}
-        self._dearest = Price(*(max((getattr(p, k) for p in prices.values()), default=0.0) for k in KINDS))
+        top = [max((float(getattr(p, k)) for p in prices.values()), default=0.0) for k in (*KINDS, "write_1h")]
+        self._dearest = Price(top[0], top[1], top[2], top[3], top[4])
         self._next_turn = 1
         # who → (window start, highest level reported, the limit in dollars it was reported against)
         self._levels: dict[str, tuple[float, int, float | None]] = {}
         self._waiters: dict[str, list[asyncio.Future[None]]] = {}
+        self._in_flight: dict[str, dict[object, float]] = {}  # agent → call → its cost so far
         self._timer: asyncio.TimerHandle | None = None
         self.on_standing: OnStanding | None = None
 
@@ -134,24 +141,48 @@ class Spend:
     # --- the gateway ----------------------------------------------------------------------
     def refusal(self, agent: str) -> str | None:
         for who in (agent, FLEET):
-            s = self.standing(who)
+            limit = self.limit(who)
+            if limit is None:
+                continue
+            s = standing(self.spent(who, limit.per) + self._pending(who), limit, self.hard_cap_factor, self.warn_at)
             if s == "capped" or (s == "over" and agent not in self._turn):
-                why = self.blocked(agent) or "over budget"
+                why = self.blocked(agent) or self._capped(who, limit)
                 return f"{why}; no model call until the operator raises it"
         return None
 
-    def cut(self, agent: str, usage: Mapping[str, Any]) -> str | None:
-        """A call streaming ``usage`` so far: why it must stop (the hard cap), or None."""
-        price = price_for(usage.get("model"), self.prices)
-        if price is None:
-            return None
-        extra = cost_usd(usage, price)
+    def cut(self, agent: str, usage: Mapping[str, Any], call: object = None) -> str | None:
+        """A call streaming ``usage`` so far: why it must stop (the hard cap), or None.
+        ``call`` (the gateway's request): counted in flight with this usage until `done`."""
+        extra = cost_usd(usage, price_for(usage.get("model"), self.prices) or self._dearest)
+        if call is not None:
+            self._in_flight.setdefault(agent, {})[call] = extra
+            extra = 0.0  # in `_pending` now
         for who in (agent, FLEET):
             limit = self.limit(who)
-            if limit is not None and self.spent(who, limit.per) + extra >= limit.usd * self.hard_cap_factor:
-                return f"{'the fleet' if who == FLEET else agent} reached its hard cap " \
-                       f"({money(limit.usd * self.hard_cap_factor)}, {self.hard_cap_factor:g} x {limit.text()})"
+            if limit is not None and self.spent(who, limit.per) + self._pending(who) + extra >= \
+                    limit.usd * self.hard_cap_factor:
+                return self._capped(who, limit)
         return None
+
+    def done(self, agent: str, call: object) -> None:
+        """The gateway's ``call`` ended (its usage comes to `record`)."""
+        calls = self._in_flight.get(agent)
+        if calls is not None:
+            calls.pop(call, None)
+            if not calls:
+                del self._in_flight[agent]
+
+    def _pending(self, who: str) -> float:
+        """What ``who`` spends that the sums hold not yet: the calls in flight (their usage so
+        far) and the running turns' calls to unpriced models (at the dearest price)."""
+        if who == FLEET:
+            return sum(sum(c.values()) for c in self._in_flight.values()) + sum(t[2] for t in self._turn.values())
+        turn = self._turn.get(who)
+        return sum(self._in_flight.get(who, {}).values()) + (turn[2] if turn is not None else 0.0)
+
+    def _capped(self, who: str, limit: Budget) -> str:
+        return f"{'the fleet' if who == FLEET else who} reached its hard cap " \
+               f"({money(limit.usd * self.hard_cap_factor)}, {self.hard_cap_factor:g} x {limit.text()})"
 
     def record(self, agent: str, usage: Mapping[str, Any]) -> None:
         """One call's usage, from the gateway (at the end of the call)."""
@@ -160,9 +191,15 @@ class Spend:
         price = price_for(usage.get("model"), self.prices)
         cost = None if price is None else cost_usd(usage, price)
         turn = self._turn.get(agent)
+        source = None
+        if cost is None and turn is None and any(tokens.values()):
+            # Outside a turn no report will come: a model the table lacks costs the dearest price.
+            cost, source = cost_usd(usage, self._dearest), "dearest"
         if self._record is not None and (any(tokens.values()) or cost):
             self._record(CallRow(agent, now, usage.get("model"), tokens, cost, turn[0] if turn else None,
-                                 int(usage.get("status") or 0)))
+                                 int(usage.get("status") or 0), source))
+        if source is not None:
+            _log.warning("spend.unpriced_model", agent=agent, model=usage.get("model"), at_dearest=cost)
         if cost is None:
             if any(tokens.values()):
                 _log.warning("spend.unpriced_model", agent=agent, model=usage.get("model"))
@@ -205,9 +242,12 @@ class Spend:
             return
         # The calls to a model the table lacks cost what the CLI reports beyond the priced ones, but
         # never more than at the dearest price known: an agent cannot drain the fleet's budget by lying.
+        # With no report (a harness gone, a CLI that said nothing) they cost the dearest price.
         extra = 0.0
         if turn[2] and reported is not None and math.isfinite(reported):
             extra = min(max(0.0, reported - turn[1]), turn[2])
+        elif turn[2] and reported is None:
+            extra = turn[2]
         if self._turns is not None:
             self._turns("end", turn[0], agent, self._now(), reported, extra)
         if extra:
