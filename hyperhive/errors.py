@@ -12,6 +12,7 @@ HiveError                   code             http
 ├── UnknownId               unknown_id       404   no question / approval with that id
 ├── Conflict                conflict         409   the agent already exists / wrong state
 ├── Unavailable             unavailable      503   an actor stopped, no reply in time, or the daemon is shutting down
+│   └── StorageUnavailable  storage_unavailable 503 the store cannot commit (disk full, read-only, I/O error)
 ├── BackendFailed           backend_failed   502   a container command failed (its stderr attached)
 ├── Internal                internal         500   anything unexpected (logged with its traceback)
 └── TransportError          transport_error  503   client side only: the request never got an answer
@@ -20,7 +21,7 @@ HiveError                   code             http
     └── TimedOut            timed_out        503   no answer within the client's own timeout
 
 Callers match on the class or on ``code``; the message is for people. The
-daemon sends the first thirteen (``to_wire``; the client rebuilds them with
+daemon sends the first fourteen (``to_wire``; the client rebuilds them with
 ``from_wire``). The transport family is raised by hyperhive.client only and
 never crosses a socket, so "the daemon said unavailable" (it answered) stays
 apart from "the daemon could not be asked" (as httpx keeps TransportError
@@ -57,6 +58,7 @@ __all__ = [
     "SandboxUnavailable",
     "StartupError",
     "StateDirBusy",
+    "StorageUnavailable",
     "TimedOut",
     "TransportError",
     "Unavailable",
@@ -148,6 +150,12 @@ class Unavailable(HiveError, code="unavailable", status=503):
     """The daemon answered that it cannot serve this now: an actor stopped,
     it had no reply in time, or it is shutting down. Sent by the daemon;
     compare TransportError, where no answer came at all."""
+
+
+class StorageUnavailable(Unavailable, code="storage_unavailable"):
+    """The store cannot commit: the disk is full, the filesystem read-only, or
+    an I/O error (the message says which). Nothing was stored; the daemon
+    recovers by itself once the storage works again, so a retry may succeed."""
 
 
 class BackendFailed(HiveError, code="backend_failed", status=502):

@@ -26,7 +26,7 @@ TRANSPORT = [TransportError, ConnectFailed, ConnectionLost, TimedOut]
 def test_the_registry_holds_every_declared_code() -> None:
     assert [code for code, _ in WIRE] == sorted([
         "bad_request", "bad_json", "line_too_long", "unknown_op", "bad_name", "not_allowed", "forbidden",
-        "unknown_agent", "unknown_id", "conflict", "unavailable", "backend_failed", "internal",
+        "unknown_agent", "unknown_id", "conflict", "unavailable", "storage_unavailable", "backend_failed", "internal",
     ])
     assert {cls for cls in errors._BY_CODE.values() if not cls.on_wire} == set(TRANSPORT)
 

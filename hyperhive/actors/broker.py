@@ -18,6 +18,13 @@ was committed before (the key is in sqlite, so also after a restart), with the
 original's outcome when both are in the same group commit. The key names the
 send: a retry's recipient and body are not compared (NATS JetStream's
 ``Nats-Msg-Id`` does the same and flags the ack a duplicate).
+
+Storage faults (issue 16): a commit the store cannot make (disk full,
+read-only, I/O error) fails every send of its batch with
+``storage_unavailable`` (never acknowledged), and the next commit tries again:
+the Broker recovers by itself when the storage works again. ``stats()["storage"]``
+counts the failed commits by op and says whether the last one failed (the
+``/metrics`` counter and the dashboard's banner).
 """
 
 from __future__ import annotations
@@ -44,7 +51,8 @@ from hyperhive.actors.broker_core import (
 from hyperhive.actors.broker_reads import RECENT_BYTES, RECENT_CAP, mark_delivered, peek, recent_page, sql
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.events import Hub, MessageSent, MessageWoke
-from hyperhive.errors import BadRequest, HiveError, Internal, Unavailable
+from hyperhive.errors import BadRequest, HiveError, Internal, StorageUnavailable, Unavailable
+from hyperhive.store.faults import storage_fault
 from hyperhive.store.models import Message
 from hyperhive.store.retention import delete_delivered_batch, incremental_vacuum
 from hyperhive.wire import InboxRow
@@ -77,6 +85,9 @@ class Broker(pykka.ThreadingActor):
         self._pending: list[Pending] = []
         self._flush_queued = False
         self._me: Handle[Broker] | None = None
+        # Storage faults: failed commits by op, and the last commit's fault (None: it worked).
+        self._storage_failures: dict[str, int] = {}
+        self._storage_fault: str | None = None
 
     @property
     def me(self) -> Handle[Broker]:
@@ -180,6 +191,8 @@ class Broker(pykka.ThreadingActor):
                     delivered = now
             params.append((p.sender, p.to, p.body, now, delivered, p.key))
         results = insert_rows(self._db, params)
+        refused = next((r for r in results if isinstance(r, StorageUnavailable)), None)
+        self._storage_outcome("send", None if refused is None else refused.message)
         delivered_rows: dict[str, list[InboxRow]] = {}
         for p, prm, result in zip(batch, params, results, strict=True):
             if isinstance(result, HiveError | Duplicate):  # refused, or its key was taken meanwhile
@@ -254,7 +267,10 @@ class Broker(pykka.ThreadingActor):
                     resolve(reply, mark_delivered(self._db, rows))
                 except Exception as exc:  # noqa: BLE001
                     _log.exception("broker.recv_failed", agent=agent)
-                    fail(reply, Internal(f"recv failed: {exc}"))
+                    fault = storage_fault(exc)
+                    self._storage_outcome("recv", fault)
+                    fail(reply, Internal(f"recv failed: {exc}") if fault is None
+                         else StorageUnavailable(f"recv failed: {fault}"))
             return
         assert reply is not None
         w = self.core.park(agent, system, reply, time.monotonic() + wait)
@@ -319,7 +335,19 @@ class Broker(pykka.ThreadingActor):
         q = (Message.select(Message.recipient, fn.COUNT(Message.id))
              .where(Message.delivered_at.is_null()).group_by(Message.recipient).tuples())
         undelivered: dict[str, int] = {str(r[0]): int(r[1]) for r in q}  # type: ignore[index]
-        return {"parked": self.core.parked(), "undelivered": undelivered}
+        return {"parked": self.core.parked(), "undelivered": undelivered, "storage": self.storage()}
+
+    def storage(self) -> dict[str, Any]:
+        """``{"failures": {op: failed commits}, "failing": the last commit's fault or None}``."""
+        return {"failures": dict(self._storage_failures), "failing": self._storage_fault}
+
+    def _storage_outcome(self, op: str, fault: str | None) -> None:
+        """Record a commit's outcome: ``fault`` when the store could not write."""
+        if fault is not None:
+            self._storage_failures[op] = self._storage_failures.get(op, 0) + 1
+        elif self._storage_fault is not None:
+            _log.info("broker.storage_recovered", op=op)
+        self._storage_fault = fault
 
     # --- retention (F22) -----------------------------------------------------
     @parks

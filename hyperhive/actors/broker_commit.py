@@ -3,6 +3,11 @@ batch one ``send_many`` answers together, and the insert that stores a batch
 in one transaction, retried row by row (a savepoint each) when the store
 refuses it, so one bad send fails only itself.
 
+A storage fault (disk full, read-only, I/O error: `hyperhive.store.faults`) is
+no fault of a row: the whole batch fails at once with ``StorageUnavailable``,
+never retried row by row, and the connection is left out of any transaction
+(sqlite may already have rolled it back), so the next commit starts clean.
+
 A send with an idempotency key that was stored before (same sender, same key)
 is not stored again: it is answered ``Duplicate(original id)``, an int."""
 
@@ -17,9 +22,10 @@ from peewee import Database, DataError, IntegrityError
 import hyperhive.logs as logs
 from hyperhive.actors.bridge import Reply, fail, resolve
 from hyperhive.actors.broker_reads import sql
-from hyperhive.errors import BadRequest, HiveError, Internal
+from hyperhive.errors import BadRequest, HiveError, Internal, StorageUnavailable
+from hyperhive.store.faults import storage_fault
 
-__all__ = ["Batch", "Duplicate", "Pending", "body_bytes", "insert_rows", "stored_keys", "store_error"]
+__all__ = ["Batch", "Duplicate", "Pending", "body_bytes", "insert_rows", "settle", "stored_keys", "store_error"]
 
 _log = logs.get("hyperhive.broker")
 
@@ -108,6 +114,9 @@ def insert_rows(db: Database, params: list[Row]) -> list[int | HiveError]:
             cur.executemany(_INSERT, params)
             last = sql(db).execute_sql("SELECT last_insert_rowid()").fetchone()[0]
     except Exception as exc:  # noqa: BLE001 - every sender hears of it
+        fault = storage_fault(exc)
+        if fault is not None:
+            return _storage_failed(db, len(params), fault)
         if len(params) == 1:
             dup = _taken(db, params[0], exc)
             if dup is not None:
@@ -131,6 +140,8 @@ def _insert_each(db: Database, params: list[Row]) -> list[int | HiveError]:
                         cur.execute(_INSERT, prm)
                     out.append(int(cur.lastrowid))
                 except Exception as exc:  # noqa: BLE001 - this row's sender hears of it
+                    if storage_fault(exc) is not None:
+                        raise  # not this row's fault: the whole transaction fails
                     dup = _taken(db, prm, exc)
                     if dup is not None:
                         out.append(dup)
@@ -138,10 +149,30 @@ def _insert_each(db: Database, params: list[Row]) -> list[int | HiveError]:
                     _log.warning("broker.send_refused", error=f"{type(exc).__name__}: {exc}")
                     out.append(store_error(exc))
     except Exception as exc:  # noqa: BLE001 - the transaction itself failed: nothing is stored
+        fault = storage_fault(exc)
+        if fault is not None:
+            return _storage_failed(db, len(params), fault)
         _log.exception("broker.commit_failed", count=len(params))
         err = store_error(exc)
         return [err] * len(params)
     return out
+
+
+def _storage_failed(db: Database, n: int, fault: str) -> list[int | HiveError]:
+    _log.error("broker.storage_failed", count=n, cause=fault)
+    settle(db)
+    return [StorageUnavailable(f"the message was not stored: {fault}")] * n
+
+
+def settle(db: Database) -> None:
+    """Leave this thread's connection out of any transaction after a failed
+    commit (sqlite rolls some back itself, not all): the next BEGIN must work."""
+    try:
+        conn = sql(db).connection()
+        if conn.in_transaction:
+            conn.rollback()
+    except Exception:  # noqa: BLE001 - the next commit reports the store's state
+        _log.exception("broker.rollback_failed")
 
 
 def _taken(db: Database, prm: Row, exc: BaseException) -> Duplicate | None:
@@ -161,6 +192,9 @@ def store_error(exc: BaseException) -> HiveError:
     """What a sender hears when the store refused its message."""
     if isinstance(exc, HiveError):
         return exc
+    fault = storage_fault(exc)
+    if fault is not None:
+        return StorageUnavailable(f"the message was not stored: {fault}")
     if isinstance(exc, (DataError, sqlite3.DataError)):  # e.g. "string or blob too big"
         return BadRequest(f"the message cannot be stored: {exc}")
     if isinstance(exc, UnicodeError):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sqlite3
 from pathlib import Path
 from typing import Any
 
@@ -42,9 +43,24 @@ def open_database(path: Path, synchronous: str = "normal") -> SqliteDatabase:
     """
     given = pragmas(synchronous)
     path.parent.mkdir(parents=True, exist_ok=True)
-    db = SqliteDatabase(str(path), pragmas=given, lock_type="IMMEDIATE")
+    if not path.exists() or path.stat().st_size == 0:
+        _create(path, given)
+    # auto_vacuum only counts on a new file, and setting it on an existing one takes a
+    # write: on a full disk every new connection (one per thread) would fail to open.
+    db = SqliteDatabase(str(path), pragmas=[p for p in given if p[0] != "auto_vacuum"], lock_type="IMMEDIATE")
     db.connect(reuse_if_open=True)
     return db
+
+
+def _create(path: Path, given: list[tuple[str, Any]]) -> None:
+    """A new file gets auto_vacuum before journal_mode=wal (its header records both)."""
+    conn = sqlite3.connect(path)
+    try:
+        for name, value in given:
+            if name in ("auto_vacuum", "journal_mode"):
+                conn.execute(f"PRAGMA {name} = {value}")
+    finally:
+        conn.close()
 
 
 def synchronous_of(db: SqliteDatabase) -> str:

@@ -11,17 +11,23 @@ tokens of each call the API gateway saw (kind: input, output, cache_read,
 cache_write), and ``hyperhive_cost_usd_total{agent}`` what they cost at the
 daemon's price table. A call to a model the table lacks adds tokens but no
 cost here (`hive usage` counts its turn's reported cost instead).
+
+Storage faults (issue 16): ``hyperhive_storage_failures_total{op}`` counts the
+commits the store could not make (disk full, read-only, I/O error), moved at
+scrape time by what the Broker counted since the last scrape, and
+``hyperhive_storage_failing`` is 1 while the last commit failed.
 """
 
 from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable, Mapping
-from typing import Any
+from typing import Any, TypeVar
 
 import pykka
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+import hyperhive.logs as logs
 from hyperhive.actors.approvals import Approvals
 from hyperhive.actors.bridge import Handle
 from hyperhive.actors.broker import Broker
@@ -45,6 +51,9 @@ from hyperhive.pricing import DEFAULT_PRICES, USAGE_KEYS, Price, cost_usd, price
 
 __all__ = ["Metrics"]
 
+_log = logs.get("hyperhive.metrics")
+T = TypeVar("T")
+
 
 MODEL_LABEL_MAX = 64  # a model name longer than this is cut (it comes from the upstream's reply)
 TOKENS_MAX = 2**63 - 1  # one call's count of a kind is taken as at most this (a float holds it)
@@ -54,6 +63,15 @@ def _model_label(model: Any) -> str:
     if not isinstance(model, str) or not model:
         return "unknown"
     return "".join(c if c.isprintable() else "?" for c in model[:MODEL_LABEL_MAX])
+
+
+async def _read(what: str, aw: Awaitable[T]) -> T | None:
+    """``aw``'s value; None (logged) when it failed."""
+    try:
+        return await aw
+    except Exception as exc:  # noqa: BLE001 - the other figures are still served
+        _log.warning("metrics.read_failed", what=what, error=f"{type(exc).__name__}: {exc}")
+        return None
 
 
 class Metrics:
@@ -93,6 +111,11 @@ class Metrics:
         self.parked = Gauge("hyperhive_parked_recvs", "recvs parked in the broker", ["kind"], registry=r)
         self.undelivered = Gauge("hyperhive_undelivered_messages", "messages not yet received", registry=r)
         self.pending_questions = Gauge("hyperhive_pending_questions", "questions waiting", registry=r)
+        self.storage_failures = Counter("hyperhive_storage_failures",
+                                        "commits the store could not make (disk full, read-only, I/O error)",
+                                        ["op"], registry=r)
+        self._storage_seen: dict[str, int] = {}  # the Broker's counts at the last scrape
+        self.storage_failing = Gauge("hyperhive_storage_failing", "1 while the last commit failed", registry=r)
         self.pending_approvals = Gauge("hyperhive_pending_approvals", "approvals waiting", registry=r)
 
     def on_event(self, event: Event) -> None:
@@ -138,6 +161,14 @@ class Metrics:
             if cost > 0:
                 self.cost.labels(agent=agent).inc(cost)
 
+    def _count_storage(self, storage: Mapping[str, Any]) -> None:
+        for op, n in (storage.get("failures") or {}).items():
+            seen = self._storage_seen.get(op, 0)
+            if n > seen:
+                self.storage_failures.labels(op=op).inc(n - seen)
+            self._storage_seen[op] = n
+        self.storage_failing.set(1 if storage.get("failing") else 0)
+
     async def scrape(self, containers: Callable[[], Awaitable[list[dict[str, Any]]]],
                      broker: pykka.ActorProxy[Broker], questions: pykka.ActorProxy[Questions],
                      approvals: pykka.ActorProxy[Approvals],
@@ -146,9 +177,14 @@ class Metrics:
         """Read the gauges (containers from the dashboard's snapshot mirror), then render the text format.
         ``usage_of(snaps)`` (``StateSource.read_usage``: file reads in an executor) gives each running
         agent's cgroup figures; without it, a snapshot's own ``usage`` is taken."""
-        snaps, stats, qs, aps = await asyncio.gather(
-            containers(), Handle(broker).ask(Broker.stats), Handle(questions).ask(Questions.list),
-            Handle(approvals).ask(Approvals.list))
+        # A read the store refuses (a full disk can fail even a new connection's pragmas) leaves
+        # those gauges as they were: /metrics must answer while storage fails (issue 16).
+        asks = (Handle(broker).ask(Broker.stats), Handle(questions).ask(Questions.list),
+                Handle(approvals).ask(Approvals.list))
+        got_snaps, got_stats, qs, aps = await asyncio.gather(
+            _read("containers", containers()), _read("broker", asks[0]), _read("questions", asks[1]),
+            _read("approvals", asks[2]))
+        snaps, stats = got_snaps or [], got_stats or {}
         if usage_of is not None:
             figures = await usage_of(snaps)
             snaps = [{**s, "usage": figures.get(s["name"])} for s in snaps]
@@ -172,6 +208,9 @@ class Metrics:
         self.parked.labels(kind="tool").set(sum(p.get("tool", 0) for p in parked))
         self.parked.labels(kind="system").set(sum(p.get("system", 0) for p in parked))
         self.undelivered.set(sum(stats.get("undelivered", {}).values()))
-        self.pending_questions.set(len(qs.get("pending", [])))
-        self.pending_approvals.set(len(aps.get("pending", [])))
+        self._count_storage(stats.get("storage") or {})
+        if qs is not None:
+            self.pending_questions.set(len(qs.get("pending", [])))
+        if aps is not None:
+            self.pending_approvals.set(len(aps.get("pending", [])))
         return generate_latest(self.registry)

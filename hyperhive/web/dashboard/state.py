@@ -308,6 +308,8 @@ class StateSource:
                     self.activity(results["ls"]), obs.usage, obs.workspaces, cells)
             if "tombstones" in want:
                 out["tombstones"] = views.build_tombstone_views(obs.tombstones)
+            # Storage faults (issue 16): ``{"failures": {op: n}, "failing": cause or None}``.
+            out["storage"] = results["stats"].get("storage")
         if "questions" in want:
             out["questions"] = views.build_question_views(results["questions"], now)
         if "approvals" in want:

@@ -202,7 +202,7 @@ class BudgetService:
         stop = budget_question("the fleet" if who == FLEET else who, spent, limit, base_usd)[1][2]
         if usd is not None:
             self.set_limit(who, usd)
-        elif how == "answered" and not text.strip().casefold().startswith(stop.casefold()):
+        elif how == "answered" and text.strip().casefold().split(",", 1)[0].strip() != stop.casefold():
             self._spawn(self._exceeded(who, spent, limit, unread=text))  # a typo stops nothing: asked again
         elif who != FLEET and self._stop_agent is not None:
             _log.info("budget.stopping", agent=who, how=how)

@@ -14,6 +14,7 @@ from hyperhive.names import AgentName, validate_recipient
 from hyperhive.web.operator import permissions
 from hyperhive.web.rpc.jsonlines import Op
 from hyperhive.web.tables.heartbeats import REPORTED, Heartbeats
+from hyperhive.web.tables.inflight import InFlight
 from hyperhive.web.tables.sends import SendBatcher, sent_reply
 from hyperhive.web.tables.spend import Spend
 from hyperhive.web.tables.turn_slots import TurnSlots
@@ -33,7 +34,7 @@ def agent_ops(
     agent: AgentName, broker: BrokerRef, sends: SendBatcher, recv_cap: float, manager: bool = False,
     beats: Heartbeats | None = None, hub: Hub | None = None, slots: TurnSlots | None = None,
     questions: QuestionsRef | None = None, permission_ttl: float = 600.0, pulls: Pulls | None = None,
-    spend: Spend | None = None,
+    spend: Spend | None = None, inflight: InFlight | None = None,
 ) -> dict[str, Op]:
     beats = beats or Heartbeats(5.0)
     slots = slots or TurnSlots(0)
@@ -43,9 +44,9 @@ def agent_ops(
         if spend is not None:
             spend.turn_ended(agent, reported)
 
-    # The ids the harness's last system recv took, until a turn is granted: a harness that
-    # goes away while its turn waits (a budget, the F44 queue) gives them back undelivered.
-    untaken: list[int] = []
+    # The ids the harness's system recvs took, until the turn on them is done: a harness
+    # that goes away first (its container stops or crashes) has them delivered again.
+    inflight = inflight or InFlight()
 
     async def send(req: Send) -> dict[str, Any]:
         to = validate_recipient(req.to)
@@ -64,7 +65,7 @@ def agent_ops(
             await spend.wait_admitted(agent)
         rows = await Handle(broker).within(timeout, on_orphan=requeue).ask(Broker.recv, agent, wait, req.system)
         if req.system:
-            untaken[:] = [r.id for r in rows]
+            inflight.took(agent, [r.id for r in rows])
         return {"messages": rows_out(rows)}
 
     def recv_unsent(response: dict[str, Any]) -> None:
@@ -87,22 +88,17 @@ def agent_ops(
     async def turn_slot(req: TurnSlot) -> dict[str, Any]:
         if req.kind not in ("turn", "compact"):
             raise BadRequest(f"kind must be turn or compact, got {req.kind!r}")
-        try:
-            if spend is not None:  # over budget (the agent's or the fleet's): no turn starts (issue 15)
-                await spend.wait_admitted(agent)
-            await slots.acquire(agent)
-        except BaseException:  # the harness went away while its turn waited
-            if untaken:
-                Handle(broker).tell(Broker.requeue, list(untaken))
-                untaken.clear()
-            raise
+        if spend is not None:  # over budget (the agent's or the fleet's): no turn starts (issue 15)
+            await spend.wait_admitted(agent)
+        await slots.acquire(agent)
         if req.kind == "turn":
-            untaken.clear()
+            inflight.turn_started(agent)
         if spend is not None and not spend.in_turn(agent):
             spend.turn_started(agent)
         return {"granted": True}
 
     async def turn_done(req: TurnDone) -> dict[str, Any]:
+        inflight.turn_done(agent)
         cost = req.cost_usd
         if cost is not None and not (isinstance(cost, int | float) and 0 <= cost <= 1e6):
             give_back()  # the slot goes back whatever the report says

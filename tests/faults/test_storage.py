@@ -1,0 +1,119 @@
+"""Storage faults (issue 16): the daemon's state dir on a small tmpfs (root
+only), filled by a file of the test's own until the disk is full. Sends are
+answered ``storage_unavailable`` and never acknowledged (no refused message is
+in hive.sqlite), ``/metrics`` counts the failed commits, the daemon stays up,
+and once the filler is deleted the next send commits.
+
+A read-only remount cannot be tested this way: Linux refuses ``remount,ro``
+(EBUSY) while any file on the filesystem is open for writing, and the daemon
+always holds hive.sqlite and its -wal/-shm open. The classifier's unit tests
+(tests/test_storage_faults.py) cover SQLITE_READONLY on a real read-only
+connection."""
+
+from __future__ import annotations
+
+import os
+import re
+import sqlite3
+import subprocess
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+from faults_common import SINK, log_problems, report
+from support import Hive
+
+from hyperhive.errors import HiveError
+
+pytestmark = [pytest.mark.faults, pytest.mark.e2e]
+
+BODY = 32 * 1024  # characters per send: a few hundred fill the rest of the disk
+MAX_SENDS = 2000  # sends before the disk must have been full
+REFUSED_AFTER = 20  # sends after the first refusal, all of which must be refused or truly stored
+
+
+@pytest.fixture
+def small_state(tmp_path: Path) -> Iterator[Path]:
+    if os.geteuid() != 0:
+        pytest.skip("mounting a tmpfs needs root")
+    state = tmp_path / "state"
+    state.mkdir()
+    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", str(state)], check=True)
+    try:
+        yield state
+    finally:
+        subprocess.run(["umount", "-l", str(state)], check=False)
+
+
+def _fill(path: Path) -> None:
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass
+
+
+def _stored_bodies(db: Path) -> set[str]:
+    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
+    try:
+        return {str(r[0]).split(" ", 1)[0] for r in conn.execute("SELECT body FROM messages")}
+    finally:
+        conn.close()
+
+
+def _failures(hive: Hive) -> int:
+    status, body = hive.get("/metrics")
+    assert status == 200, body[-2000:]
+    m = re.search(r'^hyperhive_storage_failures_total\{op="send"\} (\S+)$', body.decode(), re.M)
+    return int(float(m.group(1))) if m else 0
+
+
+def test_a_full_disk_refuses_sends_clearly_and_recovers(small_state: Path) -> None:
+    hive = Hive(small_state).start()
+    try:
+        hive.spawn(SINK)
+        hive.admin("stop", name=SINK)  # its messages are stored undelivered
+        filler = small_state / "filler"
+        _fill(filler)
+        acked: dict[str, int] = {}
+        refused: list[str] = []
+        codes: set[str] = set()
+        for i in range(MAX_SENDS):
+            tag = f"m{i}"
+            try:
+                acked[tag] = hive.admin("send", to=SINK, body=f"{tag} " + "x" * BODY)["message_id"]
+            except HiveError as exc:
+                codes.add(exc.code)
+                refused.append(tag)
+                assert "disk is full" in exc.message, exc.message
+            if len(refused) >= REFUSED_AFTER:
+                break
+        assert codes == {"storage_unavailable"}, codes
+        assert len(refused) >= REFUSED_AFTER, f"the disk never filled: {len(acked)} sends acknowledged"
+        assert hive.proc is not None and hive.proc.poll() is None, "the daemon went down"
+        assert _failures(hive) >= 1
+        code, state = hive.get_json("/api/state")
+        assert code == 200 and "state" in state, state
+        state = state["state"]
+        assert "disk is full" in str(state["storage"]["failing"]), state["storage"]
+
+        filler.unlink()
+        after = hive.admin("send", to=SINK, body="after the disk was freed")["message_id"]
+        assert after > max(acked.values(), default=0)
+        stored = _stored_bodies(hive.paths.db)
+        assert set(acked) <= stored, "an acknowledged send is missing"
+        falsely = stored & set(refused)
+        assert not falsely, f"refused sends were stored: {sorted(falsely)}"
+        code, state = hive.get_json("/api/state")
+        assert code == 200 and "state" in state, state
+        state = state["state"]
+        assert state["storage"]["failing"] is None and state["storage"]["failures"]["send"] >= 1
+        # Other writers (the Ledger's turn records) log their own refused writes: only those may show.
+        assert not [p for p in log_problems(hive.log_path) if "database or disk is full" not in p]
+        report(f"storage full disk: {len(refused)} sends refused storage_unavailable, 0 acknowledged "
+               f"({len(acked)} stored before the disk filled, all present), {_failures(hive)} failed commits "
+               "counted, recovered")
+    finally:
+        hive.stop()
