@@ -5,7 +5,11 @@ The global flags (`--state-dir`) come from the declared settings and work
 before the verb and after it (`hive --state-dir X ls`, `hive ls --state-dir X`),
 on every verb but `harness`, whose own `--state-dir` is the agent's. A
 `StartupError` (`hive serve` cannot start as configured) is one line on
-stderr and exit status 1; a refused request is exit status 2."""
+stderr and exit status 1; a refused request is exit status 2.
+
+`hive send` makes one idempotency key per invocation and, when the connection
+is lost before the answer, sends again once with that key (issue 16): the
+message is stored once either way."""
 
 from __future__ import annotations
 
@@ -22,9 +26,10 @@ from hyperhive import cli_gate, client, settings
 from hyperhive.cli_gate import say
 from hyperhive.cli_ls import format_ls
 from hyperhive.cli_usage import format_usage
-from hyperhive.errors import HiveError, StartupError
+from hyperhive.errors import ConnectFailed, ConnectionLost, HiveError, StartupError
 from hyperhive.logs import terminal_safe
 from hyperhive.paths import StatePaths
+from hyperhive.wire_requests import new_idempotency_key
 
 __all__ = ["main"]
 
@@ -128,6 +133,28 @@ def _admin(ns: argparse.Namespace, op: str, **fields: Any) -> dict[str, Any]:
                           **fields)
 
 
+SEND_RECONNECT = 10.0  # after a lost connection, how long the one retry waits for the daemon to listen again
+
+
+def _send(ns: argparse.Namespace) -> dict[str, Any]:
+    """The operator's send under this invocation's key; once more with the same
+    key after a lost connection (waiting up to SEND_RECONNECT for the daemon)."""
+    fields = {"to": ns.name, "body": " ".join(ns.text), "idempotency_key": new_idempotency_key("cli")}
+    try:
+        return _admin(ns, "send", **fields)
+    except ConnectionLost:
+        pass
+    end, delay = time.monotonic() + SEND_RECONNECT, 0.25
+    while True:
+        try:
+            return _admin(ns, "send", **fields)
+        except ConnectFailed:  # not listening again yet: nothing was sent
+            if time.monotonic() + delay > end:
+                raise
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
+
+
 def main(argv: list[str] | None = None) -> int:
     ns = _parser().parse_args(argv)
     try:
@@ -149,9 +176,8 @@ def _run(ns: argparse.Namespace) -> int:
         return serve(settings.from_args(ns))
     if ns.cmd == "harness":
         import hyperhive.logs as logs
-        from hyperhive.harness.loop import die_with_parent, run_harness
-        logs.configure(sys.stderr)
-        die_with_parent()
+        from hyperhive.harness.loop import run_harness
+        logs.configure(sys.stderr)  # no death signal with the daemon: it outlives a restart (issue 16)
         from hyperhive.harness.loop import HarnessOptions, limit_files
         if ns.sandboxed:
             limit_files()
@@ -202,8 +228,9 @@ def _run(ns: argparse.Namespace) -> int:
             say(f"{r['name']}: {r['branch']} at {r['commit'][:12]}, {r['ahead']} ahead of HEAD")
         return 0
     if ns.cmd == "send":
-        resp = _admin(ns, "send", to=ns.name, body=" ".join(ns.text))
-        say(f"sent #{resp['message_id']} to {ns.name}")
+        resp = _send(ns)
+        again = " (already sent: this retry stored nothing)" if resp.get("duplicate") else ""
+        say(f"sent #{resp['message_id']} to {ns.name}{again}")
         return 0
     if ns.cmd in cli_gate.VERBS:
         return cli_gate.run(ns, lambda op, **f: _admin(ns, op, **f))

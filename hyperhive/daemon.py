@@ -6,6 +6,10 @@ Coordinator → Approvals → dashboard → VacuumSweeper → boot (manager, kep
 starts) → questions re-armed → admin socket → READY.
 Stop: the same in reverse, as one table of steps (`_STOP_ORDER`), each run and
 logged whatever the others did; any actor still running at the end is logged.
+SIGTERM/SIGINT stop the agents too (their desired state is kept), unless
+``--keep-agents``; SIGUSR2 is a handover (``systemctl reload``): the daemon
+stops and leaves every harness running for the next daemon to adopt, and exits
+with `EXIT_HANDED_OVER` (the unit restarts it on that status).
 
 The first log line is the dashboard's login URL (``daemon.dashboard``), the
 last one of the start ``daemon.ready url=… agents=N``. A `StartupError`
@@ -61,6 +65,7 @@ from hyperhive.sandbox.allowlist import parse_resolve
 from hyperhive.sandbox.endpoints import AgentEndpoints
 from hyperhive.sandbox.gateway import ApiGateway, upstream_from_env
 from hyperhive.settings import Settings
+from hyperhive.store.db import synchronous_of
 from hyperhive.store.models import open_hive_db
 from hyperhive.web.dashboard.access import Access, load_token, login_url
 from hyperhive.web.dashboard.app import Dashboard, bind_dashboard, start_dashboard
@@ -72,13 +77,16 @@ from hyperhive.web.rpc.journal_ops import journal_ops
 from hyperhive.web.rpc.jsonlines import JsonLineServer, bind_socket
 from hyperhive.web.rpc.sockets import AgentSockets
 from hyperhive.web.tables.heartbeats import Heartbeats
+from hyperhive.web.tables.inflight import InFlight
 from hyperhive.web.tables.sends import SendBatcher
 from hyperhive.web.tables.turn_slots import TurnSlots
 from hyperhive.workspace_pulls import Pulls
 from hyperhive.workspace_status_probe import ProbeCgroups
 from hyperhive.workspace_status_probe import use_cgroups as use_probe_cgroups
 
-__all__ = ["Daemon", "serve", "start", "stop"]
+__all__ = ["EXIT_HANDED_OVER", "Daemon", "serve", "start", "stop"]
+
+EXIT_HANDED_OVER = 75  # EX_TEMPFAIL: stopped on SIGUSR2, agents left running; start me again
 
 _log = logs.get("hyperhive.daemon")
 
@@ -147,7 +155,8 @@ async def _bring_up(d: Daemon, token: str) -> None:
     listeners = await bind_dashboard(settings)  # before any actor: a failure leaves nothing running
     url = login_url(settings.listen_host, listeners[0].getsockname()[1], token)
     _log.info("daemon.dashboard", url=url)  # the operator's way in, first thing (`hive url` prints it too)
-    d.db = open_hive_db(paths.db)
+    d.db = open_hive_db(paths.db, settings.db_synchronous)
+    _log.info("store.opened", path=str(paths.db), synchronous=synchronous_of(d.db))  # as the pragma reads
     io_loop = IOLoop.current()
     clock = LoopClock(io_loop)
     # The model API's credential stays here: agents reach the API through this gateway.
@@ -198,9 +207,16 @@ async def _bring_up(d: Daemon, token: str) -> None:
         use_probe_cgroups(ProbeCgroups.of(backend.cgroups, lambda n: paths.load_applied(AgentName(n)).limits(
             lim.memory_mb, lim.pids)))
 
+    inflight = InFlight()
+
+    def redeliver(name: str) -> None:  # what its turn had taken and never finished goes round again
+        if ids := inflight.lost(name):
+            Handle(broker).tell(Broker.requeue, ids)
+
     def forget_gone(event: Event) -> None:  # on an actor thread: hand over
         if isinstance(event, ContainerState) and not event.snapshot.running:
             io_loop.add_callback(slots.release, event.snapshot.name)  # a stopped or dead harness holds no slot
+            io_loop.add_callback(redeliver, event.snapshot.name)
         elif isinstance(event, ContainerRemoved):
             io_loop.add_callback(beats.forget, event.agent)  # a respawn under the name starts afresh
 
@@ -209,7 +225,7 @@ async def _bring_up(d: Daemon, token: str) -> None:
     def ops_for(name: AgentName, manager: bool) -> dict[str, Any]:
         ops = agent_ops(name, broker, sends, settings.recv_cap_seconds, manager, d.heartbeats, d.hub, slots,
                         questions=d.questions, permission_ttl=settings.permission_ttl_seconds, pulls=pulls,
-                        spend=costs.spend)
+                        spend=costs.spend, inflight=inflight)
         if not manager:
             return {**ops, **refused_manager_ops()}
         # m1nd's socket opens at boot, once the Coordinator and Approvals are up.
@@ -280,12 +296,15 @@ def _step(name: str, run: Callable[[], object]) -> None:
         _log.info("daemon.stop_step", step=name)
 
 
-def stop(d: Daemon) -> None:
-    """Shut down in reverse order of start."""
-    _log.info("daemon.stopping")
+def stop(d: Daemon, keep_agents: bool = False) -> None:
+    """Shut down in reverse order of start. ``keep_agents``: every harness is left
+    running (released, not stopped) for the next daemon to adopt."""
+    _log.info("daemon.stopping", keep_agents=keep_agents)
     sdnotify.stopping(d.notifier)
     for attr, how in _STOP_ORDER:
         part = getattr(d, attr)
+        if attr == "coordinator" and part is not None and keep_agents:  # no verb can run any more
+            _step("release_agents", partial(_release_agents, part))
         if part is not None and (how == _ACTOR or hasattr(part, how)):
             _step(attr, partial(_stop_actor, part, attr) if how == _ACTOR else getattr(part, how))
     if pykka.ActorRegistry.get_all():
@@ -295,6 +314,10 @@ def stop(d: Daemon) -> None:
     _step("admin_socket", partial(_remove_socket, d.paths.admin_socket))
     _step("lock", d.lock.close)
     _log.info("daemon.stopped")
+
+
+def _release_agents(coordinator: CoordinatorRef) -> None:
+    Handle(coordinator).future(Coordinator.release_all).result(timeout=120)
 
 
 def _stop_left() -> None:
@@ -330,17 +353,25 @@ def _stop_actor(proxy: Any, name: str) -> None:
         _log.error("daemon.actor_stop_timeout", actor=name)
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings) -> int:
     done = asyncio.Event()
+    handover = [False]
     loop = asyncio.get_running_loop()
+
+    def hand_over() -> None:
+        handover[0] = True
+        done.set()
+
     # Before start: a SIGTERM while booting is kept and shuts down cleanly after.
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, done.set)
+    loop.add_signal_handler(signal.SIGUSR2, hand_over)
     d = await start(settings)
     try:
         await done.wait()
     finally:
-        stop(d)
+        stop(d, keep_agents=handover[0] or settings.keep_agents)
+    return EXIT_HANDED_OVER if handover[0] else 0
 
 
 def _raise_file_limit() -> None:
@@ -362,8 +393,7 @@ def serve(settings: Settings) -> int:
     logs.configure(fmt=settings.log_format)
     _raise_file_limit()
     try:
-        asyncio.run(_serve(settings))
+        return asyncio.run(_serve(settings))
     except HiveError as exc:  # e.g. the nixos backend's environment is incomplete
         _log.error("daemon.start_failed", code=exc.code, error=exc.message)
         return 1
-    return 0

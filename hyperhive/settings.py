@@ -60,6 +60,8 @@ class Setting(Generic[T]):
         return "--" + self.name.replace("_", "-")
 
     def parse(self, raw: str, where: str) -> T:
+        if self.type is bool:
+            return _to_bool(raw, where)  # type: ignore[return-value]
         try:
             value: T = self.type(raw)
         except ValueError:
@@ -90,6 +92,24 @@ class Setting(Generic[T]):
             raise BadSetting(f"{self.name} must be {want}, got {value}")
 
 
+_BOOLS = {"1": True, "true": True, "yes": True, "on": True, "0": False, "false": False, "no": False, "off": False}
+
+
+def _to_bool(raw: str, where: str) -> bool:
+    """A switch's value: 1/true/yes/on or 0/false/no/off (any case)."""
+    value = _BOOLS.get(raw.strip().lower())
+    if value is None:
+        raise BadSetting(f"{where}: {raw!r} is not a yes or a no (1/true/yes/on, 0/false/no/off)")
+    return value
+
+
+def _bool_arg(raw: str) -> bool:
+    try:
+        return _to_bool(raw, "value")
+    except BadSetting as exc:
+        raise argparse.ArgumentTypeError(exc.message) from None
+
+
 def setting(default: T, help: str, **spec: Any) -> T:  # noqa: A002 - the help text, as argparse calls it
     """A field of `Settings` declared with everything `Setting` holds."""
     return field(default=default, metadata={"setting": {"help": help, **spec}})
@@ -108,10 +128,19 @@ class Settings:
     driver: str = setting("builtin", "model driver for new agents", choices=("builtin", "claude"))
     sandbox: str = setting("auto", "local backend: wrap harnesses in bubblewrap (auto = when bwrap works)",
                            choices=("auto", "on", "off"))
+    keep_agents: bool = setting(
+        False, "a stop (SIGTERM) leaves every harness running for the next daemon to adopt, as a handover "
+        "(SIGUSR2, systemctl reload) does; off: a stop stops the agents (their desired state is kept). A "
+        "switch: --keep-agents alone, or --keep-agents yes|no")
     log_format: str = setting(
         "auto", "how the daemon writes its log: console (readable lines), json (one object per line, for "
         "journald), auto (console on a terminal; json under systemd or into a file or pipe)",
         env="HYPERHIVE_LOG_FORMAT", choices=("auto", "console", "json"))
+    db_synchronous: str = setting(
+        "full", "how hard hive.sqlite holds a commit before a send is acknowledged: full (synced to disk: every "
+        "acknowledged message survives a power loss or an OS crash), normal (faster; survives a crash of the "
+        "daemon, but a power loss or an OS crash may lose the last acknowledged messages)",
+        choices=("full", "normal"))
     recv_default_seconds: float = setting(30.0, "recv wait when the caller gives none")
     recv_cap_seconds: float = setting(180.0, "longest recv wait a caller may ask for")
     restart_backoff_seconds: float = setting(1.0, "first delay before restarting a crashed harness")
@@ -251,10 +280,15 @@ def add_arguments(parser: argparse.ArgumentParser, scope: Scope = "serve") -> No
     (`argparse.SUPPRESS`): `from_args` then reads the environment or the default,
     and a global flag given before the verb is not overwritten by the verb's."""
     for s in SETTINGS:
-        if s.scope == scope:
-            parser.add_argument(
-                s.flag, dest=s.name, default=argparse.SUPPRESS, type=s.type, choices=s.choices,
-                help=_help(s).replace("%", "%%"), action=_Join if s.repeat else "store")
+        if s.scope != scope:
+            continue
+        if s.type is bool:  # a switch: the flag alone is yes
+            parser.add_argument(s.flag, dest=s.name, default=argparse.SUPPRESS, type=_bool_arg, nargs="?",
+                                const=True, metavar="yes|no", help=_help(s).replace("%", "%%"))
+            continue
+        parser.add_argument(
+            s.flag, dest=s.name, default=argparse.SUPPRESS, type=s.type, choices=s.choices,
+            help=_help(s).replace("%", "%%"), action=_Join if s.repeat else "store")
 
 
 def global_parser() -> argparse.ArgumentParser:

@@ -5,6 +5,18 @@
 # Type=notify: it sends READY=1 once its sockets are bound and its containers
 # booted, and WATCHDOG=1 at half of WatchdogSec from its event loop, so a
 # wedged daemon is restarted. It logs JSON lines to journald.
+#
+# Restarts hand the agents over (issue 16): `systemctl reload` (ExecReload)
+# sends SIGUSR2, on which the daemon stops without stopping any agent and
+# exits 75; RestartForceExitStatus brings it back at once (with the unit's
+# new ExecStart after an upgrade), and the new daemon adopts every container
+# still running. reloadIfChanged makes `nixos-rebuild switch` take that path
+# instead of a stop and start. A crash or a watchdog kill leaves the agents
+# running too: the containers are systemd units of their own, and
+# KillMode=process keeps anything else the daemon started (the local
+# backend's harnesses and log relays) out of systemd's kill. `systemctl stop`
+# still stops the agents: the daemon does it on SIGTERM, keeping their
+# desired state for the next start.
 { config, lib, pkgs, ... }:
 
 let
@@ -130,6 +142,8 @@ in
       description = "hyperhive host daemon";
       wantedBy = [ "multi-user.target" ];
       after = [ "network.target" ];
+      reloadIfChanged = true; # an upgrade is a handover: the agents keep running
+
       path = [ pkgs.nixos-container config.nix.package config.systemd.package pkgs.git ];
       environment = {
         HYPERHIVE_FLAKE = cfg.flakeRef;
@@ -142,6 +156,11 @@ in
         Type = "notify";
         NotifyAccess = "main";
         ExecStart = "${cfg.package}/bin/hive ${escapeShellArgs serveArgs}";
+        # Hand the agents over to a new daemon: stop keeping them, exit 75, be started again.
+        ExecReload = "${pkgs.coreutils}/bin/kill -USR2 $MAINPID";
+        RestartForceExitStatus = "75";
+        SuccessExitStatus = "75";
+        KillMode = "process";
         WatchdogSec = cfg.watchdogSec;
         Restart = "on-failure";
         RestartSec = 2;

@@ -48,6 +48,12 @@ class SleepBackend:
         self.started.append(name)
         return h
 
+    def adopt(self, name: AgentName, driver: str, on_exit: ExitCallback) -> Sleeper | None:
+        return None  # a sleeper never outlives its test
+
+    def release(self, handle: Sleeper) -> None:
+        handle.asked.set()
+
     def stop(self, handle: Sleeper, timeout: float = 5.0) -> int:
         handle.asked.set()
         handle.proc.terminate() if timeout > 0 else handle.proc.kill()

@@ -298,6 +298,7 @@ class Hive:
     def stop(self) -> None:
         _LIVE.discard(self)
         if self.proc is None or self.proc.poll() is not None:
+            reap_harnesses(self.paths)  # a daemon killed (or handed over) and not restarted
             return
         self.proc.send_signal(signal.SIGTERM)
         try:
@@ -305,6 +306,7 @@ class Hive:
         except subprocess.TimeoutExpired:
             self.proc.kill()
             self.proc.wait(10)
+        reap_harnesses(self.paths)
 
     def log_events(self) -> list[dict[str, Any]]:
         out = []
@@ -314,6 +316,24 @@ class Hive:
             except ValueError:
                 continue
         return out
+
+
+def reap_harnesses(paths: StatePaths) -> list[int]:
+    """Kill the harnesses a daemon left running (they outlive it, issue 16): each whose
+    record (agents/<n>/harness.json) still names a live process started at that tick.
+    A cleanly stopped daemon leaves no record. The pids killed."""
+    from hyperhive.backends.local_adopt import RECORD, read_record, start_time
+
+    killed = []
+    for path in paths.agents.glob(f"*/{RECORD}") if paths.agents.is_dir() else ():
+        rec = read_record(path)
+        if rec is not None and start_time(rec.pid) == rec.start_time:
+            try:
+                os.killpg(rec.pid, signal.SIGKILL)
+                killed.append(rec.pid)
+            except ProcessLookupError:
+                pass
+    return killed
 
 
 def passable(path: Path) -> None:

@@ -136,7 +136,8 @@ def test_stop_and_expiry_stop_the_agent_and_its_messages_stay(tmp_path: Path, fa
             hive.admin("send", to=agent, body="spend it")
         wait_for(lambda: len(_budget_questions(hive)[0]) == 2 or None, timeout=60, what="both questions")
         for agent in ("b", "c"):  # their turns over (a turn stopped midway would have its message delivered again)
-            wait_for(lambda: _held(hive, agent) or None, timeout=60, what=f"{agent}'s turn over, its harness held")
+            wait_for(lambda a=agent: _held(hive, a) or None, timeout=60,  # type: ignore[misc]
+                     what=f"{agent}'s turn over, its harness held")
             hive.admin("send", to=agent, body=f"later, {agent}")
         qb = next(q for q in _budget_questions(hive)[0] if q["asker"] == "b")
         qc = next(q for q in _budget_questions(hive)[0] if q["asker"] == "c")

@@ -109,6 +109,20 @@ def test_host_module_runs_hive_serve_as_a_notify_service_with_a_watchdog(tmp_pat
     assert (opts["agents"]["memoryMB"]["default"], opts["agents"]["pids"]["default"]) == (4096, 512)
 
 
+def test_host_module_restarts_hand_the_agents_over(tmp_path: Path) -> None:
+    """issue 16: reload = SIGUSR2 (the daemon leaves its agents running and exits
+    EXIT_HANDED_OVER), which systemd restarts on; an upgrade reloads; systemd kills
+    only the daemon itself."""
+    from hyperhive.daemon import EXIT_HANDED_OVER
+
+    unit = host_module(tmp_path)["config"]["systemd"]["services"]["hyperhive"]
+    sc = unit["serviceConfig"]
+    assert shlex.split(sc["ExecReload"]) == ["/nix/store/coreutils/bin/kill", "-USR2", "$MAINPID"]
+    assert sc["RestartForceExitStatus"] == sc["SuccessExitStatus"] == str(EXIT_HANDED_OVER)
+    assert sc["KillMode"] == "process" and unit["reloadIfChanged"] is True
+    assert "--keep-agents" not in sc["ExecStart"]  # a stop still stops the agents
+
+
 def test_host_module_hands_the_token_file_over_as_a_credential(tmp_path: Path) -> None:
     unit = host_module(tmp_path, token='"/run/keys/hive-token"')["config"]["systemd"]["services"]["hyperhive"]
     assert unit["serviceConfig"]["LoadCredential"] == "token:/run/keys/hive-token"

@@ -23,6 +23,8 @@ SAMPLE = {
     "backend": ("local", "local"),
     "driver": ("builtin", "builtin"),
     "sandbox": ("off", "off"),
+    "db_synchronous": ("normal", "normal"),
+    "keep_agents": ("yes", True),
     "recv_default_seconds": ("12.5", 12.5),
     "recv_cap_seconds": ("60", 60.0),
     "permission_ttl_seconds": ("120", 120.0),

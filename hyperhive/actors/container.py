@@ -49,6 +49,7 @@ class ContainerActor(pykka.ThreadingActor):
         self._state_dir = state_dir
         self.core = ContainerCore(name, driver, backoff, sandboxed=bool(backend.sandboxed))
         self._handle: ContainerHandle | None = None
+        self._released = False  # handed over to the next daemon: left running at this actor's stop
         self._me: Handle[ContainerActor] | None = None
 
     def on_start(self) -> None:
@@ -56,14 +57,26 @@ class ContainerActor(pykka.ThreadingActor):
         logs.bind_thread(agent=self.name)
 
     def on_stop(self) -> None:
-        self._stop_harness()
+        if not self._released:
+            self._stop_harness()
 
     # --- verbs: each runs whole inside one message, so verbs on one agent never
     # interleave; while it runs the snapshot shows its transient kind (F16).
     @answers
-    def start_agent(self, kick: str | None = None, transient: Transient = "starting") -> dict[str, Any]:
-        """Start the harness if it is not running; kick the agent with ``kick``."""
-        return self._verb("start", transient, kick=kick)
+    def start_agent(self, kick: str | None = None, transient: Transient = "starting",
+                    adopt: bool = False) -> dict[str, Any]:
+        """Start the harness if it is not running; kick the agent with ``kick``.
+        ``adopt`` (at boot): a harness an earlier daemon left running is taken over, unkicked."""
+        return self._verb("start", transient, kick=kick, adopt=adopt)
+
+    @answers
+    def release_agent(self) -> None:
+        """At a daemon stop that keeps the agents: leave the harness running (the
+        next daemon adopts it); this actor's stop no longer stops it."""
+        handle, self._handle = self._handle, None
+        self._released = True
+        if handle is not None:
+            self._backend.release(handle)
 
     @answers
     def stop_agent(self) -> dict[str, Any]:
@@ -89,11 +102,24 @@ class ContainerActor(pykka.ThreadingActor):
         (the Coordinator purges them when asked)."""
         return self._verb("destroy")
 
+    def end_orphan(self) -> None:
+        """At boot, when its desired state is stopped: a harness an earlier daemon
+        left running anyway (it was killed during a stop) is stopped now."""
+        try:
+            if self._handle is not None:
+                return
+            handle = self._backend.adopt(self.name, self.core.driver, lambda rc, reason: None)
+            if handle is not None:
+                _log.warning("container.orphan_stopped", pid=handle.pid)
+                self._backend.stop(handle, timeout=5.0)
+        except Exception:  # noqa: BLE001 - a tell must never kill the actor
+            _log.exception("container.orphan_stop_failed")
+
     def set_driver(self, driver: str) -> None:
         self.core.driver = driver
 
     def _verb(self, verb: cc.Verb, transient: Transient | None = None, kick: str | None = None,
-              by: str = "operator", driver: str | None = None) -> dict[str, Any]:
+              by: str = "operator", driver: str | None = None, adopt: bool = False) -> dict[str, Any]:
         kind = transient or cc.TRANSIENTS[verb]
         self.core.begin(kind)
         self._publish()
@@ -101,7 +127,7 @@ class ContainerActor(pykka.ThreadingActor):
         try:
             if driver is not None:
                 self.core.driver = driver
-            self._run(self.core.plan(verb, kick, by))
+            self._run(self.core.plan(verb, kick, by, adopt))
         finally:
             self.core.end()
             self._publish()
@@ -124,9 +150,13 @@ class ContainerActor(pykka.ThreadingActor):
                 self._hub.publish(killed)
             elif isinstance(step, cc.Destroy):
                 self._backend.destroy(self.name)
+            elif isinstance(step, cc.Adopt) and not self._adopt_harness():
+                self._start_harness()
+                if step.kick:
+                    self._kick(step.kick)
 
     # --- supervision -----------------------------------------------------------
-    def harness_exited(self, gen: int, returncode: int, reason: str | None = None) -> None:
+    def harness_exited(self, gen: int, returncode: int | None, reason: str | None = None) -> None:
         """The backend's report of an exit; ``reason`` "out of memory" after an OOM kill."""
         try:
             crash = self.core.exited(gen, returncode, reason, time.monotonic())
@@ -160,17 +190,31 @@ class ContainerActor(pykka.ThreadingActor):
             self._clock.call_later(delay, self._me.tell, ContainerActor.restart_after_crash, self.core.generation)
 
     # --- internals -----------------------------------------------------------
-    def _start_harness(self) -> None:
-        gen = self.core.starting()
+    def _on_exit(self, gen: int) -> Callable[[int | None, str | None], None]:
         me = self._me
 
-        def on_exit(rc: int, reason: str | None = None) -> None:  # on the backend's watcher thread
+        def on_exit(rc: int | None, reason: str | None = None) -> None:  # on the backend's watcher thread
             if me is not None:
                 me.tell(ContainerActor.harness_exited, gen, rc, reason)
 
-        self._handle = self._backend.start(self.name, self.core.driver, on_exit)
+        return on_exit
+
+    def _start_harness(self) -> None:
+        gen = self.core.starting()
+        self._handle = self._backend.start(self.name, self.core.driver, self._on_exit(gen))
         self.core.started(time.monotonic())
         self._publish()
+
+    def _adopt_harness(self) -> bool:
+        """Take over a harness left running by an earlier daemon; False when there is none."""
+        gen = self.core.starting()
+        handle = self._backend.adopt(self.name, self.core.driver, self._on_exit(gen))
+        if handle is None:
+            return False
+        self._handle = handle
+        self.core.started(time.monotonic())
+        self._publish()
+        return True
 
     def _stop_harness(self, grace: float = 5.0) -> None:
         handle, self._handle = self._handle, None

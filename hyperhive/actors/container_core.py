@@ -23,6 +23,7 @@ __all__ = [
     "STABLE_AFTER",
     "Backoff",
     "ContainerCore",
+    "Adopt",
     "Crash",
     "Destroy",
     "Kick",
@@ -62,7 +63,13 @@ class Backoff:
         return self.current
 
 
-def describe_exit(returncode: int) -> str:
+UNKNOWN_EXIT = "exit status unknown (adopted)"
+
+
+def describe_exit(returncode: int | None) -> str:
+    """How a harness ended; None: its status is unknown (adopted from an earlier daemon, not our child)."""
+    if returncode is None:
+        return UNKNOWN_EXIT
     if returncode < 0:
         try:
             return f"killed by {signal.Signals(-returncode).name}"
@@ -72,10 +79,14 @@ def describe_exit(returncode: int) -> str:
 
 
 def kick_text(agent: str, reason: str, state_dir: str) -> str:
-    """F6: what an agent reads after a (re)start."""
+    """F6: what an agent reads after a (re)start. It says what it knows (issue 16):
+    the conversation is kept up to the last thing the old harness saved, and a turn
+    it had not finished is not remembered as done: its messages come again."""
     return (
         f"[system] {agent}, your harness was {reason}. Your notes are in your state dir "
-        f"({state_dir}); your conversation is intact. Carry on where you left off."
+        f"({state_dir}) and your conversation is kept up to its last saved step. If a turn was "
+        f"under way, it did not finish: the messages it had taken are delivered to you again, "
+        f"and work it started (files, commands) may be half done. Check, then carry on."
     )
 
 
@@ -96,6 +107,15 @@ class Kick:
 
 
 @dataclass(frozen=True)
+class Adopt:
+    """At boot: take over a harness an earlier daemon left running; if there is
+    none, start one and kick it with ``kick``. An adopted harness is not kicked:
+    nothing happened to it."""
+
+    kick: str | None = None
+
+
+@dataclass(frozen=True)
 class Killed:
     """Tell the manager (and the hub) that ``by`` killed it."""
 
@@ -107,7 +127,7 @@ class Destroy:
     pass
 
 
-Step = Stop | Start | Kick | Killed | Destroy
+Step = Stop | Start | Kick | Killed | Destroy | Adopt
 
 
 @dataclass(frozen=True)
@@ -144,9 +164,13 @@ class ContainerCore:
     started_at: float = 0.0  # monotonic
 
     # --- verbs ----------------------------------------------------------------
-    def plan(self, verb: Verb, kick: str | None = None, by: str = "operator") -> tuple[Step, ...]:
-        """What ``verb`` does, decided as it begins (verbs on one agent never interleave)."""
+    def plan(self, verb: Verb, kick: str | None = None, by: str = "operator",
+             adopt: bool = False) -> tuple[Step, ...]:
+        """What ``verb`` does, decided as it begins (verbs on one agent never interleave).
+        ``adopt`` (a boot's start): a harness left running is taken over instead."""
         if verb == "start":
+            if adopt and self.state != "running":
+                return (Adopt(kick),)
             return ((Start(),) if self.state != "running" else ()) + ((Kick(kick),) if kick else ())
         if verb == "stop":
             return (Stop(),)
@@ -178,12 +202,12 @@ class ContainerCore:
         self.state = "stopped"
         self.generation += 1
 
-    def stopped(self, returncode: int) -> None:
+    def stopped(self, returncode: int | None) -> None:
         """The harness it stopped exited with ``returncode``."""
         self.last_exit = describe_exit(returncode)
 
     # --- supervision ------------------------------------------------------------
-    def exited(self, generation: int, returncode: int, reason: str | None, now: float) -> Crash | None:
+    def exited(self, generation: int, returncode: int | None, reason: str | None, now: float) -> Crash | None:
         """The backend's exit report: None when it is one we asked for (or an old
         generation's), else the crash, with the state already "crashed"."""
         if generation != self.generation or self.state != "running":

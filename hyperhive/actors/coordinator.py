@@ -127,8 +127,14 @@ class Coordinator(pykka.ThreadingActor):
                 if step.attach:
                     self._attach(step.name)
                 actor = self._registry.get(step.name)
-                if step.start and actor is not None:
-                    starts[step.name] = Handle(actor).future(ContainerActor.start_agent, kick=BOOT_KICK)
+                if actor is None:
+                    continue
+                # A harness an earlier daemon left running is adopted, not started (issue 16);
+                # one left running that should not run (killed mid-stop) is stopped.
+                if step.start:
+                    starts[step.name] = Handle(actor).future(ContainerActor.start_agent, kick=BOOT_KICK, adopt=True)
+                else:
+                    Handle(actor).tell(ContainerActor.end_orphan)
         except Exception as exc:  # noqa: BLE001 - the daemon's start reports it
             _log.exception("coordinator.boot_failed")
             if claim(reply):
@@ -159,6 +165,23 @@ class Coordinator(pykka.ThreadingActor):
         _log.info("coordinator.booted", started=started)
         if claim(reply):
             resolve(reply, started)
+
+    @answers
+    def release_all(self) -> list[str]:
+        """At a daemon stop that keeps the agents (``--keep-agents``, a handover):
+        every container leaves its harness running for the next daemon to adopt;
+        this actor's stop then stops none. The names released."""
+        futures = {name: Handle(actor).future(ContainerActor.release_agent)
+                   for name in self._registry.names() if (actor := self._registry.get(name)) is not None}
+        released: list[str] = []
+        for name, f in futures.items():  # a container never waits on this actor: no deadlock
+            try:
+                f.result(timeout=30)
+                released.append(name)
+            except Exception:  # noqa: BLE001 - that one is stopped as usual
+                _log.exception("coordinator.release_failed", agent=name)
+        _log.info("coordinator.released", agents=released)
+        return released
 
     # --- verbs ----------------------------------------------------------------
     @parks

@@ -21,7 +21,8 @@ if TYPE_CHECKING:
 __all__ = ["Backend", "ContainerHandle", "ExitCallback", "NoHostResources", "Usage"]
 
 # ``on_exit(returncode, reason)``: the harness ended unasked; reason "out of memory" after an OOM kill.
-ExitCallback = Callable[[int, "str | None"], None]
+# returncode None: unknown (a harness adopted from an earlier daemon is not its child).
+ExitCallback = Callable[["int | None", "str | None"], None]
 # An agent's cgroup figures: memory_bytes, memory_peak_bytes, pids (each None when unknown).
 Usage = dict[str, "int | None"]
 
@@ -54,8 +55,18 @@ class Backend(Protocol[H]):
         """Start the agent's harness; ``on_exit`` runs on another thread when it ends unasked."""
         ...
 
-    def stop(self, handle: H, timeout: float = 5.0) -> int:
-        """Stop it (``timeout`` <= 0: kill at once); the harness's exit status."""
+    def adopt(self, name: AgentName, driver: str, on_exit: ExitCallback) -> H | None:
+        """At boot: take over the agent's harness if an earlier daemon left it running
+        (nothing is started); None when there is none to take (then ``start`` it)."""
+        ...
+
+    def release(self, handle: H) -> None:
+        """At a daemon stop that keeps the agents (``--keep-agents``): stop watching
+        the harness and leave it running for the next daemon to adopt."""
+        ...
+
+    def stop(self, handle: H, timeout: float = 5.0) -> int | None:
+        """Stop it (``timeout`` <= 0: kill at once); the harness's exit status (None: unknown)."""
         ...
 
     def destroy(self, name: AgentName) -> None:

@@ -9,6 +9,11 @@ as its own unprivileged uid (`hyperhive.sandbox.accounts`). Every harness is
 started through `hyperhive.sandbox.launch`, which puts it in the agent's
 cgroup (memory and pids limits) before anything else runs; an OOM kill
 anywhere in that cgroup ends the whole container, reported as "out of memory".
+
+A harness outlives its daemon (issue 16): nothing ties it to the daemon's
+life (no --die-with-parent, no PDEATHSIG), its output goes through a log
+relay of its own (`hyperhive.sandbox.log_relay`), and `agents/<n>/harness.json`
+records it, so the next daemon's `adopt` takes it over (`local_adopt`).
 """
 
 from __future__ import annotations
@@ -19,6 +24,7 @@ import signal
 import subprocess
 import sys
 import threading
+import time
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -26,6 +32,22 @@ from typing import Any
 import hyperhive.logs as logs
 from hyperhive.actors.ports import read_port_file
 from hyperhive.backends.base import ExitCallback
+from hyperhive.backends.local_adopt import (
+    RECORD,
+    HarnessRecord,
+    Proc,
+    boot_id,
+    end_group,
+    identify,
+    identify_relay,
+    read_record,
+    reap_later,
+    remove_record,
+    signal_group,
+    spawn,
+    start_time,
+    write_record,
+)
 from hyperhive.errors import SandboxUnavailable
 from hyperhive.journal import check_unit_and_lines, tail_lines
 from hyperhive.names import AgentName
@@ -34,7 +56,6 @@ from hyperhive.sandbox import view as sv
 from hyperhive.sandbox.accounts import Account, account_for, own_sockets, prepare_dirs, unreachable
 from hyperhive.sandbox.cgroups import AgentCgroup, Cgroups, OomWatch
 from hyperhive.sandbox.launch import launch_argv
-from hyperhive.sandbox.safefs import append_nofollow
 
 __all__ = ["OUT_OF_MEMORY", "LocalBackend", "LocalHandle", "harness_argv", "probe_sandbox"]
 
@@ -100,60 +121,24 @@ def probe_sandbox(paths: StatePaths, uid: int | None) -> str | None:
     return None
 
 
-LOG_MAX = 16 << 20  # harness.log is rotated to harness.log.1 past this
-
-
-def _copy_log(proc: subprocess.Popen[bytes], path: Path, limit: int = LOG_MAX) -> None:
-    """Append the harness's output to its log, rotating past ``limit`` bytes, until
-    every process holding the pipe is gone. If the log cannot be written the
-    output is still drained (a full pipe would stall the harness)."""
-    assert proc.stdout is not None
-    src = proc.stdout.fileno()
-    fd: int | None = None
-    size = 0
-    try:
-        try:
-            fd = append_nofollow(path)
-            size = os.fstat(fd).st_size
-        except OSError as exc:
-            _log.error("container.log_unwritable", path=str(path), error=str(exc))
-        while chunk := os.read(src, 1 << 16):
-            if fd is None:
-                continue
-            try:
-                if size + len(chunk) > limit and size > 0:
-                    os.close(fd)
-                    fd = None
-                    os.replace(path, path.with_name(path.name + ".1"))
-                    fd = append_nofollow(path)
-                    size = 0
-                os.write(fd, chunk)
-                size += len(chunk)
-            except OSError as exc:
-                _log.error("container.log_unwritable", path=str(path), error=str(exc))
-                if fd is not None:
-                    os.close(fd)
-                fd = None
-    except OSError:
-        _log.exception("container.log_failed", path=str(path))
-    finally:
-        if fd is not None:
-            os.close(fd)
-        proc.stdout.close()
-
-
 @dataclass
 class LocalHandle:
     name: AgentName
-    proc: subprocess.Popen[bytes]
+    proc: Proc  # the top process: the launcher (exec'd into bwrap), or the harness itself
     cgroup: AgentCgroup | None = None
+    relay: Proc | None = None  # its log relay, when known
     oom: threading.Event = field(default_factory=threading.Event)
+    released: threading.Event = field(default_factory=threading.Event)  # handed over to the next daemon
     watcher: threading.Thread | None = None  # its end: the tree is gone and the cgroup removed
-    copier: threading.Thread | None = None  # harness output → harness.log
+    oom_watch: OomWatch | None = None
 
     @property
     def pid(self) -> int:
         return self.proc.pid
+
+    @property
+    def adopted(self) -> bool:
+        return self.proc.adopted
 
 
 class LocalBackend:
@@ -191,6 +176,7 @@ class LocalBackend:
         self._etc = sv.host_etc_entries()
         claude = sv.claude_dir(os.environ)
         self._runtime = sv.runtime_dirs(extra=[claude] if claude else [])
+        self._released = 0  # harnesses handed over (close keeps their cgroups)
 
     # --- start -----------------------------------------------------------------
     def start(self, name: AgentName, driver: str, on_exit: ExitCallback) -> LocalHandle:
@@ -208,21 +194,79 @@ class LocalBackend:
             argv = launch_argv(sys.executable, cgroup.procs_files if cgroup else (),
                                account.uid if account.switch else None,
                                account.gid if account.switch else None, argv)
-        # Through a pipe, never the log file itself: a process of the agent's could
-        # take the harness's stdout (pidfd_getfd) and truncate or rewrite the log.
-        proc = subprocess.Popen(
-            argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-            cwd="/", env=env,  # never a dir the agent writes: python -m would import from it
-            start_new_session=True, close_fds=True,
-        )
-        handle = LocalHandle(name, proc, cgroup)
-        handle.copier = threading.Thread(target=_copy_log, args=(proc, self.paths.harness_log(name)),
-                                         name=f"log-{name}", daemon=True)
-        handle.copier.start()
+        record = self.paths.agent(name) / RECORD
+        remove_record(record)  # one left by a harness that was not adopted
+        proc, relay = spawn(argv, env, self.paths.harness_log(name), name)
+        handle = LocalHandle(name, proc, cgroup, relay)
+        self._record(handle, driver, account.uid)
         _log.info("container.start", agent=name, pid=proc.pid, sandboxed=self.sandboxed, uid=account.uid,
                   memory_mb=limits.memory_mb, pids=limits.pids, limited=cgroup is not None)
         self._watch(handle, on_exit)
         return handle
+
+    def _record(self, handle: LocalHandle, driver: str, uid: int) -> None:
+        """Write ``agents/<n>/harness.json``: what the next daemon adopts it by."""
+        ticks = start_time(handle.pid)  # our child, not reaped yet: its pid is not reused
+        if ticks is None:
+            return  # already ended: the watcher reports it
+        relay = handle.relay
+        cgroups = tuple(str(d) for d in handle.cgroup.dirs.values()) if handle.cgroup is not None else ()
+        try:
+            write_record(self.paths.agent(handle.name) / RECORD, HarnessRecord(
+                handle.pid, ticks, boot_id(), cgroups, self.sandboxed, driver, time.time(),
+                relay.pid if relay else None, start_time(relay.pid) if relay else None, uid))
+        except OSError as exc:  # the harness runs; only a later daemon could not adopt it
+            _log.error("container.record_failed", agent=handle.name, error=str(exc))
+
+    # --- adopt -------------------------------------------------------------------
+    def adopt(self, name: AgentName, driver: str, on_exit: ExitCallback) -> LocalHandle | None:
+        """Take over the harness an earlier daemon started, when its record still
+        names it (`local_adopt.identify`) and it runs as this daemon would start it
+        (driver, sandbox, cgroups, uid); None otherwise (the record is dropped; one that
+        runs otherwise is ended first). Nothing is started here."""
+        path = self.paths.agent(name) / RECORD
+        record = read_record(path)
+        if record is None:
+            if path.exists():
+                _log.warning("container.not_adopted", agent=name, reason="unreadable record")
+                remove_record(path)
+            return None
+        found = identify(record)
+        if isinstance(found, str):
+            _log.warning("container.not_adopted", agent=name, pid=record.pid, reason=found)
+            remove_record(path)
+            return None
+        cgroup = self.cgroups.agent(name) if self.cgroups is not None else None
+        ours = tuple(str(d) for d in cgroup.dirs.values()) if cgroup is not None else ()
+        account = self.account(name)
+        differs = [what for what, same in (("driver", record.driver == driver),
+                                           ("sandbox", record.sandboxed == self.sandboxed),
+                                           ("cgroups", record.cgroups == ours),
+                                           ("uid", record.uid in (None, account.uid))) if not same]
+        if differs:
+            _log.warning("container.not_adopted", agent=name, pid=record.pid, reason="runs otherwise",
+                         differs=differs)
+            end_group(found, cgroup if "cgroups" not in differs else None)
+            remove_record(path)
+            return None
+        own_sockets(self.paths, name, account)  # this daemon bound them anew
+        relay = identify_relay(record)
+        if relay is not None:
+            reap_later(relay, f"log-{name}")
+        handle = LocalHandle(name, found, cgroup, relay)
+        _log.info("container.adopted", agent=name, pid=found.pid, up_seconds=round(time.time() - record.started_at, 1),
+                  sandboxed=record.sandboxed, limited=cgroup is not None)
+        self._watch(handle, on_exit)
+        return handle
+
+    def release(self, handle: LocalHandle) -> None:
+        """Hand the harness over to the next daemon: stop watching it, leave it,
+        its record and its cgroup as they are (`hive serve --keep-agents`)."""
+        handle.released.set()
+        if handle.oom_watch is not None:
+            handle.oom_watch.close()
+        self._released += 1
+        _log.info("container.released", agent=handle.name, pid=handle.pid)
 
     def _command(self, name: AgentName, driver: str, etc_dir: str) -> tuple[list[str], dict[str, str]]:
         paths = self.paths
@@ -243,7 +287,6 @@ class LocalBackend:
     def _watch(self, handle: LocalHandle, on_exit: ExitCallback) -> None:
         cgroup = handle.cgroup
         before = cgroup.oom_kills() if cgroup is not None else 0
-        watch: OomWatch | None = None
 
         def on_oom() -> None:  # the OOM watch's thread: the whole container ends
             # v1 tells as the OOM begins, before the kernel has picked its victim
@@ -255,62 +298,62 @@ class LocalBackend:
             cgroup.kill_all()
 
         if cgroup is not None:
-            watch = cgroup.watch_oom(on_oom)
+            handle.oom_watch = cgroup.watch_oom(on_oom)
 
         def wait() -> None:
-            rc = handle.proc.wait()
+            handle.proc.reap()
+            if handle.released.is_set():
+                return  # the next daemon's now: its tree, record and cgroup are left alone
             if cgroup is not None:
                 if not cgroup.kill_all():  # whatever it left behind (dev servers, detached children)
                     _log.error("container.left_running", agent=handle.name, pids=cgroup.pids())
                 if cgroup.oom_kills() > before:
                     handle.oom.set()
-            if watch is not None:
-                watch.close()
+            if handle.oom_watch is not None:
+                handle.oom_watch.close()
             if cgroup is not None and self.cgroups is not None:
                 self.cgroups.forget(handle.name)  # made afresh at the next start (peak and counters too)
-            on_exit(rc, OUT_OF_MEMORY if handle.oom.is_set() else None)
+            remove_record(self.paths.agent(handle.name) / RECORD)
+            on_exit(handle.proc.returncode, OUT_OF_MEMORY if handle.oom.is_set() else None)
 
         handle.watcher = threading.Thread(target=wait, name=f"watch-{handle.name}", daemon=True)
         handle.watcher.start()
 
     # --- stop ------------------------------------------------------------------
-    def stop(self, handle: LocalHandle, timeout: float = 5.0) -> int:
+    def stop(self, handle: LocalHandle, timeout: float = 5.0) -> int | None:
         """SIGTERM the harness's process group, SIGKILL it after ``timeout``; then
-        everything left in its cgroup."""
+        everything left in its cgroup. Its exit status (None: adopted, unknown)."""
         proc = handle.proc
         for sig, wait in ((signal.SIGTERM, timeout), (signal.SIGKILL, 5.0)):
-            if proc.poll() is not None:
+            if proc.ended.is_set() or not signal_group(proc.pid, sig) or proc.wait(wait):
                 break
-            try:
-                os.killpg(proc.pid, sig)
-            except ProcessLookupError:
-                break
-            try:
-                proc.wait(wait)
-            except subprocess.TimeoutExpired:
-                continue
-        rc = proc.wait()
+        proc.wait(None)
         # A harness that bwrap had just forked when the signal came can outlive
-        # bwrap (before --die-with-parent took hold): it still has the group id.
+        # bwrap: it still has the group id.
         try:
             os.killpg(proc.pid, signal.SIGKILL)
         except (ProcessLookupError, PermissionError):
             pass
         if handle.cgroup is not None:
             handle.cgroup.kill_all()
-        for t in (handle.watcher, handle.copier):  # a start right after must not meet this one's cleanup
-            if t is not None:
-                t.join(timeout=15)
-        _log.info("container.stopped", agent=handle.name, returncode=rc)
-        return rc
+        if handle.watcher is not None:  # a start right after must not meet this one's cleanup
+            handle.watcher.join(timeout=15)
+        if handle.relay is not None and not handle.relay.wait(15):  # nor two relays on one log
+            _log.warning("container.log_relay_left", agent=handle.name, pid=handle.relay.pid)
+        remove_record(self.paths.agent(handle.name) / RECORD)
+        _log.info("container.stopped", agent=handle.name, returncode=proc.returncode, adopted=proc.adopted)
+        return proc.returncode
 
     def destroy(self, name: AgentName) -> None:
         if self.cgroups is not None:
             self.cgroups.forget(name)
 
     def close(self) -> None:
-        """At daemon stop, after every harness: remove the daemon's cgroup namespace."""
-        if self.cgroups is not None:
+        """At daemon stop, after every harness: remove the daemon's cgroup namespace,
+        unless harnesses were handed over (their cgroups are in it)."""
+        if self._released:
+            _log.info("backend.agents_kept", count=self._released)
+        elif self.cgroups is not None:
             self.cgroups.discard_namespace()
 
     # --- observation -------------------------------------------------------------

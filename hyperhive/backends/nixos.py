@@ -31,6 +31,11 @@ daemon's back. Instead the harness unit inside has OOMPolicy=stop, so an OOM
 kill of the harness or of anything it runs ends the harness, which records
 ``oom-kill`` and powers the machine off.
 
+Adoption (issue 16): a daemon that stops with its agents kept (``--keep-agents``,
+``systemctl reload``) or crashes leaves the containers running; at boot the
+next one adopts each that machined reports running (``adopt``) and watches it
+again, without starting or kicking it.
+
 Crash supervision (nixos_watch.py): a watcher thread per started container
 polls machinectl; when the machine is gone and nobody asked for a stop,
 ``on_exit(returncode, reason)`` runs, as with the local backend. The
@@ -76,7 +81,7 @@ from hyperhive.backends.nix_flake import (
     exit_reason,
     parse_exit_record,
 )
-from hyperhive.backends.nixos_watch import NixosHandle, Watchers
+from hyperhive.backends.nixos_watch import NixosHandle, Watchers, show_machine
 from hyperhive.errors import BackendFailed, Conflict
 from hyperhive.names import AgentName
 from hyperhive.paths import Limits, StatePaths
@@ -283,6 +288,28 @@ class NixosBackend(NoHostResources):
         _log.info("container.start", agent=name, container=handle.container, memory_mb=limits.memory_mb,
                   pids=limits.pids)
         return handle
+
+    def adopt(self, name: AgentName, driver: str, on_exit: ExitCallback) -> NixosHandle | None:
+        """At boot: a container still running (the daemon stopped with its agents kept,
+        or crashed; containers are systemd's units, not the daemon's children) is
+        taken over as it runs: watched again, nothing started. None when machined
+        does not know it as running (then it is started)."""
+        show = show_machine(name, QUERY_SECONDS)
+        if show is None:
+            return None  # "No machine …" (or machined unreachable: a start says what is wrong)
+        if show.get("State") != "running":
+            _log.info("container.not_adopted", agent=name, state=show.get("State"))
+            return None
+        leader = show.get("Leader", "")
+        handle = NixosHandle(name, container_name(name), on_exit, pid=int(leader) if leader.isdigit() else None)
+        self._watchers.watch(handle)
+        _log.info("container.adopted", agent=name, container=handle.container, pid=handle.pid)
+        return handle
+
+    def release(self, handle: NixosHandle) -> None:
+        """Stop watching it; the container runs on for the next daemon to adopt."""
+        handle.stopped.set()
+        _log.info("container.released", agent=handle.name, container=handle.container)
 
     def stop(self, handle: NixosHandle, timeout: float = 5.0) -> int:
         """Stop the container; the harness's exit status. systemd's own stop timeout

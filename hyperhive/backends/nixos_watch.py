@@ -22,12 +22,23 @@ from hyperhive.backends import nixos_argv as argv
 from hyperhive.backends.base import ExitCallback
 from hyperhive.names import AgentName
 
-__all__ = ["HowItEnded", "NixosHandle", "Watchers"]
+__all__ = ["HowItEnded", "NixosHandle", "Watchers", "show_machine"]
 
 _log = logs.get("hyperhive.backend.nixos")
 
 # The harness's returncode (None: no exit record) and the reason ("out of memory" or None).
 HowItEnded = Callable[[AgentName], tuple[int | None, str | None]]
+
+
+def show_machine(name: AgentName, timeout: float) -> dict[str, str] | None:
+    """machined's State and Leader of the agent's machine; None when it knows none
+    (or cannot be asked). Quiet: at boot most stopped containers have no machine."""
+    try:
+        r = subprocess.run(argv.show_argv(name), capture_output=True, text=True, timeout=timeout,
+                           stdin=subprocess.DEVNULL, env=argv.command_env(os.environ))
+    except (OSError, subprocess.TimeoutExpired):
+        return None
+    return argv.parse_show(r.stdout) if r.returncode == 0 else None
 
 
 @dataclass

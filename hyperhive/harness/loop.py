@@ -3,14 +3,15 @@
 Starts, in order: the event bus (ring + the agent's events sqlite), the
 daemon connection, the driver, then side by side the agent's web UI on
 127.0.0.1, the heartbeats and the turn loop (`turns.TurnLoop`); stops in
-reverse. A lost daemon connection is
-retried, never fatal.
+reverse. A lost daemon connection is retried, never fatal: nothing ties the
+harness to the daemon's life, and its client (`reconnect.Reconnecting`) waits
+out a daemon restart and re-issues what was in flight (issue 16): the next
+daemon adopts the harness as it runs.
 """
 
 from __future__ import annotations
 
 import asyncio
-import ctypes
 import os
 import signal
 import time
@@ -31,6 +32,7 @@ from hyperhive.harness.claude_cmdline import DEFAULT_ALLOWED_TOOLS, permission_m
 from hyperhive.harness.claude_prompt import Whereabouts
 from hyperhive.harness.driver import Driver
 from hyperhive.harness.heartbeat import beat_forever
+from hyperhive.harness.reconnect import Reconnecting
 from hyperhive.harness.slots import daemon_slot
 from hyperhive.harness.turns import Slot, TurnLoop, no_slot
 from hyperhive.harness.web import AgentUI, serve_ui, serve_ui_unix
@@ -41,7 +43,7 @@ from hyperhive.sandbox.view import API_PORT, PROXY_PORT
 from hyperhive.store.events_db import EventLog
 from hyperhive.store.retention import incremental_vacuum
 
-__all__ = ["HarnessOptions", "agent_config", "die_with_parent", "limit_files", "make_driver", "run_harness"]
+__all__ = ["HarnessOptions", "agent_config", "limit_files", "make_driver", "run_harness"]
 
 AGENT_NOFILE = 8192  # open files of the agent's every process (the harness sets it before anything runs)
 
@@ -72,18 +74,6 @@ class HarnessOptions:
     sandboxed: bool = False
 
 _log = logs.get("hyperhive.harness")
-PR_SET_PDEATHSIG = 1
-
-
-def die_with_parent() -> None:
-    """Get SIGTERM when the daemon (our parent) dies, however it dies."""
-    parent = os.getppid()
-    try:
-        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, signal.SIGTERM, 0, 0, 0)
-    except (OSError, AttributeError):
-        return
-    if os.getppid() != parent:  # the parent died before prctl took effect
-        os.kill(os.getpid(), signal.SIGTERM)
 
 
 def agent_config(name: str, state_dir: Path) -> AgentConfig:
@@ -104,7 +94,7 @@ def agent_config(name: str, state_dir: Path) -> AgentConfig:
 
 
 def make_driver(name: str, driver: str, socket_path: str, state_dir: Path, config: AgentConfig,
-                options: HarnessOptions | None = None, client: AsyncClient | None = None) -> Driver:
+                options: HarnessOptions | None = None, client: Reconnecting | AsyncClient | None = None) -> Driver:
     options = options or HarnessOptions()
     if driver == "builtin":
         return BuiltinDriver(name, socket_path, workspace=options.workspace, shell_allowed=options.sandboxed)
@@ -122,7 +112,7 @@ def make_driver(name: str, driver: str, socket_path: str, state_dir: Path, confi
     raise ValueError(f"unknown driver {driver!r}")
 
 
-def _grants_of(client: AsyncClient) -> Callable[[], Awaitable[dict[str, Any]]]:
+def _grants_of(client: Reconnecting | AsyncClient) -> Callable[[], Awaitable[dict[str, Any]]]:
     """The daemon's ``grants`` op: the tools the operator allowed this agent "from now on"
     and the permission questions' TTL."""
     async def grants() -> dict[str, Any]:
@@ -196,7 +186,7 @@ async def run_harness(name: str, socket_path: str, state_dir: Path, driver_name:
     state_dir.mkdir(parents=True, exist_ok=True)
     events = EventLog.in_state_dir(state_dir)
     bus = Bus(events)
-    client = AsyncClient(socket_path)
+    client = Reconnecting(AsyncClient(socket_path))  # for as long as the harness runs
     driver: Driver | None = None
     ui: asyncio.Task[HTTPServer | None] | None = None
     unix_ui: HTTPServer | None = None
@@ -204,7 +194,7 @@ async def run_harness(name: str, socket_path: str, state_dir: Path, driver_name:
     pruning = asyncio.create_task(_prune_events(events, stop))
     try:
         bridges = await _bridges(options)
-        await client.connect(deadline=60)
+        await client.connect()
         driver = make_driver(name, driver_name, socket_path, state_dir, agent_config(name, state_dir), options,
                              client)
         await driver.open()

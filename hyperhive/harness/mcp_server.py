@@ -3,15 +3,22 @@
 Each tool is one request on the agent's own unix socket; the daemon knows the
 caller by that socket. Tool results are JSON text, readable by a model and
 parseable by a program alike. Tools whose parameters are all strings are
-declared in a table (`_STR_TOOLS`) and built by one helper (`_add_str_tool`).
+declared in a table (`_STR_TOOLS`) and built by one helper (`_add_str_tool`);
+`send` has its own, for its retries.
 
 The longest recv wait is the daemon's (`recv_cap_seconds`): its ``ping``
 reply carries it; a daemon that does not say falls back to the setting's
 default.
+
+Each ``send`` tool call makes one idempotency key (issue 16) and, when the
+connection to the daemon is lost before the answer, re-issues the send with
+that same key (backoff 250 ms doubling to 5 s, bounded): the daemon stores it
+once and answers the retry with the original ``message_id``.
 """
 
 from __future__ import annotations
 
+import asyncio
 import inspect
 import json
 import os
@@ -24,13 +31,17 @@ from mcp.server.mcpserver import MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-from hyperhive import client
+import hyperhive.logs as logs
 from hyperhive.client import AsyncClient
-from hyperhive.errors import HiveError
+from hyperhive.errors import ConnectFailed, ConnectionLost, HiveError
 from hyperhive.harness.claude_cmdline import PERMISSION_TOOL_ENV
+from hyperhive.harness.reconnect import Reconnecting, ping_until_up
 from hyperhive.settings import Settings
+from hyperhive.wire_requests import new_idempotency_key
 
-__all__ = ["build_server", "run"]
+__all__ = ["SEND_RETRY_DELAYS", "build_server", "run", "send_with_retries"]
+
+_log = logs.get("hyperhive.mcp")
 
 Rpc = Callable[..., Awaitable[dict[str, Any]]]
 Answer = Callable[[dict[str, str], dict[str, Any]], dict[str, Any]]  # (arguments, reply) → the tool's JSON
@@ -52,10 +63,6 @@ def _container(args: dict[str, str], resp: dict[str, Any]) -> dict[str, Any]:
 
 _NAME = {"name": "the agent (never yourself)"}
 _STR_TOOLS: dict[str, _StrTool] = {
-    "send": _StrTool(
-        "Send a durable message to another agent or to the operator.",
-        {"to": "recipient: an agent name, or 'operator' for the human", "body": "the message text"},
-        lambda args, resp: {"sent": True, "message_id": resp["message_id"], "to": args["to"]}),
     "request_apply_commit": _StrTool(
         "Ask the operator to apply a commit of an agent's config (rebuilds its container).",
         {"agent": "the agent whose config repo holds the commit", "commit": "the commit id in agents/<agent>/config"},
@@ -64,6 +71,44 @@ _STR_TOOLS: dict[str, _StrTool] = {
     "restart": _StrTool("Restart an agent's container (then it is kicked).", _NAME, _container, manager=True),
     "kill": _StrTool("Kill an agent's container at once; it stays stopped.", _NAME, _container, manager=True),
 }
+
+
+# After a lost connection: 250 ms doubling to 5 s, ten retries (each reconnect also waits
+# up to 30 s for the socket to be back, AsyncClient.connect).
+SEND_RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0, 5.0)
+
+
+async def send_with_retries(request: Rpc, to: str, body: str,
+                            delays: tuple[float, ...] = SEND_RETRY_DELAYS) -> dict[str, Any]:
+    """One send under a key made here; re-issued with the same key while the
+    connection is lost (ConnectionLost, then ConnectFailed while the daemon is
+    away). A daemon that never was reached, or any answer, is not retried."""
+    key = new_idempotency_key("mcp")
+    lost = 0
+    while True:
+        try:
+            return await request("send", to=to, body=body, idempotency_key=key)
+        except (ConnectionLost, ConnectFailed) as exc:
+            if (isinstance(exc, ConnectFailed) and not lost) or lost >= len(delays):
+                raise
+            _log.info("mcp.send_retry", attempt=lost + 1, delay=delays[lost], error=exc.message)
+            await asyncio.sleep(delays[lost])
+            lost += 1
+
+
+def _send_tool(server: MCPServer, request: Rpc) -> None:
+    @server.tool(structured_output=False)
+    async def send(
+        to: Annotated[str, Field(description="recipient: an agent name, or 'operator' for the human")],
+        body: Annotated[str, Field(description="the message text")],
+    ) -> str:
+        """Send a durable message to another agent or to the operator."""
+        try:
+            resp = await send_with_retries(request, to, body)
+        except HiveError as exc:
+            raise ToolError(f"{exc.code}: {exc.message}") from None
+        out = {"sent": True, "message_id": resp["message_id"], "to": to}
+        return json.dumps(out | ({"duplicate": True} if resp.get("duplicate") else {}), ensure_ascii=False)
 
 
 def _add_str_tool(server: MCPServer, rpc: Rpc, name: str, tool: _StrTool) -> None:
@@ -86,7 +131,7 @@ def _add_str_tools(server: MCPServer, rpc: Rpc, manager: bool) -> None:
 
 def build_server(socket_path: str, manager: bool = False,
                  recv_cap: float = Settings.recv_cap_seconds, permission_tool: bool = False) -> MCPServer:
-    client = AsyncClient(socket_path)
+    client = Reconnecting(AsyncClient(socket_path))  # waits out a daemon restart (issue 16)
     cap = f"{recv_cap:g}"
     server = MCPServer(
         "hyperhive",
@@ -104,6 +149,7 @@ def build_server(socket_path: str, manager: bool = False,
         except HiveError as exc:
             raise ToolError(f"{exc.code}: {exc.message}") from None
 
+    _send_tool(server, client.request)
     _add_str_tools(server, rpc, manager=False)
 
     # The cap is said in the tool's description: a parameter's annotation cannot name a local.
@@ -219,10 +265,13 @@ def _manager_tools(server: MCPServer, rpc: Rpc) -> None:
     _add_str_tools(server, rpc, manager=True)
 
 
+PING_LIMIT = 120.0  # seconds `hive mcp` waits for a daemon at its start
+
+
 def run(socket_path: str) -> None:
     """Ask the daemon who this socket is (the manager gets more tools) and its recv cap; serve on stdio.
     The claude driver's MCP config sets ``$HYPERHIVE_MCP_PERMISSION_TOOL`` in "ask" mode."""
-    info = client.request(Path(socket_path), "ping", timeout=30)
+    info = ping_until_up(Path(socket_path), limit=PING_LIMIT)  # a daemon restarting under a turn
     cap = info.get("recv_cap_seconds")
     build_server(socket_path, manager=info.get("role") == "manager",
                  recv_cap=float(cap) if isinstance(cap, int | float) else Settings.recv_cap_seconds,

@@ -94,6 +94,16 @@ def _v1_own(root: Path, entries: list[Entry]) -> tuple[dict[str, Path], dict[str
     return own, rels
 
 
+def _above_our_leaf(own: Path, rel: str, namespace: str) -> tuple[Path, str]:
+    """The own cgroup of a daemon started from inside ``<own>/daemon``, the leaf an
+    earlier daemon moved its cgroup's processes into (the shell that started it
+    with them): the cgroup above, which holds the agents' namespace, so the agents
+    an earlier daemon left running are found again (issue 16)."""
+    if own.name == _DAEMON_LEAF and (own.parent / namespace).is_dir():
+        return own.parent, rel.rpartition("/")[0] or "/"
+    return own, rel
+
+
 # ---------------------------------------------------------------- Cgroups
 
 
@@ -134,7 +144,8 @@ class Cgroups:
         if isinstance(v2, str):
             reasons.append(f"v2: {v2}")
         else:
-            found = cls._claim("v2", namespace, {V2: v2[0]}, {V2: v2[1]})
+            own, rel = _above_our_leaf(*v2, namespace)
+            found = cls._claim("v2", namespace, {V2: own}, {V2: rel})
             if isinstance(found, Cgroups):
                 return found
             reasons.append(f"v2: {found}")

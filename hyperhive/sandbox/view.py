@@ -197,7 +197,8 @@ def bwrap_argv(view: SandboxView, inner: Sequence[str]) -> list[str]:
         "--disable-userns",  # no nested user namespace: no capabilities anywhere inside, even "fake" ones
         "--hostname", view.name,
         "--cap-drop", "ALL",
-        "--die-with-parent",
+        # No --die-with-parent: the harness outlives a daemon restart or crash (issue 16);
+        # a stop ends it through its process group and its cgroup.
         "--chdir", view.home,
         "--clearenv",
     ]

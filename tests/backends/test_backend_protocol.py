@@ -12,7 +12,8 @@ from hyperhive.names import AgentName
 from hyperhive.paths import AgentConfig, StatePaths
 
 A = AgentName("alice")
-DECLARED = ("kind", "sandboxed", "start", "stop", "destroy", "close", "usage", "account", "journal")
+DECLARED = ("kind", "sandboxed", "start", "adopt", "release", "stop", "destroy", "close", "usage", "account",
+            "journal")
 
 
 def local_is_a_backend(b: LocalBackend) -> Backend[LocalHandle]:

@@ -134,8 +134,8 @@ def test_a_sandboxed_harness_runs_as_its_own_uid_in_its_cgroup_with_a_clean_envi
 
 @pytest.mark.e2e  # a harness in a real bwrap sandbox
 def test_a_harness_stopped_while_bwrap_starts_it_does_not_survive(backend: LocalBackend, paths: StatePaths) -> None:
-    """SIGTERM can reach bwrap after it forked the harness but before
-    --die-with-parent holds; nothing of the agent may be left after stop()."""
+    """SIGTERM can reach bwrap just after it forked the harness; nothing of the
+    agent may be left after stop()."""
     for _ in range(6):
         handle = backend.start(AgentName("a"), "builtin", lambda rc, reason: None)
         backend.stop(handle, timeout=0.0)
@@ -145,16 +145,17 @@ def test_a_harness_stopped_while_bwrap_starts_it_does_not_survive(backend: Local
         wait_for(lambda pid=pid: not _harness(pid), timeout=5, what="no harness left running")  # type: ignore[misc]
 
 
-def test_the_log_copier_rotates_and_never_follows_a_link(tmp_path: Path) -> None:
+def test_the_log_relay_rotates_and_never_follows_a_link(tmp_path: Path) -> None:
     import subprocess
     import sys
 
-    from hyperhive.backends.local import _copy_log
+    from hyperhive.sandbox.log_relay import relay
 
     log = tmp_path / "harness.log"
     proc = subprocess.Popen([sys.executable, "-c", "import sys\nfor i in range(3000): print('x' * 99)"],
                             stdout=subprocess.PIPE)
-    _copy_log(proc, log, limit=100_000)
+    assert proc.stdout is not None
+    relay(proc.stdout.fileno(), str(log), limit=100_000)
     proc.wait()
     rotated = log.with_name("harness.log.1")
     assert rotated.stat().st_size <= 100_000 and log.stat().st_size <= 100_000
@@ -167,5 +168,6 @@ def test_the_log_copier_rotates_and_never_follows_a_link(tmp_path: Path) -> None
     link = tmp_path / "linked.log"
     link.symlink_to(target)
     proc = subprocess.Popen([sys.executable, "-c", "print('y' * 200000)"], stdout=subprocess.PIPE)
-    _copy_log(proc, link)  # drained (the harness never stalls on a full pipe), the link never written
+    assert proc.stdout is not None
+    relay(proc.stdout.fileno(), str(link))  # drained (the harness never stalls on a full pipe), the link never written
     assert proc.wait(10) == 0 and target.read_text() == "host\n"

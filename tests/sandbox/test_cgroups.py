@@ -289,6 +289,22 @@ def test_v2_prepare_moves_the_daemon_into_a_leaf_then_enables_controllers(
     assert not (a / "memory.swap.max").exists()  # not offered (no swap accounting): not created
 
 
+def test_v2_a_daemon_started_from_the_leaf_finds_the_agents_above_it(tmp_path: Path) -> None:
+    """issue 16: an earlier daemon moved its cgroup's processes (the shell too) into
+    <own>/daemon and left agents running in <own>/<ns>; the next one, started from
+    that shell, owns <own> again: the agents' cgroups are where they were."""
+    leaf = fake_v2(tmp_path, own_rel="/system.slice/hive.service/daemon")
+    (leaf.parent / "hyperhive-ns" / "alpha").mkdir(parents=True)
+    cg = Cgroups.detect("hyperhive-ns", root=tmp_path / "cgroup", self_cgroup=tmp_path / "self")
+    assert cg is not None and cg.agent("alpha").dirs[""] == leaf.parent / "hyperhive-ns" / "alpha"
+    assert cg.agent("alpha")._rels[""] == "/system.slice/hive.service/hyperhive-ns/alpha"
+    other = tmp_path / "other"
+    other.mkdir()
+    leaf = fake_v2(other, own_rel="/system.slice/x.service/daemon")  # no namespace above: its own cgroup
+    cg = Cgroups.detect("hyperhive-ns", root=other / "cgroup", self_cgroup=other / "self")
+    assert cg is not None and cg.agent("alpha").dirs[""] == leaf / "hyperhive-ns" / "alpha"
+
+
 def test_v2_reuse_empties_and_rewrites_without_moving_again(tmp_path: Path, writes: list[tuple[str, str]]) -> None:
     """Second prepare: controllers already enabled (as the kernel shows them, no "+"), swap.max present."""
     own = fake_v2(tmp_path)
