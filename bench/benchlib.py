@@ -124,6 +124,10 @@ class DaemonProc:
         except subprocess.TimeoutExpired:
             os.kill(self.proc.pid, signal.SIGKILL)
             self.proc.wait(timeout=10)
+        # Harnesses outlive a daemon killed outright (issue 16): ours end with the bench.
+        from hyperhive.backends.local_adopt import end_left_running
+
+        end_left_running(self.state_dir / "agents")
 
 
 def drain(conn: LineConn) -> int:

@@ -322,18 +322,9 @@ def reap_harnesses(paths: StatePaths) -> list[int]:
     """Kill the harnesses a daemon left running (they outlive it, issue 16): each whose
     record (agents/<n>/harness.json) still names a live process started at that tick.
     A cleanly stopped daemon leaves no record. The pids killed."""
-    from hyperhive.backends.local_adopt import RECORD, read_record, start_time
+    from hyperhive.backends.local_adopt import end_left_running
 
-    killed = []
-    for path in paths.agents.glob(f"*/{RECORD}") if paths.agents.is_dir() else ():
-        rec = read_record(path)
-        if rec is not None and start_time(rec.pid) == rec.start_time:
-            try:
-                os.killpg(rec.pid, signal.SIGKILL)
-                killed.append(rec.pid)
-            except ProcessLookupError:
-                pass
-    return killed
+    return end_left_running(paths.agents)
 
 
 def passable(path: Path) -> None:

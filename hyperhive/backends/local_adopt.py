@@ -39,8 +39,8 @@ from hyperhive.sandbox.log_relay import relay_argv
 if TYPE_CHECKING:
     from hyperhive.sandbox.cgroups import AgentCgroup
 
-__all__ = ["RECORD", "HarnessRecord", "Proc", "boot_id", "end_group", "identify", "identify_relay", "read_record",
-           "reap_later", "remove_record", "signal_group", "spawn", "start_time", "write_record"]
+__all__ = ["RECORD", "HarnessRecord", "Proc", "boot_id", "end_group", "end_left_running", "identify", "identify_relay",
+           "read_record", "reap_later", "remove_record", "signal_group", "spawn", "start_time", "write_record"]
 
 _log = logs.get("hyperhive.backend.local")
 
@@ -295,3 +295,18 @@ def end_group(proc: Proc, cgroup: AgentCgroup | None) -> None:
         proc.reap(0)
     if cgroup is not None:
         cgroup.kill_all()
+
+
+def end_left_running(agents: Path) -> list[int]:
+    """Kill every harness a daemon left running under ``agents`` (``agents/<n>/harness.json``
+    naming a live process of that boot and start time: never a reused pid). For a
+    daemon's state dir with no daemon (a test's, a bench's): the pids ended."""
+    ended = []
+    for path in sorted(agents.glob(f"*/{RECORD}")) if agents.is_dir() else ():
+        record = read_record(path)
+        proc = identify(record) if record is not None else "no record"
+        if isinstance(proc, Proc):
+            end_group(proc, None)
+            ended.append(proc.pid)
+            remove_record(path)
+    return ended
