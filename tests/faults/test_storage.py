@@ -18,6 +18,7 @@ import sqlite3
 import subprocess
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from faults_common import SINK, log_problems, report
@@ -70,7 +71,7 @@ def _failures(hive: Hive) -> int:
     return int(float(m.group(1))) if m else 0
 
 
-def test_a_full_disk_refuses_sends_clearly_and_recovers(small_state: Path) -> None:
+def test_a_full_disk_refuses_sends_clearly_and_recovers(small_state: Path, browser_page: Any) -> None:
     hive = Hive(small_state).start()
     try:
         hive.spawn(SINK)
@@ -98,6 +99,10 @@ def test_a_full_disk_refuses_sends_clearly_and_recovers(small_state: Path) -> No
         assert code == 200 and "state" in state, state
         state = state["state"]
         assert "disk is full" in str(state["storage"]["failing"]), state["storage"]
+        browser_page.goto(hive.login_url)  # the operator sees it: a banner while the store cannot be written
+        banner = browser_page.locator("#storage")
+        banner.wait_for(state="visible")
+        assert "disk is full" in banner.inner_text() and "none is acknowledged" in banner.inner_text()
 
         filler.unlink()
         after = hive.admin("send", to=SINK, body="after the disk was freed")["message_id"]
@@ -110,6 +115,8 @@ def test_a_full_disk_refuses_sends_clearly_and_recovers(small_state: Path) -> No
         assert code == 200 and "state" in state, state
         state = state["state"]
         assert state["storage"]["failing"] is None and state["storage"]["failures"]["send"] >= 1
+        browser_page.reload()
+        browser_page.locator("#storage").wait_for(state="hidden")
         # Other writers (the Ledger's turn records) log their own refused writes: only those may show.
         assert not [p for p in log_problems(hive.log_path) if "database or disk is full" not in p]
         report(f"storage full disk: {len(refused)} sends refused storage_unavailable, 0 acknowledged "

@@ -488,8 +488,16 @@ function renderFlow(flow) {
   empty(box, flow, "no messages yet");
 }
 
+function renderStorage(s) {  // issue 16: the store cannot be written; sends are refused, never acknowledged
+  const box = document.getElementById("storage");
+  const failing = s && s.failing;
+  box.hidden = !failing;
+  box.textContent = failing ? `hive.sqlite cannot be written (${failing}): every send is refused ` +
+    "(storage_unavailable) and none is acknowledged until it can; the daemon recovers by itself." : "";
+}
+
 const RENDER = { containers: renderContainers, tombstones: renderTombstones, questions: renderQuestions,
-  inbox: renderInbox, approvals: renderApprovals, flow: renderFlow, fleet: renderFleet };
+  inbox: renderInbox, approvals: renderApprovals, flow: renderFlow, fleet: renderFleet, storage: renderStorage };
 
 hive.last = {};
 
