@@ -20,7 +20,6 @@ last one of the start ``daemon.ready url=… agents=N``. A `StartupError`
 from __future__ import annotations
 
 import asyncio
-import fcntl
 import os
 import signal
 from collections.abc import Callable
@@ -58,7 +57,8 @@ from hyperhive.backends.base import Backend
 from hyperhive.backends.local import LocalBackend
 from hyperhive.backends.nixos import NixosBackend
 from hyperhive.costs import Costs, start_costs
-from hyperhive.errors import BadSetting, HiveError, StateDirBusy
+from hyperhive.daemon_process import raise_file_limit, take_lock
+from hyperhive.errors import BadSetting, HiveError
 from hyperhive.names import AgentName
 from hyperhive.paths import Limits, StatePaths
 from hyperhive.sandbox.allowlist import parse_resolve
@@ -67,6 +67,7 @@ from hyperhive.sandbox.gateway import ApiGateway, upstream_from_env
 from hyperhive.settings import Settings
 from hyperhive.store.db import synchronous_of
 from hyperhive.store.models import open_hive_db
+from hyperhive.store.reserve import Reserve
 from hyperhive.web.dashboard.access import Access, load_token, login_url
 from hyperhive.web.dashboard.app import Dashboard, bind_dashboard, start_dashboard
 from hyperhive.web.operator.lifecycle import lifecycle_action
@@ -117,27 +118,12 @@ class Daemon:
     notifier: sdnotify.Notifier | None = None
 
 
-def _take_lock(paths: StatePaths) -> IO[str]:
-    (paths.root / "run").mkdir(parents=True, exist_ok=True)
-    f = open(paths.root / "run" / "daemon.lock", "a+")  # noqa: SIM115 - held for the daemon's life
-    try:
-        fcntl.flock(f, fcntl.LOCK_EX | fcntl.LOCK_NB)
-    except BlockingIOError:
-        f.close()
-        raise StateDirBusy(f"another daemon is running on {paths.root} (it holds run/daemon.lock)") from None
-    f.seek(0)
-    f.truncate()
-    f.write(f"{os.getpid()}\n")
-    f.flush()
-    return f
-
-
 async def start(settings: Settings) -> Daemon:
     """Bring a daemon up on the running IOLoop; returns once it is booted."""
     given = load_token(settings.listen_host, settings.token_file)  # F46: refuse before anything starts
     paths = StatePaths(settings.state_dir)
     paths.root.mkdir(parents=True, exist_ok=True)
-    d = Daemon(settings, paths, _take_lock(paths))
+    d = Daemon(settings, paths, take_lock(paths))
     try:
         # Without a token file, our own (made on first start, under the lock: one daemon writes it).
         token = given or load_token(settings.listen_host, "", paths.root / "run")
@@ -208,6 +194,7 @@ async def _bring_up(d: Daemon, token: str) -> None:
             lim.memory_mb, lim.pids)))
 
     inflight = InFlight()
+    reserve = Reserve(paths.root, settings.min_free_mb)
 
     def redeliver(name: str) -> None:  # what its turn had taken and never finished goes round again
         if ids := inflight.lost(name):
@@ -225,7 +212,7 @@ async def _bring_up(d: Daemon, token: str) -> None:
     def ops_for(name: AgentName, manager: bool) -> dict[str, Any]:
         ops = agent_ops(name, broker, sends, settings.recv_cap_seconds, manager, d.heartbeats, d.hub, slots,
                         questions=d.questions, permission_ttl=settings.permission_ttl_seconds, pulls=pulls,
-                        spend=costs.spend, inflight=inflight)
+                        spend=costs.spend, inflight=inflight, reserve=reserve)
         if not manager:
             return {**ops, **refused_manager_ops()}
         # m1nd's socket opens at boot, once the Coordinator and Approvals are up.
@@ -374,24 +361,11 @@ async def _serve(settings: Settings) -> int:
     return EXIT_HANDED_OVER if handover[0] else 0
 
 
-def _raise_file_limit() -> None:
-    """Up to the hard limit: every agent holds a few sockets to the daemon."""
-    import resource
-
-    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
-    want = hard if hard != resource.RLIM_INFINITY else 1 << 20
-    if soft < want:
-        try:
-            resource.setrlimit(resource.RLIMIT_NOFILE, (want, hard))
-        except (ValueError, OSError):
-            _log.warning("daemon.file_limit", soft=soft, hard=hard)
-
-
 def serve(settings: Settings) -> int:
     """Run the daemon until SIGTERM/SIGINT. A `StartupError` propagates (the CLI
     prints it as one line); any other refusal is logged and exits 1."""
     logs.configure(fmt=settings.log_format)
-    _raise_file_limit()
+    raise_file_limit()
     try:
         return asyncio.run(_serve(settings))
     except HiveError as exc:  # e.g. the nixos backend's environment is incomplete

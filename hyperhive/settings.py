@@ -189,6 +189,10 @@ class Settings:
     hard_cap_factor: float = setting(
         1.5, "a running turn is cancelled once its agent (or the fleet) has spent this many times its budget",
         bounds=(1, 100))
+    min_free_mb: int = setting(
+        64, "past this much free space left where hive.sqlite lives, the agents' sends are refused "
+        "(storage_unavailable) and the rest is kept for the operator's and the daemon's writes (0: no floor)",
+        bounds=(0, 1 << 20))
     notify: str = setting("", "command run with each event that waits for the operator (a question, an "
                           "approval, a crash) as JSON on stdin; empty: none")
     agent_memory_mb: int = setting(4096, "memory limit of each agent's whole process tree, in MB, where its "

@@ -9,6 +9,7 @@ import fcntl
 from pathlib import Path
 
 from hyperhive import daemon
+from hyperhive.daemon_process import take_lock
 from hyperhive.paths import StatePaths
 from hyperhive.settings import Settings
 
@@ -30,7 +31,7 @@ def test_servers_stop_before_the_actors_they_feed_and_the_broker_last() -> None:
 
 def test_stopping_a_daemon_with_nothing_started_releases_the_lock(tmp_path: Path) -> None:
     paths = StatePaths(tmp_path / "state")
-    d = daemon.Daemon(Settings(state_dir=paths.root), paths, daemon._take_lock(paths))
+    d = daemon.Daemon(Settings(state_dir=paths.root), paths, take_lock(paths))
     daemon.stop(d)
     assert d.lock.closed
     with open(paths.root / "run" / "daemon.lock", "a+") as again:  # free for the next daemon

@@ -36,6 +36,7 @@ SAMPLE = {
     "fleet_budget_per": ("week", "week"),
     "budget_question_ttl_seconds": ("600", 600.0),
     "hard_cap_factor": ("2", 2.0),
+    "min_free_mb": ("128", 128),
     "restart_backoff_seconds": ("0.25", 0.25),
     "restart_backoff_max_seconds": ("90", 90.0),
     "agent_port_base": ("9000", 9000),

@@ -39,7 +39,16 @@ from peewee import Database, fn
 
 import hyperhive.logs as logs
 from hyperhive.actors.bridge import Handle, Reply, answers, claim, fail, parks, resolve
-from hyperhive.actors.broker_commit import Batch, Duplicate, Pending, Row, body_bytes, insert_rows, stored_keys
+from hyperhive.actors.broker_commit import (
+    Batch,
+    Duplicate,
+    Pending,
+    Row,
+    body_bytes,
+    insert_rows,
+    settle,
+    stored_keys,
+)
 from hyperhive.actors.broker_core import (
     RECV_BATCH,
     RECV_BYTES,
@@ -266,8 +275,12 @@ class Broker(pykka.ThreadingActor):
                 try:
                     resolve(reply, mark_delivered(self._db, rows))
                 except Exception as exc:  # noqa: BLE001
-                    _log.exception("broker.recv_failed", agent=agent)
                     fault = storage_fault(exc)
+                    if fault is None:
+                        _log.exception("broker.recv_failed", agent=agent)
+                    else:  # the store's state, not a bug: no traceback (nothing was marked delivered)
+                        _log.warning("broker.recv_failed", agent=agent, fault=fault)
+                        settle(self._db)
                     self._storage_outcome("recv", fault)
                     fail(reply, Internal(f"recv failed: {exc}") if fault is None
                          else StorageUnavailable(f"recv failed: {fault}"))

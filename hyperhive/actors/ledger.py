@@ -19,12 +19,15 @@ from peewee import Database
 import hyperhive.logs as logs
 from hyperhive.actors.bridge import Handle, answers
 from hyperhive.store import usage as store
+from hyperhive.store.faults import storage_fault
 from hyperhive.store.usage import CallRow, Loaded
 
 __all__ = ["Ledger"]
 
 _log = logs.get("hyperhive.ledger")
 FLUSH_SECONDS = 0.25
+RETRY_SECONDS = 5.0  # after a storage fault (a full disk): the rows wait, at most MAX_PENDING of them
+MAX_PENDING = 100_000
 
 
 class Ledger(pykka.ThreadingActor):
@@ -84,13 +87,24 @@ class Ledger(pykka.ThreadingActor):
         try:
             with self._db.atomic():
                 self._write(pending)
-        except Exception:  # noqa: BLE001 - retried one by one: a bad row fails only itself
+        except Exception as exc:  # noqa: BLE001 - retried one by one: a bad row fails only itself
+            if (fault := storage_fault(exc)) is not None:  # the store's state: kept, written once it works
+                self._pending = (pending + self._pending)[-MAX_PENDING:]
+                _log.warning("ledger.storage_unavailable", fault=fault, waiting=len(self._pending))
+                self._retry_later()
+                return
             for one in pending:
                 try:
                     with self._db.atomic():
                         self._write([one])
                 except Exception:  # noqa: BLE001 - a tell must never kill the actor
                     _log.exception("ledger.write_failed", kind=one[0])
+
+    def _retry_later(self) -> None:
+        if self._me is not None and (self._timer is None or not self._timer.is_alive()):
+            self._timer = threading.Timer(RETRY_SECONDS, self._me.tell, (Ledger.flush,))
+            self._timer.daemon = True
+            self._timer.start()
 
     def _write(self, pending: list[tuple[str, Any]]) -> None:
         calls: list[CallRow] = []

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 from faults_common import SINK, log_problems, report
-from support import Hive
+from support import Hive, wait_for
 
 from hyperhive.errors import HiveError
 
@@ -122,5 +122,42 @@ def test_a_full_disk_refuses_sends_clearly_and_recovers(small_state: Path, brows
         report(f"storage full disk: {len(refused)} sends refused storage_unavailable, 0 acknowledged "
                f"({len(acked)} stored before the disk filled, all present), {_failures(hive)} failed commits "
                "counted, recovered")
+    finally:
+        hive.stop()
+
+
+def test_past_the_floor_an_agents_sends_are_refused_and_the_operators_go_through(small_state: Path) -> None:
+    """An agent cannot take the store's last space: under --min-free-mb free, its own sends are
+    refused storage_unavailable (nothing stored) while the operator's still commit."""
+    from hyperhive import client
+
+    hive = Hive(small_state, ["--min-free-mb", "3"]).start()
+    try:
+        hive.spawn("writer")
+        hive.spawn(SINK)
+        hive.admin("stop", name=SINK)
+        st = os.statvfs(small_state)
+        filler = small_state / "filler"
+        with open(filler, "wb") as f:  # leave about 2 MB: under the floor, room enough for commits
+            f.write(b"\0" * max(0, st.f_bavail * st.f_frsize - (2 << 20)))
+
+        def agent_send() -> str:
+            try:
+                client.request(hive.socket("writer"), "send", timeout=30, to=SINK, body="agent-wrote this")
+                return "acknowledged"
+            except HiveError as exc:
+                return f"{exc.code}: {exc.message}"
+
+        got = wait_for(lambda: (r := agent_send()).startswith("storage_unavailable") and r,
+                       timeout=10, what="the agent's send refused under the floor")
+        assert "--min-free-mb" in got and "nothing stored" in got
+        assert hive.admin("send", to=SINK, body="operator-wrote this")["message_id"] > 0
+        bodies = _stored_bodies(hive.paths.db)
+        assert "operator-wrote" in bodies and "agent-wrote" not in bodies
+        filler.unlink()
+        assert wait_for(lambda: agent_send() == "acknowledged" or None, timeout=10,
+                        what="the agent's send once space is back")
+        report("storage floor: an agent's sends refused under --min-free-mb, the operator's committed, "
+               "recovered once space came back")
     finally:
         hive.stop()

@@ -11,6 +11,7 @@ from hyperhive.actors.events import ContainerActivity, Hub
 from hyperhive.actors.refs import BrokerRef, QuestionsRef
 from hyperhive.errors import BadRequest, Forbidden, Unavailable
 from hyperhive.names import AgentName, validate_recipient
+from hyperhive.store.reserve import Reserve
 from hyperhive.web.operator import permissions
 from hyperhive.web.rpc.jsonlines import Op
 from hyperhive.web.tables.heartbeats import REPORTED, Heartbeats
@@ -34,7 +35,7 @@ def agent_ops(
     agent: AgentName, broker: BrokerRef, sends: SendBatcher, recv_cap: float, manager: bool = False,
     beats: Heartbeats | None = None, hub: Hub | None = None, slots: TurnSlots | None = None,
     questions: QuestionsRef | None = None, permission_ttl: float = 600.0, pulls: Pulls | None = None,
-    spend: Spend | None = None, inflight: InFlight | None = None,
+    spend: Spend | None = None, inflight: InFlight | None = None, reserve: Reserve | None = None,
 ) -> dict[str, Op]:
     beats = beats or Heartbeats(5.0)
     slots = slots or TurnSlots(0)
@@ -50,6 +51,8 @@ def agent_ops(
 
     async def send(req: Send) -> dict[str, Any]:
         to = validate_recipient(req.to)
+        if reserve is not None:  # an agent cannot take the store's last space (issue 16)
+            reserve.check_agent_write(agent)
         return sent_reply(await sends.send(agent, to, req.body, req.idempotency_key))
 
     def requeue(rows: list[InboxRow]) -> None:
