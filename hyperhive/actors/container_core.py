@@ -85,8 +85,9 @@ def kick_text(agent: str, reason: str, state_dir: str) -> str:
     return (
         f"[system] {agent}, your harness was {reason}. Your notes are in your state dir "
         f"({state_dir}) and your conversation is kept up to its last saved step. If a turn was "
-        f"under way, it did not finish: the messages it had taken are delivered to you again, "
-        f"and work it started (files, commands) may be half done. Check, then carry on."
+        f"under way, it did not finish: the messages it had taken are delivered to you again (once: "
+        f"not after a second such end), and work it started (files, commands) may be half done. "
+        f"Check, then carry on."
     )
 
 

@@ -39,3 +39,13 @@ def test_agents_are_apart() -> None:
     f.took("a", [1])
     f.took("b", [2])
     assert f.lost("a") == [1] and f.holding("b") == [2]
+
+
+def test_a_message_that_ends_its_harness_every_time_is_delivered_again_once() -> None:
+    f = InFlight()
+    f.took("a", [5, 6])
+    f.turn_started("a")
+    assert f.lost("a") == [5, 6]  # the first harness died on them: once more
+    f.took("a", [5, 6, 7])
+    f.turn_started("a")
+    assert f.lost("a") == [7]  # died again: 5 and 6 are not delivered a third time
