@@ -382,3 +382,33 @@ def gateway_call(path: Path, model: str, stream: bool = False, max_tokens: int =
         while chunk := s.recv(65536):
             out += chunk
     return out
+
+
+def priced_hive(tmp_path: Path, env: dict[str, str], prices: dict[str, dict[str, float]], *extra: str) -> Hive:
+    """A daemon (not started) on ``tmp_path/state`` pricing model calls by ``prices``
+    (``--prices``, the file written to ``tmp_path/prices.json``), ``extra`` flags after."""
+    path = tmp_path / "prices.json"
+    path.write_text(json.dumps(prices))
+    return Hive(tmp_path / "state", ["--prices", str(path), *extra], env=env)
+
+
+@contextlib.contextmanager
+def small_tmpfs(where: Path, size: str) -> Iterator[Path]:
+    """A tmpfs of ``size`` (``"8m"``) mounted on ``where`` (made), unmounted after; root only."""
+    where.mkdir(exist_ok=True)
+    subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size},mode=0755", "tmpfs", str(where)], check=True)
+    try:
+        yield where
+    finally:
+        subprocess.run(["umount", "-l", str(where)], check=False)
+
+
+def fill_disk(path: Path) -> None:
+    """Write zeros to ``path`` until its filesystem is full."""
+    with open(path, "wb") as f:
+        try:
+            while True:
+                f.write(b"\0" * 65536)
+                f.flush()
+        except OSError:
+            pass

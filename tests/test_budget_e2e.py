@@ -17,7 +17,7 @@ from typing import Any
 
 import pytest
 from fake_anthropic import FakeAnthropic, Reply, text
-from support import Hive, wait_for
+from support import Hive, priced_hive, wait_for
 
 pytestmark = [
     pytest.mark.e2e,  # a daemon, harnesses and the real claude CLI
@@ -25,6 +25,7 @@ pytestmark = [
 ]
 
 PRICED = "claude-budget-test"  # the model the scripted answers name: $1 per 1000 tokens of any kind
+ALL_KINDS = {PRICED: {"input": 1000.0, "output": 1000.0, "cache_read": 1000.0, "cache_write": 1000.0}}
 
 
 class Script:
@@ -71,9 +72,7 @@ def fake(script: Script) -> Iterator[FakeAnthropic]:
 
 
 def _hive(tmp_path: Path, fake: FakeAnthropic, *extra: str) -> Hive:
-    prices = tmp_path / "prices.json"
-    prices.write_text(json.dumps({PRICED: {"input": 1000, "output": 1000, "cache_read": 1000, "cache_write": 1000}}))
-    return Hive(tmp_path / "state", ["--driver", "claude", "--prices", str(prices), *extra], env=fake.env()).start()
+    return priced_hive(tmp_path, fake.env(), ALL_KINDS, "--driver", "claude", *extra).start()
 
 
 def _budget_questions(hive: Hive) -> tuple[list[dict[str, Any]], list[dict[str, Any]]]:
@@ -208,9 +207,8 @@ def test_hive_usage_shows_exactly_what_the_server_returned_to_a_real_cli(tmp_pat
                                                                           script: Script) -> None:
     """Acceptance 1 with the real CLI: the daemon's default driver is builtin (m1nd makes no model
     call), so every request the server answers is the claude agent's."""
-    prices = tmp_path / "prices.json"
-    prices.write_text(json.dumps({PRICED: {"input": 3, "output": 15, "cache_read": 0.3, "cache_write": 3.75}}))
-    hive = Hive(tmp_path / "state", ["--prices", str(prices)], env=fake.env()).start()
+    hive = priced_hive(tmp_path, fake.env(),
+                       {PRICED: {"input": 3, "output": 15, "cache_read": 0.3, "cache_write": 3.75}}).start()
     try:
         aid = hive.admin("request_spawn", name="cc", driver="claude")["approval_id"]
         hive.admin("approve", approval_id=aid)

@@ -8,7 +8,6 @@ in the header shows it too; `hive ls` has it in its TODAY column."""
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -17,7 +16,7 @@ from typing import Any
 
 import pytest
 from fake_anthropic import FakeAnthropic, Reply, text
-from support import Hive, gateway_call
+from support import Hive, gateway_call, priced_hive
 
 pytestmark = [pytest.mark.e2e, pytest.mark.filterwarnings("ignore::ResourceWarning")]  # a daemon and a browser
 
@@ -33,9 +32,7 @@ def fake() -> Iterator[FakeAnthropic]:
 
 @pytest.fixture
 def hive(tmp_path: Path, fake: FakeAnthropic) -> Iterator[Hive]:
-    prices = tmp_path / "prices.json"
-    prices.write_text(json.dumps(PRICES))
-    h = Hive(tmp_path / "state", ["--prices", str(prices)], env=fake.env()).start()
+    h = priced_hive(tmp_path, fake.env(), PRICES).start()
     try:
         yield h
     finally:

@@ -7,13 +7,13 @@ from __future__ import annotations
 
 import os
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import peewee
 import pytest
+from support import fill_disk, small_tmpfs
 
 from hyperhive.actors.broker_commit import insert_rows
 from hyperhive.errors import StorageUnavailable, Unavailable, from_wire
@@ -89,30 +89,15 @@ def test_storage_unavailable_crosses_the_wire() -> None:
 def small_fs(tmp_path: Path) -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    mnt = tmp_path / "mnt"
-    mnt.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=4m", "tmpfs", str(mnt)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "mnt", "4m") as mnt:
         yield mnt
-    finally:
-        subprocess.run(["umount", "-l", str(mnt)], check=False)
-
-
-def fill(path: Path) -> None:
-    with open(path, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
 
 
 def test_a_full_disk_fails_the_whole_batch_and_the_next_commit_works(small_fs: Path) -> None:
     db: Any = open_hive_db(small_fs / "hive.sqlite")  # peewee's calls are untyped
     try:
         assert insert_rows(db, [("operator", "a", "before", 1.0, None, None)]) == [1]
-        fill(small_fs / "filler")
+        fill_disk(small_fs / "filler")
         for n in (1, 3, 40):
             out = insert_rows(db, [("operator", "a", "y" * 4000, 1.0, None, f"k{n}-{i}") for i in range(n)])
             assert all(isinstance(r, StorageUnavailable) for r in out), out

@@ -15,14 +15,13 @@ from __future__ import annotations
 import os
 import re
 import sqlite3
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from faults_common import SINK, log_problems, report
-from support import Hive, wait_for
+from support import Hive, fill_disk, small_tmpfs, wait_for
 
 from hyperhive.errors import HiveError
 
@@ -37,23 +36,8 @@ REFUSED_AFTER = 20  # sends after the first refusal, all of which must be refuse
 def small_state(tmp_path: Path) -> Iterator[Path]:
     if os.geteuid() != 0:
         pytest.skip("mounting a tmpfs needs root")
-    state = tmp_path / "state"
-    state.mkdir()
-    subprocess.run(["mount", "-t", "tmpfs", "-o", "size=8m,mode=0755", "tmpfs", str(state)], check=True)
-    try:
+    with small_tmpfs(tmp_path / "state", "8m") as state:
         yield state
-    finally:
-        subprocess.run(["umount", "-l", str(state)], check=False)
-
-
-def _fill(path: Path) -> None:
-    with open(path, "wb") as f:
-        try:
-            while True:
-                f.write(b"\0" * 65536)
-                f.flush()
-        except OSError:
-            pass
 
 
 def _stored_bodies(db: Path) -> set[str]:
@@ -77,7 +61,7 @@ def test_a_full_disk_refuses_sends_clearly_and_recovers(small_state: Path, brows
         hive.spawn(SINK)
         hive.admin("stop", name=SINK)  # its messages are stored undelivered
         filler = small_state / "filler"
-        _fill(filler)
+        fill_disk(filler)
         acked: dict[str, int] = {}
         refused: list[str] = []
         codes: set[str] = set()

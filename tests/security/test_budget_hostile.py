@@ -6,7 +6,6 @@ returned, refuses it past its budget, and a lie moves no budget."""
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 from collections.abc import Iterator
@@ -15,7 +14,7 @@ from typing import Any
 
 import pytest
 from fake_anthropic import FakeAnthropic, Reply, text
-from support import Hive, wait_for
+from support import Hive, priced_hive, wait_for
 from test_sandbox import py, run_cmd
 
 pytestmark = [
@@ -46,10 +45,8 @@ def fake() -> Iterator[FakeAnthropic]:
 
 @pytest.fixture
 def hive(tmp_path: Path, fake: FakeAnthropic) -> Iterator[Hive]:
-    prices = tmp_path / "prices.json"
-    prices.write_text(json.dumps({PRICED: {"input": 1000, "output": 1000}}))
-    h = Hive(tmp_path / "state", ["--sandbox", "on", "--prices", str(prices), "--fleet-budget-usd", "100"],
-             env=fake.env()).start()
+    h = priced_hive(tmp_path, fake.env(), {PRICED: {"input": 1000, "output": 1000}}, "--sandbox", "on",
+                    "--fleet-budget-usd", "100").start()
     try:
         yield h
     finally:

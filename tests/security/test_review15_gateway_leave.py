@@ -36,7 +36,7 @@ from typing import Any
 
 import pytest
 from fake_anthropic import FakeAnthropic, Reply, text, tool_use
-from support import Hive, wait_for
+from support import Hive, priced_hive, wait_for
 from test_sandbox import py, run_cmd
 
 pytestmark = [
@@ -46,6 +46,7 @@ pytestmark = [
 ]
 
 PRICED = "claude-review15-test"  # $1 per 1000 tokens of every kind
+ALL_KINDS = {PRICED: {"input": 1000.0, "output": 1000.0, "cache_read": 1000.0, "cache_write": 1000.0}}
 
 
 class Upstream:
@@ -79,9 +80,7 @@ def fake(upstream: Upstream) -> Iterator[FakeAnthropic]:
 
 @pytest.fixture
 def hive(tmp_path: Path, fake: FakeAnthropic, upstream: Upstream) -> Iterator[Hive]:
-    prices = tmp_path / "prices.json"
-    prices.write_text(json.dumps({PRICED: {"input": 1000, "output": 1000, "cache_read": 1000, "cache_write": 1000}}))
-    h = Hive(tmp_path / "state", ["--sandbox", "on", "--prices", str(prices)], env=fake.env()).start()
+    h = priced_hive(tmp_path, fake.env(), ALL_KINDS, "--sandbox", "on").start()
     try:
         yield h
     finally:

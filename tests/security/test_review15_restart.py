@@ -13,15 +13,14 @@ keep its model calls "in a turn" while over budget.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 from fake_anthropic import FakeAnthropic, Reply, text
-from support import Hive, wait_for
-from test_review15_gateway_leave import PRICED, Upstream, request_code
+from support import Hive, priced_hive, wait_for
+from test_review15_gateway_leave import ALL_KINDS, PRICED, Upstream, request_code
 from test_review15_gateway_leave import pytestmark as _marks
 from test_sandbox import py, run_cmd
 
@@ -44,9 +43,7 @@ def fake(upstream: Upstream) -> Iterator[FakeAnthropic]:
 
 
 def make_hive(tmp_path: Path, fake: FakeAnthropic, *extra: str) -> Hive:
-    prices = tmp_path / "prices.json"
-    prices.write_text(json.dumps({PRICED: {"input": 1000, "output": 1000, "cache_read": 1000, "cache_write": 1000}}))
-    return Hive(tmp_path / "state", ["--sandbox", "on", "--prices", str(prices), *extra], env=fake.env())
+    return priced_hive(tmp_path, fake.env(), ALL_KINDS, "--sandbox", "on", *extra)
 
 
 @pytest.fixture

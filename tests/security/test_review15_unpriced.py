@@ -27,14 +27,13 @@ unpriced calls free.
 from __future__ import annotations
 
 import asyncio
-import json
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 from fake_anthropic import FakeAnthropic, Reply, text
-from support import Hive, wait_for
-from test_review15_gateway_leave import PRICED, Upstream, request_code
+from support import Hive, priced_hive, wait_for
+from test_review15_gateway_leave import ALL_KINDS, Upstream, request_code
 from test_review15_gateway_leave import pytestmark as _marks
 from test_sandbox import py, run_cmd
 
@@ -62,9 +61,7 @@ def fake(upstream: Upstream) -> Iterator[FakeAnthropic]:
 
 @pytest.fixture
 def hive(tmp_path: Path, fake: FakeAnthropic) -> Iterator[Hive]:
-    prices = tmp_path / "prices.json"
-    prices.write_text(json.dumps({PRICED: {"input": 1000, "output": 1000, "cache_read": 1000, "cache_write": 1000}}))
-    h = Hive(tmp_path / "state", ["--sandbox", "on", "--prices", str(prices)], env=fake.env()).start()
+    h = priced_hive(tmp_path, fake.env(), ALL_KINDS, "--sandbox", "on").start()
     try:
         yield h
     finally:
