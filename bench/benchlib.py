@@ -159,3 +159,21 @@ def host_load_note(seconds: float = 1.0, skew: str = "low") -> str:
     busy = (b1 - b0) / max(1, t1 - t0)
     note = f"host busy before start: {busy:.0%} of {os.cpu_count()} CPUs, loadavg {os.getloadavg()[0]:.2f}"
     return note + (f"  (WARNING: other load on this host; figures will be {skew} and noisy)" if busy > 0.10 else "")
+
+
+class SyncDaemon(DaemonProc):
+    """`hive serve --db-synchronous MODE`."""
+
+    def __init__(self, state_dir: Path, synchronous: str) -> None:
+        super().__init__(state_dir)
+        self.synchronous = synchronous
+
+    def argv(self) -> list[str]:
+        return [*super().argv(), "--db-synchronous", self.synchronous]
+
+    def opened_as(self) -> str:
+        """What the daemon's own connection reads back (its `store.opened` log line)."""
+        for line in self.log_path.read_text().splitlines():
+            if '"store.opened"' in line:
+                return str(json.loads(line).get("synchronous"))
+        return "?"

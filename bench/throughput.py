@@ -36,7 +36,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from benchlib import DaemonProc, LineConn, drain, host_cpu, host_load_note, percentile  # noqa: E402 - the script's own dir is on sys.path
+from benchlib import LineConn, SyncDaemon, drain, host_cpu, host_load_note, percentile  # noqa: E402 - the script's own dir is on sys.path
 
 TARGET_SENDS_PER_S = 10_000
 BODY = "benchmark message body " + "x" * 40
@@ -172,7 +172,7 @@ def _load_process(plan: list[tuple[str, str]], start_at: float, warmup: float, d
         out.close()
 
 
-def run_level(d: DaemonProc, concurrency: int, senders: list[str], sinks: list[str], procs: int,
+def run_level(d: SyncDaemon, concurrency: int, senders: list[str], sinks: list[str], procs: int,
               warmup: float, duration: float) -> dict[str, Any]:
     plan = [(str(d.agent_socket(senders[i % len(senders)])), sinks[i % len(sinks)])
             for i in range(concurrency)]
@@ -224,24 +224,6 @@ def run_level(d: DaemonProc, concurrency: int, senders: list[str], sinks: list[s
 # --- the two daemons and the report ---------------------------------------------------
 
 MODES = ("normal", "full")
-
-
-class SyncDaemon(DaemonProc):
-    """`hive serve --db-synchronous MODE`."""
-
-    def __init__(self, state_dir: Path, synchronous: str) -> None:
-        super().__init__(state_dir)
-        self.synchronous = synchronous
-
-    def argv(self) -> list[str]:
-        return [*super().argv(), "--db-synchronous", self.synchronous]
-
-    def opened_as(self) -> str:
-        """What the daemon's own connection reads back (its `store.opened` log line)."""
-        for line in self.log_path.read_text().splitlines():
-            if '"store.opened"' in line:
-                return str(json.loads(line).get("synchronous"))
-        return "?"
 
 
 def bring_up(d: SyncDaemon, senders: list[str], sinks: list[str]) -> None:
