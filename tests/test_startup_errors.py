@@ -36,6 +36,8 @@ def one_line(r: subprocess.CompletedProcess[str]) -> str:
 
 
 # Every setting's refusal is a unit test (test_settings_sources); here, the way out of the process.
+# e2e: each starts `hive serve` (a daemon that refuses to start).
+@pytest.mark.e2e
 @pytest.mark.parametrize(("args", "env", "needle"), [
     (["--listen", "nowhere"], {}, "listen must be HOST:PORT, got 'nowhere'"),
     ([], {"HYPERHIVE_LOG_FORMAT": "loud"}, "$HYPERHIVE_LOG_FORMAT: log_format must be one of auto, console, json"),
@@ -46,17 +48,20 @@ def test_a_bad_setting(tmp_path: Path, args: list[str], env: dict[str, str], nee
     assert not (tmp_path / "state").exists()  # refused before anything was made
 
 
+@pytest.mark.e2e
 def test_a_missing_token_file(tmp_path: Path) -> None:
     line = one_line(serve(tmp_path / "state", "--token-file", str(tmp_path / "nope")))
     assert line == f"hive: cannot read the token file {tmp_path / 'nope'}: No such file or directory"
     assert not (tmp_path / "state").exists()
 
 
+@pytest.mark.e2e
 def test_no_token_file_for_an_address_that_is_not_loopback(tmp_path: Path) -> None:
     line = one_line(serve(tmp_path / "state", "--listen", "0.0.0.0:0"))
     assert "not loopback" in line and "--token-file" in line
 
 
+@pytest.mark.e2e
 def test_a_state_dir_another_daemon_holds(tmp_path: Path) -> None:
     state = tmp_path / "state"
     (state / "run").mkdir(parents=True)

@@ -27,6 +27,10 @@ ROOT = os.geteuid() == 0
 UIDS = {"ag1": 47101, "ag2": 47102}
 
 
+# e2e: through real git (clone, bundle, index-pack), an external tool, as setup.cfg's e2e marker says
+pytestmark = pytest.mark.e2e
+
+
 def account(name: str) -> Account | None:
     return Account(UIDS[name], UIDS[name], True) if ROOT else None
 

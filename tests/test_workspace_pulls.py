@@ -20,6 +20,10 @@ from hyperhive.workspace_pulls import Pulls
 A = AgentName("ag1")
 
 
+# e2e: through real git (clone, bundle, index-pack), an external tool, as setup.cfg's e2e marker says
+pytestmark = pytest.mark.e2e
+
+
 class Gated(Pulls):
     """Pulls whose job waits for the test's go (to hold one running)."""
 

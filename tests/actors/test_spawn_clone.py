@@ -49,6 +49,10 @@ FIFO_OPEN = ("wait_for_partner", "fifo_open")  # a reader's open() of a FIFO wit
 PROMPT = 10.0  # seconds: what "at once" means here (a held clone is held until the test lets it go)
 
 
+# e2e: through real git (clone, bundle, index-pack), an external tool, as setup.cfg's e2e marker says
+pytestmark = pytest.mark.e2e
+
+
 def git(repo: Path, *args: str) -> str:
     return subprocess.run(["git", "-C", str(repo), *args], check=True, capture_output=True, text=True,
                           env=GIT_ENV, timeout=30).stdout.strip()

@@ -39,6 +39,10 @@ REPO_NIX = Path(__file__).resolve().parents[2] / "nix"
 
 
 # --- container names ------------------------------------------------------------
+# e2e: through the fakes of NixOS's tools (real subprocesses), as setup.cfg's e2e marker says
+pytestmark = pytest.mark.e2e
+
+
 @pytest.mark.parametrize(("name", "expected"), [
     ("a", "hh-a"),
     ("m1nd", "hh-m1nd"),

@@ -34,6 +34,10 @@ from hyperhive.workspace_pull import pull
 A = AgentName("ag1")
 
 
+# e2e: through real git (clone, bundle, index-pack), an external tool, as setup.cfg's e2e marker says
+pytestmark = pytest.mark.e2e
+
+
 def test_an_existing_unmerged_hive_branch_is_not_overwritten(tmp_path: Path) -> None:
     op, paths = make_op(tmp_path), make_paths(tmp_path)
     # The earlier ag1's work, pulled before it was purged: on hive/ag1 only, not merged.

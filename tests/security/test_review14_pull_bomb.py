@@ -25,6 +25,7 @@ import sys
 import zlib
 from pathlib import Path
 
+import pytest
 from test_config_repo import PLAIN_ENV
 from test_workspace import UIDS, as_agent, make_op, make_paths, owner
 
@@ -34,6 +35,10 @@ from hyperhive.workspace import create_workspace
 A = AgentName("ag1")
 BASE = (16 << 20) - 1  # a copy instruction moves at most 2**24-1 bytes
 LIMIT_KIB = 256 << 10  # what one pull's git may take, at most, in this test's eyes
+
+
+# e2e: through real git (clone, bundle, index-pack), an external tool, as setup.cfg's e2e marker says
+pytestmark = pytest.mark.e2e
 
 
 def _hdr(kind: int, size: int) -> bytes:
@@ -104,6 +109,8 @@ def _mktree(work: Path, spec: str) -> str:
 
 _PULL = """
 import json, resource, sys
+
+import pytest
 from pathlib import Path
 from hyperhive.errors import HiveError
 from hyperhive.names import AgentName

@@ -41,6 +41,10 @@ from hyperhive.workspace_pulls import Pulls
 A = AgentName("ag1")
 
 
+# e2e: through real git (clone, bundle, index-pack), an external tool, as setup.cfg's e2e marker says
+pytestmark = pytest.mark.e2e
+
+
 def _store_bytes(repo: Path) -> int:
     total = 0
     for d, _dirs, files in os.walk(repo / ".git" / "objects"):

@@ -26,6 +26,10 @@ from hyperhive.workspace_pulls import Pulls
 BAD, GOOD = AgentName("ag1"), AgentName("ag2")
 
 
+# e2e: through real git (clone, bundle, index-pack), an external tool, as setup.cfg's e2e marker says
+pytestmark = pytest.mark.e2e
+
+
 def _fifo_tip(paths: StatePaths, name: AgentName) -> None:
     """The agent commits, then turns its tip's loose object into a FIFO: git's
     read of it blocks, writing nothing."""

@@ -34,6 +34,10 @@ from hyperhive.workspace_pull import pull
 A = AgentName("ag1")
 
 
+# e2e: through real git (clone, bundle, index-pack), an external tool, as setup.cfg's e2e marker says
+pytestmark = pytest.mark.e2e
+
+
 def test_a_fifo_ref_does_not_hold_a_pull_for_minutes(tmp_path: Path) -> None:
     op, paths = make_op(tmp_path), make_paths(tmp_path)
     create_workspace(paths, A, str(op), owner("ag1"))

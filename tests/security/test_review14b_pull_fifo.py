@@ -47,6 +47,10 @@ A = AgentName("ag1")
 BOUND = 10.0  # seconds a refused (or finished) pull may take; PULL_TIMEOUT is 300
 
 
+# e2e: through real git (clone, bundle, index-pack), an external tool, as setup.cfg's e2e marker says
+pytestmark = pytest.mark.e2e
+
+
 def _chown(p: Path) -> None:
     if ROOT:
         os.chown(p, UIDS["ag1"], UIDS["ag1"])

@@ -35,6 +35,10 @@ from hyperhive.workspace_pulls import Pulls
 IDLE = 3.0
 
 
+# e2e: through real git (clone, bundle, index-pack), an external tool, as setup.cfg's e2e marker says
+pytestmark = pytest.mark.e2e
+
+
 def test_a_good_pull_between_held_ones_does_not_put_the_agent_back_on_the_shared_lane(tmp_path: Path) -> None:
     op, paths = make_op(tmp_path), make_paths(tmp_path)
     base = create_workspace(paths, BAD, str(op), owner("ag1"))

@@ -35,6 +35,10 @@ from hyperhive.workspace_pulls import Pulls
 AG = AgentName("ag1")
 
 
+# e2e: through real git (clone, bundle, index-pack), an external tool, as setup.cfg's e2e marker says
+pytestmark = pytest.mark.e2e
+
+
 def test_refused_pulls_count_against_the_hour(tmp_path: Path) -> None:
     op, paths = make_op(tmp_path), make_paths(tmp_path)
     create_workspace(paths, AG, str(op), owner("ag1"))

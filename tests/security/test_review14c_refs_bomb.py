@@ -28,6 +28,7 @@ import sys
 import time
 from pathlib import Path
 
+import pytest
 from test_workspace import UIDS, make_op, make_paths, owner
 
 from hyperhive.names import AgentName
@@ -37,6 +38,10 @@ from hyperhive.workspace_status_refs import MAX_ENTRIES, read_branch_tip
 
 AG = AgentName("ag1")
 PLANTED = 20_000
+
+
+# e2e: through real git (clone, bundle, index-pack), an external tool, as setup.cfg's e2e marker says
+pytestmark = pytest.mark.e2e
 
 
 def _plant(work: Path, n: int) -> None:

@@ -24,6 +24,10 @@ from hyperhive.workspace_pull import pull
 A = AgentName("ag1")
 
 
+# e2e: through real git (clone, bundle, index-pack), an external tool, as setup.cfg's e2e marker says
+pytestmark = pytest.mark.e2e
+
+
 @pytest.fixture
 def op(tmp_path: Path) -> Path:
     return make_op(tmp_path)
