@@ -66,6 +66,8 @@ def _parser() -> argparse.ArgumentParser:
     h.add_argument("--web-socket", default=None,
                    help="serve the web UI on this unix socket instead of a TCP port (the daemon relays it)")
     h.add_argument("--workspace", default=None, help="the agent's workspace (the builtin driver's `run` dir)")
+    h.add_argument("--applied-dir", default=None,
+                   help="the agent's applied config dir (its agent.json); default: <state>/../../../applied/<name>")
     h.add_argument("--api-socket", default=None,
                    help="the daemon's model-API gateway; relayed on loopback as ANTHROPIC_BASE_URL")
     h.add_argument("--proxy-socket", default=None,
@@ -185,7 +187,7 @@ def _run(ns: argparse.Namespace) -> int:
         opts = HarnessOptions(
             web_socket=ns.web_socket, workspace=Path(ns.workspace) if ns.workspace else None,
             api_socket=ns.api_socket, proxy_socket=ns.proxy_socket, fixed_ports=ns.bridge_ports == "fixed",
-            sandboxed=ns.sandboxed)
+            sandboxed=ns.sandboxed, applied_dir=Path(ns.applied_dir) if ns.applied_dir else None)
         asyncio.run(run_harness(ns.name, ns.socket, Path(ns.agent_state), ns.driver, web_port, options=opts))
         return 0
     if ns.cmd == "mcp":

@@ -1,6 +1,6 @@
 """`hive serve`: start-up and shutdown as flat, ordered steps.
 
-Start: state dir and lock → store → clock → gateway → backend → Broker →
+Start: state dir and lock → agents dir (`agents_dir`) → store → clock → gateway → backend → Broker →
 PortAllocator → Notifier → Questions → agent sockets and endpoints →
 Coordinator → Approvals → dashboard → VacuumSweeper → boot (manager, kept containers; waits for their
 starts) → questions re-armed → admin socket → READY.
@@ -32,7 +32,7 @@ import pykka
 from tornado.ioloop import IOLoop
 
 import hyperhive.logs as logs
-from hyperhive import sdnotify
+from hyperhive import agents_dir, sdnotify
 from hyperhive.actors.approvals import Approvals
 from hyperhive.actors.bridge import Handle
 from hyperhive.actors.broker import Broker
@@ -121,10 +121,11 @@ class Daemon:
 async def start(settings: Settings) -> Daemon:
     """Bring a daemon up on the running IOLoop; returns once it is booted."""
     given = load_token(settings.listen_host, settings.token_file)  # F46: refuse before anything starts
-    paths = StatePaths(settings.state_dir)
+    paths = agents_dir.state_paths(settings.state_dir, settings.agents_dir)  # --agents-dir: refused unmade
     paths.root.mkdir(parents=True, exist_ok=True)
     d = Daemon(settings, paths, take_lock(paths))
     try:
+        agents_dir.prepare(paths)  # under the lock: agents never left behind in another place
         # Without a token file, our own (made on first start, under the lock: one daemon writes it).
         token = given or load_token(settings.listen_host, "", paths.root / "run")
         assert token is not None

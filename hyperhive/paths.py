@@ -4,6 +4,10 @@
     <state>/run/admin.sock
     <state>/agents/<name>/{config/agent.json, state/, work/, run/hive.sock, port, uid, harness.log}
     <state>/applied/<name>/agent.json      the config the container runs with
+    <state>/agents-dir                     where the agents' dirs are (`hyperhive.agents_dir`)
+
+With ``--agents-dir`` the agents' dirs are ``<agents-dir>/<name>/`` instead (another
+filesystem than hive.sqlite's, say): `StatePaths.agents_root`; nothing else moves.
 
 ``state/`` (the agent's HOME) and ``work/`` (its workspace) belong to the agent
 and are bound read-write into its sandbox; everything else under
@@ -168,6 +172,7 @@ def _below(parent: Callable[[StatePaths, AgentName], Path], leaf: str) -> Callab
 @dataclass(frozen=True)
 class StatePaths:
     root: Path
+    agents_root: Path | None = None  # --agents-dir; None: <root>/agents
 
     @property
     def db(self) -> Path:
@@ -179,7 +184,8 @@ class StatePaths:
 
     @property
     def agents(self) -> Path:
-        return self.root / "agents"
+        """The dir every agent's own dir is in (``--agents-dir``, else ``<state>/agents``)."""
+        return self.root / "agents" if self.agents_root is None else self.agents_root
 
     @property
     def applied_root(self) -> Path:

@@ -162,6 +162,10 @@ class Settings:
         "the --listen address always are", repeat=True)
     heartbeat_seconds: float = setting(
         5.0, "how often harnesses report their state; three missed beats make an agent unresponsive")
+    disk_interval_seconds: float = setting(
+        60.0, "how often each agent's disk use (its whole dir, on hive ls and /metrics) is measured again, at "
+        "most; each walk is bounded (200000 entries, 2 s: past that the figure is a lower bound)",
+        bounds=(0.5, 24 * 3600))
     max_active_turns: int = setting(0, "most agents' turns running at once; the rest wait in order (0: no cap)",
                                     bounds=(0, math.inf))
     permission_ttl_seconds: float = setting(
@@ -193,6 +197,11 @@ class Settings:
         64, "past this much free space left where hive.sqlite lives, the agents' sends are refused "
         "(storage_unavailable) and the rest is kept for the operator's and the daemon's writes (0: no floor)",
         bounds=(0, 1 << 20))
+    agents_dir: str = setting(
+        "", "where every agent's own dir is (<dir>/<name>/: its home, workspace, sockets), e.g. on another "
+        "filesystem than hive.sqlite's, so an agent that fills its disk does not fill the store's; an absolute "
+        "path, not a symlink, made 0711 if missing; once agents live there the daemon refuses to start with "
+        "another; empty: <state dir>/agents", env="HYPERHIVE_AGENTS_DIR")
     notify: str = setting("", "command run with each event that waits for the operator (a question, an "
                           "approval, a crash) as JSON on stdin; empty: none")
     agent_memory_mb: int = setting(4096, "memory limit of each agent's whole process tree, in MB, where its "

@@ -4,8 +4,9 @@ Every path is checked twice before anything is removed: the name must be a
 valid agent name (so `..`, `.`, `a/../..`, `m1nd/..`, absolute paths and NUL
 never reach the filesystem), and each target must be a real directory (not a
 symlink) whose resolved path sits directly under the state dir's own
-`agents/` or `applied/`. The original had a hole here: the name `..` would
-have wiped the whole state dir.
+`agents/` or `applied/` (or the `--agents-dir`, checked at start to be no
+link). The original had a hole here: the name `..` would have wiped the
+whole state dir.
 
 `agents/<name>` is the daemon's; `agents/<name>/state/**` is the agent's, and
 anything there may be a link planted to a host file. Nothing under it is
@@ -156,16 +157,19 @@ def list_tombstones(paths: StatePaths, live_names: Collection[str], now: float,
 
 
 def _contained(paths: StatePaths, parent: Path, name: AgentName) -> Path:
-    """``parent/name`` checked to be a plain entry of the state dir's ``parent``."""
+    """``parent/name`` checked to be a plain entry of ``parent``: the agents dir (no
+    link, checked at start: it may be outside the state dir, ``--agents-dir``) or a
+    dir of the state dir (``applied/``, ``agents/``) that resolves inside it."""
     root = paths.root.resolve()
     parent_real = parent.resolve()
-    if parent.is_symlink() or parent_real != root / parent.name:
+    given = paths.agents_root is not None and parent == paths.agents
+    if parent.is_symlink() or (not given and parent_real != root / parent.name):
         raise BadName(f"{parent} is not inside the state dir {root}")
     target = parent / name
     if target.is_symlink():
         raise BadName(f"{target} is a symlink; refusing to follow it")
     real = target.resolve()
-    if real.parent != parent_real or real == root or not real.is_relative_to(root):
+    if real.parent != parent_real or real in (root, parent_real):
         raise BadName(f"agent name {name!r} escapes {parent_real}")
     return real
 

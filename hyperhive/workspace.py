@@ -154,10 +154,10 @@ def check_repo(paths: StatePaths, repo: object) -> Path:
     if not top.is_dir():
         raise BadRequest(f"repo {repo} is not a directory")
     git_dir = operator_git_dir(top)
-    state = paths.root.resolve()
-    for p in (top, git_dir):
-        if p == state or state in p.parents:
-            raise BadRequest(f"repo {repo} is inside the state dir {state}; give the operator's own repository")
+    for what, state in (("state dir", paths.root.resolve()), ("agents dir", paths.agents.resolve())):
+        for p in (top, git_dir):
+            if p == state or state in p.parents:
+                raise BadRequest(f"repo {repo} is inside the {what} {state}; give the operator's own repository")
     r = wg.run(str(git_dir), "rev-parse", "--is-bare-repository", runner=operator_runner(git_dir),
                work_tree=str(top), check=False, timeout=30)
     if r.returncode != 0 or r.stdout.strip() != b"false":

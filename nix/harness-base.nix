@@ -61,6 +61,7 @@ let
         "--bridge-ports" "fixed"
         "--web-socket" "${cfg.stateDir}/web.sock"
         "--workspace" cfg.workspaceDir
+        "--applied-dir" cfg.appliedDir
         "--sandboxed"
       ];
       ExecStopPost = "${recordExit}";
@@ -104,6 +105,11 @@ in
       type = types.str;
       default = "/hive/work";
       description = "Where the host binds the agent's workspace (read-write).";
+    };
+    appliedDir = mkOption {
+      type = types.str;
+      default = "/hive/applied";
+      description = "Where the host binds the agent's applied config, read-only (agent.json: its tools and permissions).";
     };
   };
 

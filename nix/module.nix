@@ -35,7 +35,7 @@ let
     "--restart-backoff-max-seconds" (toString cfg.agents.restartBackoffMaxSeconds)
     "--agent-memory-mb" (toString cfg.agents.memoryMB)
     "--agent-pids" (toString cfg.agents.pids)
-  ] ++ cfg.extraArgs;
+  ] ++ (if cfg.agentsDir != null then [ "--agents-dir" cfg.agentsDir ] else [ ]) ++ cfg.extraArgs;
 in
 {
   options.services.hyperhive = {
@@ -50,6 +50,18 @@ in
       type = types.str;
       default = "/var/lib/hyperhive";
       description = "State dir: hive.sqlite, agents/<name>/, applied/<name>/, run/admin.sock.";
+    };
+
+    agentsDir = mkOption {
+      type = types.nullOr types.str;
+      default = null;
+      description = ''
+        Where every agent's own dir is (<agentsDir>/<name>/: its home, workspace,
+        sockets), e.g. on another filesystem than stateDir's, so an agent that
+        fills its disk does not fill hive.sqlite's. The unit waits for its mount.
+        Once agents live there the daemon refuses to start with another.
+        null: <stateDir>/agents.
+      '';
     };
 
     listen = mkOption {
@@ -143,6 +155,7 @@ in
       wantedBy = [ "multi-user.target" ];
       after = [ "network.target" ];
       reloadIfChanged = true; # an upgrade is a handover: the agents keep running
+      unitConfig = optionalAttrs (cfg.agentsDir != null) { RequiresMountsFor = [ cfg.agentsDir ]; };
 
       path = [ pkgs.nixos-container config.nix.package config.systemd.package pkgs.git ];
       environment = {

@@ -16,7 +16,14 @@ from typing import Any
 import pytest
 
 from hyperhive import settings
-from hyperhive.backends.nix_flake import CONTAINER_RUN, CONTAINER_STATE, CONTAINER_WORK, AgentFlake, agent_flake
+from hyperhive.backends.nix_flake import (
+    CONTAINER_APPLIED,
+    CONTAINER_RUN,
+    CONTAINER_STATE,
+    CONTAINER_WORK,
+    AgentFlake,
+    agent_flake,
+)
 from hyperhive.cli import _parser
 from hyperhive.names import AgentName
 
@@ -73,12 +80,13 @@ def nix_eval(tmp_path: Path, expr: str, env: dict[str, str] | None = None) -> An
     return json.loads(r.stdout)
 
 
-def host_module(tmp_path: Path, token: str = "null") -> Any:
+def host_module(tmp_path: Path, token: str = "null", agents_dir: str = "null") -> Any:
     return nix_eval(tmp_path, f"""
       let s = import ./stub.nix;
           m = import {NIX_DIR}/module.nix {{ inherit (s) lib pkgs; config = {{
             services.hyperhive = {{ enable = true; package = "/nix/store/pkg"; stateDir = "/var/lib/hyperhive";
               listen = "127.0.0.1:7800"; tokenFile = {token}; flakeRef = "path:/src?dir=nix"; watchdogSec = 30;
+              agentsDir = {agents_dir};
               agents = {{ driver = "builtin"; recvDefaultSeconds = 30; recvCapSeconds = 180;
                           restartBackoffSeconds = 1; restartBackoffMaxSeconds = 30; memoryMB = 2048; pids = 256; }};
               extraArgs = [ "--sandbox" "off" ]; }};
@@ -129,6 +137,15 @@ def test_host_module_hands_the_token_file_over_as_a_credential(tmp_path: Path) -
     assert unit["environment"]["HYPERHIVE_TOKEN_FILE"] == "%d/token"
 
 
+def test_host_module_passes_the_agents_dir_and_waits_for_its_mount(tmp_path: Path) -> None:
+    none = host_module(tmp_path)["config"]["systemd"]["services"]["hyperhive"]
+    assert "--agents-dir" not in none["serviceConfig"]["ExecStart"] and none["unitConfig"] == {}
+    unit = host_module(tmp_path, agents_dir='"/srv/agents"')["config"]["systemd"]["services"]["hyperhive"]
+    assert settings.from_args(_parser().parse_args(shlex.split(unit["serviceConfig"]["ExecStart"])[1:])
+                              ).agents_dir == "/srv/agents"
+    assert unit["unitConfig"]["RequiresMountsFor"] == ["/srv/agents"]
+
+
 @pytest.mark.parametrize(("role", "unit", "other"), [("agent", "hive-ag3nt", "hive-m1nd"),
                                                       ("manager", "hive-m1nd", "hive-ag3nt")])
 def test_harness_base_runs_the_harness_unit_of_its_role(tmp_path: Path, role: str, unit: str, other: str) -> None:
@@ -137,7 +154,7 @@ def test_harness_base_runs_the_harness_unit_of_its_role(tmp_path: Path, role: st
       in (import {NIX_DIR}/harness-base.nix {{ inherit (s) lib pkgs; config.hyperhive.harness = {{
             name = "alice"; role = "{role}"; package = "/nix/store/pkg"; driver = "builtin";
             socketDir = "{CONTAINER_RUN}"; stateDir = "{CONTAINER_STATE}";
-            workspaceDir = "{CONTAINER_WORK}"; }}; }}).config""", env=SECRETS)
+            workspaceDir = "{CONTAINER_WORK}"; appliedDir = "{CONTAINER_APPLIED}"; }}; }}).config""", env=SECRETS)
     services = c["systemd"]["services"]
     assert services[other] == {"_mkIfFalse": True}
     u = services[unit]
@@ -158,13 +175,15 @@ def test_harness_base_runs_the_harness_unit_of_its_role(tmp_path: Path, role: st
         "harness", "--name", "alice", "--socket", "/hive/run/hive.sock", "--state-dir", "/hive/state",
         "--driver", "builtin", "--api-socket", "/hive/run/api.sock", "--proxy-socket", "/hive/run/proxy.sock",
         "--bridge-ports", "fixed", "--web-socket", "/hive/state/web.sock", "--workspace", "/hive/work",
-        "--sandboxed"]
+        "--applied-dir", "/hive/applied", "--sandboxed"]
     ns = _parser().parse_args(args)  # the flags `hive harness` takes
     assert (exe, ns.cmd, ns.name, ns.socket, ns.agent_state, ns.driver) == (
         "/nix/store/pkg/bin/hive", "harness", "alice", "/hive/run/hive.sock", "/hive/state", "builtin")
     assert (ns.api_socket, ns.proxy_socket, ns.bridge_ports, ns.web_socket, ns.workspace, ns.sandboxed) == (
         "/hive/run/api.sock", "/hive/run/proxy.sock", "fixed", "/hive/state/web.sock", "/hive/work", True)
     assert ns.web_port == 0  # not passed: the web UI is the unix socket
+    # Its agent.json (tools, permissions) where the backend binds the applied dir: read, not the default.
+    assert ns.applied_dir == CONTAINER_APPLIED
     assert c["programs"]["git"]["enable"] is True
     assert c["programs"]["git"]["config"]["user"]["name"] == "hyperhive agent"
 
@@ -174,9 +193,10 @@ def test_harness_base_defaults_are_where_the_host_binds_the_dirs(tmp_path: Path)
       let s = import ./stub.nix;
       in (import {NIX_DIR}/harness-base.nix {{ inherit (s) lib pkgs; config.hyperhive.harness = {{
             name = "a"; role = "agent"; package = "/p"; driver = "builtin"; socketDir = "/r"; stateDir = "/s";
-            workspaceDir = "/w"; }}; }}).options.hyperhive.harness""")
-    assert {k: opts[k]["default"] for k in ("socketDir", "stateDir", "workspaceDir")} == {
-        "socketDir": CONTAINER_RUN, "stateDir": CONTAINER_STATE, "workspaceDir": CONTAINER_WORK}
+            workspaceDir = "/w"; appliedDir = "/a"; }}; }}).options.hyperhive.harness""")
+    assert {k: opts[k]["default"] for k in ("socketDir", "stateDir", "workspaceDir", "appliedDir")} == {
+        "socketDir": CONTAINER_RUN, "stateDir": CONTAINER_STATE, "workspaceDir": CONTAINER_WORK,
+        "appliedDir": CONTAINER_APPLIED}
 
 
 def test_no_nix_file_reads_the_environment() -> None:
@@ -201,7 +221,7 @@ def test_generated_flake_builds_the_container_from_the_base_the_agent_nix_and_it
     own = out["own"]
     assert own["hyperhive"]["harness"] == {"name": "m1nd", "role": "manager", "driver": "builtin",
                                            "socketDir": CONTAINER_RUN, "stateDir": CONTAINER_STATE,
-                                           "workspaceDir": CONTAINER_WORK}
+                                           "workspaceDir": CONTAINER_WORK, "appliedDir": CONTAINER_APPLIED}
     assert own["programs"]["git"]["config"]["user"] == {"name": "m1nd", "email": "m1nd@hyperhive.local"}
     assert own["networking"]["hostName"] == "hh-m1nd"
 

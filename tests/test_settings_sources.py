@@ -59,6 +59,7 @@ ENV_SAMPLE: dict[str, tuple[str, Any]] = {
     "state_dir": ("/srv/hive", Path("/srv/hive")),
     "token_file": ("/run/keys/token", "/run/keys/token"),
     "log_format": ("json", "json"),
+    "agents_dir": ("/mnt/agents", "/mnt/agents"),
 }
 
 
@@ -78,7 +79,8 @@ def test_the_variable_is_read_when_no_flag_is_given(s: Setting[Any]) -> None:
 @pytest.mark.parametrize("s", WITH_ENV, ids=lambda s: s.name)
 def test_the_flag_wins_over_the_variable(s: Setting[Any]) -> None:
     raw, want = ENV_SAMPLE[s.name]
-    other = {"state_dir": "/elsewhere", "token_file": "/other/token", "log_format": "console"}[s.name]
+    other = {"state_dir": "/elsewhere", "token_file": "/other/token", "log_format": "console",
+             "agents_dir": "/other/agents"}[s.name]
     got = getattr(from_args(serve_ns("serve", s.flag, raw), env={s.env: other}), s.name)
     assert got == want
 

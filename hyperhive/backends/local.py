@@ -76,6 +76,7 @@ def harness_argv(paths: StatePaths, name: AgentName, driver: str, sandboxed: boo
         "--driver", driver,
         "--web-socket", str(paths.web_socket(name)),
         "--workspace", str(paths.workspace(name)),
+        "--applied-dir", str(paths.applied(name)),  # explicit: the agents' dirs may be anywhere (--agents-dir)
         "--api-socket", str(paths.api_socket(name)),
         "--proxy-socket", str(paths.proxy_socket(name)),
         "--bridge-ports", "fixed" if sandboxed else "any",
@@ -85,8 +86,9 @@ def harness_argv(paths: StatePaths, name: AgentName, driver: str, sandboxed: boo
 
 def unreachable_for_agents(paths: StatePaths) -> str | None:
     """Why a harness started as an agent's own uid could not run here (a dir on
-    the way to the state dir, the interpreter or the venv it cannot pass), or None."""
-    for need in (paths.root, *map(Path, sv.runtime_dirs())):
+    the way to the state dir, the agents dir, the interpreter or the venv it cannot pass), or None."""
+    given = (paths.agents,) if paths.agents_root is not None else ()  # --agents-dir: outside the state dir
+    for need in (paths.root, *given, *map(Path, sv.runtime_dirs())):
         blocked = unreachable(need)
         if blocked is not None:
             return f"agent uids cannot reach {need}: {blocked} has no o+x"

@@ -149,6 +149,7 @@ def agent_flake(spec: AgentFlake) -> str:
             socketDir = {s(CONTAINER_RUN)};
             stateDir = {s(CONTAINER_STATE)};
             workspaceDir = {s(CONTAINER_WORK)};
+            appliedDir = {s(CONTAINER_APPLIED)};
           }};
           # Each agent commits as itself, whatever agent.nix says.
           programs.git.config.user = {{

@@ -83,7 +83,7 @@ from hyperhive.backends.nix_flake import (
 )
 from hyperhive.backends.nixos_watch import NixosHandle, Watchers, show_machine
 from hyperhive.errors import BackendFailed, Conflict
-from hyperhive.names import AgentName
+from hyperhive.names import AgentName, is_valid_name
 from hyperhive.paths import Limits, StatePaths
 from hyperhive.settings import AGENT_TEMPLATE, NIXOS_CONF_DIR, NIXOS_FLAKE, NIXOS_POLL_SECONDS
 
@@ -259,7 +259,8 @@ class NixosBackend(NoHostResources):
         if self.exists(name):
             raise Conflict(f"container {c} for {name} already exists")
         for other in self.paths.agents.iterdir() if self.paths.agents.exists() else ():
-            if other.name != name and container_name(AgentName(other.name)) == c:
+            # Only agents' dirs: an --agents-dir may hold lost+found and its .hive-state.
+            if other.name != name and is_valid_name(other.name) and container_name(AgentName(other.name)) == c:
                 raise Conflict(f"agents {name} and {other.name} map to the same container name {c}")
         self._agent_dirs(name)
         applied = self.write_flake(name, driver)

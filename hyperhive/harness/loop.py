@@ -37,7 +37,7 @@ from hyperhive.harness.slots import daemon_slot
 from hyperhive.harness.turns import Slot, TurnLoop, no_slot
 from hyperhive.harness.web import AgentUI, serve_ui, serve_ui_unix
 from hyperhive.names import validate_name
-from hyperhive.paths import AgentConfig, StatePaths
+from hyperhive.paths import CONFIG_FILE, AgentConfig, StatePaths
 from hyperhive.sandbox.relay import bound_port, start_tcp_relay, unix_connector
 from hyperhive.sandbox.view import API_PORT, PROXY_PORT
 from hyperhive.store.events_db import EventLog
@@ -72,25 +72,34 @@ class HarnessOptions:
     proxy_socket: str | None = None  # the daemon's egress proxy, relayed as HTTP(S)_PROXY
     fixed_ports: bool = False  # the relays take API_PORT/PROXY_PORT (own network namespace)
     sandboxed: bool = False
+    applied_dir: Path | None = None  # its applied config (agent.json); None: found from the state dir
 
 _log = logs.get("hyperhive.harness")
 
 
-def agent_config(name: str, state_dir: Path) -> AgentConfig:
-    """The applied config of the agent whose state dir this is (the default when
-    the state dir is not in a hive layout or no config was applied)."""
-    root = state_dir.absolute().parents[2] if len(state_dir.absolute().parents) > 2 else None
-    if root is None:
-        return AgentConfig()
-    paths = StatePaths(root)
+def agent_config(name: str, state_dir: Path, applied_dir: Path | None = None) -> AgentConfig:
+    """The agent's applied config: ``applied_dir/agent.json`` (the backend passes
+    ``--applied-dir``: the agents' dirs may be anywhere, ``--agents-dir``), else the
+    one of the hive whose ``agents/<name>/state`` this is; the default when there is
+    none (no hive layout, nothing applied) or it cannot be read."""
     try:
         agent = validate_name(name)
-        if paths.state(agent) != state_dir.absolute():
+        if applied_dir is None:
+            root = state_dir.absolute().parents[2] if len(state_dir.absolute().parents) > 2 else None
+            if root is None or StatePaths(root).state(agent) != state_dir.absolute():
+                return AgentConfig()
+            applied_dir = StatePaths(root).applied(agent)
+        f = applied_dir / CONFIG_FILE
+        if not f.is_file():
             return AgentConfig()
-        return paths.load_applied(agent)
+        config = AgentConfig.from_json(f.read_text(), where=str(f))
+        _log.info("harness.config", source=str(f))
+        return config
     except HiveError as exc:
         _log.error("harness.bad_config", error=exc.message)
-        return AgentConfig()
+    except (OSError, UnicodeDecodeError) as exc:
+        _log.error("harness.bad_config", error=str(exc))
+    return AgentConfig()
 
 
 def make_driver(name: str, driver: str, socket_path: str, state_dir: Path, config: AgentConfig,
@@ -195,8 +204,8 @@ async def run_harness(name: str, socket_path: str, state_dir: Path, driver_name:
     try:
         bridges = await _bridges(options)
         await client.connect()
-        driver = make_driver(name, driver_name, socket_path, state_dir, agent_config(name, state_dir), options,
-                             client)
+        config = agent_config(name, state_dir, options.applied_dir)
+        driver = make_driver(name, driver_name, socket_path, state_dir, config, options, client)
         await driver.open()
         turns = TurnLoop(name, client, driver, bus, daemon_slot(client) if slot is no_slot else slot)
         bus.publish("ready", driver=driver_name, pid=os.getpid())
