@@ -11,12 +11,14 @@ from collections.abc import Mapping, Sequence
 from typing import Any
 
 from hyperhive.web.dashboard.cost_views import usd_text
-from hyperhive.web.dashboard.views import memory_text, workspace_text
+from hyperhive.web.dashboard.views import disk_text, memory_text, workspace_text
 
 __all__ = ["LS_COLUMNS", "TODAY_COLUMN", "WORKSPACE_COLUMN", "format_ls", "more_count", "more_note"]
 
 LS_COLUMNS = ("NAME", "ROLE", "STATE", "ACTIVITY", "BEAT", "PID", "RESTARTS", "PARKED", "UNDELIVERED",
-              "LAST EXIT", "MEM", "PIDS", "BADGES")
+              "LAST EXIT", "MEM", "PIDS", "DISK", "BADGES")
+# DISK: what the agent's whole dir takes (issue 16, `disk_use`), stopped or not: `1.2G`; `≥1.2G`
+# when its walk stopped at a bound (a lower bound); `-` until first measured.
 # Before BADGES when any container has a workspace (issue 14): `hive/a +3 *` (see views.workspace_text).
 WORKSPACE_COLUMN = "WORKSPACE"
 # Before those when the daemon counts costs (issue 15): what the agent spent today (from local
@@ -39,6 +41,7 @@ def _row(c: Mapping[str, Any]) -> tuple[str, ...]:
         str(sum((c.get("parked") or {}).values())), str(c.get("undelivered", 0)), c.get("last_exit") or "-",
         memory_text(usage) or "-",  # current/peak, e.g. 112M/180M
         "-" if pids is None else str(pids),
+        disk_text(c.get("disk")) or "-",
         ",".join(c.get("badges") or ()) or "-",
     )
 

@@ -32,7 +32,7 @@ import pykka
 from tornado.ioloop import IOLoop
 
 import hyperhive.logs as logs
-from hyperhive import agents_dir, sdnotify
+from hyperhive import agents_dir, disk_use, sdnotify
 from hyperhive.actors.approvals import Approvals
 from hyperhive.actors.bridge import Handle
 from hyperhive.actors.broker import Broker
@@ -196,6 +196,7 @@ async def _bring_up(d: Daemon, token: str) -> None:
 
     inflight = InFlight()
     reserve = Reserve(paths.root, settings.min_free_mb)
+    disk_use.configure(paths, settings.disk_interval_seconds)  # each agent's dir, measured off the loop
 
     def redeliver(name: str) -> None:  # what its turn had taken and never finished goes round again
         if ids := inflight.lost(name):

@@ -184,31 +184,34 @@ def test_format_ls() -> None:
     rows = [
         ls_row("m1nd", role="manager", pid=101,
                usage={"memory_bytes": 300 * MiB, "memory_peak_bytes": int(1.5 * 1024**3), "pids": 12}),
-        ls_row("alice", pid=102, badges=["needs-login", "unsandboxed"], sandboxed=False, usage=ALICE, restarts=2),
-        ls_row("bob", "stopped", last_exit="exit 1", undelivered=3, usage=ALICE),  # stale figures are not shown
+        ls_row("alice", pid=102, badges=["needs-login", "unsandboxed"], sandboxed=False, usage=ALICE, restarts=2,
+               disk={"bytes": int(1.2 * 1024**3), "files": 9, "complete": True, "at": 1.0}),
+        # Stale cgroup figures are not shown; disk use is, stopped or not (a lower bound: ≥).
+        ls_row("bob", "stopped", last_exit="exit 1", undelivered=3, usage=ALICE,
+               disk={"bytes": 5 * MiB, "files": 9, "complete": False, "at": 1.0}),
         ls_row("carol", transient="starting", pid=None, usage={"memory_bytes": 5 * MiB, "memory_peak_bytes": None,
                                                                "pids": None}),
     ]
     assert format_ls(rows) == "\n".join([
         "NAME   ROLE     STATE     ACTIVITY  BEAT    PID  RESTARTS  PARKED  UNDELIVERED  LAST EXIT  MEM        PIDS"
-        "  BADGES",
+        "  DISK   BADGES",
         "m1nd   manager  running   idle      2s ago  101  0         1       0            -          300M/1.5G  12  "
-        "  -",
+        "  -      -",
         "alice  agent    running   idle      2s ago  102  2         1       0            -          112M/180M  7   "
-        "  needs-login,unsandboxed",
+        "  1.2G   needs-login,unsandboxed",
         "bob    agent    stopped   -         -       -    0         0       3            exit 1     -          -   "
-        "  -",
+        "  ≥5.0M  -",
         "carol  agent    starting  idle      2s ago  -    0         1       0            -          5.0M       -   "
-        "  -",
+        "  -      -",
     ])
 
 
 def test_format_ls_keeps_the_old_columns_first() -> None:
-    """The columns ``hive ls`` printed before, unchanged, then MEM, PIDS, BADGES."""
+    """The columns ``hive ls`` printed before, unchanged, then MEM, PIDS, DISK, BADGES."""
     header = format_ls([]).split()
     assert header[:11] == ["NAME", "ROLE", "STATE", "ACTIVITY", "BEAT", "PID", "RESTARTS", "PARKED", "UNDELIVERED",
                            "LAST", "EXIT"]
-    assert header[11:] == ["MEM", "PIDS", "BADGES"]
+    assert header[11:] == ["MEM", "PIDS", "DISK", "BADGES"]
 
 
 # --- /metrics -------------------------------------------------------------------------------

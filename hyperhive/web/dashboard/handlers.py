@@ -14,6 +14,7 @@ from __future__ import annotations
 import json
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import tornado.web
 
 import hyperhive.logs as logs
 from hyperhive.actors.refs import ApprovalsRef, BrokerRef, CoordinatorRef, QuestionsRef
+from hyperhive.disk_use import observe_disks
 from hyperhive.errors import BadRequest, HiveError
 from hyperhive.journal import JOURNAL_DEFAULT_LINES
 from hyperhive.paths import StatePaths
@@ -272,6 +274,6 @@ class MetricsHandler(Base):
     async def get(self) -> None:
         d = self.deps
         body = await d.metrics.scrape(d.source.containers, d.broker, d.questions, d.approvals,
-                                      usage_of=d.source.read_usage)
+                                      usage_of=d.source.read_usage, disks=partial(observe_disks, d.paths))
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.write(body)

@@ -12,6 +12,10 @@ cache_write), and ``hyperhive_cost_usd_total{agent}`` what they cost at the
 daemon's price table. A call to a model the table lacks adds tokens but no
 cost here (`hive usage` counts its turn's reported cost instead).
 
+Disk (issue 16): ``hyperhive_agent_disk_bytes{agent}`` is what each agent's
+whole dir takes, as last measured (`disk_use`; none until it is; a walk that
+stopped at a bound gives a lower bound).
+
 Storage faults (issue 16): ``hyperhive_storage_failures_total{op}`` counts the
 commits the store could not make (disk full, read-only, I/O error), moved at
 scrape time by what the Broker counted since the last scrape, and
@@ -107,6 +111,8 @@ class Metrics:
         self.memory = Gauge("hyperhive_agent_memory_bytes", "memory of each agent's cgroup", ["agent", "kind"],
                             registry=r)
         self.pids = Gauge("hyperhive_agent_pids", "processes in each agent's cgroup", ["agent"], registry=r)
+        self.disk = Gauge("hyperhive_agent_disk_bytes", "disk each agent's dir takes, as last measured "
+                          "(a lower bound where its walk stopped at a bound)", ["agent"], registry=r)
         self.containers = Gauge("hyperhive_containers", "containers by state", ["state"], registry=r)
         self.parked = Gauge("hyperhive_parked_recvs", "recvs parked in the broker", ["kind"], registry=r)
         self.undelivered = Gauge("hyperhive_undelivered_messages", "messages not yet received", registry=r)
@@ -173,10 +179,13 @@ class Metrics:
                      broker: pykka.ActorProxy[Broker], questions: pykka.ActorProxy[Questions],
                      approvals: pykka.ActorProxy[Approvals],
                      usage_of: Callable[[list[dict[str, Any]]], Awaitable[Mapping[str, Any]]] | None = None,
+                     disks: Callable[[list[str]], Mapping[str, Mapping[str, Any] | None]] | None = None,
                      ) -> bytes:
         """Read the gauges (containers from the dashboard's snapshot mirror), then render the text format.
         ``usage_of(snaps)`` (``StateSource.read_usage``: file reads in an executor) gives each running
-        agent's cgroup figures; without it, a snapshot's own ``usage`` is taken."""
+        agent's cgroup figures; without it, a snapshot's own ``usage`` is taken. ``disks(names)``
+        (``disk_use.observe_disks``: a cache read) gives each agent's disk use; without it, a
+        snapshot's own ``disk``."""
         # A read the store refuses (a full disk can fail even a new connection's pragmas) leaves
         # those gauges as they were: /metrics must answer while storage fails (issue 16).
         asks = (Handle(broker).ask(Broker.stats), Handle(questions).ask(Questions.list),
@@ -195,8 +204,12 @@ class Metrics:
         self.containers.clear()
         for state, n in by_state.items():
             self.containers.labels(state=state).set(n)
+        if disks is not None:
+            measured = disks([s["name"] for s in snaps])
+            snaps = [{**s, "disk": measured.get(s["name"])} for s in snaps]
         self.memory.clear()
         self.pids.clear()
+        self.disk.clear()
         for s in snaps:
             usage = s.get("usage") or {}
             for kind, key in (("current", "memory_bytes"), ("peak", "memory_peak_bytes")):
@@ -204,6 +217,9 @@ class Metrics:
                     self.memory.labels(agent=s["name"], kind=kind).set(usage[key])
             if usage.get("pids") is not None:
                 self.pids.labels(agent=s["name"]).set(usage["pids"])
+            disk = s.get("disk") or {}
+            if isinstance(disk.get("bytes"), int):
+                self.disk.labels(agent=s["name"]).set(disk["bytes"])
         parked = stats.get("parked", {}).values()
         self.parked.labels(kind="tool").set(sum(p.get("tool", 0) for p in parked))
         self.parked.labels(kind="system").set(sum(p.get("system", 0) for p in parked))

@@ -22,6 +22,7 @@ from hyperhive.actors.questions import Questions
 from hyperhive.actors.refs import ApprovalsRef, BrokerRef, CoordinatorRef, QuestionsRef
 from hyperhive.actors.snapshots import ContainerSnapshot, SnapshotLike, as_snapshot
 from hyperhive.badges import agent_badges, env_login, spend_badges
+from hyperhive.disk_use import observe_disks
 from hyperhive.names import OPERATOR, AgentName
 from hyperhive.paths import StatePaths
 from hyperhive.store.models import Message
@@ -305,7 +306,8 @@ class StateSource:
                 cells = self.cost_cells(results["ls"])
                 out["containers"] = views.build_container_views(
                     results["ls"], results["stats"], _with_spend(obs.badges, cells), obs.ports, now,
-                    self.activity(results["ls"]), obs.usage, obs.workspaces, cells)
+                    self.activity(results["ls"]), obs.usage, obs.workspaces, cells,
+                    observe_disks(self.paths, [s.name for s in results["ls"]]))  # a cache read (issue 16)
             if "tombstones" in want:
                 out["tombstones"] = views.build_tombstone_views(obs.tombstones)
             # Storage faults (issue 16): ``{"failures": {op: n}, "failing": cause or None}``.
@@ -344,9 +346,10 @@ class StateSource:
         activity = self.activity(snapshots)
         cells = self.cost_cells(snapshots)
         badges = _with_spend(obs.badges, cells)
+        disks = observe_disks(self.paths, [s.name for s in snapshots])  # a cache read (issue 16)
         return [views.container_row(s, stats, badges.get(s.name, []), obs.ports.get(s.name), now,
                                     activity.get(s.name), obs.usage.get(s.name), obs.workspaces.get(s.name),
-                                    cells.get(s.name))
+                                    cells.get(s.name), disks.get(s.name))
                 for s in snapshots]
 
 

@@ -24,6 +24,7 @@ __all__ = [
     "build_question_views",
     "build_tombstone_views",
     "container_row",
+    "disk_text",
     "human_age",
     "human_size",
     "memory_text",
@@ -80,6 +81,14 @@ def pids_text(usage: Mapping[str, Any] | None) -> str | None:
     return f"{int(n)} pid" if int(n) == 1 else f"{int(n)} pids"
 
 
+def disk_text(disk: Mapping[str, Any] | None) -> str | None:
+    """An agent's disk use (``disk_use.DiskUse.to_wire``) for a narrow column: ``1.2G``;
+    ``≥1.2G`` when its walk stopped at a bound (a lower bound); None: not measured yet."""
+    if not disk or not isinstance(disk.get("bytes"), int):
+        return None
+    return ("" if disk.get("complete", True) else "≥") + short_size(disk["bytes"])
+
+
 def human_age(seconds: float) -> str:
     """``42s``, ``3m``, ``1h 2m``, ``1d 1h``."""
     return span_text(seconds, fine=False)
@@ -117,11 +126,13 @@ def container_row(
     snap: ContainerSnapshot, stats: Mapping[str, Any], badges: list[str], port: int | None, now: float,
     activity: str | None = None, usage: Mapping[str, Any] | None = None,
     workspace: Mapping[str, Any] | None = None, cost: Mapping[str, Any] | None = None,
+    disk: Mapping[str, Any] | None = None,
 ) -> dict[str, Any]:
     """One container row: identity + meta on the first line, actions on the second.
     ``port`` is the daemon's sticky port (``agents/<name>/port``); the link and
     the cgroup figures (``usage``) show only while the container runs. ``cost``:
-    its cost cell (issue 15, `cost_views.cost_cell`; None without the cost parts)."""
+    its cost cell (issue 15, `cost_views.cost_cell`; None without the cost parts). ``disk``: its
+    dir's disk use (`disk_use.DiskUse.to_wire`; None: not measured yet), running or not."""
     name = snap.name
     started = snap.started_at
     parked = stats.get("parked", {}).get(name, {"tool": 0, "system": 0})
@@ -149,6 +160,8 @@ def container_row(
         "workspace": dict(workspace) if workspace else None,  # workspace_status's wire form
         "workspace_text": workspace_text(workspace),
         "cost": dict(cost) if cost is not None else None,
+        "disk": dict(disk) if disk else None,
+        "disk_text": disk_text(disk),
     }
 
 
@@ -158,6 +171,7 @@ def build_container_views(
     activity: Mapping[str, str | None] | None = None, usage: Mapping[str, Mapping[str, Any] | None] | None = None,
     workspaces: Mapping[str, Mapping[str, Any] | None] | None = None,
     costs: Mapping[str, Mapping[str, Any]] | None = None,
+    disks: Mapping[str, Mapping[str, Any] | None] | None = None,
 ) -> list[dict[str, Any]]:
     """The containers section: the manager first, then by name."""
     ordered = sorted(snapshots, key=lambda s: (s.role != "manager", s.name))
@@ -165,8 +179,9 @@ def build_container_views(
     use = usage or {}
     work = workspaces or {}
     cost = costs or {}
+    disk = disks or {}
     return [container_row(s, stats, badges.get(s.name, []), ports.get(s.name), now, act.get(s.name),
-                          use.get(s.name), work.get(s.name), cost.get(s.name))
+                          use.get(s.name), work.get(s.name), cost.get(s.name), disk.get(s.name))
             for s in ordered]
 
 

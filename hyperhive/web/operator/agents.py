@@ -14,6 +14,7 @@ from hyperhive.actors.bridge import Handle
 from hyperhive.actors.broker import Broker
 from hyperhive.actors.coordinator import Coordinator
 from hyperhive.badges import agent_badges, env_login
+from hyperhive.disk_use import observe_disks
 from hyperhive.journal import check_journal_request
 from hyperhive.names import OPERATOR, AgentName, validate_name
 from hyperhive.paths import StatePaths
@@ -94,12 +95,16 @@ async def tombstones(coordinator: pykka.ActorProxy[Coordinator]) -> dict[str, An
 def observe_ls(snaps: list[dict[str, Any]], paths: StatePaths | None, backend: Any = None) -> list[dict[str, Any]]:
     """Each snapshot with its cgroup ``usage`` (``{memory_bytes, memory_peak_bytes,
     pids}``, or None when not running or without a cgroup) and, given ``paths``,
-    its ``badges`` and ``workspace`` (its clone: branch, ahead, dirty; cached a
-    few seconds). File reads and sandboxed git: run it off the IOLoop."""
+    its ``badges``, ``workspace`` (its clone: branch, ahead, dirty; cached a
+    few seconds) and ``disk`` (its dir's disk use, `disk_use.DiskUse.to_wire`, from
+    the meter's cache: None until first measured). File reads and sandboxed git:
+    run it off the IOLoop."""
     usage = read_usage(getattr(backend, "usage", None), snaps)
     login = env_login() if paths is not None else False
     # Each clone's status (issue 14): cached, and at most a few seconds of sandboxed git per call.
     work = observe_workspaces(paths, [AgentName(s["name"]) for s in snaps]) if paths is not None else {}
+    # Each agent's dir (issue 16): cached, walked on the meter's own thread when stale, never here.
+    disks = observe_disks(paths, [s["name"] for s in snaps]) if paths is not None else {}
     out = []
     for s in snaps:
         extra: dict[str, Any] = {"usage": usage.get(s["name"])}
@@ -107,6 +112,7 @@ def observe_ls(snaps: list[dict[str, Any]], paths: StatePaths | None, backend: A
             extra["badges"] = agent_badges(paths, AgentName(s["name"]), str(s.get("driver") or ""),
                                            sandboxed=bool(s.get("sandboxed", True)), logged_in_by_env=login)
             extra["workspace"] = work.get(s["name"])
+            extra["disk"] = disks.get(s["name"])
         out.append({**s, **extra})
     return out
 

@@ -245,11 +245,13 @@ function containerLine1(c) {
     c.restarts ? `${c.restarts} restarts` : null, c.last_exit && c.state !== "running" ? c.last_exit : null,
     `inbox ${c.undelivered}`].filter(Boolean).join(" · ");
   kids.push(el("span", { class: "meta", text: meta }));
-  // Its cgroup's figures (the daemon reads them every 10 s); none while stopped.
-  const usage = [c.memory ? `mem ${c.memory}` : null, c.pids].filter(Boolean).join(" · ");
+  // Its cgroup's figures (the daemon reads them every 10 s); none while stopped. Its dir's disk use always.
+  const usage = [c.memory ? `mem ${c.memory}` : null, c.pids, c.disk_text ? `disk ${c.disk_text}` : null]
+    .filter(Boolean).join(" · ");
   if (usage) {
     kids.push(el("span", { class: "meta usage", text: usage,
-      title: "memory now/peak · tasks in its cgroup (processes and threads, as its pids limit counts them)" }));
+      title: "memory now/peak · tasks in its cgroup (processes and threads, as its pids limit counts them)"
+        + " · disk its whole dir takes (≥: a lower bound)" }));
   }
   if (c.cost) kids.push(costCell(c.cost, c.name));
   // The daemon relays the agent's UI on its sticky port (agents/<name>/port), shown only while it runs.
