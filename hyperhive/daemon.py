@@ -78,7 +78,6 @@ from hyperhive.web.rpc.journal_ops import journal_ops
 from hyperhive.web.rpc.jsonlines import JsonLineServer, bind_socket
 from hyperhive.web.rpc.sockets import AgentSockets
 from hyperhive.web.tables.heartbeats import Heartbeats
-from hyperhive.web.tables.inflight import InFlight
 from hyperhive.web.tables.sends import SendBatcher
 from hyperhive.web.tables.turn_slots import TurnSlots
 from hyperhive.workspace_pulls import Pulls
@@ -194,18 +193,12 @@ async def _bring_up(d: Daemon, token: str) -> None:
         use_probe_cgroups(ProbeCgroups.of(backend.cgroups, lambda n: paths.load_applied(AgentName(n)).limits(
             lim.memory_mb, lim.pids)))
 
-    inflight = InFlight()
     reserve = Reserve(paths.root, settings.min_free_mb)
     disk_use.configure(paths, settings.disk_interval_seconds)  # each agent's dir, measured off the loop
-
-    def redeliver(name: str) -> None:  # what its turn had taken and never finished goes round again
-        if ids := inflight.lost(name):
-            Handle(broker).tell(Broker.requeue, ids)
 
     def forget_gone(event: Event) -> None:  # on an actor thread: hand over
         if isinstance(event, ContainerState) and not event.snapshot.running:
             io_loop.add_callback(slots.release, event.snapshot.name)  # a stopped or dead harness holds no slot
-            io_loop.add_callback(redeliver, event.snapshot.name)
         elif isinstance(event, ContainerRemoved):
             io_loop.add_callback(beats.forget, event.agent)  # a respawn under the name starts afresh
 
@@ -214,7 +207,7 @@ async def _bring_up(d: Daemon, token: str) -> None:
     def ops_for(name: AgentName, manager: bool) -> dict[str, Any]:
         ops = agent_ops(name, broker, sends, settings.recv_cap_seconds, manager, d.heartbeats, d.hub, slots,
                         questions=d.questions, permission_ttl=settings.permission_ttl_seconds, pulls=pulls,
-                        spend=costs.spend, inflight=inflight, reserve=reserve)
+                        spend=costs.spend, reserve=reserve)
         if not manager:
             return {**ops, **refused_manager_ops()}
         # m1nd's socket opens at boot, once the Coordinator and Approvals are up.

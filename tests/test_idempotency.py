@@ -228,12 +228,12 @@ def test_a_key_stored_behind_the_brokers_back_still_answers_the_original(tmp_pat
     row, answers that send with the original id."""
     db = open_hive_db(tmp_path / "hive.sqlite")
     try:
-        [orig] = insert_rows(db, [("a", "b", "first", 1.0, None, "k")])
-        got = insert_rows(db, [("a", "c", "x", 2.0, None, None), ("a", "b", "again", 2.0, None, "k"),
-                               ("b", "a", "y", 2.0, None, "k")])
+        [orig] = insert_rows(db, [("a", "b", "first", 1.0, None, "k", None)])
+        got = insert_rows(db, [("a", "c", "x", 2.0, None, None, None), ("a", "b", "again", 2.0, None, "k", None),
+                               ("b", "a", "y", 2.0, None, "k", None)])
         assert got[1] == orig and isinstance(got[1], Duplicate)
         assert type(got[0]) is int and type(got[2]) is int
-        assert insert_rows(db, [("a", "d", "alone", 3.0, None, "k")]) == [orig]  # a batch of one too
+        assert insert_rows(db, [("a", "d", "alone", 3.0, None, "k", None)]) == [orig]  # a batch of one too
         assert Message.select().count() == 3
         assert stored_keys(db, {("a", "k"), ("b", "k"), ("c", "k")}) == {("a", "k"): orig, ("b", "k"): got[2]}
     finally:
@@ -243,7 +243,7 @@ def test_a_key_stored_behind_the_brokers_back_still_answers_the_original(tmp_pat
 def test_lookups_of_many_keys_come_in_chunks(tmp_path: Path) -> None:
     db = open_hive_db(tmp_path / "hive.sqlite")
     try:
-        ids = insert_rows(db, [("a", "b", "m", 1.0, None, f"k{i}") for i in range(1200)])
+        ids = insert_rows(db, [("a", "b", "m", 1.0, None, f"k{i}", None) for i in range(1200)])
         found = stored_keys(db, {("a", f"k{i}") for i in range(0, 1300)})
         assert found == {("a", f"k{i}"): ids[i] for i in range(1200)}
     finally:

@@ -96,16 +96,16 @@ def small_fs(tmp_path: Path) -> Iterator[Path]:
 def test_a_full_disk_fails_the_whole_batch_and_the_next_commit_works(small_fs: Path) -> None:
     db: Any = open_hive_db(small_fs / "hive.sqlite")  # peewee's calls are untyped
     try:
-        assert insert_rows(db, [("operator", "a", "before", 1.0, None, None)]) == [1]
+        assert insert_rows(db, [("operator", "a", "before", 1.0, None, None, None)]) == [1]
         fill_disk(small_fs / "filler")
         for n in (1, 3, 40):
-            out = insert_rows(db, [("operator", "a", "y" * 4000, 1.0, None, f"k{n}-{i}") for i in range(n)])
+            out = insert_rows(db, [("operator", "a", "y" * 4000, 1.0, None, f"k{n}-{i}", None) for i in range(n)])
             assert all(isinstance(r, StorageUnavailable) for r in out), out
             assert "the disk is full" in str(out[0])
             assert not db.connection().in_transaction and not db.in_transaction()
         assert db.execute_sql("SELECT COUNT(*) FROM messages").fetchone()[0] == 1
         (small_fs / "filler").unlink()
-        assert insert_rows(db, [("operator", "a", "after", 1.0, None, "k1-0")] * 1) == [2]  # the key was free
+        assert insert_rows(db, [("operator", "a", "after", 1.0, None, "k1-0", None)] * 1) == [2]  # the key was free
         assert db.execute_sql("SELECT COUNT(*) FROM messages").fetchone()[0] == 2
     finally:
         db.close()

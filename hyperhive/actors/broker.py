@@ -31,7 +31,7 @@ from __future__ import annotations
 
 import sqlite3
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import pykka
@@ -44,10 +44,10 @@ from hyperhive.actors.broker_commit import (
     Duplicate,
     Pending,
     Row,
+    answer_retries,
     body_bytes,
     insert_rows,
     settle,
-    stored_keys,
 )
 from hyperhive.actors.broker_core import (
     RECV_BATCH,
@@ -58,9 +58,11 @@ from hyperhive.actors.broker_core import (
     clamp_wait,
 )
 from hyperhive.actors.broker_reads import RECENT_BYTES, RECENT_CAP, mark_delivered, peek, recent_page, sql
+from hyperhive.actors.broker_taken import TAKEN, InFlight, finish, give_back, load, start
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.events import Hub, MessageSent, MessageWoke
 from hyperhive.errors import BadRequest, HiveError, Internal, StorageUnavailable, Unavailable
+from hyperhive.names import SYSTEM
 from hyperhive.store.faults import storage_fault
 from hyperhive.store.models import Message
 from hyperhive.store.retention import delete_delivered_batch, incremental_vacuum
@@ -97,6 +99,7 @@ class Broker(pykka.ThreadingActor):
         # Storage faults: failed commits by op, and the last commit's fault (None: it worked).
         self._storage_failures: dict[str, int] = {}
         self._storage_fault: str | None = None
+        self.held = InFlight()  # what the harnesses' turns took and did not finish (loaded at start)
 
     @property
     def me(self) -> Handle[Broker]:
@@ -109,6 +112,10 @@ class Broker(pykka.ThreadingActor):
         # This thread's own connection (peewee keeps one per thread): the store
         # itself refuses a row over the limit, whatever path the body took.
         sql(self._db).connection().setlimit(sqlite3.SQLITE_LIMIT_LENGTH, self._max_row_bytes)
+        try:
+            self.held = load(self._db)  # a harness adopted at boot still holds what it took
+        except Exception:  # noqa: BLE001 - the daemon runs on; those marks stay in the store
+            _log.exception("inflight.load_failed")
 
     def on_stop(self) -> None:
         self._flush()
@@ -177,7 +184,7 @@ class Broker(pykka.ThreadingActor):
     def _flush(self) -> None:
         batch = [p for p in self._pending if claim(p.reply)]
         self._pending = []
-        batch = self._retries_answered(batch)
+        batch = answer_retries(self._db, batch)
         if not batch:
             return
         now = time.time()
@@ -190,15 +197,16 @@ class Broker(pykka.ThreadingActor):
         taken: dict[str, list[int]] = {}
         params: list[Row] = []
         for p in batch:
-            delivered = None
-            if waiters[p.to] is not None:
+            delivered, w = None, waiters[p.to]
+            if w is not None:
                 t = taken.setdefault(p.to, [0, 0])
                 size = body_bytes(p.body)
                 if t[0] < RECV_BATCH and (t[0] == 0 or t[1] + size <= RECV_BYTES):
                     t[0] += 1
                     t[1] += size
                     delivered = now
-            params.append((p.sender, p.to, p.body, now, delivered, p.key))
+            params.append((p.sender, p.to, p.body, now, delivered, p.key,
+                           TAKEN if delivered is not None and w is not None and w.system else None))
         results = insert_rows(self._db, params)
         refused = next((r for r in results if isinstance(r, StorageUnavailable)), None)
         self._storage_outcome("send", None if refused is None else refused.message)
@@ -211,6 +219,8 @@ class Broker(pykka.ThreadingActor):
             p.done(row.id)
             if prm[4] is not None:
                 delivered_rows.setdefault(p.to, []).append(row)
+                if prm[6] is not None:
+                    self.held.took(p.to, {row.id: 0})
             self._hub.publish(MessageSent(row.to_wire()))
         woke_at = time.monotonic()
         for agent, w in waiters.items():
@@ -225,36 +235,6 @@ class Broker(pykka.ThreadingActor):
             if prm[4] is not None and not isinstance(result, HiveError | Duplicate):  # from arrival to its recv
                 self._hub.publish(MessageWoke(p.to, woke_at - p.queued))
         _log.debug("broker.send", count=len(batch), woke=len(delivered_rows))
-
-    def _retries_answered(self, batch: list[Pending]) -> list[Pending]:
-        """The sends of ``batch`` to store. A retry of a send committed before is
-        answered now (``Duplicate``), a retry of one in this batch waits for its
-        outcome; the first with a key is stored."""
-        keyed = {(p.sender, p.key) for p in batch if p.key is not None}
-        if not keyed:
-            return batch
-        try:
-            stored = stored_keys(self._db, keyed)
-        except Exception:  # noqa: BLE001 - the unique index still refuses a second row
-            _log.exception("broker.key_lookup_failed", count=len(keyed))
-            stored = {}
-        out: list[Pending] = []
-        first: dict[tuple[str, str], Pending] = {}
-        for p in batch:
-            if p.key is None:
-                out.append(p)
-                continue
-            k = (p.sender, p.key)
-            if k in stored:
-                p.done(Duplicate(stored[k]))
-            elif k in first:
-                first[k].retries.append(p)
-            else:
-                first[k] = p
-                out.append(p)
-        if len(out) < len(batch):
-            _log.debug("broker.retries", count=len(batch) - len(out))
-        return out
 
     # --- recv --------------------------------------------------------------
     @parks
@@ -273,7 +253,7 @@ class Broker(pykka.ThreadingActor):
         if rows or wait <= 0:
             if claim(reply):
                 try:
-                    resolve(reply, mark_delivered(self._db, rows))
+                    resolve(reply, self._deliver(agent, rows, system))
                 except Exception as exc:  # noqa: BLE001
                     fault = storage_fault(exc)
                     if fault is None:
@@ -307,8 +287,9 @@ class Broker(pykka.ThreadingActor):
             if not ids:
                 return
             with self._db.atomic():
-                Message.update(delivered_at=None).where(Message.id.in_(ids)).execute()
+                Message.update(delivered_at=None, taken=None).where(Message.id.in_(ids)).execute()
                 agents = {m.recipient for m in Message.select(Message.recipient).where(Message.id.in_(ids))}
+            self.held.release(ids)
             _log.info("broker.requeue", ids=ids)
             for agent in agents:
                 self._wake(agent)
@@ -321,7 +302,33 @@ class Broker(pykka.ThreadingActor):
             return
         w = self.core.take_waiter(agent)
         if w is not None:
-            resolve(w.reply, mark_delivered(self._db, rows))
+            resolve(w.reply, self._deliver(agent, rows, w.system))
+
+    def _deliver(self, agent: str, rows: list[Any], system: bool) -> list[InboxRow]:
+        """Mark ``rows`` delivered; a system recv's are taken by its harness's turn (same commit)."""
+        out = mark_delivered(self._db, rows, TAKEN if system else None)
+        if system:
+            self.held.took(agent, {m.id: m.redeliveries or 0 for m in rows})
+        return out
+
+    # --- what the harnesses' turns took (issue 16, broker_taken) ---------------
+    def turn_started(self, agent: str) -> None:
+        start(self._db, self.held, agent)
+
+    def turn_done(self, agent: str) -> None:
+        finish(self._db, self.held, agent)
+
+    def harness_gone(self, agent: str) -> None:
+        """The agent's harness stopped, died, or was found dead at boot: its parked
+        recvs go, and what its turns took and did not finish is delivered again."""
+        self.drop_system_waiters(agent)
+        if give_back(self._db, self.held, agent):
+            self._wake(agent)
+
+    def kick(self, agent: str, text: Callable[[int, int], str]) -> None:
+        """A (re)start's message from system; ``text(delivered again, given up)``:
+        what the agent's last harness left unfinished."""
+        self.send(SYSTEM, agent, text(*self.held.interrupted(agent)))
 
     # --- reads ---------------------------------------------------------------
     @answers

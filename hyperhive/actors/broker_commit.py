@@ -25,15 +25,17 @@ from hyperhive.actors.broker_reads import sql
 from hyperhive.errors import BadRequest, HiveError, Internal, StorageUnavailable
 from hyperhive.store.faults import storage_fault
 
-__all__ = ["Batch", "Duplicate", "Pending", "body_bytes", "insert_rows", "settle", "stored_keys", "store_error"]
+__all__ = ["Batch", "Duplicate", "Pending", "answer_retries", "body_bytes", "insert_rows", "settle", "stored_keys",
+           "store_error"]
 
 _log = logs.get("hyperhive.broker")
 
 _INSERT = (
-    "INSERT INTO messages (sender, recipient, body, sent_at, delivered_at, idempotency_key) "
-    "VALUES (?, ?, ?, ?, ?, ?)"
+    "INSERT INTO messages (sender, recipient, body, sent_at, delivered_at, idempotency_key, taken) "
+    "VALUES (?, ?, ?, ?, ?, ?, ?)"
 )
-Row = tuple[str, str, str, float, float | None, str | None]  # sender, recipient, body, sent_at, delivered_at, key
+# sender, recipient, body, sent_at, delivered_at, key, taken (a system recv's wake: broker_taken.TAKEN)
+Row = tuple[str, str, str, float, float | None, str | None, int | None]
 Key = tuple[str, str]  # sender, idempotency_key
 _IN_CHUNK = 500  # keys per lookup (sqlite binds at most 32766 parameters)
 
@@ -100,6 +102,37 @@ def stored_keys(db: Database, keys: set[Key]) -> dict[Key, int]:
                 f"SELECT idempotency_key, id FROM messages WHERE sender = ? AND idempotency_key IN "  # noqa: S608
                 f"({', '.join('?' * len(chunk))})", (sender, *chunk))
             out.update({(sender, str(k)): int(mid) for k, mid in cur.fetchall()})
+    return out
+
+
+def answer_retries(db: Database, batch: list[Pending]) -> list[Pending]:
+    """The sends of ``batch`` to store. A retry of a send committed before is
+    answered now (``Duplicate``), a retry of one in this batch waits for its
+    outcome; the first with a key is stored."""
+    keyed = {(p.sender, p.key) for p in batch if p.key is not None}
+    if not keyed:
+        return batch
+    try:
+        stored = stored_keys(db, keyed)
+    except Exception:  # noqa: BLE001 - the unique index still refuses a second row
+        _log.exception("broker.key_lookup_failed", count=len(keyed))
+        stored = {}
+    out: list[Pending] = []
+    first: dict[tuple[str, str], Pending] = {}
+    for p in batch:
+        if p.key is None:
+            out.append(p)
+            continue
+        k = (p.sender, p.key)
+        if k in stored:
+            p.done(Duplicate(stored[k]))
+        elif k in first:
+            first[k].retries.append(p)
+        else:
+            first[k] = p
+            out.append(p)
+    if len(out) < len(batch):
+        _log.debug("broker.retries", count=len(batch) - len(out))
     return out
 
 

@@ -44,12 +44,14 @@ def peek(db: Database, agent: str) -> list[Any]:
     return list(Message.select().where(Message.id.in_(ids)).order_by(Message.id))
 
 
-def mark_delivered(db: Database, rows: list[Any]) -> list[InboxRow]:
+def mark_delivered(db: Database, rows: list[Any], taken: int | None = None) -> list[InboxRow]:
+    """Mark ``rows`` delivered; ``taken`` (a system recv's: `broker_taken.TAKEN`)
+    marks them taken by its harness's turn in the same commit."""
     if not rows:
         return []
     now = time.time()
     with db.atomic():
-        Message.update(delivered_at=now).where(
+        Message.update(delivered_at=now, taken=taken).where(
             Message.id.in_([m.id for m in rows]) & Message.delivered_at.is_null()
         ).execute()
     for m in rows:

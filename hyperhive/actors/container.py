@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from functools import partial
 from typing import Any
 
 import pykka
@@ -112,6 +113,7 @@ class ContainerActor(pykka.ThreadingActor):
             if handle is not None:
                 _log.warning("container.orphan_stopped", pid=handle.pid)
                 self._backend.stop(handle, timeout=5.0)
+            self._broker.tell(Broker.harness_gone, self.name)  # what a dead one took goes back (issue 16)
         except Exception:  # noqa: BLE001 - a tell must never kill the actor
             _log.exception("container.orphan_stop_failed")
 
@@ -162,7 +164,7 @@ class ContainerActor(pykka.ThreadingActor):
             crash = self.core.exited(gen, returncode, reason, time.monotonic())
             if crash is None:
                 return  # an exit we asked for, or an old generation
-            self._broker.tell(Broker.drop_system_waiters, self.name)
+            self._broker.tell(Broker.harness_gone, self.name)  # its recvs, and what its turn took
             self._handle = None
             _log.warning("container.crash", exit=self.core.last_exit, reason=crash.event.reason,
                          restart_in=crash.delay, ran_for=round(crash.ran_for, 2))
@@ -209,7 +211,8 @@ class ContainerActor(pykka.ThreadingActor):
         """Take over a harness left running by an earlier daemon; False when there is none."""
         gen = self.core.starting()
         handle = self._backend.adopt(self.name, self.core.driver, self._on_exit(gen))
-        if handle is None:
+        if handle is None:  # what a dead one's turn took goes back before the new one recvs (issue 16)
+            self._broker.tell(Broker.harness_gone, self.name)
             return False
         self._handle = handle
         self.core.started(time.monotonic())
@@ -221,11 +224,12 @@ class ContainerActor(pykka.ThreadingActor):
         self.core.stopping()
         if handle is not None:
             self.core.stopped(self._backend.stop(handle, timeout=grace))
-            self._broker.tell(Broker.drop_system_waiters, self.name)
+            self._broker.tell(Broker.harness_gone, self.name)
         self._publish()
 
     def _kick(self, reason: str) -> None:
-        self._broker.tell(Broker.send, SYSTEM, self.name, kick_text(self.name, reason, self._state_dir))
+        # The Broker fills in what the last harness left unfinished (issue 16).
+        self._broker.tell(Broker.kick, self.name, partial(kick_text, self.name, reason, self._state_dir))
 
     def snapshot(self) -> dict[str, Any]:
         return self.snapshot_data().to_wire()

@@ -78,17 +78,30 @@ def describe_exit(returncode: int | None) -> str:
     return f"exited with status {returncode}"
 
 
-def kick_text(agent: str, reason: str, state_dir: str) -> str:
+def kick_text(agent: str, reason: str, state_dir: str, again: int = 0, gave_up: int = 0) -> str:
     """F6: what an agent reads after a (re)start. It says what it knows (issue 16):
     the conversation is kept up to the last thing the old harness saved, and a turn
-    it had not finished is not remembered as done: its messages come again."""
+    it had not finished is not remembered as done: its messages come again
+    (``again`` of them; ``gave_up``: delivered again once before, not any more)."""
+    if again or gave_up:
+        turn = (f"Your last turn was interrupted: {_count(again)} it had taken "
+                f"{'is' if again == 1 else 'are'} delivered to you again (once: not after a second such end)")
+        if gave_up:
+            turn += (f"; {_count(gave_up)} already delivered again once ended a turn again and "
+                     f"{'is' if gave_up == 1 else 'are'} not delivered any more")
+        turn += ". Work it started (files, commands) may be half done."
+    else:
+        turn = ("If a turn was under way, it did not finish: the messages it had taken are delivered to you "
+                "again (once: not after a second such end), and work it started (files, commands) may be "
+                "half done.")
     return (
         f"[system] {agent}, your harness was {reason}. Your notes are in your state dir "
-        f"({state_dir}) and your conversation is kept up to its last saved step. If a turn was "
-        f"under way, it did not finish: the messages it had taken are delivered to you again (once: "
-        f"not after a second such end), and work it started (files, commands) may be half done. "
-        f"Check, then carry on."
+        f"({state_dir}) and your conversation is kept up to its last saved step. {turn} Check, then carry on."
     )
+
+
+def _count(n: int) -> str:
+    return f"{n} message" + ("" if n == 1 else "s")
 
 
 # --- a verb's steps, run in order by the actor ------------------------------

@@ -39,6 +39,13 @@ class Message(_Base):
     row's id and stores nothing. Unique per sender through a partial index (only
     keyed rows are in it, so a send without a key pays nothing for it); the key
     goes when the retention sweep deletes its row.
+
+    ``taken`` and ``redeliveries`` (issue 16, added by migration; NULL in older
+    rows and when unset, so adding them rewrites no row): a message a harness's
+    system recv took is ``taken`` 1, 2 once its turn started, NULL again at that
+    turn's end; ``redeliveries`` counts the times it was delivered again because
+    its harness went away first (`hyperhive.actors.broker_taken`). A partial
+    index holds only the taken rows.
     """
 
     id = AutoField()
@@ -48,6 +55,8 @@ class Message(_Base):
     sent_at = FloatField()
     delivered_at = FloatField(null=True)
     idempotency_key = CharField(max_length=128, null=True)
+    taken = IntegerField(null=True)  # NULL | 1 taken by a system recv | 2 its turn started
+    redeliveries = IntegerField(null=True)  # delivered again after an unfinished turn (NULL: never)
 
     class Meta:
         table_name = "messages"
@@ -56,6 +65,7 @@ class Message(_Base):
 
 Message.add_index(Message.sender, Message.idempotency_key, unique=True, name="messages_sender_idempotency_key",
                   where=Message.idempotency_key.is_null(False))
+Message.add_index(Message.recipient, name="messages_taken", where=Message.taken.is_null(False))
 
 
 class Container(_Base):

@@ -75,7 +75,7 @@ def test_migrates_old_messages_table(old_db: Path, opened: list[SqliteDatabase])
     opened.append(open_hive_db(old_db))
 
     assert columns(old_db, "messages") == ["id", "sender", "recipient", "body", "sent_at", "delivered_at",
-                                           "idempotency_key"]
+                                           "idempotency_key", "taken", "redeliveries"]
     assert "containers" in tables(old_db)
     assert columns(old_db, "containers") == ["name", "desired", "created_at"]
     assert ["recipient", "delivered_at", "id"] in index_columns(old_db, "messages").values()
@@ -115,7 +115,8 @@ def test_ensure_schema_reports_added_columns(old_db: Path, opened: list[SqliteDa
     db = open_database(old_db)
     opened.append(db)
     database.initialize(db)
-    assert ensure_schema(db, MODELS) == ["messages.delivered_at", "messages.idempotency_key"]
+    assert ensure_schema(db, MODELS) == ["messages.delivered_at", "messages.idempotency_key", "messages.taken",
+                                         "messages.redeliveries"]
     assert ensure_schema(db, MODELS) == []
 
 

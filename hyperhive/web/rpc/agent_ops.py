@@ -15,7 +15,6 @@ from hyperhive.store.reserve import Reserve
 from hyperhive.web.operator import permissions
 from hyperhive.web.rpc.jsonlines import Op
 from hyperhive.web.tables.heartbeats import REPORTED, Heartbeats
-from hyperhive.web.tables.inflight import InFlight
 from hyperhive.web.tables.sends import SendBatcher, sent_reply
 from hyperhive.web.tables.spend import Spend
 from hyperhive.web.tables.turn_slots import TurnSlots
@@ -35,7 +34,7 @@ def agent_ops(
     agent: AgentName, broker: BrokerRef, sends: SendBatcher, recv_cap: float, manager: bool = False,
     beats: Heartbeats | None = None, hub: Hub | None = None, slots: TurnSlots | None = None,
     questions: QuestionsRef | None = None, permission_ttl: float = 600.0, pulls: Pulls | None = None,
-    spend: Spend | None = None, inflight: InFlight | None = None, reserve: Reserve | None = None,
+    spend: Spend | None = None, reserve: Reserve | None = None,
 ) -> dict[str, Op]:
     beats = beats or Heartbeats(5.0)
     slots = slots or TurnSlots(0)
@@ -45,9 +44,9 @@ def agent_ops(
         if spend is not None:
             spend.turn_ended(agent, reported)
 
-    # The ids the harness's system recvs took, until the turn on them is done: a harness
-    # that goes away first (its container stops or crashes) has them delivered again.
-    inflight = inflight or InFlight()
+    # What the harness's system recvs take is marked taken in the same commit (issue 16); its
+    # turn_slot and turn_done say when the turn on them starts and ends (`broker_taken`), and
+    # a harness that goes away first has them delivered again.
 
     async def send(req: Send) -> dict[str, Any]:
         to = validate_recipient(req.to)
@@ -67,8 +66,6 @@ def agent_ops(
         if req.system and spend is not None:  # over budget: the harness takes no message (issue 15)
             await spend.wait_admitted(agent)
         rows = await Handle(broker).within(timeout, on_orphan=requeue).ask(Broker.recv, agent, wait, req.system)
-        if req.system:
-            inflight.took(agent, [r.id for r in rows])
         return {"messages": rows_out(rows)}
 
     def recv_unsent(response: dict[str, Any]) -> None:
@@ -95,13 +92,13 @@ def agent_ops(
             await spend.wait_admitted(agent)
         await slots.acquire(agent)
         if req.kind == "turn":
-            inflight.turn_started(agent)
+            Handle(broker).tell(Broker.turn_started, agent)
         if spend is not None and not spend.in_turn(agent):
             spend.turn_started(agent)
         return {"granted": True}
 
     async def turn_done(req: TurnDone) -> dict[str, Any]:
-        inflight.turn_done(agent)
+        Handle(broker).tell(Broker.turn_done, agent)
         cost = req.cost_usd
         if cost is not None and not (isinstance(cost, int | float) and 0 <= cost <= 1e6):
             give_back()  # the slot goes back whatever the report says
