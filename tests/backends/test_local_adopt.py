@@ -5,6 +5,7 @@ sandboxed harness from one backend (daemon) to the next."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import time
@@ -63,14 +64,16 @@ def test_a_record_round_trips_and_anything_else_is_none(tmp_path: Path) -> None:
     assert read_record(tmp_path / "missing.json") is None
 
 
-def test_start_time_is_field_22_even_with_a_paren_in_the_name() -> None:
+def test_start_time_is_field_22_even_with_a_paren_in_the_name(tmp_path: Path) -> None:
     ticks = start_time(os.getpid())
     stat = Path("/proc/self/stat").read_text()
     assert ticks == int(stat.rpartition(")")[2].split()[19])
-    odd = subprocess.Popen(["/bin/sh", "-c", "exec -a 'x) y (z' sleep 30"])
+    # The comm field is the executable's file name (not argv[0]): a link named with parens.
+    odd_name = tmp_path / "x) y (z"
+    odd_name.symlink_to(shutil.which("sleep") or "/bin/sleep")
+    odd = subprocess.Popen([str(odd_name), "30"])
     try:
-        wait_for(lambda: ")" in Path(f"/proc/{odd.pid}/stat").read_text().partition(" ")[2][:12],
-                 what="the odd comm")
+        assert Path(f"/proc/{odd.pid}/stat").read_text().startswith(f"{odd.pid} (x) y (z) ")
         assert isinstance(start_time(odd.pid), int)
     finally:
         odd.kill()
