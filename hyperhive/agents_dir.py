@@ -86,7 +86,6 @@ def prepare(paths: StatePaths) -> None:
         _write(paths.agents, OWNER_MARKER, str(paths.root.resolve()))
     if recorded != here:
         _write(paths.root, MARKER, here)
-    _log.info("agents_dir.ready", path=str(paths.agents), default=not custom)
 
 
 def holds_agents(path: Path) -> bool:

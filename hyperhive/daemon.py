@@ -142,7 +142,8 @@ async def _bring_up(d: Daemon, token: str) -> None:
     url = login_url(settings.listen_host, listeners[0].getsockname()[1], token)
     _log.info("daemon.dashboard", url=url)  # the operator's way in, first thing (`hive url` prints it too)
     d.db = open_hive_db(paths.db, settings.db_synchronous)
-    _log.info("store.opened", path=str(paths.db), synchronous=synchronous_of(d.db))  # as the pragma reads
+    _log.info("store.opened", path=str(paths.db), synchronous=synchronous_of(d.db),  # as the pragma reads
+              agents_dir=str(paths.agents))
     io_loop = IOLoop.current()
     clock = LoopClock(io_loop)
     # The model API's credential stays here: agents reach the API through this gateway.
