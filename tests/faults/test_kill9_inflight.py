@@ -79,12 +79,18 @@ def kicks(hive: Hive) -> list[str]:
     return [str(r[0]) for r in rows]
 
 
-def test_a_harness_dead_while_no_daemon_runs_has_its_message_delivered_again_once(hive: Hive) -> None:
+def a_turn_held(hive: Hive, holds: int) -> tuple[Path, int]:
+    """A daemon with agent `a` whose turn holds its message (``holds`` turns at
+    most): the run's log and the harness's pid."""
     hive.start()
     hive.spawn("a")
-    log = held_run(hive, holds=1)
+    log = held_run(hive, holds=holds)
     wait_deliveries(hive, log, 1)
-    pid = pids(hive)["a"]
+    return log, pids(hive)["a"]
+
+
+def test_a_harness_dead_while_no_daemon_runs_has_its_message_delivered_again_once(hive: Hive) -> None:
+    log, pid = a_turn_held(hive, holds=1)
     hive.kill9()
     kill_harness(pid)  # meanwhile: no daemon sees it go
     logged = len(hive.log_events())
@@ -100,11 +106,7 @@ def test_a_harness_dead_while_no_daemon_runs_has_its_message_delivered_again_onc
 
 
 def test_an_adopted_harness_that_dies_has_its_message_delivered_again(hive: Hive) -> None:
-    hive.start()
-    hive.spawn("a")
-    log = held_run(hive, holds=1)
-    wait_deliveries(hive, log, 1)
-    pid = pids(hive)["a"]
+    log, pid = a_turn_held(hive, holds=1)
     hive.kill9()
     hive.start()
     assert pids(hive)["a"] == pid  # adopted, its turn still held
@@ -119,11 +121,7 @@ def test_an_adopted_harness_that_dies_has_its_message_delivered_again(hive: Hive
 
 
 def test_a_message_delivered_again_once_is_not_delivered_a_third_time_across_a_restart(hive: Hive) -> None:
-    hive.start()
-    hive.spawn("a")
-    log = held_run(hive, holds=3)  # it would hold every turn it gets
-    wait_deliveries(hive, log, 1)
-    first = pids(hive)["a"]
+    log, first = a_turn_held(hive, holds=3)  # it would hold every turn it gets
     os.kill(first, signal.SIGKILL)  # dies on it once, the daemon up: delivered again
     wait_for(lambda: pids(hive).get("a") not in (None, first), timeout=30, what="a's restart")
     wait_deliveries(hive, log, 2)
