@@ -16,7 +16,9 @@ in all, in the daemon's local time. Where spending stands:
 
 from __future__ import annotations
 
+import functools
 import math
+import os
 import re
 import time
 from dataclasses import dataclass
@@ -99,7 +101,18 @@ def _day_start(year: int, month: int, day: int) -> float:
     when a DST change repeats it; the hour a change that skips it begins the
     day with. ``mktime`` with ``isdst=-1`` guesses between the two midnights
     by its previous call, so each reading is tried and the earliest that falls
-    on the date is taken."""
+    on the date is taken.
+
+    Kept per zone and date: in a zone with no DST (UTC) glibc's ``mktime``
+    with ``isdst=1`` searches years either side for one (~25 us a call, a
+    hundred times the others). The zone is the ``TZ`` variable, which is what
+    the C library itself reads its zone by (unset: /etc/localtime, read once)."""
+    return _day_start_in(os.environ.get("TZ"), year, month, day)
+
+
+@functools.lru_cache(maxsize=1024)
+def _day_start_in(zone: str | None, year: int, month: int, day: int) -> float:
+    """`_day_start` in the local zone, which ``zone`` names (it only keys the cache)."""
     noon = time.localtime(time.mktime((year, month, day, 12, 0, 0, 0, 0, -1)))
     date = (noon.tm_year, noon.tm_mon, noon.tm_mday)
     starts = []

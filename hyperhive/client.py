@@ -83,15 +83,16 @@ class AsyncClient:
         self._reader_task: asyncio.Task[None] | None = None
         self._connect_lock = asyncio.Lock()
 
-    async def connect(self, deadline: float = 30.0) -> None:
+    async def connect(self, deadline: float = 30.0, *, retry_delay: float = 0.05) -> None:
         """Connect, retrying while the socket is not there yet (daemon
-        starting); ConnectFailed after ``deadline`` seconds, or at once for a
-        socket that cannot be opened (permissions)."""
+        starting; ``retry_delay`` seconds first, doubling to 1 s); ConnectFailed
+        after ``deadline`` seconds, or at once for a socket that cannot be opened
+        (permissions)."""
         async with self._connect_lock:
             if self._writer is not None:
                 return
             end = time.monotonic() + deadline
-            delay = 0.05
+            delay = retry_delay
             while True:
                 try:
                     reader, writer = await asyncio.open_unix_connection(self.path, limit=1 << 22)

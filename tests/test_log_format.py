@@ -12,6 +12,8 @@ import select
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
+from concurrent.futures import Future, ThreadPoolExecutor
 
 import pytest
 
@@ -80,8 +82,23 @@ def _on_a_terminal(fmt: str, **env: str) -> str:
     return re.sub(r"\x1b\[[0-9;]*m", "", out.decode().replace("\r\n", "\n"))  # the colours off
 
 
-def test_auto_on_a_terminal_writes_readable_lines() -> None:
-    out = _on_a_terminal("auto")
+def _into_a_pipe(fmt: str) -> str:
+    r = subprocess.run([sys.executable, "-c", SNIPPET % fmt], capture_output=True, text=True, timeout=30, env=_env())
+    return r.stdout
+
+
+@pytest.fixture(scope="module")
+def outputs() -> Iterator[dict[str, Future[str]]]:
+    """The four runs below, each a process of its own, started together (an
+    interpreter's start and imports are most of each test's time)."""
+    with ThreadPoolExecutor(4) as pool:
+        yield {"tty": pool.submit(_on_a_terminal, "auto"),
+               "tty under systemd": pool.submit(_on_a_terminal, "auto", JOURNAL_STREAM="8:1"),
+               "pipe auto": pool.submit(_into_a_pipe, "auto"), "pipe json": pool.submit(_into_a_pipe, "json")}
+
+
+def test_auto_on_a_terminal_writes_readable_lines(outputs: dict[str, Future[str]]) -> None:
+    out = outputs["tty"].result(timeout=60)
     first, ready, stdlib = out.splitlines()[:3]
     assert first == "console"
     assert "daemon.ready" in ready and "url=" in ready and "agents=" in ready and not ready.startswith("{")
@@ -89,8 +106,8 @@ def test_auto_on_a_terminal_writes_readable_lines() -> None:
     assert "from stdlib" in stdlib and not stdlib.startswith("{")
 
 
-def test_auto_under_systemd_writes_json_even_on_a_terminal() -> None:
-    out = _on_a_terminal("auto", JOURNAL_STREAM="8:1")
+def test_auto_under_systemd_writes_json_even_on_a_terminal(outputs: dict[str, Future[str]]) -> None:
+    out = outputs["tty under systemd"].result(timeout=60)
     first, *rows = out.splitlines()
     assert first == "json"
     events = [json.loads(r) for r in rows]
@@ -99,8 +116,6 @@ def test_auto_under_systemd_writes_json_even_on_a_terminal() -> None:
 
 
 @pytest.mark.parametrize("fmt", ["auto", "json"])
-def test_into_a_pipe_it_is_json(fmt: str) -> None:
-    r = subprocess.run([sys.executable, "-c", SNIPPET % fmt], capture_output=True, text=True, timeout=30,
-                       env=_env())
-    first, *rows = r.stdout.splitlines()
+def test_into_a_pipe_it_is_json(outputs: dict[str, Future[str]], fmt: str) -> None:
+    first, *rows = outputs[f"pipe {fmt}"].result(timeout=60).splitlines()
     assert first == "json" and [json.loads(x)["event"] for x in rows] == ["daemon.ready", "from stdlib"]

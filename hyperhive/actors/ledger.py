@@ -28,6 +28,7 @@ _log = logs.get("hyperhive.ledger")
 FLUSH_SECONDS = 0.25
 RETRY_SECONDS = 5.0  # after a storage fault (a full disk): the rows wait, at most MAX_PENDING of them
 MAX_PENDING = 100_000
+SWEEP_BATCH = 2000  # calls the sweep folds per transaction
 
 
 class Ledger(pykka.ThreadingActor):
@@ -38,10 +39,11 @@ class Ledger(pykka.ThreadingActor):
     the daemon's stop flushes what is left. A daemon killed outright loses at
     most ``interval`` seconds of rows (the calls themselves went through)."""
 
-    def __init__(self, db: Database, interval: float = FLUSH_SECONDS) -> None:
+    def __init__(self, db: Database, interval: float = FLUSH_SECONDS, *, sweep_batch: int = SWEEP_BATCH) -> None:
         super().__init__()
         self._db = db
         self._interval = interval
+        self._sweep_batch = sweep_batch
         self._pending: list[tuple[str, Any]] = []
         self._me: Handle[Ledger] | None = None
         self._last_flush = 0.0
@@ -142,7 +144,7 @@ class Ledger(pykka.ThreadingActor):
         self.flush()
         total, more = 0, True
         while more:
-            n, more = store.archive_batch(self._db, cutoff)
+            n, more = store.archive_batch(self._db, cutoff, self._sweep_batch)
             total += n
         if total:
             _log.info("ledger.archived", calls=total)

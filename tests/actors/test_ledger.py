@@ -5,6 +5,7 @@ goes on (a tell has nobody to raise to)."""
 
 from __future__ import annotations
 
+import inspect
 import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
@@ -15,7 +16,7 @@ from structlog.testing import capture_logs
 from support import wait_for
 
 from hyperhive.actors.bridge import Handle
-from hyperhive.actors.ledger import Ledger
+from hyperhive.actors.ledger import SWEEP_BATCH, Ledger
 from hyperhive.store.models import ModelCall, open_hive_db
 from hyperhive.store.usage import CallRow
 
@@ -90,18 +91,29 @@ async def test_turn_writes_that_fail_are_logged_too(ledger: Handle[Ledger]) -> N
     assert failed == [("ledger.write_failed", "start"), ("ledger.write_failed", "end")]
 
 
-async def test_sweep_folds_every_old_call_in_batches_and_says_how_many(ledger: Handle[Ledger]) -> None:
-    for i in range(4500):  # three batches of 2000
-        ledger.tell(Ledger.record_call, row(at=NOW - 100 * DAY + i, cost=0.25))
-    ledger.tell(Ledger.record_call, row(at=NOW, cost=1.0))
-    before = await ledger.ask(Ledger.summary, None)
-    with capture_logs() as logs:
-        assert await ledger.ask(Ledger.sweep, NOW - 90 * DAY) == 4500
-    assert [e["calls"] for e in logs if e["event"] == "ledger.archived"] == [4500]
-    assert await ledger.ask(Ledger.summary, None) == before
-    assert ModelCall.select().count() == 1
-    assert (await ledger.ask(Ledger.load, NOW - 8 * DAY)).before == {"a": 1125.0}
-    assert await ledger.ask(Ledger.sweep, NOW - 90 * DAY) == 0
+async def test_sweep_folds_every_old_call_in_batches_and_says_how_many(tmp_path: Path) -> None:
+    db = open_hive_db(tmp_path / "hive.sqlite")
+    proxy: pykka.ActorProxy[Ledger] = Ledger.start(db, sweep_batch=20).proxy()  # the production 2000 over 100
+    ledger = Handle(proxy, timeout=10)
+    try:
+        for i in range(45):  # three batches of 20
+            ledger.tell(Ledger.record_call, row(at=NOW - 100 * DAY + i, cost=0.25))
+        ledger.tell(Ledger.record_call, row(at=NOW, cost=1.0))
+        before = await ledger.ask(Ledger.summary, None)
+        with capture_logs() as logs:
+            assert await ledger.ask(Ledger.sweep, NOW - 90 * DAY) == 45
+        assert [e["calls"] for e in logs if e["event"] == "ledger.archived"] == [45]
+        assert await ledger.ask(Ledger.summary, None) == before
+        assert ModelCall.select().count() == 1
+        assert (await ledger.ask(Ledger.load, NOW - 8 * DAY)).before == {"a": 11.25}
+        assert await ledger.ask(Ledger.sweep, NOW - 90 * DAY) == 0
+    finally:
+        proxy.actor_ref.stop(block=True, timeout=10)
+        db.close()
+
+
+def test_the_sweep_folds_2000_calls_a_transaction_by_default() -> None:
+    assert SWEEP_BATCH == 2000 and inspect.signature(Ledger).parameters["sweep_batch"].default == SWEEP_BATCH
 
 
 async def test_a_read_that_fails_reaches_the_asker(ledger: Handle[Ledger]) -> None:

@@ -167,26 +167,46 @@ def test_the_turn_counter_never_goes_back_to_ids_calls_still_name(db: Any) -> No
 
 
 def seed(db: Any, rng: random.Random) -> None:
-    """Three agents' calls and turns over 200 days, some priced, some reported, some unpriced."""
+    """Three agents' calls and turns over 200 days, some priced, some reported, some unpriced.
+
+    The rows `start_turn`, `insert_call` and `end_turn` would leave, written in
+    one transaction (a statement for each table): each turn's unpriced call (at
+    most one) has the report's share (``extra`` 0.5) or, with no report, no cost."""
+    turns: list[tuple[int, str, float, float, float | None]] = []
+    calls: list[dict[str, Any]] = []
+
+    def add(agent: str, at: float, cost: float | None, source: str | None, inp: int, out: int = 0, cr: int = 0,
+            cw: int = 0, turn: int | None = None, model: str = "m") -> None:
+        calls.append({"agent": agent, "at": at, "model": model, "cost_usd": cost, "turn": turn, "status": 200,
+                      "cost_source": source, "input_tokens": inp, "output_tokens": out, "cache_read_tokens": cr,
+                      "cache_write_tokens": cw})
+
     turn = 0
     for day in range(200):
         for agent in ("a", "b", "c")[: 1 + day % 3]:
             turn += 1
             at = NOW - (200 - day) * DAY + rng.uniform(0, DAY / 2)
-            start_turn(db, turn, agent, at)
             priced = 0.0
             for k in range(rng.randint(0, 4)):
                 cost = rng.choice([0.25, 0.5, 1.0, 0.125])
                 priced += cost
-                call(db, agent, at + k, cost, inp=rng.randint(0, 5000), out=rng.randint(0, 900),
-                     cr=rng.randint(0, 10**6), cw=rng.randint(0, 3000), turn=turn)
+                add(agent, at + k, cost, "priced", inp=rng.randint(0, 5000), out=rng.randint(0, 900),
+                    cr=rng.randint(0, 10**6), cw=rng.randint(0, 3000), turn=turn)
+            reported = None
             if rng.random() < 0.3:
-                call(db, agent, at + 50, None, inp=77, out=7, turn=turn, model="x")
-                if rng.random() < 0.5:
-                    end_turn(db, turn, at + 60, priced + 0.5, 0.5)
-                    continue
-            end_turn(db, turn, at + 60, None)
-    call(db, "d", NOW - 150 * DAY, 0.75, inp=1)  # an agent the sweep folds away whole
+                if rng.random() < 0.5:  # end_turn(turn, at + 60, priced + 0.5, 0.5)
+                    reported = priced + 0.5
+                    add(agent, at + 50, 0.5, "reported", inp=77, out=7, turn=turn, model="x")
+                else:  # end_turn(turn, at + 60, None)
+                    add(agent, at + 50, None, None, inp=77, out=7, turn=turn, model="x")
+            turns.append((turn, agent, at, at + 60, reported))
+    add("d", NOW - 150 * DAY, 0.75, "priced", inp=1)  # an agent the sweep folds away whole
+    with db.atomic():
+        conn = db.connection()
+        conn.executemany("INSERT INTO turns (id, agent, started_at, ended_at, reported_cost_usd)"
+                         " VALUES (?, ?, ?, ?, ?)", turns)
+        conn.executemany(f"INSERT INTO model_calls ({', '.join(calls[0])})"
+                         f" VALUES ({', '.join(':' + c for c in calls[0])})", calls)
 
 
 def totals(db: Any) -> dict[str, float]:

@@ -7,6 +7,7 @@ a restart from the Ledger's record."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 from collections.abc import Iterator
 from typing import Any
 
@@ -40,14 +41,15 @@ class Clock:
 class World:
     """A Spend with a clock, limits, tells and a standing listener we hold."""
 
-    def __init__(self, fleet: Budget | None = None, **limits: Budget) -> None:
+    def __init__(self, fleet: Budget | None = None, *, wake_floor: float = 1.0, **limits: Budget) -> None:
         self.clock = Clock(1_718_272_800.0)  # 2024-06-13 10:00 UTC, a Thursday
         self.limits: dict[str, Budget] = dict(limits)
         self.rows: list[CallRow] = []
         self.turns: list[tuple[str, int, str, float, float | None, float]] = []
         self.standings: list[tuple[str, str, float, float]] = []
         self.spend = Spend(PRICES, self.limits.get, fleet, hard_cap_factor=1.5, record=self.rows.append,
-                           turns=lambda *a: self.turns.append(a), now=self.clock)
+                           turns=lambda *a: self.turns.append(a), now=self.clock,
+                           wake_floor=wake_floor)
         self.spend.on_standing = lambda who, s, spent, limit: self.standings.append(
             (who, s, round(spent, 6), limit.usd))
 
@@ -365,15 +367,19 @@ async def test_forget_cancels_a_removed_agents_wait() -> None:
 
 
 async def test_a_day_budgets_wait_ends_at_local_midnight() -> None:
-    w = World(a=Budget(1.0, "day"))
-    w.clock.t = 1_718_323_200.0 - 0.5  # Thursday 23:59:59.5
+    w = World(a=Budget(1.0, "day"), wake_floor=0.01)  # the production floor (1 s) over 100
+    w.clock.t = 1_718_323_200.0 - 0.005  # Thursday 23:59:59.995
     w.call("a", 1000)
     task = asyncio.ensure_future(w.spend.wait_admitted("a"))
     await settle()
     assert not task.done()
-    w.clock.t += 1.0  # Friday: the midnight timer (armed for at least a second) finds a new day
+    w.clock.t += 1.0  # Friday: the midnight timer (armed for at least the floor) finds a new day
     await asyncio.wait_for(task, 10)
     w.spend.close()
+
+
+def test_the_midnight_timer_is_armed_for_at_least_a_second_by_default() -> None:
+    assert inspect.signature(Spend).parameters["wake_floor"].default == 1.0
 
 
 # --- a restart ------------------------------------------------------------------------------------------------

@@ -2,15 +2,12 @@
 
 from __future__ import annotations
 
+import ctypes
 import errno
-import os
-import shutil
 import socket
-import subprocess
-import sys
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -20,8 +17,6 @@ from tornado.httpserver import HTTPServer
 from tornado.web import Application, RequestHandler
 
 from hyperhive.net import bind_once, bind_with_retry, bind_with_retry_async, retry_delays
-
-ROOT = Path(__file__).resolve().parents[2]
 
 
 @pytest.fixture
@@ -42,26 +37,25 @@ def test_delay_schedule() -> None:
 
 
 def test_binds_once_the_holder_lets_go_after_one_second(held: socket.socket) -> None:
+    """The production schedule on a clock the test steps: each wait advances it,
+    and the holder lets go once a second of it has passed."""
     port = held.getsockname()[1]
-    released = threading.Event()
+    clock, waits = [0.0], []
 
-    def release_after_a_second() -> None:
-        threading.Event().wait(1.0)  # the holder's time, not a wait for luck
-        held.close()
-        released.set()
+    def sleep(wait: float) -> None:
+        waits.append(wait)
+        clock[0] += wait
+        if clock[0] >= 1.0 and held.fileno() != -1:
+            held.close()  # the holder's time: a second
 
-    t0 = time.monotonic()
-    threading.Thread(target=release_after_a_second, daemon=True).start()
     with capture_logs() as logs:
-        socks = bind_with_retry(port, "127.0.0.1")
-    elapsed = time.monotonic() - t0
+        socks = bind_with_retry(port, "127.0.0.1", sleep=sleep)
     try:
-        assert released.is_set()
+        assert held.fileno() == -1
         assert [s.getsockname()[1] for s in socks] == [port]
         retries = [e for e in logs if e["event"] == "bind.retry"]
-        # 0.25 + 0.5 (+ 1.0): bound on the try after the release.
-        assert 2 <= len(retries) <= 3
-        assert 1.0 <= elapsed < 1.75 + 1.0
+        # 0.25 + 0.5 + 1.0: bound on the try after the release.
+        assert len(retries) == 3 and waits == [0.25, 0.5, 1.0] and clock[0] == 1.75
     finally:
         for s in socks:
             s.close()
@@ -85,36 +79,63 @@ def test_an_address_not_on_this_host_fails_at_once() -> None:
     assert [e["event"] for e in logs] == ["bind.failed"]
 
 
-_UNPRIVILEGED = """
-import errno, sys, time
-import hyperhive.logs as logs
-from hyperhive.net import bind_with_retry
-logs.configure(sys.stderr)
-t0 = time.monotonic()
-try:
-    bind_with_retry(80, "127.0.0.1")
-except PermissionError as exc:
-    print(errno.errorcode[exc.errno], round(time.monotonic() - t0, 3))
-"""
+_CAP_NET_BIND_SERVICE = 10
+_CAPS_V3 = 0x20080522  # _LINUX_CAPABILITY_VERSION_3: two 32-bit words per set
+
+
+class _CapHeader(ctypes.Structure):
+    _fields_ = [("version", ctypes.c_uint32), ("pid", ctypes.c_int)]
+
+
+class _CapData(ctypes.Structure):
+    _fields_ = [("effective", ctypes.c_uint32), ("permitted", ctypes.c_uint32), ("inheritable", ctypes.c_uint32)]
+
+
+def _on_a_thread_without_net_bind_service(fn: Callable[[], None]) -> None:
+    """Run ``fn`` on a thread whose effective capabilities lack CAP_NET_BIND_SERVICE.
+    Linux keeps capabilities per thread (capset(2) with pid 0 is the caller's
+    thread), so root's other threads keep theirs and the kernel refuses this
+    one's bind below 1024 as it would refuse a user's."""
+    libc = ctypes.CDLL(None, use_errno=True)
+    failed: list[BaseException] = []
+
+    def run() -> None:
+        try:
+            head, data = _CapHeader(_CAPS_V3, 0), (_CapData * 2)()
+            if libc.capget(ctypes.byref(head), data) != 0:
+                raise OSError(ctypes.get_errno(), "capget")
+            data[0].effective &= ~(1 << _CAP_NET_BIND_SERVICE)
+            if libc.capset(ctypes.byref(head), data) != 0:
+                raise OSError(ctypes.get_errno(), "capset")
+            fn()
+        except BaseException as exc:  # noqa: BLE001 - raised again on the test's thread
+            failed.append(exc)
+
+    thread = threading.Thread(target=run)
+    thread.start()
+    thread.join(timeout=30)
+    assert not thread.is_alive()
+    if failed:
+        raise failed[0]
 
 
 def test_a_permission_error_fails_at_once() -> None:
     if int(Path("/proc/sys/net/ipv4/ip_unprivileged_port_start").read_text()) <= 80:
         pytest.skip("port 80 is not privileged on this host")
-    # Root may bind port 80: the child runs without CAP_NET_BIND_SERVICE
-    # (setpriv, util-linux), so the kernel refuses it as it would refuse a user.
-    drop = ["setpriv", "--bounding-set", "-net_bind_service"] if os.geteuid() == 0 else []
-    if drop and shutil.which("setpriv") is None:
-        pytest.skip("setpriv (util-linux) is needed to drop the capability as root")
-    out = subprocess.run(
-        [*drop, sys.executable, "-c", _UNPRIVILEGED], capture_output=True, text=True, timeout=30,
-        env={**os.environ, "PYTHONPATH": str(ROOT)},
-    )
-    assert out.returncode == 0, out.stderr
-    code, seconds = out.stdout.split()
-    assert code == "EACCES"
-    assert float(seconds) < 0.2
-    assert '"bind.failed"' in out.stderr and "bind.retry" not in out.stderr
+    elapsed: list[float] = []
+
+    def bind_80() -> None:
+        t0 = time.monotonic()
+        try:
+            bind_with_retry(80, "127.0.0.1")
+        finally:
+            elapsed.append(time.monotonic() - t0)
+
+    with capture_logs() as logs, pytest.raises(PermissionError) as info:
+        _on_a_thread_without_net_bind_service(bind_80)
+    assert info.value.errno == errno.EACCES
+    assert elapsed[0] < 0.2
+    assert [e["event"] for e in logs] == ["bind.failed"]
 
 
 def test_port_zero_on_every_family_shares_one_port() -> None:
@@ -154,10 +175,10 @@ async def test_async_retry_does_not_block_the_loop(held: socket.socket) -> None:
         nonlocal ticks
         while True:
             ticks += 1
-            await asyncio.sleep(0.01)
+            await asyncio.sleep(0)  # a turn of the loop each: a blocked loop counts none
 
     ticker = asyncio.ensure_future(tick())
     with pytest.raises(OSError):
-        await bind_with_retry_async(port, "127.0.0.1", delays=[0.1, 0.1])
+        await bind_with_retry_async(port, "127.0.0.1", delays=[0.01, 0.01])
     ticker.cancel()
     assert ticks >= 10

@@ -63,9 +63,11 @@ class Actor:
 class Client:
     def __init__(self) -> None:
         self.got: list[dict[str, Any]] = []
+        self.at: list[float] = []  # when each came (the IOLoop's clock, which the throttle keeps)
 
     def write_message(self, data: str) -> None:
         self.got.append(json.loads(data))
+        self.at.append(IOLoop.current().time())
 
 
 def snap(name: str, role: str = "agent") -> ContainerSnapshot:
@@ -211,14 +213,15 @@ def test_cost_delay(last: float | None, now: float, delay: float) -> None:
 async def test_calls_repaint_the_row_and_the_fleet_at_a_throttled_rate(world: World) -> None:
     await world.rows()  # the mirror and the files' cache, as the dashboard's first state request fills them
     reads = len(world.usage_reads)
-    pusher = Pusher(IOLoop.current(), world.source, cost_interval=0.5)
+    interval = 0.05
+    pusher = Pusher(IOLoop.current(), world.source, cost_interval=interval)
     client = Client()
     pusher.clients.add(client)  # type: ignore[arg-type]
     try:
         world.call("alice", 100)
+        start = IOLoop.current().time()  # the first repaint cannot come before this
         pusher.on_event(GatewayUsage("alice", {"model": MODEL}))
-        await async_wait_for(lambda: client.got, what="the first repaint (at once)")
-        first = time.monotonic()
+        await async_wait_for(lambda: client.got, interval=0.001, what="the first repaint (at once)")
         [patch] = client.got
         assert [r["name"] for r in patch["rows"]] == ["alice"] and patch["rows"][0]["cost"]["today"] == "$0.10"
         assert patch["sections"]["fleet"]["today"] == "$0.10"
@@ -226,8 +229,8 @@ async def test_calls_repaint_the_row_and_the_fleet_at_a_throttled_rate(world: Wo
         for i in range(20):
             world.call("alice" if i % 2 else "bob", 10)
             pusher.on_event(GatewayUsage("alice" if i % 2 else "bob", {"model": MODEL}))
-        await async_wait_for(lambda: len(client.got) == 2, what="the throttled repaint")
-        assert time.monotonic() - first >= 0.45
+        await async_wait_for(lambda: len(client.got) == 2, interval=0.001, what="the throttled repaint")
+        assert client.at[1] - start >= interval - 0.001  # at least the interval after the first
         second = client.got[1]
         assert sorted(r["name"] for r in second["rows"]) == ["alice", "bob"]
         rows = {r["name"]: r["cost"] for r in second["rows"]}

@@ -56,10 +56,11 @@ class Spend:
                  fleet: Budget | None = None, *, hard_cap_factor: float = 1.5, warn_at: float = 0.8,
                  record: Callable[[CallRow], None] | None = None,
                  turns: Callable[[str, int, str, float, float | None, float], None] | None = None,
-                 now: Callable[[], float] = time.time) -> None:
+                 now: Callable[[], float] = time.time, wake_floor: float = 1.0) -> None:
         """``limit_of(agent)``: its budget as it stands (raised or not), None for
         none; ``record``/``turns``: the Ledger's tells (a call row; ("start" |
-        "end", turn, agent, at, reported, the dollars counted for its unpriced calls))."""
+        "end", turn, agent, at, reported, the dollars counted for its unpriced calls));
+        ``wake_floor``: the shortest the midnight timer is armed for (seconds)."""
         self.prices = prices
         self._limit_of = limit_of
         self.fleet = fleet
@@ -68,6 +69,7 @@ class Spend:
         self._record = record
         self._turns = turns
         self._now = now
+        self._wake_floor = wake_floor
         self._accounts: dict[str, Account] = {FLEET: Account()}
         self._windows = Windows()
         # agent → (turn id, priced cost so far, its unpriced calls at the dearest known price)
@@ -326,7 +328,7 @@ class Spend:
         if self._timer is not None:
             return
         now = self._now()
-        left = max(1.0, self._windows.at(now).until - now)
+        left = max(self._wake_floor, self._windows.at(now).until - now)
 
         def fire() -> None:
             self._timer = None
