@@ -197,11 +197,13 @@ class DiskMeter:
     need), stalest first, each at most every ``interval`` seconds."""
 
     def __init__(self, paths: StatePaths, interval: float = INTERVAL_SECONDS, max_entries: int = ENTRY_LIMIT,
-                 budget: float = BUDGET_SECONDS) -> None:
+                 budget: float = BUDGET_SECONDS, *, clock: Callable[[], float] = time.monotonic) -> None:
+        """``clock``: what a figure's age is measured by (seconds, monotonic)."""
         self.paths = paths
         self.interval = interval
         self.max_entries = max_entries
         self.budget = budget
+        self._clock = clock
         self._cond = threading.Condition()
         self._cache: dict[str, tuple[DiskUse | None, float]] = {}  # name → (figure, monotonic time measured)
         self._wanted: set[str] = set()
@@ -216,7 +218,7 @@ class DiskMeter:
     def peek(self, names: Iterable[str]) -> dict[str, DiskUse | None]:
         """Each name's figure as cached (None: not measured yet); the stale ones are
         asked for. Never waits on a walk: fine on the IOLoop."""
-        now = time.monotonic()
+        now = self._clock()
         out: dict[str, DiskUse | None] = {}
         with self._cond:
             for n in names:
@@ -233,6 +235,11 @@ class DiskMeter:
 
     def wire(self, names: Iterable[str]) -> dict[str, dict[str, Any] | None]:
         return {n: None if d is None else d.to_wire() for n, d in self.peek(names).items()}
+
+    def asked(self) -> frozenset[str]:
+        """The names asked for that no round has taken up yet."""
+        with self._cond:
+            return frozenset(self._wanted)
 
     def forget(self, name: str) -> None:
         with self._cond:
@@ -258,7 +265,7 @@ class DiskMeter:
                 with self._cond:
                     if self._closed:
                         return
-                    if not self._stale(name, time.monotonic()):
+                    if not self._stale(name, self._clock()):
                         continue  # measured since it was asked for
                 self._measure(name, mounts)
             with self._cond:
@@ -279,7 +286,7 @@ class DiskMeter:
             _log.debug("disk.measured", agent=name, bytes=got.bytes, files=got.files, complete=got.complete,
                        seconds=round(took, 3))
         with self._cond:
-            self._cache[name] = (got, time.monotonic())
+            self._cache[name] = (got, self._clock())
 
     def wait_round(self, after: int, timeout: float) -> bool:
         """Wait (``timeout`` seconds at most) until more than ``after`` rounds finished."""

@@ -8,15 +8,16 @@ from __future__ import annotations
 
 import os
 import subprocess
-import sys
 from pathlib import Path
 
 import pytest
 
+from hyperhive import cli, daemon, settings
 from hyperhive.agents_dir import MARKER, OWNER_MARKER, holds_agents, prepare, state_paths
 from hyperhive.backends.local import harness_argv
-from hyperhive.errors import BadRequest, BadSetting
+from hyperhive.errors import BadRequest, BadSetting, StartupError
 from hyperhive.harness.loop import agent_config
+from hyperhive.logs import terminal_safe
 from hyperhive.names import AgentName
 from hyperhive.paths import AgentConfig, StatePaths
 from hyperhive.tombstones import list_tombstones, purge
@@ -207,29 +208,31 @@ def test_holds_agents_looks_for_an_agents_dir_only(tmp_path: Path) -> None:
 
 
 # --- the daemon refuses it in one line ------------------------------------------------------
-def _serve(state: Path, *args: str) -> subprocess.CompletedProcess[str]:
+async def _refusal(state: Path, *args: str) -> str:
+    """What `hive serve` says when its start refuses the setting: the command line parsed
+    as `hive serve` parses it, the daemon's own start (`daemon.start`, what `hive serve`
+    awaits first), and its `StartupError` as the CLI prints it. That such an error leaves
+    `hive serve` as that one line on stderr and exit status 1 is proven end to end on a
+    real `hive serve` (tests/test_startup_errors.py; --agents-dir's own refusals in
+    tests/test_agents_dir_e2e.py)."""
     env = {k: v for k, v in os.environ.items() if not k.startswith("HYPERHIVE_")}
-    return subprocess.run([sys.executable, "-m", "hyperhive", "serve", "--state-dir", str(state), "--listen",
-                           "127.0.0.1:0", *args], capture_output=True, text=True, timeout=60, env=env,
-                          stdin=subprocess.DEVNULL)
-
-
-def _one_line(r: subprocess.CompletedProcess[str]) -> str:
-    assert r.returncode == 1 and "Traceback" not in r.stdout + r.stderr, (r.returncode, r.stderr[-2000:])
-    [line] = r.stderr.splitlines()
+    ns = cli._parser().parse_args(["serve", "--state-dir", str(state), "--listen", "127.0.0.1:0", *args])
+    with pytest.raises(StartupError) as exc:
+        await daemon.start(settings.from_args(settings.fill_globals(ns, env), env))
+    [line] = terminal_safe(f"hive: {exc.value.message}").splitlines()
     return line
 
 
-def test_serve_refuses_a_relative_agents_dir_before_making_anything(tmp_path: Path) -> None:
-    line = _one_line(_serve(tmp_path / "s", "--agents-dir", "fs"))
+async def test_serve_refuses_a_relative_agents_dir_before_making_anything(tmp_path: Path) -> None:
+    line = await _refusal(tmp_path / "s", "--agents-dir", "fs")
     assert line == "hive: agents_dir must be an absolute path, got 'fs'"
     assert not (tmp_path / "s").exists()
 
 
-def test_serve_refuses_a_symlinked_agents_dir(tmp_path: Path) -> None:
+async def test_serve_refuses_a_symlinked_agents_dir(tmp_path: Path) -> None:
     (tmp_path / "real").mkdir()
     (tmp_path / "fs").symlink_to(tmp_path / "real")
-    line = _one_line(_serve(tmp_path / "s", "--agents-dir", str(tmp_path / "fs")))
+    line = await _refusal(tmp_path / "s", "--agents-dir", str(tmp_path / "fs"))
     assert line == f"hive: agents_dir {tmp_path / 'fs'} is a symlink: give the dir it points to ({tmp_path / 'real'})"
     assert not (tmp_path / "s" / "hive.sqlite").exists()
 

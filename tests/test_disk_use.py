@@ -7,7 +7,6 @@ from __future__ import annotations
 import json
 import os
 import subprocess
-import sys
 import threading
 import time
 from pathlib import Path
@@ -30,6 +29,18 @@ def agents(tmp_path: Path) -> Path:
     (d / "a" / "work").mkdir(parents=True)
     (d / "a" / "state").mkdir()
     return d
+
+
+def one_byte_files(d: Path, n: int) -> None:
+    """``f0`` … ``f<n-1>`` in ``d``, one byte each (openat, write, close: no Python file objects)."""
+    dfd = os.open(d, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        for i in range(n):
+            fd = os.open(f"f{i}", os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644, dir_fd=dfd)
+            os.write(fd, b"z")
+            os.close(fd)
+    finally:
+        os.close(dfd)
 
 
 def blocks_of(*files: Path) -> int:
@@ -184,8 +195,7 @@ def test_mount_points_parsed_with_escapes(tmp_path: Path) -> None:
 
 
 def test_entry_bound_gives_a_lower_bound(agents: Path) -> None:
-    for i in range(1000):
-        (agents / "a" / "work" / f"f{i}").write_bytes(b"z")
+    one_byte_files(agents / "a" / "work", 1000)
     got = measure(agents, "a", max_entries=100)
     assert got is not None and not got.complete
     assert got.files <= 101
@@ -194,8 +204,7 @@ def test_entry_bound_gives_a_lower_bound(agents: Path) -> None:
 
 
 def test_time_bound_gives_a_lower_bound(agents: Path) -> None:
-    for i in range(600):
-        (agents / "a" / "work" / f"f{i}").write_bytes(b"z")
+    one_byte_files(agents / "a" / "work", 600)
     ticks = iter(range(1_000_000))  # each look at the clock: a second later
     got = measure(agents, "a", budget=2.5, clock=lambda: float(next(ticks)))
     assert got is not None and not got.complete
@@ -215,17 +224,10 @@ def test_depth_bound(agents: Path) -> None:
     assert deep is not None and deep.complete and deep.files == 3 + 80  # a/, work/, state/ and the chain
 
 
-_AS_NOBODY = """
-import json, sys
-from pathlib import Path
-from hyperhive.disk_use import measure
-d = measure(Path(sys.argv[1]), "a")
-print(json.dumps(None if d is None else d.to_wire()))
-"""
-
-
 def measure_unprivileged(agents: Path) -> dict[str, object]:
-    """``measure`` as a uid that cannot read everything (root reads all: as nobody)."""
+    """``measure`` as a uid that cannot read everything (root reads all: as nobody, in a
+    child process of this one: forked, it drops to uid and gid 65534, measures, reports
+    through a pipe and exits; no interpreter to start)."""
     if not ROOT:
         got = measure(agents, "a")
         assert got is not None
@@ -233,10 +235,27 @@ def measure_unprivileged(agents: Path) -> dict[str, object]:
     passable(agents / "a")
     for d in (agents, agents / "a", agents / "a" / "work", agents / "a" / "state"):
         os.chmod(d, 0o755)
-    r = subprocess.run([sys.executable, "-c", _AS_NOBODY, str(agents)], capture_output=True, text=True,
-                       timeout=60, user=65534, group=65534, extra_groups=[], cwd="/",
-                       env={**os.environ, "PYTHONPATH": str(Path(__file__).resolve().parents[1])}, check=True)
-    out: dict[str, object] = json.loads(r.stdout)
+    r, w = os.pipe()
+    pid = os.fork()
+    if pid == 0:  # the child: never back into pytest, whatever happens
+        status = 1
+        try:
+            os.close(r)
+            os.setgroups([])
+            os.setgid(65534)
+            os.setuid(65534)
+            os.chdir("/")
+            d = measure(agents, "a")
+            os.write(w, json.dumps(None if d is None else d.to_wire()).encode())
+            status = 0
+        finally:
+            os._exit(status)
+    os.close(w)
+    with os.fdopen(r, "rb") as f:
+        report = f.read()
+    _, waited = os.waitpid(pid, 0)
+    assert os.waitstatus_to_exitcode(waited) == 0
+    out: dict[str, object] = json.loads(report)
     return out
 
 
@@ -255,7 +274,8 @@ def test_unreadable_dir_skipped_and_marked(agents: Path) -> None:
 
 def test_meter_answers_from_the_cache_and_renews_when_stale(agents: Path, tmp_path: Path) -> None:
     paths = StatePaths(tmp_path, agents_root=agents)
-    meter = DiskMeter(paths, interval=0.5)
+    now = [1000.0]  # the meter's clock: a figure's age
+    meter = DiskMeter(paths, interval=0.5, clock=lambda: now[0])
     try:
         assert meter.peek(["a", "gone"]) == {"a": None, "gone": None}  # not measured yet: asked for
         assert meter.wait_round(0, 10)
@@ -263,9 +283,12 @@ def test_meter_answers_from_the_cache_and_renews_when_stale(agents: Path, tmp_pa
         assert first is not None and first.complete
         assert meter.peek(["gone"])["gone"] is None  # no such dir
         (agents / "a" / "work" / "new").write_bytes(os.urandom(2 * MIB))
+        now[0] = 1000.49
         assert meter.peek(["a"])["a"] == first  # fresh: the cached figure, no walk
+        assert meter.asked() == frozenset()
+        now[0] = 1000.5  # the interval passed: stale
         got = wait_for(lambda: (d := meter.peek(["a"])["a"]) is not None and d.bytes >= first.bytes + 2 * MIB
-                       and d, timeout=10, what="the renewed figure")
+                       and d, timeout=10, interval=0.002, what="the renewed figure")
         assert got.at > first.at
         assert meter.wire(["a"])["a"] == got.to_wire()
     finally:
@@ -278,9 +301,12 @@ def test_meter_does_not_walk_a_fresh_figure_again(agents: Path, tmp_path: Path) 
         meter.peek(["a"])
         assert meter.wait_round(0, 10)
         first = meter.peek(["a"])["a"]
+        meter.close()  # its worker takes up no more asks: what the peeks ask for stays asked, to be seen
         for _ in range(50):
             assert meter.peek(["a"])["a"] is first
-        assert not meter.wait_round(1, 0.3)  # no second round was asked for
+        assert meter.asked() == frozenset()  # no second round was asked for
+        assert meter.rounds == 1
+        assert meter.peek(["b"]) == {"b": None} and meter.asked() == {"b"}  # (one not measured is asked for)
     finally:
         meter.close()
 

@@ -41,11 +41,13 @@ from hyperhive.harness.driver import Driver
 from hyperhive.names import OPERATOR
 from hyperhive.wire import InboxRow
 
-__all__ = ["CANCEL_GRACE", "Note", "Slot", "TurnLoop", "no_slot"]
+__all__ = ["CANCEL_GRACE", "ERROR_PAUSE", "LOST_PAUSE", "Note", "Slot", "TurnLoop", "no_slot"]
 
 _log = logs.get("hyperhive.harness")
 
 CANCEL_GRACE = 1.5  # the driver's own cancel gets this long before the task is cancelled
+LOST_PAUSE = 0.5  # seconds between a recv whose connection was lost and the reconnect
+ERROR_PAUSE = 1.0  # seconds after a recv the daemon refused, before the next
 PREVIEW = 500
 NOTE_MAX = 100_000
 
@@ -75,12 +77,14 @@ def _preview(m: InboxRow) -> dict[str, Any]:
 
 
 class TurnLoop:
-    def __init__(self, name: str, client: Any, driver: Driver, bus: Bus, slot: Slot = no_slot) -> None:
+    def __init__(self, name: str, client: Any, driver: Driver, bus: Bus, slot: Slot = no_slot, *,
+                 lost_pause: float = LOST_PAUSE, error_pause: float = ERROR_PAUSE) -> None:
         self.name = name
         self.client = client
         self.driver = driver
         self.bus = bus
         self.slot = slot
+        self.lost_pause, self.error_pause = lost_pause, error_pause
         self._notes: list[InboxRow] = []  # Notes
         self._compact = False
         self._wake = asyncio.Event()
@@ -162,12 +166,12 @@ class TurnLoop:
             return [InboxRow.from_wire(m) for m in recv.result()["messages"]]
         except (ConnectionLost, ConnectFailed):
             self.bus.publish("error", error="lost the daemon connection; reconnecting")
-            await asyncio.wait({stopping}, timeout=0.5)
+            await asyncio.wait({stopping}, timeout=self.lost_pause)
             if not stopping.done():
                 await self.client.connect(deadline=60)
         except HiveError as exc:  # the daemon's answer (unavailable: shutting down, no reply in time…)
             self.bus.publish("error", error=f"recv failed: {exc.code}: {exc.message}")
-            await asyncio.wait({stopping}, timeout=1.0)
+            await asyncio.wait({stopping}, timeout=self.error_pause)
         return []
 
     async def _turn(self, messages: list[InboxRow], stopping: asyncio.Task[Any]) -> None:

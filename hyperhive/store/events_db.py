@@ -23,6 +23,7 @@ __all__ = ["EVENTS_FILE", "EventLog", "EventRow"]
 
 EVENTS_FILE = "hyperhive-events.sqlite"
 PRUNE_BATCH = 2000
+_INSERT = 'INSERT INTO "events" ("ts", "kind", "data") VALUES (?, ?, ?)'
 
 
 class _EventBase(Model):
@@ -76,16 +77,18 @@ class EventLog:
             return []
         now = time.time() if ts is None else ts
         out: list[EventRow] = []
+        raw: Any = self.db  # peewee's execute_sql is untyped
         with self.db.atomic():
-            for kind, data in events:
-                row_id = self.model.insert(ts=now, kind=kind, data=json.dumps(data)).execute()
+            for kind, data in events:  # one row at a time, each its own id (no query building per row)
+                row_id = raw.execute_sql(_INSERT, (now, kind, json.dumps(data))).lastrowid
                 out.append(EventRow(int(row_id), now, kind, data))
         return out
 
     def tail(self, limit: int) -> list[EventRow]:
         """The newest ``limit`` events, oldest first."""
-        q = self.model.select().order_by(self.model.id.desc()).limit(limit)
-        return [EventRow(r.id, r.ts, r.kind, json.loads(r.data)) for r in reversed(list(q))]
+        m = self.model
+        q = m.select(m.id, m.ts, m.kind, m.data).order_by(m.id.desc()).limit(limit).tuples()
+        return [EventRow(i, ts, kind, json.loads(data)) for i, ts, kind, data in reversed(list(q))]
 
     def count(self) -> int:
         return int(self.model.select().count())
@@ -96,26 +99,22 @@ class EventLog:
         Deletes in batches so the harness (the writer) is never locked out for long.
         """
         m = self.model
+        removed = self._delete_batches(m.ts < now - max_age)
+        newest = list(m.select(m.id).order_by(m.id.desc()).offset(keep).limit(1).tuples())
+        if newest:
+            removed += self._delete_batches(m.id <= newest[0][0])
+        return removed
+
+    def _delete_batches(self, where: Any) -> int:
+        """Delete the rows ``where`` selects, ``PRUNE_BATCH`` a transaction."""
+        m = self.model
         removed = 0
-        cutoff = now - max_age
         while True:
             with self.db.atomic():
-                ids = [r.id for r in m.select(m.id).where(m.ts < cutoff).limit(PRUNE_BATCH)]
-                if ids:
-                    removed += m.delete().where(m.id.in_(ids)).execute()
-            if len(ids) < PRUNE_BATCH:
-                break
-        newest = list(m.select(m.id).order_by(m.id.desc()).offset(keep).limit(1))
-        if newest:
-            floor = newest[0].id
-            while True:
-                with self.db.atomic():
-                    ids = [r.id for r in m.select(m.id).where(m.id <= floor).limit(PRUNE_BATCH)]
-                    if ids:
-                        removed += m.delete().where(m.id.in_(ids)).execute()
-                if len(ids) < PRUNE_BATCH:
-                    break
-        return removed
+                n = int(m.delete().where(m.id.in_(m.select(m.id).where(where).limit(PRUNE_BATCH))).execute())
+            removed += n
+            if n < PRUNE_BATCH:
+                return removed
 
     def close(self) -> None:
         with _models_lock:

@@ -24,12 +24,12 @@ def delete_delivered_batch(db: Database, cutoff: float, batch: int = VACUUM_BATC
 
     Returns ``(deleted, more)``; ``more`` is True when a full batch went (call again).
     """
-    with db.atomic():
-        ids = [r.id for r in Message.select(Message.id)
-               .where(Message.delivered_at.is_null(False) & (Message.delivered_at < cutoff))
-               .order_by(Message.id).limit(batch)]
-        deleted = int(Message.delete().where(Message.id.in_(ids)).execute()) if ids else 0
-    return deleted, len(ids) == batch
+    oldest = (Message.select(Message.id)
+              .where(Message.delivered_at.is_null(False) & (Message.delivered_at < cutoff))
+              .order_by(Message.id).limit(batch))
+    with db.atomic():  # one statement: the ids never come up into Python (nor go back down as parameters)
+        deleted = int(Message.delete().where(Message.id.in_(oldest)).execute())
+    return deleted, deleted == batch
 
 
 def incremental_vacuum(db: Database) -> None:

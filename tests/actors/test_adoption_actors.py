@@ -88,7 +88,7 @@ class World:
 
     def new_coordinator(self) -> Handle[Coordinator]:
         backend: Backend[Sleeper] = self.backend
-        settings = Settings(restart_backoff_seconds=0.05, restart_backoff_max_seconds=0.1)
+        settings = Settings(restart_backoff_seconds=0.01, restart_backoff_max_seconds=0.02)
         return Handle(Coordinator.start(settings, self.paths, backend, self.broker, self.clock, self.hub,
                                         NoSockets()).proxy())
 
@@ -121,7 +121,7 @@ def kicks(agent: str) -> int:
 
 async def test_a_released_fleet_is_adopted_at_the_next_boot_unkicked(world: World) -> None:
     await world.coordinator.ask(Coordinator.spawn, "alice", kick="hello")
-    await async_wait_for(lambda: kicks("alice") == 1, what="the spawn's kick stored")
+    await async_wait_for(lambda: kicks("alice") == 1, interval=0.002, what="the spawn's kick stored")
     before = {n: s.pid for n, s in (await world.ls()).items()}
     sent = {n: kicks(n) for n in before}
     await world.hand_over()
@@ -140,7 +140,7 @@ async def test_a_released_fleet_is_adopted_at_the_next_boot_unkicked(world: Worl
         s = (await world.ls())["alice"]
         return s.state == "running" and s.restarts == 1 and s.pid != pid
 
-    await async_wait_for(restarted, what="alice restarted after her crash")
+    await async_wait_for(restarted, interval=0.002, what="alice restarted after her crash")
     crash = next(e for e in world.events if isinstance(e, ContainerCrash))
     assert crash.exit == UNKNOWN_EXIT and world.backend.started == ["alice"]
 
@@ -152,5 +152,5 @@ async def test_a_harness_left_running_whose_desired_state_is_stopped_is_stopped(
     Container.update(desired="stopped").where(Container.name == "alice").execute()  # as a stop killed mid-way
     assert await world.coordinator.ask(Coordinator.boot) == [MANAGER]
     assert pid is not None
-    await async_wait_for(lambda: not pid_alive(pid), what="alice's orphan stopped")
+    await async_wait_for(lambda: not pid_alive(pid), interval=0.002, what="alice's orphan stopped")
     assert (await world.ls())["alice"].state == "stopped" and world.backend.adopted == [MANAGER, "alice"]

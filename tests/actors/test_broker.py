@@ -51,16 +51,23 @@ async def test_a_parked_recv_wakes_with_the_message(broker: Any) -> None:
     assert Message.get_by_id(msg_id).delivered_at is not None
 
 
-async def test_wait_is_capped_and_empty_recv_returns_nothing(broker: Any) -> None:
-    t0 = time.monotonic()
-    rows = await call(broker.recv, "b", 100.0, False)
-    assert rows == []
-    assert 0.25 <= time.monotonic() - t0 < 2.0  # the 0.3 s cap, not 100 s
+async def test_wait_is_capped_and_empty_recv_returns_nothing(tmp_path: Path) -> None:
+    db = open_hive_db(tmp_path / "capped.sqlite")
+    proxy = Broker.start(db, LoopClock(IOLoop.current()), recv_default=5.0, recv_cap=0.03).proxy()
+    try:
+        await call(proxy.register, "b", None)
+        t0 = time.monotonic()
+        rows = await call(proxy.recv, "b", 100.0, False)
+        assert rows == []
+        assert 0.025 <= time.monotonic() - t0 < 2.0  # the 0.03 s cap, not 100 s
+    finally:
+        proxy.actor_ref.stop()
+        db.close()
 
 
 async def test_a_caller_that_gave_up_loses_no_message(broker: Any) -> None:
     with pytest.raises(Unavailable):
-        await call(broker.recv, "b", 0.3, False, timeout=0.05)
+        await call(broker.recv, "b", 2.0, False, timeout=0.01)
     await call(broker.send, "a", "b", "kept")
     rows = await call(broker.recv, "b", 0, False)
     assert [r.body for r in rows] == ["kept"]
@@ -74,13 +81,25 @@ async def test_requeue_puts_a_delivery_back(broker: Any) -> None:
     assert back.id == row.id
 
 
+def told(method: Any, *args: Any) -> cf.Future[Any]:
+    """Tell ``method`` now: the actor takes its messages in the order told."""
+    fut: cf.Future[Any] = cf.Future()
+    method.defer(*args, reply=fut)
+    return fut
+
+
 async def test_tool_recv_is_served_before_the_harness_recv(broker: Any) -> None:
-    system = asyncio.ensure_future(call(broker.recv, "b", 0.3, True))
-    tool = asyncio.ensure_future(call(broker.recv, "b", 0.3, False))
-    await asyncio.sleep(0.01)
-    await call(broker.send, "a", "b", "for the model")
-    assert [r.body for r in await tool] == ["for the model"]
-    assert await system == []
+    system = told(broker.recv, "b", 0.02, True)
+    tool = told(broker.recv, "b", 2.0, False)
+    parked = told(broker.stats)
+    sent = told(broker.send, "a", "b", "for the model")
+    # Blocking the loop (the actors' clock) until the send is answered: no wait can
+    # run out before it, both recvs are parked when it is taken.
+    assert parked.result(timeout=5)["parked"]["b"] == {"tool": 1, "system": 1}
+    sent.result(timeout=5)
+    assert [r.body for r in tool.result(timeout=5)] == ["for the model"]
+    assert not system.done()
+    assert await asyncio.wrap_future(system) == []  # its wait ran out: nothing for it
 
 
 async def test_dropped_harness_waiter_takes_no_message(broker: Any) -> None:
@@ -195,7 +214,7 @@ async def test_the_batcher_refuses_a_lone_surrogate_before_any_batch(broker: Any
 async def test_a_parked_recv_whose_message_was_refused_waits_on(small_rows: Any) -> None:
     recv_b = asyncio.ensure_future(call(small_rows.recv, "b", 2.0, False))
     recv_c = asyncio.ensure_future(call(small_rows.recv, "c", 2.0, False))
-    await async_wait_for(parked_is(small_rows, {"b": 1, "c": 1}), what="both recvs parked")
+    await async_wait_for(parked_is(small_rows, {"b": 1, "c": 1}), interval=0.002, what="both recvs parked")
     results = await call(small_rows.send_many, [("a", "b", TOO_BIG), ("a", "c", "for c")])
     assert results[0].code == "bad_request" and isinstance(results[1], int)
     assert [r.body for r in await recv_c] == ["for c"]
@@ -204,12 +223,15 @@ async def test_a_parked_recv_whose_message_was_refused_waits_on(small_rows: Any)
     later = await call(small_rows.send, "a", "b", "the next one")
     [row] = await recv_b
     assert (row.id, row.body) == (later, "the next one")
-    # and a parked-again recv still expires normally
+    # and a parked-again recv still expires normally: parked when the refused send is
+    # taken (the loop, the actors' clock, is blocked until it is answered), then it runs out
     t0 = time.monotonic()
-    again = asyncio.ensure_future(call(small_rows.recv, "b", 0.3, False))
-    await async_wait_for(parked_is(small_rows, {"b": 1}), what="b parked")
-    await call(small_rows.send_many, [("a", "b", TOO_BIG)])
-    assert await again == [] and time.monotonic() - t0 < 2.0
+    again = told(small_rows.recv, "b", 0.02, False)
+    parked = told(small_rows.stats)
+    refused = told(small_rows.send_many, [("a", "b", TOO_BIG)])
+    assert {a: k["tool"] + k["system"] for a, k in parked.result(timeout=5)["parked"].items()} == {"b": 1}
+    assert refused.result(timeout=5)[0].code == "bad_request" and not again.done()
+    assert await asyncio.wrap_future(again) == [] and time.monotonic() - t0 < 2.0
 
 
 def parked_is(broker: Any, want: dict[str, int]) -> Any:
@@ -242,7 +264,7 @@ async def test_a_waking_recv_takes_at_most_one_batch(broker: Any) -> None:
     from hyperhive.actors.broker_core import RECV_BATCH
 
     recv = asyncio.ensure_future(call(broker.recv, "b", 2.0, False))
-    await async_wait_for(parked_is(broker, {"b": 1}), what="b parked")
+    await async_wait_for(parked_is(broker, {"b": 1}), interval=0.002, what="b parked")
     await call(broker.send_many, [("a", "b", f"m{i}") for i in range(RECV_BATCH + 50)])
     assert [r.body for r in await recv] == [f"m{i}" for i in range(RECV_BATCH)]
     rest = await call(broker.recv, "b", 0, False)

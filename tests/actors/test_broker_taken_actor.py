@@ -40,7 +40,7 @@ def marks(*ids: int) -> list[tuple[int | None, int | None, bool]]:
 async def kick(broker: Any, nth: int) -> None:
     broker.kick("b", lambda again, gave_up: f"kick again={again} gave_up={gave_up}")
     await async_wait_for(lambda: Message.select().where(Message.sender == "system").count() == nth,
-                         what="the kick stored")
+                         interval=0.002, what="the kick stored")
 
 
 async def test_a_system_recv_takes_a_tool_recv_does_not(broker: Any) -> None:
@@ -63,15 +63,15 @@ async def test_turn_marks_gone_harness_and_the_kick(broker: Any) -> None:
     msg = await call(broker.send, "a", "b", "held")
     await call(broker.recv, "b", 0, True)
     broker.turn_started("b")
-    await async_wait_for(lambda: marks(msg) == [(STARTED, None, True)], what="the turn's start stored")
+    await async_wait_for(lambda: marks(msg) == [(STARTED, None, True)], interval=0.002, what="the turn's start stored")
     broker.harness_gone("b")  # died mid-turn: delivered again, counted
-    await async_wait_for(lambda: marks(msg) == [(None, 1, False)], what="given back")
+    await async_wait_for(lambda: marks(msg) == [(None, 1, False)], interval=0.002, what="given back")
     await kick(broker, 1)
     rows = await call(broker.recv, "b", 0, True)
     assert [r.body for r in rows] == ["held", "kick again=1 gave_up=0"]
     broker.turn_started("b")
     broker.harness_gone("b")  # died on it again: not a third time (the first kick goes round once)
-    await async_wait_for(lambda: marks(msg) == [(None, 1, True)], what="given up")
+    await async_wait_for(lambda: marks(msg) == [(None, 1, True)], interval=0.002, what="given up")
     await kick(broker, 2)
     rows = await call(broker.recv, "b", 0, True)
     assert [r.body for r in rows] == ["kick again=1 gave_up=0", "kick again=1 gave_up=1"]
@@ -79,7 +79,7 @@ async def test_turn_marks_gone_harness_and_the_kick(broker: Any) -> None:
     broker.turn_done("b")  # a finished turn: nothing held, nothing goes back
     broker.harness_gone("b")
     await async_wait_for(lambda: Message.select().where(Message.taken.is_null(False)).count() == 0,
-                         what="the kick's turn done")
+                         interval=0.002, what="the kick's turn done")
     assert await call(broker.recv, "b", 0, True) == []
 
 
@@ -87,7 +87,7 @@ async def test_requeue_clears_the_mark(broker: Any) -> None:
     msg = await call(broker.send, "a", "b", "orphan")
     await call(broker.recv, "b", 0, True)
     broker.requeue([msg])
-    await async_wait_for(lambda: marks(msg) == [(None, None, False)], what="requeued")
+    await async_wait_for(lambda: marks(msg) == [(None, None, False)], interval=0.002, what="requeued")
     broker.harness_gone("b")  # nothing held: nothing counted
     rows = await call(broker.recv, "b", 0, False)
     assert [r.id for r in rows] == [msg] and marks(msg) == [(None, None, True)]

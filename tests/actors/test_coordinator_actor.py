@@ -44,7 +44,7 @@ class World:
 
     def new_coordinator(self) -> Handle[Coordinator]:
         backend: Backend[Sleeper] = self.backend
-        settings = Settings(restart_backoff_seconds=0.05, restart_backoff_max_seconds=0.1)
+        settings = Settings(restart_backoff_seconds=0.01, restart_backoff_max_seconds=0.02)
         return Handle(Coordinator.start(settings, self.paths, backend, self.broker, self.clock, self.hub,
                                         NoSockets()).proxy())
 
@@ -96,14 +96,14 @@ async def test_a_crash_is_reported_to_the_manager_and_restarted(world: World) ->
         s = (await world.ls())["alice"]
         return s.state == "running" and s.restarts == 1
 
-    await async_wait_for(restarted, what="alice restarted after her crash")
+    await async_wait_for(restarted, interval=0.002, what="alice restarted after her crash")
     crashes = [e for e in world.events if isinstance(e, ContainerCrash)]
-    assert crashes == [ContainerCrash("alice", "killed by SIGKILL", "crash", 0.05)]
+    assert crashes == [ContainerCrash("alice", "killed by SIGKILL", "crash", 0.01)]
     assert [m for m in world.system_events() if m["event"] == "ContainerCrash"] == [crashes[0].payload()]
     now = (await world.ls())["alice"]
     assert now.pid != first.pid and now.last_exit == "killed by SIGKILL"
     kicks = Message.select().where((Message.recipient == "alice") & (Message.body.contains("after a crash")))
-    await async_wait_for(lambda: kicks.count() == 1, what="the kick after the restart")
+    await async_wait_for(lambda: kicks.count() == 1, interval=0.002, what="the kick after the restart")
 
 
 async def test_kill_tells_the_manager_and_destroy_removes_the_container(world: World) -> None:
@@ -111,7 +111,8 @@ async def test_kill_tells_the_manager_and_destroy_removes_the_container(world: W
     snap = await world.coordinator.ask(Coordinator.kill_agent, "alice", "operator")
     assert (snap["state"], snap["last_exit"]) == ("stopped", "killed by SIGKILL")
     assert [e for e in world.events if isinstance(e, ContainerKilled)] == [ContainerKilled("alice", "operator", True)]
-    await async_wait_for(lambda: any(m["event"] == "Killed" for m in world.system_events()), what="Killed")
+    await async_wait_for(lambda: any(m["event"] == "Killed" for m in world.system_events()), interval=0.002,
+                         what="Killed")
     assert not any(isinstance(e, ContainerCrash) for e in world.events)  # asked for: no crash
     out = await world.coordinator.ask(Coordinator.destroy_agent, "alice")
     assert out == {"name": "alice", "state": "destroyed", "purged": []}

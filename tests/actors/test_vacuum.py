@@ -51,9 +51,11 @@ def bodies_left(db: Any) -> dict[str, int]:
 def seed_events(state: Path, name: str, old: int, new: int, now: float) -> Path:
     path = state / "agents" / name / "state" / EVENTS_FILE
     log = EventLog(path)
-    if old:
-        log.append([("old", {"i": i}) for i in range(old)], ts=now - 8 * DAY)
-    log.append([("new", {"i": i}) for i in range(new)], ts=now - 60)
+    rows = ([(now - 8 * DAY, "old", f'{{"i": {i}}}') for i in range(old)]
+            + [(now - 60, "new", f'{{"i": {i}}}') for i in range(new)])
+    with log.db.atomic():  # the rows as EventLog.append stores them, in one statement
+        log.db.connection().executemany("INSERT INTO events (ts, kind, data) VALUES (?, ?, ?)", rows)
+    assert log.count() == old + new
     log.close()
     return path
 
@@ -110,7 +112,7 @@ async def test_the_sweeper_never_opens_an_agents_events_db(tmp_path: Path, broke
     with capture_logs() as logs:
         sweeper = VacuumSweeper.start(StatePaths(state), proxy, LoopClock(IOLoop.current()), 0,
                                       now=lambda: NOW).proxy()
-        await async_wait_for(lambda: sweeper.sweeps.get(timeout=5) >= 1, what="the start-up sweep")
+        await async_wait_for(lambda: sweeper.sweeps.get(timeout=5) >= 1, interval=0.002, what="the start-up sweep")
     sweeper.actor_ref.stop()
     counts = {(e["event"], e.get("agent")): e["count"] for e in logs if e["event"] == "vacuum.messages"}
     assert counts == {("vacuum.messages", None): 4500}
@@ -132,9 +134,9 @@ async def test_a_sweep_with_nothing_to_do_logs_no_count(tmp_path: Path, broker: 
 
 async def test_sweeps_repeat_on_the_loop_clock(tmp_path: Path, broker: tuple[Any, Any]) -> None:
     proxy, _ = broker
-    sweeper = VacuumSweeper.start(StatePaths(tmp_path / "s"), proxy, LoopClock(IOLoop.current()), 0.05).proxy()
+    sweeper = VacuumSweeper.start(StatePaths(tmp_path / "s"), proxy, LoopClock(IOLoop.current()), 0.01).proxy()
     try:
-        await async_wait_for(lambda: sweeper.sweeps.get(timeout=5) >= 3, what="three sweeps")
+        await async_wait_for(lambda: sweeper.sweeps.get(timeout=5) >= 3, interval=0.002, what="three sweeps")
     finally:
         sweeper.actor_ref.stop()
 

@@ -23,6 +23,7 @@ def fakes(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Fakes:
     f = install(tmp_path / "fake")
     for key, value in f.env.items():
         monkeypatch.setenv(key, value)
+    monkeypatch.setenv("HYPERHIVE_NIXOS_POLL_SECONDS", "0.01")  # the watcher's interval (default 2 s)
     return f
 
 

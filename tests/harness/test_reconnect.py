@@ -115,23 +115,30 @@ async def daemon(sock_dir: Path) -> AsyncIterator[Daemon]:
             await d.down()
 
 
-def fast(path: Path, **kw: Any) -> Reconnecting:
-    return Reconnecting(AsyncClient(path), first=0.01, cap=0.05, **kw)
+def fast(path: Path, retries: list[str] | None = None, **kw: Any) -> Reconnecting:
+    """A client retrying 2 ms doubling to 10 ms (the harness's: 250 ms to 5 s); the
+    code of each retry's cause goes to ``retries``."""
+    def on_retry(op: str, exc: Any, delay: float) -> None:
+        if retries is not None:
+            retries.append(exc.code)
+
+    return Reconnecting(AsyncClient(path), first=0.002, cap=0.01, on_retry=on_retry, **kw)
 
 
 async def until(pred: Any, timeout: float = 5.0) -> None:
     async with asyncio.timeout(timeout):
         while not pred():
-            await asyncio.sleep(0.005)
+            await asyncio.sleep(0.001)
 
 
 async def test_a_parked_recv_parks_again_on_the_next_daemon(daemon: Daemon) -> None:
-    c = fast(daemon.path)
+    retries: list[str] = []
+    c = fast(daemon.path, retries)
     try:
         recv = asyncio.create_task(c.request("recv", system=True))
         await until(lambda: len(daemon.parked) == 1)
         await daemon.down()
-        await asyncio.sleep(0.1)  # retries meet no daemon meanwhile (connect refused)
+        await until(lambda: retries.count("connect_failed") >= 3)  # retries meet no daemon meanwhile
         assert not recv.done()
         await daemon.up()
         await until(lambda: len(daemon.parked) == 1)  # re-issued on the new one
@@ -143,9 +150,8 @@ async def test_a_parked_recv_parks_again_on_the_next_daemon(daemon: Daemon) -> N
 
 
 async def test_a_request_while_no_daemon_goes_out_once_it_is_back(daemon: Daemon) -> None:
-    c = fast(daemon.path)
     retries: list[str] = []
-    c._on_retry = lambda op, exc, delay: retries.append(exc.code)
+    c = fast(daemon.path, retries)
     try:
         await daemon.down()
         send = asyncio.create_task(c.request("send", to="b", body="x"))
@@ -178,12 +184,14 @@ async def test_a_send_lost_on_the_way_is_not_sent_twice_unless_it_has_a_key(daem
 
 
 async def test_a_limit_ends_the_retries_and_close_ends_them_at_once(sock_dir: Path) -> None:
-    c = fast(sock_dir / "nobody.sock", limit=0.2)
+    c = fast(sock_dir / "nobody.sock", limit=0.04)
     with pytest.raises(ConnectFailed):
         await c.request("recv")
-    forever = fast(sock_dir / "nobody.sock")
+    again: list[str] = []
+    forever = fast(sock_dir / "nobody.sock", again)
     task = asyncio.create_task(forever.request("recv"))
-    await asyncio.sleep(0.05)
+    await until(lambda: len(again) >= 3)
+    assert not task.done()
     await forever.close()
     with pytest.raises(ConnectFailed, match="closed"):
         await task
@@ -193,9 +201,10 @@ async def test_retries_end_when_the_socket_dir_is_gone(sock_dir: Path) -> None:
     """The agent was purged (or its state dir removed): no daemon comes back there."""
     run = sock_dir / "run"
     run.mkdir()
-    c = fast(run / "hive.sock")
+    retries: list[str] = []
+    c = fast(run / "hive.sock", retries)
     task = asyncio.create_task(c.request("recv", system=True))
-    await asyncio.sleep(0.1)
+    await until(lambda: len(retries) >= 3)
     assert not task.done()  # no daemon yet: waiting for one
     run.rmdir()
     with pytest.raises(ConnectFailed, match="is gone"):

@@ -17,7 +17,7 @@ from support import async_wait_for
 
 from hyperhive.client import AsyncClient
 from hyperhive.harness.bus import Bus
-from hyperhive.harness.turns import TurnLoop
+from hyperhive.harness.turns import ERROR_PAUSE, LOST_PAUSE, TurnLoop
 from hyperhive.wire import InboxRow
 
 LOST = "lost the daemon connection; reconnecting"
@@ -65,7 +65,8 @@ async def run_loop() -> AsyncIterator[Callable[[FakeDaemon], Any]]:
         await client.connect(deadline=5)
         bus = Bus(None)
         stop = asyncio.Event()
-        started.append((server, client, stop, asyncio.create_task(TurnLoop("a", client, _Recorder(), bus).run(stop))))
+        turns = TurnLoop("a", client, _Recorder(), bus, lost_pause=0.01)  # (the harness's: LOST_PAUSE)
+        started.append((server, client, stop, asyncio.create_task(turns.run(stop))))
         return bus
 
     yield start
@@ -85,7 +86,7 @@ def _errors(bus: Bus) -> list[str]:
 async def test_an_error_the_daemon_answered_is_reported_as_that_error(run_loop: Any) -> None:
     daemon = FakeDaemon([{"code": "unavailable", "message": "no reply within 30s"}, "park"])
     bus = await run_loop(daemon)
-    await async_wait_for(lambda: _errors(bus), what="the recv error on the bus")
+    await async_wait_for(lambda: _errors(bus), interval=0.002, what="the recv error on the bus")
     assert _errors(bus)[0] == "recv failed: unavailable: no reply within 30s"
     assert LOST not in _errors(bus)
     assert daemon.connections == 1  # an answer is no reason to reconnect
@@ -94,5 +95,11 @@ async def test_an_error_the_daemon_answered_is_reported_as_that_error(run_loop: 
 async def test_a_lost_connection_is_reported_and_reconnected(run_loop: Any) -> None:
     daemon = FakeDaemon([None, "park"])
     bus = await run_loop(daemon)
-    await async_wait_for(lambda: daemon.connections == 2, what="the harness reconnecting")
+    await async_wait_for(lambda: daemon.connections == 2, interval=0.002, what="the harness reconnecting")
     assert _errors(bus) == [LOST]
+
+
+def test_the_pauses_after_a_failed_recv() -> None:
+    assert (LOST_PAUSE, ERROR_PAUSE) == (0.5, 1.0)
+    turns = TurnLoop("a", None, _Recorder(), Bus(None))
+    assert (turns.lost_pause, turns.error_pause) == (LOST_PAUSE, ERROR_PAUSE)

@@ -237,11 +237,14 @@ async def test_a_connection_has_at_most_max_in_flight_requests_served(serve: Ser
     try:
         await peer.write(b"".join(req(i, "send", to="b", body=f"wait:{i}") for i in range(MAX_IN_FLIGHT))
                          + req("behind", "ping"))
-        await async_wait_for(lambda: len(gates.started) == MAX_IN_FLIGHT, timeout=TIMEOUT, what="the cap reached")
+        await async_wait_for(lambda: len(gates.started) == MAX_IN_FLIGHT, timeout=TIMEOUT, interval=0.002,
+                             what="the cap reached")
         # Another connection is served meanwhile: the loop went round, the ping stays unread.
+        # (Read, it would have been answered in that round already: its reply would be
+        # waiting on the socket, so a short look tells.)
         assert await other.ask(req(1, "ping")) == {"id": 1, "ok": True, "pong": True}
         with pytest.raises(asyncio.TimeoutError):
-            await peer.read(timeout=0.3)
+            await peer.read(timeout=0.05)
         assert len(gates.started) == MAX_IN_FLIGHT
         gates.gate("wait:5").set()  # one finishes: the reader takes the next line
         assert await peer.read() == {"id": 5, "ok": True, "body": "wait:5"}
