@@ -190,12 +190,9 @@ def _run(ns: argparse.Namespace) -> int:
             sandboxed=ns.sandboxed, applied_dir=Path(ns.applied_dir) if ns.applied_dir else None)
         asyncio.run(run_harness(ns.name, ns.socket, Path(ns.agent_state), ns.driver, web_port, options=opts))
         return 0
-    if ns.cmd == "mcp":
-        import hyperhive.logs as logs
-        from hyperhive.harness.mcp_server import run
-        logs.configure(sys.stderr)
-        run(ns.socket)
-        return 0
+    if ns.cmd == "mcp":  # `python -m hyperhive mcp` gets here without importing this module
+        from hyperhive.mcp_pipe import main as pipe
+        return pipe(["mcp", "--socket", ns.socket])
     if ns.cmd == "ls":
         containers = _admin(ns, "ls")["containers"]  # every container: ls takes no --limit
         if ns.json:

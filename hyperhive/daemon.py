@@ -217,7 +217,7 @@ async def _bring_up(d: Daemon, token: str) -> None:
         extra = manager_ops(d.coordinator, d.questions, d.approvals, costs)
         return {**ops, **extra}
 
-    d.sockets = AgentSockets(io_loop, paths, ops_for)
+    d.sockets = AgentSockets(io_loop, paths, ops_for, settings.recv_cap_seconds)
     d.endpoints = AgentEndpoints(
         io_loop, paths, gateway, parse_resolve(settings.proxy_resolve), d.hub,
         owner_uid=lambda name: None if (account := backend.account(name)) is None else account.uid,

@@ -2,7 +2,7 @@
 
     <state>/hive.sqlite
     <state>/run/admin.sock
-    <state>/agents/<name>/{config/agent.json, state/, work/, run/hive.sock, port, uid, harness.log}
+    <state>/agents/<name>/{config/agent.json, state/, work/, run/{hive,mcp}.sock, port, uid, harness.log}
     <state>/applied/<name>/agent.json      the config the container runs with
     <state>/agents-dir                     where the agents' dirs are (`hyperhive.agents_dir`)
 
@@ -202,6 +202,7 @@ class StatePaths:
     api_socket = _below(run, "api.sock")
     proxy_socket = _below(run, "proxy.sock")
     socket = _below(run, "hive.sock")
+    mcp_socket = _below(run, "mcp.sock")  # the daemon's MCP server of the agent's tools (issue 17)
     # Bound by the harness in the agent's own dir: never trusted, reached without links.
     web_socket = _below(state, WEB_SOCKET)
     harness_log = _below(agent, "harness.log")  # daemon-owned, outside anything the agent can write

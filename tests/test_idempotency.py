@@ -5,6 +5,7 @@ and `hive mcp` are in test_idempotency_e2e.py."""
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures as cf
 import sqlite3
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -20,8 +21,7 @@ from hyperhive.actors.broker_commit import insert_rows, stored_keys
 from hyperhive.actors.broker_core import MAX_KEY_LEN, check_idempotency_key
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.events import Event, Hub, MessageSent
-from hyperhive.errors import BadRequest, ConnectFailed, ConnectionLost, Unavailable
-from hyperhive.harness.mcp_server import SEND_RETRY_DELAYS, send_with_retries
+from hyperhive.errors import BadRequest
 from hyperhive.store.models import Message, open_hive_db
 from hyperhive.store.retention import delete_delivered_batch
 from hyperhive.web.tables.sends import SendBatcher, sent_reply
@@ -180,10 +180,10 @@ async def test_a_retry_across_a_restart_gets_the_original_id(tmp_path: Path) -> 
 
 
 async def test_a_retry_does_not_wake_a_parked_recv_twice(world: World) -> None:
-    recv = asyncio.ensure_future(call(world.broker.recv, "b", 2.0, False))
-    await asyncio.sleep(0.05)  # let the recv reach the actor first (it waits 2 s at most)
+    parked: cf.Future[Any] = cf.Future()
+    world.broker.recv.defer("b", 2.0, False, reply=parked)  # told first: the actor parks it before the sends
     ids = await call(world.broker.send_many, [("a", "b", "once", "k"), ("a", "b", "once", "k")])
-    rows = await recv
+    rows = await asyncio.wrap_future(parked)
     assert [(r.id, r.body) for r in rows] == [(ids[0], "once")]
     assert await call(world.broker.send, "a", "b", "once", "k") == ids[0]
     assert await call(world.broker.recv, "b", 0, False) == []  # nothing left to deliver
@@ -260,47 +260,5 @@ async def test_the_key_goes_with_its_row_when_the_vacuum_deletes_it(world: World
     assert type(new) is int and world.rows() == [(new, "a", "b", "new", "k")]
 
 
-# --- `hive mcp`'s retry: one key per tool call, re-issued only after a lost connection ---
-
-class FakeDaemon:
-    """An rpc that fails as told, in order, then answers."""
-
-    def __init__(self, *failures: BaseException) -> None:
-        self.failures = list(failures)
-        self.calls: list[dict[str, Any]] = []
-
-    async def __call__(self, op: str, **fields: Any) -> dict[str, Any]:
-        self.calls.append({"op": op, **fields})
-        if self.failures:
-            raise self.failures.pop(0)
-        return {"message_id": 7}
-
-
-FAST = (0.0, 0.0, 0.0)
-
-
-async def test_mcp_reissues_a_send_with_the_same_key_while_the_connection_is_lost() -> None:
-    daemon = FakeDaemon(ConnectionLost("lost"), ConnectFailed("not back yet"), ConnectionLost("lost again"))
-    assert await send_with_retries(daemon, "b", "hi", FAST) == {"message_id": 7}
-    keys = {c["idempotency_key"] for c in daemon.calls}
-    assert len(daemon.calls) == 4 and len(keys) == 1 and keys.pop().startswith("mcp-")
-    assert all((c["op"], c["to"], c["body"]) == ("send", "b", "hi") for c in daemon.calls)
-    other = FakeDaemon()
-    await send_with_retries(other, "b", "hi", FAST)
-    assert other.calls[0]["idempotency_key"] != daemon.calls[0]["idempotency_key"]  # one key per call
-
-
-@pytest.mark.parametrize("failure", [ConnectFailed("never reached"), BadRequest("refused"), Unavailable("said so")])
-async def test_mcp_retries_nothing_but_a_lost_connection(failure: BaseException) -> None:
-    daemon = FakeDaemon(failure)
-    with pytest.raises(type(failure)):
-        await send_with_retries(daemon, "b", "hi", FAST)
-    assert len(daemon.calls) == 1
-
-
-async def test_mcp_retries_are_bounded() -> None:
-    daemon = FakeDaemon(*[ConnectionLost("lost")] * 10)
-    with pytest.raises(ConnectionLost):
-        await send_with_retries(daemon, "b", "hi", FAST)
-    assert len(daemon.calls) == len(FAST) + 1
-    assert SEND_RETRY_DELAYS[:6] == (0.25, 0.5, 1.0, 2.0, 4.0, 5.0) and max(SEND_RETRY_DELAYS) == 5.0
+# `hive mcp`'s key per tool call, sent again after a lost daemon: tests/test_mcp_pipe.py (the pipe)
+# and tests/test_idempotency_e2e.py (through the daemon).

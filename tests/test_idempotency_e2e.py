@@ -2,7 +2,8 @@
 across a daemon restart, is stored once and gets the same message_id; `hive
 send` and `hive mcp` re-issue a send with their key when the connection is
 lost after the daemon committed it (a relay in front of the real socket drops
-the first send's reply and closes)."""
+the first send's reply and closes; `hive mcp`'s is mcp.sock, and its key is in
+the tool call's ``_meta``)."""
 
 from __future__ import annotations
 
@@ -35,11 +36,13 @@ def rows_with_key(hive: Hive, key: str) -> list[tuple[int, str, str, str]]:
 class DropFirstSendReply:
     """A unix-socket relay to ``target``: every line passes both ways, except
     the daemon's reply to the first ``send``, which is swallowed, and that
-    connection closed: the send was committed, its caller never heard."""
+    connection closed: the send was committed, its caller never heard.
+    ``mcp``: the lines are MCP's (mcp.sock), a send is a ``tools/call`` of it."""
 
-    def __init__(self, target: Path, listen: Path) -> None:
-        self.target, self.listen = target, listen
+    def __init__(self, target: Path, listen: Path, mcp: bool = False) -> None:
+        self.target, self.listen, self.mcp = target, listen, mcp
         self.sends: list[dict[str, Any]] = []  # every send request that went through
+        self.keys: list[str] = []  # their idempotency keys
         self.dropped: dict[str, Any] | None = None  # the reply that never arrived
         self._server: asyncio.AbstractServer | None = None
 
@@ -60,8 +63,14 @@ class DropFirstSendReply:
         async def up() -> None:
             while line := await r.readline():
                 req = json.loads(line)
-                if req.get("op") == "send":
+                params = req.get("params") or {}
+                if self.mcp and req.get("method") == "tools/call" and params.get("name") == "send":
                     self.sends.append(req)
+                    self.keys.append(params["_meta"]["hyperhive/idempotency_key"])
+                    send_ids.add(req.get("id"))
+                elif not self.mcp and req.get("op") == "send":
+                    self.sends.append(req)
+                    self.keys.append(req["idempotency_key"])
                     send_ids.add(req.get("id"))
                 uw.write(line)
                 await uw.drain()
@@ -155,7 +164,7 @@ async def test_hive_send_sends_once_more_with_its_key_after_a_lost_connection(hi
     assert relay.dropped is not None and relay.dropped["ok"]
     first = relay.dropped["message_id"]
     assert out.decode().startswith(f"sent #{first} to m1nd (already sent")
-    keys = {s["idempotency_key"] for s in relay.sends}
+    keys = set(relay.keys)
     assert len(relay.sends) == 2 and len(keys) == 1 and keys.pop().startswith("cli-")
     assert rows_with_key(hive, relay.sends[0]["idempotency_key"]) == [(first, OPERATOR, "m1nd", "hello once")]
 
@@ -178,15 +187,16 @@ async def test_each_cli_invocation_is_a_new_send(hive: Hive) -> None:
 
 
 async def test_hive_mcp_reissues_a_send_with_its_key_after_a_lost_connection(hive: Hive, tmp_path: Path) -> None:
-    relay = DropFirstSendReply(hive.socket("m1nd"), tmp_path / "relay.sock")
-    async with relay, mcp_session(relay.listen) as s:
+    # The pipe reaches mcp.sock beside the socket it is given: the relay's.
+    relay = DropFirstSendReply(hive.paths.mcp_socket("m1nd"), tmp_path / "relay" / "mcp.sock", mcp=True)
+    async with relay, mcp_session(tmp_path / "relay" / "hive.sock") as s:
         sent = tool_json(await s.call_tool("send", {"to": OPERATOR, "body": "through the relay"}))
         second = tool_json(await s.call_tool("send", {"to": OPERATOR, "body": "through the relay"}))
-    assert relay.dropped is not None and relay.dropped["ok"]
-    first = relay.dropped["message_id"]
+    assert relay.dropped is not None and not relay.dropped["result"].get("isError")
+    first = json.loads(relay.dropped["result"]["content"][0]["text"])["message_id"]
     assert sent == {"sent": True, "message_id": first, "to": OPERATOR, "duplicate": True}
     # One key per tool call: the same text in a second call is a second message.
     assert "duplicate" not in second and second["message_id"] != first
-    keys = [s["idempotency_key"] for s in relay.sends]
+    keys = relay.keys
     assert len(keys) == 3 and keys[0] == keys[1] != keys[2] and keys[0].startswith("mcp-")
     assert rows_with_key(hive, keys[0]) == [(first, "m1nd", OPERATOR, "through the relay")]

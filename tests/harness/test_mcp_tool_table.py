@@ -1,4 +1,4 @@
-"""`hive mcp`'s tools as the model sees them (pure: the server is built, not run):
+"""The agent's MCP tools (served by the daemon on mcp.sock) as the model sees them (pure: the server is built, not run):
 the string-parameter tools come from one table, and the recv cap is the one
 the daemon gives (else the setting's default)."""
 
@@ -9,8 +9,8 @@ from typing import Any
 
 import pytest
 
-from hyperhive.harness.mcp_server import build_server
 from hyperhive.settings import Settings
+from hyperhive.web.rpc.mcp_tools import build_server
 
 AGENT_TOOLS = {"send", "recv", "recent"}
 MANAGER_TOOLS = AGENT_TOOLS | {"ask_operator", "request_spawn", "request_apply_commit", "propose_config",
@@ -18,7 +18,7 @@ MANAGER_TOOLS = AGENT_TOOLS | {"ask_operator", "request_spawn", "request_apply_c
 
 
 def tools(manager: bool, **kw: Any) -> dict[str, Any]:
-    server = build_server("/nonexistent/hive.sock", manager=manager, **kw)
+    server = build_server(manager=manager, **kw)
     return {t.name: t for t in asyncio.run(server.list_tools())}
 
 

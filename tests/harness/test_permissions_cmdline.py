@@ -130,14 +130,14 @@ def test_only_an_ask_mode_cli_gets_the_permission_tool(tmp_path: Path) -> None:
     import asyncio
 
     from hyperhive.harness.claude_cmdline import PERMISSION_TOOL_ENV, mcp_config
-    from hyperhive.harness.mcp_server import build_server
+    from hyperhive.web.rpc.mcp_tools import build_server
 
     def names(**kw: bool) -> set[str]:
-        return {t.name for t in asyncio.run(build_server("/nonexistent.sock", **kw).list_tools())}
+        return {t.name for t in asyncio.run(build_server(**kw).list_tools())}
 
     assert "permission" not in names() and "permission" not in names(manager=True)
     assert "permission" in names(permission_tool=True)
-    tool = next(t for t in asyncio.run(build_server("/x", permission_tool=True).list_tools()) if t.name == "permission")
+    tool = next(t for t in asyncio.run(build_server(permission_tool=True).list_tools()) if t.name == "permission")
     assert set(tool.input_schema["properties"]) == {"tool_name", "input", "tool_use_id"}
     assert "env" not in mcp_config("/s")["mcpServers"]["hyperhive"]
     assert mcp_config("/s", permission_tool=True)["mcpServers"]["hyperhive"]["env"] == {PERMISSION_TOOL_ENV: "1"}

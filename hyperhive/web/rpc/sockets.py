@@ -1,4 +1,5 @@
-"""One unix socket server per agent, at agents/<name>/run/hive.sock.
+"""Each agent's two sockets: agents/<name>/run/hive.sock (the JSON-lines ops)
+and run/mcp.sock (the same ops as MCP tools, ``mcp_sockets``), one op table.
 
 ``open`` may be called from any thread (the Coordinator's): the socket file is
 bound at once, so a harness can connect before the loop starts accepting, and
@@ -17,6 +18,7 @@ import hyperhive.logs as logs
 from hyperhive.names import AgentName
 from hyperhive.paths import StatePaths
 from hyperhive.web.rpc.jsonlines import JsonLineServer, Op, bind_socket
+from hyperhive.web.rpc.mcp_sockets import McpEndpoint, ServersOnce
 
 __all__ = ["AgentSockets"]
 
@@ -27,12 +29,13 @@ MAX_CONNECTIONS = 32  # per agent socket: its harness, heartbeats and MCP server
 
 
 class AgentSockets:
-    def __init__(self, io_loop: IOLoop, paths: StatePaths, ops_for: OpsFactory) -> None:
+    def __init__(self, io_loop: IOLoop, paths: StatePaths, ops_for: OpsFactory, recv_cap: float) -> None:
         self._loop = io_loop
         self._paths = paths
         self._ops_for = ops_for
         self._lock = threading.Lock()
-        self._servers: dict[str, JsonLineServer] = {}
+        self._servers: dict[str, tuple[JsonLineServer, McpEndpoint]] = {}
+        self._mcp = ServersOnce(recv_cap)
 
     def open(self, name: AgentName, manager: bool) -> None:
         with self._lock:
@@ -40,24 +43,31 @@ class AgentSockets:
                 return
             path = self._paths.socket(name)
             sock = bind_socket(path)
-            server = JsonLineServer(self._ops_for(name, manager), {"agent": name}, max_connections=MAX_CONNECTIONS)
-            self._servers[name] = server
+            mcp_sock = bind_socket(self._paths.mcp_socket(name))
+            ops = self._ops_for(name, manager)
+            server = JsonLineServer(ops, {"agent": name}, max_connections=MAX_CONNECTIONS)
+            mcp = McpEndpoint(name, ops, manager, self._mcp)
+            self._servers[name] = (server, mcp)
         self._loop.add_callback(server.add_socket, sock)
+        self._loop.add_callback(mcp.serve, mcp_sock)
         _log.info("socket.open", agent=name, path=str(path))
 
     def close(self, name: AgentName) -> None:
         with self._lock:
-            server = self._servers.pop(name, None)
-        if server is not None:
-            self._loop.add_callback(server.stop)
+            servers = self._servers.pop(name, None)
+        if servers is not None:
+            for server in servers:
+                self._loop.add_callback(server.stop)
             self._paths.socket(name).unlink(missing_ok=True)
+            self._paths.mcp_socket(name).unlink(missing_ok=True)
 
     def close_all(self) -> None:
         """On the loop thread at shutdown."""
         with self._lock:
             servers, self._servers = self._servers, {}
-        for server in servers.values():
-            server.stop()
+        for pair in servers.values():
+            for server in pair:
+                server.stop()
 
     def names(self) -> list[str]:
         with self._lock:

@@ -1,47 +1,78 @@
-"""`hive mcp --socket PATH`: the agent's tools as a stdio MCP server (F28).
+"""The agent's MCP tools, served by the daemon itself on ``run/mcp.sock`` (F28, issue 17).
 
-Each tool is one request on the agent's own unix socket; the daemon knows the
-caller by that socket. Tool results are JSON text, readable by a model and
-parseable by a program alike. Tools whose parameters are all strings are
-declared in a table (`_STR_TOOLS`) and built by one helper (`_add_str_tool`);
-`send` has its own, for its retries.
+What the CLI launches is `hive mcp` (``hyperhive/mcp_pipe.py``): a pipe from
+its stdio to this socket that imports no SDK, so a turn pays no start of the
+``mcp`` package; the package is loaded once, here. Each tool is one of the
+agent's own ops (``agent_ops``), run in-process as that agent: the connection
+is the identity (``CALLER``, set per connection by ``mcp_sockets``), as the
+agent's JSON-lines socket is. Tool results are JSON text, readable by a model
+and parseable by a program alike. Tools whose parameters are all strings are
+declared in a table (``_STR_TOOLS``) and built by one helper.
 
-The longest recv wait is the daemon's (`recv_cap_seconds`): its ``ping``
-reply carries it; a daemon that does not say falls back to the setting's
-default.
+Each ``send`` tool call is one idempotency key (issue 16): the pipe puts one in
+the call's ``_meta`` (``KEY_META``) and, when the daemon went away before the
+answer, sends the call again with it; the daemon stores it once and answers
+the retry with the original ``message_id``. A call without one gets a key
+made here.
 
-Each ``send`` tool call makes one idempotency key (issue 16) and, when the
-connection to the daemon is lost before the answer, re-issues the send with
-that same key (backoff 250 ms doubling to 5 s, bounded): the daemon stores it
-once and answers the retry with the original ``message_id``.
+Four servers are built once per daemon: agent or manager, with or without the
+CLI's permission prompt tool (a pipe started for an "ask" mode CLI says so in
+its first line).
 """
 
 from __future__ import annotations
 
-import asyncio
+import functools
 import inspect
 import json
-import os
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
-from pathlib import Path
+from contextvars import ContextVar
+from dataclasses import dataclass, field
 from typing import Annotated, Any
 
-from mcp.server.mcpserver import MCPServer
+from mcp.server.mcpserver import Context, MCPServer
 from mcp.server.mcpserver.exceptions import ToolError
 from pydantic import Field
 
-import hyperhive.logs as logs
-from hyperhive.client import AsyncClient
-from hyperhive.errors import ConnectFailed, ConnectionLost, HiveError
-from hyperhive.harness.claude_cmdline import PERMISSION_TOOL_ENV
-from hyperhive.harness.reconnect import Reconnecting, ping_until_up
+from hyperhive.errors import HiveError
 from hyperhive.settings import Settings
-from hyperhive.wire_requests import new_idempotency_key
+from hyperhive.web.rpc.jsonlines import Op
+from hyperhive.wire import check_value
+from hyperhive.wire_requests import build, new_idempotency_key
 
-__all__ = ["SEND_RETRY_DELAYS", "build_server", "run", "send_with_retries"]
+__all__ = ["CALLER", "KEY_META", "Caller", "Servers", "build_server"]
 
-_log = logs.get("hyperhive.mcp")
+KEY_META = "hyperhive/idempotency_key"  # in a tools/call's params._meta: the send's key, made by the pipe
+
+
+@dataclass
+class Caller:
+    """The agent one MCP connection speaks as, and what its replies carry that must
+    not be lost: a recv's messages, by request id, until the reply is written."""
+
+    agent: str
+    ops: dict[str, Op]
+    unsent: dict[Any, Callable[[], None]] = field(default_factory=dict)
+
+
+CALLER: ContextVar[Caller] = ContextVar("hyperhive_mcp_caller")
+
+
+async def _run(op: str, fields: dict[str, Any]) -> dict[str, Any]:
+    """One of the caller's ops, in-process: the same checks as on its socket."""
+    ops = CALLER.get().ops
+    if op not in ops:
+        raise ToolError(f"unknown_op: {op!r} is not served here")
+    try:
+        check_value(fields)  # lone surrogates, depth, integers past 64 bits: as the wire refuses them
+        return await ops[op].run(build(op, fields))
+    except HiveError as exc:
+        raise ToolError(f"{exc.code}: {exc.message}") from None
+
+
+async def rpc(op: str, **fields: Any) -> dict[str, Any]:
+    return await _run(op, fields)
+
 
 Rpc = Callable[..., Awaitable[dict[str, Any]]]
 Answer = Callable[[dict[str, str], dict[str, Any]], dict[str, Any]]  # (arguments, reply) → the tool's JSON
@@ -73,40 +104,18 @@ _STR_TOOLS: dict[str, _StrTool] = {
 }
 
 
-# After a lost connection: 250 ms doubling to 5 s, ten retries (each reconnect also waits
-# up to 30 s for the socket to be back, AsyncClient.connect).
-SEND_RETRY_DELAYS = (0.25, 0.5, 1.0, 2.0, 4.0, 5.0, 5.0, 5.0, 5.0, 5.0)
-
-
-async def send_with_retries(request: Rpc, to: str, body: str,
-                            delays: tuple[float, ...] = SEND_RETRY_DELAYS) -> dict[str, Any]:
-    """One send under a key made here; re-issued with the same key while the
-    connection is lost (ConnectionLost, then ConnectFailed while the daemon is
-    away). A daemon that never was reached, or any answer, is not retried."""
-    key = new_idempotency_key("mcp")
-    lost = 0
-    while True:
-        try:
-            return await request("send", to=to, body=body, idempotency_key=key)
-        except (ConnectionLost, ConnectFailed) as exc:
-            if (isinstance(exc, ConnectFailed) and not lost) or lost >= len(delays):
-                raise
-            _log.info("mcp.send_retry", attempt=lost + 1, delay=delays[lost], error=exc.message)
-            await asyncio.sleep(delays[lost])
-            lost += 1
-
-
-def _send_tool(server: MCPServer, request: Rpc) -> None:
+def _send_tool(server: MCPServer) -> None:
     @server.tool(structured_output=False)
     async def send(
+        ctx: Context,
         to: Annotated[str, Field(description="recipient: an agent name, or 'operator' for the human")],
         body: Annotated[str, Field(description="the message text")],
     ) -> str:
         """Send a durable message to another agent or to the operator."""
-        try:
-            resp = await send_with_retries(request, to, body)
-        except HiveError as exc:
-            raise ToolError(f"{exc.code}: {exc.message}") from None
+        meta = ctx.request_context.meta or {}
+        key = meta.get(KEY_META)
+        resp = await rpc("send", to=to, body=body,
+                         idempotency_key=key if isinstance(key, str) else new_idempotency_key("mcp"))
         out = {"sent": True, "message_id": resp["message_id"], "to": to}
         return json.dumps(out | ({"duplicate": True} if resp.get("duplicate") else {}), ensure_ascii=False)
 
@@ -129,9 +138,16 @@ def _add_str_tools(server: MCPServer, rpc: Rpc, manager: bool) -> None:
             _add_str_tool(server, rpc, name, tool)
 
 
-def build_server(socket_path: str, manager: bool = False,
-                 recv_cap: float = Settings.recv_cap_seconds, permission_tool: bool = False) -> MCPServer:
-    client = Reconnecting(AsyncClient(socket_path))  # waits out a daemon restart (issue 16)
+def _hold(ctx: Context, op: str, resp: dict[str, Any]) -> None:
+    """What ``resp`` carries is put back if its reply is never written (``Op.unsent``)."""
+    caller = CALLER.get()
+    unsent = caller.ops[op].unsent
+    if unsent is not None:
+        caller.unsent[str(ctx.request_id)] = functools.partial(unsent, resp)
+
+
+def build_server(manager: bool = False, recv_cap: float = Settings.recv_cap_seconds,
+                 permission_tool: bool = False) -> MCPServer:
     cap = f"{recv_cap:g}"
     server = MCPServer(
         "hyperhive",
@@ -143,13 +159,7 @@ def build_server(socket_path: str, manager: bool = False,
         ),
     )
 
-    async def rpc(op: str, **fields: Any) -> dict[str, Any]:
-        try:
-            return await client.request(op, **fields)
-        except HiveError as exc:
-            raise ToolError(f"{exc.code}: {exc.message}") from None
-
-    _send_tool(server, client.request)
+    _send_tool(server)
     _add_str_tools(server, rpc, manager=False)
 
     # The cap is said in the tool's description: a parameter's annotation cannot name a local.
@@ -157,6 +167,7 @@ def build_server(socket_path: str, manager: bool = False,
         f"Receive your oldest undelivered messages; waits for one if there are none (the daemon caps "
         f"wait_seconds at {cap})."))
     async def recv(
+        ctx: Context,
         wait_seconds: Annotated[
             int | None,
             Field(ge=0, description=(
@@ -165,6 +176,7 @@ def build_server(socket_path: str, manager: bool = False,
         ] = None,
     ) -> str:
         resp = await rpc("recv", wait_seconds=wait_seconds)
+        _hold(ctx, "recv", resp)
         return json.dumps({"messages": resp["messages"]}, ensure_ascii=False)
 
     @server.tool(structured_output=False)
@@ -265,14 +277,15 @@ def _manager_tools(server: MCPServer, rpc: Rpc) -> None:
     _add_str_tools(server, rpc, manager=True)
 
 
-PING_LIMIT = 120.0  # seconds `hive mcp` waits for a daemon at its start
+@dataclass(frozen=True)
+class Servers:
+    """The four servers of one daemon, built once: (manager, permission_tool) → server."""
 
+    by_kind: dict[tuple[bool, bool], MCPServer]
 
-def run(socket_path: str) -> None:
-    """Ask the daemon who this socket is (the manager gets more tools) and its recv cap; serve on stdio.
-    The claude driver's MCP config sets ``$HYPERHIVE_MCP_PERMISSION_TOOL`` in "ask" mode."""
-    info = ping_until_up(Path(socket_path), limit=PING_LIMIT)  # a daemon restarting under a turn
-    cap = info.get("recv_cap_seconds")
-    build_server(socket_path, manager=info.get("role") == "manager",
-                 recv_cap=float(cap) if isinstance(cap, int | float) else Settings.recv_cap_seconds,
-                 permission_tool=os.environ.get(PERMISSION_TOOL_ENV) == "1").run()
+    @classmethod
+    def build(cls, recv_cap: float) -> Servers:
+        return cls({(m, p): build_server(m, recv_cap, p) for m in (False, True) for p in (False, True)})
+
+    def get(self, manager: bool, permission_tool: bool) -> MCPServer:
+        return self.by_kind[manager, permission_tool]
