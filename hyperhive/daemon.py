@@ -40,6 +40,7 @@ from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.coordinator import Coordinator
 from hyperhive.actors.events import ContainerActivity, ContainerRemoved, ContainerState, Event, GatewayUsage, Hub
 from hyperhive.actors.grants import GrantStore
+from hyperhive.actors.naps import Naps
 from hyperhive.actors.notifier import Notifier
 from hyperhive.actors.ports import PortAllocator
 from hyperhive.actors.questions import Questions
@@ -204,11 +205,13 @@ async def _bring_up(d: Daemon, token: str) -> None:
             io_loop.add_callback(beats.forget, event.agent)  # a respawn under the name starts afresh
 
     d.hub.subscribe(forget_gone)
+    naps = Naps()  # hibernation (issue 17): a message for a hibernating agent wakes it
+    d.hub.subscribe(naps.heard)
 
     def ops_for(name: AgentName, manager: bool) -> dict[str, Any]:
         ops = agent_ops(name, broker, sends, settings.recv_cap_seconds, manager, d.heartbeats, d.hub, slots,
                         questions=d.questions, permission_ttl=settings.permission_ttl_seconds, pulls=pulls,
-                        spend=costs.spend, reserve=reserve)
+                        spend=costs.spend, reserve=reserve, naps=naps)
         if not manager:
             return {**ops, **refused_manager_ops()}
         # m1nd's socket opens at boot, once the Coordinator and Approvals are up.
@@ -223,7 +226,7 @@ async def _bring_up(d: Daemon, token: str) -> None:
         owner_uid=lambda name: None if (account := backend.account(name)) is None else account.uid,
         access=Access(token))  # the agents' web UIs take the operator's session too
     d.coordinator = Coordinator.start(
-        settings, paths, backend, d.broker, clock, d.hub, _Servers(d.sockets, d.endpoints), d.ports
+        settings, paths, backend, d.broker, clock, d.hub, _Servers(d.sockets, d.endpoints), d.ports, naps
     ).proxy()
     d.approvals = Approvals.start(paths, d.coordinator, d.broker, d.hub).proxy()
     d.admin = JsonLineServer(

@@ -36,12 +36,13 @@ DRIVERS = ("builtin", "claude")
 # (the list is passed comma-joined to --allowedTools).
 _TOOL_RULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\([^,\x00-\x1f]*\))?")
 _KEYS = frozenset({"driver", "allowed_recipients", "allowed_tools", "limits", "network", "repo", "permissions",
-                   "budget"})
+                   "budget", "hibernate_after_seconds"})
 # How the claude driver treats tool calls (issue 14): "sandbox", every tool (the sandbox is the limit);
 # "ask", each call not yet allowed goes to the operator as a question; "allowlist", `allowed_tools` only.
 PERMISSIONS = ("sandbox", "ask", "allowlist")
 MEMORY_MB_RANGE = (64, 1 << 20)  # the harness and its MCP server alone take ~110 MB
 PIDS_RANGE = (16, 1 << 22)
+HIBERNATE_MAX = 365 * 24 * 3600  # seconds: a year
 
 
 @dataclass(frozen=True)
@@ -96,6 +97,7 @@ class AgentConfig:
     repo: str | None = None  # the operator's repository the agent works on a clone of (absolute path)
     permissions: str | None = None  # one of PERMISSIONS; None: "sandbox" when sandboxed, else "allowlist"
     budget: Budget | None = None  # {"usd": 5, "per": "day"|"week"|"total"} (issue 15); None: no budget
+    hibernate_after_seconds: float | None = None  # issue 17; None: the daemon's; 0: never
 
     @classmethod
     def from_json(cls, text: str, where: str = "agent config") -> AgentConfig:
@@ -131,8 +133,14 @@ class AgentConfig:
         if permissions is not None and permissions not in PERMISSIONS:
             raise BadRequest(f"{where}: permissions must be one of {', '.join(PERMISSIONS)}")
         budget = parse_budget(raw["budget"], f"{where}: budget") if "budget" in raw else None
+        nap = raw.get("hibernate_after_seconds")
+        if nap is not None and (isinstance(nap, bool) or not isinstance(nap, int | float)
+                                or not 0 <= nap <= HIBERNATE_MAX):
+            raise BadRequest(f"{where}: hibernate_after_seconds must be a number of seconds in 0..{HIBERNATE_MAX} "
+                             f"(0: never)")
         return cls(driver=driver, allowed_recipients=allowed, allowed_tools=tools, memory_mb=memory_mb,
-                   pids=pids, network_allow=allow, repo=repo, permissions=permissions, budget=budget)
+                   pids=pids, network_allow=allow, repo=repo, permissions=permissions, budget=budget,
+                   hibernate_after_seconds=None if nap is None else float(nap))
 
     def limits(self, memory_mb: int, pids: int) -> Limits:
         """This agent's limits, the daemon's defaults where it sets none."""
@@ -157,7 +165,13 @@ class AgentConfig:
             out["network"] = {"allow": list(self.network_allow)}
         if self.budget is not None:
             out["budget"] = self.budget.to_wire()
+        if self.hibernate_after_seconds is not None:
+            out["hibernate_after_seconds"] = self.hibernate_after_seconds
         return json.dumps(out, indent=2) + "\n"
+
+    def hibernate_after(self, default: float) -> float:
+        """Seconds with no turn before its harness is stopped (issue 17): its own, else ``default``."""
+        return default if self.hibernate_after_seconds is None else self.hibernate_after_seconds
 
 
 def _below(parent: Callable[[StatePaths, AgentName], Path], leaf: str) -> Callable[[StatePaths, AgentName], Path]:

@@ -166,6 +166,10 @@ class Settings:
         60.0, "how often each agent's disk use (its whole dir, on hive ls and /metrics) is measured again, at "
         "most; each walk is bounded (200000 entries, 2 s: past that the figure is a lower bound)",
         bounds=(0.5, 24 * 3600))
+    hibernate_after_seconds: float = setting(
+        600.0, "an agent with no turn for this long has its harness stopped and shows hibernating (its desired "
+        "state stays running); the first message for it, or an operator's verb, starts it again; its "
+        "agent.json's \"hibernate_after_seconds\" overrides this (0: never)", bounds=(0, 365 * 24 * 3600))
     max_active_turns: int = setting(0, "most agents' turns running at once; the rest wait in order (0: no cap)",
                                     bounds=(0, math.inf))
     permission_ttl_seconds: float = setting(

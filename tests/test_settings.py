@@ -48,6 +48,7 @@ SAMPLE = {
     "disk_interval_seconds": ("5", 5.0),
     "notify": ("notify-send hive", "notify-send hive"),
     "max_active_turns": ("2", 2),
+    "hibernate_after_seconds": ("3", 3.0),
     "agent_memory_mb": ("1024", 1024),
     "agent_pids": ("128", 128),
     "agent_uid_base": ("2000000", 2000000),

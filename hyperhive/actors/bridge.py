@@ -208,6 +208,14 @@ class Handle(Generic[A]):
             fail(fut, Unavailable("the daemon is shutting down"))
         return fut
 
+    def forward(self, method: Answering[A, P, R], reply: Reply[R] | None, /, *args: P.args, **kwargs: P.kwargs) -> None:
+        """Tell ``method`` with a caller's own reply future (checked against the method
+        like ``ask``): the actor answers that caller directly."""
+        try:
+            getattr(self._proxy, method.fn.__name__).defer(*args, reply=reply, **kwargs)
+        except pykka.ActorDeadError:
+            fail(reply, Unavailable("the daemon is shutting down"))
+
     def tell(self, method: Answering[A, P, Any] | Parking[A, P, Any] | Callable[Concatenate[A, P], object], /,
              *args: P.args, **kwargs: P.kwargs) -> None:
         """Fire and forget; a stopped actor is not an error (the daemon is

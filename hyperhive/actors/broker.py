@@ -318,12 +318,15 @@ class Broker(pykka.ThreadingActor):
     def turn_done(self, agent: str) -> None:
         finish(self._db, self.held, agent)
 
-    def harness_gone(self, agent: str) -> None:
+    def harness_gone(self, agent: str, waiting: Callable[[], None] | None = None) -> None:
         """The agent's harness stopped, died, or was found dead at boot: its parked
-        recvs go, and what its turns took and did not finish is delivered again."""
+        recvs go, and what its turns took and did not finish is delivered again.
+        ``waiting()`` then runs if a message waits for it (a hibernated agent wakes)."""
         self.drop_system_waiters(agent)
         if give_back(self._db, self.held, agent):
             self._wake(agent)
+        if waiting is not None and peek(self._db, agent):
+            waiting()
 
     def kick(self, agent: str, text: Callable[[int, int], str]) -> None:
         """A (re)start's message from system; ``text(delivered again, given up)``:

@@ -4,7 +4,8 @@ for is a crash, reported to the manager and followed by a restart with backoff.
 
 The state and every decision are ``ContainerCore``'s (container_core.py);
 this shell does what they call for: backend calls, the Broker's tells, hub
-events, the Coordinator's report and the clock's timers.
+events, the Coordinator's report and the clock's timers (a crash's restart, an
+idle agent's hibernation: issue 17, ``naps``).
 """
 
 from __future__ import annotations
@@ -23,6 +24,7 @@ from hyperhive.actors.broker import Broker
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.container_core import Backoff, ContainerCore, describe_exit, kick_text
 from hyperhive.actors.events import ContainerKilled, ContainerState, Hub
+from hyperhive.actors.naps import Naps
 from hyperhive.actors.snapshots import ContainerSnapshot, State, Transient
 from hyperhive.backends.base import Backend, ContainerHandle
 from hyperhive.names import MANAGER, SYSTEM, AgentName
@@ -39,6 +41,7 @@ class ContainerActor(pykka.ThreadingActor):
     def __init__(
         self, name: AgentName, backend: Backend[Any], driver: str, broker: pykka.ActorProxy[Broker],
         report: Report, clock: LoopClock, hub: Hub, state_dir: str, backoff: Backoff,
+        naps: Naps | None = None, hibernate_after: float = 0.0,
     ) -> None:
         super().__init__()
         self.name = name
@@ -48,7 +51,9 @@ class ContainerActor(pykka.ThreadingActor):
         self._clock = clock
         self._hub = hub
         self._state_dir = state_dir
-        self.core = ContainerCore(name, driver, backoff, sandboxed=bool(backend.sandboxed))
+        self.core = ContainerCore(name, driver, backoff, sandboxed=bool(backend.sandboxed),
+                                  hibernate_after=hibernate_after)
+        self._naps = naps
         self._handle: ContainerHandle | None = None
         self._released = False  # handed over to the next daemon: left running at this actor's stop
         self._me: Handle[ContainerActor] | None = None
@@ -56,8 +61,12 @@ class ContainerActor(pykka.ThreadingActor):
     def on_start(self) -> None:
         self._me = Handle(self.actor_ref.proxy())
         logs.bind_thread(agent=self.name)
+        if self._naps is not None:
+            self._naps.register(self.name, self._me)
 
     def on_stop(self) -> None:
+        if self._naps is not None:
+            self._naps.forget(self.name)
         if not self._released:
             self._stop_harness()
 
@@ -88,9 +97,50 @@ class ContainerActor(pykka.ThreadingActor):
         return self._verb("restart", kick=kick)
 
     @answers
-    def rebuild_agent(self, driver: str) -> dict[str, Any]:
+    def rebuild_agent(self, driver: str, hibernate_after: float | None = None) -> dict[str, Any]:
         """Restart with the applied config the Coordinator has just loaded."""
+        if hibernate_after is not None:
+            self.core.hibernate_after = hibernate_after
         return self._verb("rebuild", driver=driver)
+
+    # --- hibernation (issue 17) ------------------------------------------------
+    def turn_seen(self, busy: bool) -> None:
+        """Its socket saw a turn start, or its harness wait for work (Naps.turn)."""
+        self._arm(self.core.turn(busy, time.monotonic()))
+
+    def hibernate_if_idle(self, activity: int) -> None:
+        """An idle check fired: stop the harness if nothing happened since it was armed."""
+        try:
+            if self.core.idle_due(activity, time.monotonic()):
+                self._verb("hibernate")
+        except Exception:  # noqa: BLE001 - a tell must never kill the actor
+            _log.exception("container.hibernate_failed")
+
+    def wake_agent(self) -> None:
+        """A message for it (or one waiting when it went to sleep): start its harness."""
+        try:
+            if self.core.state == "hibernating":
+                self._verb("wake")
+        except Exception:  # noqa: BLE001 - a tell must never kill the actor
+            _log.exception("container.wake_failed")
+
+    def _arm(self, activity: int | None) -> None:
+        if activity is not None and self.core.hibernate_after > 0 and self._me is not None:
+            self._clock.call_later(self.core.hibernate_after, self._me.tell, ContainerActor.hibernate_if_idle,
+                                   activity)
+
+    def _hibernate(self) -> None:
+        handle, self._handle = self._handle, None
+        self.core.stopping()
+        if handle is not None:
+            self.core.stopped(self._backend.stop(handle, timeout=5.0))
+        self.core.hibernated()
+        if self._naps is not None:  # first: a message from now on wakes it…
+            self._naps.asleep(self.name, True)
+        me = self._me  # …and one that came before is found by the Broker after the harness's recvs go
+        self._broker.tell(Broker.harness_gone, self.name, None if me is None else partial(Naps.wake, me))
+        _log.info("container.hibernated", after=self.core.hibernate_after)
+        self._publish()
 
     @answers
     def kill_agent(self, by: str = "operator") -> dict[str, Any]:
@@ -152,6 +202,8 @@ class ContainerActor(pykka.ThreadingActor):
                 self._hub.publish(killed)
             elif isinstance(step, cc.Destroy):
                 self._backend.destroy(self.name)
+            elif isinstance(step, cc.Hibernate):
+                self._hibernate()
             elif isinstance(step, cc.Adopt) and not self._adopt_harness():
                 self._start_harness()
                 if step.kick:
@@ -239,6 +291,8 @@ class ContainerActor(pykka.ThreadingActor):
         return self.core.snapshot(pid, time.monotonic(), time.time())
 
     def _publish(self) -> None:
+        if self._naps is not None:
+            self._naps.asleep(self.name, self.core.state == "hibernating")
         data = self.snapshot_data()
         self._report(data, self.actor_urn)
         self._hub.publish(ContainerState(data))

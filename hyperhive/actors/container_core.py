@@ -4,7 +4,9 @@ or clock in sight: the ContainerActor does the I/O these return.
 What a verb does (its transient kind, then its steps), what an exit report
 means (an exit we asked for or of an old generation is ignored; any other is
 a crash: the restart delay, the ``ContainerCrash`` event and the manager's
-message), and when a restart after a crash still applies. Times are
+message), when a restart after a crash still applies, and when an idle agent
+hibernates (issue 17: no turn for ``hibernate_after`` seconds; its harness is
+stopped and the first message for it starts one again). Times are
 arguments: ``now`` is the monotonic clock, ``wall`` the wall clock.
 """
 
@@ -26,6 +28,7 @@ __all__ = [
     "Adopt",
     "Crash",
     "Destroy",
+    "Hibernate",
     "Kick",
     "Killed",
     "Start",
@@ -38,10 +41,10 @@ __all__ = [
 ]
 
 STABLE_AFTER = 60.0  # a harness up this long has its backoff reset
-Verb = Literal["start", "stop", "restart", "rebuild", "kill", "destroy"]
+Verb = Literal["start", "stop", "restart", "rebuild", "kill", "destroy", "hibernate", "wake"]
 TRANSIENTS: dict[Verb, Transient] = {
     "start": "starting", "stop": "stopping", "restart": "restarting", "rebuild": "rebuilding",
-    "kill": "killing", "destroy": "destroying",
+    "kill": "killing", "destroy": "destroying", "hibernate": "hibernating", "wake": "waking",
 }
 REBUILT = "rebuilt with its newly applied config"
 CRASH_KICK = "restarted after a crash"
@@ -141,7 +144,12 @@ class Destroy:
     pass
 
 
-Step = Stop | Start | Kick | Killed | Destroy | Adopt
+@dataclass(frozen=True)
+class Hibernate:
+    """Stop the harness of an idle agent; it shows ``hibernating`` (issue 17)."""
+
+
+Step = Stop | Start | Kick | Killed | Destroy | Adopt | Hibernate
 
 
 @dataclass(frozen=True)
@@ -176,6 +184,11 @@ class ContainerCore:
     # Bumps on every start and stop: an exit report of an older one is stale.
     generation: int = 0
     started_at: float = 0.0  # monotonic
+    # Hibernation (issue 17): seconds with no turn before the harness is stopped (0: never).
+    hibernate_after: float = 0.0
+    in_turn: bool = False
+    activity: int = 0  # bumps at each start and each turn's start and end: an older idle check is stale
+    idle_since: float = 0.0  # monotonic
 
     # --- verbs ----------------------------------------------------------------
     def plan(self, verb: Verb, kick: str | None = None, by: str = "operator",
@@ -194,6 +207,10 @@ class ContainerCore:
             return Stop(), Start(), Kick(REBUILT)
         if verb == "kill":
             return Stop(0.0), Killed(by)
+        if verb == "hibernate":
+            return (Hibernate(),) if self.state == "running" else ()
+        if verb == "wake":
+            return (Start(),) if self.state == "hibernating" else ()
         return Stop(5.0), Destroy()
 
     def begin(self, transient: Transient) -> None:
@@ -208,8 +225,41 @@ class ContainerCore:
         return self.generation
 
     def started(self, now: float) -> None:
+        """The harness runs. Until its first system recv (``turn(False)``) it is
+        starting, which is not idle: a slow start never hibernates it."""
         self.started_at = now
         self.state = "running"
+        self.in_turn = True
+        self._active(now)
+
+    def hibernated(self) -> None:
+        """Its harness stopped for idleness (after ``stopping``)."""
+        self.state = "hibernating"
+
+    # --- hibernation ----------------------------------------------------------------
+    def _active(self, now: float) -> int:
+        self.activity += 1
+        self.idle_since = now
+        return self.activity
+
+    def turn(self, busy: bool, now: float) -> int | None:
+        """A turn started (``busy``), or the harness waits for work (its system recv:
+        after a turn, or its start): the activity count to arm an idle check with,
+        or None (none to arm: in a turn, or hibernation is off)."""
+        self.in_turn = busy
+        n = self._active(now)
+        return None if busy or not self.hibernate_after else n
+
+    def idle_check(self) -> int | None:
+        """The activity count to arm an idle check with, or None (hibernation off)."""
+        return self.activity if self.hibernate_after and self.state == "running" else None
+
+    def idle_due(self, activity: int, now: float) -> bool:
+        """An idle check armed at ``activity`` fired: hibernate now? Only when nothing
+        happened since, no turn runs, no verb runs, and the time has passed."""
+        return (activity == self.activity and self.state == "running" and not self.in_turn
+                and self.transient is None and self.hibernate_after > 0
+                and now - self.idle_since >= self.hibernate_after - 0.001)
 
     def stopping(self) -> None:
         """A stop on purpose: stopped from now on, whatever the backend says."""

@@ -16,14 +16,14 @@ import concurrent.futures as cf
 import threading
 import time
 from collections.abc import Callable
-from typing import Any, ParamSpec, Protocol, TypeVar
+from typing import Any, Protocol
 
 import pykka
 
 import hyperhive.logs as logs
 from hyperhive import config_repo, tombstones
 from hyperhive.actors import spawn_clone
-from hyperhive.actors.bridge import Answering, Handle, Reply, answers, claim, fail, parks, resolve
+from hyperhive.actors.bridge import Handle, Reply, answers, claim, fail, parks, resolve
 from hyperhive.actors.broker import Broker
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.container import ContainerActor
@@ -37,11 +37,12 @@ from hyperhive.actors.coordinator_core import (
     needs_manager,
 )
 from hyperhive.actors.events import ContainerAdded, ContainerRemoved, Hub
+from hyperhive.actors.naps import Naps
 from hyperhive.actors.ports import PortAllocator
 from hyperhive.actors.snapshots import ContainerSnapshot
 from hyperhive.actors.spawn_clone import Spawning
 from hyperhive.backends.base import Backend
-from hyperhive.errors import Conflict, HiveError, Unavailable
+from hyperhive.errors import Conflict, HiveError
 from hyperhive.names import MANAGER, AgentName
 from hyperhive.paths import AgentConfig, StatePaths
 from hyperhive.settings import Settings
@@ -51,8 +52,6 @@ __all__ = ["Coordinator", "SocketBinder"]
 
 _log = logs.get("hyperhive.coordinator")
 
-P = ParamSpec("P")
-R = TypeVar("R")
 Snapshot = dict[str, Any]  # a verb's reply: the container's snapshot, wire form
 ContainerProxy = pykka.ActorProxy[ContainerActor]
 
@@ -62,20 +61,11 @@ class SocketBinder(Protocol):
     def close(self, name: AgentName) -> None: ...
 
 
-def _forward(actor: ContainerProxy, method: Answering[ContainerActor, P, R], reply: Reply[R] | None,
-             *args: P.args, **kwargs: P.kwargs) -> None:
-    """Tell ``method`` with the caller's own reply future (checked against the
-    method like ``Handle.ask``): the container answers the caller directly."""
-    try:
-        getattr(actor, method.fn.__name__).defer(*args, reply=reply, **kwargs)
-    except pykka.ActorDeadError:
-        fail(reply, Unavailable("the daemon is shutting down"))
-
-
 class Coordinator(pykka.ThreadingActor):
     def __init__(
         self, settings: Settings, paths: StatePaths, backend: Backend[Any], broker: pykka.ActorProxy[Broker],
         clock: LoopClock, hub: Hub, sockets: SocketBinder, ports: pykka.ActorProxy[PortAllocator] | None = None,
+        naps: Naps | None = None,
     ) -> None:
         super().__init__()
         self._settings = settings
@@ -87,6 +77,7 @@ class Coordinator(pykka.ThreadingActor):
         self._hub = hub
         self._sockets = sockets
         self._ports = None if ports is None else Handle(ports)  # F20; None in tests without one
+        self._naps = naps  # hibernation (issue 17); None: no agent hibernates
         self._registry: Registry[ContainerProxy] = Registry()
         self._spawning: dict[AgentName, Spawning] = {}  # names reserved while their files are made
         self._me: Handle[Coordinator] | None = None
@@ -224,41 +215,41 @@ class Coordinator(pykka.ThreadingActor):
         finally:
             del self._spawning[job.agent]
         _log.info("container.spawn", agent=job.agent)
-        _forward(actor, ContainerActor.start_agent, job.reply, kick=job.kick, transient="spawning")
+        Handle(actor).forward(ContainerActor.start_agent, job.reply, kick=job.kick, transient="spawning")
 
     @parks
     def start_agent(self, reply: Reply[Snapshot] | None, name: str) -> None:
         if (found := self._routed(reply, name, "start_agent")) is not None:
-            _forward(found[1], ContainerActor.start_agent, reply, kick="started")
+            Handle(found[1]).forward(ContainerActor.start_agent, reply, kick="started")
 
     @parks
     def stop_agent(self, reply: Reply[Snapshot] | None, name: str) -> None:
         if (found := self._routed(reply, name, "stop_agent")) is not None:
-            _forward(found[1], ContainerActor.stop_agent, reply)
+            Handle(found[1]).forward(ContainerActor.stop_agent, reply)
 
     @parks
     def restart_agent(self, reply: Reply[Snapshot] | None, name: str) -> None:
         if (found := self._routed(reply, name, "restart_agent")) is not None:
-            _forward(found[1], ContainerActor.restart_agent, reply)
+            Handle(found[1]).forward(ContainerActor.restart_agent, reply)
 
     @parks
     def kill_agent(self, reply: Reply[Snapshot] | None, name: str, by: str = "operator") -> None:
         if (found := self._routed(reply, name, "kill_agent")) is not None:
-            _forward(found[1], ContainerActor.kill_agent, reply, by=by)
+            Handle(found[1]).forward(ContainerActor.kill_agent, reply, by=by)
 
     @parks
     def rebuild_agent(self, reply: Reply[Snapshot] | None, name: str) -> None:
         """Reload the applied config (policy, driver) and restart with it."""
-        drivers: list[str] = []
+        drivers: list[tuple[str, float]] = []
 
         def prepare(agent: AgentName) -> None:
             cfg = self._paths.load_applied(agent)
             allowed = None if cfg.allowed_recipients is None else list(cfg.allowed_recipients)
             self._broker.tell(Broker.register, agent, allowed)
-            drivers.append(cfg.driver or self._settings.driver)
+            drivers.append((cfg.driver or self._settings.driver, self._hibernate_after(cfg)))
 
         if (found := self._routed(reply, name, "rebuild_agent", prepare)) is not None:
-            _forward(found[1], ContainerActor.rebuild_agent, reply, drivers[0])
+            Handle(found[1]).forward(ContainerActor.rebuild_agent, reply, *drivers[0])
 
     @answers
     def has_agent(self, name: str) -> bool:
@@ -382,10 +373,15 @@ class Coordinator(pykka.ThreadingActor):
             agent, self._backend, cfg.driver or self._settings.driver, self._broker_proxy, self._reporter(),
             self._clock, self._hub, str(self._paths.state(agent)),
             Backoff(self._settings.restart_backoff_seconds, self._settings.restart_backoff_max_seconds),
-        )
+            self._naps, self._hibernate_after(cfg))
         actor = ref.proxy()
         self._registry.add(agent, actor, ref.actor_urn, actor.snapshot_data().get(timeout=5))
         self._hub.publish(ContainerAdded(agent))
+
+    def _hibernate_after(self, cfg: AgentConfig) -> float:
+        """Its agent.json's, else the daemon's; 0 (never) without a Naps to wake it."""
+        own = cfg.hibernate_after_seconds
+        return 0.0 if self._naps is None else self._settings.hibernate_after_seconds if own is None else own
 
     def _reporter(self) -> Callable[[ContainerSnapshot, str], None]:
         me = self._me

@@ -15,8 +15,10 @@ from typing import Any, Literal
 __all__ = ["ContainerSnapshot", "Role", "SnapshotLike", "State", "Transient", "as_snapshot"]
 
 Role = Literal["manager", "agent"]
-State = Literal["stopped", "running", "crashed"]
-Transient = Literal["spawning", "starting", "stopping", "restarting", "rebuilding", "killing", "destroying"]
+# hibernating (issue 17): no harness, desired state running; the first message for it starts one
+State = Literal["stopped", "running", "crashed", "hibernating"]
+Transient = Literal["spawning", "starting", "stopping", "restarting", "rebuilding", "killing", "destroying",
+                    "hibernating", "waking"]
 
 
 @dataclass(frozen=True, slots=True)

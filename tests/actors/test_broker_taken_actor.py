@@ -91,3 +91,20 @@ async def test_requeue_clears_the_mark(broker: Any) -> None:
     broker.harness_gone("b")  # nothing held: nothing counted
     rows = await call(broker.recv, "b", 0, False)
     assert [r.id for r in rows] == [msg] and marks(msg) == [(None, None, True)]
+
+
+async def test_harness_gone_says_whether_a_message_waits_for_the_agent(broker: Any) -> None:
+    """Hibernation (issue 17): a message the harness had taken but not begun its turn
+    on, or one that came as it went to sleep, wakes it again once its recvs are gone."""
+    told: list[str] = []
+    broker.harness_gone("b", lambda: told.append("b"))
+    await call(broker.stats)  # the tells before it are done
+    assert told == []  # nothing for b: it sleeps on
+    taken = await call(broker.send, "a", "b", "taken, no turn yet")
+    assert [r.id for r in await call(broker.recv, "b", 0, True)] == [taken]
+    broker.harness_gone("b", lambda: told.append("b"))
+    await call(broker.stats)
+    assert told == ["b"] and marks(taken) == [(None, 1, False)]  # given back, and it wakes for it
+    broker.harness_gone("a", lambda: told.append("a"))
+    await call(broker.stats)
+    assert told == ["b"]

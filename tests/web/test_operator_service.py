@@ -43,7 +43,7 @@ class World:
         self.broker: Any = Broker.start(self.db, clock, hub).proxy()
         self.sends = SendBatcher(self.broker)
         self.questions: Any = Questions.start(self.broker, clock, hub).proxy()
-        sockets = AgentSockets(io_loop, self.paths, lambda name, manager: {})
+        sockets = AgentSockets(io_loop, self.paths, lambda name, manager: {}, recv_cap=30.0)
         self.coordinator: Any = Coordinator.start(
             Settings(state_dir=self.paths.root, sandbox="off"), self.paths,
             LocalBackend(self.paths, "off", cgroups=False), self.broker, clock, hub, sockets).proxy()

@@ -197,7 +197,7 @@ class Metrics:
         if usage_of is not None:
             figures = await usage_of(snaps)
             snaps = [{**s, "usage": figures.get(s["name"])} for s in snaps]
-        by_state: dict[str, int] = {"running": 0, "stopped": 0, "crashed": 0}
+        by_state: dict[str, int] = {"running": 0, "stopped": 0, "crashed": 0, "hibernating": 0}
         for s in snaps:
             key = s.get("transient") or s.get("state") or "unknown"
             by_state[key] = by_state.get(key, 0) + 1

@@ -94,7 +94,7 @@ def human_age(seconds: float) -> str:
     return span_text(seconds, fine=False)
 
 
-_PILLS = {"running": "● running", "stopped": "○ stopped", "crashed": "✖ crashed"}
+_PILLS = {"running": "● running", "stopped": "○ stopped", "crashed": "✖ crashed", "hibernating": "☾ hibernating"}
 
 
 def pill_text(state: str, transient: str | None) -> str:

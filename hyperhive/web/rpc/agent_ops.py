@@ -8,6 +8,7 @@ from typing import Any
 from hyperhive.actors.bridge import Handle
 from hyperhive.actors.broker import Broker
 from hyperhive.actors.events import ContainerActivity, Hub
+from hyperhive.actors.naps import Naps
 from hyperhive.actors.refs import BrokerRef, QuestionsRef
 from hyperhive.errors import BadRequest, Forbidden, Unavailable
 from hyperhive.names import AgentName, validate_recipient
@@ -34,7 +35,7 @@ def agent_ops(
     agent: AgentName, broker: BrokerRef, sends: SendBatcher, recv_cap: float, manager: bool = False,
     beats: Heartbeats | None = None, hub: Hub | None = None, slots: TurnSlots | None = None,
     questions: QuestionsRef | None = None, permission_ttl: float = 600.0, pulls: Pulls | None = None,
-    spend: Spend | None = None, reserve: Reserve | None = None,
+    spend: Spend | None = None, reserve: Reserve | None = None, naps: Naps | None = None,
 ) -> dict[str, Op]:
     beats = beats or Heartbeats(5.0)
     slots = slots or TurnSlots(0)
@@ -65,6 +66,8 @@ def agent_ops(
         timeout = min(recv_cap, wait if wait is not None else recv_cap) + REPLY_SLACK
         if req.system and spend is not None:  # over budget: the harness takes no message (issue 15)
             await spend.wait_admitted(agent)
+        if req.system and naps is not None:  # it waits for work: idle from now (issue 17: hibernation)
+            naps.turn(agent, False)
         rows = await Handle(broker).within(timeout, on_orphan=requeue).ask(Broker.recv, agent, wait, req.system)
         return {"messages": rows_out(rows)}
 
@@ -95,6 +98,8 @@ def agent_ops(
             Handle(broker).tell(Broker.turn_started, agent)
         if spend is not None and not spend.in_turn(agent):
             spend.turn_started(agent)
+        if naps is not None:  # no hibernation while it works (issue 17)
+            naps.turn(agent, True)
         return {"granted": True}
 
     async def turn_done(req: TurnDone) -> dict[str, Any]:
