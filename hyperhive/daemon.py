@@ -54,6 +54,7 @@ from hyperhive.actors.refs import (
     VacuumRef,
 )
 from hyperhive.actors.vacuum import DAY, VacuumSweeper
+from hyperhive.asleep_ui import SleepingUIs
 from hyperhive.backends.base import Backend
 from hyperhive.backends.local import LocalBackend
 from hyperhive.backends.nixos import NixosBackend
@@ -207,6 +208,7 @@ async def _bring_up(d: Daemon, token: str) -> None:
     d.hub.subscribe(forget_gone)
     naps = Naps()  # hibernation (issue 17): a message for a hibernating agent wakes it
     d.hub.subscribe(naps.heard)
+    sleeping = SleepingUIs(naps, broker, paths, settings.driver)  # their web UIs, answered by the daemon
 
     def ops_for(name: AgentName, manager: bool) -> dict[str, Any]:
         ops = agent_ops(name, broker, sends, settings.recv_cap_seconds, manager, d.heartbeats, d.hub, slots,
@@ -224,7 +226,7 @@ async def _bring_up(d: Daemon, token: str) -> None:
     d.endpoints = AgentEndpoints(
         io_loop, paths, gateway, parse_resolve(settings.proxy_resolve), d.hub,
         owner_uid=lambda name: None if (account := backend.account(name)) is None else account.uid,
-        access=Access(token))  # the agents' web UIs take the operator's session too
+        access=Access(token), asleep=sleeping)  # the agents' web UIs take the operator's session too
     d.coordinator = Coordinator.start(
         settings, paths, backend, d.broker, clock, d.hub, _Servers(d.sockets, d.endpoints), d.ports, naps
     ).proxy()

@@ -49,8 +49,8 @@ from hyperhive.sandbox import view as sv
 from hyperhive.sandbox.cgroups import Cgroups
 from hyperhive.sandbox.launch import launch_argv
 
-__all__ = ["INSIDE", "ProbeCgroups", "ProbeFailed", "probe_argv", "run_probe", "status_count", "unpulled_log",
-           "use_cgroups"]
+__all__ = ["INSIDE", "ProbeCgroups", "ProbeFailed", "probe_argv", "run_inside", "run_probe", "status_count",
+           "unpulled_log", "use_cgroups"]
 
 _log = logs.get("hyperhive.workspace")
 
@@ -175,20 +175,28 @@ def run_probe(work: Path, args: Sequence[str], stdin: bytes = b"", deadline: flo
     sandboxed, in the agent's cgroup when there are cgroups, for ``TIMEOUT``
     seconds at most (less when ``deadline``, a `time.monotonic` value, comes
     first); ProbeFailed on a non-zero exit, a timeout, too much output, or no sandbox."""
+    return run_inside(work, git_inside(args), f"git {args[0]} in the clone", stdin, deadline)
+
+
+def run_inside(work: Path, inner: Sequence[str], what: str, stdin: bytes = b"", deadline: float | None = None,
+               system: Sequence[tuple[str, str]] | None = None) -> bytes:
+    """stdout of ``inner`` run as ``run_probe`` runs git: ``work`` read-only at /work, as
+    its owner, in its agent's cgroup (``work.parent.name``), timed and capped. ``system``:
+    the dirs bound read-only (None: the host's system dirs)."""
     if shutil.which("bwrap") is None:
-        raise ProbeFailed("no bubblewrap on this host to look inside the clone with")
+        raise ProbeFailed(f"no bubblewrap on this host to run {what} in")
     limit = TIMEOUT if deadline is None else min(TIMEOUT, deadline - time.monotonic())
     if limit <= 0:
-        raise ProbeFailed("no time was left to look inside the clone")
+        raise ProbeFailed(f"no time was left to run {what}")
+    argv = probe_argv(str(work), inner, system)
     bound = _cgroups
     if bound is None:
-        return _run(work, args, stdin, (), limit)
+        return _run(work, argv, what, stdin, (), limit)
     with bound.joined(work.parent.name) as procs:
-        return _run(work, args, stdin, procs, limit)
+        return _run(work, argv, what, stdin, procs, limit)
 
 
-def _run(work: Path, args: Sequence[str], stdin: bytes, procs: Sequence[Path], limit: float) -> bytes:
-    argv = probe_argv(str(work), git_inside(args))
+def _run(work: Path, argv: list[str], what: str, stdin: bytes, procs: Sequence[Path], limit: float) -> bytes:
     ids = _owner(work)
     if ids is not None or procs:
         argv = launch_argv(sys.executable, procs, None if ids is None else ids[0], None if ids is None else ids[1],
@@ -197,7 +205,7 @@ def _run(work: Path, args: Sequence[str], stdin: bytes, procs: Sequence[Path], l
                             cwd="/", env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")},
                             start_new_session=True, close_fds=True)
     try:
-        out = _collect(proc, stdin, limit)
+        out = _collect(proc, stdin, limit, what)
     finally:
         try:
             os.killpg(proc.pid, signal.SIGKILL)
@@ -205,11 +213,11 @@ def _run(work: Path, args: Sequence[str], stdin: bytes, procs: Sequence[Path], l
             pass
         proc.wait()
     if proc.returncode != 0:
-        raise ProbeFailed(f"git {args[0]} in the clone failed (exit {proc.returncode})")
+        raise ProbeFailed(f"{what} failed (exit {proc.returncode})")
     return out
 
 
-def _collect(proc: subprocess.Popen[bytes], stdin: bytes, limit: float) -> bytes:
+def _collect(proc: subprocess.Popen[bytes], stdin: bytes, limit: float, what: str) -> bytes:
     assert proc.stdin is not None and proc.stdout is not None
     try:
         proc.stdin.write(stdin)  # a few KiB at most: fits the pipe
@@ -224,7 +232,7 @@ def _collect(proc: subprocess.Popen[bytes], stdin: bytes, limit: float) -> bytes
         while True:
             left = deadline - time.monotonic()
             if left <= 0:
-                raise ProbeFailed(f"git in the clone took more than {limit:.0f} s")
+                raise ProbeFailed(f"{what} took more than {limit:.0f} s")
             if not sel.select(left):
                 continue
             chunk = os.read(proc.stdout.fileno(), 1 << 16)
@@ -232,13 +240,13 @@ def _collect(proc: subprocess.Popen[bytes], stdin: bytes, limit: float) -> bytes
                 break
             size += len(chunk)
             if size > OUTPUT_CAP:
-                raise ProbeFailed("git in the clone said too much")
+                raise ProbeFailed(f"{what} said too much")
             chunks.append(chunk)
     left = max(0.1, deadline - time.monotonic())
     try:
         proc.wait(left)
     except subprocess.TimeoutExpired:
-        raise ProbeFailed(f"git in the clone took more than {limit:.0f} s") from None
+        raise ProbeFailed(f"{what} took more than {limit:.0f} s") from None
     return b"".join(chunks)
 
 

@@ -11,6 +11,8 @@ import sqlite3
 import subprocess
 import sys
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,7 @@ import pytest
 from support import Hive, wait_for
 
 from hyperhive.client import AsyncClient
+from hyperhive.events_probe import read_history
 
 pytestmark = pytest.mark.e2e  # every test here starts a daemon
 
@@ -114,3 +117,68 @@ async def test_agent_json_says_never(hive: Hive) -> None:
     # "Never" can only be watched: three times the daemon's setting after its turn, bob is up.
     wait_for(lambda: time.monotonic() - turned > 3 * float(AFTER), timeout=30, what="three periods")
     assert hive.ls()["bob"]["state"] == "running" and hive.ls()["bob"]["restarts"] == 0
+
+
+def ui(hive: Hive, name: str, path: str, body: bytes | None = None) -> tuple[int, bytes]:
+    port = int((hive.paths.agent(name) / "port").read_text())  # type: ignore[arg-type]
+    req = urllib.request.Request(f"http://127.0.0.1:{port}{path}", data=body, method="POST" if body else "GET",
+                                 headers={"Content-Type": "application/json"} if body else {})
+    try:
+        with urllib.request.urlopen(req, timeout=30) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as err:
+        return err.code, err.read()
+
+
+def test_its_web_ui_answers_while_it_hibernates_and_a_note_wakes_it(hive: Hive) -> None:
+    hive.admin("spawn", name="alice")
+    hive.admin("send", to="alice", body="remember me")
+    wait_for(lambda: replies(hive, "alice", "remember me"), timeout=30, what="a turn")
+    hibernating(hive, "alice")
+    status, page = ui(hive, "alice", "/")
+    assert status == 200 and b"/static/agent.js" in page
+    assert ui(hive, "alice", "/static/agent.js")[0] == 200
+    status, raw = ui(hive, "alice", "/api/state")
+    st = json.loads(raw)
+    assert status == 200 and st["state"] == "hibernating" and st["name"] == "alice"
+    assert any("remember me" in m["body"] for m in st["inbox"])
+    status, raw = ui(hive, "alice", "/events/history")
+    kinds = [e["kind"] for e in json.loads(raw)["events"]]
+    assert status == 200 and "turn_start" in kinds and "turn_end" in kinds  # from its events db
+    assert ui(hive, "alice", "/compact", b"{}")[0] == 409
+    assert json.loads(ui(hive, "alice", "/cancel", b"{}")[1])["cancelled"] is False
+    assert hive.ls()["alice"]["state"] == "hibernating"  # reading it wakes nothing
+    status, raw = ui(hive, "alice", "/send", b'{"body": "a note"}')
+    assert status == 503 and json.loads(raw)["error"]["code"] == "waking"
+    wait_for(lambda: hive.ls()["alice"]["state"] == "running", timeout=30, what="woken by the note")
+    wait_for(lambda: ui(hive, "alice", "/api/state")[0] == 200
+             and json.loads(ui(hive, "alice", "/api/state")[1]).get("state") != "hibernating",
+             timeout=30, what="its harness answering again")
+
+
+def test_a_hostile_events_db_shows_nothing_of_it_and_nothing_else(hive: Hive) -> None:
+    hive.admin("spawn", name="alice")
+    hibernating(hive, "alice")
+    db = hive.paths.state("alice") / "hyperhive-events.sqlite"  # type: ignore[arg-type]
+    for f in (db, Path(f"{db}-wal"), Path(f"{db}-shm")):
+        f.unlink(missing_ok=True)
+    conn = sqlite3.connect(db)  # what the agent could write there: bad rows among good ones
+    conn.execute("CREATE TABLE events (id, ts, kind, data)")
+    conn.executemany("INSERT INTO events VALUES (?, ?, ?, ?)", [
+        (1, 1.0, "ok", json.dumps({"a": 1})), ("two", 2.0, "bad id", "{}"), (3, "x", "bad ts", "{}"),
+        (4, 4.0, "k" * 1000, "{}"), (5, 5.0, "not json", "{"), (6, 6.0, "a list", "[1]"),
+        (7, 7.0, "deep", "[" * 100 + "]" * 100), (8, 8.0, "surrogate", '{"s": "\\ud800"}'),
+        (9, 9.0, "fine", json.dumps({"b": "ok"}))])
+    conn.commit()
+    conn.close()
+    os.chown(db, *(lambda s: (s.st_uid, s.st_gid))(db.parent.stat()))
+    status, raw = ui(hive, "alice", "/events/history")
+    assert status == 200 and [e["kind"] for e in json.loads(raw)["events"]] == ["ok", "fine"]
+    # A link to the daemon's own store: not in the reader's view (its sandbox has only the state dir).
+    for f in (db, Path(f"{db}-wal")):
+        f.unlink(missing_ok=True)
+    db.symlink_to(hive.paths.db)
+    assert read_history(db.parent) == []  # the reader the page's history comes from, afresh
+    db.unlink()
+    db.symlink_to("/proc/self/environ")
+    assert read_history(db.parent) == []

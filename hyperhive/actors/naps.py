@@ -35,7 +35,8 @@ class Naps:
     def __init__(self) -> None:
         self._lock = threading.Lock()
         self._actors: dict[str, Handle[ContainerActor]] = {}
-        self._asleep: set[str] = set()
+        self._asleep: dict[str, int] = {}  # name → which nap (each one counted: what a nap's reads may keep)
+        self._naps = 0
 
     def register(self, name: str, actor: Handle[ContainerActor]) -> None:
         with self._lock:
@@ -44,19 +45,27 @@ class Naps:
     def forget(self, name: str) -> None:
         with self._lock:
             self._actors.pop(name, None)
-            self._asleep.discard(name)
+            self._asleep.pop(name, None)
 
     def asleep(self, name: str, yes: bool) -> None:
         """The actor's state, as it publishes it: hibernating or not."""
         with self._lock:
-            if yes:
-                self._asleep.add(name)
-            else:
-                self._asleep.discard(name)
+            if not yes:
+                self._asleep.pop(name, None)
+            elif name not in self._asleep:
+                self._naps += 1
+                self._asleep[name] = self._naps
 
-    def is_asleep(self, name: str) -> bool:
+    def nap(self, name: str) -> int | None:
+        """Which nap ``name`` is in (None: awake); what is read of it while it lasts stays true."""
         with self._lock:
-            return name in self._asleep
+            return self._asleep.get(name)
+
+    def wake_named(self, name: str) -> None:
+        with self._lock:
+            actor = self._actors.get(name) if name in self._asleep else None
+        if actor is not None:
+            self.wake(actor)
 
     def turn(self, name: str, busy: bool) -> None:
         """The agent's socket saw its turn start (``busy``) or end."""

@@ -24,6 +24,7 @@ import asyncio
 import os
 import threading
 from collections.abc import Callable, Mapping
+from functools import partial
 from typing import Any
 
 from tornado.ioloop import IOLoop
@@ -37,6 +38,7 @@ from hyperhive.sandbox.allowlist import Allowlist
 from hyperhive.sandbox.gateway import ApiGateway
 from hyperhive.sandbox.proxy import start_proxy
 from hyperhive.sandbox.relay import nofollow_unix_connector, stop_server
+from hyperhive.sandbox.web_asleep import Asleep
 from hyperhive.sandbox.web_relay import Forward, WebRefused, judge_web_request, start_web_relay
 from hyperhive.web.dashboard.access import Access
 from hyperhive.web.rpc.jsonlines import bind_socket
@@ -49,8 +51,9 @@ _log = logs.get("hyperhive.endpoints")
 class AgentEndpoints:
     def __init__(self, io_loop: IOLoop, paths: StatePaths, gateway: ApiGateway, resolve: Mapping[str, str],
                  hub: Hub, owner_uid: Callable[[AgentName], int | None], web_host: str = "127.0.0.1", *,
-                 access: Access) -> None:
+                 access: Access, asleep: Callable[[AgentName], Asleep | None] | None = None) -> None:
         self._loop = io_loop
+        self._asleep = asleep  # a hibernating agent's UI, answered by the daemon (issue 17)
         self._access = access
         self._paths = paths
         self._gateway = gateway
@@ -82,8 +85,9 @@ class AgentEndpoints:
         port = read_port_file(self._paths.agent(name) / "port")
         if port is not None:
             try:
-                servers.append(await start_web_relay(self._web_host, port, self._web_connector(name), name,
-                                                     self._access))
+                servers.append(await start_web_relay(
+                    self._web_host, port, self._web_connector(name), name, self._access,
+                    asleep=None if self._asleep is None else partial(self._asleep, name)))
                 self._web_ports[name] = port
             except OSError as exc:  # reported; the dashboard row shows no link (web_port is None)
                 _log.error("endpoints.web_bind_failed", agent=name, port=port, error=str(exc))

@@ -21,11 +21,13 @@ nothing.
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import hyperhive.logs as logs
 from hyperhive.sandbox.http_head import HEAD_LIMIT, Refusal, parse_head, read_head
 from hyperhive.sandbox.relay import Connect, capped_handler, register_server, splice
+from hyperhive.sandbox.web_asleep import Asleep, answer_asleep
 from hyperhive.web.dashboard.access import SESSION_COOKIE, Access, fetch_allowed, origin_ok, strip_cookie
 
 __all__ = ["WEB_MAX_CONNECTIONS", "Forward", "WebRefused", "judge_web_request", "start_web_relay"]
@@ -157,8 +159,10 @@ async def _copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter, n: int | N
 
 
 async def start_web_relay(host: str, port: int, connect: Connect, agent: str, access: Access,
-                          max_connections: int = WEB_MAX_CONNECTIONS) -> asyncio.Server:
-    """Serve ``agent``'s web UI on ``host:port`` to the operator only (see the module doc)."""
+                          max_connections: int = WEB_MAX_CONNECTIONS,
+                          asleep: Callable[[], Asleep | None] | None = None) -> asyncio.Server:
+    """Serve ``agent``'s web UI on ``host:port`` to the operator only (see the module doc).
+    ``asleep()``: the agent, when it hibernates (its UI is then answered here: `web_asleep`)."""
     tasks: set[asyncio.Task[None]] = set()
 
     async def serve(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
@@ -181,6 +185,8 @@ async def start_web_relay(host: str, port: int, connect: Connect, agent: str, ac
         try:
             up_reader, up_writer = await connect()
         except Exception as err:  # noqa: BLE001 - not running, or a socket we refuse to follow
+            if asleep is not None and (sleeping := asleep()) is not None:  # issue 17
+                return await answer_asleep(reader, writer, req.method, req.target, fwd.upgrade, sleeping)
             _log.warning("relay.connect_failed", name=f"web:{agent}", error=f"{type(err).__name__}: {err}")
             writer.transport.abort()  # as a plain relay would: nothing to answer for the agent
             return

@@ -11,6 +11,7 @@ const TRANSITIONS = {
 const $ = (id) => document.getElementById(id);
 const term = $("term");
 let state = "idle";
+let asleep = false;  // hibernating (issue 17): the daemon answers for it, the badge says so
 let lastId = 0;
 let retry = 250;
 
@@ -18,11 +19,12 @@ function nextState(s, kind) { return TRANSITIONS[kind] || s; }
 
 function setState(s) {
   state = s;
+  const shown = asleep ? "hibernating" : s;
   const badge = $("state");
-  badge.textContent = s;
-  badge.dataset.state = s;
-  badge.className = "badge state-" + s;
-  $("banner").classList.toggle("active", s !== "idle");
+  badge.textContent = shown;
+  badge.dataset.state = shown;
+  badge.className = "badge state-" + shown;
+  $("banner").classList.toggle("active", !asleep && s !== "idle");
 }
 
 function hhmmss(ts) { return new Date(ts * 1000).toTimeString().slice(0, 8); }
@@ -102,6 +104,9 @@ function append(events, animate) {
 }
 
 function renderState(st) {
+  const was = asleep;
+  asleep = st.state === "hibernating";
+  if (asleep !== was) setState(state);
   $("name").textContent = st.name;
   document.title = st.name + " · hyperhive";
   $("driver").textContent = st.driver;
