@@ -253,6 +253,7 @@ async def _bring_up(d: Daemon, token: str) -> None:
     _log.info("daemon.ready", url=url, agents=len(started), started=started, state_dir=str(paths.root),
               pid=os.getpid(), sandboxed=backend.sandboxed, backend=backend.kind)
     d.notifier = sdnotify.ready()  # READY=1 only now: sockets bound, containers booted
+    d.sockets.warm()  # the MCP servers, on a worker thread: a turn's CLI finds them built
 
 
 def _backend(settings: Settings, paths: StatePaths, gateway_key: bool) -> Backend[Any]:

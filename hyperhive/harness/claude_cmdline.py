@@ -54,6 +54,9 @@ FORCED_ENV = {
     "DISABLE_TELEMETRY": "1",
     "DISABLE_AUTOUPDATER": "1",
     "DISABLE_ERROR_REPORTING": "1",
+    # In -p mode the CLI waits ~2 s for its MCP servers, then makes its first request without
+    # their tools: on a loaded host a turn could start with no send or recv (issue 17).
+    "MCP_CONNECTION_NONBLOCKING": "0",
 }
 _PASS_KEYS = ("PATH", "LANG", "LC_ALL", "LC_CTYPE", "TZ", "HTTPS_PROXY", "HTTP_PROXY", "NO_PROXY",
               "SSL_CERT_FILE", "NODE_EXTRA_CA_CERTS")

@@ -63,7 +63,7 @@ def test_env_is_small_and_forces_the_traffic_switches() -> None:
         "PATH": "/usr/bin", "LANG": "C.UTF-8", "HOME": "/state/a",
         "ANTHROPIC_BASE_URL": "http://127.0.0.1:9", "ANTHROPIC_API_KEY": "k", "ANTHROPIC_UNIX_SOCKET": "/run/a.sock",
         "CLAUDE_CODE_DISABLE_NONESSENTIAL_TRAFFIC": "1", "DISABLE_TELEMETRY": "1", "DISABLE_AUTOUPDATER": "1",
-        "DISABLE_ERROR_REPORTING": "1",
+        "DISABLE_ERROR_REPORTING": "1", "MCP_CONNECTION_NONBLOCKING": "0",
     }
 
 

@@ -7,8 +7,8 @@ one line of options, ``{"hyperhive": {"permission_tool": true}}`` (the pipe of
 an "ask" mode CLI); any other first line is its first message.
 
 The ``mcp`` package is imported, and the four servers built, on a worker
-thread at the first connection (``Servers.build``), never at the daemon's
-start and never on the loop.
+thread once the daemon is ready (``ServersOnce.warm``) or at the first
+connection if that comes first; never in the daemon's start, never on the loop.
 
 What one connection may hold is bounded as on the JSON-lines sockets: lines of
 at most ``MAX_LINE`` bytes (a longer one ends the connection with an error
@@ -47,9 +47,15 @@ class ServersOnce:
         self.recv_cap = recv_cap
         self._built: asyncio.Future[Servers] | None = None
 
-    async def get(self) -> Servers:
+    def warm(self) -> None:
+        """Begin building now (on the loop, once the daemon is up): a CLI waits for its MCP
+        server before its first request, and the first turn should not wait for the import."""
         if self._built is None:
             self._built = asyncio.get_running_loop().run_in_executor(None, _build, self.recv_cap)
+
+    async def get(self) -> Servers:
+        self.warm()
+        assert self._built is not None
         return await asyncio.shield(self._built)
 
 

@@ -52,6 +52,10 @@ class AgentSockets:
         self._loop.add_callback(mcp.serve, mcp_sock)
         _log.info("socket.open", agent=name, path=str(path))
 
+    def warm(self) -> None:
+        """On the loop, once the daemon is ready: the MCP servers are built meanwhile."""
+        self._mcp.warm()
+
     def close(self, name: AgentName) -> None:
         with self._lock:
             servers = self._servers.pop(name, None)
