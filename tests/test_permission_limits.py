@@ -7,7 +7,9 @@ sqlite file."""
 from __future__ import annotations
 
 import asyncio
+import inspect
 import json
+import time
 from collections.abc import AsyncIterator
 from pathlib import Path
 
@@ -28,6 +30,7 @@ from hyperhive.actors.permission_core import (
     safe,
     unshowable,
 )
+from hyperhive.actors.questions import Questions
 from hyperhive.store.models import Question
 from hyperhive.web.operator import gate
 
@@ -35,6 +38,18 @@ from hyperhive.web.operator import gate
 @pytest.fixture
 async def world(tmp_path: Path) -> AsyncIterator[World]:
     w = World(tmp_path)
+    await w.start_questions()
+    yield w
+    w.close()
+
+
+GRACE = 0.1  # the announce grace of `quick`: a fifth of ANNOUNCE_GRACE, well past an ask-and-drop's few ms
+
+
+@pytest.fixture
+async def quick(tmp_path: Path) -> AsyncIterator[World]:
+    """A world whose Questions actor announces after GRACE, not ANNOUNCE_GRACE."""
+    w = World(tmp_path, announce_grace=GRACE)
     await w.start_questions()
     yield w
     w.close()
@@ -98,12 +113,13 @@ async def _ask_and_drop(w: World, n: int, tag: str) -> list[dict[str, object]]:
     """Ask ``n`` at once, drop the ones still waiting; the answers of those that were not."""
     tasks = [_ask(w, inp={"command": f"true {tag}-{i}"}) for i in range(n)]
     await async_wait_for(lambda: Question.select().where(Question.how.is_null()).count()
-                         + sum(t.done() for t in tasks) == n, what="asked")
+                         + sum(t.done() for t in tasks) == n, interval=0.002, what="asked")
     done = [t.result() for t in tasks if t.done()]
     for t in tasks:
         t.cancel()
     await asyncio.gather(*tasks, return_exceptions=True)
-    await async_wait_for(lambda: Question.select().where(Question.how.is_null()).count() == 0, what="dropped")
+    await async_wait_for(lambda: Question.select().where(Question.how.is_null()).count() == 0, interval=0.002,
+                         what="dropped")
     return done
 
 
@@ -118,20 +134,31 @@ async def test_past_the_rate_a_call_is_denied_at_once_and_dropped_ones_never_ann
     assert len([n for n, _ in world.events if n == "question.asked"]) <= RATE_LIMIT  # (none, unless slow)
 
 
-async def test_a_question_dropped_at_once_is_never_announced(world: World) -> None:
+def test_the_announce_grace_is_half_a_second_unless_given() -> None:
+    assert ANNOUNCE_GRACE == 0.5
+    assert inspect.signature(Questions.__init__).parameters["announce_grace"].default == ANNOUNCE_GRACE
+
+
+async def test_a_question_dropped_at_once_is_never_announced(quick: World) -> None:
+    world = quick
     task = _ask(world)
     q = await _one_pending(world)
     task.cancel()  # the caller goes away within the grace
-    await async_wait_for(lambda: Question.get_by_id(q["id"]).how == "cancelled", what="the abandoned question")
-    await asyncio.sleep(ANNOUNCE_GRACE + 0.3)  # a check that nothing comes: the grace has passed
+    await async_wait_for(lambda: Question.get_by_id(q["id"]).how == "cancelled", interval=0.002,
+                         what="the abandoned question")
+    # A check that nothing comes: the grace has passed (0.5 + 0.3 s before, scaled with the grace).
+    await asyncio.sleep(max(0.0, q["asked_at"] + GRACE * 1.6 - time.time()))
+    await gate.questions(world.questions)  # and an announce told by then has been handled
     assert [n for n, _ in world.events if n.startswith("question.")] == ["question.resolved"]
 
 
-async def test_a_question_still_pending_after_the_grace_is_announced_once(world: World) -> None:
+async def test_a_question_still_pending_after_the_grace_is_announced_once(quick: World) -> None:
+    world = quick
     task = _ask(world)
     q = await _one_pending(world)
     assert not any(n == "question.asked" for n, _ in world.events)
-    await async_wait_for(lambda: any(n == "question.asked" for n, _ in world.events), what="announced")
+    await async_wait_for(lambda: any(n == "question.asked" for n, _ in world.events), interval=0.002,
+                         what="announced")
     await gate.answer(world.questions, q["id"], ["deny"], "")
     await task
     assert [n for n, _ in world.events if n.startswith("question.")] == ["question.asked", "question.resolved"]

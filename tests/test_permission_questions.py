@@ -14,7 +14,7 @@ from typing import Any
 
 import pykka
 import pytest
-from support import async_wait_for
+from support import async_wait_for, wait_for
 from tornado.ioloop import IOLoop
 
 from hyperhive.actors.bridge import Handle, call
@@ -22,7 +22,8 @@ from hyperhive.actors.broker import Broker
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.events import ContainerRemoved, Hub
 from hyperhive.actors.grants import GRANTS_FILE, GrantStore
-from hyperhive.actors.questions import Questions
+from hyperhive.actors.permission_core import ANNOUNCE_GRACE
+from hyperhive.actors.questions import Questions, TtlTimer
 from hyperhive.errors import BadRequest
 from hyperhive.paths import AgentConfig, StatePaths
 from hyperhive.store.models import Message, Question, open_hive_db
@@ -30,11 +31,12 @@ from hyperhive.web.operator import gate, permissions
 
 
 class World:
-    def __init__(self, tmp_path: Path) -> None:
+    def __init__(self, tmp_path: Path, announce_grace: float = ANNOUNCE_GRACE) -> None:
+        self.announce_grace = announce_grace
         self.paths = StatePaths(tmp_path / "state")
         self.paths.root.mkdir()
         self.paths.create_agent("alice", AgentConfig())  # type: ignore[arg-type]
-        self.db = open_hive_db(self.paths.db)
+        self.db = open_hive_db(self.paths.db, synchronous="normal")  # no fsync per commit: nothing here crashes
         self.clock = LoopClock(IOLoop.current())
         self.hub = Hub()
         self.events: list[tuple[str, dict[str, Any]]] = []
@@ -44,11 +46,19 @@ class World:
 
     async def start_questions(self) -> Any:
         await call(self.broker.register, "alice", None)
-        self.questions = Questions.start(self.broker, self.clock, self.hub, GrantStore(self.paths)).proxy()
+        self.questions = Questions.start(self.broker, self.clock, self.hub, GrantStore(self.paths),
+                                         announce_grace=self.announce_grace).proxy()
         await call(self.questions.rearm)
         return self.questions
 
     def close(self) -> None:
+        # The Questions actor first, then wait for its timers to go: stop_all racing a timer that is
+        # already stopping can hang for good (pykka may queue the stop after the timer's last look at
+        # its inbox), and a test may end with cancelled asks still being abandoned.
+        if self.questions is not None:
+            self.questions.actor_ref.stop()
+        wait_for(lambda: not pykka.ActorRegistry.get_by_class(TtlTimer), timeout=5, interval=0.001,
+                 what="the timers stopped")
         pykka.ActorRegistry.stop_all()
         self.db.close()
 
@@ -70,11 +80,11 @@ def _ask(w: World, tool: str = "Bash", inp: dict[str, Any] | None = None,
 async def _one_pending(w: World) -> dict[str, Any]:
     async def get() -> list[dict[str, Any]]:
         return list((await gate.questions(w.questions))["pending"])
-    for _ in range(200):
+    for _ in range(1000):
         p = await get()
         if p:
             return p[0]
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.002)
     raise AssertionError("no pending question")
 
 
@@ -99,7 +109,7 @@ async def test_deny_with_a_reason_and_expiry_deny(world: World) -> None:
     q = await _one_pending(world)
     await gate.answer(world.questions, q["id"], ["deny"], "not now")
     assert (await task)["decision"] == {"behavior": "deny", "message": "the operator denied this Bash call: not now"}
-    task = _ask(world, ttl=0.3)
+    task = _ask(world, ttl=0.02)
     out = await asyncio.wait_for(task, 5)
     assert out["decision"]["behavior"] == "deny" and "did not answer in time" in out["decision"]["message"]
     row = Question.get_by_id(out["question_id"])
@@ -114,7 +124,8 @@ async def test_cancel_denies_and_a_caller_that_leaves_cancels_its_question(world
     task = _ask(world)
     q = await _one_pending(world)
     task.cancel()  # the agent's connection closed (its turn was cancelled)
-    await async_wait_for(lambda: Question.get_by_id(q["id"]).how == "cancelled", what="the abandoned question")
+    await async_wait_for(lambda: Question.get_by_id(q["id"]).how == "cancelled", interval=0.002,
+                         what="the abandoned question")
     assert "stopped waiting" in Question.get_by_id(q["id"]).answer
 
 
@@ -161,10 +172,10 @@ async def test_a_purged_agent_s_grants_are_gone_for_its_successor(world: World) 
     await task
     store_file.unlink()  # purged (the whole agents/alice goes)
     world.hub.publish(ContainerRemoved("alice"))
-    for _ in range(100):
+    for _ in range(500):
         if (await permissions.grants(world.questions, "alice"))["tools"] == []:
             break
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.002)
     assert (await permissions.grants(world.questions, "alice"))["tools"] == []
 
 
@@ -184,7 +195,9 @@ async def test_a_permission_question_left_by_a_restart_is_cancelled_at_boot(worl
     task = _ask(world)
     q = await _one_pending(world)
     world.questions.actor_ref.stop()  # the daemon went down with the CLI waiting
-    await asyncio.sleep(0.2)
+    assert not world.questions.actor_ref.is_alive()
+    await async_wait_for(lambda: not pykka.ActorRegistry.get_by_class(TtlTimer), interval=0.002,
+                         what="its question's timer stopped")
     task.cancel()  # its connection went with the old daemon
     await world.start_questions()
     row = Question.get_by_id(q["id"])
@@ -196,10 +209,10 @@ async def test_an_agent_cannot_bury_the_operator_in_questions(world: World) -> N
     from hyperhive.errors import Conflict
 
     tasks = [_ask(world, inp={"command": f"echo {i}"}) for i in range(MAX_PENDING_PERMISSIONS)]
-    for _ in range(300):
+    for _ in range(1500):
         if len((await gate.questions(world.questions))["pending"]) == MAX_PENDING_PERMISSIONS:
             break
-        await asyncio.sleep(0.01)
+        await asyncio.sleep(0.002)
     with pytest.raises(Conflict):
         await permissions.permission(world.questions, "alice", "Bash", "{}", "", 60)
     assert len((await gate.questions(world.questions))["pending"]) == MAX_PENDING_PERMISSIONS

@@ -95,8 +95,11 @@ class TtlTimer(pykka.ThreadingActor):
 
 class Questions(pykka.ThreadingActor):
     def __init__(self, broker: pykka.ActorProxy[Broker], clock: LoopClock, hub: Hub,
-                 grants: GrantStore | None = None) -> None:
+                 grants: GrantStore | None = None, *, announce_grace: float = ANNOUNCE_GRACE) -> None:
+        """``announce_grace``: how long a permission question must stay pending
+        before it is published (tests pass a short one)."""
         super().__init__()
+        self._announce_grace = announce_grace
         self._broker = Handle(broker)
         self._clock = clock
         self._hub = hub
@@ -255,7 +258,7 @@ class Questions(pykka.ThreadingActor):
         # a caller that asks and drops its connection at once makes no notification.
         self._unannounced.add(qid)
         assert self._me is not None
-        self._clock.call_later(ANNOUNCE_GRACE, self._me.tell, Questions.announce, qid)
+        self._clock.call_later(self._announce_grace, self._me.tell, Questions.announce, qid)
 
     def _refusal(self, agent: str, tool: str, inp: dict[str, Any]) -> str | None:
         """Why this call is denied without asking: past the agent's rate (logged
@@ -274,7 +277,7 @@ class Questions(pykka.ThreadingActor):
         return hidden
 
     def announce(self, qid: int) -> None:
-        """ANNOUNCE_GRACE after a permission question was asked: publish it if still pending."""
+        """The announce grace after a permission question was asked: publish it if still pending."""
         try:
             if qid in self._unannounced:
                 self._unannounced.discard(qid)

@@ -49,12 +49,13 @@ async def test_asking_and_abandoning_in_a_loop_is_bounded(world: World) -> None:
         # Each call is pending, or already answered (a bounded rate denies some at once).
         await async_wait_for(lambda tasks=tasks: Question.select().where(  # type: ignore[misc]
             (Question.asker == "alice") & Question.how.is_null()).count() + sum(t.done() for t in tasks) == 16,
-            what="16 pending or refused")
+            interval=0.002, what="16 pending or refused")
         for t in tasks:  # the agent closes its connection
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
         await async_wait_for(lambda: Question.select().where(
-            (Question.asker == "alice") & Question.how.is_null()).count() == 0, what="all abandoned")
+            (Question.asker == "alice") & Question.how.is_null()).count() == 0, interval=0.002,
+            what="all abandoned")
     asked = [e for e in world.events if e[0] == "question.asked"]
     total = Question.select().where(Question.asker == "alice").count()
     # Today: ROUNDS * 16 = 192 questions and notifications within a second or two.

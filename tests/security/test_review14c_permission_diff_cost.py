@@ -36,7 +36,7 @@ from hyperhive.web.operator import gate, permissions
 def adversarial(lines: int, values: int) -> dict[str, str]:
     rnd = random.Random(7)
     vals = [f"{i:x}" for i in range(values)]
-    old, new = ("\n".join(rnd.choice(vals) for _ in range(lines)) for _ in range(2))
+    old, new = ("\n".join(rnd.choices(vals, k=lines)) for _ in range(2))
     return {"file_path": "/w/f.txt", "old_string": old, "new_string": new}
 
 
