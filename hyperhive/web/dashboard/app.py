@@ -169,7 +169,7 @@ async def start_dashboard(
     port = sockets[0].getsockname()[1]
     gate = Gate(Access(token), allowed_hosts(settings.listen_host, port, settings.allowed_hosts))
     deps = DashDeps(paths, coordinator, broker, questions, approvals, backend, sends, source, metrics, gate,
-                    pusher.touch)
+                    pusher.touch, pusher.drain)
     server = BackoffHTTPServer(make_app(deps, pusher), xheaders=False)
     server.add_sockets(sockets)
     run = paths.root / "run"
@@ -184,6 +184,7 @@ async def start_dashboard(
     badge_refresh = PeriodicCallback(lambda: _refresh(source, next(rounds) % RESYNC_EVERY == 0),
                                      BADGE_REFRESH_SECONDS * 1000)
     badge_refresh.start()
+    pusher.start()  # with no page open, events are taken in once a second: no wake of the loop per event
     _log.info("dashboard.listening", host=settings.listen_host, port=port)
     _log.info("dashboard.login", url=url, file=str(url_file))  # the operator's way in (`hive url`)
     return Dashboard(server, port, unsubscribe, pusher, port_file, badge_refresh, url_file)

@@ -132,6 +132,7 @@ class DashDeps:
     metrics: Metrics
     gate: Gate
     touch: Callable[..., None] | None = None  # Pusher.touch(*sections): push sections after a change no actor publishes
+    drain: Callable[[], None] | None = None  # Pusher.drain: the events not taken in yet (no page open: once a second)
 
 
 class Base(tornado.web.RequestHandler):
@@ -253,6 +254,8 @@ class StateHandler(Base):
         await self.reply(self._state())
 
     async def _state(self) -> dict[str, Any]:
+        if self.deps.drain is not None:
+            self.deps.drain()
         return {"state": await self.deps.source.snapshot()}
 
 
@@ -273,6 +276,8 @@ class JournalHandler(Base):
 class MetricsHandler(Base):
     async def get(self) -> None:
         d = self.deps
+        if d.drain is not None:  # every event counted so far, page open or not
+            d.drain()
         body = await d.metrics.scrape(d.source.containers, d.broker, d.questions, d.approvals,
                                       usage_of=d.source.read_usage, disks=partial(observe_disks, d.paths))
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")

@@ -3,7 +3,10 @@
 Actors publish on the Hub from their own threads; the listener only hands
 the event to the IOLoop (``add_callback``). Events gathered in one loop turn
 become one patch: container state changes as single rows, the other
-sections rebuilt whole. A patch carries ``at``, the time the first of its
+sections rebuilt whole. With no page open the listener does not wake the loop
+at all (issue 17: a send then costs the loop nothing here): the events wait
+in a deque, taken in once a second (``IDLE_DRAIN``), when a page opens, and
+before ``/metrics`` or ``/api/state`` answer. A patch carries ``at``, the time the first of its
 events was published, so a client can measure push latency.
 
 Costs (issue 15) change with every model call (a gateway.usage event each):
@@ -23,7 +26,7 @@ from collections.abc import Callable, Iterable
 from typing import Any
 
 import tornado.websocket
-from tornado.ioloop import IOLoop
+from tornado.ioloop import IOLoop, PeriodicCallback
 
 import hyperhive.logs as logs
 from hyperhive.actors.events import (
@@ -45,6 +48,7 @@ __all__ = ["COST_INTERVAL", "PushSocket", "Pusher", "cost_delay", "sections_for"
 _log = logs.get("hyperhive.push")
 
 COST_INTERVAL = 2.0  # seconds between two repaints of the cost cells
+IDLE_DRAIN = 1.0  # seconds between takes of the events while no page is open
 
 # Which sections an event makes stale (container.state is sent as a row).
 _SECTIONS: dict[str, tuple[str, ...]] = {
@@ -73,7 +77,8 @@ class Pusher:
     """Lives on the IOLoop thread except ``on_event``, which any thread may call."""
 
     def __init__(self, io_loop: IOLoop, source: StateSource,
-                 on_event: Callable[[Event], None] | None = None, cost_interval: float = COST_INTERVAL) -> None:
+                 on_event: Callable[[Event], None] | None = None, cost_interval: float = COST_INTERVAL,
+                 idle_drain: float = IDLE_DRAIN) -> None:
         self._io_loop = io_loop
         self._source = source
         self._extra = on_event
@@ -90,15 +95,30 @@ class Pusher:
         self._cost_rows: dict[str, dict[str, Any]] = {}  # rows to repaint for their cost only (files not re-read)
         self._cost_timer: object | None = None
         self._cost_last: float | None = None  # the last cost repaint (loop time)
+        self._idle: PeriodicCallback | None = None
+        self.idle_drain = idle_drain
 
     def on_event(self, event: Event) -> None:
         """Hub listener: runs on an actor thread, so it only hands over. A burst
         (a group commit publishes one event per message) costs one wake-up of
         the loop, not one per event."""
         self._inbox.append((event, time.time()))  # deque.append is thread-safe
-        if not self._wake_pending:
+        if self.clients and not self._wake_pending:  # no page open: the idle drain takes it
             self._wake_pending = True
             self._io_loop.add_callback(self._drain)
+
+    def start(self) -> None:
+        """On the loop: the idle drain (events while no page is open)."""
+        self._idle = PeriodicCallback(self._drain_idle, self.idle_drain * 1000)
+        self._idle.start()
+
+    def _drain_idle(self) -> None:
+        if self._inbox:
+            self._drain()
+
+    def drain(self) -> None:
+        """On the loop: take in every event published so far."""
+        self._drain()
 
     def _drain(self) -> None:
         self._wake_pending = False  # before draining: an event appended from now on is drained or wakes us
@@ -151,7 +171,9 @@ class Pusher:
             self._mark(("fleet",), min(agents.values()))
 
     def close(self) -> None:
-        """At the dashboard's stop: no cost repaint left pending."""
+        """At the dashboard's stop: no cost repaint or idle drain left pending."""
+        if self._idle is not None:
+            self._idle.stop()
         if self._cost_timer is not None:
             self._io_loop.remove_timeout(self._cost_timer)
             self._cost_timer = None
@@ -230,6 +252,7 @@ class PushSocket(tornado.websocket.WebSocketHandler):
 
     async def open(self, *args: Any, **kwargs: Any) -> None:
         self._pusher.clients.add(self)
+        self._pusher.drain()  # what came while no page was open, before the snapshot
         try:
             state = await self._source.snapshot()
         except Exception:  # noqa: BLE001 - the page's heartbeat refetch will retry
