@@ -10,6 +10,9 @@ until sink's recv response has been read.
 
 Blocking sockets on one thread: the recv request is written first and read
 only after the send is written, so no event loop sits in the measured path.
+After each mode, the same loop runs through `bench/relay_floor.py` (one
+asyncio process committing to sqlite at that mode on a worker thread), and
+the p50 ratio is printed: issue 17 wants it at most 1.3.
 
 Run from the repo root:  .venv/bin/python bench/recv_latency.py
 """
@@ -25,8 +28,10 @@ from pathlib import Path
 from typing import Any
 
 from benchlib import LineConn, SyncDaemon, drain, host_load_note, percentile  # noqa: E402 - the script's own dir is on sys.path
+from relay_floor import measure_floor  # noqa: E402
 
 TARGET_P99_MS = 2.0
+TARGET_FLOOR_RATIO = 1.3  # issue 17: the wake's p50 within 1.3x a Python relay floor's
 
 
 # --- the daemon under test (same helper in bench/throughput.py) ---------------
@@ -149,13 +154,26 @@ def main() -> int:
 
     print(host_load_note(skew="high"), flush=True)
     modes = [m.strip() for m in args.modes.split(",") if m.strip()]
-    p99 = {m: report(m, run_mode(m, args), args) for m in modes}
+    p99: dict[str, float] = {}
+    ratios: dict[str, float] = {}
+    for m in modes:
+        r = run_mode(m, args)
+        p99[m] = report(m, r, args)
+        # The reference, right after: one asyncio process committing to sqlite on a worker thread.
+        floor = measure_floor(args.iterations, args.warmup, m.upper())
+        ratios[m] = percentile(r["wake"], 0.5) / percentile(floor, 0.5)
+        print(f"  ref {m} relay_floor_wake_ms p50 {percentile(floor, 0.5):.3f} p99 {percentile(floor, 0.99):.3f} "
+              f"max {floor[-1]:.3f} (bench/relay_floor.py)")
+        print(f"  {m} recv_wake_p50_over_floor {ratios[m]:.2f}")
     print("side by side, recv wake p99 ms: " + "  ".join(f"{m.upper()} {v:.3f}" for m, v in p99.items()))
     for m, v in p99.items():
         print(f"recv_wake_p99_ms_{m} {v:.3f}")
     headline = p99.get("full", next(iter(p99.values())))
     met = headline < TARGET_P99_MS
     print(f"target recv_wake_p99_ms (the default, full) < {TARGET_P99_MS:g}: {'MET' if met else 'NOT MET'}")
+    ratio = ratios.get("full", next(iter(ratios.values())))
+    print(f"recv_wake_p50_over_floor {ratio:.2f}; target <= {TARGET_FLOOR_RATIO:g}: "
+          f"{'MET' if ratio <= TARGET_FLOOR_RATIO else 'NOT MET'}")
     return 0
 
 
