@@ -110,6 +110,7 @@ class Pipe:
         self.pending: dict[str, tuple[dict[str, Any], bytes]] = {}  # id → (request, its line)
         self._in = bytearray()
         self._back = bytearray()
+        self.cli_closed = False
 
     # --- the lines of each side
     def from_cli(self, line: bytes) -> None:
@@ -187,12 +188,24 @@ class Pipe:
                 if socket_dir_gone(self.path) or (end is not None and time.monotonic() + delay > end):
                     _say(f"cannot reach the daemon at {self.path}: {exc}")
                     return False
-                time.sleep(delay)
+                if not self._wait(delay):  # the CLI closed its end meanwhile: nothing to wait for
+                    return False
                 delay = min(delay * 2, MAX_DELAY)
                 continue
             sock.setblocking(False)
             self.sock = sock
             return True
+
+    def _wait(self, delay: float) -> bool:
+        """Sleep ``delay``, taking in what the CLI writes meanwhile; False at its EOF."""
+        end = time.monotonic() + delay
+        with selectors.DefaultSelector() as sel:
+            sel.register(self.stdin, selectors.EVENT_READ)
+            while (left := end - time.monotonic()) > 0:
+                if sel.select(left) and not self._read_cli():
+                    self.cli_closed = True
+                    return False
+        return True
 
     def _write_cli(self, data: bytes) -> None:
         view = memoryview(data)
@@ -221,7 +234,7 @@ class Pipe:
 
     def run(self) -> int:
         if not self.connect(START_LIMIT):
-            return 1
+            return 0 if self.cli_closed else 1
         self.out.append((self.header, None))
         sel = selectors.DefaultSelector()
         sel.register(self.stdin, selectors.EVENT_READ, "cli")
@@ -252,7 +265,7 @@ class Pipe:
                     return 0
                 _say("the connection to the daemon was lost; reconnecting")
                 if not self.connect(None):
-                    return 1
+                    return 0 if self.cli_closed else 1
                 self._back.clear()
                 self.resume()
 

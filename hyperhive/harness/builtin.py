@@ -5,8 +5,9 @@ plain ``send <agent> <text>``, and, when the operator or the manager says
 ``run <shell command>``, runs the command in its workspace and replies with
 the exit status and the first 4 KB of output: offline demos and the sandbox
 attack tests get a real agent with a real shell. It acts through its MCP
-tools, over a real MCP client session to `hive mcp`, the same path Claude
-Code takes.
+tools, over an MCP session to `hive mcp`, the same path Claude Code takes
+(`mcp_lite`: JSON-RPC lines, no ``mcp`` package to import at the harness's
+start; any session with ``call_tool`` will do, the tests give the SDK's).
 
 Running a command, and why its process group never outlives it, is
 `builtin_shell`.
@@ -17,13 +18,9 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-import sys
-from contextlib import AsyncExitStack
 from dataclasses import dataclass
 from pathlib import Path
-
-from mcp import ClientSession
-from mcp.client.stdio import StdioServerParameters, stdio_client
+from typing import Any, Protocol
 
 import hyperhive.logs as logs
 from hyperhive.errors import Conflict
@@ -38,6 +35,7 @@ from hyperhive.harness.builtin_shell import (
     run_status,
 )
 from hyperhive.harness.driver import Emit
+from hyperhive.harness.mcp_lite import LiteSession
 from hyperhive.names import MANAGER, OPERATOR, SYSTEM
 from hyperhive.wire import InboxRow
 
@@ -59,6 +57,12 @@ __all__ = [
 _log = logs.get("hyperhive.harness")
 
 REPLY_MARK = "[builtin reply from "
+class ToolSession(Protocol):
+    """What the driver needs of an MCP session (``mcp_lite.LiteSession``, or the SDK's ``ClientSession``)."""
+
+    async def call_tool(self, name: str, arguments: dict[str, Any], /) -> Any: ...
+
+
 TOOL_SEND = "mcp__hyperhive__send"  # the name Claude Code gives the same tool
 TOOL_BASH = "Bash"  # Claude Code's shell tool: the agent's page shows a run like one of its calls
 QUOTE_MAX = 200
@@ -145,23 +149,21 @@ class BuiltinDriver:
         self.workspace = workspace
         self.shell_allowed = shell_allowed
         self.run_timeout = run_timeout
-        self._stack = AsyncExitStack()
-        self.session: ClientSession | None = None
+        self._own: LiteSession | None = None
+        self.session: ToolSession | None = None
         self._calls = 0
         self._groups: set[int] = set()  # process groups of runs in progress
 
     async def open(self) -> None:
-        params = StdioServerParameters(
-            command=sys.executable, args=["-I", "-m", "hyperhive", "mcp", "--socket", self.socket_path],
-        )
-        read, write = await self._stack.enter_async_context(stdio_client(params))
-        self.session = await self._stack.enter_async_context(ClientSession(read, write))
-        await self.session.initialize()
+        self._own = LiteSession(self.socket_path)
+        await self._own.open()
+        self.session = self._own
 
     async def close(self) -> None:
         for pgid in list(self._groups):  # a turn that outlived the loop's cancel: none may outlive us
             kill_group(pgid)
-        await self._stack.aclose()
+        if self._own is not None:
+            await self._own.close()
 
     def compact_refusal(self) -> str | None:
         return NO_CONVERSATION
