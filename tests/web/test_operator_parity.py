@@ -16,7 +16,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from support import DashSession, Hive, fetch
+from support import DashSession, Hive, fetch, wait_for
 
 pytestmark = pytest.mark.e2e
 
@@ -131,6 +131,9 @@ def world(h: Hive) -> dict[str, Any]:
 
 @pytest.fixture(scope="module")
 def hive(module_hive: Hive) -> Hive:
+    # m1nd's harness takes its start's kick on its own time: the world is still only once it has.
+    wait_for(lambda: (m := module_hive.ls()["m1nd"])["undelivered"] == 0 and m["parked"]["system"] >= 1
+             and m["activity"] in ("idle", None), timeout=30, what="m1nd idle, its kick taken")
     return module_hive
 
 
