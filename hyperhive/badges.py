@@ -46,6 +46,7 @@ __all__ = [
     "OVER_BUDGET",
     "UNSANDBOXED",
     "agent_badges",
+    "badge_key",
     "compute_badges",
     "env_login",
     "newest_file_mtime",
@@ -104,6 +105,12 @@ def newest_file_mtime(directory: Path) -> float | None:
     except (FileNotFoundError, NotADirectoryError):
         return None
     return newest
+
+
+def badge_key(driver: object, sandboxed: object, logged_in_by_env: bool) -> tuple[str, bool, bool]:
+    """What an agent's badges depend on besides its files, as ``agent_badges``
+    takes it (a cache's key: a change of driver, sandbox or login recomputes)."""
+    return str(driver or ""), bool(sandboxed), logged_in_by_env
 
 
 def agent_badges(paths: StatePaths, name: str, driver: str, *, sandboxed: bool = True,

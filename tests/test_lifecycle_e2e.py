@@ -15,6 +15,8 @@ from typing import Any
 import pytest
 from support import Hive, wait_for
 
+from hyperhive.observations import MAX_AGE_SECONDS
+
 pytestmark = pytest.mark.e2e  # every test here starts a daemon
 
 
@@ -158,4 +160,6 @@ def test_badges_show_a_config_newer_than_the_applied_one(hive: Hive) -> None:
     cfg.write_text("a new prompt, not applied yet\n")
     later = time.time() + 5
     os.utime(cfg, (later, later))
-    assert hive.ls()["a"]["badges"] == ["needs-update"]
+    # From the shared badge cache (issue 17): renewed every 10 s, never older than MAX_AGE_SECONDS.
+    wait_for(lambda: hive.ls()["a"]["badges"] == ["needs-update"], timeout=MAX_AGE_SECONDS + 10,
+             what="the needs-update badge")

@@ -36,7 +36,7 @@ from hyperhive.actors.coordinator_core import (
     boot_plan,
     needs_manager,
 )
-from hyperhive.actors.events import ContainerAdded, ContainerRemoved, Hub
+from hyperhive.actors.events import ContainerAdded, ContainerRemoved, Hub, TombstonePurged
 from hyperhive.actors.naps import Naps
 from hyperhive.actors.ports import PortAllocator
 from hyperhive.actors.snapshots import ContainerSnapshot
@@ -291,6 +291,8 @@ class Coordinator(pykka.ThreadingActor):
             self._hub.publish(ContainerRemoved(agent))
             live = set(self._registry.names())
             removed = [str(p) for p in tombstones.purge(self._paths, agent, live, force=force)] if purge else []
+            if removed:  # the dashboard listed its dir as a tombstone on container.removed, perhaps
+                self._hub.publish(TombstonePurged(agent))
             _log.info("container.destroyed", agent=agent, purged=removed)
             if claim(reply):
                 resolve(reply, {"name": agent, "state": "destroyed", "purged": removed})
@@ -306,8 +308,9 @@ class Coordinator(pykka.ThreadingActor):
         thread, so no spawn of the name can slip in between; refused while one runs."""
         if name in self._spawning:
             raise Conflict(f"agent {name} is being spawned")
-        live = self._held()
-        return {"name": name, "purged": [str(p) for p in tombstones.purge(self._paths, name, live, force=force)]}
+        removed = [str(p) for p in tombstones.purge(self._paths, name, self._held(), force=force)]
+        self._hub.publish(TombstonePurged(name))  # the dashboard's tombstones push (nothing else tells it)
+        return {"name": name, "purged": removed}
 
     @answers
     def tombstones(self) -> list[dict[str, Any]]:

@@ -22,7 +22,7 @@ __all__ = [
     "ContainerAdded", "ContainerCrash",
     "ContainerKilled", "ContainerRemoved", "ContainerState", "Event", "EventName", "GatewayUsage", "Hub",
     "Listener", "MessageSent", "MessageWoke", "ProxyRefused", "QuestionAsked", "QuestionResolved",
-    "VacuumSwept",
+    "TombstonePurged", "VacuumSwept",
 ]
 
 EventName = Literal[
@@ -34,6 +34,7 @@ EventName = Literal[
     "container.activity",
     "container.added",
     "container.removed",
+    "tombstone.purged",
     "question.asked",
     "question.resolved",
     "approval.queued",
@@ -133,6 +134,17 @@ class ContainerAdded(Event):
 @dataclass(frozen=True, slots=True)
 class ContainerRemoved(Event):
     name: ClassVar[EventName] = "container.removed"
+    agent: str
+
+    def payload(self) -> dict[str, Any]:
+        return {"name": self.agent}
+
+
+@dataclass(frozen=True, slots=True)
+class TombstonePurged(Event):
+    """An agent's kept state was removed (a purge, or a destroy's ``--purge``,
+    after its ``container.removed``): its tombstone is gone."""
+    name: ClassVar[EventName] = "tombstone.purged"
     agent: str
 
     def payload(self) -> dict[str, Any]:

@@ -54,6 +54,7 @@ IDLE_DRAIN = 1.0  # seconds between takes of the events while no page is open
 _SECTIONS: dict[str, tuple[str, ...]] = {
     "container.added": ("containers", "tombstones"),
     "container.removed": ("containers", "tombstones"),
+    "tombstone.purged": ("tombstones",),
     "question.asked": ("questions",),
     "question.resolved": ("questions",),
     "approval.queued": ("approvals",),

@@ -16,19 +16,20 @@ import hyperhive.logs as logs
 from hyperhive.actors.approvals import Approvals
 from hyperhive.actors.bridge import Handle
 from hyperhive.actors.broker import Broker
-from hyperhive.actors.coordinator import Coordinator
 from hyperhive.actors.ports import PORT_FILE, read_port_file
 from hyperhive.actors.questions import Questions
 from hyperhive.actors.refs import ApprovalsRef, BrokerRef, CoordinatorRef, QuestionsRef
 from hyperhive.actors.snapshots import ContainerSnapshot, SnapshotLike, as_snapshot
-from hyperhive.badges import agent_badges, env_login, spend_badges
+from hyperhive.badges import agent_badges, badge_key, env_login, spend_badges
 from hyperhive.disk_use import observe_disks
 from hyperhive.names import OPERATOR, AgentName
+from hyperhive.observations import observations_for
 from hyperhive.paths import StatePaths
 from hyperhive.store.models import Message
 from hyperhive.tombstones import Tombstone, list_tombstones
 from hyperhive.web.dashboard import views
 from hyperhive.web.dashboard.cost_source import CostSource
+from hyperhive.web.dashboard.mirror import ASKS, SnapshotMirror, merge_snapshots
 from hyperhive.web.tables.heartbeats import Heartbeats
 from hyperhive.web.tables.turn_slots import TurnSlots
 from hyperhive.wire import InboxRow
@@ -138,21 +139,6 @@ def _latest_messages(limit: int) -> list[InboxRow]:
     return [InboxRow(m.id, m.sender, m.recipient, m.body, m.sent_at, m.delivered_at) for m in q]
 
 
-def merge_snapshots(
-    answer: Iterable[SnapshotLike], latest: Mapping[str, tuple[int, ContainerSnapshot]], asked: int,
-) -> dict[str, ContainerSnapshot]:
-    """The mirror from an ``ls`` answer (pure): its containers, each with the
-    newest snapshot. An event numbered after ``asked`` (it arrived while the
-    answer was on its way) is newer than the answer; an earlier one is in it
-    already (a ContainerActor tells the Coordinator before it publishes)."""
-    mirror = {s.name: s for s in map(as_snapshot, answer)}
-    for name in mirror:
-        seq, snap = latest.get(name, (0, None))
-        if seq > asked and snap is not None:
-            mirror[name] = snap
-    return mirror
-
-
 class StateSource:
     """Builds sections on the IOLoop; keeps the message flow from hub events."""
 
@@ -170,26 +156,15 @@ class StateSource:
         # Issue 15: each row's cost today, budget and 24 h sparkline; the fleet's (None: no cost parts).
         self.costs = CostSource(costs) if costs is not None else None
         self.flow: deque[InboxRow] = deque(maxlen=views.FLOW_LIMIT)
-        # Badges cost ~13 stats per agent (~80 ms at 1000 agents): a state
-        # request takes them from here; refresh_badges renews them off the
-        # request path, and a container's state change renews its own.
-        self.badges: dict[str, list[str]] = {}
-        # Each running agent's cgroup figures (the backend's ``usage``), on the
-        # same cycle: read when an agent starts, then every refresh.
+        # Badges cost ~13 stats per agent (~80 ms at 1000 agents), each clone's
+        # status (issue 14) a fingerprint and sandboxed git, each running agent's
+        # cgroup figures (the backend's ``usage``) file reads: a state request
+        # takes them from the state dir's cache, shared with the admin ``ls``
+        # (`observations`); refresh_badges renews them off the request path, a
+        # container's state change renews its own, a start reads its usage afresh.
         self.usage_of = usage_of
-        self.usage: dict[str, Usage | None] = {}
-        # Each agent's clone (issue 14: branch, ahead, dirty), on the same cycle:
-        # sandboxed git, budgeted per round (workspace_status.observe_workspaces).
-        self.workspaces: dict[str, dict[str, Any] | None] = {}
-        # A mirror of the Coordinator's snapshots, kept by container.state
-        # events, so a state request crosses to no actor for them. ``ls`` is
-        # asked again when a container comes or goes, and on each resync.
-        self._snaps: dict[str, ContainerSnapshot] | None = None
-        self._snaps_stale = True
-        # Every container.state event, numbered in arrival order: an ``ls``
-        # answer is older than the events that arrive while it is on its way.
-        self._seq = 0
-        self._latest: dict[str, tuple[int, ContainerSnapshot]] = {}
+        self.observed = observations_for(paths)
+        self.mirror = SnapshotMirror(coordinator)  # the Coordinator's snapshots, kept by events
 
     async def seed_flow(self) -> None:
         """Backfill the flow from the store once, at start (a read off the loop)."""
@@ -202,21 +177,14 @@ class StateSource:
     def note_container(self, event: str, payload: SnapshotLike) -> None:
         """Keep the snapshot mirror current (on the IOLoop thread, in event order).
         ``payload``: the event's (a ``container.state``'s snapshot, or its wire dict)."""
-        if event == "container.state":
-            snap = as_snapshot(payload)
-            self._seq += 1
-            self._latest[snap.name] = (self._seq, snap)
-            if self._snaps is not None and snap.name in self._snaps:  # a removed one's late event stays out
-                self._snaps[snap.name] = snap
-        elif event in ("container.added", "container.removed"):
-            self._snaps_stale = True
-            if event == "container.removed":
-                name = payload.name if isinstance(payload, ContainerSnapshot) else payload["name"]
-                self._latest.pop(name, None)
+        name = self.mirror.note(event, payload)
+        if name is not None:  # added or removed: a new agent's (or a respawn's) figures are computed afresh
+            for table in (self.observed.badges, self.observed.usage, self.observed.workspaces):
+                table.drop([name])
 
     def latest(self, name: str) -> ContainerSnapshot | None:
         """The mirror's snapshot of ``name`` (None before the first ``ls``)."""
-        return None if self._snaps is None else self._snaps.get(name)
+        return None if self.mirror.snaps is None else self.mirror.snaps.get(name)
 
     def snapshot_of(self, name: str) -> dict[str, Any] | None:
         """``latest``, wire form (the push's rows)."""
@@ -233,16 +201,23 @@ class StateSource:
 
     def resync(self) -> None:
         """Ask the Coordinator again on the next read (a safety net for the mirror)."""
-        self._snaps_stale = True
+        self.mirror.stale = True
 
     async def snapshots(self) -> list[ContainerSnapshot]:
         """The mirror (``Coordinator.ls`` when it is stale)."""
-        if self._snaps is None or self._snaps_stale:
-            self._snaps_stale = False
-            asked = self._seq
-            snaps = await Handle(self.coordinator).ask(Coordinator.ls)
-            self._snaps = merge_snapshots(snaps, self._latest, asked)
-        return list(self._snaps.values())
+        return await self.mirror.snapshots()
+
+    async def _observed_ls(self, with_tombstones: bool) -> tuple[list[ContainerSnapshot], Observed]:
+        """The mirror and its observations, built again when a container came or went or
+        a tombstone was purged meanwhile: the page keeps whichever of a heartbeat's answer
+        and a push comes last, and one built from before the change must not win."""
+        for _ in range(ASKS):
+            changes = self.mirror.changes
+            snaps = await self.snapshots()
+            obs = await self._observe(snaps, with_tombstones)
+            if self.mirror.changes == changes:
+                break
+        return snaps, obs
 
     async def containers(self) -> list[dict[str, Any]]:
         """The mirror, wire form (the /metrics scrape's)."""
@@ -253,30 +228,51 @@ class StateSource:
         self.flow.append(row)
         return row
 
+    @property
+    def badges(self) -> dict[str, list[str]]:
+        return self.observed.badges.values()
+
+    @property
+    def usage(self) -> dict[str, Usage | None]:
+        return self.observed.usage.values()
+
+    @property
+    def workspaces(self) -> dict[str, dict[str, Any] | None]:
+        return self.observed.workspaces.values()
+
     async def _observe(self, snaps: list[ContainerSnapshot], with_tombstones: bool, cached: bool = True,
                        fresh_usage: bool = False) -> Observed:
-        """Observe off the loop. Usage comes from the cache unless ``fresh_usage``
-        (an agent not in it, one that just started, is read now)."""
-        now = time.time()
+        """Observe off the loop. Badges and workspaces come from the cache (of any
+        age) unless not ``cached``, usage unless ``fresh_usage`` (an agent not in
+        it, one that just started, is read now); what was computed goes back."""
+        now, at, cache = time.time(), self.observed.clock(), self.observed
+        login = env_login()
+        keys = {s.name: badge_key(s.driver, s.sandboxed, login) for s in snaps}
+        runs = {s.name: s.pid for s in snaps if s.running}
+        known = cache.badges.known(keys.items(), any_age=True) if cached else {}
+        known_ws = cache.workspaces.known(((s.name, None) for s in snaps), any_age=True) if cached else {}
+        known_usage = {} if fresh_usage else cache.usage.known(runs.items(), any_age=True)
         obs = await asyncio.get_running_loop().run_in_executor(
-            None, observe_agents, self.paths, snaps, now, with_tombstones, self.badges if cached else None,
-            self.usage_of, None if fresh_usage else self.usage, self.workspaces if cached else None)
-        self.badges.update(obs.badges)
-        self.workspaces.update(obs.workspaces)
-        for s in snaps:  # a stopped agent leaves the cache: its next start reads afresh
-            if s.name in obs.usage:
-                self.usage[s.name] = obs.usage[s.name]
-            else:
-                self.usage.pop(s.name, None)
+            None, observe_agents, self.paths, snaps, now, with_tombstones, known, self.usage_of, known_usage,
+            known_ws)
+        # One in the middle of a lifecycle verb is not cached: its files may be changing under the verb.
+        settled = {s.name for s in snaps if s.transient is None}
+        cache.badges.put({n: (keys[n], b) for n, b in obs.badges.items() if n in settled and n not in known}, at)
+        cache.workspaces.put({n: (None, w) for n, w in obs.workspaces.items() if n in settled and n not in known_ws},
+                             at)
+        cache.usage.put({n: (runs[n], u) for n, u in obs.usage.items() if n not in known_usage}, at)
+        # A stopped agent leaves the cache: its next start reads afresh.
+        cache.usage.drop(s.name for s in snaps if s.name not in obs.usage)
         return obs
 
     async def refresh_badges(self) -> None:
-        """Recompute every agent's badges and cgroup usage (BADGE_REFRESH_SECONDS
-        apart, from the app)."""
-        obs = await self._observe(await self.snapshots(), with_tombstones=False, cached=False, fresh_usage=True)
-        self.badges = dict(obs.badges)
-        self.usage = dict(obs.usage)
-        self.workspaces = dict(obs.workspaces)
+        """Recompute every agent's badges, cgroup usage and workspace
+        (BADGE_REFRESH_SECONDS apart, from the app); the gone ones leave the cache."""
+        snaps = await self.snapshots()
+        await self._observe(snaps, with_tombstones=False, cached=False, fresh_usage=True)
+        live = {s.name for s in snaps}
+        for table in (self.observed.badges, self.observed.usage, self.observed.workspaces):
+            table.drop([n for n in table.values() if n not in live])
 
     async def read_usage(self, snaps: Iterable[SnapshotLike]) -> dict[str, Usage | None]:
         """Fresh cgroup figures of the running ones among ``snaps`` (for a scrape), off the loop."""
@@ -288,7 +284,7 @@ class StateSource:
         out: dict[str, Any] = {}
         jobs: dict[str, Any] = {}
         if want & {"containers", "tombstones"}:
-            jobs["ls"] = self.snapshots()
+            jobs["ls"] = self._observed_ls("tombstones" in want)
             jobs["stats"] = Handle(self.broker).ask(Broker.stats)
         if "questions" in want:
             jobs["questions"] = Handle(self.questions).ask(Questions.list)
@@ -301,13 +297,13 @@ class StateSource:
         results = dict(zip(jobs, await asyncio.gather(*jobs.values()), strict=True))
         now = time.time()
         if "ls" in results:
-            obs = await self._observe(results["ls"], "tombstones" in want)
+            snaps, obs = results["ls"]
             if "containers" in want:
-                cells = self.cost_cells(results["ls"])
+                cells = self.cost_cells(snaps)
                 out["containers"] = views.build_container_views(
-                    results["ls"], results["stats"], _with_spend(obs.badges, cells), obs.ports, now,
-                    self.activity(results["ls"]), obs.usage, obs.workspaces, cells,
-                    observe_disks(self.paths, [s.name for s in results["ls"]]))  # a cache read (issue 16)
+                    snaps, results["stats"], _with_spend(obs.badges, cells), obs.ports, now,
+                    self.activity(snaps), obs.usage, obs.workspaces, cells,
+                    observe_disks(self.paths, [s.name for s in snaps]))  # a cache read (issue 16)
             if "tombstones" in want:
                 out["tombstones"] = views.build_tombstone_views(obs.tombstones)
             # Storage faults (issue 16): ``{"failures": {op: n}, "failing": cause or None}``.

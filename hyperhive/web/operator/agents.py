@@ -4,6 +4,7 @@ revive, purge a tombstone, the tombstones, ``ls`` and a container's journal."""
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 from collections.abc import Collection
 from typing import TYPE_CHECKING, Any, Protocol
 
@@ -13,10 +14,12 @@ from hyperhive.actors.approvals import Approvals
 from hyperhive.actors.bridge import Handle
 from hyperhive.actors.broker import Broker
 from hyperhive.actors.coordinator import Coordinator
-from hyperhive.badges import agent_badges, env_login
+from hyperhive.actors.snapshots import ContainerSnapshot
+from hyperhive.badges import agent_badges, badge_key, env_login
 from hyperhive.disk_use import observe_disks
 from hyperhive.journal import check_journal_request
 from hyperhive.names import OPERATOR, AgentName, validate_name
+from hyperhive.observations import observations_for
 from hyperhive.paths import StatePaths
 from hyperhive.web.dashboard.state import read_usage
 from hyperhive.web.operator.checks import check_destroyable, check_spawnable, spawn_config, wire_snapshot
@@ -95,26 +98,54 @@ async def tombstones(coordinator: pykka.ActorProxy[Coordinator]) -> dict[str, An
 def observe_ls(snaps: list[dict[str, Any]], paths: StatePaths | None, backend: Any = None) -> list[dict[str, Any]]:
     """Each snapshot with its cgroup ``usage`` (``{memory_bytes, memory_peak_bytes,
     pids}``, or None when not running or without a cgroup) and, given ``paths``,
-    its ``badges``, ``workspace`` (its clone: branch, ahead, dirty; cached a
-    few seconds) and ``disk`` (its dir's disk use, `disk_use.DiskUse.to_wire`, from
-    the meter's cache: None until first measured). File reads and sandboxed git:
-    run it off the IOLoop."""
-    usage = read_usage(getattr(backend, "usage", None), snaps)
-    login = env_login() if paths is not None else False
-    # Each clone's status (issue 14): cached, and at most a few seconds of sandboxed git per call.
-    work = observe_workspaces(paths, [AgentName(s["name"]) for s in snaps]) if paths is not None else {}
+    its ``badges``, ``workspace`` (its clone: branch, ahead, dirty) and ``disk``
+    (its dir's disk use, `disk_use.DiskUse.to_wire`, from the meter's cache: None
+    until first measured). Usage, badges and workspaces come from the state
+    dir's shared cache (`observations`: the dashboard's round renews it every
+    10 s) when fresh there and for the same inputs; the rest (a just-spawned or
+    restarted agent, a stale entry) is computed now and put back. File reads and
+    sandboxed git: run it off the IOLoop."""
+    usage_of = getattr(backend, "usage", None)
+    if paths is None:
+        usage = read_usage(usage_of, snaps)
+        return [{**s, "usage": usage.get(s["name"])} for s in snaps]
+    cache = observations_for(paths)
+    at = cache.clock()
+    names = [s["name"] for s in snaps]
+    runs = {s["name"]: s.get("pid") for s in snaps if s.get("state") == "running"}  # usage is keyed by the run
+    usage = cache.usage.known(runs.items()) if usage_of is not None else {}  # a backend without cgroups: none
+    read = read_usage(usage_of, [s for s in snaps if s["name"] in runs and s["name"] not in usage])
+    cache.usage.put({n: (runs[n], u) for n, u in read.items()}, at)
+    usage.update(read)
+    login = env_login()
+    keys = {s["name"]: badge_key(s.get("driver"), s.get("sandboxed", True), login) for s in snaps}
+    # One in the middle of a lifecycle verb (spawning, starting …) is observed afresh, and not
+    # cached: its files (config, applied, clone) may be changing under the verb.
+    settled = [n for n, s in zip(names, snaps, strict=True) if not s.get("transient")]
+    badges = cache.badges.known((n, keys[n]) for n in settled)
+    if len(badges) < len(keys):
+        new = {n: agent_badges(paths, AgentName(n), keys[n][0], sandboxed=keys[n][1], logged_in_by_env=login)
+               for n in names if n not in badges}
+        cache.badges.put({n: (keys[n], new[n]) for n in settled if n in new}, at)
+        badges.update(new)
+    # Each clone's status (issue 14): at most a few seconds of sandboxed git for the ones not cached.
+    work = cache.workspaces.known((n, None) for n in settled)
+    if len(work) < len(names):
+        seen = observe_workspaces(paths, [AgentName(n) for n in names if n not in work])
+        cache.workspaces.put({n: (None, seen[n]) for n in settled if n in seen}, at)
+        work.update(seen)
     # Each agent's dir (issue 16): cached, walked on the meter's own thread when stale, never here.
-    disks = observe_disks(paths, [s["name"] for s in snaps]) if paths is not None else {}
-    out = []
-    for s in snaps:
-        extra: dict[str, Any] = {"usage": usage.get(s["name"])}
-        if paths is not None:
-            extra["badges"] = agent_badges(paths, AgentName(s["name"]), str(s.get("driver") or ""),
-                                           sandboxed=bool(s.get("sandboxed", True)), logged_in_by_env=login)
-            extra["workspace"] = work.get(s["name"])
-            extra["disk"] = disks.get(s["name"])
-        out.append({**s, **extra})
-    return out
+    disks = observe_disks(paths, names)
+    return [{**s, "usage": usage.get(s["name"]), "badges": badges[s["name"]], "workspace": work.get(s["name"]),
+             "disk": disks.get(s["name"])} for s in snaps]
+
+
+_SNAPSHOT_FIELDS = tuple(f.name for f in dataclasses.fields(ContainerSnapshot))
+
+
+def _wire(snap: ContainerSnapshot | dict[str, Any]) -> dict[str, Any]:
+    """``wire_snapshot``, without ``asdict``'s deep copy (its fields are plain values: ~10 ms of 1000 rows)."""
+    return {k: getattr(snap, k) for k in _SNAPSHOT_FIELDS} if isinstance(snap, ContainerSnapshot) else snap
 
 
 async def ls(coordinator: pykka.ActorProxy[Coordinator], broker: pykka.ActorProxy[Broker],
@@ -123,7 +154,7 @@ async def ls(coordinator: pykka.ActorProxy[Coordinator], broker: pykka.ActorProx
     """Every container, manager first, with usage, badges, inbox figures and
     activity, and with ``spend`` (issue 15) each one's ``cost`` (today, budget,
     standing) and the ``over-budget`` badge: ``{"containers", "more": 0}``."""
-    snaps = [wire_snapshot(s) for s in await Handle(coordinator).ask(Coordinator.ls)]
+    snaps = [_wire(s) for s in await Handle(coordinator).ask(Coordinator.ls)]
     # Badges and cgroup usage in one executor job: file reads, off the loop.
     seen = await asyncio.get_running_loop().run_in_executor(None, observe_ls, snaps, paths, backend)
     stats = await Handle(broker).ask(Broker.stats)

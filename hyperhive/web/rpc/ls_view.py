@@ -5,11 +5,19 @@ from __future__ import annotations
 from collections.abc import Collection, Iterable, Mapping
 from typing import Any
 
-from hyperhive.actors.snapshots import SnapshotLike, as_snapshot
+from hyperhive.actors.snapshots import ContainerSnapshot, SnapshotLike
 from hyperhive.badges import spend_badges
 from hyperhive.web.tables.heartbeats import Heartbeats
 
 __all__ = ["build_container_list"]
+
+
+def _facts(snap: SnapshotLike) -> tuple[str, str, bool, dict[str, Any]]:
+    """Name, role, running and the wire dict (a copy), without building a snapshot
+    from a dict (1000 of them cost ~5 ms per ``ls``)."""
+    if isinstance(snap, ContainerSnapshot):
+        return snap.name, snap.role, snap.running, snap.to_wire()
+    return snap["name"], snap["role"], snap["state"] == "running", dict(snap)
 
 
 def build_container_list(
@@ -23,15 +31,14 @@ def build_container_list(
     ``cost``, and the ``over-budget`` badge where it says so."""
     parked = stats.get("parked", {})
     undelivered = stats.get("undelivered", {})
-    rows = [(as_snapshot(s), dict(s) if isinstance(s, Mapping) else s.to_wire()) for s in snapshots]
+    rows = [_facts(s) for s in snapshots]
     out = []
-    for snap, wire in sorted(rows, key=lambda r: (r[0].role != "manager", r[0].name)):
-        name = snap.name
+    for name, _, running, wire in sorted(rows, key=lambda r: (r[1] != "manager", r[0])):
         row = {
             **wire,
             "parked": parked.get(name, {"tool": 0, "system": 0}),
             "undelivered": int(undelivered.get(name, 0)),
-            **(beats.view(name, snap.running, name in queued) if beats is not None else {}),
+            **(beats.view(name, running, name in queued) if beats is not None else {}),
         }
         if costs is not None:
             cost = costs.get(name)
