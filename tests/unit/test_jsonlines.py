@@ -2,7 +2,8 @@
 served by the test's own loop (no daemon), with op tables of our own making.
 What a request gets back, replies out of order matched by id, the in-flight
 cap, a closed peer's requests cancelled, the connection cap, and a peer that
-does not read cut off without losing a result. (The daemon-level tests of the
+does not read cut off without losing a result; each of these for ops run as
+their own Task and for ``inline`` ops (driven by the connection, no Task). (The daemon-level tests of the
 same sockets are tests/web/test_bad_input.py and tests/security/test_bounds.py,
 in the e2e tier.)"""
 
@@ -16,6 +17,8 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import structlog
+import structlog.testing
 from support import async_wait_for
 
 from hyperhive.errors import UnknownAgent
@@ -121,8 +124,16 @@ async def serve(tmp_path: Path) -> AsyncIterator[Serve]:
     await asyncio.sleep(0)  # let the stopped servers' connection handlers see the end
 
 
-def basic_ops(gates: Gates) -> dict[str, Op]:
-    return {"ping": Op(ping), "send": Op(gates.send), "ls": Op(refuse), "recent": Op(crash)}
+def basic_ops(gates: Gates, inline: bool = False) -> dict[str, Op]:
+    return {"ping": Op(ping, inline=inline), "send": Op(gates.send, inline=inline),
+            "ls": Op(refuse, inline=inline), "recent": Op(crash, inline=inline)}
+
+
+@pytest.fixture(params=[False, True], ids=["task", "inline"])
+def inline(request: pytest.FixtureRequest) -> bool:
+    """Each op as its own Task, or ``inline`` (the connection drives it)."""
+    flag: bool = request.param
+    return flag
 
 
 # --- what one request gets back ------------------------------------------------------
@@ -147,8 +158,8 @@ def basic_ops(gates: Gates) -> dict[str, Op]:
          "op-refuses", "op-crashes", "line-at-limit", "line-over-limit"],
 )
 async def test_a_request_gets_its_answer_and_the_connection_lives(
-        serve: Serve, line: bytes, want: dict[str, Any]) -> None:
-    path = await serve(basic_ops(Gates()))
+        serve: Serve, line: bytes, want: dict[str, Any], inline: bool) -> None:
+    path = await serve(basic_ops(Gates(), inline))
     peer = await Peer.open(path)
     try:
         got = await peer.ask(line)
@@ -162,8 +173,8 @@ async def test_a_request_gets_its_answer_and_the_connection_lives(
         await peer.close()
 
 
-async def test_an_internal_error_names_the_exception_and_nothing_more(serve: Serve) -> None:
-    peer = await Peer.open(await serve(basic_ops(Gates())))
+async def test_an_internal_error_names_the_exception_and_nothing_more(serve: Serve, inline: bool) -> None:
+    peer = await Peer.open(await serve(basic_ops(Gates(), inline)))
     try:
         got = await peer.ask(req(1, "recent"))
         assert got["error"] == {"code": "internal", "message": "ZeroDivisionError: boom"}
@@ -196,9 +207,9 @@ async def test_blank_lines_are_skipped(serve: Serve) -> None:
 
 # --- concurrency on one connection ----------------------------------------------------
 
-async def test_replies_come_back_as_they_finish_each_with_its_request_id(serve: Serve) -> None:
+async def test_replies_come_back_as_they_finish_each_with_its_request_id(serve: Serve, inline: bool) -> None:
     gates = Gates()
-    path = await serve(basic_ops(gates))
+    path = await serve(basic_ops(gates, inline))
     peer = await Peer.open(path)
     try:
         await peer.write(req("slow", "send", to="b", body="wait:slow") + req("fast", "send", to="b", body="now")
@@ -211,9 +222,9 @@ async def test_replies_come_back_as_they_finish_each_with_its_request_id(serve: 
         await peer.close()
 
 
-async def test_many_concurrent_requests_get_one_reply_each(serve: Serve) -> None:
+async def test_many_concurrent_requests_get_one_reply_each(serve: Serve, inline: bool) -> None:
     gates = Gates()
-    path = await serve(basic_ops(gates))
+    path = await serve(basic_ops(gates, inline))
     peer = await Peer.open(path)
     try:
         n = 40
@@ -230,9 +241,9 @@ async def test_many_concurrent_requests_get_one_reply_each(serve: Serve) -> None
         await peer.close()
 
 
-async def test_a_connection_has_at_most_max_in_flight_requests_served(serve: Serve) -> None:
+async def test_a_connection_has_at_most_max_in_flight_requests_served(serve: Serve, inline: bool) -> None:
     gates = Gates()
-    path = await serve(basic_ops(gates))
+    path = await serve(basic_ops(gates, inline))
     peer, other = await Peer.open(path), await Peer.open(path)
     try:
         await peer.write(b"".join(req(i, "send", to="b", body=f"wait:{i}") for i in range(MAX_IN_FLIGHT))
@@ -254,9 +265,9 @@ async def test_a_connection_has_at_most_max_in_flight_requests_served(serve: Ser
         await other.close()
 
 
-async def test_a_peer_that_goes_away_has_its_requests_cancelled(serve: Serve) -> None:
+async def test_a_peer_that_goes_away_has_its_requests_cancelled(serve: Serve, inline: bool) -> None:
     gates = Gates()
-    path = await serve(basic_ops(gates))
+    path = await serve(basic_ops(gates, inline))
     peer = await Peer.open(path)
     await peer.write(req(1, "send", to="b", body="wait:a") + req(2, "send", to="b", body="wait:b"))
     await async_wait_for(lambda: len(gates.started) == 2, timeout=TIMEOUT, what="both started")
@@ -265,7 +276,7 @@ async def test_a_peer_that_goes_away_has_its_requests_cancelled(serve: Serve) ->
                          what="both cancelled")
 
 
-async def test_serial_ops_run_one_at_a_time_per_connection(serve: Serve) -> None:
+async def test_serial_ops_run_one_at_a_time_per_connection(serve: Serve, inline: bool) -> None:
     gates = Gates()
     running: list[int] = []
     most = [0]
@@ -278,7 +289,7 @@ async def test_serial_ops_run_one_at_a_time_per_connection(serve: Serve) -> None
         finally:
             running.pop()
 
-    path = await serve({"send": Op(one_at_a_time, serial=True), "ping": Op(ping)})
+    path = await serve({"send": Op(one_at_a_time, serial=True, inline=inline), "ping": Op(ping, inline=inline)})
     peer = await Peer.open(path)
     try:
         await peer.write(req(1, "send", to="b", body="wait:1") + req(2, "send", to="b", body="now")
@@ -321,15 +332,18 @@ async def test_connections_past_the_cap_are_closed_and_a_freed_place_is_taken_ag
         await second.close()
 
 
-async def test_a_peer_that_does_not_read_is_cut_off_and_every_result_is_got_or_put_back(serve: Serve) -> None:
+async def test_a_peer_that_does_not_read_is_cut_off_and_every_result_is_got_or_put_back(
+        serve: Serve, inline: bool) -> None:
     """Each result reaches the peer whole or goes to ``unsent``: never both, never neither."""
     big = "m" * (32 << 10)  # small enough that some replies fit whole in the kernel buffers
     unsent: list[Any] = []
+    ran: list[int] = []
 
-    async def recv(_: Recv) -> dict[str, Any]:
+    async def recv(r: Recv) -> dict[str, Any]:
+        ran.append(len(ran))
         return {"messages": big}
 
-    path = await serve({"recv": Op(recv, unsent=lambda fields: unsent.append(fields["id"]))})
+    path = await serve({"recv": Op(recv, unsent=lambda fields: unsent.append(fields["id"]), inline=inline)})
     loop = asyncio.get_running_loop()
     # A bare socket: nothing reads on the peer's side until the test does.
     with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
@@ -349,4 +363,135 @@ async def test_a_peer_that_does_not_read_is_cut_off_and_every_result_is_got_or_p
         got.append(reply["id"])
     assert got, "nothing reached the peer"
     assert not set(got) & set(unsent)
-    assert sorted(got + unsent) == list(range(n))
+    assert sorted(got + unsent) == ran  # each request that ran: those after the cut never start
+    # As Tasks, the requests already read are all started before the cut is seen.
+    assert len(ran) == n or inline
+
+
+# --- inline ops: driven by the connection, no Task --------------------------------------
+
+async def test_an_inline_op_runs_without_a_task_and_any_other_op_as_its_own(serve: Serve) -> None:
+    async def where(_: Any) -> dict[str, Any]:
+        task = asyncio.current_task() is not None
+        await asyncio.sleep(0)  # a bare yield, then a timer's future: both resumed by the connection
+        await asyncio.sleep(0.001)
+        return {"task": task}
+
+    path = await serve({"send": Op(where, inline=True), "ping": Op(where)})
+    peer = await Peer.open(path)
+    try:
+        assert await peer.ask(req(1, "send", to="b", body="x")) == {"id": 1, "ok": True, "task": False}
+        assert await peer.ask(req(2, "ping")) == {"id": 2, "ok": True, "task": True}
+    finally:
+        await peer.close()
+
+
+async def test_an_inline_op_that_fails_after_waiting_answers_internal(serve: Serve) -> None:
+    async def late_crash(_: Any) -> dict[str, Any]:
+        await asyncio.sleep(0.001)
+        raise ZeroDivisionError("late")
+
+    peer = await Peer.open(await serve({"ping": Op(late_crash, inline=True)}))
+    try:
+        got = await peer.ask(req(1, "ping"))
+        assert got["error"] == {"code": "internal", "message": "ZeroDivisionError: late"}
+        assert (await peer.ask(req(2, "ping")))["id"] == 2  # the connection lives
+    finally:
+        await peer.close()
+
+
+async def test_each_request_logs_with_the_connections_bindings_and_its_own(serve: Serve, inline: bool) -> None:
+    """structlog's contextvars: the server's context on every line, ``request`` and
+    ``op`` for that request alone, before and after it waits."""
+    gates = Gates()
+    seen: list[tuple[str, dict[str, Any]]] = []
+
+    async def send(r: Send) -> dict[str, Any]:
+        seen.append(("start", structlog.contextvars.get_contextvars()))
+        if r.body.startswith("wait:"):
+            await gates.gate(r.body).wait()
+        seen.append(("end", structlog.contextvars.get_contextvars()))
+        return {}
+
+    path = await serve({"send": Op(send, inline=inline), "ping": Op(ping, inline=inline)})
+    peer = await Peer.open(path)
+    try:
+        await peer.write(req("a", "send", to="b", body="wait:a") + req("b", "send", to="b", body="now"))
+        assert (await peer.read())["id"] == "b"
+        gates.gate("wait:a").set()
+        assert (await peer.read())["id"] == "a"
+        await peer.ask(req("c", "send", to="b", body="now"))
+    finally:
+        await peer.close()
+    want = {rid: {"socket": "test", "request": rid, "op": "send"} for rid in "abc"}
+    assert sorted((when, ctx["request"]) for when, ctx in seen) == sorted(
+        (when, rid) for rid in "abc" for when in ("start", "end"))
+    assert all(ctx == want[ctx["request"]] for _, ctx in seen), seen
+    assert structlog.contextvars.get_contextvars().get("request") is None  # nothing leaked to the test's own
+
+
+async def test_a_burst_past_one_turns_share_is_answered_whole_and_in_order(serve: Serve, inline: bool) -> None:
+    """Answers that need no wait come ``MAX_IN_FLIGHT`` per loop turn: a pipelined
+    burst is answered whole while another connection is served meanwhile."""
+    path = await serve(basic_ops(Gates(), inline))
+    peer, other = await Peer.open(path), await Peer.open(path)
+    try:
+        n = 5000
+        await peer.write(b"".join(req(i, "ping") for i in range(n)))
+        assert await other.ask(req("other", "ping")) == {"id": "other", "ok": True, "pong": True}
+        ids = [(await peer.read())["id"] for _ in range(n)]
+        assert sorted(ids) == list(range(n))
+        assert ids == list(range(n)) or not inline  # inline answers go out in the order read
+    finally:
+        await peer.close()
+        await other.close()
+
+
+async def test_a_peer_at_the_cap_that_hangs_up_has_its_requests_cancelled(serve: Serve, inline: bool) -> None:
+    gates = Gates()
+    path = await serve(basic_ops(gates, inline))
+    peer = await Peer.open(path)
+    await peer.write(b"".join(req(i, "send", to="b", body=f"wait:{i}") for i in range(MAX_IN_FLIGHT))
+                     + req("behind", "send", to="b", body="never"))
+    await async_wait_for(lambda: len(gates.started) == MAX_IN_FLIGHT, timeout=TIMEOUT, what="the cap reached")
+    await peer.close()
+    await async_wait_for(lambda: len(gates.cancelled) == MAX_IN_FLIGHT, timeout=TIMEOUT, what="all cancelled")
+    assert "never" not in gates.started
+
+
+async def test_stop_closes_the_listener_and_the_connections_go_on(tmp_path: Path) -> None:
+    path = tmp_path / "s.sock"
+    server = JsonLineServer({"ping": Op(ping)}, {"socket": "test"})
+    server.add_socket(bind_socket(path))
+    peer = await Peer.open(path)
+    try:
+        assert (await peer.ask(req(1, "ping")))["ok"]
+        server.stop()
+        with pytest.raises(OSError):
+            await Peer.open(path)
+        assert (await peer.ask(req(2, "ping")))["ok"]
+    finally:
+        await peer.close()
+
+
+async def test_peers_gone_before_their_turn_never_fill_the_connection_cap(serve: Serve) -> None:
+    """Connection churn: a peer that connected, wrote and left before it was
+    accepted is closed at accept and not counted, so it takes no place."""
+    path = await serve({"ping": Op(ping, inline=True)}, max_connections=2)
+    with structlog.testing.capture_logs() as logged:
+        live = await Peer.open(path)
+        try:
+            assert (await live.ask(req(1, "ping")))["ok"]
+            for i in range(40):  # all in the backlog before the loop goes round again
+                with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+                    s.connect(str(path))
+                    if i % 3:
+                        s.sendall(req(i, "ping") if i % 3 == 1 else b'{"id": 1, "op": "pi')
+            second = await Peer.open(path)
+            try:
+                assert (await second.ask(req(2, "ping")))["ok"]
+            finally:
+                await second.close()
+        finally:
+            await live.close()
+    assert not [e for e in logged if e["event"] == "socket.too_many_connections"]

@@ -136,12 +136,12 @@ def agent_ops(
     return {
         "permission": Op(permission),
         "grants": Op(grants),
-        "send": Op(send),
+        "send": Op(send, inline=True),
         "recv": Op(recv, unsent=recv_unsent),
         "recent": Op(recent, serial=True),  # one reply of up to 1 MiB built at a time per connection
-        "ping": Op(ping),
-        "heartbeat": Op(heartbeat),
+        "ping": Op(ping, inline=True),
+        "heartbeat": Op(heartbeat, inline=True),
         # A grant the harness never heard of is given back at once.
         "turn_slot": Op(turn_slot, unsent=lambda _resp: give_back()),
-        "turn_done": Op(turn_done),
+        "turn_done": Op(turn_done, inline=True),
     }
