@@ -17,7 +17,7 @@ import hyperhive.logs as logs
 from hyperhive.web.rpc.mcp_sockets import MAX_IN_FLIGHT, _read_line
 from hyperhive.web.rpc.mcp_tools import CALLER, Caller
 
-__all__ = ["refusal", "serve_connection"]
+__all__ = ["refusal", "rehearse", "serve_connection"]
 
 _log = logs.get("hyperhive.mcp")
 
@@ -103,6 +103,29 @@ async def serve_connection(server: MCPServer, caller: Caller, reader: asyncio.St
             tg.cancel_scope.cancel()
     finally:
         _put_back(caller)
+
+
+def rehearse(server: MCPServer) -> None:
+    """One session in memory on a loop of its own (a worker thread's): initialize and
+    tools/list, so that what the SDK imports on first use is imported there."""
+
+    async def session() -> None:
+        to_server, from_peer = anyio.create_memory_object_stream[SessionMessage | Exception](4)
+        to_peer, from_server = anyio.create_memory_object_stream[SessionMessage](4)
+        lowlevel = server._lowlevel_server  # noqa: SLF001 - as serve_connection
+        init = {"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {
+            "protocolVersion": "2025-06-18", "capabilities": {}, "clientInfo": {"name": "rehearsal", "version": "0"}}}
+        for msg in (init, {"jsonrpc": "2.0", "method": "notifications/initialized"},
+                    {"jsonrpc": "2.0", "id": 2, "method": "tools/list"}):
+            await to_server.send(SessionMessage(types.jsonrpc_message_adapter.validate_python(msg)))
+        async with anyio.create_task_group() as tg:
+            tg.start_soon(lowlevel.run, from_peer, to_peer, lowlevel.create_initialization_options())
+            for _ in range(2):
+                out = await from_server.receive()
+                out.message.model_dump_json(by_alias=True, exclude_unset=True)
+            await to_server.aclose()
+
+    asyncio.run(session())
 
 
 def refusal(line: bytes, exc: ValueError) -> bytes:

@@ -60,9 +60,15 @@ class ServersOnce:
 
 
 def _build(recv_cap: float) -> Servers:
-    from hyperhive.web.rpc.mcp_tools import Servers  # the mcp package: about 0.6 s of CPU, once
+    """On a worker thread: the mcp package imported (about 0.6 s of CPU, once), the
+    servers built, and one session rehearsed, so that nothing the first real
+    connection runs imports anything on the loop."""
+    from hyperhive.web.rpc.mcp_conn import rehearse
+    from hyperhive.web.rpc.mcp_tools import Servers
 
-    return Servers.build(recv_cap)
+    servers = Servers.build(recv_cap)
+    rehearse(servers.get(False, False))
+    return servers
 
 
 def options_of(line: bytes) -> dict[str, Any] | None:
@@ -119,20 +125,20 @@ class McpEndpoint:
             writer.close()
 
     async def _serve_one(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        from hyperhive.web.rpc.mcp_conn import serve_connection  # imports the mcp package
-
         first = await _read_line(reader, writer)
         if first is None:
             return
         options = options_of(first)
         servers = await self._servers.get()
+        from hyperhive.web.rpc.mcp_conn import serve_connection  # loaded by now, off the loop (_build)
+
         server = servers.get(self.manager, bool(options and options.get("permission_tool") is True))
         caller = _caller(self.agent, self.ops)
         await serve_connection(server, caller, reader, writer, None if options is not None else first)
 
 
 def _caller(agent: str, ops: dict[str, Op]) -> Caller:
-    from hyperhive.web.rpc.mcp_tools import Caller
+    from hyperhive.web.rpc.mcp_tools import Caller  # loaded by now (_build)
 
     return Caller(agent, ops)
 
