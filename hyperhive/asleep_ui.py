@@ -14,13 +14,12 @@ from hyperhive.actors.broker import Broker
 from hyperhive.actors.naps import Naps
 from hyperhive.actors.refs import BrokerRef
 from hyperhive.events_probe import read_history
+from hyperhive.harness.web import INBOX_LIMIT  # as the harness's own page shows
 from hyperhive.names import AgentName
 from hyperhive.paths import StatePaths
 from hyperhive.sandbox.web_asleep import Asleep
 
-__all__ = ["INBOX_LIMIT", "SleepingUIs"]
-
-INBOX_LIMIT = 30  # as the harness's page
+__all__ = ["SleepingUIs"]
 
 
 class SleepingUIs:

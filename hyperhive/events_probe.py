@@ -24,6 +24,7 @@ from typing import Any
 import hyperhive.logs as logs
 from hyperhive import wire
 from hyperhive.errors import HiveError
+from hyperhive.harness.bus import RING_SIZE  # as many as the harness's own history holds
 from hyperhive.sandbox import view as sv
 from hyperhive.store.events_db import EVENTS_FILE
 from hyperhive.workspace_status_probe import INSIDE, ProbeFailed, run_inside
@@ -32,7 +33,6 @@ __all__ = ["READER", "parse_rows", "read_history"]
 
 _log = logs.get("hyperhive.events_probe")
 
-HISTORY = 500  # as the harness's ring
 COPY_CAP = 256 << 20  # bytes of db and WAL the reader copies at most (its sandbox's /tmp, the agent's memory)
 _KIND_MAX = 64
 
@@ -79,7 +79,7 @@ def parse_rows(out: bytes) -> list[dict[str, Any]]:
     return rows
 
 
-def read_history(state_dir: Path, limit: int = HISTORY, deadline: float | None = None) -> list[dict[str, Any]]:
+def read_history(state_dir: Path, limit: int = RING_SIZE, deadline: float | None = None) -> list[dict[str, Any]]:
     """The agent's last ``limit`` events, oldest first; [] when there is nothing to read.
     Runs a sandboxed process: call it off the loop."""
     system = (*sv.host_system_entries(), *(("dir", d) for d in sv.runtime_dirs()))

@@ -20,13 +20,13 @@ from typing import Any
 
 from hyperhive.harness.web import STATIC
 
-__all__ = ["Asleep", "answer_asleep", "route"]
+__all__ = ["LINGER_SECONDS", "Asleep", "answer_asleep", "route", "send_and_linger"]
 
 _FILES = {"/": ("agent.html", "text/html; charset=utf-8"),
           "/static/agent.css": ("agent.css", "text/css; charset=utf-8"),
           "/static/agent.js": ("agent.js", "text/javascript; charset=utf-8")}
 _TEXTS = {200: "OK", 404: "Not Found", 405: "Method Not Allowed", 409: "Conflict", 503: "Service Unavailable"}
-_LINGER = 2.0
+LINGER_SECONDS = 2.0  # after an answer, how long the rest of a request is read and dropped
 JSON = "application/json"
 
 
@@ -79,14 +79,21 @@ async def answer_asleep(reader: asyncio.StreamReader, writer: asyncio.StreamWrit
                         upgrade: bool, a: Asleep) -> None:
     """Answer one request (its head read, its body left unread: dropped after the answer)."""
     status, ctype, body = await route(method, target, upgrade, a)
-    writer.write(f"HTTP/1.1 {status} {_TEXTS[status]}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
-                 f"Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n".encode()
-                 + (b"" if method == "HEAD" else body))
+    await send_and_linger(reader, writer, (
+        f"HTTP/1.1 {status} {_TEXTS[status]}\r\nContent-Type: {ctype}\r\nContent-Length: {len(body)}\r\n"
+        f"Cache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\nConnection: close\r\n\r\n".encode()
+        + (b"" if method == "HEAD" else body)))
+
+
+async def send_and_linger(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, data: bytes) -> None:
+    """Write a whole answer, then read and drop what the client still sends for a
+    moment, so the answer is not lost to a reset (the relay's refusals too)."""
+    writer.write(data)
     try:
         await writer.drain()
         if writer.can_write_eof():
             writer.write_eof()
-        async with asyncio.timeout(_LINGER):
+        async with asyncio.timeout(LINGER_SECONDS):
             while await reader.read(1 << 16):
                 pass
     except (OSError, TimeoutError):

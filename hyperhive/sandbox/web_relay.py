@@ -27,7 +27,7 @@ from dataclasses import dataclass
 import hyperhive.logs as logs
 from hyperhive.sandbox.http_head import HEAD_LIMIT, Refusal, parse_head, read_head
 from hyperhive.sandbox.relay import Connect, capped_handler, register_server, splice
-from hyperhive.sandbox.web_asleep import Asleep, answer_asleep
+from hyperhive.sandbox.web_asleep import Asleep, answer_asleep, send_and_linger
 from hyperhive.web.dashboard.access import SESSION_COOKIE, Access, fetch_allowed, origin_ok, strip_cookie
 
 __all__ = ["WEB_MAX_CONNECTIONS", "Forward", "WebRefused", "judge_web_request", "start_web_relay"]
@@ -37,7 +37,6 @@ _log = logs.get("hyperhive.endpoints")
 WEB_MAX_CONNECTIONS = 64  # per agent: a browser's parallel fetches, a few tabs' live streams
 WEB_HEAD_TIMEOUT = 30.0
 WEB_MAX_BODY = 1 << 20  # the UI posts small JSON bodies
-_LINGER_SECONDS = 2.0
 # Never passed on: hop-by-hop headers (re-made below), the operator's credentials.
 _WEB_DROP = frozenset({"connection", "keep-alive", "te", "trailer", "upgrade", "proxy-connection", "expect",
                        "authorization", "proxy-authorization", "cookie"})
@@ -122,18 +121,10 @@ async def _answer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter, st
     """A refusal: a fixed text (nothing of the hive), then read and drop what the
     client still sends for a moment, so the answer is not lost to a reset."""
     body = f"{status} {_TEXTS[status]}\n".encode()
-    writer.write(f"HTTP/1.1 {status} {_TEXTS[status]}\r\nContent-Type: text/plain; charset=utf-8\r\n"
-                 f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
-                 f"Connection: close\r\n\r\n".encode() + body)
-    try:
-        await writer.drain()
-        if writer.can_write_eof():
-            writer.write_eof()
-        async with asyncio.timeout(_LINGER_SECONDS):
-            while await reader.read(1 << 16):
-                pass
-    except (OSError, TimeoutError):
-        pass
+    await send_and_linger(reader, writer, (
+        f"HTTP/1.1 {status} {_TEXTS[status]}\r\nContent-Type: text/plain; charset=utf-8\r\n"
+        f"Content-Length: {len(body)}\r\nCache-Control: no-store\r\nX-Content-Type-Options: nosniff\r\n"
+        f"Connection: close\r\n\r\n".encode() + body))
 
 
 def _without_cookies(head: bytes) -> bytes:
