@@ -48,7 +48,8 @@ def mcp_socket_of(agent_socket: str) -> str:
 
 
 def socket_dir_gone(path: str) -> bool:
-    """As harness/reconnect's: the socket's directory was deleted (the agent is gone)."""
+    """Whether the directory of the socket ``path`` was deleted (missing, or unlinked
+    while a bind mount still shows it): the agent is gone (harness/reconnect's too)."""
     try:
         return os.stat(os.path.dirname(path) or ".").st_nlink == 0
     except FileNotFoundError:

@@ -39,13 +39,12 @@ import hyperhive.logs as logs
 from hyperhive import client as blocking
 from hyperhive.client import AsyncClient
 from hyperhive.errors import ConnectFailed, ConnectionLost, HiveError, TimedOut, TransportError, Unavailable
+from hyperhive.mcp_pipe import FIRST_DELAY, MAX_DELAY, socket_dir_gone  # `hive mcp`'s backoff and test, shared
 
 __all__ = ["DELAYS", "REISSUE", "Reconnecting", "delays", "may_reissue", "ping_until_up", "socket_dir_gone"]
 
 _log = logs.get("hyperhive.harness.reconnect")
 
-FIRST_DELAY = 0.25
-MAX_DELAY = 5.0
 DELAYS = (FIRST_DELAY, MAX_DELAY)
 # Ops whose second run does no harm after a first whose outcome is unknown: reads and
 # waits (a recv's taken messages are the daemon's to put back), a turn slot asked for
@@ -70,17 +69,6 @@ def may_reissue(op: str, fields: dict[str, Any], exc: HiveError) -> bool:
     if isinstance(exc, ConnectionLost | TimedOut) or (isinstance(exc, Unavailable) and SHUTTING_DOWN in exc.message):
         return op in REISSUE or bool(fields.get("idempotency_key"))
     return False
-
-
-def socket_dir_gone(path: str) -> bool:
-    """Whether the directory of the socket ``path`` was deleted (missing, or unlinked
-    while a bind mount still shows it)."""
-    try:
-        return os.stat(os.path.dirname(path) or ".").st_nlink == 0
-    except FileNotFoundError:
-        return True
-    except OSError:
-        return False
 
 
 class Reconnecting:
