@@ -11,33 +11,17 @@ from pathlib import Path
 
 import pykka
 import pytest
-from sleep_backend import NoSockets, SleepBackend
-from tornado.ioloop import IOLoop
+from test_coordinator_actor import World as CoordinatorWorld
 
-from hyperhive.actors.bridge import Handle
-from hyperhive.actors.broker import Broker
-from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.coordinator import Coordinator
-from hyperhive.actors.events import ContainerRemoved, Event, Hub, TombstonePurged
+from hyperhive.actors.events import ContainerRemoved, Event, TombstonePurged
 from hyperhive.names import MANAGER
-from hyperhive.paths import StatePaths
-from hyperhive.settings import Settings
-from hyperhive.store.models import open_hive_db
 from hyperhive.web.dashboard.push import sections_for
 
 
-class World:
-    def __init__(self, tmp_path: Path) -> None:
-        self.paths = StatePaths(tmp_path / "state")
-        self.paths.root.mkdir(parents=True, exist_ok=True)
-        self.db = open_hive_db(self.paths.db)
-        self.hub = Hub()
-        self.events: list[Event] = []
-        self.hub.subscribe(self.events.append)
-        clock = LoopClock(IOLoop.current())
-        broker = Broker.start(self.db, clock, self.hub).proxy()
-        self.coordinator = Handle(Coordinator.start(Settings(), self.paths, SleepBackend(), broker, clock, self.hub,
-                                                    NoSockets()).proxy())
+class World(CoordinatorWorld):
+    """test_coordinator_actor's world (a real Coordinator, sqlite file and state dir), with
+    the removal and purge events of one agent."""
 
     def kinds(self, agent: str) -> list[type[Event]]:
         return [type(e) for e in self.events if isinstance(e, ContainerRemoved | TombstonePurged) and e.agent == agent]
