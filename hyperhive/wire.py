@@ -251,13 +251,17 @@ def encode_request(req_id: Any, req: Request) -> bytes:
 
 # --- responses ----------------------------------------------------------------
 
+_ENCODER = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"))  # one, not one per dumps call
+_ASCII_ENCODER = json.JSONEncoder(ensure_ascii=True, separators=(",", ":"))
+
+
 def encode(obj: dict[str, Any]) -> bytes:
     try:
-        return json.dumps(obj, ensure_ascii=False, separators=(",", ":")).encode() + b"\n"
+        return _ENCODER.encode(obj).encode() + b"\n"
     except UnicodeEncodeError:
         # A lone surrogate got into a value (never from a checked request):
         # escaped JSON is still valid UTF-8, where the raw text could not be.
-        return json.dumps(obj, ensure_ascii=True, separators=(",", ":")).encode() + b"\n"
+        return _ASCII_ENCODER.encode(obj).encode() + b"\n"
 
 
 def ok_response(req_id: Any, **fields: Any) -> dict[str, Any]:

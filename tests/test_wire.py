@@ -424,7 +424,7 @@ def _text_fields() -> list[tuple[str, str, object]]:
     out = []
     for op in sorted(ALL_OPS):
         fields, _ = wire_requests.schema(op)
-        for name, tp, _required in fields:
+        for name, tp, _required, _check in fields:
             if _with_text(tp, "x") is not None:
                 out.append((op, name, tp))
     return out
@@ -432,7 +432,7 @@ def _text_fields() -> list[tuple[str, str, object]]:
 
 def _valid(op: str) -> dict[str, object]:
     fields, _ = wire_requests.schema(op)
-    return {"id": 7, "op": op, **{name: _sample(tp) for name, tp, required in fields if required}}
+    return {"id": 7, "op": op, **{name: _sample(tp) for name, tp, required, _check in fields if required}}
 
 
 def test_every_op_has_a_valid_sample() -> None:

@@ -1,7 +1,7 @@
 """Crossing between Tornado coroutines and pykka actors without blocking either.
 
 The caller makes a ``concurrent.futures.Future``, tells the actor (``defer``),
-and awaits the future through ``asyncio.wrap_future``. The actor claims the
+and awaits the future on the loop (``handoff.loop_future``). The actor claims the
 future with ``set_running_or_notify_cancel()`` before it commits to anything,
 so a caller that already gave up never swallows a message.
 """
@@ -16,6 +16,7 @@ from typing import Any, Concatenate, Generic, ParamSpec, Self, TypeVar, cast, ov
 
 import pykka
 
+from hyperhive.actors.handoff import loop_future
 from hyperhive.errors import HiveError, Unavailable
 
 __all__ = ["Answering", "Handle", "Parking", "Reply", "answer", "answers", "call", "claim", "fail", "parks",
@@ -78,22 +79,39 @@ async def call(
     ``on_orphan(result)`` runs if the actor produced a result the caller can
     no longer take (timeout or cancellation raced its completion): the recv
     path uses it to put messages back.
+
+    No Task of its own and no ``asyncio.timeout``: the deadline is a timer
+    on the loop that fails the awaited future, so an op awaiting this may run
+    inline (``Op.inline``). The reply reaches the loop through ``to_loop``: a
+    commit's replies come in one hand-over (``handoff``).
     """
     fut: Reply[Any] = cf.Future()
     try:
         method.defer(*args, reply=fut, **kwargs)
     except pykka.ActorDeadError:
         raise Unavailable("the daemon is shutting down") from None
+    loop = asyncio.get_running_loop()
+    waited = loop_future(fut, loop)
+    timer = loop.call_later(timeout, _expire, waited)
     try:
-        # asyncio.timeout, not wait_for: wait_for wraps the await in a new task.
-        async with asyncio.timeout(timeout):
-            return await asyncio.wrap_future(fut)
-    except TimeoutError:
+        return await waited
+    except _Expired:
         _rescue(fut, on_orphan)
         raise Unavailable(f"no reply within {timeout:g}s") from None
     except asyncio.CancelledError:
         _rescue(fut, on_orphan)
         raise
+    finally:
+        timer.cancel()
+
+
+class _Expired(Exception):
+    """The deadline passed (never raised past ``call``)."""
+
+
+def _expire(waited: asyncio.Future[Any]) -> None:
+    if not waited.done():
+        waited.set_exception(_Expired())
 
 
 def _rescue(fut: Reply[Any], on_orphan: Callable[[Any], None] | None) -> None:

@@ -43,15 +43,12 @@ from hyperhive.actors.broker_commit import (
     Batch,
     Duplicate,
     Pending,
-    Row,
     answer_retries,
-    body_bytes,
     insert_rows,
+    rows_for,
     settle,
 )
 from hyperhive.actors.broker_core import (
-    RECV_BATCH,
-    RECV_BYTES,
     BrokerCore,
     Waiter,
     check_idempotency_key,
@@ -61,6 +58,7 @@ from hyperhive.actors.broker_reads import RECENT_BYTES, RECENT_CAP, mark_deliver
 from hyperhive.actors.broker_taken import TAKEN, InFlight, finish, give_back, load, start
 from hyperhive.actors.clock import LoopClock
 from hyperhive.actors.events import Hub, MessageSent, MessageWoke
+from hyperhive.actors.handoff import one_handoff
 from hyperhive.errors import BadRequest, HiveError, Internal, StorageUnavailable, Unavailable
 from hyperhive.names import SYSTEM
 from hyperhive.store.faults import storage_fault
@@ -144,7 +142,8 @@ class Broker(pykka.ThreadingActor):
             if claim(reply):
                 fail(reply, exc)
             return
-        self._queue(Pending(sender, to, body, reply, key=key))
+        self._pending.append(Pending(sender, to, body, reply, key=key))
+        self._flush_soon()
 
     @parks
     def send_many(self, reply: Reply[list[int | HiveError]] | None, items: Sequence[SendItem]) -> None:
@@ -166,18 +165,26 @@ class Broker(pykka.ThreadingActor):
             except HiveError as exc:
                 batch.set(i, exc)
                 continue
-            self._queue(Pending(sender, to, body, None, (batch, i), key=key))
+            self._pending.append(Pending(sender, to, body, None, (batch, i), key=key))
+        self._flush_soon()
 
-    def _queue(self, p: Pending) -> None:
-        self._pending.append(p)
-        if not self._flush_queued:
+    def _flush_soon(self) -> None:
+        """Commit now if nothing waits in the inbox (no send could join this
+        commit); else once what waits is taken in, so sends queued meanwhile go
+        in the same commit (one flush told at a time)."""
+        if not self._pending or self._flush_queued:
+            return
+        if self.actor_inbox.empty():
+            self.flush()
+        else:
             self._flush_queued = True
             self.me.tell(Broker.flush)
 
     def flush(self) -> None:
         self._flush_queued = False
         try:
-            self._flush()
+            with one_handoff():  # every reply of the commit reaches the loop in one wake-up, at the end
+                self._flush()
         except Exception:  # noqa: BLE001 - a tell must never kill the broker
             _log.exception("broker.flush_failed")
 
@@ -192,36 +199,24 @@ class Broker(pykka.ThreadingActor):
         for p in batch:
             if p.to not in waiters:
                 waiters[p.to] = self.core.take_waiter(p.to)
-        # Rows for an agent with a parked recv are stored delivered, as many as
-        # one recv takes; the rest wait undelivered for its next recv.
-        taken: dict[str, list[int]] = {}
-        params: list[Row] = []
-        for p in batch:
-            delivered, w = None, waiters[p.to]
-            if w is not None:
-                t = taken.setdefault(p.to, [0, 0])
-                size = body_bytes(p.body)
-                if t[0] < RECV_BATCH and (t[0] == 0 or t[1] + size <= RECV_BYTES):
-                    t[0] += 1
-                    t[1] += size
-                    delivered = now
-            params.append((p.sender, p.to, p.body, now, delivered, p.key,
-                           TAKEN if delivered is not None and w is not None and w.system else None))
+        params = rows_for(batch, waiters, now)
         results = insert_rows(self._db, params)
         refused = next((r for r in results if isinstance(r, StorageUnavailable)), None)
         self._storage_outcome("send", None if refused is None else refused.message)
+        outcomes: list[int | HiveError] = []
+        stored: list[tuple[Pending, InboxRow]] = []
         delivered_rows: dict[str, list[InboxRow]] = {}
         for p, prm, result in zip(batch, params, results, strict=True):
+            outcomes.append(result)
             if isinstance(result, HiveError | Duplicate):  # refused, or its key was taken meanwhile
-                p.done(result)
                 continue
             row = InboxRow(result, p.sender, p.to, p.body, now, prm[4])
-            p.done(row.id)
+            stored.append((p, row))
             if prm[4] is not None:
                 delivered_rows.setdefault(p.to, []).append(row)
                 if prm[6] is not None:
                     self.held.took(p.to, {row.id: 0})
-            self._hub.publish(MessageSent(row.to_wire()))
+        # The wakes first, then the acks: all reach the loop in one hand-over (flush's one_handoff).
         woke_at = time.monotonic()
         for agent, w in waiters.items():
             if w is None:
@@ -231,8 +226,11 @@ class Broker(pykka.ThreadingActor):
                 resolve(w.reply, rows)
             else:  # every message for it was refused: it waits on
                 self.core.repark(w)
-        for p, prm, result in zip(batch, params, results, strict=True):
-            if prm[4] is not None and not isinstance(result, HiveError | Duplicate):  # from arrival to its recv
+        for p, outcome in zip(batch, outcomes, strict=True):
+            p.done(outcome)
+        for p, row in stored:
+            self._hub.publish(MessageSent(row.to_wire()))
+            if row.delivered_at is not None:  # from arrival to its recv
                 self._hub.publish(MessageWoke(p.to, woke_at - p.queued))
         _log.debug("broker.send", count=len(batch), woke=len(delivered_rows))
 

@@ -15,18 +15,21 @@ from __future__ import annotations
 
 import sqlite3
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from peewee import Database, DataError, IntegrityError
 
 import hyperhive.logs as logs
 from hyperhive.actors.bridge import Reply, fail, resolve
+from hyperhive.actors.broker_core import RECV_BATCH, RECV_BYTES, Waiter
 from hyperhive.actors.broker_reads import sql
+from hyperhive.actors.broker_taken import TAKEN
 from hyperhive.errors import BadRequest, HiveError, Internal, StorageUnavailable
 from hyperhive.store.faults import storage_fault
 
-__all__ = ["Batch", "Duplicate", "Pending", "answer_retries", "body_bytes", "insert_rows", "settle", "stored_keys",
-           "store_error"]
+__all__ = ["Batch", "Duplicate", "Pending", "answer_retries", "body_bytes", "insert_rows", "rows_for", "settle",
+           "stored_keys", "store_error"]
 
 _log = logs.get("hyperhive.broker")
 
@@ -86,6 +89,26 @@ class Pending:
 
 def body_bytes(body: str) -> int:
     return len(body) if body.isascii() else len(body.encode("utf-8", "surrogatepass"))
+
+
+def rows_for(batch: list[Pending], waiters: Mapping[str, Waiter | None], now: float) -> list[Row]:
+    """The rows to insert for ``batch``. Those for an agent with a parked recv
+    (``waiters``) are stored delivered, as many as one recv takes (taken too,
+    for a system recv's); the rest wait undelivered for its next recv."""
+    taken: dict[str, list[int]] = {}
+    params: list[Row] = []
+    for p in batch:
+        delivered, w = None, waiters[p.to]
+        if w is not None:
+            t = taken.setdefault(p.to, [0, 0])
+            size = body_bytes(p.body)
+            if t[0] < RECV_BATCH and (t[0] == 0 or t[1] + size <= RECV_BYTES):
+                t[0] += 1
+                t[1] += size
+                delivered = now
+        params.append((p.sender, p.to, p.body, now, delivered, p.key,
+                       TAKEN if delivered is not None and w is not None and w.system else None))
+    return params
 
 
 def stored_keys(db: Database, keys: set[Key]) -> dict[Key, int]:

@@ -137,7 +137,7 @@ def agent_ops(
         "permission": Op(permission),
         "grants": Op(grants),
         "send": Op(send, inline=True),
-        "recv": Op(recv, unsent=recv_unsent),
+        "recv": Op(recv, unsent=recv_unsent, inline=True),  # its deadline is a loop timer (bridge.call), no Task
         "recent": Op(recent, serial=True),  # one reply of up to 1 MiB built at a time per connection
         "ping": Op(ping, inline=True),
         "heartbeat": Op(heartbeat, inline=True),

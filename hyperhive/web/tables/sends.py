@@ -21,6 +21,7 @@ import hyperhive.logs as logs
 from hyperhive.actors.bridge import Handle
 from hyperhive.actors.broker import Broker, Duplicate
 from hyperhive.actors.broker_core import check_idempotency_key
+from hyperhive.actors.handoff import to_loop
 from hyperhive.errors import BadRequest, HiveError, Internal, Unavailable
 from hyperhive.wire import check_text
 
@@ -73,7 +74,8 @@ class SendBatcher:
         reply = self._broker.future(Broker.send_many, [(s, t, b, k) for s, t, b, k, _ in items])
         # A guard, not a deadline: the Broker always answers unless it is gone.
         guard = loop.call_later(REPLY_TIMEOUT, _settle, items, Unavailable(f"no reply within {REPLY_TIMEOUT:g}s"))
-        reply.add_done_callback(lambda f: loop.call_soon_threadsafe(_deliver, items, f, guard))
+        # One hand-over with the commit's other replies (handoff): the wake it did comes first.
+        reply.add_done_callback(lambda f: to_loop(loop, _deliver, items, f, guard))
 
 
 def _deliver(items: list[_Item], reply: cf.Future[list[int | HiveError]], guard: asyncio.TimerHandle) -> None:
