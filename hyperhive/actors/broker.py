@@ -232,7 +232,6 @@ class Broker(pykka.ThreadingActor):
             self._hub.publish(MessageSent(row.to_wire()))
             if row.delivered_at is not None:  # from arrival to its recv
                 self._hub.publish(MessageWoke(p.to, woke_at - p.queued))
-        _log.debug("broker.send", count=len(batch), woke=len(delivered_rows))
 
     # --- recv --------------------------------------------------------------
     @parks

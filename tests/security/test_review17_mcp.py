@@ -104,10 +104,11 @@ def test_a_huge_line_and_a_connection_flood_end_only_themselves(hive: Hive) -> N
     got = inside(hive, (
         "s, f = start()\n"
         "head = b'{\"jsonrpc\": \"2.0\", \"id\": 1, \"method\": \"tools/list\", \"x\": \"'\n"
-        "f.write(head + b'x' * (9 << 20) + b'\"}\\n')\n"
-        "f.flush()\n"
+        # The daemon may answer and hang up before the whole line is written (EPIPE here):
+        # its answer is still there to read.
+        "try:\n s.sendall(head + b'x' * (9 << 20) + b'\"}\\n')\nexcept BrokenPipeError:\n pass\n"
         "err = hear(f)['error']['message']\n"
-        "eof = f.readline() == b''\n"
+        "try:\n eof = f.readline() == b''\nexcept ConnectionResetError:\n eof = True  # hung up on what it did not read\n"
         "conns = [conn()[0] for _ in range(200)]\n"
         "import time\nend = time.monotonic() + 30\nclosed = set()\n"  # until all but the cap are closed
         f"while len(closed) < 200 - {MAX_CONNECTIONS} and time.monotonic() < end:\n"
