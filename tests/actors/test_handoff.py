@@ -67,15 +67,13 @@ async def test_a_commit_that_acks_sends_and_wakes_recvs_wakes_the_loop_once(brok
     await _parked(broker, "c")
     wakes = Wakes(loop)
     try:
-        sends = SendBatcher(broker)
-        ids = await asyncio.gather(sends.send("a", "b", "to b"), sends.send("a", "c", "to c"),
-                                   sends.send("a", "b", "to b again"))
+        ids = await call(broker.send_many, [("a", "b", "to b"), ("a", "c", "to c"), ("a", "b", "to b again")])
         rows_b, rows_c = await recv_b, await recv_c
     finally:
         wakes.restore()
     assert [r.body for r in rows_b] == ["to b", "to b again"] and [r.body for r in rows_c] == ["to c"]
     assert sorted(ids) == sorted(r.id for r in rows_b + rows_c)
-    # Three acks and two recvs, in one commit: one hand-over (it was one per reply).
+    # The batch's acks and two recvs, in one commit: one hand-over (it was one per reply).
     assert wakes.off_thread == 1
 
 
@@ -180,3 +178,22 @@ async def test_a_deadline_with_no_task_of_its_own_still_fails_the_call(broker: A
         await fut
     await call(broker.send, "a", "b", "kept")
     assert [r.body for r in await call(broker.recv, "b", 0, False)] == ["kept"]
+
+
+async def test_a_send_that_finds_no_batch_at_the_broker_goes_without_a_loop_turn(broker: Any) -> None:
+    import time
+
+    from hyperhive.store.models import Message
+
+    sends = SendBatcher(broker)
+    coro = sends.send("a", "b", "at once")
+    waiting = coro.send(None)  # up to its await: the loop has not turned since
+    deadline = time.monotonic() + 5
+    while not Message.select().where(Message.body == "at once").exists():  # blocking: the loop stays still
+        assert time.monotonic() < deadline, "the send waited for a loop turn before it went to the Broker"
+        time.sleep(0.001)
+    waiting._asyncio_future_blocking = False  # taken, as a Task takes it
+    mid = await waiting
+    with pytest.raises(StopIteration) as stop:
+        coro.send(None)
+    assert stop.value.value == mid

@@ -1,5 +1,7 @@
 """Sends from every socket, gathered on the IOLoop and handed to the Broker as
-one message per loop turn.
+one message per loop turn (a send that finds no batch of ours at the Broker
+goes at once: there is nothing to gather it with, and a loop turn less on a
+wake's path).
 
 A tell and a cross-thread future per send cost more daemon CPU than the
 commit itself; with ``send_many`` the sends parsed in one loop turn cross to
@@ -40,6 +42,7 @@ class SendBatcher:
         self._broker = Handle(broker)
         self._items: list[_Item] = []
         self._scheduled = False
+        self._in_flight = 0  # batches told to the Broker and not answered yet
 
     async def send(self, sender: str, to: str, body: str, idempotency_key: str | None = None) -> int:
         """Store one message; returns its id once it is committed (or fails
@@ -59,7 +62,9 @@ class SendBatcher:
         loop = asyncio.get_running_loop()
         fut: asyncio.Future[int] = loop.create_future()
         self._items.append((sender, to, body, key, fut))
-        if not self._scheduled:
+        if self._in_flight == 0 and not self._scheduled:  # the Broker has none of ours: go now
+            self._flush(loop)
+        elif not self._scheduled:  # the sends of this loop turn go together, as the Broker's next commit
             self._scheduled = True
             loop.call_soon(self._flush, loop)
         return await fut
@@ -70,16 +75,31 @@ class SendBatcher:
         self._scheduled = False
         if not items:
             return
+        self._in_flight += 1
         # A Broker already gone fails the reply at once (Unavailable): _deliver settles every caller.
         reply = self._broker.future(Broker.send_many, [(s, t, b, k) for s, t, b, k, _ in items])
         # A guard, not a deadline: the Broker always answers unless it is gone.
-        guard = loop.call_later(REPLY_TIMEOUT, _settle, items, Unavailable(f"no reply within {REPLY_TIMEOUT:g}s"))
+        fired: list[bool] = []
+        guard = loop.call_later(REPLY_TIMEOUT, self._answered, items, None, fired)
         # One hand-over with the commit's other replies (handoff): the wake it did comes first.
-        reply.add_done_callback(lambda f: to_loop(loop, _deliver, items, f, guard))
+        reply.add_done_callback(lambda f: to_loop(loop, self._answered, items, f, fired, guard))
+
+    def _answered(self, items: list[_Item], reply: cf.Future[list[int | HiveError]] | None, fired: list[bool],
+                  guard: asyncio.TimerHandle | None = None) -> None:
+        """The Broker's reply (``reply``), or the guard that fired first (None): once per batch."""
+        if fired:
+            return
+        fired.append(True)
+        self._in_flight -= 1
+        if reply is None:
+            _settle(items, Unavailable(f"no reply within {REPLY_TIMEOUT:g}s"))
+            return
+        if guard is not None:
+            guard.cancel()
+        _deliver(items, reply)
 
 
-def _deliver(items: list[_Item], reply: cf.Future[list[int | HiveError]], guard: asyncio.TimerHandle) -> None:
-    guard.cancel()
+def _deliver(items: list[_Item], reply: cf.Future[list[int | HiveError]]) -> None:
     try:
         results = reply.result()
     except Exception as exc:  # noqa: BLE001 - every caller must hear of it
