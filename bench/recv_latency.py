@@ -12,7 +12,11 @@ Blocking sockets on one thread: the recv request is written first and read
 only after the send is written, so no event loop sits in the measured path.
 After each mode, the same loop runs through `bench/relay_floor.py` (one
 asyncio process committing to sqlite at that mode on a worker thread), and
-the p50 ratio is printed: issue 17 wants it at most 1.3.
+the p50 ratio is printed: issue 17 wants it at most 1.3. Both loops are the
+same line for line: a ping behind the recv says it is parked, then both sit
+idle for ``--park-delay-ms`` (2 ms) before the send, as a parked recv does
+(until 2026-12-02 only this side slept: a floor with no idle gap before its
+send was 0.56-0.63 ms p50 here, 0.80-0.81 ms with it).
 
 Run from the repo root:  .venv/bin/python bench/recv_latency.py
 """
@@ -61,7 +65,11 @@ def measure(d: SyncDaemon, iterations: int, warmup: int, park_delay: float) -> d
             rid = sink.write("recv", wait_seconds=30)
             if i == 0:
                 wait_parked(d, "sink")
-            else:
+            # As bench/relay_floor.py does, line for line: the ping behind the recv is answered
+            # once the recv is told to the Broker (one inbox: it parks before the send is taken),
+            # then both sit idle for the same park delay, as a parked recv does.
+            sink.call("ping")
+            if park_delay:
                 time.sleep(park_delay)
             t0 = time.perf_counter_ns()
             sid = sender.write("send", to="sink", body=body)
@@ -144,7 +152,7 @@ def main() -> int:
     ap.add_argument("--iterations", type=int, default=1000)
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--park-delay-ms", type=float, default=2.0,
-                    help="pause between writing the recv and the send (after the first iteration)")
+                    help="idle pause between the recv parking and the send, the same for the floor (0: none)")
     ap.add_argument("--modes", default="full,normal",
                     help="comma-separated --db-synchronous values, measured one after the other (full: the default)")
     ap.add_argument("--keep", action="store_true", help="keep the temp state dirs (daemon.log)")
@@ -160,7 +168,7 @@ def main() -> int:
         r = run_mode(m, args)
         p99[m] = report(m, r, args)
         # The reference, right after: one asyncio process committing to sqlite on a worker thread.
-        floor = measure_floor(args.iterations, args.warmup, m.upper())
+        floor = measure_floor(args.iterations, args.warmup, m.upper(), args.park_delay_ms / 1000)
         ratios[m] = percentile(r["wake"], 0.5) / percentile(floor, 0.5)
         print(f"  ref {m} relay_floor_wake_ms p50 {percentile(floor, 0.5):.3f} p99 {percentile(floor, 0.99):.3f} "
               f"max {floor[-1]:.3f} (bench/relay_floor.py)")

@@ -9,8 +9,9 @@ handed to the parked recv and acked. No actors, no checks, no batching: the
 floor a daemon in Python can be compared with.
 
 `measure_floor` starts it as a subprocess (as the daemon is one) and times
-the same loop as recv_latency: park a recv on sink, write a send on sender,
-until the recv's response has been read.
+the same loop as recv_latency: park a recv on sink (a ping behind it says it
+is), sit idle for the park delay, write a send on sender, until the recv's
+response has been read.
 
 Run alone:  .venv/bin/python bench/relay_floor.py  (prints its p50/p99)
 """
@@ -69,7 +70,7 @@ async def serve(root: Path, synchronous: str) -> None:
     await asyncio.gather(*(s.serve_forever() for s in servers))
 
 
-def measure_floor(iterations: int, warmup: int, synchronous: str = "FULL") -> list[float]:
+def measure_floor(iterations: int, warmup: int, synchronous: str = "FULL", park_delay: float = 0.0) -> list[float]:
     """Sorted wake latencies (ms) through the floor, started as a subprocess."""
     with tempfile.TemporaryDirectory(prefix="hh-floor-") as tmp:
         root = Path(tmp)
@@ -85,6 +86,8 @@ def measure_floor(iterations: int, warmup: int, synchronous: str = "FULL") -> li
             for i in range(warmup + iterations):
                 rid = sink.write("recv", wait_seconds=30)
                 sink.call("ping")  # the recv is parked once the ping behind it is answered
+                if park_delay:
+                    time.sleep(park_delay)
                 t0 = time.perf_counter_ns()
                 sender.write("send", to="sink", body=f"ping {i}")
                 resp = sink.read()
@@ -108,11 +111,12 @@ def main() -> int:
     ap.add_argument("--synchronous", default="FULL", choices=("FULL", "NORMAL"))
     ap.add_argument("--iterations", type=int, default=1000)
     ap.add_argument("--warmup", type=int, default=100)
+    ap.add_argument("--park-delay-ms", type=float, default=2.0, help="idle pause after the park (as recv_latency)")
     args = ap.parse_args()
     if args.serve is not None:
         asyncio.run(serve(args.serve, args.synchronous))
         return 0
-    w = measure_floor(args.iterations, args.warmup, args.synchronous)
+    w = measure_floor(args.iterations, args.warmup, args.synchronous, args.park_delay_ms / 1000)
     print(f"relay_floor_wake_ms synchronous={args.synchronous} p50={percentile(w, 0.5):.3f} "
           f"p99={percentile(w, 0.99):.3f} max={w[-1]:.3f} n={len(w)}")
     return 0
