@@ -108,7 +108,7 @@ def test_a_huge_line_and_a_connection_flood_end_only_themselves(hive: Hive) -> N
         # its answer is still there to read.
         "try:\n s.sendall(head + b'x' * (9 << 20) + b'\"}\\n')\nexcept BrokenPipeError:\n pass\n"
         "err = hear(f)['error']['message']\n"
-        "try:\n eof = f.readline() == b''\nexcept ConnectionResetError:\n eof = True  # hung up on what it did not read\n"
+        "try:\n eof = f.readline() == b''\nexcept ConnectionResetError:\n eof = True\n"  # hung up on its unread bytes
         "conns = [conn()[0] for _ in range(200)]\n"
         "import time\nend = time.monotonic() + 30\nclosed = set()\n"  # until all but the cap are closed
         f"while len(closed) < 200 - {MAX_CONNECTIONS} and time.monotonic() < end:\n"
