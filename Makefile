@@ -10,7 +10,7 @@ STATE_DIR ?= ./.hive
 $(STAMP): setup.cfg pyproject.toml
 	$(PYTHON) -m venv $(VENV)
 	$(PY) -m pip install -q --upgrade pip
-	$(PY) -m pip install -q -e '.[test]'
+	$(PY) -m pip install -q -e '.[test,ray]'
 	touch $(STAMP)
 
 install: $(STAMP)
@@ -28,6 +28,7 @@ bench: $(STAMP)
 	$(PY) bench/gateway.py
 	$(PY) bench/turn_start.py
 	$(PY) bench/usage_cost.py
+	$(PY) bench/agent_listen.py
 	$(PY) bench/faults.py --wire-lines 200000 --http-requests 20000 --churn 20000
 
 lint: $(STAMP)

@@ -74,6 +74,8 @@ from hyperhive.web.dashboard.access import Access, load_token, login_url
 from hyperhive.web.dashboard.app import Dashboard, bind_dashboard, start_dashboard
 from hyperhive.web.operator.lifecycle import lifecycle_action
 from hyperhive.web.rpc.admin_ops import admin_ops
+from hyperhive.web.rpc.agent_listen import AgentListen
+from hyperhive.web.rpc.agent_listen_start import link_ops, start_agent_listen
 from hyperhive.web.rpc.agent_ops import agent_ops
 from hyperhive.web.rpc.gate_ops import manager_ops, refused_manager_ops
 from hyperhive.web.rpc.journal_ops import journal_ops
@@ -117,6 +119,7 @@ class Daemon:
     pulls: Pulls | None = None
     costs: Costs | None = None
     notifier: sdnotify.Notifier | None = None
+    agent_listen: AgentListen | None = None  # issue 18: --agent-listen, TLS
 
 
 async def start(settings: Settings) -> Daemon:
@@ -227,6 +230,7 @@ async def _bring_up(d: Daemon, token: str) -> None:
         io_loop, paths, gateway, parse_resolve(settings.proxy_resolve), d.hub,
         owner_uid=lambda name: None if (account := backend.account(name)) is None else account.uid,
         access=Access(token), asleep=sleeping)  # the agents' web UIs take the operator's session too
+    d.agent_listen = await start_agent_listen(settings, paths, d.sockets, d.hub)  # None without --agent-listen
     d.coordinator = Coordinator.start(
         settings, paths, backend, d.broker, clock, d.hub, _Servers(d.sockets, d.endpoints), d.ports, naps
     ).proxy()
@@ -234,7 +238,7 @@ async def _bring_up(d: Daemon, token: str) -> None:
     d.admin = JsonLineServer(
         {**admin_ops(d.coordinator, d.broker, sends, d.questions, d.approvals, d.heartbeats, slots, paths,
                    backend=backend, pulls=pulls, costs=costs),
-         **journal_ops(d.coordinator, backend)},
+         **journal_ops(d.coordinator, backend), **link_ops(d.agent_listen, d.sockets)},
         {"socket": "admin"},
     )
     d.dashboard = await start_dashboard(
@@ -268,7 +272,7 @@ _ACTOR = "actor"  # a pykka proxy: stop its actor
 # Reverse of the start: the servers first (no new work), then the actors that
 # take work from them, the backend (harnesses), and the actors under them.
 _STOP_ORDER: tuple[tuple[str, str], ...] = (
-    ("dashboard", "stop"), ("admin", "stop"), ("approvals", _ACTOR), ("coordinator", _ACTOR),
+    ("dashboard", "stop"), ("admin", "stop"), ("agent_listen", "stop"), ("approvals", _ACTOR), ("coordinator", _ACTOR),
     ("sockets", "close_all"), ("endpoints", "close_all"), ("pulls", "close"), ("backend", "close"),
     ("costs", "close"),
     ("questions", _ACTOR), ("notifier_actor", _ACTOR), ("vacuum", _ACTOR), ("ports", _ACTOR), ("broker", _ACTOR),

@@ -217,6 +217,10 @@ class Settings:
     proxy_resolve: str = setting("", "egress proxy: NAME:PORT=ADDR[,…] answers for these names on these "
                                  "ports (like curl --resolve), which may then be private or loopback "
                                  "addresses; empty: none")
+    agent_listen: str = setting(
+        "", "HOST:PORT where agents on other nodes reach the daemon (issue 18): TLS with the daemon's own CA "
+        "(<state dir>/tls/ca.pem, pinned by each agent's relay), each connection authenticated by its agent's "
+        "secret; port 0: any free one (written to run/agent-listen.port); empty: off")
 
     def __post_init__(self) -> None:
         for s in SETTINGS:
@@ -230,6 +234,13 @@ class Settings:
         for h in self.allowed_hosts:
             if not _HOST_ENTRY.fullmatch(h):
                 raise BadSetting(f"allowed_host: {h!r} is not a host name, an address or NAME:PORT")
+        if self.agent_listen:
+            from hyperhive.agent_wire import parse_address
+
+            try:
+                parse_address(self.agent_listen)
+            except ValueError as exc:
+                raise BadSetting(f"agent_listen {exc}") from None
         host, sep, port = self.listen.rpartition(":")
         if not sep or not host or not (port.isascii() and port.isdigit()) or int(port) > 65535:
             raise BadSetting(f"listen must be HOST:PORT, got {self.listen!r}")

@@ -8,7 +8,7 @@ python3Packages.buildPythonApplication {
   pyproject = true;
 
   build-system = [ python3Packages.setuptools python3Packages.wheel ];
-  dependencies = with python3Packages; [ pykka tornado peewee mcp structlog prometheus-client ];
+  dependencies = with python3Packages; [ pykka tornado peewee mcp structlog prometheus-client cryptography ];
 
   # The suite runs real daemons, sockets and bubblewrap: CI runs it (.ci/run),
   # not the build sandbox.

@@ -53,6 +53,7 @@ SAMPLE = {
     "agent_pids": ("128", 128),
     "agent_uid_base": ("2000000", 2000000),
     "proxy_resolve": ("pkgs.internal:443=10.0.0.5", "pkgs.internal:443=10.0.0.5"),
+    "agent_listen": ("0.0.0.0:7900", "0.0.0.0:7900"),
 }
 BY_NAME = {s.name: s for s in SETTINGS}
 

@@ -1,26 +1,20 @@
 """A JSON-lines request server over unix sockets: an asyncio Protocol per connection.
 
-Each connection reads lines continuously and serves every request at once, so
-a parked recv and a send can share one connection, and a closed peer is
-noticed at once (its in-flight requests are cancelled). Responses carry the
-request id and may come back out of order. A request runs as its own asyncio
-Task, but for an ``Op.inline`` op, which the connection drives itself: one that
-finishes without waiting is answered inside the read that brought it, and
-one that waits on a future costs that future's callback, never a Task.
+Each connection reads lines continuously and serves every request at once, so a parked recv and a send can share
+one connection, and a closed peer is noticed at once (its in-flight requests are cancelled). Responses carry the
+request id and may come back out of order. A request runs as its own asyncio Task, but for an ``Op.inline`` op,
+which the connection drives itself: one that finishes without waiting is answered inside the read that brought it,
+and one that waits on a future costs that future's callback, never a Task.
 
-What one connection may hold in the daemon is bounded: at most
-``MAX_IN_FLIGHT`` requests (``MAX_IN_FLIGHT_BYTES`` of request lines) are
-being served at once; past that the lines already read wait, the next read
-is held and reading stops (``pause_reading``) until some finish: the peer's
-writes then wait in its own kernel buffer (a hang-up is heard until that
-next read comes). A connection starts at most ``MAX_IN_FLIGHT`` requests per
-loop turn, so answers that need no wait neither hold the loop nor outrun a
-peer that reads them. Responses the peer has not taken yet wait in the
-transport's buffer up to ``MAX_UNFLUSHED`` bytes; a peer that does not read
-past that is disconnected, and the results it never got that must not be
-lost (a recv's messages) are put back by their ``Op.unsent``. An accept that
-fails (EMFILE: the daemon is out of file descriptors) pauses that socket's
-accepting with a back-off (`net.add_accept_handler`).
+What one connection may hold in the daemon is bounded: at most ``MAX_IN_FLIGHT`` requests (``MAX_IN_FLIGHT_BYTES``
+of request lines) are being served at once; past that the lines already read wait, the next read is held and
+reading stops (``pause_reading``) until some finish: the peer's writes then wait in its own kernel buffer (a
+hang-up is heard until that next read comes). A connection starts at most ``MAX_IN_FLIGHT`` requests per loop turn,
+so answers that need no wait neither hold the loop nor outrun a peer that reads them. Responses the peer has not
+taken yet wait in the transport's buffer up to ``MAX_UNFLUSHED`` bytes; a peer that does not read past that is
+disconnected, and the results it never got that must not be lost (a recv's messages) are put back by their
+``Op.unsent``. An accept that fails (EMFILE: the daemon is out of file descriptors) pauses that socket's accepting
+with a back-off (`net.add_accept_handler`); `adopt` takes one accepted elsewhere (TLS, issue 18).
 """
 
 from __future__ import annotations
@@ -61,13 +55,11 @@ _PER_TURN = MAX_IN_FLIGHT  # lines one connection starts per loop turn; then the
 class Op:
     """One op a socket serves: ``run(request)`` returns the response fields.
 
-    ``unsent(fields)`` runs when the result could not be written back (the
-    peer went away, or was cut off for not reading): the recv op puts its
-    messages back with it. ``serial`` ops (big replies: recent) run one at a
-    time per connection, so a peer pipelining them never has more than one
-    reply being built beyond what its write buffer admits. ``inline`` ops need
-    no asyncio Task of their own (no ``asyncio.timeout``, no
-    ``current_task``): they may await futures, and the connection drives them.
+    ``unsent(fields)`` runs when the result could not be written back (the peer went away, or was cut
+    off for not reading): the recv op puts its messages back with it. ``serial`` ops (big replies:
+    recent) run one at a time per connection, so a peer pipelining them never has more than one reply
+    being built beyond what its write buffer admits. ``inline`` ops need no asyncio Task of their own
+    (no ``asyncio.timeout``, no ``current_task``): they may await futures, and the connection drives them.
     """
 
     run: Callable[[Any], Awaitable[dict[str, Any]]]
@@ -79,13 +71,11 @@ class Op:
 class _Conn(asyncio.BufferedProtocol):
     """One connection: its requests in flight and what it has not taken yet.
 
-    Responses go to the transport as they come; its buffer holds what the
-    kernel did not take, so the bytes the peer has not taken yet are known
-    exactly (``get_write_buffer_size``), and so is where each response that
-    must not be lost ends: those past what was flushed when the connection
-    ends are put back. Reads land in the server's one buffer (``recv_into``:
-    asyncio's own ``recv(256 KiB)`` costs a fresh 256 KiB allocation per read)
-    and are copied out at once.
+    Responses go to the transport as they come; its buffer holds what the kernel did not take, so the
+    bytes the peer has not taken yet are known exactly (``get_write_buffer_size``), and so is where each
+    response that must not be lost ends: those past what was flushed when the connection ends are put
+    back. Reads land in the server's one buffer (``recv_into``: asyncio's own ``recv(256 KiB)`` costs a
+    fresh 256 KiB allocation per read) and are copied out at once.
     """
 
     def __init__(self, server: JsonLineServer, first: list[bytes]) -> None:
@@ -347,7 +337,7 @@ class JsonLineServer:
         if gone:  # it came and went before its turn (churn): nothing to serve, nothing to count
             sock.close()
             return
-        if self._max is not None and self.connections >= self._max:
+        if self.full():
             self._refused += 1
             if self._refused & (self._refused - 1) == 0:  # 1st, 2nd, 4th, 8th…: the log stays small
                 _log.warning("socket.too_many_connections", max=self._max, refused=self._refused, **self.context)
@@ -357,6 +347,19 @@ class JsonLineServer:
         conn = _Conn(self, first)
         made = asyncio.ensure_future(asyncio.get_running_loop().connect_accepted_socket(lambda: conn, sock))
         made.add_done_callback(lambda f: self._made(f, conn, sock))
+
+    def full(self) -> bool:
+        return self._max is not None and self.connections >= self._max
+
+    def adopt(self, transport: asyncio.BaseTransport, first: bytes = b"") -> bool:
+        """Serve a connection set up elsewhere, ``first`` its bytes read already; False at the cap."""
+        if self.full():
+            return False
+        self.connections += 1
+        conn = _Conn(self, [first] if first else [])
+        transport.set_protocol(conn)
+        conn.connection_made(transport)
+        return True
 
     def _made(self, fut: asyncio.Future[Any], conn: _Conn, sock: socket.socket) -> None:
         if fut.cancelled() or fut.exception() is not None:

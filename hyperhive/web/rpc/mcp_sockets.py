@@ -95,7 +95,7 @@ class McpEndpoint:
         self._refused = 0
 
     async def serve(self, sock: socket.socket) -> None:
-        self._server = await asyncio.start_unix_server(self._accepted, sock=sock, limit=MAX_LINE)
+        self._server = await asyncio.start_unix_server(self.accepted, sock=sock, limit=MAX_LINE)
 
     def stop(self) -> None:
         if self._server is not None:
@@ -103,8 +103,12 @@ class McpEndpoint:
         for task in list(self._conns):
             task.cancel()
 
-    async def _accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        if len(self._conns) >= MAX_CONNECTIONS:
+    def full(self) -> bool:
+        return len(self._conns) >= MAX_CONNECTIONS
+
+    async def accepted(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        """Serve one connection (also one accepted elsewhere: TLS, issue 18), in a Task of its own."""
+        if self.full():
             self._refused += 1
             if self._refused & (self._refused - 1) == 0:
                 _log.warning("mcp.too_many_connections", agent=self.agent, max=MAX_CONNECTIONS,

@@ -73,6 +73,12 @@ class AgentSockets:
             for server in pair:
                 server.stop()
 
+    def servers_of(self, name: str) -> tuple[JsonLineServer, McpEndpoint] | None:
+        """The agent's two servers, None when it has none (issue 18: a TLS connection
+        authenticated as the agent is served by them)."""
+        with self._lock:
+            return self._servers.get(name)
+
     def names(self) -> list[str]:
         with self._lock:
             return list(self._servers)

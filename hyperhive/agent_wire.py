@@ -1,0 +1,131 @@
+"""What both ends of an agent's TCP channel share (issue 18): the daemon's
+``--agent-listen`` server (`hyperhive.web.rpc.agent_listen`) and the relay on
+the agent's node (`hyperhive.agent_link`). Standard library only: the relay
+runs in a Ray actor's process, far from the daemon's packages.
+
+The first line a connection sends, after the TLS handshake::
+
+    {"op":"auth","agent":NAME,"secret":S,"channel":"hive"|"mcp"|"api"|"proxy"}
+
+answered by one line: ``{"ok":true}`` (then the stream is that channel for
+that agent), or ``{"ok":false,"error":{"code","message"}}`` and the close.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import re
+import ssl
+from dataclasses import dataclass
+from typing import Any
+
+__all__ = ["AUTH_TIMEOUT", "CHANNELS", "MAX_AUTH_LINE", "MAX_SECRET", "OK_LINE", "SOCKETS", "Reply",
+           "auth_line", "client_context", "error_line", "parse_address", "parse_reply", "tunnel"]
+
+# Each channel and the unix socket it stands for, in an agent's run dir (the names of `StatePaths`).
+SOCKETS = {"hive": "hive.sock", "mcp": "mcp.sock", "api": "api.sock", "proxy": "proxy.sock"}
+CHANNELS = tuple(SOCKETS)
+MAX_AUTH_LINE = 4096  # bytes, without its newline
+MAX_SECRET = 256  # characters: `secrets.token_urlsafe(32)` gives 43
+AUTH_TIMEOUT = 10.0  # seconds for the first line to come whole (and for the relay, for its answer)
+OK_LINE = b'{"ok":true}\n'
+_HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|[0-9A-Fa-f:.]{2,45}")  # a name, IPv4, or IPv6 (then in [] with a port)
+
+
+def parse_address(text: str) -> tuple[str, int]:
+    """``HOST:PORT`` (``[v6]:PORT`` too) → (host, port); ValueError saying why (pure)."""
+    host, sep, port = text.rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not (port.isascii() and port.isdigit()) or int(port) > 65535:
+        raise ValueError(f"must be HOST:PORT (PORT 0..65535), got {text!r}")
+    if not _HOST.fullmatch(host):
+        raise ValueError(f"{host!r} is not a host name or an address (in {text!r})")
+    return host, int(port)
+
+
+def auth_line(agent: str, secret: str, channel: str) -> bytes:
+    return json.dumps({"op": "auth", "agent": agent, "secret": secret, "channel": channel},
+                      separators=(",", ":")).encode() + b"\n"
+
+
+def error_line(code: str, message: str) -> bytes:
+    return json.dumps({"ok": False, "error": {"code": code, "message": message}},
+                      separators=(",", ":")).encode() + b"\n"
+
+
+@dataclass(frozen=True)
+class Reply:
+    ok: bool
+    code: str = ""
+    message: str = ""
+
+
+def parse_reply(line: bytes) -> Reply:
+    """The daemon's answer to an auth line (pure); anything unexpected is a refusal."""
+    try:
+        obj: Any = json.loads(line)
+    except ValueError:
+        return Reply(False, "bad_reply", "the daemon's answer is not JSON")
+    if not isinstance(obj, dict):
+        return Reply(False, "bad_reply", "the daemon's answer is not an object")
+    if obj.get("ok") is True:
+        return Reply(True)
+    err = obj.get("error")
+    err = err if isinstance(err, dict) else {}
+    return Reply(False, str(err.get("code", "bad_reply"))[:64], str(err.get("message", ""))[:512])
+
+
+def client_context(ca_pem: str) -> ssl.SSLContext:
+    """The relay's context: the daemon's CA alone is trusted (no system CAs), the
+    host name is checked against the server's certificate, TLS 1.3 only."""
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_CLIENT)  # CERT_REQUIRED and check_hostname
+    ctx.minimum_version = ssl.TLSVersion.TLSv1_3
+    ctx.load_verify_locations(cadata=ca_pem)
+    return ctx
+
+
+async def _copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> bool:
+    """Copy until EOF, then pass the EOF on: a half-close where ``dst`` has one (a unix
+    socket), else the whole close (TLS has no half-close in asyncio: left open, a
+    connection whose peer went away would stay open for ever). False when a side failed."""
+    try:
+        while data := await src.read(1 << 16):
+            dst.write(data)
+            await dst.drain()
+        if dst.is_closing():
+            return True
+        if dst.can_write_eof():
+            dst.write_eof()
+        else:
+            dst.close()  # its buffer is flushed first; the other way then ends too
+        return True
+    except (OSError, RuntimeError):
+        return False
+
+
+async def tunnel(a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter,
+                 b_reader: asyncio.StreamReader, b_writer: asyncio.StreamWriter) -> None:
+    """Bytes both ways between a unix socket and a TLS connection until both ways have
+    ended, then both closed; an error either way aborts both, and so does a cancel."""
+    pending = {asyncio.ensure_future(_copy(a_reader, b_writer)), asyncio.ensure_future(_copy(b_reader, a_writer))}
+    try:
+        while pending:
+            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
+            if not all(t.result() for t in done):
+                a_writer.transport.abort()
+                b_writer.transport.abort()
+    finally:
+        for t in pending:
+            t.cancel()
+        if pending:
+            a_writer.transport.abort()
+            b_writer.transport.abort()
+            await asyncio.gather(*pending, return_exceptions=True)
+        for w in (a_writer, b_writer):
+            w.close()
+        for w in (a_writer, b_writer):
+            with contextlib.suppress(Exception):
+                await w.wait_closed()
