@@ -12,7 +12,9 @@ Blocking sockets on one thread: the recv request is written first and read
 only after the send is written, so no event loop sits in the measured path.
 After each mode, the same loop runs through `bench/relay_floor.py` (one
 asyncio process committing to sqlite at that mode on a worker thread), and
-the p50 ratio is printed: issue 17 wants it at most 1.3. Both loops are the
+the p50 ratio is printed: issue 17 wants it at most 1.3. The two take turns
+in ``--rounds`` rounds (5), so a host that changes meanwhile weighs on both.
+Both loops are the
 same line for line: a ping behind the recv says it is parked, then both sit
 idle for ``--park-delay-ms`` (2 ms) before the send, as a parked recv does
 (until 2026-12-02 only this side slept: a floor with no idle gap before its
@@ -52,7 +54,7 @@ def wait_parked(d: SyncDaemon, name: str, timeout: float = 10.0) -> float:
     return time.monotonic() - t0
 
 
-def measure(d: SyncDaemon, iterations: int, warmup: int, park_delay: float) -> dict[str, Any]:
+def measure(d: SyncDaemon, iterations: int, warmup: int, park_delay: float, refs: bool = True) -> dict[str, Any]:
     sink = LineConn(d.agent_socket("sink"))
     sender = LineConn(d.agent_socket("sender"))
     try:
@@ -93,15 +95,13 @@ def measure(d: SyncDaemon, iterations: int, warmup: int, park_delay: float) -> d
                 wake_ms.append((t1 - t0) / 1e6)
                 ack_ms.append((t2 - t0) / 1e6)
 
-        # Floor: a round trip through the agent socket that touches no actor.
-        ping_ms = []
-        for _ in range(500):
+        ping_ms: list[float] = []
+        send_ms: list[float] = []
+        for _ in range(500 if refs else 0):  # floor: a round trip through the agent socket that touches no actor
             t0 = time.perf_counter_ns()
             sender.call("ping")
             ping_ms.append((time.perf_counter_ns() - t0) / 1e6)
-        # An ordinary send (nobody parked on the recipient): its ack round trip.
-        send_ms = []
-        for i in range(500):
+        for i in range(500 if refs else 0):  # an ordinary send (nobody parked on the recipient): its ack
             t0 = time.perf_counter_ns()
             sender.call("send", to="sink", body=f"unparked {i}")
             send_ms.append((time.perf_counter_ns() - t0) / 1e6)
@@ -113,10 +113,13 @@ def measure(d: SyncDaemon, iterations: int, warmup: int, park_delay: float) -> d
             "send": sorted(send_ms), "not_parked": not_parked, "drained": drained}
 
 
-def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
-    """One daemon with ``--db-synchronous mode``, measured, stopped."""
+def run_mode(mode: str, args: argparse.Namespace) -> tuple[dict[str, Any], list[float]]:
+    """One daemon with ``--db-synchronous mode``, measured in ``--rounds`` rounds, each
+    followed by a round of the Python floor at that mode (so both see the same host),
+    stopped. Returns the daemon's figures and the floor's wake latencies, sorted."""
     state = Path(tempfile.mkdtemp(prefix=f"hive-bench-lat-{mode}-"))
     d = SyncDaemon(state, mode)
+    delay = args.park_delay_ms / 1000
     try:
         t_start = time.monotonic()
         d.start()
@@ -127,7 +130,21 @@ def run_mode(mode: str, args: argparse.Namespace) -> dict[str, Any]:
         if args.hold:
             print(f"holding {args.hold:g}s", flush=True)
             time.sleep(args.hold)
-        return measure(d, args.iterations, args.warmup, args.park_delay_ms / 1000)
+        rounds = max(1, args.rounds)
+        each, warm = max(1, args.iterations // rounds), max(1, args.warmup // rounds)
+        out: dict[str, Any] = {"wake": [], "ack": [], "ping": [], "send": [], "not_parked": 0, "drained": 0}
+        floor: list[float] = []
+        for r in range(rounds):
+            got = measure(d, each, warm, delay, refs=r == rounds - 1)
+            for key in ("wake", "ack", "ping", "send"):
+                out[key].extend(got[key])
+            out["not_parked"] += got["not_parked"]
+            out["drained"] += got["drained"]
+            # The reference, right after: one asyncio process committing to sqlite on a worker thread.
+            floor.extend(measure_floor(each, warm, mode.upper(), delay))
+        for key in ("wake", "ack", "ping", "send"):
+            out[key].sort()
+        return out, sorted(floor)
     finally:
         d.stop()
         if not args.keep:
@@ -153,6 +170,8 @@ def main() -> int:
     ap.add_argument("--warmup", type=int, default=100)
     ap.add_argument("--park-delay-ms", type=float, default=2.0,
                     help="idle pause between the recv parking and the send, the same for the floor (0: none)")
+    ap.add_argument("--rounds", type=int, default=5,
+                    help="rounds, each of the daemon then the floor (iterations and warmup are split among them)")
     ap.add_argument("--modes", default="full,normal",
                     help="comma-separated --db-synchronous values, measured one after the other (full: the default)")
     ap.add_argument("--keep", action="store_true", help="keep the temp state dirs (daemon.log)")
@@ -165,10 +184,8 @@ def main() -> int:
     p99: dict[str, float] = {}
     ratios: dict[str, float] = {}
     for m in modes:
-        r = run_mode(m, args)
+        r, floor = run_mode(m, args)
         p99[m] = report(m, r, args)
-        # The reference, right after: one asyncio process committing to sqlite on a worker thread.
-        floor = measure_floor(args.iterations, args.warmup, m.upper(), args.park_delay_ms / 1000)
         ratios[m] = percentile(r["wake"], 0.5) / percentile(floor, 0.5)
         print(f"  ref {m} relay_floor_wake_ms p50 {percentile(floor, 0.5):.3f} p99 {percentile(floor, 0.99):.3f} "
               f"max {floor[-1]:.3f} (bench/relay_floor.py)")
