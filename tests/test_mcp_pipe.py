@@ -174,3 +174,17 @@ def test_it_imports_only_the_standard_library_and_ends_when_the_agent_is_gone(tm
     assert not {m for m in modules if m.split(".")[0] in ("mcp", "pydantic", "anyio", "structlog", "tornado")}
     assert "hyperhive.cli" not in modules
     assert took < 10  # no wait for a socket whose directory is gone
+
+
+def test_run_by_path_it_starts_with_no_site_and_no_package(tmp_path: Path) -> None:
+    from hyperhive.mcp_pipe import PIPE_FILE, pipe_argv
+
+    gone = tmp_path / "purged" / "run" / "hive.sock"
+    argv = pipe_argv(sys.executable, str(gone))
+    assert argv == [sys.executable, "-I", "-S", PIPE_FILE, "--socket", str(gone)]
+    r = subprocess.run([argv[0], "-X", "importtime", *argv[1:]], capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL, cwd=tmp_path)
+    assert r.returncode == 1 and "hive mcp: cannot reach the daemon" in r.stderr, r.stderr
+    modules = {x.split("|")[-1].strip() for x in r.stderr.splitlines() if x.startswith("import time:")}
+    assert "site" not in modules and not {m for m in modules if m.startswith("hyperhive")}
+    assert not {"secrets", "hashlib", "pathlib"} & modules  # what -m hyperhive mcp paid for (~28 ms)

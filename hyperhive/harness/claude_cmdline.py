@@ -30,6 +30,8 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+from hyperhive.mcp_pipe import pipe_argv
+
 __all__ = [
     "CREDENTIAL_ENV",
     "DEFAULT_ALLOWED_TOOLS",
@@ -68,7 +70,7 @@ def mcp_config(socket_path: str, python: str = sys.executable, permission_tool: 
     """The ``--mcp-config`` document: one stdio server, `hive mcp` on the agent's socket.
     ``permission_tool`` ("ask" mode): it also serves the CLI's prompt tool."""
     server: dict[str, Any] = {
-        "type": "stdio", "command": python, "args": ["-I", "-m", "hyperhive", "mcp", "--socket", socket_path],
+        "type": "stdio", "command": python, "args": pipe_argv(python, socket_path)[1:],
     }
     if permission_tool:
         server["env"] = {PERMISSION_TOOL_ENV: "1"}

@@ -22,6 +22,7 @@ from typing import Any
 
 import hyperhive.logs as logs
 from hyperhive.errors import Unavailable
+from hyperhive.mcp_pipe import pipe_argv
 
 __all__ = ["PROTOCOL_VERSION", "LiteSession", "Text", "ToolResult"]
 
@@ -55,7 +56,7 @@ class LiteSession:
 
     async def open(self) -> None:
         self._proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-I", "-m", "hyperhive", "mcp", "--socket", self.socket_path,
+            *pipe_argv(sys.executable, self.socket_path),
             stdin=asyncio.subprocess.PIPE, stdout=asyncio.subprocess.PIPE, limit=LINE_LIMIT)
         self._reader = asyncio.ensure_future(self._read())
         await self._request("initialize", {"protocolVersion": PROTOCOL_VERSION, "capabilities": {},

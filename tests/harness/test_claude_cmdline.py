@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from pathlib import Path
 
+import hyperhive
 from hyperhive.harness.claude import ClaudeDriver
 from hyperhive.harness.claude_cmdline import (
     DEFAULT_ALLOWED_TOOLS,
@@ -49,7 +50,8 @@ def test_system_prompt_names_the_agent_and_its_home_and_explains_the_frame() -> 
 def test_mcp_config_points_at_the_agent_socket() -> None:
     assert mcp_config("/h/agents/a/run/hive.sock", python="/venv/python") == {"mcpServers": {"hyperhive": {
         "type": "stdio", "command": "/venv/python",
-        "args": ["-I", "-m", "hyperhive", "mcp", "--socket", "/h/agents/a/run/hive.sock"],
+        "args": ["-I", "-S", str(Path(hyperhive.__file__).parent / "mcp_pipe.py"), "--socket",
+                 "/h/agents/a/run/hive.sock"],
     }}}
 
 

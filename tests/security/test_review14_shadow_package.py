@@ -48,12 +48,20 @@ def _python_prefix(argv: list[str]) -> list[str]:
 
 
 def test_the_mcp_server_command_ignores_a_package_in_its_cwd(tmp_path: Path) -> None:
+    # The pipe runs by path now (-I -S .../mcp_pipe.py): neither a hyperhive/ package nor a
+    # module shadowing the standard library it imports, in the cwd, ever runs.
     mark = tmp_path / "mark"
     _shadow(tmp_path / "work", mark)
-    server = mcp_config("/nonexistent.sock", permission_tool=True)["mcpServers"]["hyperhive"]
+    for mod in ("json", "socket", "selectors", "os"):
+        (tmp_path / "work" / f"{mod}.py").write_text(f"open({str(mark)!r}, 'w').write('the agent ran')\n")
+    gone = str(tmp_path / "gone" / "run" / "hive.sock")  # no such dir: it ends at once
+    server = mcp_config(gone, permission_tool=True)["mcpServers"]["hyperhive"]
     argv = [server["command"], *server["args"]]
-    subprocess.run([*_python_prefix(argv), "--help"], cwd=tmp_path / "work", capture_output=True, timeout=60)
-    assert not mark.exists(), "python -m hyperhive ran the workspace's hyperhive/ package"
+    assert argv[1:3] == ["-I", "-S"] and Path(argv[3]).is_absolute()
+    r = subprocess.run(argv, cwd=tmp_path / "work", capture_output=True, text=True, timeout=60,
+                       stdin=subprocess.DEVNULL)
+    assert "cannot reach the daemon" in r.stderr  # it ran, as the installed pipe
+    assert not mark.exists(), "the MCP pipe ran code from the workspace"
 
 
 def test_the_unsandboxed_harness_command_ignores_a_package_in_the_state_dir(tmp_path: Path) -> None:
