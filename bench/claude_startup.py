@@ -18,6 +18,10 @@ Kinds of iteration, alternated (the order flips every round):
   no MCP config; the harness's environment switches, the fake's URL and key,
   a HOME of its own, the prompt on stdin), from just before the exec until
   the fake receives its first /v1/messages request; then it runs to its exit.
+  Its cwd is an empty git repo on the agent's branch, as a fresh agent's
+  workspace is (the CLI reads a repo's state before its first request: ~25 ms
+  here, which is the CLI's, not hyperhive's);
+- bare_plain: the same in an empty dir with no git, printed for reference.
 Both times are this process's monotonic clock (the fake runs on a thread here).
 
 It prints p50/p90 of each, the ratio of the agent's p50 over the bare p50 as
@@ -116,13 +120,14 @@ class Agent:
         self.d.stop()
 
 
-def bare(fake: TimedFake, binary: str, home: Path, i: int) -> float:
-    """ms from just before the bare CLI's exec until its first model request (then it runs to its end)."""
+def bare(fake: TimedFake, binary: str, home: Path, i: int, cwd: Path | None = None) -> float:
+    """ms from just before the bare CLI's exec (in ``cwd``, default ``home``) until its
+    first model request (then it runs to its end)."""
     env = claude_env({"PATH": os.environ.get("PATH", ""), **fake.env()}, home)
     argv = [binary, "-p", "--output-format", "stream-json", "--verbose"]
     n = fake.count()
     t0 = time.monotonic()
-    p = subprocess.Popen(argv, cwd=home, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
+    p = subprocess.Popen(argv, cwd=cwd or home, env=env, stdin=subprocess.PIPE, stdout=subprocess.DEVNULL,
                          stderr=subprocess.PIPE)
     try:
         _, err = p.communicate(f"iteration {i}: say ok".encode(), timeout=60)
@@ -169,12 +174,15 @@ def main() -> int:
     passable(tmp)
     home = tmp / "bare-home"
     home.mkdir()
+    work = tmp / "bare-work"  # as a fresh agent's workspace: an empty repo on its branch
+    work.mkdir()
+    subprocess.run(["git", "init", "-q", "--template=", f"--initial-branch=hive/{NAME}", str(work)], check=True)
     fake = TimedFake().start()
     os.environ.update(fake.env())  # the daemons' gateways forward there; agents never see the key
     agents = {"agent": Agent(tmp / "main", sandbox)}
     if also_off and sandbox == "on":
         agents["agent_unsandboxed"] = Agent(tmp / "unsandboxed", "off")
-    samples: dict[str, list[float]] = {"bare": [], **{k: [] for k in agents}}
+    samples: dict[str, list[float]] = {"bare": [], "bare_plain": [], **{k: [] for k in agents}}
     try:
         for a in agents.values():
             a.start()
@@ -187,7 +195,12 @@ def main() -> int:
         kinds = list(samples)
         for i in range(args.warmup + args.iterations):
             for k in kinds if i % 2 == 0 else kinds[::-1]:
-                ms = bare(fake, binary, home, i) if k == "bare" else agents[k].one(fake, i)
+                if k == "bare":
+                    ms = bare(fake, binary, home, i, work)
+                elif k == "bare_plain":
+                    ms = bare(fake, binary, home, i)
+                else:
+                    ms = agents[k].one(fake, i)
                 if i >= args.warmup:
                     samples[k].append(ms)
     finally:
@@ -200,7 +213,8 @@ def main() -> int:
             shutil.rmtree(tmp, ignore_errors=True)
 
     print(f"iterations {args.iterations} per kind (after {args.warmup} warmup each), alternating")
-    print(stats_line("bare exec_to_first_request_ms", samples["bare"]))
+    print(stats_line("bare exec_to_first_request_ms", samples["bare"]) + "  (cwd: a repo as a fresh workspace)")
+    print(stats_line("bare_plain exec_to_first_request_ms", samples["bare_plain"]) + "  (cwd: an empty dir, no git)")
     for k, a in agents.items():
         print(stats_line(f"{k} send_to_first_request_ms", samples[k])
               + f"  (sandbox {a.sandbox}; {a.tools} hyperhive tools in it)")
@@ -215,6 +229,8 @@ def main() -> int:
               f"{p50(samples['agent_unsandboxed']) / base:.3f} (for reference)")
     ratio = p50(samples["agent"]) / base
     print(f"ratio of p50s (agent / bare): {p50(samples['agent']):.1f} / {base:.1f} ms")
+    plain = p50(samples["agent"]) / p50(samples["bare_plain"])
+    print(f"for reference, over the bare CLI in a dir with no git: {plain:.3f}")
     print(f"claude_turn_startup_ratio {ratio:.3f}  (sandbox {sandbox})  "
           f"target <= {TARGET}: {'met' if ratio <= TARGET else 'not met'}")
     return 0
