@@ -25,6 +25,7 @@ import signal
 import socket
 import subprocess
 import sys
+import threading
 import time
 import urllib.error
 import urllib.parse
@@ -412,3 +413,24 @@ def fill_disk(path: Path) -> None:
                 f.flush()
         except OSError:
             pass
+
+
+class Wakes:
+    """Counts an asyncio loop's ``call_soon_threadsafe`` calls made off its thread
+    (each a self-pipe write, a wake-up of the loop); ``restore`` puts it back."""
+
+    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
+        self.off_thread = 0
+        self._loop = loop
+        self._real = loop.call_soon_threadsafe
+        self._thread = threading.get_ident()
+
+        def counted(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+            if threading.get_ident() != self._thread:
+                self.off_thread += 1
+            return self._real(fn, *args, **kwargs)
+
+        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
+
+    def restore(self) -> None:
+        self._loop.call_soon_threadsafe = self._real  # type: ignore[method-assign]

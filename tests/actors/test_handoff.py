@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator
 from pathlib import Path
 from typing import Any
 
 import pytest
+from support import Wakes
 from tornado.ioloop import IOLoop
 
 from hyperhive.actors.bridge import call
@@ -19,26 +20,6 @@ from hyperhive.actors.handoff import loop_future, one_handoff, to_loop
 from hyperhive.errors import Unavailable
 from hyperhive.store.models import open_hive_db
 from hyperhive.web.tables.sends import SendBatcher
-
-
-class Wakes:
-    """Counts the loop's ``call_soon_threadsafe`` calls made off its thread (each a self-pipe write)."""
-
-    def __init__(self, loop: asyncio.AbstractEventLoop) -> None:
-        self.off_thread = 0
-        self._loop = loop
-        self._real = loop.call_soon_threadsafe
-        self._thread = threading.get_ident()
-
-        def counted(fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
-            if threading.get_ident() != self._thread:
-                self.off_thread += 1
-            return self._real(fn, *args, **kwargs)
-
-        loop.call_soon_threadsafe = counted  # type: ignore[method-assign]
-
-    def restore(self) -> None:
-        self._loop.call_soon_threadsafe = self._real  # type: ignore[method-assign]
 
 
 @pytest.fixture

@@ -161,3 +161,29 @@ async def test_no_clients_no_patch_and_the_listener_still_counts(world: World) -
     world.publish_from_a_thread(MessageSent(row(2, "bob")))
     await async_wait_for(lambda: later.got, what="a patch for the new client")
     assert [set(p["sections"]) for p in later.got] == [{"flow"}]  # the question went with no client
+
+
+async def test_a_commit_s_replies_and_its_hub_events_wake_the_loop_once(world: World) -> None:
+    # issue 17: the Broker hands a commit's replies and the pusher's wake-up over together.
+    import asyncio
+
+    from support import Wakes
+
+    from hyperhive.actors.bridge import call
+
+    for name in ("alice", "bob"):
+        await world.broker.ask(Broker.register, name, None)
+    recv = asyncio.ensure_future(world.broker.ask(Broker.recv, "bob", 5.0, False))
+    deadline = time.monotonic() + 5
+    while not (await world.broker.ask(Broker.stats))["parked"].get("bob"):
+        assert time.monotonic() < deadline
+        await asyncio.sleep(0.001)
+    wakes = Wakes(asyncio.get_running_loop())
+    try:
+        ids = await call(world.broker.proxy.send_many, [("alice", "bob", "one"), ("alice", "bob", "two")])
+        rows = await recv
+        await async_wait_for(lambda: any(p.get("type") == "patch" for p in world.client.got), what="a patch")
+    finally:
+        wakes.restore()
+    assert [r.body for r in rows] == ["one", "two"] and sorted(ids) == [r.id for r in rows]
+    assert wakes.off_thread == 1  # the batch's reply, the recv and the pusher's drain: one wake-up

@@ -19,6 +19,7 @@ repaints its agent's row, or every row when it is the fleet's (each agent's
 
 from __future__ import annotations
 
+import asyncio
 import json
 import time
 from collections import deque
@@ -39,6 +40,7 @@ from hyperhive.actors.events import (
     GatewayUsage,
     MessageSent,
 )
+from hyperhive.actors.handoff import to_loop
 from hyperhive.names import OPERATOR
 from hyperhive.web.dashboard.handlers import Gate, gate_request, security_headers, write_refusal
 from hyperhive.web.dashboard.state import StateSource
@@ -81,6 +83,7 @@ class Pusher:
                  on_event: Callable[[Event], None] | None = None, cost_interval: float = COST_INTERVAL,
                  idle_drain: float = IDLE_DRAIN) -> None:
         self._io_loop = io_loop
+        self._loop: asyncio.AbstractEventLoop = io_loop.asyncio_loop  # type: ignore[attr-defined]
         self._source = source
         self._extra = on_event
         self._inbox: deque[tuple[Event, float]] = deque()
@@ -102,11 +105,12 @@ class Pusher:
     def on_event(self, event: Event) -> None:
         """Hub listener: runs on an actor thread, so it only hands over. A burst
         (a group commit publishes one event per message) costs one wake-up of
-        the loop, not one per event."""
+        the loop, not one per event; from the Broker's commit, the same wake-up
+        as the commit's replies (`handoff`)."""
         self._inbox.append((event, time.time()))  # deque.append is thread-safe
         if self.clients and not self._wake_pending:  # no page open: the idle drain takes it
             self._wake_pending = True
-            self._io_loop.add_callback(self._drain)
+            to_loop(self._loop, self._drain)
 
     def start(self) -> None:
         """On the loop: the idle drain (events while no page is open)."""
