@@ -176,7 +176,7 @@ class Mixer:
             obj["id"] = odd if not (isinstance(odd, str) and odd.startswith(PING)) else 0
         if r.randrange(30):
             obj["op"] = op
-        for name, tp, _required in fields:
+        for name, tp, _required, _check in fields:
             mode = r.randrange(10)
             if mode < 7:
                 obj[name] = self.shaped(tp)
