@@ -104,6 +104,10 @@ def _parser() -> argparse.ArgumentParser:
                             "raises it")
             sp.add_argument("--budget-per", choices=("day", "week", "total"), help="the budget's window "
                             "(default: day)")
+            sp.add_argument("--cpus", metavar="N", help="ray backend: CPUs the agent's node must give it")
+            sp.add_argument("--memory-mb", metavar="N", help="ray backend: memory (MB) its node must give it")
+            sp.add_argument("--resources", metavar="KEY=VALUE[,...]",
+                            help="ray backend: custom resources its node must give it, e.g. pool=1,GPU=1")
     pl = sub.add_parser("pull", help="fetch an agent's branch hive/NAME into the operator's repository now")
     pl.add_argument("name")
     pl.add_argument("--json", action="store_true")
@@ -213,7 +217,9 @@ def _run(ns: argparse.Namespace) -> int:
             extra["repo"] = os.path.abspath(ns.repo)
         if ns.cmd == "spawn":
             extra.update({k: v for k, v in (("permissions", ns.permissions), ("budget_usd", ns.budget_usd),
-                                            ("budget_per", ns.budget_per)) if v is not None})
+                                            ("budget_per", ns.budget_per), ("cpus", ns.cpus),
+                                            ("memory_mb", ns.memory_mb), ("resources", ns.resources))
+                           if v is not None})
         c = _admin(ns, ns.cmd, name=ns.name, **extra)["container"]
         say(f"{c['name']}: {c['state']}")
         return 0

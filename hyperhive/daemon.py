@@ -57,12 +57,12 @@ from hyperhive.actors.vacuum import DAY, VacuumSweeper
 from hyperhive.asleep_ui import SleepingUIs
 from hyperhive.backends.base import Backend
 from hyperhive.backends.local import LocalBackend
-from hyperhive.backends.nixos import NixosBackend
 from hyperhive.costs import Costs, start_costs
+from hyperhive.daemon_backend import check_backend, make_backend
 from hyperhive.daemon_process import raise_file_limit, take_lock
 from hyperhive.errors import BadSetting, HiveError
 from hyperhive.names import AgentName
-from hyperhive.paths import Limits, StatePaths
+from hyperhive.paths import StatePaths
 from hyperhive.sandbox.allowlist import parse_resolve
 from hyperhive.sandbox.endpoints import AgentEndpoints
 from hyperhive.sandbox.gateway import ApiGateway, upstream_from_env
@@ -125,6 +125,7 @@ class Daemon:
 async def start(settings: Settings) -> Daemon:
     """Bring a daemon up on the running IOLoop; returns once it is booted."""
     given = load_token(settings.listen_host, settings.token_file)  # F46: refuse before anything starts
+    check_backend(settings)  # issue 18: --backend ray without Ray, one line
     paths = agents_dir.state_paths(settings.state_dir, settings.agents_dir)  # --agents-dir: refused unmade
     paths.root.mkdir(parents=True, exist_ok=True)
     d = Daemon(settings, paths, take_lock(paths))
@@ -162,7 +163,10 @@ async def _bring_up(d: Daemon, token: str) -> None:
             d.costs.on_call(agent, usage)
 
     gateway = ApiGateway(upstream, on_usage=on_usage)
-    d.backend = backend = _backend(settings, paths, gateway.upstream.holds_credential)
+    def link_of(name: AgentName) -> dict[str, str] | None:  # issue 18: late-bound, the listener starts later
+        return None if d.agent_listen is None else d.agent_listen.credentials(name)
+
+    d.backend = backend = make_backend(settings, paths, gateway.upstream.holds_credential, link_of)
     d.broker = broker = Broker.start(
         d.db, clock, d.hub, settings.recv_default_seconds, settings.recv_cap_seconds
     ).proxy()
@@ -258,14 +262,6 @@ async def _bring_up(d: Daemon, token: str) -> None:
               pid=os.getpid(), sandboxed=backend.sandboxed, backend=backend.kind)
     d.notifier = sdnotify.ready()  # READY=1 only now: sockets bound, containers booted
     d.sockets.warm()  # the MCP servers, on a worker thread: a turn's CLI finds them built
-
-
-def _backend(settings: Settings, paths: StatePaths, gateway_key: bool) -> Backend[Any]:
-    limits = Limits(settings.agent_memory_mb, settings.agent_pids)
-    if settings.backend == "nixos":
-        return NixosBackend.from_env(paths, limits=limits)
-    return LocalBackend(paths, settings.sandbox, limits=limits, uid_base=settings.agent_uid_base,
-                        gateway_key=gateway_key)  # SandboxUnavailable: --sandbox on without a sandbox
 
 
 _ACTOR = "actor"  # a pykka proxy: stop its actor

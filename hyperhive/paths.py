@@ -26,6 +26,7 @@ from typing import Any
 from hyperhive.budgets import Budget, parse_budget
 from hyperhive.errors import BadRequest
 from hyperhive.names import AgentName, agent_dir, is_valid_name, validate_name
+from hyperhive.placement import Placement, parse_placement_json
 
 __all__ = ["AgentConfig", "Limits", "StatePaths"]
 
@@ -36,7 +37,7 @@ DRIVERS = ("builtin", "claude")
 # (the list is passed comma-joined to --allowedTools).
 _TOOL_RULE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*(\([^,\x00-\x1f]*\))?")
 _KEYS = frozenset({"driver", "allowed_recipients", "allowed_tools", "limits", "network", "repo", "permissions",
-                   "budget", "hibernate_after_seconds"})
+                   "budget", "hibernate_after_seconds", "placement"})
 # How the claude driver treats tool calls (issue 14): "sandbox", every tool (the sandbox is the limit);
 # "ask", each call not yet allowed goes to the operator as a question; "allowlist", `allowed_tools` only.
 PERMISSIONS = ("sandbox", "ask", "allowlist")
@@ -98,6 +99,7 @@ class AgentConfig:
     permissions: str | None = None  # one of PERMISSIONS; None: "sandbox" when sandboxed, else "allowlist"
     budget: Budget | None = None  # {"usd": 5, "per": "day"|"week"|"total"} (issue 15); None: no budget
     hibernate_after_seconds: float | None = None  # issue 17; None: the daemon's; 0: never
+    placement: Placement | None = None  # issue 18, the ray backend: where it may run (placement.py)
 
     @classmethod
     def from_json(cls, text: str, where: str = "agent config") -> AgentConfig:
@@ -140,7 +142,8 @@ class AgentConfig:
                              f"(0: never)")
         return cls(driver=driver, allowed_recipients=allowed, allowed_tools=tools, memory_mb=memory_mb,
                    pids=pids, network_allow=allow, repo=repo, permissions=permissions, budget=budget,
-                   hibernate_after_seconds=None if nap is None else float(nap))
+                   hibernate_after_seconds=None if nap is None else float(nap),
+                   placement=parse_placement_json(raw["placement"], where) if "placement" in raw else None)
 
     def limits(self, memory_mb: int, pids: int) -> Limits:
         """This agent's limits, the daemon's defaults where it sets none."""
@@ -167,6 +170,8 @@ class AgentConfig:
             out["budget"] = self.budget.to_wire()
         if self.hibernate_after_seconds is not None:
             out["hibernate_after_seconds"] = self.hibernate_after_seconds
+        if self.placement is not None and not self.placement.empty:
+            out["placement"] = self.placement.to_json()
         return json.dumps(out, indent=2) + "\n"
 
     def hibernate_after(self, default: float) -> float:

@@ -124,7 +124,11 @@ _REPO_NIX = Path(__file__).resolve().parents[1] / "nix"
 class Settings:
     state_dir: Path = setting(Path("./.hive"), "state dir", env="HYPERHIVE_STATE_DIR", scope="global")
     listen: str = setting("127.0.0.1:7800", "dashboard address HOST:PORT")
-    backend: str = setting("local", "container backend", choices=("local", "nixos"))
+    backend: str = setting("local", "container backend: local (this host), nixos (a container each), ray (each "
+                           "agent an actor on a node of a Ray cluster, issue 18: needs pip install "
+                           "'hyperhive[ray]')", choices=("local", "nixos", "ray"))
+    ray_address: str = setting("auto", "ray backend: the Ray cluster to join (HOST:PORT of its head, or auto: "
+                               "$RAY_ADDRESS, then the cluster ray start made on this host)")
     driver: str = setting("builtin", "model driver for new agents", choices=("builtin", "claude"))
     sandbox: str = setting("auto", "local backend: wrap harnesses in bubblewrap (auto = when bwrap works)",
                            choices=("auto", "on", "off"))
@@ -234,6 +238,9 @@ class Settings:
         for h in self.allowed_hosts:
             if not _HOST_ENTRY.fullmatch(h):
                 raise BadSetting(f"allowed_host: {h!r} is not a host name, an address or NAME:PORT")
+        if self.backend == "ray" and not self.agent_listen:  # issue 18: a node reaches the daemon over TCP
+            raise BadSetting("backend ray needs --agent-listen HOST:PORT: the address every Ray node reaches this "
+                             "daemon at (its agents' relays connect there over TLS)")
         if self.agent_listen:
             from hyperhive.agent_wire import parse_address
 

@@ -180,6 +180,10 @@ class Spawn(ByName, op="spawn"):
     permissions: str | None = None  # sandbox | ask | allowlist (issue 14)
     budget_usd: float | None = None  # its budget (issue 15), per budget_per (default day)
     budget_per: str | None = None
+    # Where it may run (issue 18, the ray backend): the flags as typed, parsed by placement.py.
+    cpus: str | None = None
+    memory_mb: str | None = None
+    resources: str | None = None
 
 
 class Pull(ByName, op="pull"):

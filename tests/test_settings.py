@@ -54,6 +54,7 @@ SAMPLE = {
     "agent_uid_base": ("2000000", 2000000),
     "proxy_resolve": ("pkgs.internal:443=10.0.0.5", "pkgs.internal:443=10.0.0.5"),
     "agent_listen": ("0.0.0.0:7900", "0.0.0.0:7900"),
+    "ray_address": ("10.0.0.5:6379", "10.0.0.5:6379"),
 }
 BY_NAME = {s.name: s for s in SETTINGS}
 

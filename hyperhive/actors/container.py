@@ -213,7 +213,9 @@ class ContainerActor(pykka.ThreadingActor):
     def harness_exited(self, gen: int, returncode: int | None, reason: str | None = None) -> None:
         """The backend's report of an exit; ``reason`` "out of memory" after an OOM kill."""
         try:
-            crash = self.core.exited(gen, returncode, reason, time.monotonic())
+            last_node = getattr(self._backend, "last_node", None)  # the ray backend: where it was lost
+            node = last_node(self.name) if last_node is not None and reason == "node lost" else None
+            crash = self.core.exited(gen, returncode, reason, time.monotonic(), node)
             if crash is None:
                 return  # an exit we asked for, or an old generation
             self._broker.tell(Broker.harness_gone, self.name)  # its recvs, and what its turn took
@@ -288,7 +290,8 @@ class ContainerActor(pykka.ThreadingActor):
 
     def snapshot_data(self) -> ContainerSnapshot:
         pid = self._handle.pid if self._handle is not None else None
-        return self.core.snapshot(pid, time.monotonic(), time.time())
+        node = getattr(self._handle, "node", None)  # a RayHandle's (issue 18); other handles have none
+        return self.core.snapshot(pid, time.monotonic(), time.time(), dict(node) if node else None)
 
     def _publish(self) -> None:
         if self._naps is not None:

@@ -271,9 +271,11 @@ class ContainerCore:
         self.last_exit = describe_exit(returncode)
 
     # --- supervision ------------------------------------------------------------
-    def exited(self, generation: int, returncode: int | None, reason: str | None, now: float) -> Crash | None:
+    def exited(self, generation: int, returncode: int | None, reason: str | None, now: float,
+               node: dict[str, str] | None = None) -> Crash | None:
         """The backend's exit report: None when it is one we asked for (or an old
-        generation's), else the crash, with the state already "crashed"."""
+        generation's), else the crash, with the state already "crashed" (``node``: where
+        it ran, when the ray backend lost that node)."""
         if generation != self.generation or self.state != "running":
             return None
         ran_for = now - self.started_at
@@ -281,7 +283,7 @@ class ContainerCore:
         self.state = "crashed"
         self.last_exit = how if reason is None else f"{reason} ({how})"
         delay = self.backoff.next(ran_for)
-        return Crash(ContainerCrash(self.name, how, reason or "crash", delay), delay, ran_for)
+        return Crash(ContainerCrash(self.name, how, reason or "crash", delay, node), delay, ran_for)
 
     def restart_due(self, generation: int) -> bool:
         """A crash's restart timer fired: True (and counted) if it still applies."""
@@ -296,11 +298,13 @@ class ContainerCore:
         return self.backoff.next(0.0)
 
     # --- the snapshot -------------------------------------------------------------
-    def snapshot(self, pid: int | None, now: float, wall: float) -> ContainerSnapshot:
+    def snapshot(self, pid: int | None, now: float, wall: float,
+                 node: dict[str, str] | None = None) -> ContainerSnapshot:
         running = self.state == "running"
         return ContainerSnapshot(
             name=self.name, role="manager" if self.name == MANAGER else "agent", state=self.state,
             transient=self.transient, pid=pid, driver=self.driver, restarts=self.restarts,
             last_exit=self.last_exit, sandboxed=self.sandboxed,
             started_at=(wall - (now - self.started_at)) if running else None,
+            node=node if running else None,
         )

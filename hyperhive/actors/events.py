@@ -91,9 +91,13 @@ class ContainerCrash(Event):
     exit: str
     reason: str
     restart_in_seconds: float
+    node: dict[str, str] | None = None  # the ray backend (issue 18): the node it ran on, after "node lost"
 
     def payload(self) -> dict[str, Any]:
-        return {"event": "ContainerCrash", **asdict(self)}
+        out = {"event": "ContainerCrash", **asdict(self)}
+        if out["node"] is None:
+            del out["node"]
+        return out
 
 
 @dataclass(frozen=True, slots=True)

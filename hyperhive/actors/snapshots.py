@@ -33,13 +33,17 @@ class ContainerSnapshot:
     last_exit: str | None = None
     sandboxed: bool = False
     started_at: float | None = None  # wall clock; None unless running
+    node: dict[str, str] | None = None  # the ray backend (issue 18): {node_id, address} while it runs
 
     @property
     def running(self) -> bool:
         return self.state == "running"
 
     def to_wire(self) -> dict[str, Any]:
-        return asdict(self)
+        out = asdict(self)
+        if out["node"] is None:  # a backend without nodes: no key
+            del out["node"]
+        return out
 
     @classmethod
     def from_wire(cls, data: Mapping[str, Any]) -> ContainerSnapshot:

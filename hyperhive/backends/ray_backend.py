@@ -109,14 +109,19 @@ class RayBackend:
 
     def __init__(self, paths: StatePaths, options: NodeOptions = _DEFAULTS, *,
                  placement_of: Callable[[AgentName], Placement] | None = None,
-                 start_seconds: float = START_SECONDS, owns_connection: bool = False) -> None:
+                 start_seconds: float = START_SECONDS, owns_connection: bool = False,
+                 link_of: Callable[[AgentName], dict[str, str] | None] | None = None) -> None:
         """Ray must be connected already (`open_ray_backend` does it). ``placement_of``:
-        an agent's placement (default: its applied agent.json's)."""
+        an agent's placement (default: its applied agent.json's). ``link_of``: the
+        credentials of the agent's TLS relay (``AgentListen.credentials``: a new secret
+        each call), asked only when its actor is created; None: no relay (the harness
+        uses the daemon's unix sockets under the shared agents dir)."""
         self.paths = paths
         self.options = options
         self._placement_of = placement_of or (lambda name: applied_placement(paths, name))
         self._start_seconds = start_seconds
         self._owns_connection = owns_connection
+        self._link_of = link_of
         self._handles: dict[AgentName, RayHandle] = {}  # running harnesses
         self._lost: dict[AgentName, dict[str, str]] = {}  # the node of each agent's last loss
         self.switch_uid = os.geteuid() == 0 and unreachable_for_agents(paths) is None
@@ -136,11 +141,15 @@ class RayBackend:
             return None
 
     def _create(self, name: AgentName, wanted: dict[str, Any]) -> Any:
+        existing = self._get(name)
+        if existing is not None:  # its link holds the secret it was made with: never issue another
+            return existing
+        link = None if self._link_of is None else self._link_of(name)  # a creation argument only
         return self._actor_class.options(
             name=actor_name(self.paths, name), namespace=NAMESPACE, lifetime="detached", get_if_exists=True,
             max_restarts=-1, max_task_retries=0, max_concurrency=MAX_CONCURRENCY, **wanted,
         ).remote(name, str(self.paths.root), None if self.paths.agents_root is None else str(self.paths.agents_root),
-                 self.options, wanted, None)
+                 self.options, wanted, link)
 
     def _call(self, actor: Any, method: str, *args: Any, timeout: float = QUERY, what: str = "") -> Any:
         try:
@@ -334,11 +343,12 @@ class RayBackend:
 
 
 def open_ray_backend(address: str, paths: StatePaths, options: NodeOptions = _DEFAULTS, *,
-                     placement_of: Callable[[AgentName], Placement] | None = None) -> RayBackend:
+                     placement_of: Callable[[AgentName], Placement] | None = None,
+                     link_of: Callable[[AgentName], dict[str, str] | None] | None = None) -> RayBackend:
     """Connect to the cluster at ``address`` ("auto" included; RayUnreachable: one line) and
     return the backend, which leaves the cluster at ``close``."""
     owns = connect(address)
-    return RayBackend(paths, options, placement_of=placement_of, owns_connection=owns)
+    return RayBackend(paths, options, placement_of=placement_of, owns_connection=owns, link_of=link_of)
 
 
 def _is_a_backend(b: RayBackend) -> Backend[RayHandle]:

@@ -33,7 +33,9 @@ from pathlib import Path
 from typing import Any
 
 import hyperhive.logs as logs
+from hyperhive.agent_link import AgentLink
 from hyperhive.backends.local import LocalBackend, LocalHandle
+from hyperhive.backends.ray_link import NodePaths, node_run_dir, remove_run_dir, start_link
 from hyperhive.backends.ray_tether import DONE
 from hyperhive.names import AgentName
 from hyperhive.paths import Limits, StatePaths
@@ -73,15 +75,16 @@ class NodeAgent:
                  placement: dict[str, Any] | None = None, link: dict[str, Any] | None = None) -> None:
         """``placement``: the Ray options it was created with (`RayBackend` compares them
         with the agent's placement at each start). ``link``: how the harness reaches the
-        daemon across hosts (the daemon's channel address and the agent's secret, issue 18
-        part 2). Unused today: the
-        harness uses the unix sockets in its run dir. It comes only as this creation
-        argument, never on a command line or in agent.json."""
+        daemon across hosts: {agent, secret, address, ca_pem} (`AgentListen.credentials`);
+        the relay (ray_link.py) binds the harness's sockets in a node-local run dir. None:
+        the harness uses the daemon's unix sockets in agents/<n>/run (one host). It comes
+        only as this creation argument, never on a command line or in agent.json."""
         self.name = AgentName(name)
         self.paths = StatePaths(Path(root), Path(agents_root) if agents_root else None)
         self.options = options
         self.placement = placement or {}
-        self.link = link
+        self._link_args = link  # holds the secret: never logged, never shown
+        self._relay: AgentLink | None = None
         self._local: LocalBackend | None = None
         self._run: _Run | None = None
         self._lock = threading.Lock()  # start/stop/destroy: one at a time
@@ -92,7 +95,10 @@ class NodeAgent:
         if self._local is None:
             logs.configure(sys.stderr)  # the worker's log file, never the daemon's stdout
             o = self.options
-            self._local = LocalBackend(self.paths, o.sandbox, limits=Limits(o.memory_mb, o.pids),
+            paths = self.paths
+            if self._link_args is not None:  # the harness's sockets are the relay's, on this node
+                paths = NodePaths(paths.root, paths.agents_root, run_dir=node_run_dir(paths.root, self.name))
+            self._local = LocalBackend(paths, o.sandbox, limits=Limits(o.memory_mb, o.pids),
                                        uid_base=o.uid_base, gateway_key=o.gateway_key, cgroups=o.cgroups)
         return self._local
 
@@ -102,6 +108,7 @@ class NodeAgent:
             if self._run is not None and not self._run.done.is_set():
                 self._stop(5.0)
             local = self._backend()
+            self._link(local)
             holder: list[_Run] = []
 
             def on_exit(rc: int | None, reason: str | None) -> None:  # LocalBackend's watcher thread
@@ -121,6 +128,14 @@ class NodeAgent:
             _log.info("ray_node.started", agent=self.name, pid=handle.pid, sandboxed=local.sandboxed,
                       node_id=self.node()["node_id"])
             return handle.pid
+
+    def _link(self, local: LocalBackend) -> None:
+        """Start the relay (once per actor: it outlives each harness) before the harness."""
+        if self._link_args is None or self._relay is not None:
+            return
+        account = local.account(self.name)
+        owner = (account.uid, account.gid) if account.switch else None
+        self._relay = start_link(self._link_args, local.paths.run(self.name), owner)
 
     def _tether(self, handle: LocalHandle) -> int | None:
         read_end, write_end = os.pipe()
@@ -189,7 +204,13 @@ class NodeAgent:
         """Before the actor is killed for good: stop the harness, remove its cgroup."""
         with self._lock:
             self._stop(0.0)
-            self._backend().destroy(self.name)
+            local = self._backend()
+            local.destroy(self.name)
+            if self._relay is not None:
+                self._relay.stop()
+                self._relay = None
+            if self._link_args is not None:
+                remove_run_dir(local.paths.run(self.name))
 
     # --- observation ---------------------------------------------------------------
     def placed(self) -> dict[str, Any]:

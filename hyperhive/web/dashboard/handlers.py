@@ -279,6 +279,7 @@ class MetricsHandler(Base):
         if d.drain is not None:  # every event counted so far, page open or not
             d.drain()
         body = await d.metrics.scrape(d.source.containers, d.broker, d.questions, d.approvals,
-                                      usage_of=d.source.read_usage, disks=partial(observe_disks, d.paths))
+                                      usage_of=d.source.read_usage, disks=partial(observe_disks, d.paths),
+                                      nodes=getattr(d.backend, "nodes_in_use", None))
         self.set_header("Content-Type", "text/plain; version=0.0.4; charset=utf-8")
         self.write(body)

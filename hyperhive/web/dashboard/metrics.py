@@ -123,6 +123,8 @@ class Metrics:
         self._storage_seen: dict[str, int] = {}  # the Broker's counts at the last scrape
         self.storage_failing = Gauge("hyperhive_storage_failing", "1 while the last commit failed", registry=r)
         self.pending_approvals = Gauge("hyperhive_pending_approvals", "approvals waiting", registry=r)
+        self.node_agents = Gauge("hyperhive_node_agents", "agents whose harness runs on each node (the ray "
+                                 "backend: its Ray node id)", ["node"], registry=r)
 
     def on_event(self, event: Event) -> None:
         """Count one hub event (called on the IOLoop thread)."""
@@ -180,12 +182,13 @@ class Metrics:
                      approvals: pykka.ActorProxy[Approvals],
                      usage_of: Callable[[list[dict[str, Any]]], Awaitable[Mapping[str, Any]]] | None = None,
                      disks: Callable[[list[str]], Mapping[str, Mapping[str, Any] | None]] | None = None,
-                     ) -> bytes:
+                     nodes: Callable[[], Mapping[str, int]] | None = None) -> bytes:
         """Read the gauges (containers from the dashboard's snapshot mirror), then render the text format.
         ``usage_of(snaps)`` (``StateSource.read_usage``: file reads in an executor) gives each running
         agent's cgroup figures; without it, a snapshot's own ``usage`` is taken. ``disks(names)``
         (``disk_use.observe_disks``: a cache read) gives each agent's disk use; without it, a
-        snapshot's own ``disk``."""
+        snapshot's own ``disk``. ``nodes()``: node → agents running there (the ray backend's
+        ``nodes_in_use``, an in-memory read)."""
         # A read the store refuses (a full disk can fail even a new connection's pragmas) leaves
         # those gauges as they were: /metrics must answer while storage fails (issue 16).
         asks = (Handle(broker).ask(Broker.stats), Handle(questions).ask(Questions.list),
@@ -220,6 +223,10 @@ class Metrics:
             disk = s.get("disk") or {}
             if isinstance(disk.get("bytes"), int):
                 self.disk.labels(agent=s["name"]).set(disk["bytes"])
+        if nodes is not None:
+            self.node_agents.clear()
+            for node, n in nodes().items():
+                self.node_agents.labels(node=node).set(n)
         parked = stats.get("parked", {}).values()
         self.parked.labels(kind="tool").set(sum(p.get("tool", 0) for p in parked))
         self.parked.labels(kind="system").set(sum(p.get("system", 0) for p in parked))

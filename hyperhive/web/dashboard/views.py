@@ -153,6 +153,7 @@ def container_row(
         "badges": list(badges),
         "port": port if running else None,
         "sandboxed": snap.sandboxed,
+        **({"node": dict(snap.node)} if snap.node else {}),  # the ray backend: where it runs
         "memory": memory_text(usage) if running else None,
         "pids": pids_text(usage) if running else None,
         "undelivered": int(stats.get("undelivered", {}).get(name, 0)),

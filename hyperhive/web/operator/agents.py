@@ -24,6 +24,7 @@ from hyperhive.paths import StatePaths
 from hyperhive.web.dashboard.state import read_usage
 from hyperhive.web.operator.checks import check_destroyable, check_spawnable, spawn_config, wire_snapshot
 from hyperhive.web.operator.lifecycle import LIFECYCLE_TIMEOUT
+from hyperhive.web.operator.placement import check_spawn_placement
 from hyperhive.web.rpc.ls_view import build_container_list
 from hyperhive.web.tables.heartbeats import Heartbeats
 from hyperhive.workspace import check_repo, with_repo
@@ -46,12 +47,18 @@ class JournalSource(Protocol):
 async def spawn(coordinator: pykka.ActorProxy[Coordinator], name: object,
                 allowed_recipients: list[str] | None = None, repo: object = None,
                 paths: StatePaths | None = None, permissions: str | None = None,
-                budget_usd: float | None = None, budget_per: str | None = None) -> dict[str, Any]:
+                budget_usd: float | None = None, budget_per: str | None = None, *, backend: Any = None,
+                placement: tuple[str | None, str | None, str | None] = (None, None, None)) -> dict[str, Any]:
     """Create an agent and start it, no approval (the CLI's spawn): ``{"container"}``.
     With ``repo``, its workspace is a clone of that repository (issue 14),
-    checked here first (off the loop) when ``paths`` is given."""
+    checked here first (off the loop) when ``paths`` is given. ``placement``: the
+    flags --cpus, --memory-mb, --resources as typed (issue 18), checked by ``backend``
+    before anything is made (`check_spawn_placement`)."""
     agent = check_spawnable(name)
     cfg = with_repo(spawn_config(allowed_recipients, None, permissions, budget_usd, budget_per), repo)
+    placed = await check_spawn_placement(backend, *placement)
+    if placed is not None:
+        cfg = dataclasses.replace(cfg, placement=placed)
     if cfg.repo is not None and paths is not None:
         await asyncio.get_running_loop().run_in_executor(None, check_repo, paths, cfg.repo)
     snap = await Handle(coordinator).within(LIFECYCLE_TIMEOUT).ask(Coordinator.spawn, agent, cfg)
@@ -145,7 +152,12 @@ _SNAPSHOT_FIELDS = tuple(f.name for f in dataclasses.fields(ContainerSnapshot))
 
 def _wire(snap: ContainerSnapshot | dict[str, Any]) -> dict[str, Any]:
     """``wire_snapshot``, without ``asdict``'s deep copy (its fields are plain values: ~10 ms of 1000 rows)."""
-    return {k: getattr(snap, k) for k in _SNAPSHOT_FIELDS} if isinstance(snap, ContainerSnapshot) else snap
+    if not isinstance(snap, ContainerSnapshot):
+        return snap
+    out = {k: getattr(snap, k) for k in _SNAPSHOT_FIELDS}
+    if out["node"] is None:  # as to_wire: only the ray backend's rows name a node
+        del out["node"]
+    return out
 
 
 async def ls(coordinator: pykka.ActorProxy[Coordinator], broker: pykka.ActorProxy[Broker],

@@ -41,7 +41,8 @@ def admin_ops(
 
     async def spawn(req: Spawn) -> dict[str, Any]:
         return await agents.spawn(coordinator, req.name, req.allowed_recipients, req.repo, paths, req.permissions,
-                                  req.budget_usd, req.budget_per)
+                                  req.budget_usd, req.budget_per, backend=backend,
+                                  placement=(req.cpus, req.memory_mb, req.resources))
 
     async def pull(req: Pull) -> dict[str, Any]:
         if pulls is None:

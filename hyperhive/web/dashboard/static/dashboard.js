@@ -241,7 +241,8 @@ function containerLine1(c) {
     ...c.badges.map(badgeChip),
     workspaceChip(c.workspace, c.workspace_text),
   ];
-  const meta = [c.driver, c.pid ? `pid ${c.pid}` : null, c.uptime ? `up ${c.uptime}` : null,
+  const meta = [c.driver, c.pid ? `pid ${c.pid}` : null, c.node ? `node ${c.node.address} ${c.node.node_id.slice(0, 8)}` : null,
+    c.uptime ? `up ${c.uptime}` : null,
     c.restarts ? `${c.restarts} restarts` : null, c.last_exit && c.state !== "running" ? c.last_exit : null,
     `inbox ${c.undelivered}`].filter(Boolean).join(" · ");
   kids.push(el("span", { class: "meta", text: meta }));
