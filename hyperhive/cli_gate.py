@@ -54,6 +54,10 @@ def add_parsers(sub: Any) -> None:
     rs.add_argument("--prompt", help="its initial prompt")
     rs.add_argument("--repo", metavar="PATH",
                     help="give the agent its own clone of this git repository, on branch hive/NAME")
+    rs.add_argument("--cpus", metavar="N", help="ray backend: CPUs the agent's node must give it")
+    rs.add_argument("--memory-mb", metavar="N", help="ray backend: memory (MB) its node must give it")
+    rs.add_argument("--resources", metavar="KEY=VALUE[,...]",
+                    help="ray backend: custom resources its node must give it, e.g. pool=1,GPU=1")
     for verb, text in (("restart", "restart a container (then kick the agent)"),
                        ("rebuild", "rebuild a container from its applied config (then kick)"),
                        ("kill", "kill a container at once; it stays stopped")):
@@ -118,8 +122,23 @@ def _print_question(q: dict[str, Any], now: float) -> None:
         say(f"    on expiry: {q['default']}")
 
 
+def _placement_fields(ns: argparse.Namespace) -> dict[str, Any]:
+    """--cpus/--memory-mb/--resources as typed → request_spawn's fields (as agent.json's placement)."""
+    if ns.cpus is None and ns.memory_mb is None and ns.resources is None:
+        return {}
+    from hyperhive.errors import BadRequest
+    from hyperhive.placement import parse_placement_flags
+    try:
+        return parse_placement_flags(ns.cpus, ns.memory_mb, ns.resources).to_json()
+    except BadRequest as exc:
+        raise SystemExit(f"hive request-spawn: {exc.message}") from None
+
+
 def _print_approval(a: dict[str, Any], diff: bool) -> None:
     what = f"spawn {a['agent']}" if a["kind"] == "spawn" else f"apply {a['commit'][:12]} to {a['agent']}"
+    placement = (a.get("config") or {}).get("placement")
+    if placement:  # issue 18: where the approved agent will run is part of what is approved
+        what += " placed " + json.dumps(placement, sort_keys=True)
     say(f"#{a['id']} {_when(a['requested_at'])} {a['requested_by']}: {what} [{a['status']}]")
     if diff and a["diff_html"]:
         import html
@@ -164,6 +183,7 @@ def run(ns: argparse.Namespace, admin: Admin) -> int:
             extra["prompt"] = ns.prompt
         if ns.repo:  # the daemon's cwd is not the operator's: an absolute path
             extra["repo"] = os.path.abspath(ns.repo)
+        extra.update(_placement_fields(ns))
         say(f"approval #{admin('request_spawn', name=ns.name, **extra)['approval_id']} queued")
         return 0
     if cmd in ("restart", "rebuild", "kill"):

@@ -226,7 +226,7 @@ async def _bring_up(d: Daemon, token: str) -> None:
         # m1nd's socket opens at boot, once the Coordinator and Approvals are up.
         if d.coordinator is None or d.questions is None or d.approvals is None:
             raise HiveError("the manager's socket opened before the gate's actors started")
-        extra = manager_ops(d.coordinator, d.questions, d.approvals, costs)
+        extra = manager_ops(d.coordinator, d.questions, d.approvals, costs, backend)
         return {**ops, **extra}
 
     d.sockets = AgentSockets(io_loop, paths, ops_for, settings.recv_cap_seconds)

@@ -232,6 +232,10 @@ class RequestSpawn(ByName, op="request_spawn"):
     driver: str | None = None
     prompt: str | None = None
     repo: str | None = None
+    # Where it may run (issue 18): as agent.json's placement, resources an object name → number.
+    cpus: float | None = None
+    memory_mb: int | None = None
+    resources: dict[str, float] | None = None
 
 
 class RequestApplyCommit(Request, op="request_apply_commit"):
@@ -333,6 +337,9 @@ def type_check(tp: Any) -> Check:
         return lambda v: isinstance(v, (int, float)) and not isinstance(v, bool)
     if tp is str:
         return lambda v: isinstance(v, str)
+    if origin is dict:
+        key, value = (type_check(arg) for arg in typing.get_args(tp))
+        return lambda v: isinstance(v, dict) and all(key(k) and value(x) for k, x in v.items())
     if origin is list:
         (item,) = typing.get_args(tp)
         each = type_check(item)

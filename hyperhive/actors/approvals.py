@@ -116,6 +116,15 @@ class Approvals(pykka.ThreadingActor):
         name = self.core.check_agent(agent, live=self._live(validate_name(agent)))
         return self._queue_apply(requested_by, name, config_repo.resolve_commit(self._paths.config_dir(name), commit))
 
+    @answers
+    def commit_config(self, agent: str, commit: str) -> tuple[str, AgentConfig | None]:
+        """A commit's full id and the agent.json it holds (None: it holds none), read
+        as an apply reads it: so its placement can be checked before it is queued."""
+        name = self.core.check_agent(agent, live=self._live(validate_name(agent)))
+        full = config_repo.resolve_commit(self._paths.config_dir(name), commit)
+        text = config_repo.commit_files(self._paths.config_dir(name), full).get(config_repo.CONFIG_FILE)
+        return full, None if text is None else AgentConfig.from_json(text, where=f"agent.json in {full[:12]}")
+
     def _queue_apply(self, requested_by: str, name: AgentName, full: str) -> int:
         new = config_repo.commit_files(self._paths.config_dir(name), full)
         old = config_repo.applied_files(self._paths.applied(name))

@@ -64,6 +64,24 @@ CASES: list[Case] = [
      {"op": "request_spawn", "name": "fresh", "allowed_recipients": ["ok", "../x"]}, "bad_name"),
     ("spawn request with an unknown driver", "/request-spawn", {"name": "fresh", "driver": "gpt"},
      {"op": "request_spawn", "name": "fresh", "driver": "gpt"}, "bad_request"),
+    # Issue 18: a placement (cpus, memory_mb, resources), refused before anything is queued. This
+    # daemon's backend is local: a good placement is refused too (nothing would be reserved).
+    *((f"spawn request with {what}", "/request-spawn", {"name": "fresh", **form},
+       {"op": "request_spawn", "name": "fresh", **line}, "bad_request") for what, form, line in (
+        ("negative cpus", {"cpus": "-1"}, {"cpus": -1}),
+        ("zero cpus", {"cpus": "0"}, {"cpus": 0}),
+        ("a fraction of memory", {"memory_mb": "0.5"}, {"memory_mb": 0.5}),
+        ("a negative resource", {"resources": "pool=-1"}, {"resources": {"pool": -1}}),
+        ("an odd resource name", {"resources": "a/b=1"}, {"resources": {"a/b": 1}}),
+        ("CPU as a resource", {"resources": "CPU=1"}, {"resources": {"CPU": 1}}),
+        ("a resource that is a word", {"resources": "pool=one"}, {"resources": {"pool": "one"}}),
+        ("a placement on the local backend", {"cpus": "1", "resources": "pool=1"},
+         {"cpus": 1, "resources": {"pool": 1}}),
+    )),
+    ("spawn request with NaN cpus", "/request-spawn", {"name": "fresh", "cpus": "nan"},
+     b'{"op": "request_spawn", "name": "fresh", "cpus": 1e400}', "bad_request"),  # JSON has no NaN: inf
+    ("spawn request with a NaN resource", "/request-spawn", {"name": "fresh", "resources": "pool=nan"},
+     b'{"op": "request_spawn", "name": "fresh", "resources": {"pool": -1e400}}', "bad_request"),
     ("answer to an unknown question", "/answer-question/999999", {"text": "yes"},
      {"op": "answer", "question_id": 999999, "text": "yes"}, "unknown_id"),
     ("cancel of an unknown question", "/cancel-question/999999", {}, {"op": "cancel_question",
@@ -177,6 +195,10 @@ def test_the_manager_may_not_act_on_itself_on_its_own_surface(hive: Hive, verb: 
         assert m1nd.ask({"op": verb, "name": "nobody"})["error"]["code"] == "unknown_agent"
         bad = m1nd.ask({"op": "request_spawn", "name": "fresh", "allowed_recipients": ["../x"]})
         assert bad["error"]["code"] == "bad_name"
+        for placement in ({"cpus": -1}, {"resources": {"CPU": 1}}, {"resources": {"a b": 1}},
+                          {"resources": {"pool": 1}}):  # the last: this daemon's backend places nothing
+            bad = m1nd.ask({"op": "request_spawn", "name": "fresh", **placement})
+            assert bad["error"]["code"] == "bad_request", (placement, bad)
     finally:
         m1nd.close()
     assert world(hive) == before

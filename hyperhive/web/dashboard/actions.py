@@ -17,6 +17,7 @@ from hyperhive.web.dashboard.handlers import Base, DashDeps
 from hyperhive.web.operator import agents, gate, messages, permissions
 from hyperhive.web.operator.checks import spawn_config
 from hyperhive.web.operator.lifecycle import lifecycle_action
+from hyperhive.web.operator.placement import form_placement
 
 __all__ = ["ROUTES", "spawn_request_config"]
 
@@ -90,10 +91,12 @@ class PurgeTombstone(_Action):
 class RequestSpawn(_Action):
     async def post(self) -> None:
         async def run() -> dict[str, Any]:
+            placement = form_placement(self.form("cpus"), self.form("memory_mb"), self.form("resources"))
             return await gate.request_spawn(
                 self.deps.approvals, OPERATOR, self.form("name").strip(),
                 _allowed_list(self.form("allowed_recipients")), self.form("driver").strip() or None,
-                self.form("prompt").strip() or None, repo=self.form("repo").strip() or None)
+                self.form("prompt").strip() or None, repo=self.form("repo").strip() or None,
+                backend=self.deps.backend, placement=placement)
         await self.reply(run())
 
 

@@ -4,6 +4,7 @@ operator, request a spawn, a config commit, propose a config)."""
 
 from __future__ import annotations
 
+import dataclasses
 from typing import Any
 
 import pykka
@@ -12,6 +13,8 @@ from hyperhive.actors.approvals import Approvals
 from hyperhive.actors.bridge import Handle
 from hyperhive.actors.questions import Questions
 from hyperhive.names import validate_name
+from hyperhive.paths import AgentConfig
+from hyperhive.placement import Placement
 from hyperhive.web.operator import counts
 from hyperhive.web.operator.checks import (
     check_id,
@@ -23,6 +26,7 @@ from hyperhive.web.operator.checks import (
     spawn_config,
 )
 from hyperhive.web.operator.lifecycle import LIFECYCLE_TIMEOUT
+from hyperhive.web.operator.placement import check_config_placement, check_placement_on
 from hyperhive.workspace import with_repo
 
 __all__ = ["answer", "approvals", "approve", "ask_operator", "cancel_question", "deny", "propose_config",
@@ -81,25 +85,43 @@ async def deny(a: pykka.ActorProxy[Approvals], approval_id: object, reason: obje
 
 async def request_spawn(a: pykka.ActorProxy[Approvals], by: str, name: object,
                         allowed_recipients: list[str] | None = None, driver: str | None = None,
-                        prompt: object = None, repo: object = None) -> dict[str, Any]:
+                        prompt: object = None, repo: object = None, *, backend: Any = None,
+                        placement: Placement | None = None) -> dict[str, Any]:
     """Queue a spawn for the operator's approval: ``{"approval_id"}``. A
     ``repo`` is shown in the approval's config; whether it is a work tree is
-    checked when the approved spawn runs, before anything is made."""
+    checked when the approved spawn runs, before anything is made. A
+    ``placement`` (issue 18) is checked by ``backend`` now, before anything is
+    queued, and is part of the config the operator approves."""
     agent = check_spawnable(name)
     cfg = with_repo(spawn_config(allowed_recipients, driver), repo)
-    return {"approval_id": await Handle(a).ask(Approvals.request_spawn, by, agent, cfg, check_prompt(prompt))}
+    text = check_prompt(prompt)
+    placed = await check_placement_on(backend, placement)
+    if placed is not None:
+        cfg = dataclasses.replace(cfg, placement=placed)
+    return {"approval_id": await Handle(a).ask(Approvals.request_spawn, by, agent, cfg, text)}
 
 
 async def request_apply_commit(a: pykka.ActorProxy[Approvals], by: str, agent: object,
-                               commit: str) -> dict[str, Any]:
+                               commit: str, *, backend: Any = None) -> dict[str, Any]:
+    """Queue a commit of the agent's config repo for apply; with a backend that
+    places agents, a placement in its agent.json is checked first (issue 18)."""
     name = validate_name(agent)
-    return {"approval_id": await Handle(a).ask(Approvals.request_apply_commit, by, name,
-                                               check_text_field(commit, "the commit"))}
+    wanted = check_text_field(commit, "the commit")
+    if getattr(backend, "check", None) is not None:
+        full, cfg = await Handle(a).ask(Approvals.commit_config, name, wanted)
+        await check_config_placement(backend, cfg, f"agent.json in {full[:12]}")
+        wanted = full
+    return {"approval_id": await Handle(a).ask(Approvals.request_apply_commit, by, name, wanted)}
 
 
 async def propose_config(a: pykka.ActorProxy[Approvals], by: str, agent: object, message: str,
-                         prompt: str | None = None, agent_json: str | None = None) -> dict[str, Any]:
-    """Commit a new prompt and/or agent.json and queue its apply: ``{"commit", "approval_id"}``."""
+                         prompt: str | None = None, agent_json: str | None = None, *,
+                         backend: Any = None) -> dict[str, Any]:
+    """Commit a new prompt and/or agent.json and queue its apply: ``{"commit", "approval_id"}``.
+    With a backend that places agents, the new agent.json's placement is checked
+    against its cluster first: refused, nothing is committed (issue 18)."""
     name = validate_name(agent)
+    if agent_json is not None and getattr(backend, "check", None) is not None:
+        await check_config_placement(backend, AgentConfig.from_json(agent_json, where="agent_json"), "agent_json")
     out = await Handle(a).ask(Approvals.propose_config, by, name, message, prompt, agent_json)
     return dict(out)

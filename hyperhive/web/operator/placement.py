@@ -1,13 +1,25 @@
-"""Where a new agent may run (issue 18): the spawn flags ``--cpus``,
-``--memory-mb`` and ``--resources``, checked before anything is created.
+"""Where a new agent may run (issue 18), checked before anything is created or queued.
+
+Every path that puts a placement into an agent.json goes through here:
+
+- ``hive spawn --cpus/--memory-mb/--resources`` (the flags as typed:
+  `check_spawn_placement`);
+- a spawn request (``request_spawn``: the manager's MCP tool and its socket,
+  ``hive request-spawn``, the dashboard's form): its ``cpus``, ``memory_mb``,
+  ``resources`` (`wire_placement` for JSON, `form_placement` for the form's
+  text), checked at request time by `check_placement_on`; what is approved is
+  the config shown, placement included;
+- a config proposed or queued for apply (``propose_config``,
+  ``request_apply_commit``) whose agent.json carries a placement
+  (`check_config_placement`).
 
 With the ray backend the placement is checked against the cluster
 (`RayBackend.check`: an unknown resource, or one no node could ever hold, is
-refused) and written into the agent's agent.json. Any other backend refuses
-spawn flags that ask for a placement: it runs every agent on this host, and an
-operator who asked for a GPU should not believe one was reserved. (An
-agent.json that carries a ``placement`` is still read by every backend and
-ignored by those without placement: a config may move between hives.)
+refused). Any other backend refuses a spawn that asks for a placement: it runs
+every agent on this host, and an operator who asked for a GPU should not
+believe one was reserved. (An agent.json that carries a ``placement`` is still
+accepted and ignored by those without placement: a config may move between
+hives; `check_config_placement` checks it only where there is a cluster.)
 """
 
 from __future__ import annotations
@@ -16,9 +28,11 @@ import asyncio
 from typing import Any
 
 from hyperhive.errors import BadRequest
-from hyperhive.placement import Placement, parse_placement_flags
+from hyperhive.paths import AgentConfig
+from hyperhive.placement import Placement, parse_placement_flags, parse_placement_json
 
-__all__ = ["check_spawn_placement"]
+__all__ = ["check_config_placement", "check_placement_on", "check_spawn_placement", "form_placement",
+           "wire_placement"]
 
 
 async def check_spawn_placement(backend: Any, cpus: str | None, memory_mb: str | None,
@@ -27,11 +41,52 @@ async def check_spawn_placement(backend: Any, cpus: str | None, memory_mb: str |
     the cluster); None when they ask for none."""
     if cpus is None and memory_mb is None and resources is None:
         return None
-    placement = parse_placement_flags(cpus, memory_mb, resources)
+    return await check_placement_on(backend, parse_placement_flags(cpus, memory_mb, resources),
+                                    "--cpus, --memory-mb and --resources place")
+
+
+def wire_placement(cpus: float | None, memory_mb: int | None,
+                   resources: dict[str, Any] | None) -> Placement | None:
+    """A request's ``cpus``, ``memory_mb``, ``resources`` (an object name → number,
+    as agent.json has it) as one placement; None when it asks for none."""
+    raw = {k: v for k, v in (("cpus", cpus), ("memory_mb", memory_mb), ("resources", resources)) if v is not None}
+    if not raw:
+        return None
+    placement = parse_placement_json(raw, where="the spawn request")
+    return None if placement.empty else placement
+
+
+def form_placement(cpus: str, memory_mb: str, resources: str) -> Placement | None:
+    """The dashboard's spawn form: the three fields as typed, as the spawn flags
+    (an empty field: not given)."""
+    c, m, r = (v.strip() or None for v in (cpus, memory_mb, resources))
+    if c is None and m is None and r is None:
+        return None
+    return parse_placement_flags(c, m, r)
+
+
+async def check_placement_on(backend: Any, placement: Placement | None,
+                             what: str = "a placement (cpus, memory_mb, resources) puts") -> Placement | None:
+    """Refuse ``placement`` unless ``backend`` places agents and its cluster can hold
+    it (asked off the loop); None passes. ``what``: how the refusal names what was asked."""
+    if placement is None:
+        return None
     check = getattr(backend, "check", None)
     if check is None:
         kind = getattr(backend, "kind", "this")
-        raise BadRequest(f"--cpus, --memory-mb and --resources place an agent on a node of a Ray cluster: "
+        raise BadRequest(f"{what} an agent on a node of a Ray cluster: "
                          f"the {kind} backend runs every agent on this host (use hive serve --backend ray)")
     await asyncio.get_running_loop().run_in_executor(None, check, placement)
     return placement
+
+
+async def check_config_placement(backend: Any, config: AgentConfig | None, where: str) -> None:
+    """A proposed agent.json's placement, checked by a backend that places agents
+    (refused with ``where`` named); accepted as it is by one that does not."""
+    placement = None if config is None else config.placement
+    if placement is None or placement.empty or getattr(backend, "check", None) is None:
+        return
+    try:
+        await check_placement_on(backend, placement)
+    except BadRequest as exc:
+        raise BadRequest(f"{where}: placement {placement.describe()}: {exc.message}") from None

@@ -77,5 +77,5 @@ def admin_ops(
         "ls": Op(ls), "spawn": Op(spawn), "start": Op(start), "stop": Op(stop),
         "send": Op(send), "inbox": Op(inbox), "ping": Op(ping), "pull": Op(pull),
         "grants": Op(grants), "revoke_tool": Op(revoke_tool), "usage": usage_op(costs),
-        **operator_gate_ops(coordinator, questions, approvals),
+        **operator_gate_ops(coordinator, questions, approvals, backend),
     }

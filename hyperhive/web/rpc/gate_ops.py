@@ -14,6 +14,7 @@ from hyperhive.web.operator import agents, gate
 from hyperhive.web.operator import usage as usage_service
 from hyperhive.web.operator.checks import spawn_config
 from hyperhive.web.operator.lifecycle import lifecycle_action
+from hyperhive.web.operator.placement import wire_placement
 from hyperhive.web.rpc.jsonlines import Op
 from hyperhive.wire import (
     Answer,
@@ -46,10 +47,11 @@ MANAGER_OPS = ("ask_operator", "request_spawn", "request_apply_commit", "propose
                "usage")
 
 
-def _request_spawn(approvals: ApprovalsRef, by: str) -> Op:
+def _request_spawn(approvals: ApprovalsRef, by: str, backend: Any) -> Op:
     async def run(req: RequestSpawn) -> dict[str, Any]:
+        placement = wire_placement(req.cpus, req.memory_mb, req.resources)
         return await gate.request_spawn(approvals, by, req.name, req.allowed_recipients, req.driver, req.prompt,
-                                        repo=req.repo)
+                                        repo=req.repo, backend=backend, placement=placement)
     return Op(run)
 
 
@@ -69,21 +71,23 @@ def usage_op(costs: Costs | None) -> Op:
 
 
 def manager_ops(coordinator: CoordinatorRef, questions: QuestionsRef, approvals: ApprovalsRef,
-                costs: Costs | None = None) -> dict[str, Op]:
+                costs: Costs | None = None, backend: Any = None) -> dict[str, Op]:
+    """m1nd's gate ops; ``backend`` checks the placements it asks for (issue 18)."""
     async def ask_operator(req: AskOperator) -> dict[str, Any]:
         return await gate.ask_operator(questions, MANAGER, req.question, req.options, req.multi, req.ttl_seconds,
                                        req.default)
 
     async def request_apply_commit(req: RequestApplyCommit) -> dict[str, Any]:
-        return await gate.request_apply_commit(approvals, MANAGER, req.agent, req.commit)
+        return await gate.request_apply_commit(approvals, MANAGER, req.agent, req.commit, backend=backend)
 
     async def propose_config(req: ProposeConfig) -> dict[str, Any]:
-        return await gate.propose_config(approvals, MANAGER, req.agent, req.message, req.prompt, req.agent_json)
+        return await gate.propose_config(approvals, MANAGER, req.agent, req.message, req.prompt, req.agent_json,
+                                         backend=backend)
 
     return {
         "ask_operator": Op(ask_operator),
         "propose_config": Op(propose_config),
-        "request_spawn": _request_spawn(approvals, MANAGER),
+        "request_spawn": _request_spawn(approvals, MANAGER, backend),
         "request_apply_commit": Op(request_apply_commit),
         "usage": usage_op(costs),
         **{verb: _verb(coordinator, verb, MANAGER) for verb in ("start", "restart", "kill")},
@@ -99,7 +103,8 @@ def refused_manager_ops() -> dict[str, Op]:
     return {op: refuse(op) for op in MANAGER_OPS}
 
 
-def operator_gate_ops(coordinator: CoordinatorRef, questions: QuestionsRef, approvals: ApprovalsRef) -> dict[str, Op]:
+def operator_gate_ops(coordinator: CoordinatorRef, questions: QuestionsRef, approvals: ApprovalsRef,
+                      backend: Any = None) -> dict[str, Op]:
     async def list_questions(req: Questions) -> dict[str, Any]:
         return await gate.questions(questions)
 
@@ -134,6 +139,6 @@ def operator_gate_ops(coordinator: CoordinatorRef, questions: QuestionsRef, appr
         "destroy": Op(destroy), "tombstones": Op(tombstones), "revive": Op(revive), "purge": Op(purge),
         "questions": Op(list_questions), "answer": Op(answer), "cancel_question": Op(cancel_question),
         "approvals": Op(list_approvals), "approve": Op(approve), "deny": Op(deny),
-        "request_spawn": _request_spawn(approvals, OPERATOR),
+        "request_spawn": _request_spawn(approvals, OPERATOR, backend),
         **{verb: _verb(coordinator, verb, OPERATOR) for verb in ("restart", "rebuild", "kill")},
     }

@@ -243,9 +243,16 @@ def _manager_tools(server: MCPServer, rpc: Rpc) -> None:
         prompt: Annotated[str, Field(description="its initial prompt (prompt.md); empty: a default")] = "",
         allowed_recipients: Annotated[list[str] | None, Field(description="whom it may message "
                                                               "(default: anyone)")] = None,
+        cpus: Annotated[float | None, Field(description="the ray backend: CPUs its node reserves for it")] = None,
+        memory_mb: Annotated[int | None, Field(description="the ray backend: memory its node reserves, MB")] = None,
+        resources: Annotated[dict[str, float] | None, Field(description="the ray backend: custom resources "
+                                                            "it needs, name → number, e.g. {\"pool\": 1}")] = None,
     ) -> str:
-        """Ask the operator to approve a new agent. The outcome arrives as ApprovalResolved."""
-        resp = await rpc("request_spawn", name=name, prompt=prompt or None, allowed_recipients=allowed_recipients)
+        """Ask the operator to approve a new agent. The outcome arrives as ApprovalResolved.
+        cpus, memory_mb and resources place it on a node of the Ray cluster; a placement
+        no node can hold, or any placement on another backend, is refused at once."""
+        resp = await rpc("request_spawn", name=name, prompt=prompt or None, allowed_recipients=allowed_recipients,
+                         cpus=cpus, memory_mb=memory_mb, resources=resources)
         return json.dumps({"approval_id": resp["approval_id"], "status": "pending"})
 
     @server.tool(structured_output=False)
