@@ -154,6 +154,9 @@ class Mixer:
         if origin is list:
             (item,) = typing.get_args(tp)
             return [self.shaped(item) for _ in range(r.randrange(5))]
+        if origin is dict:  # e.g. request_spawn's resources
+            key, value = typing.get_args(tp)
+            return {self.shaped(key): self.shaped(value) for _ in range(r.randrange(4))}
         raise TypeError(f"no value for wire type {tp!r}")
 
     def request(self) -> dict[str, Any]:
@@ -161,7 +164,7 @@ class Mixer:
         of another, or left out; now and then fields it does not take."""
         r = self.rng
         kind = r.randrange(20)
-        fields: tuple[tuple[str, Any, bool], ...] = ()
+        fields: tuple[tuple[str, Any, bool, Any], ...] = ()
         if kind < 17:
             op: Any = r.choice(OP_NAMES)
             fields = schema(op)[0]
