@@ -12,7 +12,6 @@ on the shared agents dir, is resumed by ``claude -p --resume``).
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 import sqlite3
@@ -25,14 +24,13 @@ from typing import Any
 import pytest
 import support
 from fake_anthropic import FakeAnthropic, Reply, text, tool_use
-from support import Hive, passable, wait_for
+from support import Hive, wait_for
 
 ray = pytest.importorskip("ray")
 
 from ray.cluster_utils import Cluster  # noqa: E402
+from ray_support import ray_hive  # noqa: E402
 
-from hyperhive.backends.ray_connect import NAMESPACE  # noqa: E402
-from hyperhive.errors import HiveError  # noqa: E402
 from hyperhive.harness.claude import SESSION_FILE  # noqa: E402
 from hyperhive.names import AgentName  # noqa: E402
 
@@ -41,7 +39,6 @@ pytestmark = [
     pytest.mark.skipif(shutil.which("claude") is None, reason="needs the Claude Code CLI (.ci/run)"),
 ]
 
-_MB = 1024 * 1024
 _ASKED = re.compile(r"question (Q\d-[0-9a-f]{8})")
 
 
@@ -81,31 +78,9 @@ class Rig:
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory, fake: FakeAnthropic) -> Iterator[Rig]:
     support.require_e2e("a Ray cluster, a daemon on it and the Claude Code CLI")
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    cluster = Cluster(initialize_head=True, connect=False, head_node_args={
-        "num_cpus": 0, "object_store_memory": 80 * _MB, "include_dashboard": False})
-    hive: Hive | None = None
-    try:
-        workers = [cluster.add_node(num_cpus=1, resources={"pool": 1}, object_store_memory=80 * _MB)
-                   for _ in range(2)]
-        cluster.wait_for_nodes()
-        root = tmp_path_factory.mktemp("rayclaude")
-        passable(root)
-        hive = Hive(root / "state", ["--backend", "ray", "--ray-address", cluster.address,
-                                     "--agent-listen", "127.0.0.1:0", "--agent-memory-mb", "1024"],
-                    env={"RAY_USAGE_STATS_ENABLED": "0", **fake.env()})
-        hive.start()
-        ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
-        yield Rig(cluster, workers, hive)
-    finally:
-        if hive is not None:
-            try:
-                hive.admin("destroy", name="cc", purge=True, force=True)
-            except HiveError:
-                pass
-            hive.stop()
-        ray.shutdown()
-        cluster.shutdown()
+    with ray_hive(tmp_path_factory.mktemp("rayclaude"), ["--agent-memory-mb", "1024"], env=fake.env(),
+                  destroy=("cc",)) as rigged:
+        yield Rig(*rigged)
 
 
 def _answer(hive: Hive, marker: str) -> dict[str, Any]:

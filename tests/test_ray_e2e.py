@@ -23,11 +23,12 @@ from typing import Any
 
 import pytest
 import support
-from support import Hive, passable, wait_for
+from support import Hive, wait_for
 
 ray = pytest.importorskip("ray")
 
 from ray.cluster_utils import Cluster  # noqa: E402
+from ray_support import RAY_ENV, ray_hive  # noqa: E402
 
 from hyperhive.agent_secrets import AgentSecrets  # noqa: E402
 from hyperhive.agent_wire import auth_line, client_context  # noqa: E402
@@ -38,7 +39,6 @@ from hyperhive.names import AgentName  # noqa: E402
 
 pytestmark = [pytest.mark.e2e, pytest.mark.ray]
 
-_MB = 1024 * 1024
 _SECRETISH = re.compile(rb"[A-Za-z0-9_-]{43}")
 
 
@@ -51,38 +51,11 @@ class Rig:
         return {w.node_id for w in self.workers if w in self.cluster.worker_nodes}
 
 
-def _env() -> dict[str, str]:
-    return {"RAY_USAGE_STATS_ENABLED": "0"}
-
-
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     support.require_e2e("a Ray cluster and a daemon on it")
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    cluster = Cluster(initialize_head=True, connect=False, head_node_args={
-        "num_cpus": 0, "object_store_memory": 80 * _MB, "include_dashboard": False})
-    hive: Hive | None = None
-    try:
-        workers = [cluster.add_node(num_cpus=1, resources={"pool": 1}, object_store_memory=80 * _MB)
-                   for _ in range(2)]
-        cluster.wait_for_nodes()
-        root = tmp_path_factory.mktemp("raye2e")
-        passable(root)
-        hive = Hive(root / "state", ["--backend", "ray", "--ray-address", cluster.address,
-                                     "--agent-listen", "127.0.0.1:0", "--agent-memory-mb", "512"], env=_env())
-        hive.start()
-        ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
-        yield Rig(cluster, workers, hive)
-    finally:
-        if hive is not None:
-            for name in ("a", "v"):
-                try:
-                    hive.admin("destroy", name=name, purge=True, force=True)
-                except HiveError:
-                    pass
-            hive.stop()
-        ray.shutdown()
-        cluster.shutdown()
+    with ray_hive(tmp_path_factory.mktemp("raye2e"), ["--agent-memory-mb", "512"], destroy=("a", "v")) as rigged:
+        yield Rig(*rigged)
 
 
 def _spawn(hive: Hive, name: str, **fields: Any) -> dict[str, Any]:
@@ -306,7 +279,7 @@ def _serve(state: Path, *args: str, env: dict[str, str] | None = None,
         [sys.executable, "-c", code, "--state-dir", str(state), "serve", "--listen", "127.0.0.1:0", *args],
         capture_output=True, text=True, timeout=60, stdin=subprocess.DEVNULL,
         env={**{k: v for k, v in os.environ.items() if not k.startswith(("HYPERHIVE_", "RAY_ADDRESS"))},
-             **(env or {}), **_env()})
+             **(env or {}), **RAY_ENV})
 
 
 def _one_line(r: subprocess.CompletedProcess[str]) -> str:

@@ -26,6 +26,7 @@ from support import passable, pid_alive, wait_for
 ray = pytest.importorskip("ray")
 
 from ray.cluster_utils import Cluster  # noqa: E402
+from ray_support import pool_cluster  # noqa: E402
 
 from hyperhive.backends.ray_backend import (  # noqa: E402
     NODE_LOST,
@@ -46,7 +47,6 @@ pytestmark = [pytest.mark.e2e, pytest.mark.ray]
 
 POOL = parse_placement_flags(resources="pool=1")
 NAMES = ("a", "b", "c", "d", "e", "f")
-_MB = 1024 * 1024
 Exits = list[tuple[int | None, str | None]]
 
 
@@ -62,13 +62,7 @@ class Rig:
 @pytest.fixture(scope="module")
 def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
     support.require_e2e("a Ray cluster (ray.cluster_utils.Cluster)")
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    cluster = Cluster(initialize_head=True, connect=False, head_node_args={
-        "num_cpus": 0, "object_store_memory": 80 * _MB, "include_dashboard": False})
-    try:
-        workers = [cluster.add_node(num_cpus=1, resources={"pool": 1}, object_store_memory=80 * _MB)
-                   for _ in range(2)]
-        cluster.wait_for_nodes()
+    with pool_cluster() as (cluster, workers):
         root = tmp_path_factory.mktemp("ray")
         passable(root)
         paths = StatePaths(root / "state")
@@ -82,9 +76,6 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
             for name in NAMES:
                 backend.destroy(AgentName(name))
             backend.close()
-    finally:
-        ray.shutdown()
-        cluster.shutdown()
 
 
 def _tree(pid: int) -> list[int]:

@@ -21,17 +21,15 @@ from typing import Any
 
 import pytest
 import support
-from support import Hive, passable, wait_for
+from support import Hive, wait_for
 from test_sandbox import connect_tcp, connect_unix, harness_pid, nsenter_cmd, py
 
 ray = pytest.importorskip("ray")
 
-from ray.cluster_utils import Cluster  # noqa: E402
+from ray_support import ray_hive  # noqa: E402
 
 from hyperhive.agent_link import MAX_CONNECTIONS as RELAY_MAX  # noqa: E402
 from hyperhive.agent_secrets import AgentSecrets  # noqa: E402
-from hyperhive.backends.ray_connect import NAMESPACE  # noqa: E402
-from hyperhive.errors import HiveError  # noqa: E402
 from hyperhive.names import AgentName  # noqa: E402
 from hyperhive.sandbox.view import runtime_dirs  # noqa: E402
 from hyperhive.web.rpc.mcp_sockets import MAX_CONNECTIONS as DAEMON_MCP_MAX  # noqa: E402
@@ -44,43 +42,19 @@ pytestmark = [
                        reason="needs bubblewrap and nsenter (.ci/run installs them)"),
 ]
 
-_MB = 1024 * 1024
 
 
 @pytest.fixture(scope="module")
 def hive(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Hive]:
     support.require_e2e("a Ray cluster and a daemon on it")
-    os.environ["RAY_USAGE_STATS_ENABLED"] = "0"
-    cluster = Cluster(initialize_head=True, connect=False, head_node_args={
-        "num_cpus": 0, "object_store_memory": 80 * _MB, "include_dashboard": False})
-    h: Hive | None = None
-    try:
-        for _ in range(2):
-            cluster.add_node(num_cpus=1, resources={"pool": 1}, object_store_memory=80 * _MB)
-        cluster.wait_for_nodes()
-        root = tmp_path_factory.mktemp("rayhostile")
-        passable(root)
-        h = Hive(root / "state", ["--backend", "ray", "--ray-address", cluster.address, "--agent-listen",
-                                  "127.0.0.1:0", "--agent-memory-mb", "512", "--sandbox", "on"],
-                 env={"RAY_USAGE_STATS_ENABLED": "0"})
-        h.start()
-        ray.init(address=cluster.address, namespace=NAMESPACE, log_to_driver=False)
+    with ray_hive(tmp_path_factory.mktemp("rayhostile"), ["--agent-memory-mb", "512", "--sandbox", "on"],
+                  destroy=("a", "b")) as (_cluster, _workers, h):
         for name in ("a", "b"):
             h.admin("spawn", name=name, resources="pool=1")
         for name in ("a", "b"):
             wait_for(lambda name=name: h.ls()[name]["parked"]["system"] >= 1, timeout=120,  # type: ignore[misc]
                      what=f"{name}'s harness on its node")
         yield h
-    finally:
-        if h is not None:
-            for name in ("a", "b"):
-                try:
-                    h.admin("destroy", name=name, purge=True, force=True)
-                except HiveError:
-                    pass
-            h.stop()
-        ray.shutdown()
-        cluster.shutdown()
 
 
 def _harness_argv(pid: int) -> list[str]:
