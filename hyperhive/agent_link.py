@@ -5,7 +5,7 @@ sockets the harness expects in a node-local run dir (``hive.sock``, ``mcp.sock``
 ``proxy.sock``: `agent_wire.SOCKETS`, mode 0600, owned by the agent's uid when given), and relays each
 connection accepted there to the daemon's ``--agent-listen`` address: a TLS connection that trusts the
 daemon's CA alone and checks its host name (`agent_wire.client_context`), its auth line (agent, secret,
-channel), the daemon's ``{"ok":true}``, then bytes both ways (`agent_wire.tunnel`). The harness inside is
+channel), the daemon's ``{"ok":true}``, then bytes both ways (`relay.splice`). The harness inside is
 unchanged. A daemon that is down or refuses closes the local connection: the harness's own reconnect
 (`harness/reconnect.py`, `hive mcp`) tries again. Nothing is sent before the daemon's certificate is
 verified, so a server without a certificate from that CA never sees the secret.
@@ -35,8 +35,8 @@ from hyperhive.agent_wire import (
     client_context,
     parse_address,
     parse_reply,
-    tunnel,
 )
+from hyperhive.sandbox.relay import splice
 
 __all__ = ["MAX_CONNECTIONS", "AgentLink", "bind_agent_socket"]
 
@@ -182,7 +182,7 @@ class AgentLink:
             if up is None:
                 writer.transport.abort()
                 return
-            await tunnel(reader, writer, *up)
+            await splice(reader, writer, *up, abort_on_cancel=True)  # a TLS side: abort, never wait on it
         except asyncio.CancelledError:
             writer.transport.abort()
         except Exception as exc:  # noqa: BLE001 - one connection never takes the relay down

@@ -1,7 +1,7 @@
 """What both ends of an agent's TCP channel share (issue 18): the daemon's
 ``--agent-listen`` server (`hyperhive.web.rpc.agent_listen`) and the relay on
-the agent's node (`hyperhive.agent_link`). Standard library only: the relay
-runs in a Ray actor's process, far from the daemon's packages.
+the agent's node (`hyperhive.agent_link`), standard library only. The bytes
+both ways after the auth go through `hyperhive.sandbox.relay.splice`.
 
 The first line a connection sends, after the TLS handshake::
 
@@ -13,8 +13,6 @@ that agent), or ``{"ok":false,"error":{"code","message"}}`` and the close.
 
 from __future__ import annotations
 
-import asyncio
-import contextlib
 import json
 import re
 import ssl
@@ -22,7 +20,7 @@ from dataclasses import dataclass
 from typing import Any
 
 __all__ = ["AUTH_TIMEOUT", "CHANNELS", "MAX_AUTH_LINE", "MAX_SECRET", "OK_LINE", "SOCKETS", "Reply",
-           "auth_line", "client_context", "error_line", "parse_address", "parse_reply", "tunnel"]
+           "auth_line", "client_context", "error_line", "parse_address", "parse_reply"]
 
 # Each channel and the unix socket it stands for, in an agent's run dir (the names of `StatePaths`).
 SOCKETS = {"hive": "hive.sock", "mcp": "mcp.sock", "api": "api.sock", "proxy": "proxy.sock"}
@@ -85,47 +83,3 @@ def client_context(ca_pem: str) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.load_verify_locations(cadata=ca_pem)
     return ctx
-
-
-async def _copy(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> bool:
-    """Copy until EOF, then pass the EOF on: a half-close where ``dst`` has one (a unix
-    socket), else the whole close (TLS has no half-close in asyncio: left open, a
-    connection whose peer went away would stay open for ever). False when a side failed."""
-    try:
-        while data := await src.read(1 << 16):
-            dst.write(data)
-            await dst.drain()
-        if dst.is_closing():
-            return True
-        if dst.can_write_eof():
-            dst.write_eof()
-        else:
-            dst.close()  # its buffer is flushed first; the other way then ends too
-        return True
-    except (OSError, RuntimeError):
-        return False
-
-
-async def tunnel(a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter,
-                 b_reader: asyncio.StreamReader, b_writer: asyncio.StreamWriter) -> None:
-    """Bytes both ways between a unix socket and a TLS connection until both ways have
-    ended, then both closed; an error either way aborts both, and so does a cancel."""
-    pending = {asyncio.ensure_future(_copy(a_reader, b_writer)), asyncio.ensure_future(_copy(b_reader, a_writer))}
-    try:
-        while pending:
-            done, pending = await asyncio.wait(pending, return_when=asyncio.FIRST_COMPLETED)
-            if not all(t.result() for t in done):
-                a_writer.transport.abort()
-                b_writer.transport.abort()
-    finally:
-        for t in pending:
-            t.cancel()
-        if pending:
-            a_writer.transport.abort()
-            b_writer.transport.abort()
-            await asyncio.gather(*pending, return_exceptions=True)
-        for w in (a_writer, b_writer):
-            w.close()
-        for w in (a_writer, b_writer):
-            with contextlib.suppress(Exception):
-                await w.wait_closed()

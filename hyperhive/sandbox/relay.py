@@ -48,13 +48,19 @@ _LIVE: weakref.WeakKeyDictionary[asyncio.Server, set[asyncio.Task[None]]] = weak
 
 
 async def _pipe(src: asyncio.StreamReader, dst: asyncio.StreamWriter) -> bool:
-    """Copy until EOF, then half-close ``dst``. False when a side failed."""
+    """Copy until EOF, then pass the EOF on: a half-close where ``dst`` has one (TCP, a
+    unix socket), else the whole close (TLS has no half-close in asyncio: left open, a
+    connection whose peer went away would stay open for ever). False when a side failed."""
     try:
         while data := await src.read(_CHUNK):
             dst.write(data)
             await dst.drain()
-        if dst.can_write_eof() and not dst.is_closing():
+        if dst.is_closing():
+            return True
+        if dst.can_write_eof():
             dst.write_eof()
+        else:
+            dst.close()  # its buffer is flushed first; the other way then ends too
         return True
     except (OSError, RuntimeError):
         return False
@@ -69,12 +75,15 @@ async def _close(*writers: asyncio.StreamWriter) -> None:
 
 
 async def splice(a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter,
-                 b_reader: asyncio.StreamReader, b_writer: asyncio.StreamWriter) -> None:
+                 b_reader: asyncio.StreamReader, b_writer: asyncio.StreamWriter,
+                 abort_on_cancel: bool = False) -> None:
     """Pipe bytes both ways until both directions have ended, then close both.
 
-    EOF one way is passed on as a half-close (``write_eof``) and the other way
-    keeps flowing; an error either way aborts both, so neither side is left
-    waiting on a peer that is gone. Cancelling this closes both too.
+    EOF one way is passed on as a half-close (``write_eof``; a TLS side, which has
+    none, is closed) and the other way keeps flowing; an error either way aborts
+    both, so neither side is left waiting on a peer that is gone. Cancelling this
+    closes both too; with ``abort_on_cancel`` (a TLS side: its close waits on its
+    peer) it aborts them first.
     """
     tasks = {asyncio.ensure_future(_pipe(a_reader, b_writer)), asyncio.ensure_future(_pipe(b_reader, a_writer))}
     pending = set(tasks)
@@ -88,6 +97,9 @@ async def splice(a_reader: asyncio.StreamReader, a_writer: asyncio.StreamWriter,
         for t in pending:
             t.cancel()
         if pending:
+            if abort_on_cancel:
+                a_writer.transport.abort()
+                b_writer.transport.abort()
             await asyncio.gather(*pending, return_exceptions=True)
         await _close(a_writer, b_writer)
 

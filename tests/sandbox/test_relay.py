@@ -258,3 +258,37 @@ async def test_nofollow_connects_to_the_inode_it_checked(tmp_path: Path, peer: U
 def test_nofollow_wants_a_single_file_name(tmp_path: Path, name: str) -> None:
     with pytest.raises(ValueError):
         nofollow_unix_connector(str(tmp_path), name, None)
+
+
+async def test_an_eof_reaches_a_tls_side_as_its_close_and_the_splice_ends(tmp_path: Path) -> None:
+    # TLS has no half-close in asyncio: the EOF of the unix side closes the TLS side whole
+    # (left open, a connection whose peer went away would stay open for ever: issue 18's relay).
+    from hyperhive.agent_tls import ca_pem, server_context
+    from hyperhive.agent_wire import client_context
+    from hyperhive.sandbox.relay import splice
+
+    tls_got: list[bytes] = []
+    tls_done = asyncio.Event()
+
+    async def tls_peer(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        tls_got.append(await reader.read())  # to the TLS close
+        tls_done.set()
+        writer.close()
+
+    ctx = server_context(tmp_path, "127.0.0.1")
+    server = await asyncio.start_server(tls_peer, "127.0.0.1", 0, ssl=ctx)
+    port = server.sockets[0].getsockname()[1]
+    up_r, up_w = await asyncio.open_connection("127.0.0.1", port, ssl=client_context(ca_pem(tmp_path)),
+                                               server_hostname="127.0.0.1")
+    assert not up_w.can_write_eof()
+    left, right = socket.socketpair()
+    a_r, a_w = await asyncio.open_unix_connection(sock=left)
+    spliced = asyncio.ensure_future(splice(a_r, a_w, up_r, up_w, abort_on_cancel=True))
+    right.sendall(b"hello over tls")
+    right.shutdown(socket.SHUT_WR)  # the unix side's EOF
+    await asyncio.wait_for(tls_done.wait(), 10)
+    assert tls_got == [b"hello over tls"]
+    await asyncio.wait_for(spliced, 10)  # both ways ended: the splice is over
+    right.close()
+    server.close()
+    await server.wait_closed()

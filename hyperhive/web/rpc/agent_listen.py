@@ -34,11 +34,11 @@ from typing import Any
 
 import hyperhive.logs as logs
 from hyperhive.agent_secrets import AgentSecrets
-from hyperhive.agent_wire import AUTH_TIMEOUT, CHANNELS, MAX_AUTH_LINE, OK_LINE, error_line, tunnel
+from hyperhive.agent_wire import AUTH_TIMEOUT, CHANNELS, MAX_AUTH_LINE, OK_LINE, error_line
 from hyperhive.errors import HiveError
 from hyperhive.names import is_valid_name
 from hyperhive.net import add_accept_handler
-from hyperhive.sandbox.relay import nofollow_unix_connector
+from hyperhive.sandbox.relay import nofollow_unix_connector, splice
 from hyperhive.web.rpc.jsonlines import JsonLineServer
 from hyperhive.web.rpc.mcp_sockets import MAX_LINE as MCP_MAX_LINE
 from hyperhive.web.rpc.mcp_sockets import McpEndpoint
@@ -329,7 +329,7 @@ class AgentListen:
                 writer.write(error_line("unavailable", f"the agent's {channel} socket is not reachable now"))
                 return
             writer.write(OK_LINE)
-            await tunnel(up_reader, up_writer, reader, writer)
+            await splice(up_reader, up_writer, reader, writer, abort_on_cancel=True)  # a TLS side
         except asyncio.CancelledError:
             writer.transport.abort()  # the daemon stops
         except Exception as exc:  # noqa: BLE001 - one connection never takes the server down
