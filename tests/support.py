@@ -434,3 +434,28 @@ class Wakes:
 
     def restore(self) -> None:
         self._loop.call_soon_threadsafe = self._real  # type: ignore[method-assign]
+
+
+def proc_tree(pid: int) -> list[int]:
+    """``pid`` and every process below it (``/proc/<p>/task/*/children``), those gone meanwhile left out."""
+    out, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        out.append(p)
+        try:
+            for task in Path(f"/proc/{p}/task").iterdir():
+                todo += [int(c) for c in (task / "children").read_text().split()]
+        except FileNotFoundError:
+            continue
+    return out
+
+
+def harness_below(pid: int) -> int | None:
+    """The harness itself (`python -I -m hyperhive harness`) in the tree of ``pid`` (a launcher, bwrap)."""
+    for p in proc_tree(pid):
+        try:
+            if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[1:5] == [b"-I", b"-m", b"hyperhive", b"harness"]:
+                return p
+        except FileNotFoundError:
+            continue
+    return None

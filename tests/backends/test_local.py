@@ -11,7 +11,7 @@ import os
 from pathlib import Path
 
 import pytest
-from support import passable, wait_for
+from support import harness_below, passable, proc_tree, wait_for
 
 from hyperhive.backends.local import LocalBackend, harness_argv, probe_sandbox, unreachable_for_agents
 from hyperhive.errors import SandboxUnavailable
@@ -29,30 +29,6 @@ def paths(tmp_path: Path) -> StatePaths:
     for name in ("a", "b"):
         p.create_agent(AgentName(name), AgentConfig())
     return p
-
-
-def _tree(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except FileNotFoundError:
-            continue
-    return out
-
-
-def _harness(pid: int) -> int | None:
-    """The harness itself: `python -m hyperhive harness`, below the launcher/bwrap at ``pid``."""
-    for p in _tree(pid)[1:]:
-        try:
-            if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[1:5] == [b"-I", b"-m", b"hyperhive", b"harness"]:
-                return p
-        except FileNotFoundError:
-            continue
-    return None
 
 
 def _status(pid: int) -> dict[str, str]:
@@ -109,13 +85,13 @@ def test_a_sandboxed_harness_runs_as_its_own_uid_in_its_cgroup_with_a_clean_envi
     exits: list[tuple[int, str | None]] = []
     handle = backend.start(a, "builtin", lambda rc, reason: exits.append((rc, reason)))
     try:
-        pid = wait_for(lambda: _harness(handle.pid), timeout=10, what="the harness inside bwrap")
+        pid = wait_for(lambda: harness_below(handle.pid), timeout=10, what="the harness inside bwrap")
         st = _status(pid)
         uid = int((paths.agent(a) / "uid").read_text())
         if ROOT:
             assert st["Uid"].split()[0] == str(uid) and uid >= 1_900_000_000
         assert st["CapEff"] == "0000000000000000" and st["NoNewPrivs"] == "1"
-        for p in _tree(handle.pid):  # bwrap's own processes too: their environ shows inside
+        for p in proc_tree(handle.pid):  # bwrap's own processes too: their environ shows inside
             env = Path(f"/proc/{p}/environ").read_bytes()
             assert SECRET.encode() not in env
         if backend.cgroups is not None:
@@ -142,7 +118,7 @@ def test_a_harness_stopped_while_bwrap_starts_it_does_not_survive(backend: Local
         if backend.cgroups is not None:
             assert backend.cgroups.agent("a").pids() == []
         pid = handle.pid
-        wait_for(lambda pid=pid: not _harness(pid), timeout=5, what="no harness left running")  # type: ignore[misc]
+        wait_for(lambda pid=pid: not harness_below(pid), timeout=5, what="no harness left running")  # type: ignore[misc]
 
 
 def test_the_log_relay_rotates_and_never_follows_a_link(tmp_path: Path) -> None:

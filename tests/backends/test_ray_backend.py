@@ -21,7 +21,7 @@ from typing import Any
 
 import pytest
 import support
-from support import passable, pid_alive, wait_for
+from support import harness_below, passable, pid_alive, wait_for
 
 ray = pytest.importorskip("ray")
 
@@ -78,30 +78,6 @@ def rig(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Rig]:
             backend.close()
 
 
-def _tree(pid: int) -> list[int]:
-    out, todo = [], [pid]
-    while todo:
-        p = todo.pop()
-        out.append(p)
-        try:
-            for task in Path(f"/proc/{p}/task").iterdir():
-                todo += [int(c) for c in (task / "children").read_text().split()]
-        except FileNotFoundError:
-            continue
-    return out
-
-
-def _harness(pid: int) -> int | None:
-    """The harness itself (`python -I -m hyperhive harness`) in the tree below ``pid``."""
-    for p in _tree(pid):
-        try:
-            if Path(f"/proc/{p}/cmdline").read_bytes().split(b"\0")[1:5] == [b"-I", b"-m", b"hyperhive", b"harness"]:
-                return p
-        except FileNotFoundError:
-            continue
-    return None
-
-
 def _parent_cmdline(pid: int) -> bytes:
     ppid = Path(f"/proc/{pid}/stat").read_text().rpartition(")")[2].split()[1]
     return Path(f"/proc/{ppid}/cmdline").read_bytes()
@@ -118,7 +94,7 @@ def test_an_agent_placed_on_the_pool_runs_its_sandboxed_harness_on_a_worker(rig:
         assert handle.node["node_id"] in rig.worker_ids  # never the head: it offers no pool
         assert rig.backend.node(a) == handle.node and rig.backend.nodes_in_use() == {handle.node["node_id"]: 1}
         assert handle.pid is not None
-        harness = wait_for(lambda: _harness(handle.pid or 0), timeout=20, what="the harness below the launcher")
+        harness = wait_for(lambda: harness_below(handle.pid or 0), timeout=20, what="the harness below the launcher")
         assert b"NodeAgent" in _parent_cmdline(handle.pid)  # started by the agent's Ray actor process
         assert Path(f"/proc/{harness}/status").read_text().count("CapEff:\t0000000000000000") == 1
         actor = ray.get_actor(actor_name(rig.paths, a), namespace=NAMESPACE)
@@ -258,7 +234,7 @@ def test_node_loss_is_a_crash_and_the_next_start_lands_on_the_other_worker(rig: 
 
     handle = rig.backend.start(e, "builtin", on_exit)
     old = dict(handle.node)
-    harness = wait_for(lambda: _harness(handle.pid or 0), timeout=20, what="the harness")
+    harness = wait_for(lambda: harness_below(handle.pid or 0), timeout=20, what="the harness")
     victim = next(w for w in rig.workers if w.node_id == old["node_id"])
     began = time.monotonic()
     rig.cluster.remove_node(victim)
@@ -270,7 +246,7 @@ def test_node_loss_is_a_crash_and_the_next_start_lands_on_the_other_worker(rig: 
     again = rig.backend.start(e, "builtin", on_exit)  # what ContainerActor's supervision does
     try:
         assert again.node["node_id"] != old["node_id"] and again.node["node_id"] in rig.worker_ids
-        wait_for(lambda: _harness(again.pid or 0), timeout=20, what="the harness on the other worker")
+        wait_for(lambda: harness_below(again.pid or 0), timeout=20, what="the harness on the other worker")
     finally:
         rig.backend.stop(again, timeout=2)
     assert exits == [(None, NODE_LOST)]
