@@ -121,10 +121,20 @@ def settings_args(mode: str) -> list[str]:
     ``sandbox`` mode, bypassing permissions cannot be switched on at all). A
     settings JSON the CLI finds invalid is silently ignored in ``-p`` mode:
     tests/security/test_review14_claude_settings.py runs the real CLI on it.
+
+    In ``sandbox`` mode the pin is left off: there the CLI already runs every
+    tool with no question, inside the sandbox, so a hook (which would run in
+    the same sandbox) or a permission setting could give the agent nothing it
+    lacks, and ``--setting-sources ""`` still loads none of its files. The
+    pin is not free: any ``--settings`` at all, even ``{}``, costs the CLI
+    about 35 ms before its first request (issue 17). In ``ask`` mode a hook
+    could answer a tool's permission check in the operator's place, and in
+    ``allowlist`` mode it runs outside any sandbox, so both keep it.
     """
-    permissions = ({"defaultMode": "bypassPermissions"} if mode == "sandbox"
-                   else {"defaultMode": "default", "disableBypassPermissionsMode": "disable"})
-    pinned = {"disableAllHooks": True, "permissions": permissions}
+    if mode == "sandbox":
+        return ["--setting-sources", ""]
+    pinned = {"disableAllHooks": True,
+              "permissions": {"defaultMode": "default", "disableBypassPermissionsMode": "disable"}}
     return ["--setting-sources", "", "--settings", json.dumps(pinned, separators=(",", ":"), sort_keys=True)]
 
 

@@ -115,11 +115,22 @@ def test_settings_cannot_turn_allowlist_into_bypass_permissions(tmp_path: Path) 
 def test_every_mode_reads_no_agent_settings_and_runs_no_hook() -> None:
     """Pure: whatever the mode, the argv loads no settings source and pins hooks off and the mode."""
     kept = {"defaultMode": "default", "disableBypassPermissionsMode": "disable"}
-    for mode, pinned in (("allowlist", kept), ("ask", kept), ("sandbox", {"defaultMode": "bypassPermissions"})):
+    for mode in ("allowlist", "ask", "sandbox"):
         argv = claude_argv("claude", Path("/s/m.json"), DEFAULT_ALLOWED_TOOLS, "sid", "sys", mode=mode)
         assert argv[argv.index("--setting-sources") + 1] == ""
+        if mode == "sandbox":  # every tool already, in the sandbox: a hook could add nothing (see settings_args)
+            assert "--settings" not in argv
+            assert argv[argv.index("--permission-mode") + 1] == "bypassPermissions"
+            continue
         settings = json.loads(argv[argv.index("--settings") + 1])
-        assert settings == {"disableAllHooks": True, "permissions": pinned}
+        assert settings == {"disableAllHooks": True, "permissions": kept}
+
+
+def test_sandbox_mode_reads_no_agent_settings_and_runs_no_planted_hook(tmp_path: Path) -> None:
+    """``sandbox`` mode passes no ``--settings`` pin: ``--setting-sources ""`` alone
+    keeps the hooks the agent planted in its HOME and workspace from running."""
+    hook_mark, _bash_mark = _turn(tmp_path, sandboxed=True, configured="sandbox")
+    assert not hook_mark.exists(), "a hook from the agent's own settings ran in sandbox mode"
 
 
 def test_the_pinned_settings_hold_even_if_the_agent_s_files_were_read(tmp_path: Path) -> None:
