@@ -10,6 +10,13 @@ unchanged. A daemon that is down or refuses closes the local connection: the har
 (`harness/reconnect.py`, `hive mcp`) tries again. Nothing is sent before the daemon's certificate is
 verified, so a server without a certificate from that CA never sees the secret.
 
+With ``web`` (a connector to the harness's ``web.sock`` on this node), it also keeps ``WEB_PARKED``
+connections of the ``web`` channel parked at the daemon (`hyperhive.web.rpc.web_dock`): each one the
+daemon opens for a page is answered once ``web.sock`` is reached (or refused with an error line when
+it is not, as while the agent hibernates), then spliced; a new one is parked in its place. One the
+daemon closes, or that cannot be made, is tried again after a back-off (``WEB_RETRY`` doubling to
+``WEB_RETRY_MAX``).
+
 Bounded: ``max_connections`` per socket (more are closed at accept), a TLS connect and its answer
 within ``connect_timeout``; asyncio's own accept loop pauses on EMFILE. The loop runs on a thread of its
 own (`start`, `stop`). Standard library only, but for the logs.
@@ -18,11 +25,13 @@ own (`start`, `stop`). Standard library only, but for the logs.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import socket
 import stat
 import threading
 import time
+from collections.abc import Awaitable, Callable
 from functools import partial
 from pathlib import Path
 
@@ -30,20 +39,27 @@ import hyperhive.logs as logs
 from hyperhive.agent_wire import (
     AUTH_TIMEOUT,
     CHANNELS,
+    OK_LINE,
+    OPEN_LINE,
     SOCKETS,
     auth_line,
     client_context,
+    error_line,
     parse_address,
     parse_reply,
 )
 from hyperhive.sandbox.relay import splice
 
-__all__ = ["MAX_CONNECTIONS", "AgentLink", "bind_agent_socket"]
+__all__ = ["MAX_CONNECTIONS", "WEB_PARKED", "AgentLink", "bind_agent_socket"]
 
 _log = logs.get("hyperhive.agent_link")
 
 MAX_CONNECTIONS = 32  # per socket, as the daemon's own agent sockets
 _LOG_EVERY = 1.0  # a daemon that is down is logged once a second at most
+WEB_PARKED = 2  # web connections kept parked at the daemon
+WEB_RETRY, WEB_RETRY_MAX = 0.2, 10.0  # seconds before a parked web connection is made again
+
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
 
 
 def bind_agent_socket(path: Path, owner: tuple[int, int] | None) -> socket.socket:
@@ -77,7 +93,8 @@ class AgentLink:
 
     def __init__(self, address: str, ca_pem: str, agent: str, secret: str, run_dir: Path,
                  owner: tuple[int, int] | None = None, *, max_connections: int = MAX_CONNECTIONS,
-                 connect_timeout: float = AUTH_TIMEOUT, channels: tuple[str, ...] = CHANNELS) -> None:
+                 connect_timeout: float = AUTH_TIMEOUT, channels: tuple[str, ...] = CHANNELS,
+                 web: Callable[[], Awaitable[Streams]] | None = None, web_parked: int = WEB_PARKED) -> None:
         self._host, self._port = parse_address(address)
         self._ctx = client_context(ca_pem)
         self.agent = agent
@@ -87,7 +104,9 @@ class AgentLink:
         self._max = max_connections
         self._timeout = connect_timeout
         self._channels = channels
-        self._live: dict[str, set[asyncio.Task[None]]] = {c: set() for c in channels}
+        self._web = web
+        self._web_parked = web_parked if web is not None else 0
+        self._live: dict[str, set[asyncio.Task[None]]] = {c: set() for c in (*channels, "web")}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
         self._stopping: asyncio.Event | None = None
@@ -95,6 +114,8 @@ class AgentLink:
         self._counts: dict[str, int] = {}
         self._logged_at: dict[str, float] = {}
         self.refused = 0  # local connections closed at the cap
+        self.web_served = 0  # web connections the daemon opened and this node served
+        self._web_freed: asyncio.Event | None = None
 
     def __repr__(self) -> str:  # never the secret
         return f"AgentLink({self.agent!r} → {self._host}:{self._port})"
@@ -153,12 +174,14 @@ class AgentLink:
 
     async def _main(self, bound: dict[str, socket.socket]) -> None:
         self._stopping = asyncio.Event()
+        self._web_freed = asyncio.Event()
         servers = [await asyncio.start_unix_server(partial(self._handle, c), sock=s) for c, s in bound.items()]
+        parkers = [asyncio.ensure_future(self._park_web()) for _ in range(self._web_parked)]
         self._ready.set()
         await self._stopping.wait()
         for server in servers:
             server.close()
-        tasks = [t for live in self._live.values() for t in live]
+        tasks = [*parkers, *(t for live in self._live.values() for t in live)]
         for t in tasks:
             t.cancel()
         await asyncio.gather(*tasks, return_exceptions=True)
@@ -217,6 +240,66 @@ class AgentLink:
             self._note("agent_link.refused_by_daemon", channel=channel, code=reply.code, message=reply.message)
             return None
         return up_reader, up_writer
+
+    # --- the web UI, the other way round -------------------------------------------------
+
+    async def _park_web(self) -> None:
+        """Keep one web connection parked at the daemon, serve it when opened, park the next."""
+        assert self._stopping is not None and self._web_freed is not None
+        delay = WEB_RETRY
+        while not self._stopping.is_set():
+            while len(self._live["web"]) >= self._max:  # at the cap: park again once one ends
+                self._web_freed.clear()
+                await self._web_freed.wait()
+            up = await self._open("web")
+            line = b""
+            if up is not None:
+                try:
+                    line = await up[0].readuntil(b"\n")  # parked: waits for a page, or the daemon's close
+                except (OSError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+                    line = b""
+            if up is not None and line == OPEN_LINE:
+                delay = WEB_RETRY
+                self._track_web(asyncio.ensure_future(self._serve_web(*up)))
+                continue
+            if up is not None:
+                up[1].transport.abort()
+                if line:
+                    self._note("agent_link.web_bad_open", line=line[:80].decode(errors="replace"))
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._stopping.wait(), delay)  # closed by the daemon, or it is down
+            delay = min(delay * 2, WEB_RETRY_MAX)
+
+    def _track_web(self, task: asyncio.Task[None]) -> None:
+        live = self._live["web"]
+        live.add(task)
+
+        def done(t: asyncio.Task[None]) -> None:
+            live.discard(t)
+            if self._web_freed is not None:
+                self._web_freed.set()
+
+        task.add_done_callback(done)
+
+    async def _serve_web(self, up_reader: asyncio.StreamReader, up_writer: asyncio.StreamWriter) -> None:
+        assert self._web is not None
+        try:
+            try:
+                local = await asyncio.wait_for(self._web(), self._timeout)
+            except (OSError, TimeoutError, ValueError) as exc:  # not running (hibernating), or refused
+                _log.debug("agent_link.web_unreachable", agent=self.agent, error=repr(exc)[:200])
+                up_writer.write(error_line("unavailable", "the agent's web UI is not served now"))
+                await up_writer.drain()
+                up_writer.transport.abort()
+                return
+            up_writer.write(OK_LINE)
+            self.web_served += 1
+            await splice(*local, up_reader, up_writer, abort_on_cancel=True)
+        except asyncio.CancelledError:
+            up_writer.transport.abort()
+        except Exception as exc:  # noqa: BLE001 - one page never takes the relay down
+            _log.warning("agent_link.relay_failed", agent=self.agent, channel="web", error=repr(exc)[:200])
+            up_writer.transport.abort()
 
     def _down(self, channel: str, exc: BaseException) -> None:
         self._note("agent_link.connect_failed", channel=channel, error=f"{type(exc).__name__}: {exc}"[:300])

@@ -5,10 +5,15 @@ both ways after the auth go through `hyperhive.sandbox.relay.splice`.
 
 The first line a connection sends, after the TLS handshake::
 
-    {"op":"auth","agent":NAME,"secret":S,"channel":"hive"|"mcp"|"api"|"proxy"}
+    {"op":"auth","agent":NAME,"secret":S,"channel":"hive"|"mcp"|"api"|"proxy"|"web"}
 
 answered by one line: ``{"ok":true}`` (then the stream is that channel for
 that agent), or ``{"ok":false,"error":{"code","message"}}`` and the close.
+
+``web`` runs the other way (`hyperhive.web.rpc.web_dock`): the node parks the
+connection; the daemon, when a page asks for the agent's web UI, writes
+``OPEN_LINE``; the node answers ``{"ok":true}`` once it has the harness's
+``web.sock`` (or an error line), then the bytes are the page's.
 """
 
 from __future__ import annotations
@@ -19,16 +24,20 @@ import ssl
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["AUTH_TIMEOUT", "CHANNELS", "MAX_AUTH_LINE", "MAX_SECRET", "OK_LINE", "SOCKETS", "Reply",
+__all__ = ["AUTH_TIMEOUT", "CHANNELS", "LINK_CHANNELS", "MAX_AUTH_LINE", "MAX_SECRET", "OK_LINE", "OPEN_LINE",
+           "REVERSE", "SOCKETS", "Reply",
            "auth_line", "client_context", "error_line", "parse_address", "parse_reply"]
 
 # Each channel and the unix socket it stands for, in an agent's run dir (the names of `StatePaths`).
 SOCKETS = {"hive": "hive.sock", "mcp": "mcp.sock", "api": "api.sock", "proxy": "proxy.sock"}
 CHANNELS = tuple(SOCKETS)
+REVERSE = ("web",)  # channels the node dials and the daemon opens (the agent's web UI)
+LINK_CHANNELS = CHANNELS + REVERSE  # every channel an auth line may name
 MAX_AUTH_LINE = 4096  # bytes, without its newline
 MAX_SECRET = 256  # characters: `secrets.token_urlsafe(32)` gives 43
 AUTH_TIMEOUT = 10.0  # seconds for the first line to come whole (and for the relay, for its answer)
 OK_LINE = b'{"ok":true}\n'
+OPEN_LINE = b'{"op":"open"}\n'  # the daemon to a parked ``web`` connection: a page wants the UI
 _HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|[0-9A-Fa-f:.]{2,45}")  # a name, IPv4, or IPv6 (then in [] with a port)
 
 

@@ -235,6 +235,8 @@ async def _bring_up(d: Daemon, token: str) -> None:
         owner_uid=lambda name: None if (account := backend.account(name)) is None else account.uid,
         access=Access(token), asleep=sleeping)  # the agents' web UIs take the operator's session too
     d.agent_listen = await start_agent_listen(settings, paths, d.sockets, d.hub)  # None without --agent-listen
+    if d.agent_listen is not None and settings.backend == "ray":  # each web UI through its agent's node
+        d.endpoints.web_link = d.agent_listen.web.connector
     d.coordinator = Coordinator.start(
         settings, paths, backend, d.broker, clock, d.hub, _Servers(d.sockets, d.endpoints), d.ports, naps
     ).proxy()

@@ -148,6 +148,10 @@ def test_an_agent_on_the_pool_runs_on_a_worker_and_answers_through_the_daemon(ri
     argv = _harness_argv(c["pid"])
     assert Path(_arg(argv, "--socket")).parent != hive.paths.run(AgentName("a"))
     _no_secret_visible(hive, "a", "m1nd")
+    # Its web UI comes through its node: the daemon opens a connection the relay there parked.
+    status, body = support.fetch(hive.agent_url("a") + "/events/history", headers=hive.bearer)
+    assert status == 200 and b"hello over tls" in body
+    assert any(e.get("event") == "agent_link.web_opened" and e.get("agent") == "a" for e in hive.log_events())
     status, body = hive.get("/metrics")
     assert status == 200
     assert f'hyperhive_node_agents{{node="{c["node"]["node_id"]}"}}'.encode() in body

@@ -27,7 +27,8 @@ from typing import Any
 
 from hyperhive.agent_link import AgentLink
 from hyperhive.names import AgentName
-from hyperhive.paths import StatePaths
+from hyperhive.paths import WEB_SOCKET, StatePaths
+from hyperhive.sandbox.relay import nofollow_unix_connector
 
 __all__ = ["NodePaths", "node_run_dir", "remove_run_dir", "start_link"]
 
@@ -75,14 +76,18 @@ class NodePaths(StatePaths):
     mcp_socket = _below_run("mcp.sock")
 
 
-def start_link(link: dict[str, Any], run_dir: Path, owner: tuple[int, int] | None) -> AgentLink:
-    """The relay, its sockets bound in ``run_dir`` (0755, ours), serving on a thread of its own."""
+def start_link(link: dict[str, Any], run_dir: Path, owner: tuple[int, int] | None,
+               web: tuple[Path, int | None] | None = None) -> AgentLink:
+    """The relay, its sockets bound in ``run_dir`` (0755, ours), serving on a thread of its own.
+    ``web``: the agent's state dir and the uid its harness runs as: the daemon reaches the web UI
+    the harness serves on ``web.sock`` there through the relay (never following a link)."""
     run_dir.mkdir(mode=0o755, exist_ok=True)
     st = os.lstat(run_dir)
     if not stat.S_ISDIR(st.st_mode) or st.st_uid != os.geteuid():
         raise OSError(f"{run_dir} is not a directory of ours")
     os.chmod(run_dir, 0o755)
     relay = AgentLink(str(link["address"]), str(link["ca_pem"]), str(link["agent"]), str(link["secret"]),
-                      run_dir, owner)
+                      run_dir, owner,
+                      web=None if web is None else nofollow_unix_connector(str(web[0]), WEB_SOCKET, web[1]))
     relay.start()
     return relay

@@ -135,7 +135,8 @@ class NodeAgent:
             return
         account = local.account(self.name)
         owner = (account.uid, account.gid) if account.switch else None
-        self._relay = start_link(self._link_args, local.paths.run(self.name), owner)
+        self._relay = start_link(self._link_args, local.paths.run(self.name), owner,
+                                 web=(local.paths.state(self.name), account.uid))
 
     def _tether(self, handle: LocalHandle) -> int | None:
         read_end, write_end = os.pipe()

@@ -23,7 +23,7 @@ from __future__ import annotations
 import asyncio
 import os
 import threading
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from functools import partial
 from typing import Any
 
@@ -64,6 +64,8 @@ class AgentEndpoints:
         self._lock = threading.Lock()
         self._servers: dict[str, list[asyncio.Server]] = {}
         self._web_ports: dict[str, int] = {}
+        # Set when the agents run on other nodes (the Ray backend): their web UIs come through there.
+        self.web_link: Callable[[str], Callable[[], Awaitable[Any]]] | None = None
 
     def open(self, name: AgentName, manager: bool = False) -> None:
         with self._lock:
@@ -102,6 +104,8 @@ class AgentEndpoints:
         state = str(self._paths.state(name))
 
         async def connect() -> Any:
+            if self.web_link is not None:  # the agent's node serves it (issue 18: `web_dock`)
+                return await self.web_link(name)()
             return await nofollow_unix_connector(state, WEB_SOCKET, self._owner_uid(name))()
 
         return connect

@@ -8,7 +8,8 @@ the agent's name, its secret (`agent_secrets`) and a channel. Then the stream is
   whatever a request says, it speaks as that agent (identity is the socket, here the authenticated stream);
 - mcp: the agent's MCP endpoint (`McpEndpoint.accepted`);
 - api, proxy: bytes spliced to the daemon's own unix socket of the agent's gateway or egress proxy
-  (``target``): the model API's key stays on this host.
+  (``target``): the model API's key stays on this host;
+- web: parked in ``web`` (`WebDock`) until a page asks for the agent's web UI (the other way round).
 
 Refused with one error line, then closed: a first line that is not the auth line (bad JSON, a lone
 surrogate, a key too many or missing, an unknown channel), longer than ``MAX_AUTH_LINE`` or not whole
@@ -34,7 +35,7 @@ from typing import Any
 
 import hyperhive.logs as logs
 from hyperhive.agent_secrets import AgentSecrets
-from hyperhive.agent_wire import AUTH_TIMEOUT, CHANNELS, MAX_AUTH_LINE, OK_LINE, error_line
+from hyperhive.agent_wire import AUTH_TIMEOUT, LINK_CHANNELS, MAX_AUTH_LINE, OK_LINE, error_line
 from hyperhive.errors import HiveError
 from hyperhive.names import is_valid_name
 from hyperhive.net import add_accept_handler
@@ -42,6 +43,7 @@ from hyperhive.sandbox.relay import nofollow_unix_connector, splice
 from hyperhive.web.rpc.jsonlines import JsonLineServer
 from hyperhive.web.rpc.mcp_sockets import MAX_LINE as MCP_MAX_LINE
 from hyperhive.web.rpc.mcp_sockets import McpEndpoint
+from hyperhive.web.rpc.web_dock import WebDock
 from hyperhive.wire import loads
 
 __all__ = ["MAX_PENDING", "MAX_PENDING_PER_HOST", "MAX_SPLICED", "UNAUTHORIZED", "AgentListen", "AuthLine",
@@ -91,8 +93,8 @@ def parse_auth(line: bytes) -> AuthLine:
     if set(obj) != _KEYS:
         raise Refused("bad_request", "the auth line has op, agent, secret and channel, and nothing else", "keys")
     agent, secret, channel = obj["agent"], obj["secret"], obj["channel"]
-    if not isinstance(channel, str) or channel not in CHANNELS:
-        raise Refused("bad_request", f"channel must be one of {', '.join(CHANNELS)}", "channel")
+    if not isinstance(channel, str) or channel not in LINK_CHANNELS:
+        raise Refused("bad_request", f"channel must be one of {', '.join(LINK_CHANNELS)}", "channel")
     if not isinstance(agent, str) or not isinstance(secret, str):
         raise Refused("bad_request", "agent and secret must be strings", "types")
     return AuthLine(agent, secret, channel)
@@ -206,6 +208,7 @@ class AgentListen:
         self.address = ""  # what a relay connects to, HOST:PORT (set by whoever binds it)
         self.ca_pem = ""  # what a relay pins
         self.port_file: Path | None = None  # removed at stop
+        self.web = WebDock()  # the agents' web UIs on their nodes
 
     def credentials(self, agent: str) -> dict[str, str]:
         """What a relay for ``agent`` needs: a new secret (the old one stops working), the address, the
@@ -295,6 +298,12 @@ class AgentListen:
                 raise full
             transport.write(OK_LINE)
             hive.adopt(transport, rest)
+        elif auth.channel == "web":
+            if self.web.full(auth.agent):
+                raise full
+            reader, writer = _streams(transport, rest, 1 << 16)
+            writer.write(OK_LINE)
+            self.web.park(auth.agent, reader, writer)
         elif auth.channel == "mcp":
             if mcp.full():
                 raise full
@@ -355,5 +364,6 @@ class AgentListen:
                 proto.transport.abort()
         for task in list(self._tasks):
             task.cancel()
+        self.web.stop()
         if self.port_file is not None:
             self.port_file.unlink(missing_ok=True)

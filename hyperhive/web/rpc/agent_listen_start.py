@@ -72,10 +72,12 @@ def _forget(secrets: AgentSecrets, agent: str) -> None:
         _log.error("agent_link.forget_failed", agent=agent, error=str(exc))
 
 
-def _on_event(io_loop: IOLoop, secrets: AgentSecrets, event: Event) -> None:
-    """On an actor's thread: a destroyed agent's secret forgotten, on a worker thread."""
+def _on_event(io_loop: IOLoop, listen: AgentListen, event: Event) -> None:
+    """On an actor's thread: a destroyed agent's secret forgotten, on a worker thread, and its
+    parked web connections closed."""
     if isinstance(event, ContainerRemoved):
-        io_loop.add_callback(io_loop.run_in_executor, None, _forget, secrets, event.agent)
+        io_loop.add_callback(io_loop.run_in_executor, None, _forget, listen.secrets, event.agent)
+        io_loop.add_callback(listen.web.forget, event.agent)
 
 
 async def start_agent_listen(settings: Settings, paths: StatePaths, sockets: AgentSockets, hub: Hub,
@@ -105,7 +107,7 @@ async def start_agent_listen(settings: Settings, paths: StatePaths, sockets: Age
     listen.port_file = paths.root / "run" / PORT_FILE
     listen.port_file.parent.mkdir(parents=True, exist_ok=True)
     _write_port(listen.port_file, listen.port)
-    hub.subscribe(partial(_on_event, IOLoop.current(), secrets))
+    hub.subscribe(partial(_on_event, IOLoop.current(), listen))
     _log.info("agent_link.listening", address=listen.address, port=listen.port)
     return listen
 
