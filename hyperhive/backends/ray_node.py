@@ -34,9 +34,10 @@ from typing import Any
 
 import hyperhive.logs as logs
 from hyperhive.agent_link import AgentLink
+from hyperhive.agent_wire import CHANNELS
 from hyperhive.backends.local import LocalBackend, LocalHandle
 from hyperhive.backends.ray_link import NodePaths, node_run_dir, remove_run_dir, start_link
-from hyperhive.backends.ray_tether import DONE
+from hyperhive.backends.ray_tether import DONE, identity
 from hyperhive.names import AgentName
 from hyperhive.paths import Limits, StatePaths
 
@@ -85,6 +86,7 @@ class NodeAgent:
         self.placement = placement or {}
         self._link_args = link  # holds the secret: never logged, never shown
         self._relay: AgentLink | None = None
+        self._link_tether: int | None = None  # the write end of the relay's sockets' tether
         self._local: LocalBackend | None = None
         self._run: _Run | None = None
         self._lock = threading.Lock()  # start/stop/destroy: one at a time
@@ -135,15 +137,22 @@ class NodeAgent:
             return
         account = local.account(self.name)
         owner = (account.uid, account.gid) if account.switch else None
-        self._relay = start_link(self._link_args, local.paths.run(self.name), owner,
-                                 web=(local.paths.state(self.name), account.uid))
+        run_dir = local.paths.run(self.name)
+        self._relay = start_link(self._link_args, run_dir, owner, web=(local.paths.state(self.name), account.uid))
+        bound = [os.lstat(self._relay.path(c)) for c in CHANNELS]  # its sockets go if this process dies
+        self._link_tether = self._spawn_tether(["--run-dir", str(run_dir),
+                                                *map(identity, bound)])
 
     def _tether(self, handle: LocalHandle) -> int | None:
-        read_end, write_end = os.pipe()
         procs = [str(p) for p in handle.cgroup.procs_files] if handle.cgroup is not None else []
+        return self._spawn_tether([str(handle.pid), *procs])
+
+    def _spawn_tether(self, args: list[str]) -> int | None:
+        """A `ray_tether` with ``args``; the write end of its pipe (None: it could not start)."""
+        read_end, write_end = os.pipe()
         try:
             tether = subprocess.Popen(
-                [sys.executable, "-I", "-m", "hyperhive.backends.ray_tether", str(handle.pid), *procs],
+                [sys.executable, "-I", "-m", "hyperhive.backends.ray_tether", *args],
                 stdin=read_end, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, cwd="/",
                 env={"PATH": "/usr/bin:/bin"}, close_fds=True)
             tether.wait(10)  # it forked and left: the tether proper is its child
@@ -210,6 +219,13 @@ class NodeAgent:
             if self._relay is not None:
                 self._relay.stop()
                 self._relay = None
+            if self._link_tether is not None:  # gone on purpose: nothing for its tether to do
+                try:
+                    os.write(self._link_tether, DONE)
+                except OSError:
+                    pass
+                os.close(self._link_tether)
+                self._link_tether = None
             if self._link_args is not None:
                 remove_run_dir(local.paths.run(self.name))
 

@@ -17,18 +17,29 @@ the harness ended or was stopped normally, nothing to do. End of file without
 it: the actor is gone; the harness's process group is SIGKILLed, then every
 process still listed in the agent's ``cgroup.procs`` files, until they are
 empty (bounded). Standard library only.
+
+The relay's sockets (`ray_link`, node-local) are tethered the same way, once
+per actor:
+
+    python -I -m hyperhive.backends.ray_tether --run-dir DIR DEV:INO:CTIME_NS ...
+
+End of file without ``done``: each socket in DIR that is still the one the
+dead actor bound is removed, then DIR if nothing else is in it. A socket a
+restarted actor bound there meanwhile stays: the inode number alone could be
+the same (a freed inode is reused at once), its change time is not.
 """
 
 from __future__ import annotations
 
 import os
 import signal
+import stat
 import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
 
-__all__ = ["DONE", "cut", "main"]
+__all__ = ["DONE", "clear_run_dir", "cut", "identity", "main"]
 
 DONE = b"done\n"
 _ROUNDS = 50  # x 0.1 s: how long the cgroup is emptied for
@@ -60,11 +71,57 @@ def cut(pgid: int, procs_files: Sequence[Path]) -> bool:
     return False
 
 
+Identity = tuple[int, int, int]  # a socket's (st_dev, st_ino, st_ctime_ns)
+
+
+def identity(st: os.stat_result) -> str:
+    """How the relay names a socket it bound to its tether."""
+    return f"{st.st_dev}:{st.st_ino}:{st.st_ctime_ns}"
+
+
+def clear_run_dir(run_dir: Path, bound: Sequence[Identity]) -> None:
+    """Remove the sockets in ``run_dir`` that are ``bound`` (`identity`), then the dir if empty."""
+    keep = set(bound)
+    try:
+        names = os.listdir(run_dir)
+    except OSError:
+        return
+    for n in names:
+        p = run_dir / n
+        try:
+            st = os.lstat(p)
+            if stat.S_ISSOCK(st.st_mode) and (st.st_dev, st.st_ino, st.st_ctime_ns) in keep:
+                os.unlink(p)
+        except OSError:
+            pass
+    try:
+        os.rmdir(run_dir)  # only when empty: a restarted actor's sockets stay
+    except OSError:
+        pass
+
+
+def _identities(args: Sequence[str]) -> list[Identity] | None:
+    out = []
+    for a in args:
+        parts = a.split(":")
+        if len(parts) != 3 or not all(p.isdigit() for p in parts):
+            return None
+        out.append((int(parts[0]), int(parts[1]), int(parts[2])))
+    return out
+
+
 def main(argv: Sequence[str]) -> int:
-    if not argv or not argv[0].isdigit() or int(argv[0]) <= 1:
-        print("usage: ray_tether PGID [CGROUP_PROCS ...]", file=sys.stderr)
+    run_dir: Path | None = None
+    bound: list[Identity] | None = []
+    if argv[:1] == ["--run-dir"]:
+        bound = _identities(argv[2:])
+        if len(argv) < 2 or not os.path.isabs(argv[1]) or bound is None:
+            print("usage: ray_tether --run-dir DIR DEV:INO:CTIME_NS ...", file=sys.stderr)
+            return 2
+        run_dir = Path(argv[1])
+    elif not argv or not argv[0].isdigit() or int(argv[0]) <= 1:
+        print("usage: ray_tether PGID [CGROUP_PROCS ...] | --run-dir DIR DEV:INO:CTIME_NS ...", file=sys.stderr)
         return 2
-    pgid, procs = int(argv[0]), [Path(a) for a in argv[1:]]
     if os.fork():
         os._exit(0)  # the actor reaps this one at once; the tether goes on in the child
     os.setsid()
@@ -81,7 +138,10 @@ def main(argv: Sequence[str]) -> int:
         got = (got + chunk)[-64:]
     if got.endswith(DONE):
         return 0
-    return 0 if cut(pgid, procs) else 1
+    if run_dir is not None:
+        clear_run_dir(run_dir, bound or [])
+        return 0
+    return 0 if cut(int(argv[0]), [Path(a) for a in argv[1:]]) else 1
 
 
 if __name__ == "__main__":
