@@ -30,6 +30,7 @@ ray = pytest.importorskip("ray")
 from ray.cluster_utils import Cluster  # noqa: E402
 from ray_support import RAY_ENV, ray_hive  # noqa: E402
 
+from hyperhive import config_repo  # noqa: E402
 from hyperhive.agent_secrets import AgentSecrets  # noqa: E402
 from hyperhive.agent_wire import auth_line, client_context  # noqa: E402
 from hyperhive.backends.ray_backend import actor_name  # noqa: E402
@@ -225,6 +226,41 @@ def test_every_verb_on_a_ray_placed_agent(rig: Rig) -> None:
     assert b"unauthorized" in _auth(hive, auth_line("v", v_secret, "hive"))  # forgotten with it
     with pytest.raises(ValueError):
         ray.get_actor(actor_name(hive.paths, AgentName("v")), namespace=NAMESPACE)
+
+
+def test_a_revive_and_its_approval_are_checked_against_the_cluster_as_it_is_then(rig: Rig) -> None:
+    """The admin socket and the dashboard both recheck the kept placement when the operator
+    revives, and again when the operator approves (hours may pass between the two)."""
+    hive = rig.hive
+    _spawn(hive, "r", resources="pool=1")
+    hive.admin("destroy", name="r")  # a tombstone: its applied agent.json is kept
+    applied = hive.paths.applied(AgentName("r"))
+    kept = json.loads((applied / "agent.json").read_text())
+    assert kept["placement"] == {"resources": {"pool": 1}}
+
+    def keep(pool: int) -> None:  # as the cluster shrinking would: no node can hold it any more
+        config_repo.write_applied({"agent.json": json.dumps({**kept, "placement": {"resources": {"pool": pool}}})},
+                                  "by hand", applied)
+
+    keep(2)
+    with pytest.raises(HiveError, match=r"^r's kept agent.json: placement pool=2: no node"):
+        hive.admin("revive", name="r")
+    session = hive.session()
+    status, body = session.post("/revive/r")
+    assert status == 400 and b"kept agent.json: placement pool=2" in body
+    assert hive.admin("approvals")["pending"] == []
+    keep(1)
+    aid = hive.admin("revive", name="r")["approval_id"]
+    keep(2)
+    with pytest.raises(HiveError, match=rf"^approval #{aid} \(revive of r\): its kept agent.json: placement pool=2"):
+        hive.admin("approve", approval_id=aid)
+    status, body = session.post(f"/approve/{aid}")
+    assert status == 400 and b"stays pending" in body
+    assert [a["id"] for a in hive.admin("approvals")["pending"]] == [aid] and "r" not in hive.ls()
+    keep(1)
+    assert hive.admin("approve", approval_id=aid)["approval"]["status"] == "approved"
+    wait_for(lambda: hive.ls().get("r", {}).get("parked", {}).get("system", 0) >= 1, timeout=90, what="r revived")
+    hive.admin("destroy", name="r", purge=True, force=True)  # its pool back for the next test
 
 
 def _crash_reports(hive: Hive) -> list[dict[str, Any]]:

@@ -80,11 +80,20 @@ class Approvals(pykka.ThreadingActor):
     def request_revive(self, requested_by: str, name: str) -> int:
         """F18: a spawn approval that brings a tombstone back with its kept
         config, prompt and credentials (spawn keeps whatever is on disk)."""
-        agent = validate_name(name)
-        agent = self.core.check_revive(name, live=self._live(agent), kept_dir=self._paths.agent(agent).is_dir())
+        agent = self._revivable(name)
         kept = self._kept_config(agent)
         return self._queue(self.core.revive(requested_by, agent, kept, waiting=self._waiting_spawn(agent),
                                             now=time.time()))
+
+    @answers
+    def revive_config(self, name: str) -> AgentConfig | None:
+        """The config a revive of ``name`` would run with (refused as
+        ``request_revive`` refuses): so its placement can be checked first (issue 18)."""
+        return self._kept_config(self._revivable(name))
+
+    def _revivable(self, name: str) -> AgentName:
+        agent = validate_name(name)
+        return self.core.check_revive(name, live=self._live(agent), kept_dir=self._paths.agent(agent).is_dir())
 
     def _kept_config(self, agent: AgentName) -> AgentConfig | None:
         """The config a revived agent will run with: its kept applied one, else
@@ -129,6 +138,28 @@ class Approvals(pykka.ThreadingActor):
         new = config_repo.commit_files(self._paths.config_dir(name), full)
         old = config_repo.applied_files(self._paths.applied(name))
         return self._queue(self.core.apply_commit(requested_by, name, full, new, old, now=time.time()))
+
+    @answers
+    def approval_config(self, approval_id: int) -> tuple[str, AgentConfig | None]:
+        """How to name a pending approval and the config its approved work would run
+        with, read now (issue 18: its placement is checked again before approve):
+        a spawn's requested config, a revive's kept one (what the spawn finds on
+        disk), an apply's agent.json (None: the commit has none). Unknown or
+        decided: refused as ``approve`` refuses. A config that cannot be read is
+        None here: ``approve`` fails the approval with its error, as before."""
+        a = self.core.pending(self._record(approval_id), approval_id)
+        revive = a.kind == "spawn" and a.reason == "revive"
+        what = ("revive of" if revive else "spawn of") if a.kind == "spawn" else f"apply of {(a.commit or '')[:12]} to"
+        where = f"approval #{a.id} ({what} {a.agent})"
+        try:
+            if revive:
+                return f"{where}: its kept agent.json", self._kept_config(validate_name(a.agent))
+            if a.kind == "spawn":
+                return where, self.core.spawn_config(a)
+            text = None if a.files_json is None else a.kept_files().get(config_repo.CONFIG_FILE)
+            return where, None if text is None else AgentConfig.from_json(text, where=where)
+        except HiveError:
+            return where, None
 
     # --- decisions -----------------------------------------------------------
     @parks

@@ -78,7 +78,7 @@ class Destroy(_Action):
 
 class Revive(_Action):
     async def post(self, name: str) -> None:
-        await self.reply(agents.revive(self.deps.approvals, name))
+        await self.reply(agents.revive(self.deps.approvals, name, backend=self.deps.backend))
 
 
 class PurgeTombstone(_Action):
@@ -102,7 +102,7 @@ class RequestSpawn(_Action):
 
 class Approve(_Action):
     async def post(self, raw: str) -> None:
-        await self.reply(gate.approve(self.deps.approvals, raw))
+        await self.reply(gate.approve(self.deps.approvals, raw, backend=self.deps.backend))
 
 
 class Deny(_Action):

@@ -24,7 +24,7 @@ from hyperhive.paths import StatePaths
 from hyperhive.web.dashboard.state import read_usage
 from hyperhive.web.operator.checks import check_destroyable, check_spawnable, spawn_config, wire_snapshot
 from hyperhive.web.operator.lifecycle import LIFECYCLE_TIMEOUT
-from hyperhive.web.operator.placement import check_spawn_placement
+from hyperhive.web.operator.placement import check_config_placement, check_spawn_placement
 from hyperhive.web.rpc.ls_view import build_container_list
 from hyperhive.web.tables.heartbeats import Heartbeats
 from hyperhive.workspace import check_repo, with_repo
@@ -84,9 +84,16 @@ async def destroy(coordinator: pykka.ActorProxy[Coordinator], name: object, purg
     return {"container": out, "destroyed": agent, "purged": purge}
 
 
-async def revive(approvals: pykka.ActorProxy[Approvals], name: object) -> dict[str, Any]:
-    """F18: a spawn approval that brings a tombstone back: ``{"approval_id"}``."""
-    return {"approval_id": await Handle(approvals).ask(Approvals.request_revive, OPERATOR, check_spawnable(name))}
+async def revive(approvals: pykka.ActorProxy[Approvals], name: object, *, backend: Any = None) -> dict[str, Any]:
+    """F18: a spawn approval that brings a tombstone back: ``{"approval_id"}``. With
+    a backend that places agents (issue 18), the placement in the kept agent.json
+    it would run with is checked against the cluster first (and again at approval):
+    refused, nothing is queued."""
+    agent = check_spawnable(name)
+    if getattr(backend, "check", None) is not None:
+        kept = await Handle(approvals).ask(Approvals.revive_config, agent)
+        await check_config_placement(backend, kept, f"{agent}'s kept agent.json")
+    return {"approval_id": await Handle(approvals).ask(Approvals.request_revive, OPERATOR, agent)}
 
 
 async def purge(coordinator: pykka.ActorProxy[Coordinator], name: object, force: bool = False) -> dict[str, Any]:

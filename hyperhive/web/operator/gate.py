@@ -26,7 +26,7 @@ from hyperhive.web.operator.checks import (
     spawn_config,
 )
 from hyperhive.web.operator.lifecycle import LIFECYCLE_TIMEOUT
-from hyperhive.web.operator.placement import check_config_placement, check_placement_on
+from hyperhive.web.operator.placement import check_approved_placement, check_config_placement, check_placement_on
 from hyperhive.workspace import with_repo
 
 __all__ = ["answer", "approvals", "approve", "ask_operator", "cancel_question", "deny", "propose_config",
@@ -73,8 +73,16 @@ async def approvals(a: pykka.ActorProxy[Approvals]) -> dict[str, Any]:
     return {**lists, "more": more_of(await counts.decided_approvals(), len(lists["decided"]))}
 
 
-async def approve(a: pykka.ActorProxy[Approvals], approval_id: object) -> dict[str, Any]:
+async def approve(a: pykka.ActorProxy[Approvals], approval_id: object, *, backend: Any = None) -> dict[str, Any]:
+    """Carry out a pending approval: ``{"approval"}`` once its work is done. With a
+    backend that places agents (issue 18), the placement that work would run with
+    (the spawn's config, a revive's kept agent.json, the applied commit's) is
+    checked against the cluster again first: refused, nothing is made and the
+    approval stays pending (`check_approved_placement`)."""
     aid = check_id(approval_id, "approval id")
+    if getattr(backend, "check", None) is not None:
+        where, config = await Handle(a).ask(Approvals.approval_config, aid)
+        await check_approved_placement(backend, config, where)
     return {"approval": await Handle(a).within(APPROVE_TIMEOUT).ask(Approvals.approve, aid)}
 
 

@@ -11,7 +11,15 @@ Every path that puts a placement into an agent.json goes through here:
   the config shown, placement included;
 - a config proposed or queued for apply (``propose_config``,
   ``request_apply_commit``) whose agent.json carries a placement
-  (`check_config_placement`).
+  (`check_config_placement`);
+- a revive (``revive``): the kept agent.json it would run with.
+
+Hours may pass between a request and its approval, and the cluster may lose
+the nodes that offered a resource: so ``approve`` checks the placement the
+approved work would run with once more, against the cluster as it is then
+(`check_approved_placement`). Refused, nothing is made and the approval stays
+pending: the operator sees why (the reply, the dashboard's toast), and may
+approve it again once the cluster can hold it, or deny it (which tells the manager).
 
 With the ray backend the placement is checked against the cluster
 (`RayBackend.check`: an unknown resource, or one no node could ever hold, is
@@ -31,8 +39,11 @@ from hyperhive.errors import BadRequest
 from hyperhive.paths import AgentConfig
 from hyperhive.placement import Placement, parse_placement_flags, parse_placement_json
 
-__all__ = ["check_config_placement", "check_placement_on", "check_spawn_placement", "form_placement",
-           "wire_placement"]
+__all__ = ["check_approved_placement", "check_config_placement", "check_placement_on", "check_spawn_placement",
+           "form_placement", "wire_placement"]
+
+STILL_PENDING = ("nothing was made and the approval stays pending: approve it again once the cluster "
+                 "can hold it, or deny it")
 
 
 async def check_spawn_placement(backend: Any, cpus: str | None, memory_mb: str | None,
@@ -90,3 +101,13 @@ async def check_config_placement(backend: Any, config: AgentConfig | None, where
         await check_placement_on(backend, placement)
     except BadRequest as exc:
         raise BadRequest(f"{where}: placement {placement.describe()}: {exc.message}") from None
+
+
+async def check_approved_placement(backend: Any, config: AgentConfig | None, where: str) -> None:
+    """At approval: ``config``'s placement checked again, against the cluster as it
+    is now (refused with ``where`` named and the approval's fate); as
+    `check_config_placement`, accepted as it is by a backend that places nothing."""
+    try:
+        await check_config_placement(backend, config, where)
+    except BadRequest as exc:
+        raise BadRequest(f"{exc.message}; {STILL_PENDING}") from None

@@ -118,7 +118,7 @@ def operator_gate_ops(coordinator: CoordinatorRef, questions: QuestionsRef, appr
         return await gate.approvals(approvals)
 
     async def approve(req: Approve) -> dict[str, Any]:
-        return await gate.approve(approvals, req.approval_id)
+        return await gate.approve(approvals, req.approval_id, backend=backend)
 
     async def deny(req: Deny) -> dict[str, Any]:
         return await gate.deny(approvals, req.approval_id, req.reason)
@@ -130,7 +130,7 @@ def operator_gate_ops(coordinator: CoordinatorRef, questions: QuestionsRef, appr
         return await agents.tombstones(coordinator)
 
     async def revive(req: Revive) -> dict[str, Any]:
-        return await agents.revive(approvals, req.name)
+        return await agents.revive(approvals, req.name, backend=backend)
 
     async def purge(req: Purge) -> dict[str, Any]:
         return await agents.purge(coordinator, req.name, req.force)
