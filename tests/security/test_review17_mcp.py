@@ -74,16 +74,23 @@ def test_it_speaks_as_its_agent_alone(hive: Hive) -> None:
     token = uuid.uuid4().hex[:10]
     got = inside(hive, (
         "s, f = start()\n"
-        f"a = call(f, 1, 'send', {{'to': 'bob', 'body': 'as me {token}', 'from': 'm1nd', 'sender': 'm1nd'}},"
+        f"a = call(f, 1, 'send', {{'to': 'bob', 'body': 'forged {token}', 'from': 'm1nd', 'sender': 'm1nd'}})\n"
+        f"k = call(f, 5, 'send', {{'to': 'bob', 'body': 'as me {token}'}},"
         " meta={'hyperhive/idempotency_key': 'bobs-key'})\n"
         "b = call(f, 2, 'request_spawn', {'name': 'evil'})\n"
         "c = call(f, 3, 'start', {'name': 'bob'})\n"
         "say(f, {'jsonrpc': '2.0', 'id': 4, 'method': 'tools/list'})\n"
         "tools = [t['name'] for t in hear(f)['result']['tools']]\n"
-        "print('OUT', json.dumps({'a': a, 'b': b, 'c': c, 'tools': tools}))\n"))
+        "print('OUT', json.dumps({'a': a, 'k': k, 'b': b, 'c': c, 'tools': tools}))\n"))
     assert set(got["tools"]) == {"send", "recv", "recent"}  # type: ignore[arg-type]
-    for refused in ("b", "c"):
+    for refused in ("a", "b", "c"):
         assert got[refused]["result"]["isError"] is True  # type: ignore[index]
+    forged = "".join(c.get("text", "") for c in got["a"]["result"]["content"])  # type: ignore[index]
+    assert "'from'" in forged and "'sender'" in forged  # named, as hive.sock names them
+    assert got["k"]["result"].get("isError") is not True  # type: ignore[index]
+    with sqlite3.connect(hive.paths.db) as conn:
+        assert conn.execute("SELECT count(*) FROM messages WHERE body = ?", (f"forged {token}",)).fetchone() == (0,)
+    conn.close()
     with sqlite3.connect(hive.paths.db) as conn:
         rows = conn.execute("SELECT sender, recipient, idempotency_key FROM messages WHERE body = ?",
                             (f"as me {token}",)).fetchall()

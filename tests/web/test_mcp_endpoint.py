@@ -119,8 +119,11 @@ async def test_a_send_runs_as_the_agent_with_the_pipes_key_or_one_made_here(endp
     await p.start()
     await p.call(1, "send", {"to": "bob", "body": "one"}, meta={"hyperhive/idempotency_key": "mcp-from-the-pipe"})
     assert json.loads(text(await p.hear())) == {"sent": True, "message_id": 1, "to": "bob"}
-    # A "from" is no parameter: the SDK drops it, and the op has no field for one (the socket is the sender).
+    # A "from" is no parameter: refused, as hive.sock refuses it (the socket is the sender), nothing sent.
     await p.call(2, "send", {"to": "bob", "body": "two", "from": "m1nd"})
+    refused = await p.hear()
+    assert refused["result"]["isError"] is True and "'from'" in text(refused) and len(ops.sends) == 1
+    await p.call(3, "send", {"to": "bob", "body": "two"})
     assert json.loads(text(await p.hear()))["message_id"] == 2
     assert ops.sends[0] == Send(to="bob", body="one", idempotency_key="mcp-from-the-pipe")
     key = ops.sends[1].idempotency_key

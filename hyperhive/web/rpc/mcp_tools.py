@@ -5,9 +5,11 @@ its stdio to this socket that imports no SDK, so a turn pays no start of the
 ``mcp`` package; the package is loaded once, here. Each tool is one of the
 agent's own ops (``agent_ops``), run in-process as that agent: the connection
 is the identity (``CALLER``, set per connection by ``mcp_sockets``), as the
-agent's JSON-lines socket is. Tool results are JSON text, readable by a model
-and parseable by a program alike. Tools whose parameters are all strings are
-declared in a table (``_STR_TOOLS``) and built by one helper.
+agent's JSON-lines socket is; and, as there, an argument a tool does not
+declare (a "from") is refused, nothing done (``mcp_strict``). Tool results
+are JSON text, readable by a model and parseable by a program alike. Tools
+whose parameters are all strings are declared in a table (``_STR_TOOLS``) and
+built by one helper.
 
 Each ``send`` tool call is one idempotency key (issue 16): the pipe puts one in
 the call's ``_meta`` (``KEY_META``) and, when the daemon went away before the
@@ -37,6 +39,7 @@ from pydantic import Field
 from hyperhive.errors import HiveError
 from hyperhive.settings import Settings
 from hyperhive.web.rpc.jsonlines import Op
+from hyperhive.web.rpc.mcp_strict import StrictServer
 from hyperhive.wire import check_value
 from hyperhive.wire_requests import build, new_idempotency_key
 
@@ -149,7 +152,7 @@ def _hold(ctx: Context, op: str, resp: dict[str, Any]) -> None:
 def build_server(manager: bool = False, recv_cap: float = Settings.recv_cap_seconds,
                  permission_tool: bool = False) -> MCPServer:
     cap = f"{recv_cap:g}"
-    server = MCPServer(
+    server = StrictServer(  # an argument a tool does not declare is refused (mcp_strict)
         "hyperhive",
         version="0.1.0",
         instructions=(
@@ -193,6 +196,7 @@ def build_server(manager: bool = False, recv_cap: float = Settings.recv_cap_seco
         _permission_tool(server, rpc)
     if manager:
         _manager_tools(server, rpc)
+    server.seal()
     return server
 
 
