@@ -234,6 +234,8 @@ rpc({"jsonrpc": "2.0", "id": 1, "method": "initialize", "params": {"protocolVers
 rpc({"jsonrpc": "2.0", "method": "notifications/initialized"})
 res.append(rpc({"jsonrpc": "2.0", "id": 2, "method": "tools/call", "params": {"name": "send", "arguments":
      {"to": "operator", "body": "forged TOKEN mcp", "from": "b", "sender": "b"}}}))
+res.append(rpc({"jsonrpc": "2.0", "id": 3, "method": "tools/call", "params": {"name": "send", "arguments":
+     {"to": "operator", "body": "as me TOKEN mcp"}}}))
 print("RESULT " + json.dumps(res))
 '''
 
@@ -244,11 +246,14 @@ def test_a_send_claiming_another_sender_arrives_as_itself_or_not_at_all(hive: Hi
     out = inside(hive, py(code))
     [line] = [x for x in out.splitlines() if x.startswith("RESULT ")]
     answers = json.loads(line[7:])
-    assert len(answers) == 4 and all(answers), answers
-    assert json.loads(answers[0])["ok"] is False  # a "from" is refused outright
-    reply_from(hive, "a", f"forged {token} mcp")  # the MCP tool call went, as a
-    mine = [m for m in hive.admin("inbox", limit=300)["messages"] if f"forged {token}" in m["body"]]
-    assert mine and {m["from"] for m in mine} == {"a"}, mine
+    assert len(answers) == 5 and all(answers), answers
+    for answer in answers[:3]:  # a "from" or a "sender" is refused outright on hive.sock
+        assert json.loads(answer)["ok"] is False
+    forged = json.loads(answers[3])["result"]  # and by the MCP tool, naming both
+    assert forged["isError"] is True and "'from'" in forged["content"][0]["text"]
+    assert "'sender'" in forged["content"][0]["text"]
+    reply_from(hive, "a", f"as me {token} mcp")  # the plain MCP send went, as a
+    assert not [m for m in hive.admin("inbox", limit=300)["messages"] if f"forged {token}" in m["body"]]
 
 
 _SECRETS_SCAN = r'''
