@@ -260,6 +260,14 @@ def test_a_revive_and_its_approval_are_checked_against_the_cluster_as_it_is_then
     keep(1)
     assert hive.admin("approve", approval_id=aid)["approval"]["status"] == "approved"
     wait_for(lambda: hive.ls().get("r", {}).get("parked", {}).get("system", 0) >= 1, timeout=90, what="r revived")
+    # A start is checked alike: its placement, as applied now, against the cluster now.
+    hive.admin("stop", name="r")
+    keep(2)
+    with pytest.raises(HiveError, match=r"^r's agent.json \(start: nothing was started\): placement pool=2"):
+        hive.admin("start", name="r")
+    status, body = session.post("/restart/r")
+    assert status == 400 and b"restart: nothing was started" in body
+    assert hive.ls()["r"]["state"] == "stopped"
     hive.admin("destroy", name="r", purge=True, force=True)  # its pool back for the next test
 
 

@@ -54,7 +54,7 @@ from hyperhive.backends.local import unreachable_for_agents
 from hyperhive.backends.ray_connect import NAMESPACE, RayUnreachable, connect
 from hyperhive.backends.ray_node import NodeAgent, NodeOptions
 from hyperhive.backends.ray_watch import ACTOR_LOST, NODE_LOST, QUERY, RayHandle, cluster_nodes, watch
-from hyperhive.errors import BackendFailed, BadRequest
+from hyperhive.errors import BackendFailed, BadRequest, HiveError
 from hyperhive.journal import check_unit_and_lines, tail_lines
 from hyperhive.names import AgentName
 from hyperhive.paths import CONFIG_FILE, StatePaths
@@ -302,6 +302,13 @@ class RayBackend:
             ray.shutdown()
 
     # --- observation ----------------------------------------------------------------
+    def applied_placement(self, name: AgentName) -> Placement | None:
+        """The placement in the agent's applied agent.json (a file read: not on the loop)."""
+        try:
+            return self.paths.load_applied(name).placement
+        except (OSError, HiveError):  # unreadable: the start itself reports it
+            return None
+
     def check(self, placement: Placement) -> None:
         """Refuse (BadRequest) a placement no node of the cluster can ever hold."""
         check_placement(placement, cluster_nodes())

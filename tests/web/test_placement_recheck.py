@@ -18,6 +18,7 @@ import asyncio
 import functools
 import json
 import time
+import types
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 from typing import Any, TypeVar
@@ -42,6 +43,7 @@ from hyperhive.placement import Placement
 from hyperhive.settings import Settings
 from hyperhive.store.models import Approval, Container, Message, open_hive_db
 from hyperhive.web.operator import agents, gate
+from hyperhive.web.operator.lifecycle import lifecycle_action
 
 ray_backend = pytest.importorskip("hyperhive.backends.ray_backend")
 
@@ -346,3 +348,37 @@ async def test_on_a_real_cluster_approvals_wait_for_the_pool_to_come_back(tmp_pa
             assert world.made()["containers"] == ["finn", "fresh"]
         finally:
             world.close()
+
+
+# --- a start, restart or rebuild -----------------------------------------------------
+
+async def test_a_start_restart_or_rebuild_checks_the_applied_placement_against_the_cluster_now(
+        ray_world: tuple[World, Nodes]) -> None:
+    world, nodes = ray_world
+    world.backend.applied_placement = functools.partial(  # type: ignore[attr-defined]
+        ray_backend.RayBackend.applied_placement, types.SimpleNamespace(paths=world.paths))
+    await Handle(world.coordinator).ask(Coordinator.spawn, AgentName("finn"), AgentConfig(placement=POOL), "a prompt")
+    await lifecycle_action(world.coordinator, "stop", "finn", OPERATOR, backend=world.backend)
+    nodes.now = DEAD
+    for verb in ("start", "restart", "rebuild"):
+        await refused(lifecycle_action(world.coordinator, verb, "finn", OPERATOR, backend=world.backend),
+                      rf"^finn's agent.json \({verb}: nothing was started\): placement pool=1: unknown resource pool")
+    assert world.backend.started == ["finn"]  # the spawn's start alone
+    await lifecycle_action(world.coordinator, "kill", "finn", OPERATOR, backend=world.backend)  # no placement asked
+    nodes.now = [HEAD, *WORKERS]
+    out = await lifecycle_action(world.coordinator, "start", "finn", OPERATOR, backend=world.backend)
+    assert out["container"]["state"] == "running" and world.backend.started == ["finn", "finn"]
+    # An agent with no placement starts whatever the cluster, and a backend with no check is not asked.
+    await Handle(world.coordinator).ask(Coordinator.spawn, AgentName("plain"), None, "a prompt")
+    await lifecycle_action(world.coordinator, "stop", "plain", OPERATOR, backend=world.backend)
+    nodes.now = DEAD
+    out = await lifecycle_action(world.coordinator, "start", "plain", OPERATOR, backend=world.backend)
+    assert out["container"]["state"] == "running"
+
+
+async def test_a_backend_that_places_nothing_starts_as_before(local_world: World) -> None:
+    world = local_world
+    await Handle(world.coordinator).ask(Coordinator.spawn, AgentName("finn"), AgentConfig(placement=POOL), "a prompt")
+    await lifecycle_action(world.coordinator, "stop", "finn", OPERATOR, backend=world.backend)
+    out = await lifecycle_action(world.coordinator, "start", "finn", OPERATOR, backend=world.backend)
+    assert out["container"]["state"] == "running" and world.backend.started == ["finn", "finn"]

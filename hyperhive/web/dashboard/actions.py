@@ -59,7 +59,8 @@ class Lifecycle(_Action):
         self.verb = verb
 
     async def post(self, name: str) -> None:
-        await self.reply(lifecycle_action(self.deps.coordinator, self.verb, name, OPERATOR))
+        await self.reply(lifecycle_action(self.deps.coordinator, self.verb, name, OPERATOR,
+                                          backend=self.deps.backend))
 
 
 _YES = ("1", "true", "on")

@@ -1,7 +1,10 @@
 """`lifecycle_action`: the one path every lifecycle verb takes, whichever
 surface asked (CLI, dashboard, the manager's tools). The ContainerActor shows
 the transient kind while the verb runs and kicks the agent after a start,
-restart or rebuild (F6, F16)."""
+restart or rebuild (F6, F16). With a backend that places agents (issue 18), a
+start, restart or rebuild first checks the agent's applied placement against
+the cluster as it is now: refused with the reason, nothing started (else the
+start would wait for a node that may never come, then fail with a timeout)."""
 
 from __future__ import annotations
 
@@ -12,6 +15,7 @@ import pykka
 from hyperhive.actors.bridge import Handle
 from hyperhive.actors.coordinator import Coordinator
 from hyperhive.web.operator.checks import Verb, check_lifecycle, wire_snapshot
+from hyperhive.web.operator.placement import check_applied_placement
 
 __all__ = ["LIFECYCLE_TIMEOUT", "Verb", "lifecycle_action"]
 
@@ -20,10 +24,15 @@ __all__ = ["LIFECYCLE_TIMEOUT", "Verb", "lifecycle_action"]
 LIFECYCLE_TIMEOUT = 900.0
 
 
+_PLACED_VERBS = ("start", "restart", "rebuild")
+
+
 async def lifecycle_action(coordinator: pykka.ActorProxy[Coordinator], verb: str, name: object,
-                           by: str) -> dict[str, Any]:
+                           by: str, *, backend: Any = None) -> dict[str, Any]:
     """Run ``verb`` on agent ``name`` for caller ``by``: ``{"container": snapshot}``."""
     agent = check_lifecycle(verb, name, by)
+    if verb in _PLACED_VERBS:
+        await check_applied_placement(backend, agent, verb)
     c = Handle(coordinator).within(LIFECYCLE_TIMEOUT)
     if verb == "start":
         snap = await c.ask(Coordinator.start_agent, agent)

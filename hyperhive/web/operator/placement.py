@@ -39,8 +39,8 @@ from hyperhive.errors import BadRequest
 from hyperhive.paths import AgentConfig
 from hyperhive.placement import Placement, parse_placement_flags, parse_placement_json
 
-__all__ = ["check_approved_placement", "check_config_placement", "check_placement_on", "check_spawn_placement",
-           "form_placement", "wire_placement"]
+__all__ = ["check_applied_placement", "check_approved_placement", "check_config_placement", "check_placement_on",
+           "check_spawn_placement", "form_placement", "wire_placement"]
 
 STILL_PENDING = ("nothing was made and the approval stays pending: approve it again once the cluster "
                  "can hold it, or deny it")
@@ -111,3 +111,15 @@ async def check_approved_placement(backend: Any, config: AgentConfig | None, whe
         await check_config_placement(backend, config, where)
     except BadRequest as exc:
         raise BadRequest(f"{exc.message}; {STILL_PENDING}") from None
+
+
+async def check_applied_placement(backend: Any, agent: str, verb: str) -> None:
+    """Before the operator's or m1nd's start, restart or rebuild: the agent's applied
+    placement (``backend.applied_placement``, read off the loop), checked against the
+    cluster as it is now; a backend that places nothing has none to check."""
+    applied = getattr(backend, "applied_placement", None)
+    if applied is None or getattr(backend, "check", None) is None:
+        return
+    placement = await asyncio.get_running_loop().run_in_executor(None, applied, agent)
+    await check_config_placement(backend, AgentConfig(placement=placement),
+                                 f"{agent}'s agent.json ({verb}: nothing was started)")

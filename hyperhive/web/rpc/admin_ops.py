@@ -50,7 +50,7 @@ def admin_ops(
         return await agents.pull(pulls, req.name)
 
     async def start(req: Start) -> dict[str, Any]:
-        return await lifecycle_action(coordinator, "start", req.name, OPERATOR)
+        return await lifecycle_action(coordinator, "start", req.name, OPERATOR, backend=backend)
 
     async def stop(req: Stop) -> dict[str, Any]:
         return await lifecycle_action(coordinator, "stop", req.name, OPERATOR)

@@ -55,9 +55,9 @@ def _request_spawn(approvals: ApprovalsRef, by: str, backend: Any) -> Op:
     return Op(run)
 
 
-def _verb(coordinator: CoordinatorRef, verb: str, by: str) -> Op:
+def _verb(coordinator: CoordinatorRef, verb: str, by: str, backend: Any) -> Op:
     async def run(req: Start | Restart | Rebuild | Kill) -> dict[str, Any]:
-        return await lifecycle_action(coordinator, verb, req.name, by)
+        return await lifecycle_action(coordinator, verb, req.name, by, backend=backend)
     return Op(run)
 
 
@@ -90,7 +90,7 @@ def manager_ops(coordinator: CoordinatorRef, questions: QuestionsRef, approvals:
         "request_spawn": _request_spawn(approvals, MANAGER, backend),
         "request_apply_commit": Op(request_apply_commit),
         "usage": usage_op(costs),
-        **{verb: _verb(coordinator, verb, MANAGER) for verb in ("start", "restart", "kill")},
+        **{verb: _verb(coordinator, verb, MANAGER, backend) for verb in ("start", "restart", "kill")},
     }
 
 
@@ -140,5 +140,5 @@ def operator_gate_ops(coordinator: CoordinatorRef, questions: QuestionsRef, appr
         "questions": Op(list_questions), "answer": Op(answer), "cancel_question": Op(cancel_question),
         "approvals": Op(list_approvals), "approve": Op(approve), "deny": Op(deny),
         "request_spawn": _request_spawn(approvals, OPERATOR, backend),
-        **{verb: _verb(coordinator, verb, OPERATOR) for verb in ("restart", "rebuild", "kill")},
+        **{verb: _verb(coordinator, verb, OPERATOR, backend) for verb in ("restart", "rebuild", "kill")},
     }
