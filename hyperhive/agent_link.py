@@ -15,7 +15,9 @@ connections of the ``web`` channel parked at the daemon (`hyperhive.web.rpc.web_
 daemon opens for a page is answered once ``web.sock`` is reached (or refused with an error line when
 it is not, as while the agent hibernates), then spliced; a new one is parked in its place. One the
 daemon closes, or that cannot be made, is tried again after a back-off (``WEB_RETRY`` doubling to
-``WEB_RETRY_MAX``).
+``WEB_RETRY_MAX``). A parked connection is silent both ways, as is a parked recv: TCP keepalive
+(`keep_alive`, on every channel, both ends) ends one whose other end vanished without a close (its
+host rebooted, a partition), else never noticed.
 
 Bounded: ``max_connections`` per socket (more are closed at accept), a TLS connect and its answer
 within ``connect_timeout``; asyncio's own accept loop pauses on EMFILE. The loop runs on a thread of its
@@ -50,7 +52,7 @@ from hyperhive.agent_wire import (
 )
 from hyperhive.sandbox.relay import splice
 
-__all__ = ["MAX_CONNECTIONS", "WEB_PARKED", "AgentLink", "bind_agent_socket"]
+__all__ = ["KEEPALIVE", "MAX_CONNECTIONS", "WEB_PARKED", "AgentLink", "bind_agent_socket", "keep_alive"]
 
 _log = logs.get("hyperhive.agent_link")
 
@@ -58,8 +60,23 @@ MAX_CONNECTIONS = 32  # per socket, as the daemon's own agent sockets
 _LOG_EVERY = 1.0  # a daemon that is down is logged once a second at most
 WEB_PARKED = 2  # web connections kept parked at the daemon
 WEB_RETRY, WEB_RETRY_MAX = 0.2, 10.0  # seconds before a parked web connection is made again
+WEB_CONNECT_TIMEOUT = 3.0  # to web.sock on this node: under the daemon's wait for the answer (5 s)
+KEEPALIVE = (30, 10, 3)  # TCP_KEEPIDLE, TCP_KEEPINTVL (seconds), TCP_KEEPCNT: a dead peer found in ~1 min
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+def keep_alive(conn: asyncio.StreamWriter | asyncio.BaseTransport) -> None:
+    """TCP keepalive (`KEEPALIVE`) on a connection that may stay silent for hours (a parked web one,
+    a parked recv): a peer gone without a close (its host rebooted, a partition) ends it."""
+    sock = conn.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for opt, value in zip(("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"), KEEPALIVE, strict=True):
+            if hasattr(socket, opt):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
 
 
 def bind_agent_socket(path: Path, owner: tuple[int, int] | None) -> socket.socket:
@@ -239,6 +256,10 @@ class AgentLink:
             up_writer.transport.abort()
             self._note("agent_link.refused_by_daemon", channel=channel, code=reply.code, message=reply.message)
             return None
+        if self._stopping is not None and self._stopping.is_set():  # a cancel 3.11's wait_for swallowed
+            up_writer.transport.abort()  # as it completed: a parker would wait on it past `stop`
+            return None
+        keep_alive(up_writer)  # every channel: a parked recv is as silent as a parked web connection
         return up_reader, up_writer
 
     # --- the web UI, the other way round -------------------------------------------------
@@ -285,7 +306,7 @@ class AgentLink:
         assert self._web is not None
         try:
             try:
-                local = await asyncio.wait_for(self._web(), self._timeout)
+                local = await asyncio.wait_for(self._web(), WEB_CONNECT_TIMEOUT)  # within the daemon's wait
             except (OSError, TimeoutError, ValueError) as exc:  # not running (hibernating), or refused
                 _log.debug("agent_link.web_unreachable", agent=self.agent, error=repr(exc)[:200])
                 up_writer.write(error_line("unavailable", "the agent's web UI is not served now"))

@@ -34,6 +34,7 @@ from pathlib import Path
 from typing import Any
 
 import hyperhive.logs as logs
+from hyperhive.agent_link import keep_alive
 from hyperhive.agent_secrets import AgentSecrets
 from hyperhive.agent_wire import AUTH_TIMEOUT, LINK_CHANNELS, MAX_AUTH_LINE, OK_LINE, error_line
 from hyperhive.errors import HiveError
@@ -284,6 +285,7 @@ class AgentListen:
             if servers is None:  # only one who holds the secret learns this
                 raise Refused("unavailable", f"{auth.agent} is not served by this daemon now", "not_served")
             self._serve(transport, auth, rest, *servers)
+            keep_alive(transport)  # a parked recv or web connection may be silent for hours
         except Refused as r:
             self.refuse(transport, r, host, agent)
             return False

@@ -11,9 +11,11 @@ web relay answers as for a socket that is not there, the hibernation page includ
 parks a new connection for each one taken.
 
 Bounds: ``MAX_PARKED`` per agent (more are refused at their auth); a parked connection that sends
-anything before it is opened, or closes, is dropped; a take waits ``take_timeout`` for a
-connection to be parked, and ``answer_timeout`` for the node's answer, trying the next parked
-one when a node does not answer.
+anything before it is opened, or closes, is dropped (TCP keepalive, set by `AgentListen`, finds one
+whose node vanished); a take waits ``take_timeout`` for a connection to be parked, and ``answer_timeout`` for the node's
+answer, trying the next parked one when a node does not answer, ``take_timeout + answer_timeout``
+in all (a node that parks silent connections as fast as they are dropped holds no page longer);
+one it took is closed if the take is cancelled before it is handed on.
 """
 
 from __future__ import annotations
@@ -112,7 +114,10 @@ class WebDock:
         """Streams to the agent's web UI on its node; ConnectionRefusedError when there are none now."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + self._take_timeout
+        give_up = deadline + self._answer_timeout  # whatever is parked meanwhile: bounded in all
         while True:
+            if (answer_left := give_up - loop.time()) <= 0:
+                raise ConnectionRefusedError(f"{agent}'s node did not answer in time")
             p = self._pop(agent)
             if p is None:
                 left = deadline - loop.time()
@@ -131,7 +136,7 @@ class WebDock:
                         if not a.parked and not a.waiters:
                             del self._agents[agent]
                 continue
-            answer = await self._open(p)
+            answer = await self._open(p, min(self._answer_timeout, answer_left))
             if answer is None:
                 continue  # a node that does not answer: the next parked one
             if not answer:
@@ -141,14 +146,17 @@ class WebDock:
             _log.info("agent_link.web_opened", agent=agent, parked=self.parked(agent))
             return p.reader, p.writer
 
-    async def _open(self, p: _Parked) -> bool | None:
+    async def _open(self, p: _Parked, timeout: float) -> bool | None:
         """Open ``p``: True (served), False (the node said no), None (no answer: dropped)."""
         try:
             p.writer.write(OPEN_LINE)
-            line = await asyncio.wait_for(p.reader.readuntil(b"\n"), self._answer_timeout)
+            line = await asyncio.wait_for(p.reader.readuntil(b"\n"), timeout)
         except (OSError, TimeoutError, asyncio.IncompleteReadError, asyncio.LimitOverrunError):
             p.writer.transport.abort()
             return None
+        except BaseException:  # cancelled (the page went, the daemon stops): it is no one's now
+            p.writer.transport.abort()
+            raise
         if len(line) > _MAX_ANSWER:
             p.writer.transport.abort()
             return None
