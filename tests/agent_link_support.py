@@ -15,9 +15,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from hyperhive.agent_link import AgentLink
 from hyperhive.agent_secrets import AgentSecrets
 from hyperhive.agent_tls import ca_pem, server_context
 from hyperhive.agent_wire import auth_line, client_context
+from hyperhive.sandbox.relay import nofollow_unix_connector
 from hyperhive.web.rpc.agent_listen import AgentListen
 from hyperhive.web.rpc.jsonlines import JsonLineServer, Op
 from hyperhive.web.rpc.mcp_sockets import McpEndpoint, ServersOnce
@@ -145,3 +147,46 @@ class TlsPeer:
 
 def refusal(line: dict[str, Any]) -> tuple[bool, str]:
     return line["ok"], line["error"]["code"]
+
+
+@asynccontextmanager
+async def web_ui(path: Path, agent: str = "alice") -> AsyncIterator[list[str]]:
+    """A tiny HTTP server on the unix socket ``path`` (an agent's web.sock): it answers each
+    request with ``ui of AGENT at TARGET`` and records each target ("?" for what is no request)."""
+    seen: list[str] = []
+
+    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        try:
+            head = await r.readuntil(b"\r\n\r\n")
+            parts = head.split(b" ", 2)
+            target = parts[1].decode(errors="replace") if len(parts) > 1 else "?"
+        except (asyncio.IncompleteReadError, asyncio.LimitOverrunError):
+            target = "?"
+        seen.append(target)
+        body = f"ui of {agent} at {target}".encode()
+        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
+        await w.drain()
+        w.close()
+
+    server = await asyncio.start_unix_server(serve, str(path))
+    try:
+        yield seen
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+@asynccontextmanager
+async def web_node(ls: Listening, agent: str, state: Path, owner_uid: int | None = None,
+                   **kw: Any) -> AsyncIterator[AgentLink]:
+    """The relay on ``agent``'s node, its sockets in ``state``'s sibling ``run``, the web UI at
+    ``state/web.sock`` (``owner_uid``: the owner it must have)."""
+    state.mkdir(parents=True, exist_ok=True)
+    link = AgentLink(f"127.0.0.1:{ls.port}", ls.ca_pem, agent, ls.secrets[agent], state.parent / "run",
+                     web=nofollow_unix_connector(str(state), "web.sock", owner_uid), **kw)
+    await asyncio.to_thread(link.start)
+    try:
+        yield link
+    finally:
+        await asyncio.to_thread(link.stop)
+

@@ -7,55 +7,14 @@ from __future__ import annotations
 
 import asyncio
 import json
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
 
 import pytest
-from agent_link_support import Listening, listening
+from agent_link_support import listening, web_node, web_ui
 from support import async_wait_for
 
-from hyperhive.agent_link import AgentLink
 from hyperhive.agent_wire import OPEN_LINE, auth_line
-from hyperhive.sandbox.relay import nofollow_unix_connector
 from hyperhive.web.rpc.web_dock import MAX_PARKED, WebDock
-
-
-@asynccontextmanager
-async def web_ui(path: Path) -> AsyncIterator[list[str]]:
-    """A tiny HTTP server on the unix socket ``path``: it answers each request with its path."""
-    seen: list[str] = []
-
-    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        head = await r.readuntil(b"\r\n\r\n")
-        target = head.split(b" ", 2)[1].decode()
-        seen.append(target)
-        body = f"ui of alice at {target}".encode()
-        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\nConnection: close\r\n\r\n%s" % (len(body), body))
-        await w.drain()
-        w.close()
-
-    server = await asyncio.start_unix_server(serve, str(path))
-    try:
-        yield seen
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
-@asynccontextmanager
-async def node(ls: Listening, agent: str, tmp: Path, **kw: Any) -> AsyncIterator[AgentLink]:
-    """The relay on ``agent``'s node, its web UI at ``tmp/state/web.sock``."""
-    state = tmp / "state-of-agent"
-    state.mkdir(exist_ok=True)
-    link = AgentLink(f"127.0.0.1:{ls.port}", ls.ca_pem, agent, ls.secrets[agent], tmp / "run",
-                     web=nofollow_unix_connector(str(state), "web.sock", None), **kw)
-    await asyncio.to_thread(link.start)
-    try:
-        yield link
-    finally:
-        await asyncio.to_thread(link.stop)
 
 
 async def page(dock: WebDock, agent: str, target: str = "/") -> bytes:
@@ -68,7 +27,7 @@ async def page(dock: WebDock, agent: str, target: str = "/") -> bytes:
 
 
 async def test_a_page_reaches_the_ui_on_the_agents_node_and_the_node_parks_again(tmp_path: Path) -> None:
-    async with listening(tmp_path / "d") as ls, node(ls, "alice", tmp_path) as link:
+    async with listening(tmp_path / "d") as ls, web_node(ls, "alice", tmp_path / "state-of-agent") as link:
         dock = ls.listen.web
         await async_wait_for(lambda: dock.parked("alice") == 2, what="two connections parked")
         async with web_ui(tmp_path / "state-of-agent" / "web.sock") as seen:
@@ -83,7 +42,7 @@ async def test_a_page_reaches_the_ui_on_the_agents_node_and_the_node_parks_again
 
 async def test_no_web_sock_on_the_node_is_a_refusal_at_once(tmp_path: Path) -> None:
     """Hibernating (no harness), the UI is refused: the web relay then answers the page itself."""
-    async with listening(tmp_path / "d") as ls, node(ls, "alice", tmp_path) as link:
+    async with listening(tmp_path / "d") as ls, web_node(ls, "alice", tmp_path / "state-of-agent") as link:
         dock = ls.listen.web
         await async_wait_for(lambda: dock.parked("alice") == 2, what="parked")
         t0 = asyncio.get_running_loop().time()
@@ -95,7 +54,7 @@ async def test_no_web_sock_on_the_node_is_a_refusal_at_once(tmp_path: Path) -> N
 
 
 async def test_a_link_to_the_web_sock_is_not_followed(tmp_path: Path) -> None:
-    async with listening(tmp_path / "d") as ls, node(ls, "alice", tmp_path) as link:
+    async with listening(tmp_path / "d") as ls, web_node(ls, "alice", tmp_path / "state-of-agent") as link:
         dock = ls.listen.web
         elsewhere = tmp_path / "elsewhere.sock"
         async with web_ui(elsewhere) as seen:
@@ -182,7 +141,7 @@ async def test_another_agents_secret_parks_nothing_for_it(tmp_path: Path) -> Non
 
 async def test_a_forgotten_agent_s_node_parks_again_after_a_back_off(tmp_path: Path) -> None:
     """The daemon closing the parked connections (a destroy, its restart) is survived."""
-    async with listening(tmp_path / "d") as ls, node(ls, "alice", tmp_path):
+    async with listening(tmp_path / "d") as ls, web_node(ls, "alice", tmp_path / "state-of-agent"):
         dock = ls.listen.web
         await async_wait_for(lambda: dock.parked("alice") == 2, what="parked")
         dock.forget("alice")

@@ -69,6 +69,15 @@ class _Run:
     result: tuple[int | None, str | None] = (None, None)
 
 
+def _release(tether: int) -> None:
+    """Tell a tether (the write end of its pipe) that all is well, and let it go."""
+    try:
+        os.write(tether, DONE)
+    except OSError:
+        pass
+    os.close(tether)
+
+
 class NodeAgent:
     """One agent's container. Methods are Ray actor calls; each is short except ``wait``."""
 
@@ -171,11 +180,7 @@ class NodeAgent:
                 return
             run.result = (rc, reason)
             if run.tether is not None:
-                try:
-                    os.write(run.tether, DONE)
-                except OSError:
-                    pass
-                os.close(run.tether)
+                _release(run.tether)
                 run.tether = None
             run.done.set()
             self._changed.notify_all()
@@ -220,11 +225,7 @@ class NodeAgent:
                 self._relay.stop()
                 self._relay = None
             if self._link_tether is not None:  # gone on purpose: nothing for its tether to do
-                try:
-                    os.write(self._link_tether, DONE)
-                except OSError:
-                    pass
-                os.close(self._link_tether)
+                _release(self._link_tether)
                 self._link_tether = None
             if self._link_args is not None:
                 remove_run_dir(local.paths.run(self.name))

@@ -14,49 +14,15 @@ import asyncio
 import contextlib
 import os
 import socket
-from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
 
 import pytest
-from agent_link_support import Listening, TlsPeer, listening
+from agent_link_support import TlsPeer, listening, web_node, web_ui
 from support import async_wait_for
 
-from hyperhive.agent_link import AgentLink
 from hyperhive.agent_wire import OPEN_LINE, auth_line
-from hyperhive.sandbox.relay import nofollow_unix_connector
 from hyperhive.web.rpc.web_dock import MAX_PARKED, WebDock
-
-
-@asynccontextmanager
-async def web_ui(path: Path) -> AsyncIterator[list[bytes]]:
-    """A unix socket server at ``path`` that records what it is sent (nothing may reach it here)."""
-    seen: list[bytes] = []
-
-    async def serve(r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        seen.append(await r.read(1 << 16))
-        w.write(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\nConnection: close\r\n\r\nhi")
-        await w.drain()
-        w.close()
-
-    server = await asyncio.start_unix_server(serve, str(path))
-    try:
-        yield seen
-    finally:
-        server.close()
-        await server.wait_closed()
-
-
-@asynccontextmanager
-async def node(ls: Listening, agent: str, state: Path, owner_uid: int | None = None) -> AsyncIterator[AgentLink]:
-    link = AgentLink(f"127.0.0.1:{ls.port}", ls.ca_pem, agent, ls.secrets[agent], state.parent / "run",
-                     web=nofollow_unix_connector(str(state), "web.sock", owner_uid))
-    await asyncio.to_thread(link.start)
-    try:
-        yield link
-    finally:
-        await asyncio.to_thread(link.stop)
 
 
 async def close_all(peers: list[TlsPeer]) -> None:
@@ -195,7 +161,7 @@ async def test_the_node_serves_no_web_sock_that_is_not_the_agents_own_socket(tmp
             here.mkdir()
         uid = _other_uid() if kind == "owned by another uid" else os.getuid()
         dock = ls.listen.web
-        async with node(ls, "alice", state, owner_uid=uid) as link:
+        async with web_node(ls, "alice", state, owner_uid=uid) as link:
             await async_wait_for(lambda: dock.parked("alice") == 2, what="parked")
             with pytest.raises(ConnectionRefusedError, match="not served on its node"):
                 await dock.take("alice")
@@ -208,7 +174,7 @@ async def test_the_nodes_parkers_back_off_while_the_daemon_refuses_them(tmp_path
         squatters = [await ls.authed("alice", "web") for _ in range(MAX_PARKED)]
         refusals = ls.listen._counts
         before = refusals.get("agent_link.refused", 0)
-        async with node(ls, "alice", tmp_path / "state"):
+        async with web_node(ls, "alice", tmp_path / "state"):
             await async_wait_for(lambda: refusals.get("agent_link.refused", 0) >= before + 2, what="refused")
             await asyncio.sleep(2.0)  # a window to count in: 0.2 + 0.4 + 0.8 s of back-off each
         assert refusals.get("agent_link.refused", 0) - before <= 12
@@ -226,7 +192,7 @@ async def test_the_relay_stops_when_asked_even_while_a_parker_is_connecting(tmp_
         dock = ls.listen.web
         loop = asyncio.get_running_loop()
         for _ in range(5):
-            async with node(ls, "alice", state) as link:
+            async with web_node(ls, "alice", state) as link:
                 await async_wait_for(lambda: dock.parked("alice") == 2, what="parked")
                 with pytest.raises(ConnectionRefusedError):
                     await dock.take("alice")
@@ -268,7 +234,7 @@ async def test_parked_connections_notice_a_peer_gone_without_a_close(tmp_path: P
     """A parked connection is silent both ways for hours: without TCP keepalive a daemon host that
     rebooted (or a partition) left the node's parkers waiting for ever, the agent's UI gone for good, and
     the daemon holding dead ones in the cap. Both ends probe it."""
-    async with listening(tmp_path / "d") as ls, node(ls, "alice", tmp_path / "state"):
+    async with listening(tmp_path / "d") as ls, web_node(ls, "alice", tmp_path / "state"):
         await async_wait_for(lambda: ls.listen.web.parked("alice") == 2, what="parked")
         # the node sets it once it has read the daemon's answer, on its own thread: a moment later
         await async_wait_for(lambda: all(f["keepalive"] == 1 for f in _tcp_sockets(ls.port)), timeout=3,
