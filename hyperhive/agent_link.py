@@ -47,12 +47,13 @@ from hyperhive.agent_wire import (
     auth_line,
     client_context,
     error_line,
+    keep_alive,
     parse_address,
     parse_reply,
 )
 from hyperhive.sandbox.relay import splice
 
-__all__ = ["KEEPALIVE", "MAX_CONNECTIONS", "WEB_PARKED", "AgentLink", "bind_agent_socket", "keep_alive"]
+__all__ = ["MAX_CONNECTIONS", "WEB_PARKED", "AgentLink", "bind_agent_socket"]
 
 _log = logs.get("hyperhive.agent_link")
 
@@ -61,22 +62,8 @@ _LOG_EVERY = 1.0  # a daemon that is down is logged once a second at most
 WEB_PARKED = 2  # web connections kept parked at the daemon
 WEB_RETRY, WEB_RETRY_MAX = 0.2, 10.0  # seconds before a parked web connection is made again
 WEB_CONNECT_TIMEOUT = 3.0  # to web.sock on this node: under the daemon's wait for the answer (5 s)
-KEEPALIVE = (30, 10, 3)  # TCP_KEEPIDLE, TCP_KEEPINTVL (seconds), TCP_KEEPCNT: a dead peer found in ~1 min
 
 Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
-
-
-def keep_alive(conn: asyncio.StreamWriter | asyncio.BaseTransport) -> None:
-    """TCP keepalive (`KEEPALIVE`) on a connection that may stay silent for hours (a parked web one,
-    a parked recv): a peer gone without a close (its host rebooted, a partition) ends it."""
-    sock = conn.get_extra_info("socket")
-    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
-        return
-    with contextlib.suppress(OSError):
-        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
-        for opt, value in zip(("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"), KEEPALIVE, strict=True):
-            if hasattr(socket, opt):
-                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)
 
 
 def bind_agent_socket(path: Path, owner: tuple[int, int] | None) -> socket.socket:

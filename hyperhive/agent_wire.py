@@ -18,15 +18,18 @@ connection; the daemon, when a page asks for the agent's web UI, writes
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import json
 import re
+import socket
 import ssl
 from dataclasses import dataclass
 from typing import Any
 
-__all__ = ["AUTH_TIMEOUT", "CHANNELS", "LINK_CHANNELS", "MAX_AUTH_LINE", "MAX_SECRET", "OK_LINE", "OPEN_LINE",
-           "REVERSE", "SOCKETS", "Reply",
-           "auth_line", "client_context", "error_line", "parse_address", "parse_reply"]
+__all__ = ["AUTH_TIMEOUT", "CHANNELS", "KEEPALIVE", "LINK_CHANNELS", "MAX_AUTH_LINE", "MAX_SECRET", "OK_LINE",
+           "OPEN_LINE", "REVERSE", "SOCKETS", "Reply",
+           "auth_line", "client_context", "error_line", "keep_alive", "parse_address", "parse_reply"]
 
 # Each channel and the unix socket it stands for, in an agent's run dir (the names of `StatePaths`).
 SOCKETS = {"hive": "hive.sock", "mcp": "mcp.sock", "api": "api.sock", "proxy": "proxy.sock"}
@@ -38,6 +41,7 @@ MAX_SECRET = 256  # characters: `secrets.token_urlsafe(32)` gives 43
 AUTH_TIMEOUT = 10.0  # seconds for the first line to come whole (and for the relay, for its answer)
 OK_LINE = b'{"ok":true}\n'
 OPEN_LINE = b'{"op":"open"}\n'  # the daemon to a parked ``web`` connection: a page wants the UI
+KEEPALIVE = (30, 10, 3)  # TCP_KEEPIDLE, TCP_KEEPINTVL (seconds), TCP_KEEPCNT: a dead peer found in ~1 min
 _HOST = re.compile(r"[A-Za-z0-9._-]{1,253}|[0-9A-Fa-f:.]{2,45}")  # a name, IPv4, or IPv6 (then in [] with a port)
 
 
@@ -92,3 +96,16 @@ def client_context(ca_pem: str) -> ssl.SSLContext:
     ctx.minimum_version = ssl.TLSVersion.TLSv1_3
     ctx.load_verify_locations(cadata=ca_pem)
     return ctx
+
+
+def keep_alive(conn: asyncio.StreamWriter | asyncio.BaseTransport) -> None:
+    """TCP keepalive (`KEEPALIVE`) on a connection that may stay silent for hours (a parked web one,
+    a parked recv): a peer gone without a close (its host rebooted, a partition) ends it."""
+    sock = conn.get_extra_info("socket")
+    if sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    with contextlib.suppress(OSError):
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1)
+        for opt, value in zip(("TCP_KEEPIDLE", "TCP_KEEPINTVL", "TCP_KEEPCNT"), KEEPALIVE, strict=True):
+            if hasattr(socket, opt):
+                sock.setsockopt(socket.IPPROTO_TCP, getattr(socket, opt), value)

@@ -34,9 +34,8 @@ from pathlib import Path
 from typing import Any
 
 import hyperhive.logs as logs
-from hyperhive.agent_link import keep_alive
 from hyperhive.agent_secrets import AgentSecrets
-from hyperhive.agent_wire import AUTH_TIMEOUT, LINK_CHANNELS, MAX_AUTH_LINE, OK_LINE, error_line
+from hyperhive.agent_wire import AUTH_TIMEOUT, LINK_CHANNELS, MAX_AUTH_LINE, OK_LINE, error_line, keep_alive
 from hyperhive.errors import HiveError
 from hyperhive.names import is_valid_name
 from hyperhive.net import add_accept_handler
