@@ -82,6 +82,7 @@ async def test_a_take_waiting_gets_the_connection_parked_meanwhile(tmp_path: Pat
         assert await asyncio.wait_for(peer.reader.readline(), 10) == OPEN_LINE
         peer.writer.write(b'{"ok":true}\n')
         r, w = await asyncio.wait_for(waiting, 10)
+        assert not dock._agents  # nothing parked, no page waiting: no entry left for alice
         w.write(b"ping")
         assert await asyncio.wait_for(peer.reader.readexactly(4), 10) == b"ping"
         w.close()

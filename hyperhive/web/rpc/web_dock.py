@@ -12,10 +12,10 @@ parks a new connection for each one taken.
 
 Bounds: ``MAX_PARKED`` per agent (more are refused at their auth); a parked connection that sends
 anything before it is opened, or closes, is dropped (TCP keepalive, set by `AgentListen`, finds one
-whose node vanished); a take waits ``take_timeout`` for a connection to be parked, and ``answer_timeout`` for the node's
-answer, trying the next parked one when a node does not answer, ``take_timeout + answer_timeout``
-in all (a node that parks silent connections as fast as they are dropped holds no page longer);
-one it took is closed if the take is cancelled before it is handed on.
+whose node vanished); a take waits ``take_timeout`` for a connection to be parked, and
+``answer_timeout`` for the node's answer, trying the next parked one when a node does not answer,
+``take_timeout + answer_timeout`` in all (a node that parks silent connections as fast as they are
+dropped holds no page longer); one it took is closed if the take is cancelled before it is handed on.
 """
 
 from __future__ import annotations
@@ -92,12 +92,17 @@ class WebDock:
             got = b"?"
         self._drop(agent, p, "closed" if not got else "spoke before it was opened")
 
+    def _tidy(self, agent: str) -> None:
+        """An agent with nothing parked and no page waiting holds no entry."""
+        a = self._agents.get(agent)
+        if a is not None and not a.parked and not a.waiters:
+            del self._agents[agent]
+
     def _drop(self, agent: str, p: _Parked, why: str) -> None:
         a = self._agents.get(agent)
         if a is not None and p in a.parked:
             a.parked.remove(p)
-            if not a.parked and not a.waiters:
-                del self._agents[agent]
+            self._tidy(agent)
         p.writer.transport.abort()
         _log.debug("agent_link.web_dropped", agent=agent, why=why)
 
@@ -106,6 +111,7 @@ class WebDock:
         if a is None or not a.parked:
             return None
         p = a.parked.popleft()
+        self._tidy(agent)
         if p.watch is not None:
             p.watch.cancel()  # no byte came (it would have dropped it): the stream is untouched
         return p
@@ -127,14 +133,13 @@ class WebDock:
                 self._agents.setdefault(agent, _Agent()).waiters.append(waiter)
                 try:
                     with contextlib.suppress(TimeoutError):
-                        await asyncio.wait_for(asyncio.shield(waiter), left)
+                        await asyncio.wait_for(waiter, left)  # woken by `park` (or `stop`)
                 finally:
                     a = self._agents.get(agent)
                     if a is not None:
                         with contextlib.suppress(ValueError):
                             a.waiters.remove(waiter)
-                        if not a.parked and not a.waiters:
-                            del self._agents[agent]
+                        self._tidy(agent)
                 continue
             answer = await self._open(p, min(self._answer_timeout, answer_left))
             if answer is None:
